@@ -1,0 +1,74 @@
+# usdcarb — every target installs what it needs, idempotently.
+# The two commands a newcomer runs: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT      := $(abspath .)
+VENV      := $(ROOT)/.venv
+PY        := $(VENV)/bin/python
+TOOLS     := $(ROOT)/.tools
+GOBIN     := $(TOOLS)/bin
+export PATH := $(VENV)/bin:$(GOBIN):/usr/local/go/bin:$(PATH)
+export PYTHONPATH := $(ROOT)/services:$(ROOT)/gen/python:$(ROOT)/clients/python
+export GOFLAGS := -mod=mod
+export GOTOOLCHAIN := local
+
+# Pinned Go tools (installed from the Go module proxy into .tools/bin).
+PROTOC_GEN_GO_VERSION      := v1.36.10
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+GRPCURL_VERSION            := v1.9.3
+
+VENV_STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+SYSTEM_STAMP := $(ROOT)/.cache/system-$(shell cat scripts/setup-system.sh 2>/dev/null | sha1sum | cut -c1-12)
+GOTOOLS_STAMP := $(TOOLS)/.go-$(PROTOC_GEN_GO_VERSION)-$(PROTOC_GEN_GO_GRPC_VERSION)-$(GRPCURL_VERSION)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- setup
+.PHONY: setup venv system gotools
+setup: system venv gotools ## install everything the project needs (idempotent)
+
+system: $(SYSTEM_STAMP) ## apt packages, PostgreSQL 15 + TimescaleDB (built from source), Redis
+$(SYSTEM_STAMP): scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	@mkdir -p $(dir $@) && rm -f $(ROOT)/.cache/system-* && touch $@
+
+venv: $(VENV_STAMP) ## the Python virtualenv with pinned dependencies
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+gotools: $(GOTOOLS_STAMP) ## protoc-gen-go, protoc-gen-go-grpc, grpcurl at pinned versions
+$(GOTOOLS_STAMP):
+	@mkdir -p $(GOBIN)
+	GOBIN=$(GOBIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(GOBIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	GOBIN=$(GOBIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@rm -f $(TOOLS)/.go-* && touch $@
+
+# ---------------------------------------------------------------- contracts
+.PHONY: generate lint-proto check-generated
+generate: venv gotools ## regenerate gen/, the Python SDK and Go SDK code from proto/
+	bash scripts/generate.sh
+
+lint-proto: venv ## buf lint (+ buf breaking against the latest release tag, if any)
+	buf lint
+	bash scripts/buf-breaking.sh
+
+check-generated: generate ## fail if generated code differs from what is committed
+	@if [ -n "$$(git status --porcelain -- gen clients/python/usdcarb_sdk/_gen clients/go/gen)" ]; then \
+	  git status --porcelain -- gen clients/python/usdcarb_sdk/_gen clients/go/gen; \
+	  echo "generated code is stale: run 'make generate' and commit"; exit 1; fi
+
+# ---------------------------------------------------------------- tests
+.PHONY: test test-unit test-contracts
+test: setup lint-proto check-generated ## the full suite: contracts, unit, integration, end-to-end
+	$(PY) -m pytest tests
+
+test-contracts: venv
+	$(PY) -m pytest tests/contracts

@@ -1,0 +1,534 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
+from usdcarb.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FillPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILL_POLICY_UNSPECIFIED: _ClassVar[FillPolicy]
+    FILL_POLICY_NEXT_BAR: _ClassVar[FillPolicy]
+    FILL_POLICY_SAME_BAR: _ClassVar[FillPolicy]
+
+class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SIDE_UNSPECIFIED: _ClassVar[Side]
+    SIDE_BUY: _ClassVar[Side]
+    SIDE_SELL: _ClassVar[Side]
+FILL_POLICY_UNSPECIFIED: FillPolicy
+FILL_POLICY_NEXT_BAR: FillPolicy
+FILL_POLICY_SAME_BAR: FillPolicy
+SIDE_UNSPECIFIED: Side
+SIDE_BUY: Side
+SIDE_SELL: Side
+
+class SlippageModel(_message.Message):
+    __slots__ = ("fixed_bps", "volume_impact_bps")
+    FIXED_BPS_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_IMPACT_BPS_FIELD_NUMBER: _ClassVar[int]
+    fixed_bps: float
+    volume_impact_bps: float
+    def __init__(self, fixed_bps: _Optional[float] = ..., volume_impact_bps: _Optional[float] = ...) -> None: ...
+
+class AssetAmount(_message.Message):
+    __slots__ = ("asset", "amount")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    asset: str
+    amount: float
+    def __init__(self, asset: _Optional[str] = ..., amount: _Optional[float] = ...) -> None: ...
+
+class VenueConfig(_message.Message):
+    __slots__ = ("venue", "maker_fee_bps", "taker_fee_bps", "slippage", "latency_bars", "initial_balances", "min_balances")
+    VENUE_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    SLIPPAGE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BARS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BALANCES_FIELD_NUMBER: _ClassVar[int]
+    MIN_BALANCES_FIELD_NUMBER: _ClassVar[int]
+    venue: str
+    maker_fee_bps: float
+    taker_fee_bps: float
+    slippage: SlippageModel
+    latency_bars: int
+    initial_balances: _containers.RepeatedCompositeFieldContainer[AssetAmount]
+    min_balances: _containers.RepeatedCompositeFieldContainer[AssetAmount]
+    def __init__(self, venue: _Optional[str] = ..., maker_fee_bps: _Optional[float] = ..., taker_fee_bps: _Optional[float] = ..., slippage: _Optional[_Union[SlippageModel, _Mapping]] = ..., latency_bars: _Optional[int] = ..., initial_balances: _Optional[_Iterable[_Union[AssetAmount, _Mapping]]] = ..., min_balances: _Optional[_Iterable[_Union[AssetAmount, _Mapping]]] = ...) -> None: ...
+
+class TransferRoute(_message.Message):
+    __slots__ = ("from_venue", "to_venue", "asset", "fee", "delay_bars")
+    FROM_VENUE_FIELD_NUMBER: _ClassVar[int]
+    TO_VENUE_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    FEE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_BARS_FIELD_NUMBER: _ClassVar[int]
+    from_venue: str
+    to_venue: str
+    asset: str
+    fee: float
+    delay_bars: int
+    def __init__(self, from_venue: _Optional[str] = ..., to_venue: _Optional[str] = ..., asset: _Optional[str] = ..., fee: _Optional[float] = ..., delay_bars: _Optional[int] = ...) -> None: ...
+
+class BacktestConfig(_message.Message):
+    __slots__ = ("range", "timeframe", "venues", "transfers", "fill_policy", "quote_asset", "periods_per_year")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    VENUES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    FILL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_ASSET_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_PER_YEAR_FIELD_NUMBER: _ClassVar[int]
+    range: _common_pb2.TimeRange
+    timeframe: str
+    venues: _containers.RepeatedCompositeFieldContainer[VenueConfig]
+    transfers: _containers.RepeatedCompositeFieldContainer[TransferRoute]
+    fill_policy: FillPolicy
+    quote_asset: str
+    periods_per_year: float
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., timeframe: _Optional[str] = ..., venues: _Optional[_Iterable[_Union[VenueConfig, _Mapping]]] = ..., transfers: _Optional[_Iterable[_Union[TransferRoute, _Mapping]]] = ..., fill_policy: _Optional[_Union[FillPolicy, str]] = ..., quote_asset: _Optional[str] = ..., periods_per_year: _Optional[float] = ...) -> None: ...
+
+class BacktestMetrics(_message.Message):
+    __slots__ = ("total_return", "annualized_return", "volatility", "sharpe", "sortino", "calmar", "max_drawdown", "max_drawdown_duration", "win_rate", "profit_factor", "expectancy", "round_trips", "avg_round_trip_duration", "turnover", "fees_paid", "exposure", "total_pnl", "slippage_paid", "theoretical_edge_bps", "realized_edge_bps", "capture_rate", "inventory_utilization", "rejected_fills")
+    class InventoryUtilizationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TOTAL_RETURN_FIELD_NUMBER: _ClassVar[int]
+    ANNUALIZED_RETURN_FIELD_NUMBER: _ClassVar[int]
+    VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    SHARPE_FIELD_NUMBER: _ClassVar[int]
+    SORTINO_FIELD_NUMBER: _ClassVar[int]
+    CALMAR_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAWDOWN_DURATION_FIELD_NUMBER: _ClassVar[int]
+    WIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROFIT_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    EXPECTANCY_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIPS_FIELD_NUMBER: _ClassVar[int]
+    AVG_ROUND_TRIP_DURATION_FIELD_NUMBER: _ClassVar[int]
+    TURNOVER_FIELD_NUMBER: _ClassVar[int]
+    FEES_PAID_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PNL_FIELD_NUMBER: _ClassVar[int]
+    SLIPPAGE_PAID_FIELD_NUMBER: _ClassVar[int]
+    THEORETICAL_EDGE_BPS_FIELD_NUMBER: _ClassVar[int]
+    REALIZED_EDGE_BPS_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_RATE_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FILLS_FIELD_NUMBER: _ClassVar[int]
+    total_return: float
+    annualized_return: float
+    volatility: float
+    sharpe: float
+    sortino: float
+    calmar: float
+    max_drawdown: float
+    max_drawdown_duration: _duration_pb2.Duration
+    win_rate: float
+    profit_factor: float
+    expectancy: float
+    round_trips: int
+    avg_round_trip_duration: _duration_pb2.Duration
+    turnover: float
+    fees_paid: float
+    exposure: float
+    total_pnl: float
+    slippage_paid: float
+    theoretical_edge_bps: float
+    realized_edge_bps: float
+    capture_rate: float
+    inventory_utilization: _containers.ScalarMap[str, float]
+    rejected_fills: int
+    def __init__(self, total_return: _Optional[float] = ..., annualized_return: _Optional[float] = ..., volatility: _Optional[float] = ..., sharpe: _Optional[float] = ..., sortino: _Optional[float] = ..., calmar: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., max_drawdown_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., expectancy: _Optional[float] = ..., round_trips: _Optional[int] = ..., avg_round_trip_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnover: _Optional[float] = ..., fees_paid: _Optional[float] = ..., exposure: _Optional[float] = ..., total_pnl: _Optional[float] = ..., slippage_paid: _Optional[float] = ..., theoretical_edge_bps: _Optional[float] = ..., realized_edge_bps: _Optional[float] = ..., capture_rate: _Optional[float] = ..., inventory_utilization: _Optional[_Mapping[str, float]] = ..., rejected_fills: _Optional[int] = ...) -> None: ...
+
+class BacktestResult(_message.Message):
+    __slots__ = ("metrics", "trade_count", "bars", "fingerprint", "optimistic_fills", "elapsed")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    OPTIMISTIC_FILLS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    metrics: BacktestMetrics
+    trade_count: int
+    bars: int
+    fingerprint: Fingerprint
+    optimistic_fills: bool
+    elapsed: _duration_pb2.Duration
+    def __init__(self, metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., trade_count: _Optional[int] = ..., bars: _Optional[int] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., optimistic_fills: _Optional[bool] = ..., elapsed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Fingerprint(_message.Message):
+    __slots__ = ("strategy_version_id", "data_snapshot_hash", "config_hash", "engine_version", "digest")
+    STRATEGY_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_SNAPSHOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    strategy_version_id: str
+    data_snapshot_hash: str
+    config_hash: str
+    engine_version: str
+    digest: str
+    def __init__(self, strategy_version_id: _Optional[str] = ..., data_snapshot_hash: _Optional[str] = ..., config_hash: _Optional[str] = ..., engine_version: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class Backtest(_message.Message):
+    __slots__ = ("name", "strategy_version", "config", "state", "progress", "result", "error", "creator", "create_time", "start_time", "end_time", "attempts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    strategy_version: str
+    config: BacktestConfig
+    state: _common_pb2.JobState
+    progress: _common_pb2.Progress
+    result: BacktestResult
+    error: _status_pb2.Status
+    creator: str
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    attempts: int
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class BacktestProgress(_message.Message):
+    __slots__ = ("progress", "bar_time", "equity", "partial_metrics")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    BAR_TIME_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    progress: _common_pb2.Progress
+    bar_time: _timestamp_pb2.Timestamp
+    equity: float
+    partial_metrics: BacktestMetrics
+    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., bar_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equity: _Optional[float] = ..., partial_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
+
+class BacktestCompleted(_message.Message):
+    __slots__ = ("outcome", "result")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    outcome: _common_pb2.Outcome
+    result: BacktestResult
+    def __init__(self, outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ...) -> None: ...
+
+class BacktestEvent(_message.Message):
+    __slots__ = ("backtest", "sequence", "state", "progress", "completed")
+    BACKTEST_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    backtest: str
+    sequence: int
+    state: _common_pb2.JobState
+    progress: BacktestProgress
+    completed: BacktestCompleted
+    def __init__(self, backtest: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[BacktestProgress, _Mapping]] = ..., completed: _Optional[_Union[BacktestCompleted, _Mapping]] = ...) -> None: ...
+
+class RunBacktestRequest(_message.Message):
+    __slots__ = ("strategy_version", "config", "progress_interval", "request_id")
+    STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    strategy_version: str
+    config: BacktestConfig
+    progress_interval: _duration_pb2.Duration
+    request_id: str
+    def __init__(self, strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., progress_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateBacktestRequest(_message.Message):
+    __slots__ = ("backtest", "request_id")
+    BACKTEST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    backtest: Backtest
+    request_id: str
+    def __init__(self, backtest: _Optional[_Union[Backtest, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetBacktestRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListBacktestsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "state", "strategy")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    state: _common_pb2.JobState
+    strategy: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class ListBacktestsResponse(_message.Message):
+    __slots__ = ("backtests", "next_page_token")
+    BACKTESTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backtests: _containers.RepeatedCompositeFieldContainer[Backtest]
+    next_page_token: str
+    def __init__(self, backtests: _Optional[_Iterable[_Union[Backtest, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelBacktestRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchBacktestRequest(_message.Message):
+    __slots__ = ("name", "after_sequence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_sequence: int
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class Trade(_message.Message):
+    __slots__ = ("time", "venue", "symbol", "side", "quantity", "price", "fee", "slippage", "round_trip", "signal_bar", "signal_edge_bps")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    VENUE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    FEE_FIELD_NUMBER: _ClassVar[int]
+    SLIPPAGE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIP_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_BAR_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_EDGE_BPS_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    venue: str
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    slippage: float
+    round_trip: int
+    signal_bar: int
+    signal_edge_bps: float
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., venue: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[float] = ..., price: _Optional[float] = ..., fee: _Optional[float] = ..., slippage: _Optional[float] = ..., round_trip: _Optional[int] = ..., signal_bar: _Optional[int] = ..., signal_edge_bps: _Optional[float] = ...) -> None: ...
+
+class ListBacktestTradesRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBacktestTradesResponse(_message.Message):
+    __slots__ = ("trades", "next_page_token")
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[Trade]
+    next_page_token: str
+    def __init__(self, trades: _Optional[_Iterable[_Union[Trade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetEquityCurveRequest(_message.Message):
+    __slots__ = ("name", "max_points", "layout")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_points: int
+    layout: _common_pb2.ColumnLayout
+    def __init__(self, name: _Optional[str] = ..., max_points: _Optional[int] = ..., layout: _Optional[_Union[_common_pb2.ColumnLayout, str]] = ...) -> None: ...
+
+class EquityCurve(_message.Message):
+    __slots__ = ("name", "time_ms", "equity", "drawdown", "exposure", "time_ms_le", "equity_le", "drawdown_le", "exposure_le", "count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_FIELD_NUMBER: _ClassVar[int]
+    DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_LE_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_LE_FIELD_NUMBER: _ClassVar[int]
+    DRAWDOWN_LE_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_LE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    time_ms: _containers.RepeatedScalarFieldContainer[int]
+    equity: _containers.RepeatedScalarFieldContainer[float]
+    drawdown: _containers.RepeatedScalarFieldContainer[float]
+    exposure: _containers.RepeatedScalarFieldContainer[float]
+    time_ms_le: bytes
+    equity_le: bytes
+    drawdown_le: bytes
+    exposure_le: bytes
+    count: int
+    def __init__(self, name: _Optional[str] = ..., time_ms: _Optional[_Iterable[int]] = ..., equity: _Optional[_Iterable[float]] = ..., drawdown: _Optional[_Iterable[float]] = ..., exposure: _Optional[_Iterable[float]] = ..., time_ms_le: _Optional[bytes] = ..., equity_le: _Optional[bytes] = ..., drawdown_le: _Optional[bytes] = ..., exposure_le: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ParameterAxis(_message.Message):
+    __slots__ = ("path", "values")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, path: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class WalkForwardSpec(_message.Message):
+    __slots__ = ("in_sample", "out_of_sample", "step")
+    IN_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    in_sample: _duration_pb2.Duration
+    out_of_sample: _duration_pb2.Duration
+    step: _duration_pb2.Duration
+    def __init__(self, in_sample: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., out_of_sample: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SweepPoint(_message.Message):
+    __slots__ = ("parameters", "metrics")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    parameters: _containers.ScalarMap[str, float]
+    metrics: BacktestMetrics
+    def __init__(self, parameters: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
+
+class WalkForwardFold(_message.Message):
+    __slots__ = ("index", "in_sample", "out_of_sample", "chosen_parameters", "in_sample_metrics", "out_of_sample_metrics")
+    class ChosenParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    IN_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    IN_SAMPLE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    in_sample: _common_pb2.TimeRange
+    out_of_sample: _common_pb2.TimeRange
+    chosen_parameters: _containers.ScalarMap[str, float]
+    in_sample_metrics: BacktestMetrics
+    out_of_sample_metrics: BacktestMetrics
+    def __init__(self, index: _Optional[int] = ..., in_sample: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., out_of_sample: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., chosen_parameters: _Optional[_Mapping[str, float]] = ..., in_sample_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., out_of_sample_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
+
+class Sweep(_message.Message):
+    __slots__ = ("name", "strategy_version", "config", "axes", "objective", "walk_forward", "state", "progress", "points", "folds", "error", "creator", "create_time", "end_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    AXES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    WALK_FORWARD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    strategy_version: str
+    config: BacktestConfig
+    axes: _containers.RepeatedCompositeFieldContainer[ParameterAxis]
+    objective: str
+    walk_forward: WalkForwardSpec
+    state: _common_pb2.JobState
+    progress: _common_pb2.Progress
+    points: _containers.RepeatedCompositeFieldContainer[SweepPoint]
+    folds: _containers.RepeatedCompositeFieldContainer[WalkForwardFold]
+    error: _status_pb2.Status
+    creator: str
+    create_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., axes: _Optional[_Iterable[_Union[ParameterAxis, _Mapping]]] = ..., objective: _Optional[str] = ..., walk_forward: _Optional[_Union[WalkForwardSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., folds: _Optional[_Iterable[_Union[WalkForwardFold, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SweepEvent(_message.Message):
+    __slots__ = ("sweep", "sequence", "state", "progress", "outcome")
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    sweep: str
+    sequence: int
+    state: _common_pb2.JobState
+    progress: _common_pb2.Progress
+    outcome: _common_pb2.Outcome
+    def __init__(self, sweep: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ...) -> None: ...
+
+class CreateSweepRequest(_message.Message):
+    __slots__ = ("sweep", "request_id")
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    sweep: Sweep
+    request_id: str
+    def __init__(self, sweep: _Optional[_Union[Sweep, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetSweepRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListSweepsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSweepsResponse(_message.Message):
+    __slots__ = ("sweeps", "next_page_token")
+    SWEEPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    sweeps: _containers.RepeatedCompositeFieldContainer[Sweep]
+    next_page_token: str
+    def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelSweepRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchSweepRequest(_message.Message):
+    __slots__ = ("name", "after_sequence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_sequence: int
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...

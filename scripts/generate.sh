@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerate everything derived from proto/: gen/ (Python stubs, OpenAPI, Envoy
+# descriptor set), the Python SDK's betterproto2 code and the Go SDK's code.
+# Output is deterministic so CI can fail on any difference from what is committed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
+
+rm -rf gen/python/usdcarb gen/openapi gen/descriptor clients/python/usdcarb_sdk/_gen clients/go/gen
+buf generate "$@"
+
+# Envoy's grpc_json_transcoder reads a self-contained descriptor set.
+mkdir -p gen/descriptor
+buf build --exclude-source-info -o gen/descriptor/usdcarb.binpb
+
+# Package markers: gen/python/usdcarb is completed by services/usdcarb (pkgutil.extend_path).
+touch gen/python/usdcarb/v1/__init__.py
