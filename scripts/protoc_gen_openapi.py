@@ -1,0 +1,483 @@
+"""protoc/buf plugin: one OpenAPI 3.1 document (``openapi.yaml``) for Envoy's JSON transcoder.
+
+Covers every RPC (and every additional binding) that carries a ``google.api.http`` option in
+the files to generate. Schemas follow the proto3 JSON mapping. Parameters (comma separated):
+
+* ``title=...``, ``version=...``: ``info`` fields.
+* ``public=pkg.Service.Method,...``: operations that need no bearer token (``security: []``).
+* ``path_params=singular|id``: ``{name=strategies/*}`` becomes ``{strategy}`` (default) or
+  ``{strategiesId}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from typing import Any
+
+import yaml
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
+from google.protobuf import descriptor_pb2 as dpb
+from google.protobuf.compiler import plugin_pb2
+
+Schema = dict[str, Any]
+Loc = tuple[str, tuple[int, ...]]  # (file name, SourceCodeInfo path)
+FD = dpb.FieldDescriptorProto
+FB = field_behavior_pb2
+REF = "#/components/schemas/"
+_I32, _U32 = {"type": "integer", "format": "int32"}, {"type": "integer", "format": "uint32"}
+SCALARS: dict[int, Schema] = {
+    FD.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FD.TYPE_FLOAT: {"type": "number", "format": "float"},
+    **dict.fromkeys((FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32), _I32),
+    **{t: {**_U32, "minimum": 0} for t in (FD.TYPE_UINT32, FD.TYPE_FIXED32)},
+    **{t: {"type": "string", "format": "int64"} for t in (
+        FD.TYPE_INT64, FD.TYPE_SINT64, FD.TYPE_SFIXED64, FD.TYPE_UINT64, FD.TYPE_FIXED64)},
+    FD.TYPE_BOOL: {"type": "boolean"},
+    FD.TYPE_STRING: {"type": "string"},
+    FD.TYPE_BYTES: {"type": "string", "format": "byte", "description": "Base64-encoded bytes."},
+}
+_WRAPPED = {"Double": FD.TYPE_DOUBLE, "Float": FD.TYPE_FLOAT, "Int64": FD.TYPE_INT64,
+            "UInt64": FD.TYPE_UINT64, "Int32": FD.TYPE_INT32, "UInt32": FD.TYPE_UINT32,
+            "Bool": FD.TYPE_BOOL, "String": FD.TYPE_STRING, "Bytes": FD.TYPE_BYTES}
+PB = "google.protobuf."
+WKT: dict[str, Schema] = {  # well-known types, inlined
+    PB + "Timestamp": {"type": "string", "format": "date-time",
+                       "description": "RFC 3339 timestamp, e.g. 2024-01-31T12:00:00Z."},
+    PB + "Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
+                      "description": 'Duration in seconds, e.g. "300s" or "1.5s".'},
+    PB + "Struct": {"type": "object", "additionalProperties": True},
+    PB + "Value": {"description": "Any JSON value."},
+    PB + "ListValue": {"type": "array", "items": {}},
+    PB + "FieldMask": {"type": "string",
+                       "description": 'Comma-separated lowerCamel paths, e.g. "a,b.c".'},
+    PB + "Empty": {"type": "object"},
+    PB + "NullValue": {"type": "null"},
+    **{f"{PB}{k}Value": {**SCALARS[t], "type": [SCALARS[t]["type"], "null"]}
+       for k, t in _WRAPPED.items()},
+}
+NOT_QUERY = {PB + "Struct", PB + "Value", PB + "ListValue", PB + "Empty"}
+BUILTIN: dict[str, Schema] = {  # components written by hand
+    PB + "Any": {
+        "type": "object", "required": ["@type"], "additionalProperties": True,
+        "description": "A message of any type: `@type` names it, its JSON fields follow.",
+        "properties": {"@type": {"type": "string",
+                                 "example": "type.googleapis.com/google.rpc.ErrorInfo"}}},
+    "google.rpc.Status": {
+        "type": "object", "description": "gRPC error status (google.rpc.Status) as JSON.",
+        "properties": {"code": {**_I32, "description": "google.rpc.Code value."},
+                       "message": {"type": "string"},
+                       "details": {"type": "array", "items": {"$ref": REF + PB + "Any"}}}},
+}
+FLOAT_NOTE = 'The strings "NaN", "Infinity" and "-Infinity" are also allowed.'
+STREAM_NOTE = ("A server stream of `{m}` messages, one JSON object per line (NDJSON, Envoy "
+               "`stream_newline_delimited`) or one SSE event `data: {{json}}` per message "
+               "(`stream_sse_style_delimited`). A failure mid-stream still ends as HTTP 200: "
+               "read until the stream ends, the last message carries the outcome. "
+               "(Envoy labels NDJSON `application/json`.)")
+
+
+class PluginError(Exception):
+    """A problem in the input that the user must fix; reported through the response."""
+
+
+def camel(name: str) -> str:
+    """Return the proto3 JSON (lowerCamel) form of a snake_case or kebab-case name."""
+    return re.sub(r"[_\-.]+([a-zA-Z0-9])", lambda m: m.group(1).upper(), name)
+
+
+def singular(word: str) -> str:
+    """Guess the singular of a collection segment, else ``<word>Id``."""
+    for end, repl in (("ies", "y"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"), ("shes", "sh")):
+        if word.endswith(end) and len(word) > len(end):
+            return camel(word[: -len(end)] + repl)
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 1:
+        return camel(word[:-1])
+    return camel(word) + "Id"
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` on ``sep`` outside ``{...}`` variables."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "{") - (ch == "}")
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*parts, cur]
+
+
+def parse_parameter(raw: str) -> dict[str, list[str]]:
+    """Parse ``k=v,k2=a,b`` (tokens without ``=`` continue the previous key's list)."""
+    out: dict[str, list[str]] = {}
+    key = ""
+    for tok in (t.strip() for t in raw.split(",")):
+        k, eq, v = tok.partition("=")
+        if eq:
+            key = k.strip()
+            out.setdefault(key, []).append(v.strip())
+        elif tok and key:
+            out[key].append(tok)
+        elif tok:
+            raise PluginError(f"bad plugin parameter {tok!r}: expected key=value")
+    unknown = set(out) - {"title", "version", "public", "path_params"}
+    if unknown:
+        raise PluginError(f"unknown plugin parameter(s): {', '.join(sorted(unknown))}")
+    return out
+
+
+def describe(obj: Schema, *notes: str) -> Schema:
+    """Set ``obj["description"]`` from the non-empty notes (paragraphs); return ``obj``."""
+    text = "\n\n".join(n for n in notes if n)
+    if text:
+        obj["description"] = text
+    return obj
+
+
+def as_param(name: str, where: str, schema: Schema, required: bool = False) -> Schema:
+    """A parameter object; the schema's description moves up to the parameter."""
+    param: Schema = {"name": name, "in": where, **({"required": True} if required else {})}
+    return describe(param, schema.pop("description", "")) | {"schema": schema}
+
+
+class Generator:
+    """Indexes the request's descriptors and builds the OpenAPI document."""
+
+    def __init__(self, req: plugin_pb2.CodeGeneratorRequest) -> None:
+        self.req = req
+        self.params = parse_parameter(req.parameter)
+        self.id_style = self.params.get("path_params", ["singular"])[0] == "id"
+        self.messages: dict[str, tuple[dpb.DescriptorProto, Loc]] = {}
+        self.enums: dict[str, tuple[dpb.EnumDescriptorProto, Loc]] = {}
+        self.comments: dict[Loc, str] = {}
+        self.schemas: dict[str, Schema] = {}
+        for f in req.proto_file:
+            for loc in f.source_code_info.location:
+                text = loc.leading_comments or loc.trailing_comments
+                lines = [ln[1:] if ln.startswith(" ") else ln for ln in text.splitlines()]
+                self.comments[(f.name, tuple(loc.path))] = "\n".join(lines).strip()
+            prefix = f".{f.package}" if f.package else ""
+            for i, m in enumerate(f.message_type):
+                self._index(m, prefix, (f.name, (4, i)))
+            for i, e in enumerate(f.enum_type):
+                self.enums[f"{prefix}.{e.name}"] = (e, (f.name, (5, i)))
+
+    def _index(self, m: dpb.DescriptorProto, prefix: str, loc: Loc) -> None:
+        name, (file, path) = f"{prefix}.{m.name}", loc
+        self.messages[name] = (m, loc)
+        for i, n in enumerate(m.nested_type):
+            self._index(n, name, (file, (*path, 3, i)))
+        for i, e in enumerate(m.enum_type):
+            self.enums[f"{name}.{e.name}"] = (e, (file, (*path, 4, i)))
+
+    def doc(self, loc: Loc, *sub: int) -> str:
+        """The comment at a descriptor location (plus sub-path), or ""."""
+        return self.comments.get((loc[0], (*loc[1], *sub)), "")
+
+    # ------------------------------------------------------------------ schemas
+    def ref(self, type_name: str) -> Schema:
+        """Schema of a message/enum type: inline for well-known types, else a $ref."""
+        name = type_name.lstrip(".")
+        if name in WKT:
+            return copy.deepcopy(WKT[name])
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder: breaks recursion
+            self.schemas[name] = self.build(name)
+        return {"$ref": REF + name}
+
+    def build(self, name: str) -> Schema:
+        """The component schema of a message or enum (full name without leading dot)."""
+        if name in BUILTIN:
+            if name == "google.rpc.Status":
+                self.ref(PB + "Any")
+            return copy.deepcopy(BUILTIN[name])
+        if f".{name}" in self.enums:
+            e, loc = self.enums[f".{name}"]
+            values = [f"- `{v.name}`: {self.doc(loc, 2, i)}"
+                      for i, v in enumerate(e.value) if self.doc(loc, 2, i)]
+            return describe({"type": "string", "enum": [v.name for v in e.value]},
+                            "\n".join([self.doc(loc), *values]).strip())
+        m, loc = self.messages[f".{name}"]
+        props: Schema = {}
+        required: list[str] = []
+        for i, f in enumerate(m.field):
+            key = f.json_name or camel(f.name)
+            props[key] = self.field_schema(f, (loc[0], (*loc[1], 2, i)), self.oneof(m, f))
+            if FB.REQUIRED in f.options.Extensions[FB.field_behavior]:
+                required.append(key)
+        oneofs = [(o.name, [f"`{f.json_name}`" for f in m.field if self.oneof(m, f) == o.name])
+                  for o in m.oneof_decl]
+        out = describe({"type": "object", "properties": props}, self.doc(loc),
+                       *(f"Oneof `{o}`: set at most one of {', '.join(fs)}." for o, fs in oneofs if fs))
+        return out | ({"required": required} if required else {})
+
+    def single(self, f: dpb.FieldDescriptorProto) -> Schema:
+        """Schema of one value of a field (ignoring `repeated`)."""
+        if f.type in (FD.TYPE_MESSAGE, FD.TYPE_ENUM):
+            return self.ref(f.type_name)
+        return copy.deepcopy(SCALARS[f.type])
+
+    def map_entry(self, f: dpb.FieldDescriptorProto) -> dpb.DescriptorProto | None:
+        """The map entry message if `f` is a map field."""
+        entry = self.messages.get(f.type_name) if f.type == FD.TYPE_MESSAGE else None
+        return entry[0] if entry and entry[0].options.map_entry else None
+
+    @staticmethod
+    def oneof(m: dpb.DescriptorProto, f: dpb.FieldDescriptorProto) -> str:
+        """Name of the real (non-synthetic) oneof that `f` belongs to, or ""."""
+        real = f.HasField("oneof_index") and not f.proto3_optional
+        return str(m.oneof_decl[f.oneof_index].name) if real else ""
+
+    def field_schema(self, f: dpb.FieldDescriptorProto, loc: Loc, oneof: str = "") -> Schema:
+        """Schema of a field with its description, field behaviours and JSON-mapping notes."""
+        entry = self.map_entry(f)
+        if entry is not None:
+            s: Schema = {"type": "object", "additionalProperties": self.single(entry.field[1])}
+            if entry.field[0].type not in (FD.TYPE_STRING, FD.TYPE_BOOL):
+                s["propertyNames"] = {"pattern": "^-?[0-9]+$"}
+        elif f.label == FD.LABEL_REPEATED:
+            s = {"type": "array", "items": self.single(f)}
+        else:
+            s = self.single(f)
+        behaviors = set(f.options.Extensions[FB.field_behavior])
+        if FB.OUTPUT_ONLY in behaviors:
+            s["readOnly"] = True
+        if FB.INPUT_ONLY in behaviors:
+            s["writeOnly"] = True
+        return describe(
+            s, self.doc(loc), s.pop("description", ""),
+            "Immutable: can only be set when the resource is created."
+            if FB.IMMUTABLE in behaviors else "",
+            FLOAT_NOTE if f.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT) else "",
+            "Optional: presence is tracked; omit the field to leave it unset."
+            if f.proto3_optional else "",
+            f"Member of oneof `{oneof}`: set at most one of its fields." if oneof else "")
+
+    def resolve(self, msg: str, field_path: str) -> tuple[dpb.FieldDescriptorProto, Loc]:
+        """Find the field named by a dotted proto path in a message."""
+        for n, part in enumerate(field_path.split(".")):
+            if msg not in self.messages:
+                raise PluginError(f"{field_path!r}: {msg} is not a message")
+            m, (file, path) = self.messages[msg]
+            idx = next((i for i, f in enumerate(m.field) if f.name == part), None)
+            if idx is None:
+                raise PluginError(f"no field {field_path!r} in {msg.lstrip('.')}")
+            if n == field_path.count("."):
+                return m.field[idx], (file, (*path, 2, idx))
+            msg = m.field[idx].type_name
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ operations
+    def expand(self, template: str, req_type: str) -> tuple[str, list[Schema], set[str]]:
+        """Turn an HttpRule template into an OpenAPI path, its parameters and bound fields."""
+        segs = split_top(template.lstrip("/"), "/")
+        last = split_top(segs[-1], ":")
+        segs[-1], verb = last[0], "".join(f":{v}" for v in last[1:])
+        out: list[str] = []
+        params: list[Schema] = []
+        bound: set[str] = set()
+        used: set[str] = set()
+
+        def unique(base: str) -> str:
+            name, n = base, 2
+            while name in used:
+                name, n = f"{base}{n}", n + 1
+            used.add(name)
+            return name
+
+        for seg in segs:
+            if not seg.startswith("{"):
+                if seg in ("*", "**"):
+                    raise PluginError(f"{template}: wildcards outside a {{variable}} unsupported")
+                out.append(seg)
+                continue
+            fpath, _, pattern = seg[1:-1].partition("=")
+            bound.add(fpath)
+            f, loc = self.resolve(req_type, fpath)
+            if pattern in ("", "*"):
+                out.append(f"{{{unique(fpath)}}}")
+                params.append(as_param(out[-1][1:-1], "path", self.field_schema(f, loc), True))
+                continue
+            composed, names, prev = [], [], ""
+            for p in pattern.split("/"):
+                if p in ("*", "**"):
+                    base = (f"{camel(prev)}Id" if self.id_style else singular(prev)) if prev \
+                        else camel(fpath.split(".")[-1])
+                    names.append((unique(base), p))
+                    p = f"{{{names[-1][0]}}}"
+                composed.append(p)
+                prev = p
+            out.extend(composed)
+            for name, wild in names:
+                desc = (f"`{name}` is a segment of the field `{fpath}` = `{'/'.join(composed)}`."
+                        if len(composed) > 1 else f"The field `{fpath}`.")
+                schema = {"type": "string", "description": desc}
+                params.append(as_param(name, "path", schema, True))
+                if wild == "**":
+                    params[-1]["description"] += " Matches `**`: may span several segments (`/`)."
+                    params[-1]["x-usdcarb-multi-segment"] = True
+        return "/" + "/".join(out) + verb, params, bound
+
+    def query(self, msg: str, skip: set[str], prefix: str = "", jprefix: str = "",
+              seen: tuple[str, ...] = ()) -> list[Schema]:
+        """Query parameters (dotted lowerCamel names) for fields not in the path or body."""
+        m, (file, path) = self.messages[msg]
+        out: list[Schema] = []
+        for i, f in enumerate(m.field):
+            proto_path, json = prefix + f.name, jprefix + (f.json_name or camel(f.name))
+            name = f.type_name.lstrip(".")
+            if proto_path in skip or self.map_entry(f) is not None or name in NOT_QUERY:
+                continue
+            if f.type == FD.TYPE_MESSAGE and name not in WKT:
+                if f.label != FD.LABEL_REPEATED and f.type_name not in (*seen, msg) \
+                        and name not in BUILTIN:
+                    out += self.query(f.type_name, skip, f"{proto_path}.", f"{json}.",
+                                      (*seen, msg))
+                continue
+            required = not prefix and FB.REQUIRED in f.options.Extensions[FB.field_behavior]
+            schema = self.field_schema(f, (file, (*path, 2, i)), self.oneof(m, f))
+            out.append(as_param(json, "query", schema, required))
+        return out
+
+    def body(self, rule: http_pb2.HttpRule, req_type: str, bound: set[str]) -> Schema:
+        """Request body schema: a field (``body: "field"``) or the message minus path fields."""
+        if rule.body != "*":
+            return self.field_schema(*self.resolve(req_type, rule.body))
+        name = req_type.lstrip(".")
+        tops = {self.resolve(req_type, b)[0].json_name for b in bound if "." not in b}
+        if not tops:
+            return self.ref(req_type)
+        body = self.build(name)
+        body["properties"] = {k: v for k, v in body["properties"].items() if k not in tops}
+        body["required"] = [r for r in body.pop("required", []) if r not in tops]
+        if not body["required"]:
+            del body["required"]
+        note = f"`{name}` without the fields bound in the path ({', '.join(sorted(tops))})."
+        return describe(body, note)
+
+    def responses(self, meth: dpb.MethodDescriptorProto, rule: http_pb2.HttpRule) -> Schema:
+        """200 (JSON, or NDJSON + SSE for server streams) and a google.rpc.Status default."""
+        schema = self.ref(meth.output_type)
+        if rule.response_body:
+            schema = self.field_schema(*self.resolve(meth.output_type, rule.response_body))
+        if meth.output_type == ".google.api.HttpBody":
+            ok: Schema = {"description": "Raw body.", "content": {"*/*": {"schema": {}}}}
+        elif meth.server_streaming:
+            ok = {"description": STREAM_NOTE.format(m=meth.output_type.lstrip(".")), "content": {
+                "application/x-ndjson": {"schema": schema,
+                                         "x-usdcarb-framing": "one JSON message per line"},
+                "text/event-stream": {"schema": copy.deepcopy(schema),
+                                      "x-usdcarb-framing": "data: {json}\\n\\n per message"}}}
+        else:
+            ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        return {"200": ok, "default": {
+            "description": "Error: a google.rpc.Status.",
+            "content": {"application/json": {"schema": self.ref("google.rpc.Status")}}}}
+
+    def operation(self, svc: str, tag: str, meth: dpb.MethodDescriptorProto,
+                  rule: http_pb2.HttpRule, doc: str) -> tuple[str, str, Schema]:
+        """Build one operation for one HttpRule (primary or additional binding)."""
+        kind = rule.WhichOneof("pattern")
+        if kind is None:
+            raise PluginError(f"{svc}.{meth.name}: HttpRule without a pattern")
+        template = rule.custom.path if kind == "custom" else getattr(rule, kind)
+        verb = rule.custom.kind.lower() if kind == "custom" else kind
+        if verb not in ("get", "put", "post", "delete", "patch", "head", "options"):
+            raise PluginError(f"{svc}.{meth.name}: unsupported HTTP method {verb!r}")
+        path, params, bound = self.expand(template, meth.input_type)
+        op: Schema = {"operationId": f"{tag}_{meth.name}", "tags": [tag]}
+        if doc:
+            op["summary"], _, rest = doc.partition("\n")
+            describe(op, rest.strip())
+        if rule.body != "*":
+            params += self.query(meth.input_type, bound | ({rule.body} if rule.body else set()))
+        if params:
+            op["parameters"] = params
+        if rule.body:
+            body = self.body(rule, meth.input_type, bound)
+            op["requestBody"] = {"content": {"application/json": {"schema": body}}}
+        op["responses"] = self.responses(meth, rule)
+        if meth.client_streaming or meth.server_streaming:
+            op["x-usdcarb-streaming"] = ("bidi" if meth.server_streaming else "client") \
+                if meth.client_streaming else "server"
+        op["x-grpc-method"] = f"/{svc}/{meth.name}"
+        return path, verb, op
+
+    def document(self) -> Schema:
+        """The whole OpenAPI document."""
+        public = {p.lstrip("/").replace("/", ".") for p in self.params.get("public", []) if p}
+        paths: dict[str, Schema] = {}
+        tags: list[Schema] = []
+        methods: set[str] = set()
+        by_name = {f.name: f for f in self.req.proto_file}
+        for f in (by_name[n] for n in self.req.file_to_generate):
+            for si, svc in enumerate(f.service):
+                full = f"{f.package}.{svc.name}" if f.package else svc.name
+                tag = describe({"name": svc.name}, self.doc((f.name, (6, si))))
+                for mi, meth in enumerate(svc.method):
+                    methods.add(f"{full}.{meth.name}")
+                    if not meth.options.HasExtension(annotations_pb2.http):
+                        continue
+                    rule = meth.options.Extensions[annotations_pb2.http]
+                    for n, r in enumerate([rule, *rule.additional_bindings]):
+                        path, verb, op = self.operation(full, svc.name, meth, r,
+                                                        self.doc((f.name, (6, si, 2, mi))))
+                        op["operationId"] += f"_{n + 1}" if n else ""
+                        if f"{full}.{meth.name}" in public:
+                            op["security"] = []
+                        if verb in paths.setdefault(path, {}):
+                            raise PluginError(f"{verb.upper()} {path} is bound twice ("
+                                              f"{paths[path][verb]['operationId']}, {op['operationId']})")
+                        paths[path][verb] = op
+                        if tag not in tags:
+                            tags.append(tag)
+        if public - methods:
+            raise PluginError(f"public= names unknown methods: {', '.join(sorted(public - methods))}")
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": ",".join(self.params.get("title", [])) or "API",
+                     "version": ",".join(self.params.get("version", [])) or "0.1.0"},
+            "servers": [{"url": "http://127.0.0.1:8080"}],
+            "security": [{"bearerAuth": []}],
+            "tags": tags,
+            "paths": paths,
+            "components": {
+                "schemas": {k: self.schemas[k] for k in sorted(self.schemas)},
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                                   "bearerFormat": "JWT"}}},
+        }
+
+
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
+    """SafeDumper without anchors/aliases, so shared sub-schemas are written out in full."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def generate(req: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
+    """Run the plugin on a parsed request; errors land in ``response.error``."""
+    resp = plugin_pb2.CodeGeneratorResponse(
+        supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL)
+    try:
+        doc = Generator(req).document()
+    except PluginError as exc:
+        resp.error = str(exc)
+        return resp
+    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    resp.file.add(name="openapi.yaml", content=text)
+    return resp
+
+
+def main() -> int:
+    """Read a CodeGeneratorRequest on stdin, write a CodeGeneratorResponse on stdout."""
+    req = plugin_pb2.CodeGeneratorRequest.FromString(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(generate(req).SerializeToString())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

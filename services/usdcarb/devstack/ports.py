@@ -1,0 +1,121 @@
+"""Operating-system helpers the throwaway servers share: ports, processes, scratch dirs.
+
+Linux only: process state is read from /proc.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DevstackError",
+    "child_pids",
+    "free_port",
+    "pid_alive",
+    "pid_exists",
+    "process_name",
+    "scratch_dir",
+    "signal_pid",
+    "wait_gone",
+]
+
+
+class DevstackError(RuntimeError):
+    """Signal that a local server could not be set up, started or stopped."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    The port is released before returning, so another process may take it first; the
+    servers fail loudly at start in that case rather than talking to a stranger.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scratch_dir(prefix: str = "usdcarb-devstack-") -> Path:
+    """Create a fresh directory under the system temp dir that other users can traverse.
+
+    Use it (not pytest's ``tmp_path``, which sits under a 0700 directory) as the parent
+    of a PostgreSQL data directory when running as root: the postmaster runs as user
+    ``postgres`` and must reach its data directory. The caller removes it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may itself contain spaces or parentheses.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def process_name(pid: int) -> str | None:
+    """Return the command name (``comm``) of a process, or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """Return the live direct children of a process."""
+    children: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            children.append(int(entry.name))
+    return children
+
+
+def signal_pid(pid: int, sig: signal.Signals) -> bool:
+    """Send a signal to a process; return False when it was already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pid_exists(pid: int) -> bool:
+    """Tell whether a PID is taken, zombies included (what ``kill(pid, 0)`` sees)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def wait_gone(pids: Iterable[int], timeout: float, *, reaped: bool = False) -> list[int]:
+    """Wait until every process has exited; return the ones still there at the timeout.
+
+    With ``reaped=True`` a zombie still counts as there: its PID is still taken.
+    """
+    present = pid_exists if reaped else pid_alive
+    remaining = list(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = [pid for pid in remaining if present(pid)]
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
+        time.sleep(0.02)
