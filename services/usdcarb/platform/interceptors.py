@@ -1,0 +1,264 @@
+"""Intercept every RPC of a grpc.aio server: request id, metrics, errors, identity.
+
+A grpc.aio server interceptor only gets to return an RpcMethodHandler; to act around
+the call it must wrap the handler's behaviour function. ``wrap_handler`` does that
+for the four RPC kinds, keeping a streaming behaviour's style (async generator vs
+coroutine writing with ``context.write``) because grpc.aio dispatches on it.
+
+``default_interceptors`` gives the order services use, outermost first: request id
+(so every log line has it), metrics (sees the final code), errors (maps exceptions),
+identity (its Unauthenticated is mapped too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeGuard
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from usdcarb.platform.errors import DomainError, Unimplemented
+from usdcarb.platform.identity import caller_from_context, current_caller
+from usdcarb.platform.logging import request_id
+from usdcarb.platform.status import domain_status, internal_status, mapping_for, to_grpc_status
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+Scope = Callable[[Any], AbstractAsyncContextManager[None]]
+Behaviour = Callable[..., Any]
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """Split "/pkg.Service/Method" into ("pkg.Service", "Method")."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service or "unknown", method or "unknown"
+
+
+def _wrap_unary(inner: Behaviour, scope: Scope) -> Behaviour:
+    async def unary(request: Any, context: Any) -> Any:
+        async with scope(context):
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+    return unary
+
+
+def _wrap_stream(inner: Behaviour, scope: Scope) -> Behaviour:
+    if inspect.iscoroutinefunction(inner):
+        # Writer style: the behaviour calls context.write and returns None.
+        async def writer(request: Any, context: Any) -> None:
+            async with scope(context):
+                await inner(request, context)
+
+        return writer
+
+    async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
+        async with scope(context):
+            result = inner(request, context)
+            if inspect.isawaitable(result):
+                await result
+                return
+            async for response in result:
+                yield response
+
+    return generator
+
+
+def wrap_handler(handler: Any, scope: Scope) -> Any:
+    """Return a copy of an RpcMethodHandler whose behaviour runs inside ``scope(context)``."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, scope), **kwargs
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary(handler.stream_unary, scope), **kwargs
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, scope), **kwargs
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_stream(handler.stream_stream, scope), **kwargs
+    )
+
+
+class ScopeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Base: run every handler of the server inside ``self.scope(method, context)``."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        return wrap_handler(handler, lambda context: self.scope(method, context))
+
+    def scope(self, method: str, context: Any) -> AbstractAsyncContextManager[None]:
+        """Return the context manager to run around one call of ``method``."""
+        raise NotImplementedError
+
+
+def _valid_request_id(value: object) -> TypeGuard[str]:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_REQUEST_ID
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
+class RequestIdInterceptor(ScopeInterceptor):
+    """Adopt the caller's ``x-request-id`` (Envoy sets one) or make one; echo it back."""
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
+        incoming = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+        rid = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
+        request_id.set(rid)
+        # Sent up front: initial metadata must precede the first message, and the
+        # caller needs the id even when the call fails.
+        await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+        yield
+
+
+class ErrorInterceptor(ScopeInterceptor):
+    """Abort with the mapped status for domain errors and opaque INTERNAL otherwise."""
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise  # the handler aborted on purpose; its status stands
+        except DomainError as exc:
+            await self._abort_domain(method, context, exc)
+        except NotImplementedError:
+            # Generated servicer base classes raise it for RPCs a service does not
+            # implement; that is UNIMPLEMENTED, not a server fault.
+            await self._abort_domain(method, context, Unimplemented(method.lstrip("/")))
+        except Exception:
+            rid = request_id.get()
+            logger.exception("%s raised an unexpected error (request id %s)", method, rid)
+            await context.abort_with_status(to_grpc_status(internal_status(rid)))
+
+    async def _abort_domain(self, method: str, context: Any, exc: DomainError) -> None:
+        rid = request_id.get()
+        try:
+            status = domain_status(exc, rid)
+        except Exception:
+            # A malformed error must still not leak its text through grpc's default.
+            logger.exception("%s: could not map %s (request id %s)", method, type(exc), rid)
+            status = internal_status(rid)
+        else:
+            code = mapping_for(type(exc)).code
+            logger.info("%s failed: %s %s: %s", method, code.name, exc.reason, exc.message)
+        await context.abort_with_status(to_grpc_status(status))
+
+
+class IdentityInterceptor(ScopeInterceptor):
+    """Store the Envoy-verified caller in ``identity.current_caller`` for the handler."""
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
+        current_caller.set(caller_from_context(context))
+        yield
+
+
+class MetricsInterceptor(ScopeInterceptor):
+    """Count RPCs by service/method/code, time them and gauge those in flight.
+
+    Metric names follow go-grpc-prometheus so stock Grafana dashboards work.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("grpc_service", "grpc_method")
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, by status code.",
+            [*labels, "grpc_code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its end on the server.",
+            labels,
+            registry=registry,
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+                300,
+            ),
+        )
+        self.in_flight = Gauge(
+            "grpc_server_in_flight", "RPCs being handled now.", labels, registry=registry
+        )
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
+        service, name = split_method(method)
+        gauge = self.in_flight.labels(service, name)
+        gauge.inc()
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            yield
+            code = _code_name(context, default="OK")
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = _code_name(context, default="UNKNOWN")
+            raise
+        finally:
+            gauge.dec()
+            self.latency.labels(service, name).observe(time.perf_counter() - started)
+            self.handled.labels(service, name, code).inc()
+
+
+def _code_name(context: Any, default: str) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return default
+
+
+def default_interceptors(registry: CollectorRegistry) -> list[ScopeInterceptor]:
+    """Return the interceptors every service runs, outermost first."""
+    return [
+        RequestIdInterceptor(),
+        MetricsInterceptor(registry),
+        ErrorInterceptor(),
+        IdentityInterceptor(),
+    ]
