@@ -72,3 +72,17 @@ test: setup lint-proto check-generated ## the full suite: contracts, unit, integ
 
 test-contracts: venv
 	$(PY) -m pytest tests/contracts
+
+# ---------------------------------------------------------------- running it
+.PHONY: up down demo status
+up: setup ## start PostgreSQL+TimescaleDB, Redis, every service and Envoy (127.0.0.1:8080)
+	$(PY) -m usdcarb.devstack.stack up
+
+down: ## stop exactly what `make up` started
+	@if [ -x $(PY) ]; then $(PY) -m usdcarb.devstack.stack down; fi
+
+status: ## which processes of the stack are running
+	@$(PY) -m usdcarb.devstack.stack status
+
+demo: up ## bring the stack up and exercise it end to end through the gateway
+	$(PY) scripts/demo.py

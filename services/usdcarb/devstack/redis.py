@@ -114,6 +114,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=early_log,
                 stderr=early_log,
+                start_new_session=True,  # survives the shell that ran `make up`
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

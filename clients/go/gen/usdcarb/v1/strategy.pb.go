@@ -929,7 +929,7 @@ type StrategyVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resource name "strategies/{strategy}/versions/{version}".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Content hash: "sha256-" + the first 16 hex digits of the canonical parameters' hash.
+	// Content address: the first 16 hex digits of content_hash.
 	VersionId string `protobuf:"bytes,2,opt,name=version_id,json=versionId,proto3" json:"version_id,omitempty"`
 	// The parameters; fixed once created.
 	Parameters *StrategyParameters `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`

@@ -4956,7 +4956,7 @@ class StrategyVersion(betterproto2.Message):
 
     version_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    Content hash: "sha256-" + the first 16 hex digits of the canonical parameters' hash.
+    Content address: the first 16 hex digits of content_hash.
     """
 
     parameters: "StrategyParameters | None" = betterproto2.field(

@@ -1,0 +1,3 @@
+from usdcarb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""The whole mesh on one machine: PostgreSQL + TimescaleDB, Redis, every service, Envoy.
+
+``python -m usdcarb.devstack.stack up|down|status [--root DIR]``. ``up`` starts what is
+not running, waits until every service reports SERVING and the gateway routes to all of
+them, then records each process in ``<root>/stack.json``; ``down`` stops exactly the
+processes recorded there (by PID, after checking each PID still runs what we started).
+Everything binds 127.0.0.1; data and logs stay under the root folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from usdcarb.devstack.ports import DevstackError, free_port
+from usdcarb.devstack.postgres import PostgresServer
+from usdcarb.devstack.redis import RedisServer
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+SERVICES = ("strategy", "ingestion", "validation", "backtest", "notification", "identity",
+            "ratelimit")
+DATABASE = "usdcarb"
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class ProcessInfo:
+    """A process the stack started."""
+
+    pid: int
+    port: int
+    marker: str  # a string its command line contains, checked before signalling it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StackInfo:
+    """Where everything runs; saved as stack.json."""
+
+    root: str
+    gateway: str
+    admin: str
+    dsn: str
+    redis_url: str
+    processes: dict[str, ProcessInfo]
+
+    def save(self, path: Path) -> None:
+        data = {**self.__dict__, "processes": {k: v.__dict__ for k, v in self.processes.items()}}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> StackInfo:
+        data = json.loads(path.read_text())
+        data["processes"] = {k: ProcessInfo(**v) for k, v in data["processes"].items()}
+        return cls(**data)
+
+
+def _alive(info: ProcessInfo) -> bool:
+    try:
+        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return info.marker in cmdline
+
+
+def _started(proc: subprocess.Popen[bytes], marker: str, log: Path, **extra: Any) -> ProcessInfo:
+    """Wait until the child has exec'd (its cmdline shows ``marker``) and describe it.
+
+    Right after fork the child still shows our own command line, so a liveness check
+    by marker would call it dead.
+    """
+    info = ProcessInfo(proc.pid, extra.pop("port"), marker, extra)
+    deadline = time.monotonic() + 10
+    while not _alive(info):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DevstackError(f"expected {marker} to start, got exit {proc.poll()}:\n{_tail(log)}")
+        time.sleep(0.01)
+    return info
+
+
+def _envoy_binary() -> str:
+    candidate = Path(sys.executable).with_name("envoy")
+    if candidate.exists():
+        return str(candidate)
+    raise DevstackError(f"expected envoy next to {sys.executable}, got none (make venv)")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Stack:
+    """Start and stop the local mesh rooted at ``root``."""
+
+    def __init__(
+        self, root: Path, *, gateway_port: int = 8080, admin_port: int = 0,
+        fast_postgres: bool = False, env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.gateway_port = gateway_port
+        self.admin_port = admin_port
+        self.fast_postgres = fast_postgres
+        self.extra_env = dict(env or {})
+        self.state_file = self.root / "stack.json"
+        self.logs = self.root / "logs"
+
+    # ----------------------------------------------------------------- up
+    def up(self) -> StackInfo:
+        """Start the stack (or return the running one) and wait until it serves."""
+        if self.state_file.exists():
+            info = StackInfo.load(self.state_file)
+            if all(_alive(p) for p in info.processes.values()) and self._postgres().attach():
+                logger.info("stack already running under %s", self.root)
+                return info
+            logger.info("stack.json is stale: stopping what is left, then starting afresh")
+            self.down()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        processes: dict[str, ProcessInfo] = {}
+        try:
+            pg = self._postgres()
+            pg.start()
+            pg.create_database(DATABASE)
+            processes["postgres"] = ProcessInfo(pg.pid or 0, pg.port, "postgres")
+            redis = RedisServer(self.root / "redis")
+            redis.start()
+            processes["redis"] = ProcessInfo(redis.pid or 0, redis.port, "redis-server")
+            dsn = pg.dsn(DATABASE)
+            for name in SERVICES:
+                processes[name] = self._start_service(name, dsn, redis.url)
+            for name in SERVICES:
+                self._wait_serving(name, processes[name])
+            gw = self.gateway_port or free_port()
+            admin = self.admin_port or free_port()
+            processes["envoy"] = self._start_envoy(gw, admin, processes)
+            self._wait_gateway(gw, admin, processes["envoy"])
+        except BaseException:
+            partial = StackInfo(str(self.root), "", "", "", "", processes)
+            partial.save(self.state_file)
+            self.down()
+            raise
+        info = StackInfo(
+            root=str(self.root), gateway=f"http://127.0.0.1:{gw}",
+            admin=f"http://127.0.0.1:{admin}", dsn=dsn, redis_url=redis.url,
+            processes=processes,
+        )
+        info.save(self.state_file)
+        return info
+
+    def _postgres(self) -> PostgresServer:
+        return PostgresServer(self.root / "pg", fast=self.fast_postgres)
+
+    def _start_service(self, name: str, dsn: str, redis_url: str) -> ProcessInfo:
+        port, metrics = free_port(), free_port()
+        prefix = f"USDCARB_{name.upper()}_"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                str(REPO / p) for p in ("services", "gen/python", "clients/python")),
+            f"{prefix}ENV": "dev",
+            f"{prefix}GRPC_PORT": str(port),
+            f"{prefix}METRICS_PORT": str(metrics),
+            f"{prefix}DATABASE_URL": dsn,
+            f"{prefix}REDIS_URL": redis_url,
+            f"{prefix}LOG_JSON": "true",
+            **self.extra_env,
+        }
+        log = (self.logs / f"{name}.log").open("ab")
+        module = f"usdcarb.{name}.main"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        return _started(proc, module, self.logs / f"{name}.log", port=port, metrics_port=metrics)
+
+    def _wait_serving(self, name: str, info: ProcessInfo) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with grpc.insecure_channel(f"127.0.0.1:{info.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if not _alive(info):
+                    raise DevstackError(
+                        f"expected {name} to start, got it exited:\n{_tail(self.logs / f'{name}.log')}"
+                    )
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise DevstackError(f"expected {name} SERVING within {START_TIMEOUT_S}s")
+                time.sleep(0.2)
+
+    def _start_envoy(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo]) -> ProcessInfo:
+        from usdcarb.gateway.config import GatewayConfig, write_envoy_config
+
+        ports: dict[str, int | str] = {"gateway": gw, "admin": admin}
+        ports.update({n: processes[n].port for n in SERVICES if n != "ratelimit"})
+        cfg = GatewayConfig(
+            descriptor_path=REPO / "gen/descriptor/usdcarb.binpb",
+            jwks_file=REPO / "gateway/dev-keys/DEV-ONLY-jwks.json",
+            access_log_path=str(self.logs / "gateway-access.log"),
+        ).with_ports(ports)
+        config = write_envoy_config(cfg, self.root / "envoy.yaml", base_dir=REPO)
+        log = (self.logs / "envoy.log").open("ab")
+        proc = subprocess.Popen(
+            [_envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
+             "--log-path", str(self.logs / "envoy.log")],
+            cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        return _started(proc, str(config), self.logs / "envoy.log", port=gw, admin_port=admin)
+
+    def _wait_gateway(self, gw: int, admin: int, info: ProcessInfo) -> None:
+        """Wait until Envoy is live and sees every backend healthy."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        backends = [n for n in SERVICES if n != "ratelimit"]
+        while True:
+            if not _alive(info):
+                raise DevstackError(f"expected envoy to start, got:\n{_tail(self.logs / 'envoy.log')}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters", timeout=1) as r:
+                    text = r.read().decode()
+                healthy = {line.split("::")[0] for line in text.splitlines()
+                           if "::health_flags::healthy" in line}
+                if all(b in healthy for b in backends):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise DevstackError(f"expected the gateway to see {backends} healthy in time")
+            time.sleep(0.2)
+
+    # ----------------------------------------------------------------- down
+    def down(self) -> None:
+        """Stop every process recorded in stack.json, services before their stores."""
+        if not self.state_file.exists():
+            return
+        info = StackInfo.load(self.state_file)
+        procs = info.processes
+        order = ["envoy", *SERVICES]
+        for name in order:
+            if name in procs and _alive(procs[name]):
+                os.kill(procs[name].pid, signal.SIGTERM)
+        for name in order:
+            if name in procs:
+                _wait_gone(procs[name], 20.0)
+        if "redis" in procs and _alive(procs["redis"]):
+            os.kill(procs["redis"].pid, signal.SIGTERM)
+            _wait_gone(procs["redis"], 20.0)
+        pg = self._postgres()
+        if (self.root / "pg" / "postmaster.pid").exists() and pg.attach():
+            pg.stop()
+        self.state_file.unlink()
+
+    def status(self) -> dict[str, bool]:
+        if not self.state_file.exists():
+            return {}
+        info = StackInfo.load(self.state_file)
+        return {name: _alive(p) for name, p in info.processes.items()}
+
+
+def _wait_gone(info: ProcessInfo, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _alive(info):
+        if time.monotonic() > deadline:
+            logger.warning("pid %d did not exit after SIGTERM; sending SIGKILL", info.pid)
+            os.kill(info.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="usdcarb-stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--root", type=Path, default=REPO / ".run" / "stack")
+    parser.add_argument("--gateway-port", type=int,
+                        default=int(os.environ.get("USDCARB_GATEWAY_PORT", "8080")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stack = Stack(args.root, gateway_port=args.gateway_port)
+    if args.command == "up":
+        started = time.monotonic()
+        info = stack.up()
+        logger.info("usdcarb stack is up (%.1fs) — everything on 127.0.0.1:", time.monotonic() - started)
+        logger.info("  gateway  %s  (REST and gRPC; token: usdcarb dev-token --role analyst)", info.gateway)
+        logger.info("  admin    %s/stats/prometheus", info.admin)
+        for name in SERVICES:
+            p = info.processes[name]
+            logger.info("  %-12s grpc 127.0.0.1:%d  metrics :%s  pid %d", name, p.port,
+                        p.extra.get("metrics_port"), p.pid)
+        logger.info("  postgres %s", info.dsn)
+        logger.info("  redis    %s", info.redis_url)
+        logger.info("  logs     %s", Path(info.root) / "logs")
+    elif args.command == "down":
+        stack.down()
+        logger.info("usdcarb stack stopped")
+    else:
+        for name, alive in stack.status().items():
+            logger.info("  %-12s %s", name, "running" if alive else "STOPPED")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Strategy service: strategies, content-addressed versions, lifecycle and deployments."""
