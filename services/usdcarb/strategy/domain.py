@@ -163,7 +163,8 @@ def _cross_field(kind: KindSpec, v: Mapping[str, Any]) -> Iterator[tuple[str, st
         if isinstance(value, float) and not math.isfinite(value):
             yield name, expected("a finite number", value)
     entry, exit_ = v.get("entryBps"), v.get("exitBps")
-    if isinstance(entry, float) and isinstance(exit_, float) and exit_ >= entry:
+    # An invalid entryBps is reported by the schema; comparing with it would only add noise.
+    if isinstance(entry, float) and isinstance(exit_, float) and 0 < entry <= exit_:
         yield "exitBps", expected(f"less than entryBps ({entry:g})", exit_)
     if kind.param_key == "crossExchangeSpread" and v.get("venueA") == v.get("venueB"):
         yield "venueB", expected("a venue other than venueA", v.get("venueB"))
