@@ -41,6 +41,9 @@ $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# The generated code and the SDK join the services package on the venv's path.
+	@printf '%s\n' $(ROOT)/services $(ROOT)/gen/python $(ROOT)/clients/python \
+	  > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/usdcarb-paths.pth
 	@rm -f $(VENV)/.installed-* && touch $@
 
 gotools: $(GOTOOLS_STAMP) ## protoc-gen-go, protoc-gen-go-grpc, grpcurl at pinned versions
@@ -66,9 +69,22 @@ check-generated: generate ## fail if generated code differs from what is committ
 	  echo "generated code is stale: run 'make generate' and commit"; exit 1; fi
 
 # ---------------------------------------------------------------- tests
-.PHONY: test test-unit test-contracts
-test: setup lint-proto check-generated ## the full suite: contracts, unit, integration, end-to-end
+.PHONY: test lint test-unit test-integration test-e2e
+test: setup lint-proto check-generated lint ## the full suite: contracts, unit, integration, end-to-end
 	$(PY) -m pytest tests
+
+lint: venv ## ruff and mypy (strict) on the handwritten code
+	ruff check services scripts tests clients/python
+	mypy services/usdcarb
+
+test-unit: venv ## only the pure tier
+	$(PY) -m pytest tests -m unit
+
+test-integration: setup
+	$(PY) -m pytest tests -m integration
+
+test-e2e: setup
+	$(PY) -m pytest tests -m e2e
 
 test-contracts: venv
 	$(PY) -m pytest tests/contracts
@@ -86,3 +102,8 @@ status: ## which processes of the stack are running
 
 demo: up ## bring the stack up and exercise it end to end through the gateway
 	$(PY) scripts/demo.py
+
+# ---------------------------------------------------------------- benchmarks
+.PHONY: bench
+bench: setup ## benchmarks side by side with their peers or ceilings (ratios, not assertions)
+	$(PY) benchmarks/run.py

@@ -28,8 +28,10 @@ async def test_sigterm_drains_in_flight_calls(stack: StackInfo) -> None:
     env = {**os.environ, "PYTHONPATH": f"{REPO}/services:{REPO}/gen/python",
            "USDCARB_STRATEGY_DATABASE_URL": stack.dsn, "USDCARB_STRATEGY_GRPC_PORT": str(port),
            "USDCARB_STRATEGY_METRICS_PORT": "-1", "USDCARB_STRATEGY_SHUTDOWN_GRACE_S": "15"}
-    proc = subprocess.Popen([sys.executable, "-m", "usdcarb.strategy.main"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Popen only forks; it does not block the loop.
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "usdcarb.strategy.main"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sid = f"drain-{uuid.uuid4().hex[:8]}"
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

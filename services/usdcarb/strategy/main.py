@@ -27,7 +27,7 @@ class StrategySettings(PlatformSettings):
 def build(pool: Any) -> Register:
     """Wire the store, the application and the servicer."""
     servicer = StrategyServicer(StrategyApp(StrategyStore(pool)))
-    return lambda server: strategy_pb2_grpc.add_StrategyServiceServicer_to_server(
+    return lambda server: strategy_pb2_grpc.add_StrategyServiceServicer_to_server(  # type: ignore[no-untyped-call]
         servicer, server
     )
 
