@@ -8,6 +8,7 @@ export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
 
 rm -rf gen/python/usdcarb gen/openapi gen/descriptor clients/python/usdcarb_sdk/_gen clients/go/gen
 buf generate "$@"
+buf generate --template buf.gen.sdk.yaml
 
 # Envoy's grpc_json_transcoder reads a self-contained descriptor set.
 mkdir -p gen/descriptor
@@ -15,3 +16,6 @@ buf build --exclude-source-info -o gen/descriptor/usdcarb.binpb
 
 # Package markers: gen/python/usdcarb is completed by services/usdcarb (pkgutil.extend_path).
 touch gen/python/usdcarb/v1/__init__.py
+
+# docs/api.md: the RPC tables are generated from the contracts too.
+.venv/bin/python scripts/gen_api_docs.py >/dev/null

@@ -199,10 +199,12 @@ class CancelIngestJobRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class WatchIngestJobRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "after_sequence")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    after_sequence: int
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class GetCandlesRequest(_message.Message):
     __slots__ = ("series", "range", "layout", "include_provenance", "max_bars")

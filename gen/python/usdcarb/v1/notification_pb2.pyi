@@ -289,9 +289,11 @@ class SubscribeEventsRequest(_message.Message):
     def __init__(self, event_types: _Optional[_Iterable[_Union[EventType, str]]] = ..., min_severity: _Optional[_Union[_common_pb2.Severity, str]] = ..., after_id: _Optional[str] = ...) -> None: ...
 
 class SubscribeEventsResponse(_message.Message):
-    __slots__ = ("event", "heartbeat_time")
+    __slots__ = ("event", "heartbeat_time", "outcome")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     event: Event
     heartbeat_time: _timestamp_pb2.Timestamp
-    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    outcome: _common_pb2.Outcome
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ...) -> None: ...

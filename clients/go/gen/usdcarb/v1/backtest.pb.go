@@ -3170,9 +3170,9 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12\x1d\n" +
 	"\n" +
 	"max_points\x18\x02 \x01(\x05R\tmaxPoints\x120\n" +
-	"\x06layout\x18\x03 \x01(\x0e2\x18.usdcarb.v1.ColumnLayoutR\x06layout\"\x9d\x02\n" +
-	"\vEquityCurve\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\x06layout\x18\x03 \x01(\x0e2\x18.usdcarb.v1.ColumnLayoutR\x06layout\"\xf0\x02\n" +
+	"\vEquityCurve\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x17\n" +
 	"\atime_ms\x18\x02 \x03(\x03R\x06timeMs\x12\x16\n" +
 	"\x06equity\x18\x03 \x03(\x01R\x06equity\x12\x1a\n" +
 	"\bdrawdown\x18\x04 \x03(\x01R\bdrawdown\x12\x1a\n" +
@@ -3185,7 +3185,8 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\vexposure_le\x18\t \x01(\fR\n" +
 	"exposureLe\x12\x14\n" +
 	"\x05count\x18\n" +
-	" \x01(\x03R\x05count\"G\n" +
+	" \x01(\x03R\x05count:K\xeaAH\n" +
+	"\x17usdcarb.dev/EquityCurve\x12 backtests/{backtest}/equityCurve2\vequityCurve\"G\n" +
 	"\rParameterAxis\x12\x18\n" +
 	"\x04path\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04path\x12\x1c\n" +
 	"\x06values\x18\x02 \x03(\x01B\x04\xe2A\x01\x02R\x06values\"\xc3\x01\n" +

@@ -567,9 +567,9 @@ type User struct {
 	// Last successful login.
 	LastLoginTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_login_time,json=lastLoginTime,proto3" json:"last_login_time,omitempty"`
 	// Locked out after failed logins until this time.
-	LockedUntil   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=locked_until,json=lockedUntil,proto3" json:"locked_until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LockExpireTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=lock_expire_time,json=lockExpireTime,proto3" json:"lock_expire_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *User) Reset() {
@@ -665,9 +665,9 @@ func (x *User) GetLastLoginTime() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *User) GetLockedUntil() *timestamppb.Timestamp {
+func (x *User) GetLockExpireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.LockedUntil
+		return x.LockExpireTime
 	}
 	return nil
 }
@@ -676,7 +676,9 @@ func (x *User) GetLockedUntil() *timestamppb.Timestamp {
 type CreateUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user, with a password.
-	User          *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -716,6 +718,13 @@ func (x *CreateUserRequest) GetUser() *User {
 		return x.User
 	}
 	return nil
+}
+
+func (x *CreateUserRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // Request of GetUser.
@@ -1246,7 +1255,10 @@ type CreateApiKeyRequest struct {
 	// "users/{user}" or "users/me".
 	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
 	// The key.
-	ApiKey        *ApiKey `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	ApiKey *ApiKey `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	// Idempotency key: a retry after a lost response returns the same key and secret
+	// (for ten minutes) instead of creating a second key.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1293,6 +1305,13 @@ func (x *CreateApiKeyRequest) GetApiKey() *ApiKey {
 		return x.ApiKey
 	}
 	return nil
+}
+
+func (x *CreateApiKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // Response of CreateApiKey.
@@ -1804,7 +1823,7 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"\x03alg\x18\x06 \x01(\tR\x03alg\x12\x10\n" +
 	"\x03use\x18\a \x01(\tR\x03use\"6\n" +
 	"\x0fGetJwksResponse\x12#\n" +
-	"\x04keys\x18\x01 \x03(\v2\x0f.usdcarb.v1.JwkR\x04keys\"\xd9\x03\n" +
+	"\x04keys\x18\x01 \x03(\v2\x0f.usdcarb.v1.JwkR\x04keys\"\xe0\x03\n" +
 	"\x04User\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12!\n" +
 	"\busername\x18\x02 \x01(\tB\x05\xe2A\x02\x02\x05R\busername\x12!\n" +
@@ -1815,12 +1834,14 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"\bpassword\x18\a \x01(\tB\x04\xe2A\x01\x04R\bpassword\x12A\n" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12H\n" +
-	"\x0flast_login_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\rlastLoginTime\x12C\n" +
-	"\flocked_until\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\vlockedUntil:#\xeaA \n" +
-	"\x10usdcarb.dev/User\x12\fusers/{user}\"?\n" +
+	"\x0flast_login_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\rlastLoginTime\x12J\n" +
+	"\x10lock_expire_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\x0elockExpireTime:#\xeaA \n" +
+	"\x10usdcarb.dev/User\x12\fusers/{user}\"^\n" +
 	"\x11CreateUserRequest\x12*\n" +
-	"\x04user\x18\x01 \x01(\v2\x10.usdcarb.v1.UserB\x04\xe2A\x01\x02R\x04user\"*\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.usdcarb.v1.UserB\x04\xe2A\x01\x02R\x04user\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"*\n" +
 	"\x0eGetUserRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"N\n" +
 	"\x10ListUsersRequest\x12\x1b\n" +
@@ -1856,10 +1877,12 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12F\n" +
 	"\x0elast_used_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\flastUsedTime:7\xeaA4\n" +
-	"\x12usdcarb.dev/ApiKey\x12\x1eusers/{user}/apiKeys/{api_key}\"f\n" +
+	"\x12usdcarb.dev/ApiKey\x12\x1eusers/{user}/apiKeys/{api_key}\"\x85\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x1c\n" +
 	"\x06parent\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x06parent\x121\n" +
-	"\aapi_key\x18\x02 \x01(\v2\x12.usdcarb.v1.ApiKeyB\x04\xe2A\x01\x02R\x06apiKey\"[\n" +
+	"\aapi_key\x18\x02 \x01(\v2\x12.usdcarb.v1.ApiKeyB\x04\xe2A\x01\x02R\x06apiKey\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"[\n" +
 	"\x14CreateApiKeyResponse\x12+\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x12.usdcarb.v1.ApiKeyR\x06apiKey\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"n\n" +
@@ -1974,7 +1997,7 @@ var file_usdcarb_v1_identity_proto_depIdxs = []int32{
 	0,  // 1: usdcarb.v1.User.roles:type_name -> usdcarb.v1.Role
 	28, // 2: usdcarb.v1.User.create_time:type_name -> google.protobuf.Timestamp
 	28, // 3: usdcarb.v1.User.last_login_time:type_name -> google.protobuf.Timestamp
-	28, // 4: usdcarb.v1.User.locked_until:type_name -> google.protobuf.Timestamp
+	28, // 4: usdcarb.v1.User.lock_expire_time:type_name -> google.protobuf.Timestamp
 	9,  // 5: usdcarb.v1.CreateUserRequest.user:type_name -> usdcarb.v1.User
 	9,  // 6: usdcarb.v1.ListUsersResponse.users:type_name -> usdcarb.v1.User
 	9,  // 7: usdcarb.v1.UpdateUserRequest.user:type_name -> usdcarb.v1.User

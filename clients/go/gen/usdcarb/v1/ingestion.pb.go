@@ -1149,7 +1149,9 @@ func (x *CancelIngestJobRequest) GetName() string {
 type WatchIngestJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "ingestJobs/{ingest_job}".
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Skip events with sequence at or below this (resume after a reconnect).
+	AfterSequence int64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1189,6 +1191,13 @@ func (x *WatchIngestJobRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *WatchIngestJobRequest) GetAfterSequence() int64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
 }
 
 // Request of GetCandles.
@@ -1503,9 +1512,10 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"ingestJobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n" +
 	"\x16CancelIngestJobRequest\x12\x18\n" +
-	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"1\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"X\n" +
 	"\x15WatchIngestJobRequest\x12\x18\n" +
-	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\xf7\x01\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"\xf7\x01\n" +
 	"\x11GetCandlesRequest\x123\n" +
 	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x04\xe2A\x01\x02R\x06series\x121\n" +
 	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeB\x04\xe2A\x01\x02R\x05range\x120\n" +

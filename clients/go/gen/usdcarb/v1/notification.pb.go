@@ -1644,13 +1644,17 @@ func (x *SubscribeEventsRequest) GetAfterId() string {
 	return ""
 }
 
-// One message of an event subscription: an event, or heartbeats to keep proxies open.
+// One message of an event subscription: an event, a heartbeat to keep proxies open, or
+// the closing outcome when the server ends the stream (shutdown, error).
 type SubscribeEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The event (absent on heartbeats).
+	// The event (absent on heartbeats and on the closing message).
 	Event *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// Set on heartbeats, every 15 s without events.
 	HeartbeatTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=heartbeat_time,json=heartbeatTime,proto3" json:"heartbeat_time,omitempty"`
+	// Set on the last message only, when the server ends the stream; resume with
+	// after_id set to the last event id received.
+	Outcome       *Outcome `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1695,6 +1699,13 @@ func (x *SubscribeEventsResponse) GetEvent() *Event {
 func (x *SubscribeEventsResponse) GetHeartbeatTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.HeartbeatTime
+	}
+	return nil
+}
+
+func (x *SubscribeEventsResponse) GetOutcome() *Outcome {
+	if x != nil {
+		return x.Outcome
 	}
 	return nil
 }
@@ -1821,10 +1832,11 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\vevent_types\x18\x01 \x03(\x0e2\x15.usdcarb.v1.EventTypeR\n" +
 	"eventTypes\x127\n" +
 	"\fmin_severity\x18\x02 \x01(\x0e2\x14.usdcarb.v1.SeverityR\vminSeverity\x12\x19\n" +
-	"\bafter_id\x18\x03 \x01(\tR\aafterId\"\x85\x01\n" +
+	"\bafter_id\x18\x03 \x01(\tR\aafterId\"\xb4\x01\n" +
 	"\x17SubscribeEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.usdcarb.v1.EventR\x05event\x12A\n" +
-	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime*\xe4\x02\n" +
+	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\xe4\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dEVENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n" +
@@ -1904,7 +1916,8 @@ var file_usdcarb_v1_notification_proto_goTypes = []any{
 	(Severity)(0),                     // 27: usdcarb.v1.Severity
 	(*structpb.Struct)(nil),           // 28: google.protobuf.Struct
 	(*fieldmaskpb.FieldMask)(nil),     // 29: google.protobuf.FieldMask
-	(*emptypb.Empty)(nil),             // 30: google.protobuf.Empty
+	(*Outcome)(nil),                   // 30: usdcarb.v1.Outcome
+	(*emptypb.Empty)(nil),             // 31: google.protobuf.Empty
 }
 var file_usdcarb_v1_notification_proto_depIdxs = []int32{
 	0,  // 0: usdcarb.v1.Event.type:type_name -> usdcarb.v1.EventType
@@ -1937,37 +1950,38 @@ var file_usdcarb_v1_notification_proto_depIdxs = []int32{
 	27, // 27: usdcarb.v1.SubscribeEventsRequest.min_severity:type_name -> usdcarb.v1.Severity
 	2,  // 28: usdcarb.v1.SubscribeEventsResponse.event:type_name -> usdcarb.v1.Event
 	26, // 29: usdcarb.v1.SubscribeEventsResponse.heartbeat_time:type_name -> google.protobuf.Timestamp
-	8,  // 30: usdcarb.v1.NotificationService.CreateChannel:input_type -> usdcarb.v1.CreateChannelRequest
-	9,  // 31: usdcarb.v1.NotificationService.GetChannel:input_type -> usdcarb.v1.GetChannelRequest
-	10, // 32: usdcarb.v1.NotificationService.ListChannels:input_type -> usdcarb.v1.ListChannelsRequest
-	12, // 33: usdcarb.v1.NotificationService.UpdateChannel:input_type -> usdcarb.v1.UpdateChannelRequest
-	13, // 34: usdcarb.v1.NotificationService.DeleteChannel:input_type -> usdcarb.v1.DeleteChannelRequest
-	14, // 35: usdcarb.v1.NotificationService.TestChannel:input_type -> usdcarb.v1.TestChannelRequest
-	15, // 36: usdcarb.v1.NotificationService.CreateSubscription:input_type -> usdcarb.v1.CreateSubscriptionRequest
-	16, // 37: usdcarb.v1.NotificationService.GetSubscription:input_type -> usdcarb.v1.GetSubscriptionRequest
-	17, // 38: usdcarb.v1.NotificationService.ListSubscriptions:input_type -> usdcarb.v1.ListSubscriptionsRequest
-	19, // 39: usdcarb.v1.NotificationService.UpdateSubscription:input_type -> usdcarb.v1.UpdateSubscriptionRequest
-	20, // 40: usdcarb.v1.NotificationService.DeleteSubscription:input_type -> usdcarb.v1.DeleteSubscriptionRequest
-	21, // 41: usdcarb.v1.NotificationService.ListDeliveries:input_type -> usdcarb.v1.ListDeliveriesRequest
-	23, // 42: usdcarb.v1.NotificationService.SubscribeEvents:input_type -> usdcarb.v1.SubscribeEventsRequest
-	5,  // 43: usdcarb.v1.NotificationService.CreateChannel:output_type -> usdcarb.v1.Channel
-	5,  // 44: usdcarb.v1.NotificationService.GetChannel:output_type -> usdcarb.v1.Channel
-	11, // 45: usdcarb.v1.NotificationService.ListChannels:output_type -> usdcarb.v1.ListChannelsResponse
-	5,  // 46: usdcarb.v1.NotificationService.UpdateChannel:output_type -> usdcarb.v1.Channel
-	30, // 47: usdcarb.v1.NotificationService.DeleteChannel:output_type -> google.protobuf.Empty
-	7,  // 48: usdcarb.v1.NotificationService.TestChannel:output_type -> usdcarb.v1.Delivery
-	6,  // 49: usdcarb.v1.NotificationService.CreateSubscription:output_type -> usdcarb.v1.Subscription
-	6,  // 50: usdcarb.v1.NotificationService.GetSubscription:output_type -> usdcarb.v1.Subscription
-	18, // 51: usdcarb.v1.NotificationService.ListSubscriptions:output_type -> usdcarb.v1.ListSubscriptionsResponse
-	6,  // 52: usdcarb.v1.NotificationService.UpdateSubscription:output_type -> usdcarb.v1.Subscription
-	30, // 53: usdcarb.v1.NotificationService.DeleteSubscription:output_type -> google.protobuf.Empty
-	22, // 54: usdcarb.v1.NotificationService.ListDeliveries:output_type -> usdcarb.v1.ListDeliveriesResponse
-	24, // 55: usdcarb.v1.NotificationService.SubscribeEvents:output_type -> usdcarb.v1.SubscribeEventsResponse
-	43, // [43:56] is the sub-list for method output_type
-	30, // [30:43] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	30, // 30: usdcarb.v1.SubscribeEventsResponse.outcome:type_name -> usdcarb.v1.Outcome
+	8,  // 31: usdcarb.v1.NotificationService.CreateChannel:input_type -> usdcarb.v1.CreateChannelRequest
+	9,  // 32: usdcarb.v1.NotificationService.GetChannel:input_type -> usdcarb.v1.GetChannelRequest
+	10, // 33: usdcarb.v1.NotificationService.ListChannels:input_type -> usdcarb.v1.ListChannelsRequest
+	12, // 34: usdcarb.v1.NotificationService.UpdateChannel:input_type -> usdcarb.v1.UpdateChannelRequest
+	13, // 35: usdcarb.v1.NotificationService.DeleteChannel:input_type -> usdcarb.v1.DeleteChannelRequest
+	14, // 36: usdcarb.v1.NotificationService.TestChannel:input_type -> usdcarb.v1.TestChannelRequest
+	15, // 37: usdcarb.v1.NotificationService.CreateSubscription:input_type -> usdcarb.v1.CreateSubscriptionRequest
+	16, // 38: usdcarb.v1.NotificationService.GetSubscription:input_type -> usdcarb.v1.GetSubscriptionRequest
+	17, // 39: usdcarb.v1.NotificationService.ListSubscriptions:input_type -> usdcarb.v1.ListSubscriptionsRequest
+	19, // 40: usdcarb.v1.NotificationService.UpdateSubscription:input_type -> usdcarb.v1.UpdateSubscriptionRequest
+	20, // 41: usdcarb.v1.NotificationService.DeleteSubscription:input_type -> usdcarb.v1.DeleteSubscriptionRequest
+	21, // 42: usdcarb.v1.NotificationService.ListDeliveries:input_type -> usdcarb.v1.ListDeliveriesRequest
+	23, // 43: usdcarb.v1.NotificationService.SubscribeEvents:input_type -> usdcarb.v1.SubscribeEventsRequest
+	5,  // 44: usdcarb.v1.NotificationService.CreateChannel:output_type -> usdcarb.v1.Channel
+	5,  // 45: usdcarb.v1.NotificationService.GetChannel:output_type -> usdcarb.v1.Channel
+	11, // 46: usdcarb.v1.NotificationService.ListChannels:output_type -> usdcarb.v1.ListChannelsResponse
+	5,  // 47: usdcarb.v1.NotificationService.UpdateChannel:output_type -> usdcarb.v1.Channel
+	31, // 48: usdcarb.v1.NotificationService.DeleteChannel:output_type -> google.protobuf.Empty
+	7,  // 49: usdcarb.v1.NotificationService.TestChannel:output_type -> usdcarb.v1.Delivery
+	6,  // 50: usdcarb.v1.NotificationService.CreateSubscription:output_type -> usdcarb.v1.Subscription
+	6,  // 51: usdcarb.v1.NotificationService.GetSubscription:output_type -> usdcarb.v1.Subscription
+	18, // 52: usdcarb.v1.NotificationService.ListSubscriptions:output_type -> usdcarb.v1.ListSubscriptionsResponse
+	6,  // 53: usdcarb.v1.NotificationService.UpdateSubscription:output_type -> usdcarb.v1.Subscription
+	31, // 54: usdcarb.v1.NotificationService.DeleteSubscription:output_type -> google.protobuf.Empty
+	22, // 55: usdcarb.v1.NotificationService.ListDeliveries:output_type -> usdcarb.v1.ListDeliveriesResponse
+	24, // 56: usdcarb.v1.NotificationService.SubscribeEvents:output_type -> usdcarb.v1.SubscribeEventsResponse
+	44, // [44:57] is the sub-list for method output_type
+	31, // [31:44] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_notification_proto_init() }

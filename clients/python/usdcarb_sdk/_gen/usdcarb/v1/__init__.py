@@ -1863,6 +1863,12 @@ class CreateApiKeyRequest(betterproto2.Message):
     The key.
     """
 
+    request_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Idempotency key: a retry after a lost response returns the same key and secret
+    (for ten minutes) instead of creating a second key.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "CreateApiKeyRequest", CreateApiKeyRequest)
 
@@ -2081,6 +2087,11 @@ class CreateUserRequest(betterproto2.Message):
     user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The user, with a password.
+    """
+
+    request_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Idempotency key.
     """
 
 
@@ -5105,12 +5116,13 @@ default_message_pool.register_message(
 @dataclass(eq=False, repr=False)
 class SubscribeEventsResponse(betterproto2.Message):
     """
-    One message of an event subscription: an event, or heartbeats to keep proxies open.
+    One message of an event subscription: an event, a heartbeat to keep proxies open, or
+    the closing outcome when the server ends the stream (shutdown, error).
     """
 
     event: "Event | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
-    The event (absent on heartbeats).
+    The event (absent on heartbeats and on the closing message).
     """
 
     heartbeat_time: "datetime.datetime | None" = betterproto2.field(
@@ -5118,6 +5130,12 @@ class SubscribeEventsResponse(betterproto2.Message):
     )
     """
     Set on heartbeats, every 15 s without events.
+    """
+
+    outcome: "Outcome | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set on the last message only, when the server ends the stream; resume with
+    after_id set to the last event id received.
     """
 
 
@@ -5724,7 +5742,7 @@ class User(betterproto2.Message):
     Last successful login.
     """
 
-    locked_until: "datetime.datetime | None" = betterproto2.field(
+    lock_expire_time: "datetime.datetime | None" = betterproto2.field(
         10, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
     """
@@ -6037,6 +6055,11 @@ class WatchIngestJobRequest(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
     "ingestJobs/{ingest_job}".
+    """
+
+    after_sequence: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Skip events with sequence at or below this (resume after a reconnect).
     """
 
 
