@@ -146,8 +146,9 @@ class Stack:
             redis.start()
             processes["redis"] = ProcessInfo(redis.pid or 0, redis.port, "redis-server")
             dsn = pg.dsn(DATABASE)
+            ports = {name: free_port() for name in SERVICES}
             for name in SERVICES:
-                processes[name] = self._start_service(name, dsn, redis.url)
+                processes[name] = self._start_service(name, ports, dsn, redis.url)
             for name in SERVICES:
                 self._wait_serving(name, processes[name])
             gw = self.gateway_port or free_port()
@@ -170,10 +171,16 @@ class Stack:
     def _postgres(self) -> PostgresServer:
         return PostgresServer(self.root / "pg", fast=self.fast_postgres)
 
-    def _start_service(self, name: str, dsn: str, redis_url: str) -> ProcessInfo:
-        port, metrics = free_port(), free_port()
+    def _start_service(
+        self, name: str, ports: Mapping[str, int], dsn: str, redis_url: str
+    ) -> ProcessInfo:
+        port, metrics = ports[name], free_port()
         prefix = f"USDCARB_{name.upper()}_"
+        # Every service learns where the others are: USDCARB_<SVC>_<OTHER>_ADDRESS.
+        peers = {f"{prefix}{other.upper()}_ADDRESS": f"127.0.0.1:{p}"
+                 for other, p in ports.items() if other != name}
         env = {
+            **peers,
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
                 str(REPO / p) for p in ("services", "gen/python", "clients/python")),
