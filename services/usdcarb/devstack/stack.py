@@ -234,6 +234,7 @@ class Stack:
         log = (self.logs / "envoy.log").open("ab")
         proc = subprocess.Popen(
             [_envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
+             "--file-flush-interval-msec", "1000",
              "--log-path", str(self.logs / "envoy.log")],
             cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True,

@@ -1,0 +1,572 @@
+"""Build the pieces of the Envoy bootstrap: clusters, routes, JWT rules, HTTP filters.
+
+Everything here is a pure function of a ``GatewayConfig`` and the API's services (see
+``usdcarb.gateway.api``); ``usdcarb.gateway.config`` assembles the bootstrap. The
+choices follow shared/notes/envoy.md; comments name the trap each one avoids.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from usdcarb.gateway.api import Service, has_verb, template_regex
+
+if TYPE_CHECKING:
+    from usdcarb.gateway.config import GatewayConfig
+
+__all__ = ["build_bootstrap", "split_address"]
+
+JWT_PROVIDER = "usdcarb"
+RATELIMIT_DOMAIN = "usdcarb"
+
+# RPCs a caller uses to obtain a token (or the keys that verify one): no JWT required.
+PUBLIC_METHODS = frozenset(
+    {
+        "usdcarb.v1.IdentityService/Login",
+        "usdcarb.v1.IdentityService/RefreshToken",
+        "usdcarb.v1.IdentityService/ExchangeApiKey",
+        "usdcarb.v1.IdentityService/GetJwks",
+    }
+)
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIXES = (
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+)
+# Set by Envoy only; a client-sent copy is dropped before any filter runs.
+IDENTITY_HEADERS = ("x-jwt-payload", "x-jwt-sub", "x-jwt-roles")
+GRPC_STATUS_HEADERS = ("grpc-status", "grpc-message")
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+
+
+def split_address(address: str, *, what: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too); raise ValueError naming ``what`` if malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port for {what}, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _any(type_name: str, **body: Any) -> dict[str, Any]:
+    return {"@type": f"type.googleapis.com/{type_name}", **body}
+
+
+def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
+    host, port = split_address(address, what=f"cluster {name!r}")
+    try:
+        ipaddress.ip_address(host)
+        kind = "STATIC"
+    except ValueError:
+        kind = "STRICT_DNS"
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": kind,
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if kind == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _any(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                    }
+                },
+            )
+        }
+    return cluster
+
+
+def _backend_cluster(service: Service, address: str) -> dict[str, Any]:
+    cluster = _cluster(service.short_name, address)
+    # The default no_traffic_interval (60 s) would hide a dead backend on an idle gateway.
+    cluster["health_checks"] = [
+        {
+            "timeout": "1s",
+            "interval": "1s",
+            "no_traffic_interval": "1s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": service.full_name},
+        }
+    ]
+    # Never send traffic to a host failing its health check (fail fast with 503).
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    return cluster
+
+
+def _jwks_cluster(uri: str, ca_file: str) -> dict[str, Any]:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s) JWKS URI, got {uri!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    cluster = _cluster("jwks", f"{parts.hostname}:{port}", http2=False)
+    if parts.scheme == "https":
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": _any(
+                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                sni=parts.hostname,
+                # Without a validation context Envoy would accept any certificate.
+                common_tls_context={
+                    "validation_context": {
+                        "trusted_ca": {"filename": ca_file},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": parts.hostname}}
+                        ],
+                    }
+                },
+            ),
+        }
+    return cluster
+
+
+def _method_header(verb: str) -> list[dict[str, Any]]:
+    return [{"name": ":method", "string_match": {"exact": verb}}]
+
+
+def _action(cfg: GatewayConfig, cluster: str, streaming: bool) -> dict[str, Any]:
+    if streaming:
+        # The default 15 s route timeout would cut long streams (trap 6).
+        return {
+            "cluster": cluster,
+            "timeout": "0s",
+            "idle_timeout": _seconds(cfg.stream_idle_timeout_s),
+        }
+    return {"cluster": cluster, "timeout": _seconds(cfg.unary_timeout_s)}
+
+
+def _rate_limits(public: bool) -> list[dict[str, Any]]:
+    # One descriptor per request for the global rate limit service: the verified subject
+    # (set by jwt_authn's claim_to_headers before this filter runs, trap 11), or the
+    # client address on public routes (login throttling).
+    if public:
+        return [{"actions": [{"remote_address": {}}]}]
+    return [
+        {"actions": [{"request_headers": {"header_name": "x-jwt-sub", "descriptor_key": "sub"}}]}
+    ]
+
+
+def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, Any]]:
+    grpc_routes: list[dict[str, Any]] = []
+    rest_routes: list[tuple[bool, dict[str, Any]]] = []
+    limited = cfg.ratelimit_address is not None
+    for svc in services:
+        for method in svc.methods:
+            key = f"{svc.full_name}/{method.name}"
+            public = key in PUBLIC_METHODS
+            streaming = method.server_streaming or method.client_streaming
+            action = _action(cfg, svc.short_name, streaming)
+            if not streaming:
+                # Honour the caller's grpc-timeout, capped by the route timeout.
+                action = {
+                    **action,
+                    "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
+                }
+            route: dict[str, Any] = {
+                "name": f"grpc:{key}",
+                "match": {"path": svc.grpc_path(method), "grpc": {}},
+                "route": action,
+            }
+            if limited:
+                route["route"] = {**route["route"], "rate_limits": _rate_limits(public)}
+            grpc_routes.append(route)
+            for i, rule in enumerate(method.http_rules):
+                rest_action = _action(cfg, svc.short_name, streaming)
+                if limited:
+                    rest_action["rate_limits"] = _rate_limits(public)
+                rest_routes.append(
+                    (
+                        has_verb(rule.template),
+                        {
+                            "name": f"rest:{key}" + (f"#{i}" if i else ""),
+                            "match": {
+                                "safe_regex": {"regex": template_regex(rule.template)},
+                                "headers": _method_header(rule.method),
+                            },
+                            "route": rest_action,
+                            "typed_per_filter_config": {HEADER_MUTATION: _strip_grpc_status()},
+                        },
+                    )
+                )
+    # A "*" segment may contain ":", so "/v1/backtests/x:watch" also matches the
+    # GetBacktest template: verb routes go first (sorted() is stable).
+    ordered_rest = [route for _, route in sorted(rest_routes, key=lambda item: not item[0])]
+    extra: list[dict[str, Any]] = []
+    if cfg.introspection_backend is not None:
+        backend = cfg.introspection_backend
+        for prefix in REFLECTION_PREFIXES:
+            extra.append(
+                {
+                    "name": f"grpc:{prefix.strip('/')}",
+                    "match": {"prefix": prefix, "grpc": {}},
+                    "route": {"cluster": backend, "timeout": "0s", "idle_timeout": "300s"},
+                }
+            )
+        extra.append(
+            {
+                "name": "grpc:grpc.health.v1.Health",
+                "match": {"prefix": HEALTH_PREFIX, "grpc": {}},
+                "route": {"cluster": backend, "timeout": "0s", "idle_timeout": "300s"},
+            }
+        )
+    preflight: list[dict[str, Any]] = []
+    if cfg.cors_allowed_origins:
+        # REST routes match on their method, so OPTIONS would find no route and the cors
+        # filter no policy. The cors filter answers preflights from allowed origins on
+        # this route; it ignores direct_response routes, hence a cluster that other
+        # preflights reach only as far as the transcoder (404).
+        preflight.append(
+            {
+                "name": "cors-preflight",
+                "match": {"prefix": "/", "headers": _method_header("OPTIONS")},
+                "route": {"cluster": services[0].short_name, "timeout": "5s"},
+            }
+        )
+    return preflight + grpc_routes + extra + ordered_rest
+
+
+def _jwt_rules(services: Sequence[Service]) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for svc in services:
+        for method in svc.methods:
+            if f"{svc.full_name}/{method.name}" not in PUBLIC_METHODS:
+                continue
+            rules.append({"match": {"path": svc.grpc_path(method)}})
+            for rule in method.http_rules:
+                rules.append(
+                    {
+                        "match": {
+                            "safe_regex": {"regex": template_regex(rule.template)},
+                            "headers": _method_header(rule.method),
+                        }
+                    }
+                )
+    rules.append({"match": {"prefix": HEALTH_PREFIX}})
+    # Everything else, including paths no route serves, needs a valid token.
+    rules.append({"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}})
+    return rules
+
+
+def _jwt_filter(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str, Any]:
+    provider: dict[str, Any] = {
+        "issuer": cfg.jwt_issuer,
+        "audiences": list(cfg.jwt_audiences),
+        "forward": False,
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+        "forward_payload_header": "x-jwt-payload",
+        "payload_in_metadata": "jwt_payload",
+        "claim_to_headers": [
+            {"header_name": "x-jwt-sub", "claim_name": "sub"},
+            {"header_name": "x-jwt-roles", "claim_name": "roles"},
+        ],
+        "clock_skew_seconds": cfg.clock_skew_s,
+        "jwt_cache_config": {"jwt_cache_size": 1000},
+    }
+    if cfg.jwks_mode == "local":
+        provider["local_jwks"] = {"filename": str(cfg.jwks_file)}
+    else:
+        assert cfg.jwks_uri is not None
+        provider["remote_jwks"] = {
+            "http_uri": {"uri": cfg.jwks_uri, "cluster": "jwks", "timeout": "2s"},
+            "cache_duration": _seconds(cfg.jwks_cache_duration_s),
+            # Don't hold the listener until the first fetch: the JWKS may be served through
+            # this very listener (identity's GetJwks); a failed fetch is retried after 1 s.
+            "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            "retry_policy": {"num_retries": 3},
+        }
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": _any(
+            "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            providers={JWT_PROVIDER: provider},
+            rules=_jwt_rules(services),
+            bypass_cors_preflight=True,
+        ),
+    }
+
+
+def _strip_grpc_status() -> dict[str, Any]:
+    # REST responses would carry grpc-status/grpc-message headers (trap 8); the HTTP status
+    # and JSON body already say how the call ended. Route-level response_headers_to_remove
+    # cannot do this: it runs before the transcoder, which adds these headers from the
+    # trailers (and removing them that early hides errors: an UNIMPLEMENTED became a 200).
+    return _any(
+        "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+        mutations={"response_mutations": [{"remove": h} for h in GRPC_STATUS_HEADERS]},
+    )
+
+
+def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, Any]]:
+    # First in the list so that, encoding in reverse order, it sees responses last,
+    # after the transcoder. It does nothing except on routes that configure it.
+    filters: list[dict[str, Any]] = [
+        {
+            "name": HEADER_MUTATION,
+            "typed_config": _any("envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"),
+        }
+    ]
+    if cfg.cors_allowed_origins:
+        filters.append(
+            {
+                "name": "envoy.filters.http.cors",
+                "typed_config": _any("envoy.extensions.filters.http.cors.v3.Cors"),
+            }
+        )
+    filters.append(_jwt_filter(cfg, services))
+    filters.append(
+        {
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": _any(
+                "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                stat_prefix="http_local_rate_limiter",
+            ),
+        }
+    )
+    if cfg.ratelimit_address is not None:
+        filters.append(
+            {
+                "name": "envoy.filters.http.ratelimit",
+                "typed_config": _any(
+                    "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                    domain=RATELIMIT_DOMAIN,
+                    timeout=f"{cfg.ratelimit_timeout_ms / 1000:g}s",
+                    failure_mode_deny=cfg.ratelimit_failure_mode_deny,
+                    # Else gRPC callers see UNAVAILABLE on 429 and retry.
+                    rate_limited_as_resource_exhausted=True,
+                    enable_x_ratelimit_headers="DRAFT_VERSION_03",
+                    rate_limit_service={
+                        "grpc_service": {"envoy_grpc": {"cluster_name": "ratelimit"}},
+                        "transport_api_version": "V3",
+                    },
+                ),
+            }
+        )
+    filters.append(
+        {
+            "name": "envoy.filters.http.grpc_json_transcoder",
+            "typed_config": _any(
+                "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+                proto_descriptor=str(cfg.descriptor_path),
+                services=[svc.full_name for svc in services],
+                convert_grpc_status=True,
+                match_incoming_request_route=True,
+                request_validation_options={
+                    "reject_unknown_method": True,
+                    "reject_unknown_query_parameters": True,
+                },
+                print_options={
+                    "add_whitespace": False,
+                    "always_print_primitive_fields": True,
+                    "always_print_enums_as_ints": False,
+                    "preserve_proto_field_names": False,
+                    "stream_newline_delimited": True,
+                },
+            ),
+        }
+    )
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": _any("envoy.extensions.filters.http.router.v3.Router"),
+        }
+    )
+    return filters
+
+
+ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "route": "%ROUTE_NAME%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "duration_ms": "%DURATION%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "sub": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:sub)%",
+}
+
+
+def _access_log(cfg: GatewayConfig) -> list[dict[str, Any]]:
+    log_format = {"json_format": ACCESS_LOG_FORMAT}
+    if cfg.access_log_path is None:
+        return [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": _any(
+                    "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    log_format=log_format,
+                ),
+            }
+        ]
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": _any(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                path=cfg.access_log_path,
+                log_format=log_format,
+            ),
+        }
+    ]
+
+
+# Envoy's own replies (jwt_authn, no route, no healthy upstream, rate limits) as the
+# google.rpc.Status JSON every other REST error has; gRPC callers keep grpc-status.
+LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 3, 429: 8, 500: 13, 502: 14,
+                     503: 14, 504: 4}
+
+
+def _local_reply_config() -> dict[str, Any]:
+    def not_grpc() -> dict[str, Any]:
+        # A GET has no content-type: count a missing header as "", which is not gRPC.
+        return {"header_filter": {"header": {
+            "name": "content-type", "string_match": {"prefix": "application/grpc"},
+            "invert_match": True, "treat_missing_header_as_empty": True}}}
+
+    def body(code: int) -> dict[str, Any]:
+        return {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                "content_type": "application/json"}
+
+    mappers = [
+        {"filter": {"and_filter": {"filters": [
+            not_grpc(),
+            {"status_code_filter": {"comparison": {
+                "op": "EQ", "value": {"default_value": status, "runtime_key": f"lr_{status}"}}}},
+        ]}}, "body_format_override": body(code)}
+        for status, code in LOCAL_REPLY_CODES.items()
+    ]
+    mappers.append({"filter": not_grpc(), "body_format_override": body(2)})
+    return {"mappers": mappers}
+
+
+def _connection_manager(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str, Any]:
+    virtual_host: dict[str, Any] = {
+        "name": "usdcarb",
+        "domains": ["*"],
+        "routes": _routes(cfg, services),
+    }
+    if cfg.cors_allowed_origins:
+        virtual_host["typed_per_filter_config"] = {
+            "envoy.filters.http.cors": _any(
+                "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                allow_origin_string_match=[{"exact": o} for o in cfg.cors_allowed_origins],
+                allow_methods="GET, POST, PATCH, DELETE, OPTIONS",
+                allow_headers="authorization, content-type, x-request-id",
+                expose_headers="x-request-id, x-ratelimit-limit, x-ratelimit-remaining, "
+                "x-ratelimit-reset",
+                max_age="600",
+            )
+        }
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": _any(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            stat_prefix="ingress",
+            codec_type="AUTO",
+            http_protocol_options={"enable_trailers": True},
+            use_remote_address=True,
+            # Keep a caller's x-request-id (SDK/CLI) so its logs and ours correlate;
+            # Envoy generates one when absent.
+            preserve_external_request_id=True,
+            normalize_path=True,
+            merge_slashes=True,
+            path_with_escaped_slashes_action="REJECT_REQUEST",
+            # Drop client-sent identity headers before routing and every filter, so only
+            # jwt_authn can set them — on public routes too, where it sets nothing.
+            early_header_mutation_extensions=[
+                {
+                    "name": "envoy.http.early_header_mutation.header_mutation",
+                    "typed_config": _any(
+                        "envoy.extensions.http.early_header_mutation.header_mutation.v3"
+                        ".HeaderMutation",
+                        mutations=[{"remove": h} for h in IDENTITY_HEADERS],
+                    ),
+                }
+            ],
+            access_log=_access_log(cfg),
+            local_reply_config=_local_reply_config(),
+            route_config={"name": "usdcarb", "virtual_hosts": [virtual_host]},
+            http_filters=_http_filters(cfg, services),
+        ),
+    }
+
+
+def build_bootstrap(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str, Any]:
+    """Return the Envoy bootstrap for ``cfg`` serving ``services``."""
+    missing = sorted({svc.short_name for svc in services} - set(cfg.upstreams))
+    if missing:
+        raise ValueError(f"expected an upstream address for every service, got none for {missing}")
+    if cfg.introspection_backend is not None and cfg.introspection_backend not in cfg.upstreams:
+        raise ValueError(
+            f"expected introspection_backend among {sorted(cfg.upstreams)}, "
+            f"got {cfg.introspection_backend!r}"
+        )
+    clusters = [_backend_cluster(svc, cfg.upstreams[svc.short_name]) for svc in services]
+    if cfg.jwks_mode == "remote":
+        assert cfg.jwks_uri is not None
+        clusters.append(_jwks_cluster(cfg.jwks_uri, str(cfg.jwks_ca_file)))
+    if cfg.ratelimit_address is not None:
+        clusters.append(_cluster("ratelimit", cfg.ratelimit_address))
+    return {
+        "node": {"id": "usdcarb-gateway", "cluster": "usdcarb-gateway"},
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": cfg.admin_port}}
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": {
+                        "socket_address": {
+                            "address": cfg.listen_host,
+                            "port_value": cfg.listen_port,
+                        }
+                    },
+                    "filter_chains": [{"filters": [_connection_manager(cfg, services)]}],
+                }
+            ],
+            "clusters": clusters,
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": _any(
+                        "envoy.extensions.resource_monitors.downstream_connections.v3"
+                        ".DownstreamConnectionsConfig",
+                        max_active_downstream_connections=10000,
+                    ),
+                }
+            ]
+        },
+    }
