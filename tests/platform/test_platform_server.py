@@ -20,8 +20,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from platform_probe import SERVICE, ProbeServicer, eventually, register_probe
 
+from platform_probe import SERVICE, ProbeServicer, eventually, register_probe
 from usdcarb.platform.status import ERROR_DOMAIN, unpack_details
 from usdcarb.platform.testing import InProcessServer, settings_for_tests, start_in_process
 
