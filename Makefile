@@ -75,7 +75,7 @@ test: setup lint-proto check-generated lint ## the full suite: contracts, unit, 
 
 lint: venv ## ruff and mypy (strict) on the handwritten code
 	ruff check services scripts tests clients/python
-	mypy services/usdcarb
+	mypy services/usdcarb clients/python/usdcarb_sdk
 
 test-unit: venv ## only the pure tier
 	$(PY) -m pytest tests -m unit

@@ -1,7 +1,7 @@
 """Shared fixtures: real PostgreSQL + TimescaleDB and Redis on loopback, one per session.
 
 Each test that needs tables gets a schema of its own (never a shared database cleaned
-by DELETE); the full stack for end-to-end tests lives in tests/e2e/conftest.py.
+by DELETE). End-to-end tests share one whole mesh per session (``stack``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from usdcarb.devstack import PostgresServer, RedisServer, scratch_dir
+from usdcarb.devstack import PostgresServer, RedisServer, free_port, scratch_dir
+from usdcarb.devstack.stack import Stack, StackInfo
 from usdcarb.platform.db import create_pool
 from usdcarb.platform.migrations import apply_migrations
 
@@ -66,3 +67,21 @@ async def service_pool(postgres: PostgresServer) -> AsyncIterator[SchemaFactory]
     for pool, schema in made:
         await pool.execute(f"DROP SCHEMA {schema} CASCADE")
         await pool.close()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    """The whole mesh (PostgreSQL, Redis, every service, Envoy) on free ports."""
+    root = scratch_dir("usdcarb-e2e-")
+    mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True)
+    try:
+        yield mesh.up()
+    finally:
+        mesh.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: StackInfo) -> str:
+    """host:port of the Envoy gateway (REST and gRPC)."""
+    return stack.gateway.removeprefix("http://")
