@@ -71,6 +71,7 @@ check-generated: generate ## fail if generated code differs from what is committ
 # ---------------------------------------------------------------- tests
 .PHONY: test lint test-unit test-integration test-e2e
 test: setup lint-proto check-generated lint ## the full suite: contracts, unit, integration, end-to-end
+	cd clients/go && go vet ./... && go test ./...
 	$(PY) -m pytest tests
 
 lint: venv ## ruff and mypy (strict) on the handwritten code
