@@ -1,17 +1,25 @@
-"""Composition root of the validation service: ``python -m usdcarb.validation.main``.
-
-Its RPCs are later work: they answer UNIMPLEMENTED naming the market data pipeline (issue #4).
-The process still serves health, reflection and metrics, and migrates its schema.
-"""
+"""Composition root of the validation service: ``python -m usdcarb.validation.main``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from usdcarb.platform.bootstrap import run, serve_pending
+from pydantic import Field
+
+from usdcarb.platform.bootstrap import run, serve_with_database
+from usdcarb.platform.events import DomainEvent, publish
+from usdcarb.platform.redis import create_redis
+from usdcarb.platform.server import Register
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.v1 import validation_pb2_grpc
+from usdcarb.validation.app import EventSink, ValidationApp
+from usdcarb.validation.servicer import ValidationServicer
+from usdcarb.validation.store import MarketData, QualityStore
 
 SERVICE = "usdcarb.v1.ValidationService"
+SCHEMA = "validation"
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class ValidationSettings(PlatformSettings):
@@ -19,12 +27,49 @@ class ValidationSettings(PlatformSettings):
 
     model_config = service_config("USDCARB_VALIDATION_")
 
+    market_data_table: str = Field(
+        default="ingestion.market_data",
+        description="Market data hypertable (ingestion's) read and gap-filled; tests use "
+                    "another schema.")
+    context_bars: int = Field(
+        default=1440, ge=0, description="Stored bars read either side of a batch as context.")
+
+
+class RedisEvents:
+    """EventSink onto the ``usdcarb:events`` stream."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    async def publish(self, event: DomainEvent) -> None:
+        await publish(self._redis, event)
+
+
+def build(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
+          context_bars: int = 1440) -> Register:
+    """Wire the stores, the application and the servicer."""
+    app = ValidationApp(QualityStore(pool), MarketData(pool, table), events,
+                        context_bars=context_bars)
+    servicer = ValidationServicer(app)
+    return lambda server: validation_pb2_grpc.add_ValidationServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server
+    )
+
+
+async def serve(settings: ValidationSettings) -> None:
+    redis = await create_redis(settings.redis_url)
+    try:
+        await serve_with_database(
+            settings, names=[SERVICE], schema=SCHEMA, migrations=MIGRATIONS,
+            build=lambda pool: build(pool, RedisEvents(redis), table=settings.market_data_table,
+                                     context_bars=settings.context_bars))
+    finally:
+        await redis.aclose()
+
 
 def main() -> None:
     settings = ValidationSettings()
-    run(settings, lambda: serve_pending(
-        settings, service=SERVICE, pb2_module="usdcarb.v1.validation_pb2", schema="validation",
-        migrations=Path(__file__).with_name("migrations"), owner="the market data pipeline (issue #4)"))
+    run(settings, lambda: serve(settings))
 
 
 if __name__ == "__main__":

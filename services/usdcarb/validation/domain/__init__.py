@@ -1,0 +1,1 @@
+"""Pure validation domain: rules, gaps, fills and quality (numpy/pandas, no I/O)."""

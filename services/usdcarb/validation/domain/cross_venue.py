@@ -1,0 +1,147 @@
+"""Rules across venues: deviation from the other venues' median, and clock skew.
+
+The deviation rule compares a bar's close with the median close of the other venues
+at the same open time, relative to the *local* level of that spread (the median log
+deviation of its neighbouring bars, excluding itself, with a rolling MAD as scale): during the depeg week venues drifted apart for hours
+(Binance.US BTC/USDC vs Bybit reached about 11 %), which is real dispersion, while a
+bad bar is a one-bar departure from the local spread.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from usdcarb.validation.domain.model import (
+    CLOCK_SKEW,
+    DEVIATION,
+    F64,
+    I64,
+    Bars,
+    Finding,
+    Thresholds,
+    finding,
+    fmt_ms,
+)
+from usdcarb.validation.domain.series_rules import MAD_TO_SIGMA
+
+
+def aligned_closes(times: I64, others: Mapping[str, Bars]) -> F64:
+    """Return a (venues x times) matrix of other venues' closes at ``times`` (NaN if absent)."""
+    out = np.full((len(others), len(times)), np.nan)
+    for k, bars in enumerate(others.values()):
+        if not len(bars):
+            continue
+        pos = np.clip(np.searchsorted(bars.open_time_ms, times), 0, len(bars) - 1)
+        hit = bars.open_time_ms[pos] == times
+        out[k, hit] = bars.close[pos[hit]]
+    return out
+
+
+def _nanmedian(matrix: F64) -> F64:
+    if matrix.shape[0] == 0:
+        return np.full(matrix.shape[1], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(np.nanmedian(matrix, axis=0), np.float64)
+
+
+def median_close(times: I64, others: Mapping[str, Bars]) -> F64:
+    """Return the median close of the other venues at each time (NaN where none has a bar)."""
+    return _nanmedian(aligned_closes(times, others))
+
+
+def median_returns(times: I64, others: Mapping[str, Bars]) -> F64:
+    """Return, per row j, the median over venues of log(close[t_j] / close[t_{j-1}])."""
+    out = np.full(len(times), np.nan)
+    if len(times) < 2 or not others:
+        return out
+    now = aligned_closes(times[1:], others)
+    prev = aligned_closes(times[:-1], others)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[1:] = _nanmedian(np.log(now / prev))
+    return out
+
+
+def deviations(bars: Bars, positions: I64, others: Mapping[str, Bars],
+               th: Thresholds) -> list[Finding]:
+    """Flag closes that leave the local spread to the other venues' median close."""
+    out: list[Finding] = []
+    if not len(bars) or not others:
+        return out
+    ref = median_close(bars.open_time_ms, others)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.log(bars.close / ref)
+    k = th.deviation_neighbours
+    shifted = np.full((2 * k, len(d)), np.nan)
+    for row, lag in enumerate([*range(-k, 0), *range(1, k + 1)]):
+        if lag < 0:
+            shifted[row, -lag:] = d[:lag]
+        else:
+            shifted[row, :-lag] = d[lag:]
+    # The local spread from the neighbours alone, on each side: a bar is judged against
+    # the side it agrees with best, so a step in the spread (one venue repricing) is
+    # not a bad bar, while a one-bar departure is far from both sides.
+    left, right = _nanmedian(shifted[:k]), _nanmedian(shifted[k:])
+    use_left = np.isnan(right) | (np.abs(d - left) <= np.abs(d - right))
+    base = np.where(use_left, left, right)
+    resid = pd.Series(d - base)
+    w = th.deviation_window
+    mad = resid.abs().rolling(w, center=True, min_periods=min(5, w)).median()
+    scale = np.fmax(MAD_TO_SIGMA * mad.to_numpy(), th.deviation_min_scale)
+    excess = np.abs(resid.to_numpy())
+    limit = np.maximum(th.deviation_min, th.deviation_z * scale)
+    with np.errstate(invalid="ignore"):
+        flagged = np.flatnonzero((excess > limit) & (positions >= 0))
+    for j in flagged:
+        t = int(bars.open_time_ms[j])
+        out.append(finding(DEVIATION, int(positions[j]), t,
+                           f"expected a close within {limit[j]:.2%} of the local spread "
+                           f"({float(base[j]):+.2%}) to the other venues' median "
+                           f"{float(ref[j])!r}, got {float(bars.close[j])!r} ({float(d[j]):+.2%})",
+                           excess[j], limit[j]))
+    return out
+
+
+def clock_skew(bars: Bars, tf_ms: int, others: Mapping[str, Bars], th: Thresholds,
+               *, report_time_ms: int) -> list[Finding]:
+    """Flag a venue whose returns line up best with the others' at a nonzero lag.
+
+    Positive lag L: this venue's moves appear L bars after the others' (its clock is
+    late). Returns go on the full timeframe grid so a lag is a time offset.
+    """
+    if len(bars) < 2 or not others:
+        return []
+    t0, t1 = int(bars.open_time_ms[0]), int(bars.open_time_ms[-1])
+    grid = np.arange(t0, t1 + tf_ms, tf_ms, dtype=np.int64)
+    own = np.full(len(grid), np.nan)
+    own[(bars.open_time_ms - t0) // tf_ms] = bars.close
+    ref = median_close(grid, others)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_own, r_ref = np.diff(np.log(own)), np.diff(np.log(ref))
+    corr: dict[int, tuple[float, int]] = {}
+    k = th.skew_max_lag
+    for lag in range(-k, k + 1):
+        a = r_own[max(lag, 0): len(r_own) + min(lag, 0)]
+        b = r_ref[max(-lag, 0): len(r_ref) + min(-lag, 0)]
+        ok = np.isfinite(a) & np.isfinite(b) & ((a != 0) | (b != 0))
+        n = int(ok.sum())
+        if n < th.skew_min_bars:
+            continue
+        sa, sb = a[ok].std(), b[ok].std()
+        corr[lag] = (float(np.mean((a[ok] - a[ok].mean()) * (b[ok] - b[ok].mean())) / (sa * sb))
+                     if sa > 0 and sb > 0 else 0.0, n)
+    if 0 not in corr:
+        return []
+    best = max(corr, key=lambda lag: corr[lag][0])
+    c_best, c0 = corr[best][0], corr[0][0]
+    if best == 0 or c_best < th.skew_min_corr or c_best - c0 < th.skew_min_gain:
+        return []
+    return [finding(CLOCK_SKEW, -1, report_time_ms,
+                    f"expected returns best aligned with the other venues at lag 0, got lag "
+                    f"{best:+d} bars ({best * tf_ms / 1000:+.0f} s; correlation {c_best:.2f} "
+                    f"vs {c0:.2f} at lag 0) from {fmt_ms(t0)} to {fmt_ms(t1)}",
+                    best * tf_ms, 0.0)]

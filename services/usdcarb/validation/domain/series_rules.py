@@ -1,0 +1,192 @@
+"""Rules on a bar within its series: duplicates, conflicts with stored bars, stale
+markets and spikes judged by robust statistics on log returns.
+
+A spike is an isolated one-bar excursion: the jump into the bar is extreme against the
+local robust scale of returns (median/MAD over a centred window) AND the next bar
+undoes most of it. A jump the following bars keep (a level shift, like the USDC depeg)
+or that the other venues make at the same time is a real move, not bad data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from usdcarb.validation.domain.model import (
+    DUPLICATE,
+    DUPLICATE_CONFLICT,
+    F64,
+    I64,
+    OUT_OF_ORDER,
+    SPIKE,
+    SPIKE_UNCONFIRMED,
+    STALE,
+    STALE_LONG,
+    STORED_CONFLICT,
+    Bars,
+    Finding,
+    Provenance,
+    Thresholds,
+    finding,
+    fmt_ms,
+)
+
+MAD_TO_SIGMA = 1.4826
+
+
+def duplicates(batch: Bars) -> list[Finding]:
+    """Flag bars sharing an open time within the batch (and an out-of-order batch).
+
+    Identical copies: the first is kept and the others quarantined. Copies that
+    disagree: every copy is quarantined, since nothing tells which one is right.
+    """
+    out: list[Finding] = []
+    ts = batch.open_time_ms
+    if len(ts) < 2:
+        return out
+    descents = int(np.count_nonzero(np.diff(ts) < 0))
+    if descents:
+        out.append(finding(OUT_OF_ORDER, -1, int(ts.min()),
+                           f"expected ascending open times, got {descents} descents",
+                           descents, 0))
+    order = np.argsort(ts, kind="stable")
+    sts = ts[order]
+    same = np.flatnonzero(sts[1:] == sts[:-1])
+    if not same.size:
+        return out
+    starts = same[np.r_[True, same[1:] != same[:-1] + 1]]
+    for s in starts:
+        e = s + 1
+        while e < len(sts) and sts[e] == sts[s]:
+            e += 1
+        idx = np.sort(order[s:e])
+        rows = np.array([batch.row(int(i)) for i in idx])
+        identical = all(np.array_equal(rows[0], r, equal_nan=True) for r in rows[1:])
+        t = int(sts[s])
+        if identical:
+            for i in idx[1:]:
+                out.append(finding(DUPLICATE, int(i), t,
+                                   f"expected one bar at {fmt_ms(t)}, got {len(idx)} "
+                                   "identical copies (the first is kept)", len(idx), 1))
+        else:
+            for i in idx:
+                out.append(finding(DUPLICATE_CONFLICT, int(i), t,
+                                   f"expected one bar at {fmt_ms(t)}, got {len(idx)} "
+                                   f"that disagree; this one is {batch.row(int(i))}",
+                                   len(idx), 1))
+    return out
+
+
+def stored_conflicts(batch: Bars, stored: Bars, th: Thresholds) -> list[Finding]:
+    """Flag bars that differ from the ORIGINAL bar already stored at the same time."""
+    out: list[Finding] = []
+    if not len(stored) or not len(batch):
+        return out
+    sts = stored.open_time_ms
+    pos = np.clip(np.searchsorted(sts, batch.open_time_ms), 0, len(sts) - 1)
+    hit = (sts[pos] == batch.open_time_ms) & (stored.provenance[pos] == Provenance.ORIGINAL)
+    differs = np.zeros(len(batch), bool)
+    for name in ("open", "high", "low", "close", "volume"):
+        a, b = getattr(batch, name), getattr(stored, name)[pos]
+        with np.errstate(invalid="ignore"):
+            tol = th.conflict_rel_tol * np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)
+            differs |= ~(np.abs(a - b) <= tol)
+    for i in np.flatnonzero(hit & differs):
+        t, j = int(batch.open_time_ms[i]), int(pos[i])
+        out.append(finding(STORED_CONFLICT, int(i), t,
+                           f"expected the stored bar {stored.row(j)} at {fmt_ms(t)}, "
+                           f"got {batch.row(int(i))}", batch.close[i], stored.close[j]))
+    return out
+
+
+def stale_runs(bars: Bars, positions: I64, th: Thresholds) -> list[Finding]:
+    """Flag runs of flat (open = high = low = close), zero-volume bars at one price.
+
+    INFO, or WARNING for long runs; never quarantined: Binance emits such bars for
+    minutes without trades. One finding per run, at the run's first bar.
+    """
+    out: list[Finding] = []
+    n = len(bars)
+    if n == 0:
+        return out
+    c = bars.close
+    flat = (bars.open == c) & (bars.high == c) & (bars.low == c) & (bars.volume == 0)
+    cont = np.r_[False, flat[1:] & flat[:-1] & (c[1:] == c[:-1])]  # continues a run
+    starts = np.flatnonzero(flat & ~cont)
+    breaks = np.r_[np.flatnonzero(~cont), n]
+    for s in starts:
+        length = int(breaks[np.searchsorted(breaks, s, side="right")] - s)
+        if length < th.stale_min_run:
+            continue
+        last = s + length - 1
+        inside = positions[s:last + 1]
+        if not (inside >= 0).any():
+            continue
+        rule = STALE_LONG if length >= th.stale_long_run else STALE
+        limit = th.stale_long_run if rule is STALE_LONG else th.stale_min_run
+        t0, t1 = int(bars.open_time_ms[s]), int(bars.open_time_ms[last])
+        out.append(finding(rule, int(positions[s]), t0,
+                           f"expected trading activity, got {length} flat zero-volume bars "
+                           f"at {float(c[s])!r} from {fmt_ms(t0)} to {fmt_ms(t1)}", length, limit))
+    return out
+
+
+def robust_z(returns: F64, windows: tuple[int, ...], min_scale: float) -> F64:
+    """Return (r - rolling median) / scale, every window centred.
+
+    The scale is the largest rolling 1.4826 x MAD over ``windows`` of the NONZERO
+    returns, floored at ``min_scale``: a thin market repeats its price for minutes
+    (Binance emits zero-volume bars), and a MAD over mostly zeros would call every real
+    trade an outlier. The long window keeps a calm hour inside a turbulent day (the
+    depeg) from looking calm.
+    """
+    r = pd.Series(returns)
+    short = min(windows)
+    med = r.rolling(short, center=True, min_periods=min(5, short)).median()
+    moves = r.where(r != 0)
+    scale = np.full(len(r), min_scale)
+    for w in windows:
+        mp = min(5, w)
+        center = moves.rolling(w, center=True, min_periods=mp).median()
+        mad = (moves - center).abs().rolling(w, center=True, min_periods=mp).median()
+        scale = np.fmax(scale, MAD_TO_SIGMA * mad.to_numpy())
+    return np.asarray((r - med).to_numpy() / scale, np.float64)
+
+
+def spikes(bars: Bars, positions: I64, th: Thresholds,
+           other_returns: F64 | None = None) -> list[Finding]:
+    """Flag isolated one-bar excursions of the close (see the module docstring).
+
+    ``bars`` is the series with context, ascending, prices valid; ``other_returns[j]``
+    is the median log return of the other venues into row j (NaN when unknown).
+    """
+    out: list[Finding] = []
+    n = len(bars)
+    if n < 3:
+        return out
+    r = np.diff(np.log(bars.close))
+    z = robust_z(r, (th.spike_window, th.spike_long_window), th.spike_min_scale)
+    cand = np.flatnonzero((np.abs(z) > th.spike_z) & (np.abs(r) >= th.spike_min_move)) + 1
+    for j in cand:
+        pos = int(positions[j])
+        if pos < 0:
+            continue
+        rj, zj, t = float(r[j - 1]), float(z[j - 1]), int(bars.open_time_ms[j])
+        if other_returns is not None and np.isfinite(other_returns[j]):
+            ro = float(other_returns[j])
+            if np.sign(ro) == np.sign(rj) and abs(ro) >= th.spike_revert * abs(rj):
+                continue  # the other venues moved too
+        if j == n - 1:
+            out.append(finding(SPIKE_UNCONFIRMED, pos, t,
+                               f"expected |robust z| <= {th.spike_z:g}, got {zj:.1f} "
+                               f"({rj:+.2%}) on the last bar, not yet confirmed or reverted",
+                               zj, th.spike_z))
+            continue
+        rn = float(r[j])
+        reverts = np.sign(rn) == -np.sign(rj) and abs(rj + rn) <= (1 - th.spike_revert) * abs(rj)
+        if reverts:
+            out.append(finding(SPIKE, pos, t,
+                               f"expected |robust z| <= {th.spike_z:g} or a move the next bars "
+                               f"keep, got z {zj:.1f} ({rj:+.2%}) reverted by {rn:+.2%} at "
+                               f"{fmt_ms(int(bars.open_time_ms[j + 1]))}", zj, th.spike_z))
+    return out
