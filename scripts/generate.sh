@@ -14,6 +14,15 @@ buf generate --template buf.gen.sdk.yaml
 mkdir -p gen/descriptor
 buf build --exclude-source-info -o gen/descriptor/usdcarb.binpb
 
+# Envoy's rate limit service API: a minimal wire-compatible copy of rls.proto, kept out of
+# the buf module (it is Envoy's contract, not ours) and compiled with grpcio-tools' protoc.
+rm -rf gen/python/envoy_rls
+grpc_proto=$(.venv/bin/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+.venv/bin/python -m grpc_tools.protoc -I services/usdcarb/ratelimit/proto -I "$grpc_proto" \
+  --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
+  services/usdcarb/ratelimit/proto/envoy_rls/rls.proto
+touch gen/python/envoy_rls/__init__.py
+
 # Package markers: gen/python/usdcarb is completed by services/usdcarb (pkgutil.extend_path).
 touch gen/python/usdcarb/v1/__init__.py
 

@@ -14,7 +14,8 @@ PG_MAJOR=15
 PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 LOG="$BUILD_DIR/setup.log"
 
-BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server)
+# wrk: the HTTP load generator of the gateway benchmarks.
+BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server wrk)
 BUILD_PACKAGES=(cmake gcc make libssl-dev dpkg-dev)
 
 say() { printf 'setup-system: %s\n' "$*"; }
@@ -71,7 +72,7 @@ mapfile -t missing < <(missing_packages "${BASE_PACKAGES[@]}")
 if ((${#missing[@]})); then
   apt_install "${missing[@]}"
 else
-  say "postgresql-$PG_MAJOR, postgresql-contrib, redis-server: present"
+  say "${BASE_PACKAGES[*]}: present"
 fi
 
 if timescaledb_installed; then

@@ -158,11 +158,12 @@ def test_bad_input_is_400_with_field_violations(
 
 
 def test_unimplemented_rpcs_say_who_owns_them(stack: StackInfo, token: str) -> None:
-    code, body, _ = http(stack, "GET", "/v1/exchanges", headers=bearer(token))
+    code, body, _ = http(stack, "GET", "/v1/channels", headers=bearer(token))
     assert code == 501
     (info,) = [d for d in body["details"]
                if d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"]
-    assert info["reason"] == "NOT_IMPLEMENTED" and "issue #4" in info["metadata"]["owner"]
+    assert info["reason"] == "NOT_IMPLEMENTED"
+    assert "notification" in info["metadata"]["owner"]
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -187,8 +188,8 @@ def test_grpcurl_lists_and_calls_every_service_by_reflection(stack: StackInfo) -
     kinds = grpcurl("-plaintext", f"127.0.0.1:{stack.processes['strategy'].port}",
                     "usdcarb.v1.StrategyService/ListStrategyKinds")
     assert "strategyKinds/cross-exchange-spread" in kinds.stdout
-    pending = grpcurl("-plaintext", f"127.0.0.1:{stack.processes['backtest'].port}",
-                      "usdcarb.v1.BacktestService/ListBacktests")
+    pending = grpcurl("-plaintext", f"127.0.0.1:{stack.processes['notification'].port}",
+                      "usdcarb.v1.NotificationService/ListChannels")
     assert "Unimplemented" in pending.stderr + pending.stdout
 
 

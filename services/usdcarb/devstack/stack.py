@@ -136,6 +136,11 @@ class Stack:
             logger.info("stack.json is stale: stopping what is left, then starting afresh")
             self.down()
         self.logs.mkdir(parents=True, exist_ok=True)
+        # The first user, an admin, from the environment (identity refuses the dev default
+        # password outside dev/test); identity starts before Envoy, which fetches its JWKS.
+        self.extra_env.setdefault(
+            "USDCARB_IDENTITY_BOOTSTRAP_ADMIN_USERNAME",
+            os.environ.get("USDCARB_IDENTITY_BOOTSTRAP_ADMIN_USERNAME", "admin"))
         processes: dict[str, ProcessInfo] = {}
         try:
             pg = self._postgres()
@@ -155,6 +160,23 @@ class Stack:
             admin = self.admin_port or free_port()
             processes["envoy"] = self._start_envoy(gw, admin, processes)
             self._wait_gateway(gw, admin, processes["envoy"])
+            # Envoy fetches the JWKS from identity through its own listener: wait for it,
+            # or the first token checks would fail.
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{admin}/stats?filter=jwks", timeout=1
+                    ) as r:
+                        stats = r.read().decode()
+                except OSError:
+                    stats = ""
+                if any(line.startswith("cluster.jwks.upstream_rq_200: ") and
+                       not line.endswith(" 0") for line in stats.splitlines()):
+                    break
+                if time.monotonic() > deadline:
+                    raise DevstackError("expected the gateway to fetch the JWKS in time")
+                time.sleep(0.1)
         except BaseException:
             partial = StackInfo(str(self.root), "", "", "", "", processes)
             partial.save(self.state_file)
@@ -227,7 +249,13 @@ class Stack:
         ports.update({n: processes[n].port for n in SERVICES if n != "ratelimit"})
         cfg = GatewayConfig(
             descriptor_path=REPO / "gen/descriptor/usdcarb.binpb",
-            jwks_file=REPO / "gateway/dev-keys/DEV-ONLY-jwks.json",
+            # Keys from identity (GetJwks) through this very listener; a short cache, so a
+            # rotated key is known well within identity's publish lead time.
+            jwks_mode="remote",
+            jwks_uri=f"http://127.0.0.1:{gw}/.well-known/jwks.json",
+            jwks_cache_duration_s=2,
+            ratelimit_address=f"127.0.0.1:{processes['ratelimit'].port}",
+            route_authorization=True,
             access_log_path=str(self.logs / "gateway-access.log"),
         ).with_ports(ports)
         config = write_envoy_config(cfg, self.root / "envoy.yaml", base_dir=REPO)

@@ -85,6 +85,9 @@ class GatewayConfig:
     ratelimit_address: str | None = None  # host:port of an envoy.service.ratelimit.v3 server
     ratelimit_failure_mode_deny: bool = False
     ratelimit_timeout_ms: int = 100
+    # Per-route role checks (RBAC on the verified roles claim) from usdcarb.platform.authz;
+    # every service checks the same table again. The dev stack and deployments turn it on.
+    route_authorization: bool = False
     access_log_path: str | None = None  # None: JSON lines on stdout
     cors_allowed_origins: tuple[str, ...] = ()  # exact origins; none disables CORS
     introspection_backend: str | None = "strategy"  # answers reflection and health
@@ -170,6 +173,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jwks-uri", help="fetch the JWKS from this URI instead (remote_jwks)")
     p.add_argument("--ratelimit", help="host:port of the rate limit service (enables the filter)")
     p.add_argument("--ratelimit-failure-mode-deny", action="store_true")
+    p.add_argument("--route-authorization", action="store_true",
+                   help="check each route's roles (usdcarb.platform.authz) at the gateway")
+    p.add_argument("--jwks-cache-s", type=int, default=300, help="remote JWKS cache duration")
     p.add_argument("--access-log", help="file for the JSON access log (default stdout)")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed origin, repeatable")
     p.add_argument("--introspection-backend", default="strategy", help="'none' to disable")
@@ -202,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         jwks_uri=args.jwks_uri,
         ratelimit_address=args.ratelimit,
         ratelimit_failure_mode_deny=args.ratelimit_failure_mode_deny,
+        route_authorization=args.route_authorization,
+        jwks_cache_duration_s=args.jwks_cache_s,
         access_log_path=args.access_log,
         cors_allowed_origins=tuple(args.cors_origin),
         introspection_backend=None

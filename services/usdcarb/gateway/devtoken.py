@@ -1,9 +1,14 @@
-"""Mint access tokens signed with the committed DEV-ONLY key, for local development.
+"""Mint access tokens signed with the committed DEV-ONLY key: LOCAL DEVELOPMENT ONLY.
 
-A stopgap until the identity service issues real tokens: the private key sits in the
-repository (gateway/dev-keys/), so anyone can mint with it. Both the function and the
-command refuse to run unless ``USDCARB_ENV`` is ``dev`` (the default) or ``test``, and
-the gateway refuses the DEV-ONLY JWKS when rendered for prod.
+Real tokens come from the identity service (Login, RefreshToken, ExchangeApiKey). This
+shortcut survives for local development and tests only: the private key sits in the
+repository (gateway/dev-keys/), so anyone can mint with it. It works only where the
+DEV-ONLY public key is trusted, which is nowhere in prod:
+
+- the function and the command refuse to run unless ``USDCARB_ENV`` is dev or test;
+- the gateway refuses the DEV-ONLY JWKS file when rendered for prod;
+- identity publishes the DEV-ONLY key in its JWKS only with ``publish_dev_key`` (default
+  on), which its settings refuse when ``env=prod``.
 
     USDCARB_ENV=dev python -m usdcarb.gateway.devtoken --role analyst --sub alice
 """

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from usdcarb.gateway.api import Service, has_verb, template_regex
+from usdcarb.platform import authz
 
 if TYPE_CHECKING:
     from usdcarb.gateway.config import GatewayConfig
@@ -23,14 +24,10 @@ JWT_PROVIDER = "usdcarb"
 RATELIMIT_DOMAIN = "usdcarb"
 
 # RPCs a caller uses to obtain a token (or the keys that verify one): no JWT required.
-PUBLIC_METHODS = frozenset(
-    {
-        "usdcarb.v1.IdentityService/Login",
-        "usdcarb.v1.IdentityService/RefreshToken",
-        "usdcarb.v1.IdentityService/ExchangeApiKey",
-        "usdcarb.v1.IdentityService/GetJwks",
-    }
-)
+# Read from the role table every service enforces (usdcarb.platform.authz).
+PUBLIC_METHODS = frozenset(m for m in authz.METHOD_ROLES if authz.is_public(m))
+RBAC = "envoy.filters.http.rbac"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = (
     "/grpc.reflection.v1.ServerReflection/",
@@ -160,15 +157,59 @@ def _action(cfg: GatewayConfig, cluster: str, streaming: bool) -> dict[str, Any]
     return {"cluster": cluster, "timeout": _seconds(cfg.unary_timeout_s)}
 
 
-def _rate_limits(public: bool) -> list[dict[str, Any]]:
-    # One descriptor per request for the global rate limit service: the verified subject
-    # (set by jwt_authn's claim_to_headers before this filter runs, trap 11), or the
-    # client address on public routes (login throttling).
-    if public:
-        return [{"actions": [{"remote_address": {}}]}]
-    return [
-        {"actions": [{"request_headers": {"header_name": "x-jwt-sub", "descriptor_key": "sub"}}]}
+def _header_action(header: str, key: str, *, optional: bool = False) -> dict[str, Any]:
+    action: dict[str, Any] = {"header_name": header, "descriptor_key": key}
+    if optional:
+        action["skip_if_absent"] = True
+    return {"request_headers": action}
+
+
+def _generic(value: str) -> dict[str, Any]:
+    return {"generic_key": {"descriptor_key": "class", "descriptor_value": value}}
+
+
+def _rate_limits(key: str) -> list[dict[str, Any]] | None:
+    """Return the descriptors the rate limit service gets for one method (see
+    usdcarb.ratelimit.limits): per subject and role tier for every authenticated call
+    (the verified claim headers are set by jwt_authn before this filter runs, trap 11),
+    a separate heavy budget for backtests and sweeps, per client IP on token endpoints.
+    """
+    if key in authz.TOKEN_METHODS:
+        return [{"actions": [{"remote_address": {}}, _generic("auth")]}]
+    if authz.is_public(key):
+        return None  # GetJwks: Envoy itself fetches it through this listener
+    subject = [_header_action("x-jwt-sub", "sub"), _generic("api"),
+               _header_action("x-jwt-roles", "roles", optional=True)]
+    limits = [{"actions": subject}]
+    if key in authz.HEAVY_METHODS:
+        limits.append({"actions": [subject[0], _generic("heavy"), subject[2]]})
+    return limits
+
+
+def _role_policy(key: str) -> dict[str, Any] | None:
+    """Return the per-route RBAC config allowing the roles the table allows for ``key``.
+
+    The roles come from the verified token (jwt_authn's payload in dynamic metadata),
+    never from a header a client could send.
+    """
+    if key not in authz.METHOD_ROLES or authz.is_public(key):
+        return None
+    principals = [
+        {"sourced_metadata": {"metadata_matcher": {
+            "filter": JWT_FILTER,
+            "path": [{"key": "jwt_payload"}, {"key": "roles"}],
+            "value": {"list_match": {"one_of": {"string_match": {"exact": role}}}},
+        }}}
+        for role in authz.ROLES if role in authz.allowed_roles(key)
     ]
+    return _any(
+        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+        rbac={"rules": {"action": "ALLOW", "policies": {
+            f"role>={authz.minimum_role(key)}": {
+                "permissions": [{"any": True}],
+                "principals": [{"or_ids": {"ids": principals}}],
+            }}}},
+    )
 
 
 def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, Any]]:
@@ -178,7 +219,8 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
     for svc in services:
         for method in svc.methods:
             key = f"{svc.full_name}/{method.name}"
-            public = key in PUBLIC_METHODS
+            limits = _rate_limits(key) if limited else None
+            policy = _role_policy(key) if cfg.route_authorization else None
             streaming = method.server_streaming or method.client_streaming
             action = _action(cfg, svc.short_name, streaming)
             if not streaming:
@@ -192,13 +234,18 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                 "match": {"path": svc.grpc_path(method), "grpc": {}},
                 "route": action,
             }
-            if limited:
-                route["route"] = {**route["route"], "rate_limits": _rate_limits(public)}
+            if limits:
+                route["route"] = {**route["route"], "rate_limits": limits}
+            if policy:
+                route["typed_per_filter_config"] = {RBAC: policy}
             grpc_routes.append(route)
             for i, rule in enumerate(method.http_rules):
                 rest_action = _action(cfg, svc.short_name, streaming)
-                if limited:
-                    rest_action["rate_limits"] = _rate_limits(public)
+                if limits:
+                    rest_action["rate_limits"] = limits
+                per_filter: dict[str, Any] = {HEADER_MUTATION: _strip_grpc_status()}
+                if policy:
+                    per_filter[RBAC] = policy
                 rest_routes.append(
                     (
                         has_verb(rule.template),
@@ -209,7 +256,7 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                                 "headers": _method_header(rule.method),
                             },
                             "route": rest_action,
-                            "typed_per_filter_config": {HEADER_MUTATION: _strip_grpc_status()},
+                            "typed_per_filter_config": per_filter,
                         },
                     )
                 )
@@ -300,7 +347,7 @@ def _jwt_filter(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str, An
             "retry_policy": {"num_retries": 3},
         }
     return {
-        "name": "envoy.filters.http.jwt_authn",
+        "name": JWT_FILTER,
         "typed_config": _any(
             "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             providers={JWT_PROVIDER: provider},
@@ -338,6 +385,12 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
             }
         )
     filters.append(_jwt_filter(cfg, services))
+    if cfg.route_authorization:
+        # No rules here: only routes with a per-route policy (the role table) are checked.
+        filters.append({
+            "name": RBAC,
+            "typed_config": _any("envoy.extensions.filters.http.rbac.v3.RBAC"),
+        })
     filters.append(
         {
             "name": "envoy.filters.http.local_ratelimit",

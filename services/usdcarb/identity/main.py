@@ -1,30 +1,127 @@
 """Composition root of the identity service: ``python -m usdcarb.identity.main``.
 
-Its RPCs are later work: they answer UNIMPLEMENTED naming identity and rate limits (issue #6).
-The process still serves health, reflection and metrics, and migrates its schema.
+Also ``python -m usdcarb.identity.main rotate-keys``: rotate the signing key now (the
+admin path; running replicas pick the new key up within ``key_refresh_s`` and it
+signs after ``key_publish_lead_s``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from usdcarb.platform.bootstrap import run, serve_pending
-from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.identity.app import Actor, IdentityApp, TokenPolicy
+from usdcarb.identity.domain import LockoutPolicy
+from usdcarb.identity.keyring import KeyRing, stop_task
+from usdcarb.identity.keys import Passwords, read_jwks
+from usdcarb.identity.servicer import IdentityServicer, client_ip
+from usdcarb.identity.settings import IdentitySettings
+from usdcarb.identity.store import IdentityStore
+from usdcarb.platform import interceptors
+from usdcarb.platform.bootstrap import run
+from usdcarb.platform.db import create_pool, postgres_check
+from usdcarb.platform.identity import Caller
+from usdcarb.platform.migrations import apply_migrations
+from usdcarb.platform.server import run_service
+from usdcarb.v1 import identity_pb2_grpc
+
+logger = logging.getLogger(__name__)
 
 SERVICE = "usdcarb.v1.IdentityService"
+SCHEMA = "identity"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+__all__ = ["MIGRATIONS", "SERVICE", "IdentitySettings", "build_app", "main"]
 
 
-class IdentitySettings(PlatformSettings):
-    """Settings of the identity service (environment variables USDCARB_IDENTITY_*)."""
+def build_app(pool: Any, settings: IdentitySettings) -> tuple[IdentityApp, KeyRing]:
+    """Wire the store, the key ring and the application from settings."""
+    store = IdentityStore(pool)
+    passphrase = settings.key_passphrase.get_secret_value().encode()
+    access_ttl = timedelta(seconds=settings.access_ttl_s)
+    extra = read_jwks(settings.dev_jwks_path) if settings.publish_dev_key else []
+    keyring = KeyRing(
+        store, passphrase, rotate_every=timedelta(seconds=settings.key_rotation_interval_s),
+        lead=timedelta(seconds=settings.key_publish_lead_s),
+        overlap=access_ttl + timedelta(seconds=settings.clock_skew_s), extra_jwks=extra)
+    policy = TokenPolicy(
+        issuer=settings.issuer, audience=settings.audience, access_ttl=access_ttl,
+        refresh_ttl=timedelta(seconds=settings.refresh_ttl_s),
+        api_key_max=timedelta(days=settings.api_key_max_days),
+        lockout=LockoutPolicy(max_failures=settings.lockout_max_failures,
+                              base_lock=timedelta(seconds=settings.lockout_base_s),
+                              max_lock=timedelta(seconds=settings.lockout_max_s)))
+    app = IdentityApp(store, keyring, Passwords(), policy, secret_box_key=passphrase)
+    return app, keyring
 
-    model_config = service_config("USDCARB_IDENTITY_")
+
+def register(app: IdentityApp) -> Any:
+    servicer = IdentityServicer(app)
+    return lambda server: identity_pb2_grpc.add_IdentityServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server)
 
 
-def main() -> None:
+def audit_hook(app: IdentityApp) -> interceptors.DeniedHook:
+    """Return the hook that writes calls refused by the role table to the audit log."""
+    async def hook(method: str, caller: Caller, context: Any) -> None:
+        await app.audit_denied_call(
+            Actor(subject=caller.subject, roles=caller.roles, client_ip=client_ip(context)),
+            method)
+    return hook
+
+
+async def _open(settings: IdentitySettings) -> Any:
+    pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
+                             settings.db_pool_max, search_path=f"{SCHEMA}, public")
+    try:
+        await apply_migrations(pool, SCHEMA, MIGRATIONS)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+async def serve(settings: IdentitySettings) -> None:
+    pool = await _open(settings)
+    app, keyring = build_app(pool, settings)
+    try:
+        await keyring.start()
+        admin = await app.bootstrap_admin(settings.bootstrap_admin_username,
+                                          settings.bootstrap_admin_password.get_secret_value())
+        if admin is not None:
+            logger.info("bootstrapped admin user %s (%s)", admin.username, admin.name)
+    except BaseException:
+        await pool.close()
+        raise
+    interceptors.denied_call_hooks.append(audit_hook(app))
+    refresher = asyncio.create_task(keyring.run(settings.key_refresh_s))
+    await run_service([SERVICE], register(app), settings,
+                      health_checks={"postgres": postgres_check(pool)},
+                      on_close=[pool.close, lambda: stop_task(refresher)])
+
+
+async def rotate_now(settings: IdentitySettings) -> str | None:
+    pool = await _open(settings)
+    try:
+        app, keyring = build_app(pool, settings)
+        await keyring.reload()
+        return await app.rotate_keys(Actor(subject="system:rotate-keys"))
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
     settings = IdentitySettings()
-    run(settings, lambda: serve_pending(
-        settings, service=SERVICE, pb2_module="usdcarb.v1.identity_pb2", schema="identity",
-        migrations=Path(__file__).with_name("migrations"), owner="identity and rate limits (issue #6)"))
+    if args[:1] == ["rotate-keys"]:
+        kid = asyncio.run(rotate_now(settings))
+        sys.stdout.write(f"{kid}\n")
+        return
+    run(settings, lambda: serve(settings))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ coroutine writing with ``context.write``) because grpc.aio dispatches on it.
 
 ``default_interceptors`` gives the order services use, outermost first: request id
 (so every log line has it), metrics (sees the final code), errors (maps exceptions),
-identity (its Unauthenticated is mapped too).
+identity (its Unauthenticated is mapped too), authorization (the role table of
+``usdcarb.platform.authz``, on the caller identity just stored).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +26,9 @@ from typing import Any, TypeGuard
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from usdcarb.platform.errors import DomainError, Unimplemented
-from usdcarb.platform.identity import caller_from_context, current_caller
+from usdcarb.platform import authz
+from usdcarb.platform.errors import DomainError, PermissionDenied, Unauthenticated, Unimplemented
+from usdcarb.platform.identity import Caller, caller_from_context, current_caller, get_caller
 from usdcarb.platform.logging import request_id
 from usdcarb.platform.status import domain_status, internal_status, mapping_for, to_grpc_status
 
@@ -254,11 +257,85 @@ def _code_name(context: Any, default: str) -> str:
     return default
 
 
+DeniedHook = Callable[[str, Caller, Any], Awaitable[None]]
+# Called with (method, caller, context) on every refused call; a service's composition
+# root may append one (identity writes "call.denied" to its audit log). Others log only.
+denied_call_hooks: list[DeniedHook] = []
+ANONYMOUS_ENV = "USDCARB_AUTHZ_ANONYMOUS"
+
+
+class AuthorizationInterceptor(ScopeInterceptor):
+    """Refuse a usdcarb.v1 call whose verified roles the table of ``authz`` does not allow.
+
+    A call with identity claims (Envoy verified a token) is checked exactly against the
+    table: PERMISSION_DENIED with ErrorInfo(reason ROLE_REQUIRED, metadata permission and
+    required_role). A usdcarb.v1 method missing from the table is refused (fail closed).
+    A call without claims never comes from the gateway on a non-public route (Envoy
+    sets them there), so it is a service-to-service call inside the mesh; it is allowed
+    unless ``allow_anonymous`` is off (then UNAUTHENTICATED), for deployments where
+    internal callers forward the identity.
+    """
+
+    def __init__(
+        self, *, allow_anonymous: bool = True, hooks: list[DeniedHook] | None = None
+    ) -> None:
+        self.allow_anonymous = allow_anonymous
+        self.hooks = denied_call_hooks if hooks is None else hooks
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
+        name = method.lstrip("/")
+        if authz.governed(name):
+            await self._check(name, get_caller(), context)
+        yield
+
+    async def _check(self, method: str, caller: Caller, context: Any) -> None:
+        try:
+            least = authz.minimum_role(method)
+        except authz.UnknownMethod:
+            await self._denied(method, caller, context)
+            raise PermissionDenied(
+                f"expected {method} in the authorization table, got no entry",
+                permission=method, reason="METHOD_NOT_AUTHORIZED",
+            ) from None
+        if least is None:
+            return
+        if not caller.authenticated:
+            if self.allow_anonymous:
+                return
+            raise Unauthenticated()
+        if not authz.may_call(caller.roles, method):
+            await self._denied(method, caller, context)
+            raise PermissionDenied(
+                f"expected role {least} or higher for {method}, got roles {sorted(caller.roles)}",
+                permission=method, reason="ROLE_REQUIRED", metadata={"required_role": least},
+            )
+
+    async def _denied(self, method: str, caller: Caller, context: Any) -> None:
+        logger.warning(
+            "call.denied %s for %r with roles %s", method, caller.subject, sorted(caller.roles),
+            extra={"audit": "call.denied", "method": method, "subject": caller.subject},
+        )
+        for hook in self.hooks:
+            try:
+                await hook(method, caller, context)
+            except Exception:
+                # Auditing must not turn a refusal into an INTERNAL error.
+                logger.exception("denied-call hook failed for %s", method)
+
+
 def default_interceptors(registry: CollectorRegistry) -> list[ScopeInterceptor]:
-    """Return the interceptors every service runs, outermost first."""
+    """Return the interceptors every service runs, outermost first.
+
+    ``USDCARB_AUTHZ_ANONYMOUS=deny`` refuses calls without identity claims on
+    non-public methods (default ``allow``: internal mesh callers carry none).
+    """
     return [
         RequestIdInterceptor(),
         MetricsInterceptor(registry),
         ErrorInterceptor(),
         IdentityInterceptor(),
+        AuthorizationInterceptor(
+            allow_anonymous=os.environ.get(ANONYMOUS_ENV, "allow").lower() != "deny"
+        ),
     ]
