@@ -1,6 +1,7 @@
 """The ``usdcarb`` command line.
 
 Subcommands:
+  backfill    start an ingest job through the gateway and follow it with a progress bar
   dev-token   print a development JWT (USDCARB_ENV dev/test only)
   stack       up | down | status of the local mesh
 """
@@ -23,6 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from usdcarb.gateway.devtoken import main as devtoken
 
         return devtoken(rest)
+    if command == "backfill":
+        from usdcarb.ingestion.cli import main as backfill
+
+        return backfill(rest)
     if command == "stack":
         from usdcarb.devstack.stack import main as stack
 

@@ -99,9 +99,9 @@ async def test_unimplemented_services_say_so_with_error_info(
 ) -> None:
     async with AsyncClient(stack.gateway, token=token) as client:
         with pytest.raises(Unimplemented) as unary:
-            await client.ingestion.list_exchanges()
+            await client.notifications.list_channels()
         with pytest.raises(Unimplemented) as streamed:
-            async for _ in client.ingestion.watch_ingest_job(name="ingestJobs/x"):
+            async for _ in client.notifications.subscribe_events():
                 pass
     for err in (unary.value, streamed.value):
         assert err.reason == "NOT_IMPLEMENTED"
@@ -161,7 +161,7 @@ def test_sync_client_has_the_same_surface(stack: StackInfo, token: str) -> None:
             client.strategies.create_version(strategy.name, spread(0))
         assert err.value.field_violations
         with pytest.raises(Unimplemented) as unimplemented:
-            client.ingestion.list_exchanges(v1.ListExchangesRequest())
+            client.notifications.list_channels(v1.ListChannelsRequest())
         assert unimplemented.value.reason == "NOT_IMPLEMENTED"
     with Client(stack.gateway) as anonymous, pytest.raises(Unauthenticated):
         anonymous.strategies.get(sid)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,12 +117,14 @@ class Stack:
     def __init__(
         self, root: Path, *, gateway_port: int = 8080, admin_port: int = 0,
         fast_postgres: bool = False, env: Mapping[str, str] | None = None,
+        replay_data: Path | None = None,
     ) -> None:
         self.root = root.resolve()
         self.gateway_port = gateway_port
         self.admin_port = admin_port
         self.fast_postgres = fast_postgres
         self.extra_env = dict(env or {})
+        self.replay_data = replay_data
         self.state_file = self.root / "stack.json"
         self.logs = self.root / "logs"
 
@@ -151,6 +154,12 @@ class Stack:
             redis.start()
             processes["redis"] = ProcessInfo(redis.pid or 0, redis.port, "redis-server")
             dsn = pg.dsn(DATABASE)
+            # The only stand-in: the exchange replay server, answering ccxt's real
+            # requests from recorded data (the committed samples unless told otherwise).
+            processes["replay"] = self._start_replay()
+            self.extra_env.setdefault(
+                "USDCARB_INGESTION_REPLAY_URL", f"http://127.0.0.1:{processes['replay'].port}")
+            self.extra_env.setdefault("USDCARB_INGESTION_RATE_LIMIT_SCALE", "0.1")
             ports = {name: free_port() for name in SERVICES}
             for name in SERVICES:
                 processes[name] = self._start_service(name, ports, dsn, redis.url)
@@ -222,6 +231,31 @@ class Stack:
         )
         log.close()
         return _started(proc, module, self.logs / f"{name}.log", port=port, metrics_port=metrics)
+
+    def _start_replay(self) -> ProcessInfo:
+        port = free_port()
+        log_path = self.logs / "replay.log"
+        log = log_path.open("ab")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            str(REPO / p) for p in ("services", "gen/python"))}
+        args = [sys.executable, "-m", "usdcarb.replay", "--port", str(port)]
+        if self.replay_data is not None:
+            args += ["--data", str(self.replay_data)]
+        proc = subprocess.Popen(args, env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        info = _started(proc, "usdcarb.replay", log_path, port=port)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_replay/catalog", timeout=1):
+                    return info
+            except urllib.error.HTTPError:
+                return info  # it answers: up
+            except OSError:
+                if time.monotonic() > deadline or not _alive(info):
+                    raise DevstackError(f"expected the replay server up:\n{_tail(log_path)}") from None
+                time.sleep(0.1)
 
     def _wait_serving(self, name: str, info: ProcessInfo) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -297,7 +331,7 @@ class Stack:
             return
         info = StackInfo.load(self.state_file)
         procs = info.processes
-        order = ["envoy", *SERVICES]
+        order = ["envoy", *SERVICES, "replay"]
         for name in order:
             if name in procs and _alive(procs[name]):
                 os.kill(procs[name].pid, signal.SIGTERM)
@@ -348,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             p = info.processes[name]
             logger.info("  %-12s grpc 127.0.0.1:%d  metrics :%s  pid %d", name, p.port,
                         p.extra.get("metrics_port"), p.pid)
+        logger.info("  replay   http://127.0.0.1:%d  (exchange replay server, recorded data)",
+                    info.processes["replay"].port)
         logger.info("  postgres %s", info.dsn)
         logger.info("  redis    %s", info.redis_url)
         logger.info("  logs     %s", Path(info.root) / "logs")

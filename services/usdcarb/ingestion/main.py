@@ -1,17 +1,37 @@
 """Composition root of the ingestion service: ``python -m usdcarb.ingestion.main``.
 
-Its RPCs are later work: they answer UNIMPLEMENTED naming the market data pipeline (issue #4).
-The process still serves health, reflection and metrics, and migrates its schema.
+Builds the pool (schema ``ingestion``, migrated), the Redis client for domain events,
+the validation port, the job worker and the servicer, then serves until SIGTERM.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from usdcarb.platform.bootstrap import run, serve_pending
+from pydantic import Field
+
+from usdcarb.ingestion.app import IngestionApp
+from usdcarb.ingestion.servicer import IngestionServicer
+from usdcarb.ingestion.store import IngestStore
+from usdcarb.ingestion.validation import AcceptAll, CandleValidator, RemoteValidator
+from usdcarb.ingestion.worker import Worker, WorkerConfig
+from usdcarb.platform.bootstrap import run
+from usdcarb.platform.db import create_pool, postgres_check
+from usdcarb.platform.migrations import apply_migrations
+from usdcarb.platform.redis import create_redis
+from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.v1 import ingestion_pb2_grpc
 
 SERVICE = "usdcarb.v1.IngestionService"
+SCHEMA = "ingestion"
+MIGRATIONS = Path(__file__).with_name("migrations")
+logger = logging.getLogger(__name__)
 
 
 class IngestionSettings(PlatformSettings):
@@ -19,12 +39,87 @@ class IngestionSettings(PlatformSettings):
 
     model_config = service_config("USDCARB_INGESTION_")
 
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description=(
+        "Largest gRPC message: GetCandles answers up to 1,000,000 bars (~53 MB)."))
+    replay_url: str = Field(default="", description=(
+        "Base URL of the exchange replay server; when set every exchange's API URLs point "
+        "at it (tests, benchmarks, demo)."))
+    validation_address: str = Field(default="", description=(
+        "host:port of the validation service; empty = ingestion's own per-bar rules only."))
+    worker_concurrency: int = Field(default=4, ge=0, description=(
+        "Jobs one process runs at once; 0 runs no worker (API only)."))
+    lease_s: float = Field(default=30.0, gt=0, description=(
+        "Seconds a worker holds a job without renewing; after that another resumes it."))
+    poll_s: float = Field(default=0.5, gt=0, description="Seconds between looks for new jobs.")
+    rate_limit_scale: float = Field(default=1.0, ge=0, description=(
+        "Multiplier on each exchange's own rateLimit; keep 1 against real exchanges."))
+    retry_attempts: int = Field(default=8, ge=1, description="Attempts per exchange request.")
+    retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
+    retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
+    events: bool = Field(default=True, description="Publish domain events to Redis.")
+
+
+@dataclass
+class Components:
+    app: IngestionApp
+    worker: Worker | None
+    validator: CandleValidator
+    register: Register
+
+
+def build(pool: Any, settings: IngestionSettings, *, redis: Any = None) -> Components:
+    """Wire the store, validation port, worker, application and servicer."""
+    store = IngestStore(pool)
+    validator: CandleValidator = (RemoteValidator(settings.validation_address)
+                                  if settings.validation_address else AcceptAll())
+    worker = None
+    if settings.worker_concurrency:
+        worker = Worker(store, validator, WorkerConfig(
+            concurrency=settings.worker_concurrency, lease_s=settings.lease_s,
+            poll_s=settings.poll_s, replay_url=settings.replay_url,
+            rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
+            retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s), redis=redis)
+    app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None))
+    servicer = IngestionServicer(app)
+
+    def register(server: Any) -> None:
+        ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            servicer, server)
+
+    return Components(app, worker, validator, register)
+
+
+async def serve(settings: IngestionSettings) -> None:
+    pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
+                             settings.db_pool_max, search_path=f"{SCHEMA}, public")
+    try:
+        await apply_migrations(pool, SCHEMA, MIGRATIONS)
+    except BaseException:
+        await pool.close()
+        raise
+    redis = await create_redis(settings.redis_url) if settings.events else None
+    parts = build(pool, settings, redis=redis)
+    task = asyncio.create_task(parts.worker.run()) if parts.worker else None
+
+    async def stop_worker() -> None:
+        if parts.worker is not None:
+            await parts.worker.stop()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await parts.validator.close()
+        if redis is not None:
+            await redis.aclose()
+
+    await run_service([SERVICE], parts.register, settings,
+                      health_checks={"postgres": postgres_check(pool)},
+                      on_close=[stop_worker, pool.close])
+
 
 def main() -> None:
     settings = IngestionSettings()
-    run(settings, lambda: serve_pending(
-        settings, service=SERVICE, pb2_module="usdcarb.v1.ingestion_pb2", schema="ingestion",
-        migrations=Path(__file__).with_name("migrations"), owner="the market data pipeline (issue #4)"))
+    run(settings, lambda: serve(settings))
 
 
 if __name__ == "__main__":

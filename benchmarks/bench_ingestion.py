@@ -1,0 +1,271 @@
+"""Ingestion throughput, end to end, and candle reads into numpy.
+
+1. Backfill every recorded 1-minute series the replay server serves with full history
+   (Binance.US, Coinbase, Bybit, and the labelled OKX stand-in; March 2023, ~296,000
+   bars) with ``python -m usdcarb.ingestion.main``: ccxt -> replay server (its own
+   process) -> ValidateCandles(record=true) on ``python -m usdcarb.validation.main`` ->
+   COPY + merge into the hypertable. Ceiling: ``psql \\copy`` of the same rows into an
+   identical empty hypertable on the same PostgreSQL.
+2. Read a 1,000,000-bar range into numpy: the plain binary-COPY reader
+   (usdcarb.marketdata.reader), the ingestion read path (columnar block cache: cold,
+   then warm), and GetCandles (LE_BYTES) over gRPC from the ingestion process.
+
+Exchange pacing is off (rate_limit_scale=0): the replay server is on loopback, and the
+point is the pipeline's own cost. Everything shares this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from usdcarb.devstack import PostgresServer, RedisServer, scratch_dir
+from usdcarb.ingestion.candle_cache import CandleCache
+from usdcarb.ingestion.store import IngestStore
+from usdcarb.marketdata.reader import read_candles
+from usdcarb.marketdata.writer import encode_copy_binary, invalidate_blocks
+from usdcarb.platform.db import create_pool
+from usdcarb.platform.migrations import apply_migrations
+from usdcarb.v1 import common_pb2 as cpb
+from usdcarb.v1 import ingestion_pb2 as pb
+from usdcarb.v1 import ingestion_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+MIGRATIONS = ROOT / "services" / "usdcarb" / "ingestion" / "migrations"
+DATA = ROOT.parent / "shared" / "data" / "exchanges"
+START, END = datetime(2023, 3, 1, tzinfo=UTC), datetime(2023, 3, 22, tzinfo=UTC)
+SERIES = [("binance", "BTC/USDC"), ("binance", "BTC/USDT"), ("binance", "USDC/USDT"),
+          ("coinbase", "BTC/USD"), ("coinbase", "BTC/USDT"), ("coinbase", "USDT/USD"),
+          ("okx", "BTC/USDC"), ("okx", "USDC/USDT"), ("okx", "BTC/USDT"),
+          ("bybit", "BTC/USDC")]
+M = 60_000
+COLUMNS = "exchange, symbol, timeframe, ts, open, high, low, close, volume, provenance, source"
+
+
+def env_for(prefix: str, **values: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        str(ROOT / p) for p in ("services", "gen/python"))}
+    env.update({f"{prefix}{k.upper()}": v for k, v in values.items()})
+    return env
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def wait_port(path: Path, proc: subprocess.Popen[bytes], within_s: float = 60) -> int:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no port file {path}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def ingest_end_to_end(pool: Any, concurrency: int) -> tuple[int, float]:
+    store = IngestStore(pool)
+    t0 = time.perf_counter()
+    jobs = [await store.create_job(exchange=e, symbol=s, timeframe="1m",
+                                   mode="INGEST_MODE_BACKFILL", start=START, end=END,
+                                   creator="bench", request_id="") for e, s in SERIES]
+    while True:
+        states = [(await store.get_job(j.id)).state for j in jobs]
+        if all(s in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") for s in states):
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    if any(s != "JOB_STATE_SUCCEEDED" for s in states):
+        raise RuntimeError(f"expected every job to succeed, got {states}")
+    stored = await pool.fetchval("SELECT count(*) FROM market_data")
+    return int(stored), elapsed
+
+
+def psql_copy_ceiling(pg: PostgresServer, workdir: Path) -> tuple[int, float]:
+    csv = workdir / "rows.csv"
+    pg.psql(f"\\copy (SELECT {COLUMNS} FROM ingestion.market_data) TO '{csv}' CSV\n",
+            database="usdcarb")
+    rows = sum(1 for _ in csv.open())
+    t0 = time.perf_counter()
+    pg.psql(f"\\copy ceiling.market_data ({COLUMNS}) FROM '{csv}' CSV\n", database="usdcarb")
+    return rows, time.perf_counter() - t0
+
+
+async def load_synthetic(pool: Any, n: int) -> tuple[datetime, datetime]:
+    t0 = 1_500_000_000_000 // M * M
+    ts = t0 + M * np.arange(n, dtype=np.int64)
+    close = np.exp(np.cumsum(np.random.default_rng(3).normal(0, 2e-4, n)))
+    data = encode_copy_binary(ts, close, close * 1.0005, close * 0.9995, close,
+                              np.random.default_rng(4).uniform(0, 5, n))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("CREATE TEMP TABLE stage (ts timestamptz, open float8, high float8, "
+                           "low float8, close float8, volume float8) ON COMMIT DROP")
+        await conn.copy_to_table("stage", source=io.BytesIO(data), format="binary")
+        await invalidate_blocks(conn, exchange="binance", symbol="BTC/USDC", timeframe="1m",
+                                first_ms=int(ts[0]), last_ms=int(ts[-1]), timeframe_ms=M,
+                                table="market_data")
+        await conn.execute("INSERT INTO market_data (exchange, symbol, timeframe, ts, open, "
+                           "high, low, close, volume) SELECT 'binance', 'BTC/USDC', '1m', ts, "
+                           "open, high, low, close, volume FROM stage")
+    await pool.execute("VACUUM ANALYZE market_data")
+    return (datetime.fromtimestamp(t0 / 1000, UTC),
+            datetime.fromtimestamp((t0 + n * M) / 1000, UTC))
+
+
+async def best(repeats: int, call: Any) -> tuple[int, float]:
+    times, n = [], 0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        n = await call()
+        times.append(time.perf_counter() - t)
+    return n, min(times)
+
+
+async def reads(pool: Any, address: str, start: datetime, end: datetime,
+                repeats: int) -> list[tuple[str, int, float]]:
+    key = {"exchange": "binance", "symbol": "BTC/USDC", "timeframe": "1m"}  # 2017-2019: synthetic
+    out = []
+
+    async def plain() -> int:
+        async with pool.acquire() as conn:
+            return len(await read_candles(conn, **key, start=start, end=end,
+                                          table="market_data"))
+
+    cache = CandleCache()
+
+    async def cached() -> int:
+        async with pool.acquire() as conn:
+            return len(await cache.read(conn, **key, timeframe_ms=M, start=start, end=end))
+
+    out.append(("binary COPY reader (marketdata.reader)", *await best(repeats, plain)))
+    await pool.execute("DELETE FROM candle_blocks")
+    out.append(("block cache, cold (builds the blocks)", *await best(1, cached)))
+    out.append(("block cache, warm (ingestion read path)", *await best(repeats, cached)))
+    opts = [("grpc.max_receive_message_length", 128 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(address, options=opts) as channel:
+        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        rng = cpb.TimeRange()
+        rng.start_time.FromDatetime(start)
+        rng.end_time.FromDatetime(end)
+        req = pb.GetCandlesRequest(series=cpb.SeriesKey(**key), range=rng,
+                                   layout=cpb.COLUMN_LAYOUT_LE_BYTES)
+
+        async def rpc() -> int:
+            batch = await stub.GetCandles(req)
+            close = np.frombuffer(batch.columns.close, "<f8")
+            return int(close.shape[0])
+
+        out.append(("GetCandles LE_BYTES over gRPC -> numpy", *await best(repeats, rpc)))
+    return out
+
+
+async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
+              work: Path) -> int:
+    dsn = pg.dsn("usdcarb")
+    pool = await create_pool(dsn, 1, 6, search_path="ingestion, public")
+    await apply_migrations(pool, "ingestion", MIGRATIONS)
+    ceiling_pool = await create_pool(dsn, 1, 2, search_path="ceiling, public")
+    await apply_migrations(ceiling_pool, "ceiling", MIGRATIONS)
+    await ceiling_pool.close()
+    procs = []
+    try:
+        replay = spawn(["-m", "usdcarb.replay", "--data", str(args.data), "--port-file",
+                        str(work / "replay.port")], env_for("X_"))
+        procs.append(replay)
+        replay_url = f"http://127.0.0.1:{wait_port(work / 'replay.port', replay)}"
+        validation_address = ""
+        if not args.no_validation:
+            val = spawn(["-m", "usdcarb.validation.main"], env_for(
+                "USDCARB_VALIDATION_", env="test", database_url=dsn, redis_url=redis.url,
+                port_file=str(work / "validation.port"), metrics_port="-1",
+                log_level="WARNING", log_json="false"))
+            procs.append(val)
+            validation_address = f"127.0.0.1:{wait_port(work / 'validation.port', val)}"
+        ing = spawn(["-m", "usdcarb.ingestion.main"], env_for(
+            "USDCARB_INGESTION_", env="test", database_url=dsn, redis_url=redis.url,
+            replay_url=replay_url, validation_address=validation_address,
+            rate_limit_scale="0", worker_concurrency=str(args.concurrency),
+            port_file=str(work / "ingestion.port"), metrics_port="-1", log_level="WARNING",
+            log_json="false"))
+        procs.append(ing)
+        address = f"127.0.0.1:{wait_port(work / 'ingestion.port', ing)}"
+        bars, seconds = await ingest_end_to_end(pool, args.concurrency)
+        rows, copy_s = psql_copy_ceiling(pg, work)
+        if rows != bars:
+            raise RuntimeError(f"expected {bars} rows exported, got {rows}")
+        start, end = await load_synthetic(pool, args.read_bars)
+        read_rows = await reads(pool, address, start, end, args.repeats)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        await pool.close()
+    e2e, ceil = bars / seconds, rows / copy_s
+    via = "ValidateCandles(record=true)" if not args.no_validation else "own per-bar rules only"
+    print(f"ingestion end to end ({len(SERIES)} series, {bars:,} bars, through {via}, "
+          f"{args.concurrency} concurrent jobs)")
+    print(f"  {'pipeline bars/s':<44}{e2e:>14,.0f}   ({seconds:.2f} s)")
+    label = "psql \\copy of the same rows bars/s"
+    print(f"  {label:<44}{ceil:>14,.0f}   ({copy_s:.2f} s)")
+    print(f"  {'ratio (target >= 0.7)':<44}{e2e / ceil:>14.3f}")
+    print(f"read {args.read_bars:,} bars into numpy (best of {args.repeats})")
+    for name, n, s in read_rows:
+        assert n == args.read_bars, (name, n)
+        print(f"  {name:<44}{n / s:>14,.0f} bars/s   ({s * 1000:.0f} ms)")
+    print("  target >= 3,000,000 bars/s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DATA if DATA.exists()
+                        else Path("/work/shared/data/exchanges"))
+    parser.add_argument("--read-bars", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--no-validation", action="store_true",
+                        help="ingest with ingestion's own per-bar rules only")
+    args, _ = parser.parse_known_args(argv)
+    if not args.data.exists():
+        print(f"recorded data not found at {args.data}; skipping")
+        return 0
+    work = scratch_dir("usdcarb-bench-ingest-")
+    pg = PostgresServer(work / "pg", fast=True)
+    redis = RedisServer(work / "redis")
+    try:
+        pg.start()
+        pg.create_database("usdcarb")
+        pg.psql("CREATE EXTENSION IF NOT EXISTS timescaledb", database="usdcarb")
+        redis.start()
+        return asyncio.run(run(args, pg, redis, work))
+    finally:
+        redis.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

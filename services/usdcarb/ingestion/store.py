@@ -1,0 +1,233 @@
+"""PostgreSQL store of the ingestion service (asyncpg).
+
+Contract: tables are unqualified (the pool's search_path names the schema). A page of
+bars is stored by ``commit_page`` in ONE transaction: binary COPY into a per-connection
+TEMP staging table, ``INSERT ... SELECT ... ON CONFLICT`` into ``market_data`` (an
+original bar never overwrites an original one, so re-ingesting changes nothing; it does
+replace a gap-filled one), the rejected bars, and the job's cursor, stats and progress.
+The job update is fenced by the worker's lease: if another worker took the job over, or
+it was cancelled, the transaction rolls back and ``LeaseLost`` is raised. A crash
+therefore never loses or duplicates a bar: the cursor moves only with the bars.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from usdcarb.ingestion.candle_cache import CandleCache
+from usdcarb.ingestion.domain import Bars, timeframe_ms
+from usdcarb.ingestion.model import JobRecord, JobStats, SeriesCoverage
+from usdcarb.marketdata.reader import Candles
+from usdcarb.marketdata.writer import STAGE_COLUMNS, encode_copy_binary, invalidate_blocks
+from usdcarb.platform.errors import NotFound
+
+_JOB_COLUMNS = ("id, exchange, symbol, timeframe, mode, start_time, end_time, state, progress, "
+                "stats, cursor_time, error, creator, create_time, update_time, finish_time, "
+                "version, lease_owner")
+_STAGE = "ingest_stage"
+_MERGE = f"""
+INSERT INTO market_data AS m (exchange, symbol, timeframe, ts, open, high, low, close, volume,
+                             provenance, source)
+SELECT DISTINCT ON (ts) $1, $2, $3, ts, open, high, low, close, volume, 1, $1 FROM {_STAGE}
+ORDER BY ts
+ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE
+   SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+       close = EXCLUDED.close, volume = EXCLUDED.volume, provenance = 1,
+       source = EXCLUDED.source, ingest_time = now()
+ WHERE m.provenance <> 1
+"""
+
+
+class LeaseLost(Exception):
+    """The job is no longer held by this worker (taken over or cancelled)."""
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _job(row: asyncpg.Record) -> JobRecord:
+    return JobRecord(**dict(row))
+
+
+class IngestStore:
+    """Ingest jobs with leases, market data writes and candle reads."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._cache = CandleCache(table="market_data", blocks="candle_blocks")
+
+    # -- jobs ---------------------------------------------------------------------------
+    async def create_job(self, *, exchange: str, symbol: str, timeframe: str, mode: str,
+                         start: datetime | None, end: datetime | None, creator: str,
+                         request_id: str) -> JobRecord:
+        """Insert a queued job; a repeated ``request_id`` returns the first job."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if request_id:
+                row = await conn.fetchrow(
+                    f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE request_id = $1", request_id)
+                if row is not None:
+                    return _job(row)
+            row = await conn.fetchrow(
+                f"""INSERT INTO ingest_jobs (id, exchange, symbol, timeframe, mode, start_time,
+                    end_time, creator, request_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
+                    ON CONFLICT (request_id) DO NOTHING RETURNING {_JOB_COLUMNS}""",
+                uuid.uuid4().hex[:20], exchange, symbol, timeframe, mode, start, end, creator,
+                request_id or None)
+            if row is None:  # lost a race on the same request id
+                row = await conn.fetchrow(
+                    f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE request_id = $1", request_id)
+            return _job(row)
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        row = await self._pool.fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1", job_id)
+        if row is None:
+            raise NotFound("ingest job", f"ingestJobs/{job_id}")
+        return _job(row)
+
+    async def list_jobs(self, *, limit: int, after: tuple[datetime, str] | None,
+                        state: str | None, exchange: str | None) -> list[JobRecord]:
+        """Jobs newest first, keyset-paged on (create_time, id)."""
+        rows = await self._pool.fetch(
+            f"""SELECT {_JOB_COLUMNS} FROM ingest_jobs
+                WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR exchange = $2)
+                  AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4))
+                ORDER BY create_time DESC, id DESC LIMIT $5""",
+            state, exchange, after[0] if after else None, after[1] if after else "", limit)
+        return [_job(r) for r in rows]
+
+    async def cancel_job(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job; a finished job is returned unchanged."""
+        row = await self._pool.fetchrow(
+            f"""UPDATE ingest_jobs SET state = 'JOB_STATE_CANCELLED', finish_time = now(),
+                   update_time = now(), version = version + 1, lease_owner = NULL,
+                   progress = progress || '{{"message": "cancelled"}}'::jsonb
+                WHERE id = $1 AND state IN ('JOB_STATE_QUEUED', 'JOB_STATE_RUNNING')
+                RETURNING {_JOB_COLUMNS}""", job_id)
+        return _job(row) if row is not None else await self.get_job(job_id)
+
+    async def claim_job(self, owner: str, lease_s: float) -> JobRecord | None:
+        """Take the oldest queued job, or a running one whose lease expired."""
+        row = await self._pool.fetchrow(
+            f"""UPDATE ingest_jobs SET state = 'JOB_STATE_RUNNING', lease_owner = $1,
+                   lease_until = now() + make_interval(secs => $2), update_time = now(),
+                   version = version + 1
+                WHERE id = (SELECT id FROM ingest_jobs
+                            WHERE state = 'JOB_STATE_QUEUED'
+                               OR (state = 'JOB_STATE_RUNNING' AND lease_until < now())
+                            ORDER BY create_time FOR UPDATE SKIP LOCKED LIMIT 1)
+                RETURNING {_JOB_COLUMNS}""", owner, lease_s)
+        return _job(row) if row is not None else None
+
+    async def renew_lease(self, job_id: str, owner: str, lease_s: float) -> bool:
+        status = await self._pool.execute(
+            """UPDATE ingest_jobs SET lease_until = now() + make_interval(secs => $3)
+               WHERE id = $1 AND lease_owner = $2 AND state = 'JOB_STATE_RUNNING'""",
+            job_id, owner, lease_s)
+        return bool(status.endswith(" 1"))
+
+    async def commit_page(self, *, job: JobRecord, owner: str, lease_s: float, bars: Bars,
+                          rejects: Sequence[tuple[int, tuple[str, ...], str]], rejected: Bars,
+                          cursor_ms: int, stats: JobStats, progress: dict[str, Any]) -> int:
+        """Store a page's accepted ``bars`` (ascending, unique), its rejects and the job
+        state in one transaction; return the bars newly written."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = 0
+            if len(bars):
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (ts timestamptz NOT NULL, "
+                    "open float8, high float8, low float8, close float8, volume float8) "
+                    "ON COMMIT DELETE ROWS")
+                await invalidate_blocks(
+                    conn, exchange=job.exchange, symbol=job.symbol, timeframe=job.timeframe,
+                    first_ms=int(bars.ts_ms[0]), last_ms=int(bars.ts_ms[-1]),
+                    timeframe_ms=timeframe_ms(job.timeframe), table="market_data")
+                data = encode_copy_binary(bars.ts_ms, bars.open, bars.high, bars.low,
+                                          bars.close, bars.volume)
+                await conn.copy_to_table(_STAGE, source=io.BytesIO(data), format="binary",
+                                         columns=list(STAGE_COLUMNS))
+                status = await conn.execute(_MERGE, job.exchange, job.symbol, job.timeframe)
+                inserted = int(status.rsplit(" ", 1)[1])
+            if rejects:
+                await conn.executemany(
+                    """INSERT INTO ingest_rejects (job_id, exchange, symbol, timeframe,
+                       open_time_ms, open, high, low, close, volume, rules, reason)
+                       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)""",
+                    [(job.id, job.exchange, job.symbol, job.timeframe,
+                      int(rejected.ts_ms[i]), float(rejected.open[i]), float(rejected.high[i]),
+                      float(rejected.low[i]), float(rejected.close[i]),
+                      float(rejected.volume[i]), list(rules), reason)
+                     for i, (_, rules, reason) in enumerate(rejects)])
+            values = dict(stats.values)
+            values["bars_stored"] += inserted
+            values["bars_duplicate"] += len(bars) - inserted
+            status = await conn.execute(
+                """UPDATE ingest_jobs SET cursor_time = $3, stats = $4, progress = $5,
+                       lease_until = now() + make_interval(secs => $6), update_time = now(),
+                       version = version + 1
+                   WHERE id = $1 AND lease_owner = $2 AND state = 'JOB_STATE_RUNNING'""",
+                job.id, owner, _ts(cursor_ms), values, progress, lease_s)
+            if not status.endswith(" 1"):
+                raise LeaseLost(job.id)
+        # Counted only once committed: a retried page (database outage) is not counted twice.
+        stats.values.update(values)
+        return inserted
+
+    async def finish_job(self, *, job: JobRecord, owner: str, state: str, stats: JobStats,
+                         progress: dict[str, Any], error: dict[str, Any] | None) -> bool:
+        status = await self._pool.execute(
+            """UPDATE ingest_jobs SET state = $3, stats = $4, progress = $5, error = $6,
+                   finish_time = now(), update_time = now(), version = version + 1,
+                   lease_owner = NULL, lease_until = NULL
+               WHERE id = $1 AND lease_owner = $2 AND state = 'JOB_STATE_RUNNING'""",
+            job.id, owner, state, stats.values, progress, error)
+        return bool(status.endswith(" 1"))
+
+    # -- market data ----------------------------------------------------------------------
+    async def last_bar_ms(self, exchange: str, symbol: str, timeframe: str) -> int | None:
+        value = await self._pool.fetchval(
+            """SELECT ts FROM market_data WHERE exchange = $1 AND symbol = $2
+               AND timeframe = $3 ORDER BY ts DESC LIMIT 1""", exchange, symbol, timeframe)
+        return None if value is None else int(value.timestamp() * 1000)
+
+    async def coverage(self, exchange: str) -> list[SeriesCoverage]:
+        rows = await self._pool.fetch(
+            """SELECT symbol, timeframe, min(ts) AS first, max(ts) AS last, count(*) AS n
+               FROM market_data WHERE exchange = $1 GROUP BY symbol, timeframe""", exchange)
+        return [SeriesCoverage(exchange, r["symbol"], r["timeframe"], r["first"], r["last"],
+                               int(r["n"])) for r in rows]
+
+    async def read(self, *, exchange: str, symbol: str, timeframe: str, start: datetime,
+                   end: datetime, with_source: bool = False) -> tuple[Candles, list[str],
+                                                                      np.ndarray]:
+        """Read candles (binary COPY) and, if asked, each bar's source as dictionary codes."""
+        async with self._pool.acquire() as conn:
+            candles = await self._cache.read(conn, exchange=exchange, symbol=symbol,
+                                             timeframe=timeframe,
+                                             timeframe_ms=timeframe_ms(timeframe),
+                                             start=start, end=end)
+            sources = [exchange]
+            codes = np.zeros(len(candles), np.int32)
+            if with_source and len(candles) and (candles.provenance != 1).any():
+                rows = await conn.fetch(
+                    """SELECT ts, source FROM market_data WHERE exchange = $1 AND symbol = $2
+                       AND timeframe = $3 AND ts >= $4 AND ts < $5 AND provenance <> 1""",
+                    exchange, symbol, timeframe, start, end)
+                index = {s: i for i, s in enumerate(sources)}
+                for r in rows:
+                    src = r["source"] or exchange
+                    code = index.setdefault(src, len(index))
+                    if code == len(sources):
+                        sources.append(src)
+                    ms = int(r["ts"].timestamp() * 1000)
+                    pos = int(np.searchsorted(candles.open_time_ms, ms))
+                    codes[pos] = code
+            return candles, sources, codes

@@ -1,0 +1,105 @@
+"""The validation port: every page goes to the validation service before it is stored.
+
+Contract of ``CandleValidator.validate(exchange, symbol, timeframe, bars)``: return a
+``Verdict`` with one accepted flag per input bar and, for each rejected bar, its rules and
+"expected X, got Y" reason; the remote implementation asks the service to record its
+findings and quarantine (``record=true``). Raise ``ValidationUnavailable`` on a transient
+failure (the worker retries the page).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+
+from usdcarb.ingestion.domain import Bars, Rejection, Verdict
+from usdcarb.v1 import common_pb2, validation_pb2, validation_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+_ERROR = common_pb2.SEVERITY_ERROR
+
+
+class ValidationUnavailable(Exception):
+    """The validation service did not answer; retry later."""
+
+
+class CandleValidator(Protocol):
+    async def validate(self, exchange: str, symbol: str, timeframe: str,
+                       bars: Bars) -> Verdict: ...
+
+    async def close(self) -> None: ...
+
+
+class AcceptAll:
+    """No remote validation: the worker's own per-bar sanity rules are the only gate."""
+
+    async def validate(self, exchange: str, symbol: str, timeframe: str,
+                       bars: Bars) -> Verdict:
+        return Verdict(np.ones(len(bars), bool), ())
+
+    async def close(self) -> None:
+        return None
+
+
+class RemoteValidator:
+    """usdcarb.v1.ValidationService.ValidateCandles(record=true) over gRPC.
+
+    While the service answers UNIMPLEMENTED (not deployed yet), it degrades to
+    ``AcceptAll`` with a warning, so the worker's own sanity rules still guard the table.
+    """
+
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = validation_pb2_grpc.ValidationServiceStub(  # type: ignore[no-untyped-call]
+            self._channel)
+        self._timeout = timeout_s
+        self.unimplemented = False
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def validate(self, exchange: str, symbol: str, timeframe: str,
+                       bars: Bars) -> Verdict:
+        if self.unimplemented or not len(bars):
+            return Verdict(np.ones(len(bars), bool), ())
+        batch = common_pb2.CandleBatch(
+            series=common_pb2.SeriesKey(exchange=exchange, symbol=symbol, timeframe=timeframe),
+            open_time_ms=bars.ts_ms.tolist(), open=bars.open.tolist(), high=bars.high.tolist(),
+            low=bars.low.tolist(), close=bars.close.tolist(), volume=bars.volume.tolist(),
+            count=len(bars))
+        try:
+            resp: Any = await self._stub.ValidateCandles(
+                validation_pb2.ValidateCandlesRequest(batch=batch, record=True),
+                timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                logger.warning("validation service answers UNIMPLEMENTED; storing pages "
+                               "checked by ingestion's own per-bar rules only")
+                self.unimplemented = True
+                return Verdict(np.ones(len(bars), bool), ())
+            raise ValidationUnavailable(f"{exc.code().name}: {exc.details()}") from exc
+        if len(resp.accepted) != len(bars):
+            raise ValidationUnavailable(
+                f"expected {len(bars)} accepted flags, got {len(resp.accepted)}")
+        accepted = np.array(list(resp.accepted), dtype=bool)
+        by_index: dict[int, list[Any]] = {}
+        for f in resp.findings:
+            if f.severity == _ERROR and 0 <= f.index < len(bars):
+                by_index.setdefault(int(f.index), []).append(f)
+        rejections = tuple(
+            Rejection(i, tuple(f.rule for f in by_index.get(i, [])) or ("validation",),
+                      by_index[i][0].message if i in by_index else "rejected by validation")
+            for i in np.flatnonzero(~accepted).tolist())
+        return Verdict(accepted, rejections)
+
+
+def combine(local: Verdict, remote: Verdict) -> Verdict:
+    """A bar is stored only if both accept it; rejections keep the local reason first."""
+    accepted = local.accepted & remote.accepted
+    seen = {r.index for r in local.rejections}
+    extra = tuple(r for r in remote.rejections if r.index not in seen)
+    return Verdict(accepted, tuple(sorted(local.rejections + extra, key=lambda r: r.index)))
