@@ -103,6 +103,7 @@ status: ## which processes of the stack are running
 
 demo: up ## bring the stack up and exercise it end to end through the gateway
 	$(PY) scripts/demo.py
+	$(PY) scripts/demo_backtest.py --gateway $$($(PY) -c 'import json; print(json.load(open(".run/stack/stack.json"))["gateway"])')
 
 # ---------------------------------------------------------------- benchmarks
 .PHONY: bench

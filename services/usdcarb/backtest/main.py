@@ -1,17 +1,38 @@
 """Composition root of the backtest service: ``python -m usdcarb.backtest.main``.
 
-Its RPCs are later work: they answer UNIMPLEMENTED naming the backtest engine (issue #5).
-The process still serves health, reflection and metrics, and migrates its schema.
+Builds the pool (schema ``backtest``, migrated at start-up), the Redis client, the
+strategy service client, the job queue and this replica's worker slots, then serves
+until SIGTERM. On shutdown the slots stop taking jobs and their child processes end;
+a job that was running stays pending in the queue and another replica re-runs it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from usdcarb.platform.bootstrap import run, serve_pending
+from pydantic import Field
+
+from usdcarb.backtest.app import AppSettings, BacktestApp
+from usdcarb.backtest.jobs import GROUP, JobQueue
+from usdcarb.backtest.loading import check_table
+from usdcarb.backtest.progress import Channels, ProgressBus
+from usdcarb.backtest.runner import Runner, RunnerSettings
+from usdcarb.backtest.servicer import BacktestServicer
+from usdcarb.backtest.store import BacktestStore
+from usdcarb.backtest.strategy_client import StrategyClient
+from usdcarb.platform.bootstrap import run
+from usdcarb.platform.db import create_pool, postgres_check
+from usdcarb.platform.migrations import apply_migrations
+from usdcarb.platform.redis import create_redis, redis_check
+from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.v1 import backtest_pb2_grpc
 
 SERVICE = "usdcarb.v1.BacktestService"
+SCHEMA = "backtest"
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class BacktestSettings(PlatformSettings):
@@ -19,12 +40,92 @@ class BacktestSettings(PlatformSettings):
 
     model_config = service_config("USDCARB_BACKTEST_")
 
+    strategy_address: str = Field(
+        default="127.0.0.1:50053", description="host:port of the StrategyService.")
+    worker_processes: int = Field(
+        default=1, ge=0, le=64, description="Engine processes (concurrent jobs) of a replica.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Runs of a job whose worker died before it is FAILED.")
+    claim_idle_s: float = Field(
+        default=15.0, gt=0, description="Seconds a job's entry may go without a heartbeat "
+        "before another worker reclaims it.")
+    market_table: str = Field(
+        default="ingestion.market_data", description="Hypertable the candles are read from.")
+    redis_prefix: str = Field(
+        default="usdcarb:backtest", description="Prefix of the Redis keys (jobs stream, "
+        "progress streams, cancel keys).")
+    max_bars: int = Field(default=20_000_000, ge=1, description="Most bars one run may span.")
+    max_sweep_points: int = Field(default=10_000, ge=1,
+                                  description="Most parameter combinations of one sweep.")
+    progress_interval_s: float = Field(
+        default=0.1, ge=0, description="Least seconds between progress events a run emits.")
+
+
+@dataclass
+class Components:
+    """What ``build`` wired: the servicer registration and the lifecycle of the workers."""
+
+    register: Register
+    app: BacktestApp
+    runner: Runner
+    strategy: StrategyClient
+
+    async def start(self) -> None:
+        await self.runner.start()
+
+    async def close(self) -> None:
+        await self.runner.stop()
+        await self.strategy.close()
+
+
+def build(pool: Any, redis: Any, settings: BacktestSettings, *,
+          worker_name: str | None = None) -> Components:
+    """Wire the store, queue, progress bus, strategy client, app, runner and servicer."""
+    check_table(settings.market_table)
+    store = BacktestStore(pool)
+    channels = Channels(prefix=settings.redis_prefix)
+    bus = ProgressBus(redis, channels)
+    queue = JobQueue(redis, channels.jobs, group=GROUP,
+                     claim_idle_ms=int(settings.claim_idle_s * 1000))
+    strategy = StrategyClient(settings.strategy_address)
+    app = BacktestApp(store=store, bus=bus, queue=queue, strategy=strategy,
+                      settings=AppSettings(market_table=settings.market_table,
+                                           max_bars=settings.max_bars,
+                                           max_sweep_points=settings.max_sweep_points))
+    runner = Runner(store=store, bus=bus, queue=queue, strategy=strategy, redis=redis,
+                    name=worker_name, settings=RunnerSettings(
+                        processes=settings.worker_processes, max_attempts=settings.max_attempts,
+                        market_table=settings.market_table, redis_url=settings.redis_url,
+                        progress_interval_s=settings.progress_interval_s,
+                        heartbeat_s=max(0.2, settings.claim_idle_s / 4),
+                        max_bars=settings.max_bars))
+    servicer = BacktestServicer(app)
+    return Components(
+        register=lambda server: backtest_pb2_grpc.add_BacktestServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            servicer, server),
+        app=app, runner=runner, strategy=strategy)
+
+
+async def serve(settings: BacktestSettings) -> None:
+    pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
+                             settings.db_pool_max, search_path=f"{SCHEMA}, public")
+    try:
+        await apply_migrations(pool, SCHEMA, MIGRATIONS)
+        redis = await create_redis(settings.redis_url)
+    except BaseException:
+        await pool.close()
+        raise
+    components = build(pool, redis, settings)
+    await components.start()
+    await run_service(
+        [SERVICE], components.register, settings,
+        health_checks={"postgres": postgres_check(pool), "redis": redis_check(redis)},
+        on_close=[pool.close, redis.aclose, components.close])
+
 
 def main() -> None:
     settings = BacktestSettings()
-    run(settings, lambda: serve_pending(
-        settings, service=SERVICE, pb2_module="usdcarb.v1.backtest_pb2", schema="backtest",
-        migrations=Path(__file__).with_name("migrations"), owner="the backtest engine (issue #5)"))
+    run(settings, lambda: serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,223 @@
+"""BacktestConfig (proto) ↔ the engine's EngineConfig, validated, with a canonical form.
+
+Every violation is collected and reported at once as INVALID_ARGUMENT with one field
+violation each ("config.venues[1].taker_fee_bps: expected a number >= 0, got -1.0").
+The canonical form (venues and balances sorted, defaults applied, times in epoch ms)
+is what the fingerprint hashes: two configs that run the same simulation have the
+same canonical form whatever the order their venues were listed in.
+
+Semantics the proto states and the engine does not: ``min_balances`` absent means 0,
+so every asset a venue holds or trades gets a lower bound of 0 unless the config says
+otherwise (the engine's default for an absent asset is "no limit").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from usdcarb.backtest.engine import EngineConfig, Transfer, VenueCosts
+from usdcarb.platform.errors import InvalidArgument, expected
+from usdcarb.v1 import backtest_pb2 as pb
+
+TIMEFRAMES: dict[str, int] = {
+    "1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+MS_PER_YEAR = 365 * 86_400_000
+VENUE = re.compile(r"^[a-z][a-z0-9]{1,31}$")
+ASSET = re.compile(r"^[A-Z0-9]{2,12}$")
+FILLS = {pb.FILL_POLICY_UNSPECIFIED: "next", pb.FILL_POLICY_NEXT_BAR: "next",
+         pb.FILL_POLICY_SAME_BAR: "same"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated config: the period, the grid and the engine's conditions."""
+
+    start_ms: int
+    end_ms: int
+    timeframe: str
+    timeframe_ms: int
+    engine: EngineConfig
+    canonical: dict[str, Any]
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.start_ms / 1000, UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.fromtimestamp(self.end_ms / 1000, UTC)
+
+    @property
+    def bars(self) -> int:
+        return grid_size(self.start_ms, self.end_ms, self.timeframe_ms)
+
+    def bars_for(self, duration_ms: int) -> int:
+        """Return how many bars of the grid ``duration_ms`` covers (rounded down)."""
+        return duration_ms // self.timeframe_ms
+
+
+def grid_start(start_ms: int, timeframe_ms: int) -> int:
+    """Return the first bar open time at or after ``start_ms`` (epoch-aligned grid)."""
+    return -(-start_ms // timeframe_ms) * timeframe_ms
+
+
+def grid_size(start_ms: int, end_ms: int, timeframe_ms: int) -> int:
+    """Return the number of bars opening in [start_ms, end_ms) on the aligned grid."""
+    first = grid_start(start_ms, timeframe_ms)
+    return max(0, -(-(end_ms - first) // timeframe_ms))
+
+
+def _base_quote(symbol: str) -> tuple[str, str]:
+    base, _, quote = symbol.partition("/")
+    return base, quote
+
+
+class _Violations:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, what: str, got: object) -> None:
+        self.items.append((field, expected(what, got)))
+
+    def number(self, field: str, value: float, *, minimum: float = 0.0) -> None:
+        if not math.isfinite(value) or value < minimum:
+            self.add(field, f"a finite number >= {minimum:g}", value)
+
+
+def _amounts(
+    items: Sequence[pb.AssetAmount], field: str, v: _Violations, *, signed: bool
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for i, item in enumerate(items):
+        f = f"{field}[{i}]"
+        if not ASSET.match(item.asset):
+            v.add(f"{f}.asset", "an asset code like 'USDC'", item.asset)
+        elif item.asset in out:
+            v.add(f"{f}.asset", "each asset once", item.asset)
+        if not math.isfinite(item.amount) or (not signed and item.amount < 0):
+            v.add(f"{f}.amount", "a finite number" + ("" if signed else " >= 0"), item.amount)
+        out[item.asset] = float(item.amount)
+    return out
+
+
+def parse_config(
+    cfg: pb.BacktestConfig, legs: Sequence[tuple[str, str]], *, field: str = "config",
+    max_bars: int = 20_000_000,
+) -> RunSpec:
+    """Validate ``cfg`` for a strategy trading ``legs`` ((venue, symbol) pairs)."""
+    v = _Violations()
+    timeframe = cfg.timeframe or "1m"
+    tf_ms = TIMEFRAMES.get(timeframe, 0)
+    if not tf_ms:
+        v.add(f"{field}.timeframe", f"one of {list(TIMEFRAMES)}", cfg.timeframe)
+    start_ms = end_ms = 0
+    if not (cfg.HasField("range") and cfg.range.HasField("start_time")
+            and cfg.range.HasField("end_time")):
+        v.add(f"{field}.range", "a start_time and an end_time", "")
+    else:
+        start_ms = cfg.range.start_time.ToMilliseconds()
+        end_ms = cfg.range.end_time.ToMilliseconds()
+        if end_ms <= start_ms:
+            v.add(f"{field}.range", "end_time after start_time",
+                  f"{cfg.range.start_time.ToJsonString()} .. {cfg.range.end_time.ToJsonString()}")
+        elif tf_ms and grid_size(start_ms, end_ms, tf_ms) == 0:
+            v.add(f"{field}.range", f"at least one {timeframe} bar", "an empty grid")
+        elif tf_ms and grid_size(start_ms, end_ms, tf_ms) > max_bars:
+            v.add(f"{field}.range", f"at most {max_bars} bars",
+                  grid_size(start_ms, end_ms, tf_ms))
+    traded: dict[str, set[str]] = {}
+    for venue, symbol in legs:
+        traded.setdefault(venue, set()).update(_base_quote(symbol))
+    venues: list[VenueCosts] = []
+    canonical_venues: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, vc in enumerate(cfg.venues):
+        f = f"{field}.venues[{i}]"
+        if not VENUE.match(vc.venue):
+            v.add(f"{f}.venue", "an exchange id like 'binance'", vc.venue)
+        elif vc.venue in seen:
+            v.add(f"{f}.venue", "each venue once", vc.venue)
+        seen.add(vc.venue)
+        v.number(f"{f}.maker_fee_bps", vc.maker_fee_bps)
+        v.number(f"{f}.taker_fee_bps", vc.taker_fee_bps)
+        v.number(f"{f}.slippage.fixed_bps", vc.slippage.fixed_bps)
+        v.number(f"{f}.slippage.volume_impact_bps", vc.slippage.volume_impact_bps)
+        if vc.latency_bars < 0:
+            v.add(f"{f}.latency_bars", "a number >= 0", vc.latency_bars)
+        initial = _amounts(vc.initial_balances, f"{f}.initial_balances", v, signed=False)
+        minimum = _amounts(vc.min_balances, f"{f}.min_balances", v, signed=True)
+        for asset in sorted(traded.get(vc.venue, set()) | set(initial)):
+            minimum.setdefault(asset, 0.0)
+        for asset, low in minimum.items():
+            if initial.get(asset, 0.0) < low:
+                v.add(f"{f}.initial_balances", f"{asset} at least its minimum {low:g}",
+                      initial.get(asset, 0.0))
+        venues.append(VenueCosts(
+            venue=vc.venue, maker_fee_bps=vc.maker_fee_bps, taker_fee_bps=vc.taker_fee_bps,
+            slippage_bps=vc.slippage.fixed_bps,
+            volume_impact_bps=vc.slippage.volume_impact_bps, latency_bars=vc.latency_bars,
+            initial_balances=dict(sorted(initial.items())),
+            min_balances=dict(sorted(minimum.items())),
+        ))
+        canonical_venues.append({
+            "venue": vc.venue, "makerFeeBps": vc.maker_fee_bps,
+            "takerFeeBps": vc.taker_fee_bps, "slippageBps": vc.slippage.fixed_bps,
+            "volumeImpactBps": vc.slippage.volume_impact_bps, "latencyBars": vc.latency_bars,
+            "initialBalances": dict(sorted(initial.items())),
+            "minBalances": dict(sorted(minimum.items())),
+        })
+    missing = sorted(set(traded) - seen)
+    if missing:
+        v.add(f"{field}.venues", f"a VenueConfig for every venue the strategy trades "
+              f"({sorted(traded)})", f"none for {missing}")
+    transfers: list[Transfer] = []
+    canonical_transfers: list[dict[str, Any]] = []
+    for i, t in enumerate(cfg.transfers):
+        f = f"{field}.transfers[{i}]"
+        for name, value in (("from_venue", t.from_venue), ("to_venue", t.to_venue)):
+            if value not in seen:
+                v.add(f"{f}.{name}", f"a venue listed in {field}.venues", value)
+        if t.from_venue == t.to_venue:
+            v.add(f"{f}.to_venue", "a venue other than from_venue", t.to_venue)
+        if not ASSET.match(t.asset):
+            v.add(f"{f}.asset", "an asset code like 'USDC'", t.asset)
+        v.number(f"{f}.fee", t.fee)
+        if t.delay_bars < 0:
+            v.add(f"{f}.delay_bars", "a number >= 0", t.delay_bars)
+        transfers.append(Transfer(from_venue=t.from_venue, to_venue=t.to_venue, asset=t.asset,
+                                  fee=t.fee, delay_bars=t.delay_bars))
+        canonical_transfers.append({"fromVenue": t.from_venue, "toVenue": t.to_venue,
+                                    "asset": t.asset, "fee": t.fee, "delayBars": t.delay_bars})
+    if cfg.fill_policy not in FILLS:
+        v.add(f"{field}.fill_policy", "FILL_POLICY_NEXT_BAR or FILL_POLICY_SAME_BAR",
+              cfg.fill_policy)
+    quote = cfg.quote_asset or "USDT"
+    if not ASSET.match(quote):
+        v.add(f"{field}.quote_asset", "an asset code like 'USDT'", cfg.quote_asset)
+    ppy = cfg.periods_per_year
+    if not math.isfinite(ppy) or ppy < 0:
+        v.add(f"{field}.periods_per_year", "a finite number >= 0 (0: from the timeframe)", ppy)
+    if v.items:
+        raise InvalidArgument(v.items)
+    periods = ppy or MS_PER_YEAR / tf_ms
+    fill = FILLS[cfg.fill_policy]
+    engine = EngineConfig(
+        venues=tuple(sorted(venues, key=lambda x: x.venue)),
+        transfers=tuple(transfers), fill=fill,  # type: ignore[arg-type]
+        quote_asset=quote, periods_per_year=periods,
+    )
+    canonical = {
+        "startMs": start_ms, "endMs": end_ms, "timeframe": timeframe,
+        "venues": sorted(canonical_venues, key=lambda x: x["venue"]),
+        "transfers": canonical_transfers, "fill": fill, "quoteAsset": quote,
+        "periodsPerYear": periods,
+    }
+    return RunSpec(start_ms=start_ms, end_ms=end_ms, timeframe=timeframe, timeframe_ms=tf_ms,
+                   engine=engine, canonical=canonical)

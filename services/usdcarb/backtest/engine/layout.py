@@ -1,0 +1,213 @@
+"""Lay a strategy, its configuration and a market frame out as the kernel's flat arrays.
+
+Balances live in *slots*, one per (venue, asset) the run touches: the base and quote of
+every traded market on its venue, and both ends of every transfer route. Balances on
+other venues or assets never change, so they are left out of equity.
+
+Valuation in ``config.quote_asset``: the quote asset counts 1; another asset is priced by
+the last close of ``ASSET/QUOTE`` (or the inverse of ``QUOTE/ASSET``) in the frame,
+preferring the slot's own venue. A run whose holdings cannot be priced is refused.
+Before a market's first bar its first close is used, for valuation only (no decision
+reads a mark), so equity is defined from bar 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .kernel import first_present
+from .model import F64, I64, EngineConfig, MarketFrame, Series, VenueCosts
+from .params import KIND_CODES, KIND_TRI
+
+
+class Layout(NamedTuple):
+    """Read-only kernel inputs (a numba-compatible named tuple of arrays)."""
+
+    closes: tuple[F64, ...] | F64    # one array per series (a 2-D array in sweeps)
+    vols: tuple[F64, ...] | F64
+    time_ms: I64
+    ser_base: I64          # series -> slot of its base asset on its venue
+    ser_quote: I64         # series -> slot of its quote asset on its venue
+    ser_fee: F64           # taker fee as a fraction
+    ser_slip: F64          # fixed slippage as a fraction
+    ser_imp: F64           # volume impact in bps per 1% of the bar's volume
+    leg_ser: I64           # spread/peg legs: series per leg
+    leg_sign: I64          # +1 leg A (bought on a +1 target), -1 leg B
+    tri_ser: I64           # [2, 3] triangular loop, per direction and step: series
+    tri_side: I64          # [2, 3] +1 buy the base with the quote, -1 sell the base
+    tri_start: I64         # [1] slot of the loop's start asset
+    slot_lim: F64          # lower bound per slot, -inf when none
+    slot_vser: I64         # series pricing the slot's asset, -1 for the quote asset
+    slot_vinv: I64         # 1 when the pricing series is QUOTE/ASSET
+    slot_isq: I64          # 1 for the quote asset
+    nonq: I64              # slots not in the quote asset, in valuation order
+    r_from: I64
+    r_to: I64
+    r_fee: F64
+    r_delay: I64
+    r_isq: I64
+    ints: I64              # [kind, delay, has_limits]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A laid-out run: kernel inputs plus the names needed to read results back."""
+
+    layout: Layout
+    kind: int
+    series: tuple[Series, ...]
+    slots: tuple[tuple[str, str], ...]
+    init_bal: F64
+    init_qcash: float
+
+
+def _costs(config: EngineConfig, venue: str) -> VenueCosts:
+    for v in config.venues:
+        if v.venue == venue:
+            return v
+    raise ValueError(f"expected venue {venue!r} in the backtest config's venues, got "
+                     f"{[v.venue for v in config.venues]}")
+
+
+def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
+               market: MarketFrame, legs: list[tuple[str, str]]) -> Plan:
+    """Lay out normalized parameters ``p`` of ``kind`` trading the markets ``legs``."""
+    if config.fill not in ("next", "same"):
+        raise ValueError(f"expected fill 'next' or 'same', got {config.fill!r}")
+    if len(market) == 0:
+        raise ValueError("expected bars in the time range, got none")
+    used: list[Series] = []
+    for venue, symbol in legs:
+        try:
+            used.append(market.get(venue, symbol))
+        except KeyError:
+            raise ValueError(f"expected market data for {symbol} on {venue}, got none") from None
+    slots: list[tuple[str, str]] = []
+
+    def slot(venue: str, asset: str) -> int:
+        if (venue, asset) not in slots:
+            slots.append((venue, asset))
+        return slots.index((venue, asset))
+
+    for s in used:
+        slot(s.venue, s.base)
+        slot(s.venue, s.quote)
+    for t in config.transfers:
+        _costs(config, t.from_venue)
+        _costs(config, t.to_venue)
+        slot(t.from_venue, t.asset)
+        slot(t.to_venue, t.asset)
+    q = config.quote_asset
+    vser, vinv = [], []
+    for venue, asset in slots:
+        if asset == q:
+            vser.append(-1)
+            vinv.append(0)
+            continue
+        found = _pricing(market, venue, asset, q)
+        if found is None:
+            raise ValueError(f"expected a market pricing {asset} in the quote asset {q} "
+                             f"({asset}/{q} or {q}/{asset}), got none in the data")
+        series, inverse = found
+        if series not in used:
+            used.append(series)
+        vser.append(used.index(series))
+        vinv.append(int(inverse))
+    for s in used:
+        if math.isnan(first_present(s.close)):
+            raise ValueError(f"expected bars of {s.symbol} on {s.venue} in the time range, "
+                             "got none")
+    costs = [_costs(config, s.venue) for s in used[:len(legs)]]
+    costs += [VenueCosts(venue=s.venue) for s in used[len(legs):]]  # valuation only
+    lim = np.full(len(slots), -np.inf)
+    init = np.zeros(len(slots))
+    for k, (venue, asset) in enumerate(slots):
+        vc = _costs(config, venue)
+        init[k] = float(vc.initial_balances.get(asset, 0.0))
+        if asset in vc.min_balances:
+            lim[k] = float(vc.min_balances[asset])
+    for c in costs[:len(legs)]:
+        if c.latency_bars < 0:
+            raise ValueError(f"expected latency_bars ≥ 0 on {c.venue}, got {c.latency_bars}")
+    for t in config.transfers:
+        if t.delay_bars < 0 or t.fee < 0 or not math.isfinite(t.fee):
+            raise ValueError(f"expected a transfer fee and delay ≥ 0, got {t.fee}, {t.delay_bars}")
+    latency = max(c.latency_bars for c in costs[:len(legs)])
+    delay = latency + (1 if config.fill == "next" else 0)
+    code = KIND_CODES[kind]
+    tri_ser, tri_side, start = _triangle(used[:3], q) if code == KIND_TRI else (
+        np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64), "")
+    qcash = 0.0
+    for k, (_, asset) in enumerate(slots):
+        if asset == q:
+            qcash += init[k]
+    layout = Layout(
+        closes=tuple(np.ascontiguousarray(s.close, np.float64) for s in used),
+        vols=tuple(np.ascontiguousarray(s.volume, np.float64) for s in used),
+        time_ms=np.ascontiguousarray(market.time_ms, np.int64),
+        ser_base=np.array([slots.index((s.venue, s.base)) if (s.venue, s.base) in slots else -1
+                           for s in used], np.int64),
+        ser_quote=np.array([slots.index((s.venue, s.quote)) if (s.venue, s.quote) in slots
+                            else -1 for s in used], np.int64),
+        ser_fee=np.array([c.taker_fee_bps / 1e4 for c in costs]),
+        ser_slip=np.array([c.slippage_bps / 1e4 for c in costs]),
+        ser_imp=np.array([c.volume_impact_bps for c in costs]),
+        leg_ser=np.arange(len(legs), dtype=np.int64),
+        leg_sign=np.array([1, -1][:len(legs)] if code != KIND_TRI else [1, 1, 1], np.int64),
+        tri_ser=tri_ser, tri_side=tri_side,
+        tri_start=np.array([slots.index((legs[0][0], start)) if start else -1], np.int64),
+        slot_lim=lim, slot_vser=np.array(vser, np.int64), slot_vinv=np.array(vinv, np.int64),
+        slot_isq=np.array([int(a == q) for _, a in slots], np.int64),
+        nonq=np.array([k for k, (_, a) in enumerate(slots) if a != q], np.int64),
+        r_from=np.array([slots.index((t.from_venue, t.asset)) for t in config.transfers],
+                        np.int64),
+        r_to=np.array([slots.index((t.to_venue, t.asset)) for t in config.transfers], np.int64),
+        r_fee=np.array([float(t.fee) for t in config.transfers], np.float64),
+        r_delay=np.array([t.delay_bars for t in config.transfers], np.int64),
+        r_isq=np.array([int(t.asset == q) for t in config.transfers], np.int64),
+        ints=np.array([code, delay, int(bool(np.isfinite(lim).any()))], np.int64),
+    )
+    return Plan(layout=layout, kind=code, series=tuple(used), slots=tuple(slots),
+                init_bal=init, init_qcash=qcash)
+
+
+def _pricing(market: MarketFrame, venue: str, asset: str, q: str) -> tuple[Series, bool] | None:
+    for inverse, symbol in ((False, f"{asset}/{q}"), (True, f"{q}/{asset}")):
+        same = [s for s in market.series if s.symbol == symbol and s.venue == venue]
+        other = [s for s in market.series if s.symbol == symbol]
+        if same or other:
+            return (same or other)[0], inverse
+    return None
+
+
+def _triangle(series: list[Series], q: str) -> tuple[I64, I64, str]:
+    """Return both directions of the loop over three markets, starting from one asset.
+
+    The start asset is the quote asset when the loop holds it, else the quote of the
+    first market. Direction 0 leaves the start asset through the first market holding it.
+    """
+    assets = [a for s in series for a in (s.base, s.quote)]
+    if len(set(assets)) != 3 or any(assets.count(a) != 2 for a in assets):
+        raise ValueError(f"expected three markets over three assets forming a loop, got "
+                         f"{[s.symbol for s in series]}")
+    start = q if q in assets else series[0].quote
+    first = [k for k, s in enumerate(series) if start in (s.base, s.quote)]
+    sers = np.zeros((2, 3), np.int64)
+    sides = np.zeros((2, 3), np.int64)
+    for d, m0 in enumerate(first):
+        cur, used = start, [m0]
+        for step in range(3):
+            m = used[step] if step < len(used) else next(
+                k for k in range(3) if k not in used and cur in (series[k].base, series[k].quote))
+            if step >= len(used):
+                used.append(m)
+            s = series[m]
+            sers[d, step] = m
+            sides[d, step] = 1 if s.quote == cur else -1
+            cur = s.base if s.quote == cur else s.quote
+    return sers, sides, start

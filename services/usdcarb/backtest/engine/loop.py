@@ -1,0 +1,468 @@
+"""The bar loop and the three strategy kinds' signal and execution rules (numba).
+
+Signals (strict inequalities, spread-arb-v1 for the spread):
+- cross-exchange spread: s = (b - a) / a; flat and s > entry → +1 (buy A, sell B), flat
+  and s < -entry → -1; in a position, |s| < exit or held maxHoldingBars → 0. No flips.
+  Edge at signal: s·side in bps.
+- peg reversion: d = (p - peg) / peg; flat and d < -entry → +1 (buy), d > entry → -1
+  (sell); in a position, exit once the remaining edge -d·side < exit (back within
+  exitBps of the peg, or past it), at the stop loss (adverse move from the entry bar's
+  close beyond stopLossBps) or after maxHoldingBars. Edge at signal: -d·side in bps.
+- triangular: for both directions of the loop, gross = product of conversion rates at
+  the closes; signal when gross·Π(1 - fee) - 1 > minEdgeBps (the better direction),
+  no new signal before ``last fill + cooldownBars``. The loop spends ``notional`` of the
+  start asset leg by leg and is a round trip of its own. Edge at signal: gross - 1 in bps.
+
+Round trip PnL: the change of quote cash plus the change of the other balances at the
+closing bar's prices between just before the open and just after the unwind.
+Theoretical edge of a round trip: entry edge minus exit edge (spread, peg) or the loop's
+gross edge; realised edge: PnL over the first open leg's notional, in bps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .kernel import (
+    F_DURMS,
+    F_ENTRY_EDGE,
+    F_ENTRY_NOTIONAL,
+    F_ENTRY_PX,
+    F_MAXDD,
+    F_PEAK,
+    F_PEND_EDGE,
+    F_PREV,
+    F_QCASH,
+    F_SD2,
+    F_SR,
+    F_SR2,
+    F_SUMEQ,
+    K_SPREAD,
+    K_TRI,
+    MAX_LEGS_PER_BAR,
+    S_DUE,
+    S_ENTRYBAR,
+    S_EXPO,
+    S_HELD,
+    S_LASTFILL,
+    S_MAXDUR,
+    S_NTR,
+    S_PEAK_T,
+    S_PEND_DIR,
+    S_PENDING,
+    S_REJ,
+    S_SIGBAR,
+    S_TARGET,
+    S_UNDER,
+    _close_trip,
+    _group,
+    _open_trip,
+    _val,
+)
+
+P_ENTRY, P_EXIT, P_QTY, P_HOLD, P_PEG, P_STOP = range(6)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _signal_pair(kind, a, b, held, held_bars, entry_px, entry, exit_, hold, peg,  # type: ignore[no-untyped-def]
+                 stop_thr):
+    """Spread (closes a, b) or peg (close a) signal; return (fired, target, edge in bps).
+
+    Scalars in, scalars out: it runs on every tradable bar, and arrays or tuples passed
+    to a helper each cost reference counting per bar.
+    """
+    if kind == K_SPREAD:
+        # Most bars are far from both thresholds: a multiplication proves it without the
+        # division (margins of 1e-9 dwarf the rounding of either side), and bars near a
+        # threshold are decided by the exact (b - a) / a, as spread-arb-v1 defines it.
+        d = b - a
+        if held == 0:
+            if a > 0.0 and abs(d) <= entry * a * (1.0 - 1e-9):
+                return False, 0, 0.0
+            spread = d / a
+            if spread > entry:
+                return True, 1, spread * 1e4
+            if spread < -entry:
+                return True, -1, -spread * 1e4
+            return False, 0, 0.0
+        if not (hold > 0 and held_bars >= hold) and a > 0.0 and abs(d) >= exit_ * a * (
+                1.0 + 1e-9):
+            return False, 0, 0.0
+        spread = d / a
+        if abs(spread) < exit_ or (hold > 0 and held_bars >= hold):
+            return True, 0, spread * held * 1e4
+        return False, 0, 0.0
+    d = (a - peg) / peg
+    if held == 0:
+        if d < -entry:
+            return True, 1, -d * 1e4
+        if d > entry:
+            return True, -1, d * 1e4
+        return False, 0, 0.0
+    stop = stop_thr > 0 and held * (a - entry_px) / entry_px < -stop_thr
+    is_old = hold > 0 and held_bars >= hold
+    if -d * held < exit_ or stop or is_old:
+        return True, 0, -d * held * 1e4
+    return False, 0, 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # type: ignore[no-untyped-def]
+    """Triangular signal on tradable bar ``i``, none pending."""
+    if i < st[S_LASTFILL] + P[P_HOLD]:
+        return
+    best = -1
+    best_net = 0.0
+    best_gross = 0.0
+    for d in range(2):
+        gross = 1.0
+        net = 1.0
+        for k in range(3):
+            s = tri_ser[d, k]
+            c = closes[s][i]
+            rate = 1.0 / c if tri_side[d, k] > 0 else c
+            gross *= rate
+            net *= rate * (1.0 - ser_fee[s])
+        if net - 1.0 > P[P_ENTRY] and (best < 0 or net > best_net):
+            best = d
+            best_net = net
+            best_gross = gross
+    if best < 0:
+        return
+    st[S_PEND_DIR] = best
+    st[S_TARGET] = 1
+    st[S_PENDING] = 1
+    st[S_DUE] = i + delay
+    st[S_SIGBAR] = i
+    fs[F_PEND_EDGE] = (best_gross - 1.0) * 1e4
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
+    """Execute the pending order at bar ``i``'s closes."""
+    bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
+    g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:]
+    st[S_PENDING] = 0
+    edge = fs[F_PEND_EDGE]
+    if kind == K_TRI:
+        d = st[S_PEND_DIR]
+        amt = P[P_QTY]
+        for k in range(3):
+            s = L.tri_ser[d, k]
+            g_ser[k] = s
+            g_side[k] = L.tri_side[d, k]
+            c = L.closes[s][i]
+            f = L.ser_fee[s]
+            if g_side[k] > 0:
+                sl = L.ser_slip[s]
+                if L.ser_imp[s] > 0.0:
+                    sl = sl + L.ser_imp[s] * (amt / c / L.vols[s][i] * 100.0) / 1e4
+                qty = amt / (c * (1.0 + sl) * (1.0 + f))
+                g_qty[k] = qty
+                amt = qty
+            else:
+                g_qty[k] = amt
+                sl = L.ser_slip[s]
+                if L.ser_imp[s] > 0.0:
+                    sl = sl + L.ser_imp[s] * (amt / L.vols[s][i] * 100.0) / 1e4
+                px = c * (1.0 - sl)
+                amt = amt * px - amt * px * f
+        _open_trip(L, bal, rtbal, fs)
+        if not _group(L, i, 3, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
+                      marks, fs, st, r_amt, r_arr, edge, log, T):
+            st[S_REJ] += 1
+            return
+        notional = P[P_QTY] * _val(L, marks, L.tri_start[0])
+        _close_trip(L, i, bal, rtbal, marks, fs, st, edge, notional)
+        st[S_LASTFILL] = i
+        return
+    held = st[S_HELD]
+    tgt = st[S_TARGET]
+    n = L.leg_ser.shape[0]
+    if held != 0:
+        for k in range(n):
+            g_ser[k] = L.leg_ser[k]
+            g_side[k] = -held * L.leg_sign[k]
+            g_qty[k] = P[P_QTY]
+        if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
+                      marks, fs, st, r_amt, r_arr, edge, log, T):
+            st[S_REJ] += 1
+            return
+        _close_trip(L, i, bal, rtbal, marks, fs, st, fs[F_ENTRY_EDGE] - edge,
+                    fs[F_ENTRY_NOTIONAL])
+        fs[F_DURMS] += L.time_ms[i] - L.time_ms[st[S_ENTRYBAR]]
+        st[S_HELD] = 0
+    if tgt != 0:
+        for k in range(n):
+            g_ser[k] = L.leg_ser[k]
+            g_side[k] = tgt * L.leg_sign[k]
+            g_qty[k] = P[P_QTY]
+        _open_trip(L, bal, rtbal, fs)
+        if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
+                      marks, fs, st, r_amt, r_arr, edge, log, T):
+            st[S_REJ] += 1
+            return
+        st[S_HELD] = tgt
+        st[S_ENTRYBAR] = i
+        fs[F_ENTRY_EDGE] = edge
+        fs[F_ENTRY_NOTIONAL] = g_not[0] * _val(L, marks, L.ser_quote[g_ser[0]])
+        fs[F_ENTRY_PX] = L.closes[g_ser[0]][i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _coefs(L, bal, r_amt, r_arr, coef, coefi):  # type: ignore[no-untyped-def]
+    """Fold balances into per-series valuation coefficients (after any balance change).
+
+    equity = quote cash + Σ_series coef·mark + coefi / mark. With one slot per pricing
+    series (the usual case) coef is that slot's balance exactly, so equity is summed in
+    slot order as cash + posA·markA + posB·markB.
+    """
+    coef[:] = 0.0
+    coefi[:] = 0.0
+    for j in range(L.nonq.shape[0]):
+        s = L.nonq[j]
+        if L.slot_vinv[s] == 1:
+            coefi[L.slot_vser[s]] += bal[s]
+        else:
+            coef[L.slot_vser[s]] += bal[s]
+    for r in range(L.r_from.shape[0]):
+        if L.r_isq[r] == 0 and r_arr[r] >= 0:
+            s = L.r_to[r]
+            if L.slot_vinv[s] == 1:
+                coefi[L.slot_vser[s]] += r_amt[r]
+            else:
+                coef[L.slot_vser[s]] += r_amt[r]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type: ignore[no-untyped-def]
+    """Simulate bars ``[start, end)``; return the bar it stopped at (``end`` when done).
+
+    It stops early only when logging and the trade buffers could overflow on the next
+    bar; the caller grows them and resumes from the returned bar with the same state.
+    Curves are written when ``equity`` has a slot per bar (sweeps pass empty arrays);
+    the curve statistics behind the metrics are accumulated either way.
+    """
+    bal, _, _, marks, fs, st, r_amt, r_arr = S[:8]
+    # Only arrays are used on every bar, hoisted out of the named tuples: passing a
+    # tuple to a helper costs a reference count per member, per bar.
+    closes = L.closes
+    vols = L.vols
+    ser_imp = L.ser_imp
+    ser_quote = L.ser_quote
+    slot_vser = L.slot_vser
+    slot_vinv = L.slot_vinv
+    tri_ser = L.tri_ser
+    tri_side = L.tri_side
+    ser_fee = L.ser_fee
+    kind = L.ints[0]
+    delay = L.ints[1]
+    nser = len(closes)
+    nleg = L.leg_ser.shape[0]      # legs are series 0 .. nleg-1
+    nroutes = L.r_to.shape[0]
+    has_imp = False
+    for k in range(nleg):
+        has_imp = has_imp or ser_imp[k] > 0.0
+    qty = P[P_QTY]
+    cap = T.bar.shape[0]
+    coef = np.zeros(nser)
+    coefi = np.zeros(nser)
+    _coefs(L, bal, r_amt, r_arr, coef, coefi)
+    any_inv = False
+    for s in range(nser):
+        any_inv = any_inv or coefi[s] != 0.0
+    # Hot state lives in locals; it is written back before, and read again after,
+    # anything that reads or changes the state arrays (execution, a loop signal).
+    pending = st[S_PENDING]
+    due = st[S_DUE]
+    held = st[S_HELD]
+    entry_bar = st[S_ENTRYBAR]
+    entry_px = fs[F_ENTRY_PX]
+    qcash = fs[F_QCASH]
+    c_a = closes[0]
+    c_b = closes[nleg - 1]
+    c_1 = closes[1 if nser > 1 else 0]
+    m0 = marks[0]
+    m1 = marks[1 if nser > 1 else 0]
+    p_entry = P[P_ENTRY]
+    p_exit = P[P_EXIT]
+    p_hold = P[P_HOLD]
+    p_peg = P[P_PEG]
+    p_stop = P[P_STOP]
+    room = (not log) or st[S_NTR] + MAX_LEGS_PER_BAR <= cap
+    curves = equity.shape[0] > 0
+    time_ms = L.time_ms
+    prev = fs[F_PREV]
+    sr = fs[F_SR]
+    sr2 = fs[F_SR2]
+    sd2 = fs[F_SD2]
+    peak = fs[F_PEAK]
+    max_dd = fs[F_MAXDD]
+    sum_eq = fs[F_SUMEQ]
+    peak_t = st[S_PEAK_T]
+    max_dur = st[S_MAXDUR]
+    under = st[S_UNDER] == 1
+    dd = 1.0 - prev / peak if under else 0.0
+    stop = end
+    if start < 0:   # lets the compiler drop negative-index handling on every access
+        start = 0
+    # One loop-invariant flag guards the rare features (buffers nearly full, transfers,
+    # volume impact, inverse pricing): four predictable branches per bar cost more.
+    slow = (not room) or nroutes > 0 or has_imp or any_inv
+    for i in range(start, end):
+        if slow and not room:
+            stop = i
+            break
+        if slow and nroutes > 0:
+            arrived = False
+            for r in range(nroutes):
+                if r_arr[r] >= 0 and r_arr[r] <= i:
+                    bal[L.r_to[r]] += r_amt[r]
+                    r_amt[r] = 0.0
+                    r_arr[r] = -1
+                    arrived = True
+            if arrived:
+                _coefs(L, bal, r_amt, r_arr, coef, coefi)
+                any_inv = False
+                for s in range(nser):
+                    any_inv = any_inv or coefi[s] != 0.0
+        # The first two series' marks live in registers (m0, m1), synced to ``marks``
+        # around anything that reads it.
+        tradable = True
+        c = c_a[i]
+        if c == c:
+            m0 = c
+        else:
+            tradable = False
+        if nser > 1:
+            c = c_1[i]
+            if c == c:
+                m1 = c
+            elif nleg > 1:
+                tradable = False
+        if nser > 2:
+            for s in range(2, nser):
+                c = closes[s][i]
+                if c == c:
+                    marks[s] = c
+                elif s < nleg:
+                    tradable = False
+        if slow and tradable and has_imp:
+            for k in range(nleg):
+                if ser_imp[k] > 0.0 and not (vols[k][i] > 0.0):
+                    tradable = False
+        if tradable:
+            acted = False
+            if pending == 1 and i >= due:
+                marks[0] = m0
+                marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+                _execute(L, P, i, kind, S, log, T)
+                acted = True
+                pending = 0
+                held = st[S_HELD]
+                entry_bar = st[S_ENTRYBAR]
+                entry_px = fs[F_ENTRY_PX]
+            if pending == 0:
+                if kind == K_TRI:
+                    _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st)
+                    pending = st[S_PENDING]
+                else:
+                    fired, tgt, edge = _signal_pair(kind, c_a[i], c_b[i], held,
+                                                    i - entry_bar, entry_px, p_entry, p_exit,
+                                                    p_hold, p_peg, p_stop)
+                    if fired:
+                        st[S_TARGET] = tgt
+                        st[S_PENDING] = 1
+                        st[S_SIGBAR] = i
+                        st[S_DUE] = i + delay
+                        fs[F_PEND_EDGE] = edge
+                        pending = 1
+                if pending == 1:
+                    due = st[S_DUE]
+                    if i >= due:
+                        marks[0] = m0
+                        marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+                        _execute(L, P, i, kind, S, log, T)
+                        acted = True
+                        pending = 0
+            if acted:
+                _coefs(L, bal, r_amt, r_arr, coef, coefi)
+                held = st[S_HELD]
+                entry_bar = st[S_ENTRYBAR]
+                entry_px = fs[F_ENTRY_PX]
+                qcash = fs[F_QCASH]
+                room = (not log) or st[S_NTR] + MAX_LEGS_PER_BAR <= cap
+                any_inv = False
+                for s in range(nser):
+                    any_inv = any_inv or coefi[s] != 0.0
+                slow = (not room) or nroutes > 0 or has_imp or any_inv
+        eq = qcash + coef[0] * m0
+        if nser > 1:
+            eq += coef[1] * m1
+        if nser > 2:
+            for s in range(2, nser):
+                eq += coef[s] * marks[s]
+        if slow and any_inv:
+            marks[0] = m0
+            marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+            for s in range(nser):
+                if coefi[s] != 0.0:
+                    eq += coefi[s] / marks[s]
+        if curves:
+            equity[i] = eq
+        # Equity often does not move (flat, or marks unchanged): then r is exactly 0 and
+        # the drawdown is unchanged, so the two divisions are skipped.
+        if eq != prev:
+            r = eq / prev - 1.0
+            prev = eq
+            sr += r
+            sr2 += r * r
+            if r < 0.0:
+                sd2 += r * r
+            if eq >= peak:
+                if under:
+                    max_dur = max(max_dur, time_ms[i] - peak_t)
+                    under = False
+                peak = eq
+                peak_t = time_ms[i]
+                dd = 0.0
+            else:
+                under = True
+                dd = 1.0 - eq / peak
+                max_dd = max(max_dd, dd)
+        elif not under:
+            peak_t = time_ms[i]   # still at the peak
+        sum_eq += eq
+        if curves:
+            drawdown[i] = dd
+        if held != 0:
+            st[S_EXPO] += 1
+        if held != 0 and curves:
+            marks[0] = m0
+            marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+            gross = 0.0
+            for k in range(nleg):
+                v = slot_vser[ser_quote[k]]
+                vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[ser_quote[k]] == 1
+                                        else marks[v])
+                gross += qty * marks[k] * vq
+            exposure[i] = gross / eq if eq > 0.0 else 0.0
+        elif curves:
+            exposure[i] = 0.0
+    marks[0] = m0
+    marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+    fs[F_PREV] = prev
+    fs[F_SR] = sr
+    fs[F_SR2] = sr2
+    fs[F_SD2] = sd2
+    fs[F_PEAK] = peak
+    fs[F_MAXDD] = max_dd
+    fs[F_SUMEQ] = sum_eq
+    st[S_PEAK_T] = peak_t
+    st[S_MAXDUR] = max_dur
+    st[S_UNDER] = 1 if under else 0
+    return stop
+
+
+__all__ = ["F_QCASH", "run_range"]

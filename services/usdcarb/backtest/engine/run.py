@@ -1,0 +1,171 @@
+"""Single backtest runs: lay out, simulate in chunks (progress, cancellation), measure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .kernel import (
+    F_FEES,
+    F_MAXDD,
+    F_PREV,
+    F_QCASH,
+    NF,
+    NS,
+    S_LASTFILL,
+    S_NTR,
+    S_REJ,
+    S_RT,
+    first_present,
+)
+from .layout import Plan, build_plan
+from .loop import run_range
+from .metrics import as_dict, extras, finalize, start_curve, utilization
+from .model import (
+    ENGINE_VERSION,
+    F64,
+    I64,
+    BacktestOutput,
+    Cancelled,
+    EngineConfig,
+    MarketFrame,
+    Progress,
+    TradeLog,
+)
+from .params import normalized, param_vector, required_series
+
+
+class Trades(NamedTuple):
+    """Kernel-side trade buffers (series index instead of names)."""
+
+    bar: I64
+    ser: I64
+    side: npt.NDArray[np.int8]
+    qty: F64
+    px: F64
+    fee: F64
+    slip: F64
+    rt: I64
+    sig: I64
+    edge: F64
+
+
+def empty_trades(cap: int) -> Trades:
+    return Trades(np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int8),
+                  np.zeros(cap), np.zeros(cap), np.zeros(cap), np.zeros(cap),
+                  np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap))
+
+
+def _grow(t: Trades, cap: int) -> Trades:
+    return Trades(*(np.concatenate([a, np.zeros(cap - len(a), a.dtype)]) for a in t))
+
+
+def initial_state(plan: Plan) -> tuple[Any, ...]:
+    """Return the kernel's mutable state for a fresh run (flat, initial balances)."""
+    lay = plan.layout
+    nslots = len(plan.slots)
+    fs = np.zeros(NF)
+    fs[F_QCASH] = plan.init_qcash
+    st = np.zeros(NS, np.int64)
+    st[S_LASTFILL] = -(10**15)
+    marks = np.array([first_present(c) for c in lay.closes])
+    nr = len(lay.r_from)
+    return (plan.init_bal.copy(), plan.init_bal.copy(), plan.init_bal.copy(), marks, fs, st,
+            np.zeros(nr), np.full(nr, -1, np.int64),
+            np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros(3), np.zeros(3),
+            np.zeros(3), np.zeros(3), np.zeros(nslots))
+
+
+def initial_equity(plan: Plan, state: tuple[Any, ...]) -> float:
+    """Equity before bar 0: initial balances at the first marks, summed as the kernel does."""
+    lay = plan.layout
+    eq = float(plan.init_qcash)
+    marks = state[3]
+    for s in lay.nonq:
+        v = lay.slot_vser[s]
+        eq += plan.init_bal[s] * (1.0 / marks[v] if lay.slot_vinv[s] else marks[v])
+    return eq
+
+
+def fresh_state(plan: Plan) -> tuple[tuple[Any, ...], float]:
+    """Return the state of a fresh run and its initial equity (curve statistics started)."""
+    state = initial_state(plan)
+    init_eq = initial_equity(plan, state)
+    start_curve(state[4], state[5], init_eq, int(plan.layout.time_ms[0]))
+    return state, init_eq
+
+
+def figures(state: tuple[Any, ...], n: int, t_last: int, init_eq: float,
+            ppy: float) -> F64:
+    """Return the metric vector of a finished run's state."""
+    fs, st = state[4], state[5]
+    out: F64 = finalize(fs, st, n, t_last, init_eq, fs[F_PREV], ppy)
+    return out
+
+
+def prepare(kind: str, params: Mapping[str, Any], config: EngineConfig,
+            market: MarketFrame) -> tuple[Plan, dict[str, Any]]:
+    p = normalized(kind, params)
+    return build_plan(kind, p, config, market, required_series(kind, p)), p
+
+
+def run_backtest(kind: str, params: Mapping[str, Any], config: EngineConfig,
+                 market: MarketFrame, *, on_progress: Callable[[Progress], bool] | None = None,
+                 progress_every: int = 100_000) -> BacktestOutput:
+    """Simulate ``kind`` with ``params`` over ``market``; Cancelled if on_progress says stop."""
+    plan, p = prepare(kind, params, config, market)
+    return run_plan(plan, param_vector(kind, p), config, on_progress=on_progress,
+                    progress_every=progress_every)
+
+
+def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
+             on_progress: Callable[[Progress], bool] | None = None,
+             progress_every: int = 100_000) -> BacktestOutput:
+    """Run a laid-out plan with kernel parameters ``pvec``."""
+    lay = plan.layout
+    n = len(lay.time_ms)
+    state, init_eq = fresh_state(plan)
+    equity = np.empty(n)
+    exposure = np.empty(n)
+    drawdown = np.empty(n)
+    trades = empty_trades(max(64, n // 64))
+    step = n if on_progress is None else max(1, int(progress_every))
+    done = 0
+    while done < n:
+        end = min(n, done + step)
+        at = done
+        while at < end:
+            at = run_range(lay, pvec, at, end, state, equity, exposure, drawdown, True,
+                           trades)
+            if at < end:
+                trades = _grow(trades, 2 * len(trades.bar))
+        if on_progress is not None:
+            fs, st = state[4], state[5]
+            partial = {"total_return": float(equity[end - 1] / init_eq - 1.0)
+                       if init_eq > 0.0 else 0.0,
+                       "total_pnl": float(equity[end - 1] - init_eq),
+                       "max_drawdown": float(fs[F_MAXDD]), "round_trips": float(st[S_RT]),
+                       "fees_paid": float(fs[F_FEES]), "rejected_fills": float(st[S_REJ])}
+            if on_progress(Progress(end, n, float(equity[end - 1]), partial)) is False:
+                raise Cancelled(f"cancelled after {end} of {n} bars")
+        done = end
+    vec = figures(state, n, int(lay.time_ms[-1]), init_eq, float(config.periods_per_year))
+    util = utilization(plan.slots, plan.init_bal, lay.slot_lim, state[1])
+    ntr = int(state[5][S_NTR])
+    names_v = np.array([s.venue for s in plan.series], dtype=object)
+    names_s = np.array([s.symbol for s in plan.series], dtype=object)
+    ser = trades.ser[:ntr]
+    log = TradeLog(bar=trades.bar[:ntr].copy(), venue=names_v[ser], symbol=names_s[ser],
+                   side=trades.side[:ntr].copy(), quantity=trades.qty[:ntr].copy(),
+                   price=trades.px[:ntr].copy(), fee=trades.fee[:ntr].copy(),
+                   slippage=trades.slip[:ntr].copy(), round_trip=trades.rt[:ntr].copy(),
+                   signal_bar=trades.sig[:ntr].copy(), signal_edge_bps=trades.edge[:ntr].copy())
+    ext = extras(vec)
+    ext["initial_equity"] = init_eq
+    ext["bars"] = float(n)
+    return BacktestOutput(equity=equity, drawdown=drawdown, exposure=exposure, trades=log,
+                          metrics=as_dict(vec, util), optimistic_fills=config.fill == "same",
+                          engine_version=ENGINE_VERSION, extras=ext)

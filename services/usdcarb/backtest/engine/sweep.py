@@ -1,0 +1,152 @@
+"""Parameter sweeps (numba prange over combinations) and walk-forward analysis.
+
+Each combination runs the same kernel as a single run, from the same initial state and
+over the whole range, and its figures come from the same ``finalize``: a sweep
+point equals the single run with those parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .kernel import F_PREV
+from .layout import build_plan
+from .loop import run_range
+from .metrics import NAMES, NM, as_dict, finalize, utilization
+from .model import Cancelled, EngineConfig, Fold, MarketFrame, SweepPoint
+from .params import axis_key, normalized, param_vector, required_series, with_values
+from .run import Trades, fresh_state
+
+# Figures where less is better when chosen as a walk-forward objective.
+LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_duration_s", "volatility",
+                             "fees_paid", "slippage_paid", "rejected_fills"})
+
+
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sweep_kernel(L, PP, bal0, marks0, fs0, st0, nroutes, nslots, init_eq, ppy,  # type: ignore[no-untyped-def]
+                  out, minbals):
+    """Run combination c with parameters PP[c] from the initial state, for every c."""
+    n = L.time_ms.shape[0]
+    for c in prange(PP.shape[0]):
+        S = (bal0.copy(), bal0.copy(), bal0.copy(), marks0.copy(), fs0.copy(), st0.copy(),
+             np.zeros(nroutes), np.full(nroutes, -1, np.int64),
+             np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros(3), np.zeros(3),
+             np.zeros(3), np.zeros(3), np.zeros(nslots))
+        T = Trades(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int8),
+                   np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1, np.int64),
+                   np.zeros(1, np.int64), np.zeros(1))
+        none = np.empty(0)
+        run_range(L, PP[c], 0, n, S, none, none, none, False, T)
+        out[c, :] = finalize(S[4], S[5], n, L.time_ms[n - 1], init_eq, S[4][F_PREV], ppy)
+        minbals[c, :] = S[1]
+
+
+def grid(kind: str, axes: Mapping[str, Sequence[float]]) -> tuple[list[str], list[str],
+                                                                  list[tuple[float, ...]]]:
+    """Return (axis paths, parameter keys, the cartesian product in grid order)."""
+    paths = list(axes)
+    keys = [axis_key(kind, p) for p in paths]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"expected each parameter on one axis, got {paths}")
+    for path in paths:
+        if len(axes[path]) == 0:
+            raise ValueError(f"expected values on axis {path!r}, got none")
+    combos = list(itertools.product(*(list(map(float, axes[p])) for p in paths)))
+    return paths, keys, combos
+
+
+def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequence[float]],
+              config: EngineConfig, market: MarketFrame, *,
+              on_progress: Callable[[int, int], bool] | None = None) -> list[SweepPoint]:
+    """Run every combination of ``axes`` over ``base_params``, in parallel, in grid order."""
+    paths, keys, combos = grid(kind, axes)
+    base = normalized(kind, base_params)
+    pvecs = [param_vector(kind, with_values(kind, base, dict(zip(keys, c, strict=True))))
+             for c in combos]
+    plan = build_plan(kind, base, config, market, required_series(kind, base))
+    S0, init_eq = fresh_state(plan)
+    total = len(combos)
+    PP = np.array(pvecs).reshape(total, -1)
+    out = np.zeros((total, NM))
+    minbals = np.zeros((total, len(plan.slots)))
+    # numba's parallel loops take arrays, not tuples of arrays: stack the columns once.
+    lay = plan.layout._replace(closes=np.stack(list(plan.layout.closes)),
+                               vols=np.stack(list(plan.layout.vols)))
+    batch = total if on_progress is None else max(1, 2 * numba.get_num_threads())
+    for lo in range(0, total, batch):
+        hi = min(total, lo + batch)
+        # Combinations differ in cost (more trades, more work): hand them out one at a
+        # time instead of in equal static blocks, so no thread idles while another works.
+        previous = numba.set_parallel_chunksize(1)
+        try:
+            _sweep_kernel(lay, PP[lo:hi], S0[0], S0[3], S0[4], S0[5], len(lay.r_from),
+                          len(plan.slots), init_eq, float(config.periods_per_year),
+                          out[lo:hi], minbals[lo:hi])
+        finally:
+            numba.set_parallel_chunksize(previous)
+        if on_progress is not None and on_progress(hi, total) is False:
+            raise Cancelled(f"cancelled after {hi} of {total} combinations")
+    lim = plan.layout.slot_lim
+    return [SweepPoint(params=dict(zip(paths, c, strict=True)),
+                       metrics=as_dict(out[j], utilization(plan.slots, plan.init_bal, lim,
+                                                           minbals[j])))
+            for j, c in enumerate(combos)]
+
+
+def _score(metrics: Mapping[str, Any], objective: str) -> float:
+    value = float(metrics[objective])
+    if math.isnan(value):
+        return -math.inf
+    return -value if objective in LOWER_IS_BETTER else value
+
+
+def run_walk_forward(kind: str, base_params: Mapping[str, Any],
+                     axes: Mapping[str, Sequence[float]], config: EngineConfig,
+                     market: MarketFrame, *, in_sample_bars: int, out_of_sample_bars: int,
+                     step_bars: int, objective: str = "sharpe",
+                     on_progress: Callable[[int, int], bool] | None = None) -> list[Fold]:
+    """Optimise on each in-sample window, evaluate the choice on the window after it.
+
+    Folds start at bar 0 and every ``step_bars`` after, as long as both windows fit:
+    in-sample ``[s, s + IS)``, out-of-sample ``[s + IS, s + IS + OOS)``. Each window is
+    simulated from a fresh state (flat, initial balances). The best combination by
+    ``objective`` (the first in grid order on ties) is chosen.
+    """
+    from .run import run_backtest
+
+    if objective not in NAMES or objective in ("transfers", "transfer_fees"):
+        raise ValueError(f"expected an objective among the metrics, got {objective!r}")
+    if in_sample_bars < 2 or out_of_sample_bars < 1 or step_bars < 1:
+        raise ValueError(f"expected in_sample_bars ≥ 2, out_of_sample_bars ≥ 1 and "
+                         f"step_bars ≥ 1, got {in_sample_bars}, {out_of_sample_bars}, "
+                         f"{step_bars}")
+    n = len(market)
+    starts = list(range(0, n - in_sample_bars - out_of_sample_bars + 1, step_bars))
+    if not starts:
+        raise ValueError(f"expected at least {in_sample_bars + out_of_sample_bars} bars for "
+                         f"one fold, got {n}")
+    _, keys, _ = grid(kind, axes)
+    base = normalized(kind, base_params)
+    folds: list[Fold] = []
+    for index, s in enumerate(starts):
+        is_rng = (s, s + in_sample_bars)
+        oos_rng = (is_rng[1], is_rng[1] + out_of_sample_bars)
+        points = run_sweep(kind, base, axes, config, market.slice(*is_rng))
+        best = max(range(len(points)), key=lambda j: (_score(points[j].metrics, objective), -j))
+        chosen = points[best]
+        values = {k: chosen.params[p] for k, p in zip(keys, chosen.params, strict=True)}
+        oos = run_backtest(kind, with_values(kind, base, values), config,
+                           market.slice(*oos_rng))
+        folds.append(Fold(index=index, in_sample=is_rng, out_of_sample=oos_rng,
+                          chosen_params=dict(chosen.params),
+                          in_sample_metrics=chosen.metrics, out_of_sample_metrics=oos.metrics))
+        if on_progress is not None and on_progress(index + 1, len(starts)) is False:
+            raise Cancelled(f"cancelled after {index + 1} of {len(starts)} folds")
+    return folds

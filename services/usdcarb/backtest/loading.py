@@ -1,0 +1,133 @@
+"""Market data for a run: read each series the strategy needs, align them, hash them.
+
+Reading goes through ``usdcarb.marketdata.reader.read_candles`` (binary COPY into
+numpy) from the ingestion hypertable, one connection per series so the reads overlap.
+``align`` (pure) places every series on the common epoch-aligned UTC grid of the
+timeframe over [start, end), NaN where a venue has no bar, so the engine sees a
+missing bar as missing and never trades on a stale price. The snapshot hash covers
+exactly the rows read, every column, so any changed, added or removed bar changes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from usdcarb.backtest.config import grid_size, grid_start
+from usdcarb.backtest.engine import MarketFrame, Series
+from usdcarb.marketdata.reader import Candles, read_candles
+from usdcarb.platform.errors import FailedPrecondition
+
+TABLE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def check_table(table: str) -> str:
+    """Refuse a table setting that is not a plain (schema-qualified) identifier."""
+    if not TABLE.match(table):
+        raise ValueError(f"expected a table name like 'ingestion.market_data', got {table!r}")
+    return table
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Aligned market data, its snapshot hash and how many rows each series had."""
+
+    frame: MarketFrame
+    snapshot_hash: str
+    rows: dict[str, int]
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def series_label(venue: str, symbol: str, timeframe: str) -> str:
+    return f"{venue}:{symbol}:{timeframe}"
+
+
+def snapshot_hash(
+    keys: Sequence[tuple[str, str]], candles: Sequence[Candles], timeframe: str,
+    start_ms: int, end_ms: int,
+) -> str:
+    """Hash the rows read (every column, little-endian) with what they were read for."""
+    h = hashlib.sha256(f"{timeframe}|{start_ms}|{end_ms}".encode())
+    for (venue, symbol), c in zip(keys, candles, strict=True):
+        h.update(f"|{venue}|{symbol}|{len(c)}|".encode())
+        for col in (c.open_time_ms, c.open, c.high, c.low, c.close, c.volume, c.provenance):
+            h.update(np.ascontiguousarray(col, dtype=col.dtype.newbyteorder("<")).data)
+    return h.hexdigest()
+
+
+def align(
+    keys: Sequence[tuple[str, str]], candles: Sequence[Candles], *, start_ms: int,
+    end_ms: int, timeframe_ms: int,
+) -> MarketFrame:
+    """Place each series on the grid [start, end) of ``timeframe_ms``; NaN where absent.
+
+    Bars whose open time is off the grid are ignored (the ingestion service stores
+    aligned bars only; a misaligned one is a data error, not a price).
+    """
+    first = grid_start(start_ms, timeframe_ms)
+    n = grid_size(start_ms, end_ms, timeframe_ms)
+    time_ms = first + np.arange(n, dtype=np.int64) * timeframe_ms
+    series = []
+    for (venue, symbol), c in zip(keys, candles, strict=True):
+        close = np.full(n, np.nan)
+        volume = np.full(n, np.nan)
+        offset = c.open_time_ms - first
+        idx = offset // timeframe_ms
+        ok = (offset % timeframe_ms == 0) & (idx >= 0) & (idx < n)
+        close[idx[ok]] = c.close[ok]
+        volume[idx[ok]] = c.volume[ok]
+        series.append(Series(venue=venue, symbol=symbol, close=close, volume=volume))
+    return MarketFrame(time_ms=time_ms, series=tuple(series))
+
+
+async def data_gaps(
+    pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, start: datetime,
+    end: datetime, table: str,
+) -> list[tuple[str, str, str]]:
+    """Return a precondition violation for each series with no bar in [start, end)."""
+    sql = (f"SELECT EXISTS (SELECT 1 FROM {check_table(table)} WHERE exchange = $1 "
+           "AND symbol = $2 AND timeframe = $3 AND ts >= $4 AND ts < $5)")
+    found = await asyncio.gather(*(
+        pool.fetchval(sql, venue, symbol, timeframe, start, end) for venue, symbol in keys))
+    return [
+        ("MARKET_DATA", series_label(venue, symbol, timeframe),
+         f"expected bars in [{start.isoformat()}, {end.isoformat()}), got none")
+        for (venue, symbol), ok in zip(keys, found, strict=True) if not ok
+    ]
+
+
+async def load_market(
+    pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, timeframe_ms: int,
+    start_ms: int, end_ms: int, table: str,
+) -> Loaded:
+    """Read, check, align and hash the series ``keys`` over [start_ms, end_ms)."""
+    start = datetime.fromtimestamp(start_ms / 1000, UTC)
+    end = datetime.fromtimestamp(end_ms / 1000, UTC)
+
+    async def one(venue: str, symbol: str) -> Candles:
+        async with pool.acquire() as conn:
+            return await read_candles(conn, exchange=venue, symbol=symbol, timeframe=timeframe,
+                                      start=start, end=end, table=check_table(table))
+
+    candles = list(await asyncio.gather(*(one(v, s) for v, s in keys)))
+    empty = [
+        ("MARKET_DATA", series_label(v, s, timeframe),
+         f"expected bars in [{start.isoformat()}, {end.isoformat()}), got none")
+        for (v, s), c in zip(keys, candles, strict=True) if len(c) == 0
+    ]
+    if empty:
+        raise FailedPrecondition(empty, reason="NO_MARKET_DATA")
+    frame = align(keys, candles, start_ms=start_ms, end_ms=end_ms, timeframe_ms=timeframe_ms)
+    digest = snapshot_hash(keys, candles, timeframe, start_ms, end_ms)
+    rows = {series_label(v, s, timeframe): len(c) for (v, s), c in zip(keys, candles, strict=True)}
+    return Loaded(frame=frame, snapshot_hash=digest, rows=rows)

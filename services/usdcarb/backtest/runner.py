@@ -1,0 +1,433 @@
+"""Worker slots of one replica: take jobs from the queue and see each to its outcome.
+
+Each slot loops: claim a job (a reclaimed one first), move it to RUNNING in
+PostgreSQL (counting the attempt), load its market data on the event loop (binary COPY
+is I/O), run the engine in the slot's own child process, then store the outcome and
+publish the last event, a domain event and (on success) the version's move to
+BACKTESTED. The queue entry is acknowledged only once the outcome is stored, so a
+replica that dies mid-job leaves the entry pending; another slot reclaims it after
+the idle timeout and the job is re-run, or FAILED with a reason once it has used up
+its attempts. It is never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from usdcarb.backtest import convert, engine
+from usdcarb.backtest.config import RunSpec, parse_config
+from usdcarb.backtest.fingerprint import Fingerprint, config_hash
+from usdcarb.backtest.jobs import JobEntry, JobQueue
+from usdcarb.backtest.loading import load_market
+from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
+from usdcarb.backtest.progress import ProgressBus
+from usdcarb.backtest.store import BacktestStore
+from usdcarb.backtest.strategy_client import StrategyClient
+from usdcarb.backtest.worker import (
+    BacktestTask,
+    SweepTask,
+    progress_every,
+    run_backtest_task,
+    run_sweep_task,
+    warm_up,
+)
+from usdcarb.platform.errors import DomainError
+from usdcarb.platform.events import DomainEvent, publish
+from usdcarb.v1 import backtest_pb2 as pb
+from usdcarb.v1 import common_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class TakenOver(Exception):
+    """This attempt lost its job to another worker: leave the queue entry to it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerSettings:
+    """How a replica runs jobs."""
+
+    processes: int = 1
+    max_attempts: int = 3
+    market_table: str = "ingestion.market_data"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    progress_interval_s: float = 0.1
+    heartbeat_s: float = 2.0
+    max_bars: int = 20_000_000
+
+
+class Runner:
+    """The worker slots of one replica."""
+
+    def __init__(self, *, store: BacktestStore, bus: ProgressBus, queue: JobQueue,
+                 strategy: StrategyClient, redis: Any, settings: RunnerSettings,
+                 name: str | None = None) -> None:
+        self._store, self._bus, self._queue = store, bus, queue
+        self._strategy, self._redis, self.settings = strategy, redis, settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executors: list[ProcessPoolExecutor] = []
+        self.busy: set[str] = set()
+        self._warm = 0
+        self.ready = asyncio.Event()  # set once every slot has warmed up its process
+
+    async def start(self) -> None:
+        await self._queue.ensure_group()
+        ctx = multiprocessing.get_context("spawn")
+        for i in range(self.settings.processes):
+            executor = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            self._executors.append(executor)
+            self._tasks.append(asyncio.create_task(self._slot(i), name=f"backtest-slot-{i}"))
+
+    async def stop(self) -> None:
+        """Stop taking jobs; a job in flight stays pending and is reclaimed elsewhere."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for executor in self._executors:
+            _kill(executor)
+
+    async def _slot(self, index: int) -> None:
+        consumer = f"{self.name}-{index}"
+        loop = asyncio.get_running_loop()
+        try:
+            version = await loop.run_in_executor(self._executors[index], warm_up)
+            logger.info("worker %s ready (engine %s)", consumer, version)
+        except Exception:
+            logger.exception("worker %s warm-up failed; jobs will compile on first use",
+                             consumer)
+        self._warm += 1
+        if self._warm == self.settings.processes:
+            self.ready.set()
+        while True:
+            try:
+                entry = await self._queue.claim(consumer)
+                if entry is None:
+                    continue
+                await self._handle(index, consumer, entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s failed to handle a job; continuing", consumer)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, index: int, consumer: str, entry: JobEntry) -> None:
+        self.busy.add(entry.job_id)
+        beat = asyncio.create_task(self._heartbeat(consumer, entry))
+        try:
+            if entry.type == "sweep":
+                await self._run_sweep(index, consumer, entry)
+            else:
+                await self._run_backtest(index, consumer, entry)
+            await self._queue.ack(entry)
+        except TakenOver:
+            logger.warning("%s job %s was taken over by another worker; its result is "
+                           "dropped here", entry.type, entry.job_id)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            self.busy.discard(entry.job_id)
+
+    async def _heartbeat(self, consumer: str, entry: JobEntry) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self._queue.heartbeat(consumer, entry)
+            except Exception as exc:
+                logger.warning("heartbeat of %s failed: %s", entry.job_id, exc)
+
+    async def _execute(self, index: int, fn: Callable[[Any], Any], task: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executors[index], fn, task)
+        except BrokenProcessPool as exc:
+            # The child died (killed, out of memory): replace it so the slot lives on.
+            _kill(self._executors[index])
+            self._executors[index] = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            raise DomainError("the engine process stopped unexpectedly (killed or out of "
+                              "memory): expected a result, got none", reason="WORKER_LOST") from exc
+
+    # -- backtests ------------------------------------------------------------------
+    async def _run_backtest(self, index: int, consumer: str, entry: JobEntry) -> None:
+        s = self.settings
+        job, run = await self._store.start_backtest(
+            entry.job_id, consumer, s.max_attempts,
+            convert.lost_worker_error(s.max_attempts, s.max_attempts))
+        if job is None:
+            return
+        if not run:
+            await self._ensure_final_backtest(job)
+            return
+        name = job.name
+        if await self._bus.cancel_requested(job.id):
+            await self._end_backtest(job, JobState.CANCELLED, None, entry.caller)
+            return
+        await self._bus.publish(job.id, pb.BacktestEvent(
+            backtest=name, state=common_pb2.JOB_STATE_RUNNING,
+            progress=pb.BacktestProgress(progress=common_pb2.Progress(
+                unit="bars", message=f"attempt {job.attempts}: loading market data")),
+        ).SerializeToString())
+        try:
+            spec = self._spec(job.config, job.strategy_kind, job.parameters)
+            legs = engine.required_series(job.strategy_kind, job.parameters)
+            loaded = await load_market(
+                self._store.pool, legs, timeframe=spec.timeframe,
+                timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
+                table=s.market_table)
+            bars = len(loaded.frame)
+            out, elapsed = await self._execute(index, run_backtest_task, BacktestTask(
+                job_id=job.id, kind=job.strategy_kind, params=job.parameters,
+                config=spec.engine, market=loaded.frame, redis_url=s.redis_url,
+                channels=self._bus.channels, progress_every=progress_every(bars),
+                min_interval_s=s.progress_interval_s))
+        except engine.Cancelled:
+            await self._end_backtest(job, JobState.CANCELLED, None, entry.caller)
+            return
+        except Exception as exc:
+            await self._fail_backtest(job, exc, entry.caller)
+            return
+        fp = Fingerprint(strategy_version_id=job.strategy_version.rsplit("/", 1)[-1],
+                         data_snapshot_hash=loaded.snapshot_hash,
+                         config_hash=config_hash(spec.canonical),
+                         engine_version=out.engine_version)
+        result = pb.BacktestResult(
+            metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
+            fingerprint=pb.Fingerprint(**_snake(fp.to_dict())),
+            optimistic_fills=out.optimistic_fills, elapsed=convert.duration(elapsed))
+        stored = await self._store.succeed_backtest(
+            job, result=convert.to_json(result), digest=fp.digest,
+            trades=trade_rows(loaded.frame.time_ms, out.trades),
+            equity=equity_columns(loaded.frame.time_ms, out))
+        if not stored:
+            raise TakenOver(job.id)
+        final = pb.BacktestEvent(
+            backtest=name, state=common_pb2.JOB_STATE_SUCCEEDED,
+            completed=pb.BacktestCompleted(
+                outcome=convert.outcome(JobState.SUCCEEDED, None), result=result))
+        await self._publish_final_backtest(job.id, final)
+        m = out.metrics
+        await self._domain_event("EVENT_TYPE_BACKTEST_SUCCEEDED", name, (
+            f"backtest of {job.strategy_version} succeeded: total return "
+            f"{convert.metric_value(m, 'total_return'):.4%}, "
+            f"{int(convert.metric_value(m, 'round_trips') or 0)} round trips"),
+            "SEVERITY_INFO", {"strategyVersion": job.strategy_version,
+                              "fingerprint": fp.digest, "bars": bars,
+                              "totalReturn": convert.metric_value(m, "total_return"),
+                              "sharpe": convert.metric_value(m, "sharpe")})
+        creator = job.creator or "an anonymous caller"
+        await self._strategy.mark_backtested(
+            job.strategy_version, f"{name} (run by {creator}) succeeded")
+
+    def _spec(self, config: dict[str, Any], kind: str, params: dict[str, Any]) -> RunSpec:
+        cfg = json_format.ParseDict(config, pb.BacktestConfig())
+        return parse_config(cfg, engine.required_series(kind, params),
+                            max_bars=self.settings.max_bars)
+
+    async def _fail_backtest(self, job: BacktestJob, exc: BaseException, caller: str) -> None:
+        if not isinstance(exc, DomainError | ValueError):
+            logger.error("backtest %s failed unexpectedly", job.id, exc_info=exc)
+        status = convert.error_status(exc, f"backtests/{job.id}")
+        await self._end_backtest(job, JobState.FAILED, status, caller)
+
+    async def _end_backtest(self, job: BacktestJob, state: JobState,
+                            status: status_pb2.Status | None, caller: str) -> None:
+        ended = await self._store.end_backtest(
+            job.id, state, None if status is None else convert.status_to_json(status),
+            worker=job.worker, attempts=job.attempts)
+        if ended is None:
+            return
+        await self._publish_final_backtest(job.id, convert.final_backtest_event(ended))
+        if state == JobState.FAILED:
+            await self._domain_event(
+                "EVENT_TYPE_BACKTEST_FAILED", ended.name,
+                f"backtest of {ended.strategy_version} failed: "
+                f"{status.message if status else ''}", "SEVERITY_WARNING",
+                {"strategyVersion": ended.strategy_version,
+                 "code": status.code if status else 0})
+
+    async def _ensure_final_backtest(self, job: BacktestJob) -> None:
+        """Publish the last event of a job that ended without one (attempts used up)."""
+        latest = await self._bus.latest(job.id)
+        if latest is not None and pb.BacktestEvent.FromString(latest[1]).HasField("completed"):
+            return
+        await self._publish_final_backtest(job.id, convert.final_backtest_event(job))
+        if job.state == JobState.FAILED:
+            await self._domain_event(
+                "EVENT_TYPE_BACKTEST_FAILED", job.name,
+                f"backtest of {job.strategy_version} failed: worker lost", "SEVERITY_WARNING",
+                {"strategyVersion": job.strategy_version, "reason": "WORKER_LOST"})
+
+    async def _publish_final_backtest(self, job_id: str, event: pb.BacktestEvent) -> None:
+        seq = await self._bus.publish(job_id, event.SerializeToString())
+        await self._store.set_last_sequence("backtests", job_id, seq)
+
+    async def _domain_event(self, type_: str, subject: str, summary: str, severity: str,
+                            data: dict[str, Any]) -> None:
+        try:
+            await publish(self._redis, DomainEvent(type=type_, source="backtest",
+                                                   subject=subject, summary=summary,
+                                                   severity=severity, data=data))
+        except Exception as exc:
+            logger.warning("could not publish %s for %s: %s", type_, subject, exc)
+
+    # -- sweeps ---------------------------------------------------------------------
+    async def _run_sweep(self, index: int, consumer: str, entry: JobEntry) -> None:
+        s = self.settings
+        job, run = await self._store.start_sweep(
+            entry.job_id, consumer, s.max_attempts,
+            convert.lost_worker_error(s.max_attempts, s.max_attempts))
+        if job is None:
+            return
+        if not run:
+            latest = await self._bus.latest(job.id)
+            if latest is None or not pb.SweepEvent.FromString(latest[1]).HasField("outcome"):
+                await self._publish_final_sweep(job.id, convert.final_sweep_event(job))
+            return
+        if await self._bus.cancel_requested(job.id):
+            await self._end_sweep(job, JobState.CANCELLED, None)
+            return
+        await self._bus.publish(job.id, pb.SweepEvent(
+            sweep=job.name, state=common_pb2.JOB_STATE_RUNNING,
+            progress=common_pb2.Progress(message=f"attempt {job.attempts}: loading market data"),
+        ).SerializeToString())
+        try:
+            spec = self._spec(job.config, job.strategy_kind, job.parameters)
+            legs = engine.required_series(job.strategy_kind, job.parameters)
+            loaded = await load_market(
+                self._store.pool, legs, timeframe=spec.timeframe,
+                timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
+                table=s.market_table)
+            wf = walk_forward_bars(job.walk_forward, spec) if job.walk_forward else None
+            axes = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
+            found = await self._execute(index, run_sweep_task, SweepTask(
+                job_id=job.id, kind=job.strategy_kind, params=job.parameters, axes=axes,
+                config=spec.engine, market=loaded.frame, objective=job.objective,
+                walk_forward=wf, redis_url=s.redis_url, channels=self._bus.channels,
+                min_interval_s=s.progress_interval_s))
+        except engine.Cancelled:
+            await self._end_sweep(job, JobState.CANCELLED, None)
+            return
+        except Exception as exc:
+            if not isinstance(exc, DomainError | ValueError):
+                logger.error("sweep %s failed unexpectedly", job.id, exc_info=exc)
+            await self._end_sweep(job, JobState.FAILED,
+                                  convert.error_status(exc, f"sweeps/{job.id}"))
+            return
+        times = loaded.frame.time_ms
+        points: list[dict[str, Any]] = []
+        folds: list[dict[str, Any]] = []
+        if wf is None:
+            ranked = sorted(found, key=lambda p: _rank(p.metrics, job.objective))
+            points = [convert.to_json(pb.SweepPoint(
+                parameters=p.params, metrics=convert.metrics_to_pb(p.metrics))) for p in ranked]
+            unit, total = "combinations", len(found)
+        else:
+            folds = [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms)) for f in found]
+            unit, total = "folds", len(found)
+        progress = convert.to_json(common_pb2.Progress(fraction=1.0, done=total, total=total,
+                                                       unit=unit, message="done"))
+        if not await self._store.succeed_sweep(job, points=points, folds=folds,
+                                               progress=progress):
+            raise TakenOver(job.id)
+        ended = await self._store.get_sweep(job.id)
+        await self._publish_final_sweep(job.id, convert.final_sweep_event(ended))
+        await self._domain_event(
+            "EVENT_TYPE_SWEEP_FINISHED", job.name,
+            f"sweep of {job.strategy_version} finished: {total} {unit}", "SEVERITY_INFO",
+            {"strategyVersion": job.strategy_version, unit: total})
+
+    async def _end_sweep(self, job: SweepJob, state: JobState,
+                         status: status_pb2.Status | None) -> None:
+        ended = await self._store.end_sweep(
+            job.id, state, None if status is None else convert.status_to_json(status),
+            worker=job.worker, attempts=job.attempts)
+        if ended is not None:
+            await self._publish_final_sweep(job.id, convert.final_sweep_event(ended))
+
+    async def _publish_final_sweep(self, job_id: str, event: pb.SweepEvent) -> None:
+        seq = await self._bus.publish(job_id, event.SerializeToString())
+        await self._store.set_last_sequence("sweeps", job_id, seq)
+
+
+def _kill(executor: ProcessPoolExecutor) -> None:
+    # The executor API cannot stop a running call; its processes are ours to end.
+    processes = dict(getattr(executor, "_processes", None) or {})
+    for process in processes.values():
+        with contextlib.suppress(Exception):
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _snake(d: dict[str, str]) -> dict[str, str]:
+    return {"".join("_" + c.lower() if c.isupper() else c for c in k): v for k, v in d.items()}
+
+
+# Objectives where a smaller figure is better (the engine's walk-forward agrees).
+LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_duration_s", "volatility",
+                             "fees_paid", "slippage_paid", "rejected_fills"})
+
+
+def _rank(metrics: dict[str, Any], objective: str) -> tuple[int, float]:
+    """Sort key: best first, NaN last."""
+    value = convert.metric_value(metrics, objective)
+    if value != value:
+        return (1, 0.0)
+    return (0, value if objective in LOWER_IS_BETTER else -value)
+
+
+def trade_rows(time_ms: np.ndarray, trades: engine.TradeLog) -> TradeRows:
+    bars = np.asarray(trades.bar, dtype=np.int64)
+    return TradeRows(time_ms=time_ms[bars], venue=trades.venue, symbol=trades.symbol,
+                     side=trades.side, quantity=trades.quantity, price=trades.price,
+                     fee=trades.fee, slippage=trades.slippage, round_trip=trades.round_trip,
+                     signal_bar=trades.signal_bar, signal_edge_bps=trades.signal_edge_bps)
+
+
+def equity_columns(time_ms: np.ndarray, out: engine.BacktestOutput) -> EquityColumns:
+    def le(a: Any, dtype: str) -> bytes:
+        return np.ascontiguousarray(a, dtype=dtype).tobytes()
+
+    return EquityColumns(points=len(time_ms), time_ms=le(time_ms, "<i8"),
+                         equity=le(out.equity, "<f8"), drawdown=le(out.drawdown, "<f8"),
+                         exposure=le(out.exposure, "<f8"))
+
+
+def walk_forward_bars(spec_json: dict[str, Any], spec: RunSpec) -> tuple[int, int, int]:
+    wf = json_format.ParseDict(spec_json, pb.WalkForwardSpec())
+    ins = spec.bars_for(wf.in_sample.ToMilliseconds())
+    oos = spec.bars_for(wf.out_of_sample.ToMilliseconds())
+    step = spec.bars_for(wf.step.ToMilliseconds()) if wf.HasField("step") else oos
+    return ins, oos, step or oos
+
+
+def fold_to_pb(fold: engine.Fold, time_ms: np.ndarray, timeframe_ms: int) -> pb.WalkForwardFold:
+    def window(bounds: tuple[int, int]) -> common_pb2.TimeRange:
+        start, end = bounds
+        end_ms = int(time_ms[end]) if end < len(time_ms) else int(time_ms[-1]) + timeframe_ms
+        return common_pb2.TimeRange(start_time=convert.timestamp(int(time_ms[start])),
+                                    end_time=convert.timestamp(end_ms))
+
+    return pb.WalkForwardFold(
+        index=fold.index + 1, in_sample=window(fold.in_sample),  # the engine counts from 0
+        out_of_sample=window(fold.out_of_sample), chosen_parameters=fold.chosen_params,
+        in_sample_metrics=convert.metrics_to_pb(fold.in_sample_metrics),
+        out_of_sample_metrics=convert.metrics_to_pb(fold.out_of_sample_metrics))
+

@@ -1,0 +1,331 @@
+"""PostgreSQL store of the backtest service (asyncpg).
+
+Contract: jobs move QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED, and only a
+guarded UPDATE moves them (the state they must be in, and for a finish the worker and
+attempt that started them), so a cancel racing a worker, or a worker that was presumed
+dead and replaced, can never overwrite the other's outcome. A success writes the job,
+its trades (COPY) and its equity curve in ONE transaction: nothing is half-written.
+Tables are unqualified: the pool's search_path names the service's schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
+from usdcarb.platform.errors import NotFound
+
+_ACTIVE = [JobState.QUEUED.value, JobState.RUNNING.value]
+_BACKTEST_COLUMNS = (
+    "id, strategy_version, config, strategy_kind, parameters, state, progress, result, error, "
+    "fingerprint_digest, creator, request_id, attempts, worker, last_sequence, create_time, "
+    "start_time, end_time")
+_SWEEP_COLUMNS = (
+    "id, strategy_version, config, axes, objective, walk_forward, strategy_kind, parameters, "
+    "state, progress, points, folds, error, creator, request_id, attempts, worker, "
+    "last_sequence, create_time, start_time, end_time")
+_TRADE_COLUMNS = ("backtest_id", "seq", "time", "venue", "symbol", "side", "quantity", "price",
+                  "fee", "slippage", "round_trip", "signal_bar", "signal_edge_bps")
+
+
+def _backtest(row: asyncpg.Record) -> BacktestJob:
+    data = dict(row)
+    data["state"] = JobState(data["state"])
+    return BacktestJob(**data)
+
+
+def _sweep(row: asyncpg.Record) -> SweepJob:
+    data = dict(row)
+    data["state"] = JobState(data["state"])
+    return SweepJob(**data)
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class BacktestStore:
+    """Backtest and sweep jobs, trades and equity curves."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """Yield a connection inside a transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    # -- backtests ----------------------------------------------------------------
+    async def insert_backtest(self, job: BacktestJob) -> tuple[BacktestJob, bool]:
+        """Insert a queued job; with a known request id return the first job (False)."""
+        row = await self._pool.fetchrow(
+            f"""INSERT INTO backtests (id, strategy_version, config, strategy_kind, parameters,
+                                       creator, request_id, progress)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (request_id) DO NOTHING RETURNING {_BACKTEST_COLUMNS}""",
+            job.id, job.strategy_version, job.config, job.strategy_kind, job.parameters,
+            job.creator, job.request_id, job.progress,
+        )
+        if row is not None:
+            return _backtest(row), True
+        row = await self._pool.fetchrow(
+            f"SELECT {_BACKTEST_COLUMNS} FROM backtests WHERE request_id = $1", job.request_id)
+        return _backtest(row), False
+
+    async def get_backtest(self, job_id: str) -> BacktestJob:
+        row = await self._pool.fetchrow(
+            f"SELECT {_BACKTEST_COLUMNS} FROM backtests WHERE id = $1", job_id)
+        if row is None:
+            raise NotFound("backtest", f"backtests/{job_id}")
+        return _backtest(row)
+
+    async def list_backtests(
+        self, *, limit: int, after: tuple[datetime, str] | None, state: str | None,
+        strategy: str,
+    ) -> list[BacktestJob]:
+        """Newest first; ``after`` is the (create_time, id) of the last row served."""
+        clauses: list[str] = ["TRUE"]
+        args: list[Any] = []
+        if after is not None:
+            args += [after[0], after[1]]
+            clauses.append(f"(create_time, id) < (${len(args) - 1}, ${len(args)})")
+        if state is not None:
+            args.append(state)
+            clauses.append(f"state = ${len(args)}")
+        if strategy:
+            args += [strategy, strategy + "/%"]
+            clauses.append(f"(strategy_version = ${len(args) - 1} "
+                           f"OR strategy_version LIKE ${len(args)})")
+        args.append(limit)
+        rows = await self._pool.fetch(
+            f"SELECT {_BACKTEST_COLUMNS} FROM backtests WHERE {' AND '.join(clauses)} "
+            f"ORDER BY create_time DESC, id DESC LIMIT ${len(args)}", *args)
+        return [_backtest(r) for r in rows]
+
+    async def start_backtest(
+        self, job_id: str, worker: str, max_attempts: int, lost_error: dict[str, Any]
+    ) -> tuple[BacktestJob | None, bool]:
+        """Claim a job for ``worker``: (job, True) when it may run now.
+
+        A finished job gives (job, False); a job that used up its attempts (its workers
+        died) is FAILED here with ``lost_error`` and given as (job, False); an unknown id
+        gives (None, False).
+        """
+        async with self.transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_BACKTEST_COLUMNS} FROM backtests WHERE id = $1 FOR UPDATE", job_id)
+            if row is None:
+                return None, False
+            job = _backtest(row)
+            if job.state.terminal:
+                return job, False
+            if job.attempts >= max_attempts:
+                row = await conn.fetchrow(
+                    f"""UPDATE backtests SET state = $2, error = $3, end_time = now()
+                        WHERE id = $1 RETURNING {_BACKTEST_COLUMNS}""",
+                    job_id, JobState.FAILED.value, lost_error)
+                return _backtest(row), False
+            row = await conn.fetchrow(
+                f"""UPDATE backtests SET state = $2, attempts = attempts + 1, worker = $3,
+                           start_time = now(), error = NULL
+                    WHERE id = $1 RETURNING {_BACKTEST_COLUMNS}""",
+                job_id, JobState.RUNNING.value, worker)
+            return _backtest(row), True
+
+    async def succeed_backtest(
+        self, job: BacktestJob, *, result: dict[str, Any], digest: str, trades: TradeRows,
+        equity: EquityColumns,
+    ) -> bool:
+        """Store the result, trades and equity curve in one transaction.
+
+        Return False (and write nothing) when the job is no longer this attempt's.
+        """
+        async with self.transaction() as conn:
+            status = await conn.execute(
+                """UPDATE backtests SET state = $2, result = $3, fingerprint_digest = $4,
+                          end_time = now()
+                   WHERE id = $1 AND state = $5 AND worker = $6 AND attempts = $7""",
+                job.id, JobState.SUCCEEDED.value, result, digest, JobState.RUNNING.value,
+                job.worker, job.attempts)
+            if status != "UPDATE 1":
+                return False
+            # A previous attempt never commits a partial result, but be explicit.
+            await conn.execute("DELETE FROM backtest_trades WHERE backtest_id = $1", job.id)
+            if len(trades):
+                await conn.copy_records_to_table(
+                    "backtest_trades", columns=_TRADE_COLUMNS, records=_trade_records(job.id, trades))
+            await conn.execute(
+                """INSERT INTO backtest_equity (backtest_id, points, time_ms, equity, drawdown,
+                                                exposure)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (backtest_id) DO UPDATE SET points = EXCLUDED.points,
+                     time_ms = EXCLUDED.time_ms, equity = EXCLUDED.equity,
+                     drawdown = EXCLUDED.drawdown, exposure = EXCLUDED.exposure""",
+                job.id, equity.points, equity.time_ms, equity.equity, equity.drawdown,
+                equity.exposure)
+            return True
+
+    async def end_backtest(
+        self, job_id: str, state: JobState, error: dict[str, Any] | None, *,
+        worker: str | None = None, attempts: int | None = None,
+        from_states: Sequence[str] = tuple(_ACTIVE),
+    ) -> BacktestJob | None:
+        """Move an active job to FAILED/CANCELLED; None when it was not in ``from_states``
+        (or, with ``worker``, no longer that worker's attempt)."""
+        args: list[Any] = [job_id, state.value, error, list(from_states)]
+        guard = ""
+        if worker is not None:
+            args += [worker, attempts]
+            guard = " AND worker = $5 AND attempts = $6"
+        row = await self._pool.fetchrow(
+            f"""UPDATE backtests SET state = $2, error = $3, end_time = now()
+                WHERE id = $1 AND state = ANY($4::text[]){guard}
+                RETURNING {_BACKTEST_COLUMNS}""", *args)
+        return None if row is None else _backtest(row)
+
+    async def set_last_sequence(self, table: str, job_id: str, sequence: int) -> None:
+        assert table in ("backtests", "sweeps")
+        await self._pool.execute(
+            f"UPDATE {table} SET last_sequence = GREATEST(last_sequence, $2) WHERE id = $1",
+            job_id, sequence)
+
+    async def set_progress(self, table: str, job_id: str, progress: dict[str, Any]) -> None:
+        assert table in ("backtests", "sweeps")
+        await self._pool.execute(f"UPDATE {table} SET progress = $2 WHERE id = $1",
+                                 job_id, progress)
+
+    async def list_trades(self, job_id: str, *, after_seq: int, limit: int) -> list[Any]:
+        return list(await self._pool.fetch(
+            """SELECT seq, time, venue, symbol, side, quantity, price, fee, slippage,
+                      round_trip, signal_bar, signal_edge_bps
+               FROM backtest_trades WHERE backtest_id = $1 AND seq > $2
+               ORDER BY seq LIMIT $3""", job_id, after_seq, limit))
+
+    async def get_equity(self, job_id: str) -> EquityColumns | None:
+        row = await self._pool.fetchrow(
+            "SELECT points, time_ms, equity, drawdown, exposure FROM backtest_equity "
+            "WHERE backtest_id = $1", job_id)
+        if row is None:
+            return None
+        return EquityColumns(points=row["points"], time_ms=bytes(row["time_ms"]),
+                             equity=bytes(row["equity"]), drawdown=bytes(row["drawdown"]),
+                             exposure=bytes(row["exposure"]))
+
+    # -- sweeps -------------------------------------------------------------------
+    async def insert_sweep(self, job: SweepJob) -> tuple[SweepJob, bool]:
+        row = await self._pool.fetchrow(
+            f"""INSERT INTO sweeps (id, strategy_version, config, axes, objective, walk_forward,
+                                    strategy_kind, parameters, creator, request_id, progress)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                ON CONFLICT (request_id) DO NOTHING RETURNING {_SWEEP_COLUMNS}""",
+            job.id, job.strategy_version, job.config, job.axes, job.objective,
+            job.walk_forward, job.strategy_kind, job.parameters, job.creator, job.request_id,
+            job.progress)
+        if row is not None:
+            return _sweep(row), True
+        row = await self._pool.fetchrow(
+            f"SELECT {_SWEEP_COLUMNS} FROM sweeps WHERE request_id = $1", job.request_id)
+        return _sweep(row), False
+
+    async def get_sweep(self, job_id: str) -> SweepJob:
+        row = await self._pool.fetchrow(f"SELECT {_SWEEP_COLUMNS} FROM sweeps WHERE id = $1",
+                                        job_id)
+        if row is None:
+            raise NotFound("sweep", f"sweeps/{job_id}")
+        return _sweep(row)
+
+    async def list_sweeps(
+        self, *, limit: int, after: tuple[datetime, str] | None
+    ) -> list[SweepJob]:
+        args: list[Any] = []
+        where = "TRUE"
+        if after is not None:
+            args += [after[0], after[1]]
+            where = "(create_time, id) < ($1, $2)"
+        args.append(limit)
+        rows = await self._pool.fetch(
+            f"SELECT {_SWEEP_COLUMNS} FROM sweeps WHERE {where} "
+            f"ORDER BY create_time DESC, id DESC LIMIT ${len(args)}", *args)
+        return [_sweep(r) for r in rows]
+
+    async def start_sweep(
+        self, job_id: str, worker: str, max_attempts: int, lost_error: dict[str, Any]
+    ) -> tuple[SweepJob | None, bool]:
+        """Claim a sweep; same contract as ``start_backtest``."""
+        async with self.transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_SWEEP_COLUMNS} FROM sweeps WHERE id = $1 FOR UPDATE", job_id)
+            if row is None:
+                return None, False
+            job = _sweep(row)
+            if job.state.terminal:
+                return job, False
+            if job.attempts >= max_attempts:
+                row = await conn.fetchrow(
+                    f"""UPDATE sweeps SET state = $2, error = $3, end_time = now()
+                        WHERE id = $1 RETURNING {_SWEEP_COLUMNS}""",
+                    job_id, JobState.FAILED.value, lost_error)
+                return _sweep(row), False
+            row = await conn.fetchrow(
+                f"""UPDATE sweeps SET state = $2, attempts = attempts + 1, worker = $3,
+                           start_time = now(), error = NULL
+                    WHERE id = $1 RETURNING {_SWEEP_COLUMNS}""",
+                job_id, JobState.RUNNING.value, worker)
+            return _sweep(row), True
+
+    async def succeed_sweep(
+        self, job: SweepJob, *, points: list[dict[str, Any]], folds: list[dict[str, Any]],
+        progress: dict[str, Any],
+    ) -> bool:
+        status = await self._pool.execute(
+            """UPDATE sweeps SET state = $2, points = $3, folds = $4, progress = $5,
+                      end_time = now()
+               WHERE id = $1 AND state = $6 AND worker = $7 AND attempts = $8""",
+            job.id, JobState.SUCCEEDED.value, points, folds, progress, JobState.RUNNING.value,
+            job.worker, job.attempts)
+        return bool(status == "UPDATE 1")
+
+    async def end_sweep(
+        self, job_id: str, state: JobState, error: dict[str, Any] | None, *,
+        worker: str | None = None, attempts: int | None = None,
+        from_states: Sequence[str] = tuple(_ACTIVE),
+    ) -> SweepJob | None:
+        args: list[Any] = [job_id, state.value, error, list(from_states)]
+        guard = ""
+        if worker is not None:
+            args += [worker, attempts]
+            guard = " AND worker = $5 AND attempts = $6"
+        row = await self._pool.fetchrow(
+            f"""UPDATE sweeps SET state = $2, error = $3, end_time = now()
+                WHERE id = $1 AND state = ANY($4::text[]){guard}
+                RETURNING {_SWEEP_COLUMNS}""", *args)
+        return None if row is None else _sweep(row)
+
+
+def _trade_records(job_id: str, t: TradeRows) -> list[tuple[Any, ...]]:
+    times = [_time(int(ms)) for ms in np.asarray(t.time_ms)]
+    return list(zip(
+        [job_id] * len(t), range(1, len(t) + 1), times, [str(v) for v in t.venue],
+        [str(s) for s in t.symbol], np.asarray(t.side).astype(int).tolist(),
+        np.asarray(t.quantity, float).tolist(), np.asarray(t.price, float).tolist(),
+        np.asarray(t.fee, float).tolist(), np.asarray(t.slippage, float).tolist(),
+        np.asarray(t.round_trip).astype(int).tolist(),
+        np.asarray(t.signal_bar).astype(int).tolist(),
+        np.asarray(t.signal_edge_bps, float).tolist(), strict=True))
+
+
+def error_json(error: dict[str, Any] | None) -> str:
+    """Render a stored error for logs."""
+    return json.dumps(error or {}, sort_keys=True)

@@ -1,0 +1,181 @@
+"""What a worker's child process runs: the engine, reporting through Redis.
+
+CPU work never runs on the event loop: each worker slot owns a one-process
+``ProcessPoolExecutor`` (spawned, not forked: the parent runs grpc threads). The child
+gets a picklable task (kind, parameters, EngineConfig, MarketFrame), runs the engine
+and reports progress itself — numbered events on the job's Redis progress stream, at
+most every ``min_interval_s`` — and polls the job's cancel key, returning False to the
+engine's callback when it is set so the engine raises Cancelled and the slot is freed.
+Progress therefore reaches every replica's watchers without passing through the parent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from usdcarb.backtest import engine
+from usdcarb.backtest.convert import metrics_to_pb, timestamp
+from usdcarb.backtest.engine import BacktestOutput, EngineConfig, MarketFrame, Progress
+from usdcarb.backtest.progress import Channels, SyncProgress
+from usdcarb.v1 import backtest_pb2 as pb
+from usdcarb.v1 import common_pb2
+
+_buses: dict[tuple[str, Channels], SyncProgress] = {}
+CANCEL_POLL_S = 0.1
+
+
+def _bus(url: str, channels: Channels) -> SyncProgress:
+    key = (url, channels)
+    if key not in _buses:
+        _buses[key] = SyncProgress(url, channels)
+    return _buses[key]
+
+
+@dataclass(frozen=True)
+class BacktestTask:
+    """One backtest for a child process."""
+
+    job_id: str
+    kind: str
+    params: Mapping[str, Any]
+    config: EngineConfig
+    market: MarketFrame
+    redis_url: str
+    channels: Channels
+    progress_every: int
+    min_interval_s: float
+
+
+@dataclass(frozen=True)
+class SweepTask:
+    """One sweep (grid, or walk-forward when ``walk_forward`` = (in, out, step) bars)."""
+
+    job_id: str
+    kind: str
+    params: Mapping[str, Any]
+    axes: Mapping[str, Sequence[float]]
+    config: EngineConfig
+    market: MarketFrame
+    objective: str
+    walk_forward: tuple[int, int, int] | None
+    redis_url: str
+    channels: Channels
+    min_interval_s: float
+
+
+class _Reporter:
+    """Throttle publishing and cancel polling inside the engine's callback."""
+
+    def __init__(self, bus: SyncProgress, job_id: str, min_interval_s: float) -> None:
+        self.bus, self.job_id, self.min_interval_s = bus, job_id, min_interval_s
+        self._published = self._polled = 0.0
+
+    def cancelled(self, final: bool) -> bool:
+        now = time.monotonic()
+        if final or now - self._polled >= CANCEL_POLL_S:
+            self._polled = now
+            return self.bus.cancel_requested(self.job_id)
+        return False
+
+    def due(self, final: bool) -> bool:
+        now = time.monotonic()
+        if final or now - self._published >= self.min_interval_s:
+            self._published = now
+            return True
+        return False
+
+
+def progress_every(bars: int) -> int:
+    """Bars between engine callbacks: about 200 per run, at least 5,000 bars apart."""
+    return max(5_000, bars // 200)
+
+
+def run_backtest_task(task: BacktestTask) -> tuple[BacktestOutput, float]:
+    """Run one backtest in the child; return its output and the engine's wall time."""
+    bus = _bus(task.redis_url, task.channels)
+    reporter = _Reporter(bus, task.job_id, task.min_interval_s)
+    name = f"backtests/{task.job_id}"
+    times = task.market.time_ms
+    if reporter.cancelled(True):
+        raise engine.Cancelled(name)
+
+    def on_progress(p: Progress) -> bool:
+        final = p.bars_done >= p.bars_total
+        if reporter.cancelled(final):
+            return False
+        if reporter.due(final):
+            total = max(p.bars_total, 1)
+            event = pb.BacktestEvent(
+                backtest=name, state=common_pb2.JOB_STATE_RUNNING,
+                progress=pb.BacktestProgress(
+                    progress=common_pb2.Progress(
+                        fraction=p.bars_done / total, done=p.bars_done, total=p.bars_total,
+                        unit="bars", message="simulating"),
+                    bar_time=timestamp(int(times[min(max(p.bars_done, 1), len(times)) - 1])),
+                    equity=p.equity if math.isfinite(p.equity) else 0.0,
+                    partial_metrics=metrics_to_pb(p.metrics)))
+            bus.publish(task.job_id, event.SerializeToString())
+        return True
+
+    started = time.perf_counter()
+    out = engine.run_backtest(task.kind, task.params, task.config, task.market,
+                              on_progress=on_progress, progress_every=task.progress_every)
+    return out, time.perf_counter() - started
+
+
+def run_sweep_task(task: SweepTask) -> list[Any]:
+    """Run a grid sweep (list of SweepPoint) or a walk-forward (list of Fold)."""
+    bus = _bus(task.redis_url, task.channels)
+    reporter = _Reporter(bus, task.job_id, task.min_interval_s)
+    name = f"sweeps/{task.job_id}"
+    unit = "folds" if task.walk_forward else "combinations"
+    if reporter.cancelled(True):
+        raise engine.Cancelled(name)
+
+    def on_progress(done: int, total: int) -> bool:
+        final = done >= total
+        if reporter.cancelled(final):
+            return False
+        if reporter.due(final):
+            event = pb.SweepEvent(
+                sweep=name, state=common_pb2.JOB_STATE_RUNNING,
+                progress=common_pb2.Progress(fraction=done / max(total, 1), done=done,
+                                             total=total, unit=unit, message="sweeping"))
+            bus.publish(task.job_id, event.SerializeToString())
+        return True
+
+    if task.walk_forward is None:
+        return list(engine.run_sweep(task.kind, task.params, task.axes, task.config,
+                                     task.market, on_progress=on_progress))
+    ins, oos, step = task.walk_forward
+    return list(engine.run_walk_forward(
+        task.kind, task.params, task.axes, task.config, task.market, in_sample_bars=ins,
+        out_of_sample_bars=oos, step_bars=step, objective=task.objective,
+        on_progress=on_progress))
+
+
+def warm_up() -> str:
+    """Import the engine and compile its kernels on a tiny run (numba JIT or cache)."""
+    n = 64
+    t = np.arange(n, dtype=np.int64) * 60_000
+    a = 1.0 + 0.002 * np.sin(np.arange(n))
+    b = 1.0 + 0.002 * np.cos(np.arange(n))
+    market = MarketFrame(time_ms=t, series=(
+        engine.Series("vena", "USDC/USDT", a, np.ones(n)),
+        engine.Series("venb", "USDC/USDT", b, np.ones(n))))
+    balances = {"USDC": 1e6, "USDT": 1e6}
+    config = EngineConfig(venues=tuple(
+        engine.VenueCosts(venue=v, taker_fee_bps=1.0, initial_balances=balances)
+        for v in ("vena", "venb")))
+    params = {"symbol": "USDC/USDT", "venueA": "vena", "venueB": "venb", "entryBps": 10,
+              "exitBps": 2, "quantity": 100}
+    engine.run_backtest("cross-exchange-spread", params, config, market)
+    engine.run_sweep("cross-exchange-spread", params, {"entryBps": [5.0, 10.0]}, config,
+                     market)
+    return engine.ENGINE_VERSION

@@ -1,0 +1,240 @@
+"""The backtest service through Envoy: REST NDJSON and gRPC streams, watch from another
+connection, bad input, and a replica SIGKILLed mid-job (a process this test starts)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf import duration_pb2, json_format
+
+from backtest.service.bt_helpers import (
+    START_MS,
+    SYMBOL,
+    VENUES,
+    config_json,
+    load_bars,
+    spread_params,
+    synthetic_pair,
+)
+from usdcarb.devstack import free_port
+from usdcarb.devstack.stack import REPO, StackInfo
+from usdcarb.gateway.devtoken import mint_dev_token
+from usdcarb.v1 import backtest_pb2 as pb
+from usdcarb.v1 import backtest_pb2_grpc, common_pb2
+
+pytestmark = pytest.mark.e2e
+
+BARS = 20_000
+END_MS = START_MS + BARS * 60_000
+
+
+def http(stack: StackInfo, method: str, path: str, token: str, body: Any = None
+         ) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        stack.gateway + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            raw, code = resp.read(), resp.status
+    except urllib.error.HTTPError as err:
+        raw, code = err.read(), err.code
+    return code, json.loads(raw or b"null")
+
+
+def ndjson(stack: StackInfo, method: str, path: str, token: str, body: Any = None
+           ) -> list[dict[str, Any]]:
+    req = urllib.request.Request(
+        stack.gateway + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        assert resp.status == 200
+        return [json.loads(line) for line in resp if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def token() -> str:
+    return mint_dev_token("bt-e2e-analyst", ["analyst"])
+
+
+@pytest.fixture(scope="module")
+def bars(stack: StackInfo) -> None:
+    async def load() -> None:
+        conn = await asyncpg.connect(stack.dsn)
+        try:
+            data = synthetic_pair(BARS)
+            for venue in VENUES:
+                await conn.execute("DELETE FROM ingestion.market_data WHERE exchange = $1", venue)
+                await load_bars(conn, "ingestion.market_data", venue, SYMBOL, data[venue])
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+
+
+@pytest.fixture(scope="module")
+def version(stack: StackInfo, token: str, bars: None) -> str:
+    sid = f"bt-e2e-{uuid.uuid4().hex[:6]}"
+    code, body = http(stack, "POST", f"/v1/strategies?strategyId={sid}", token,
+                      {"displayName": "e2e spread", "kind": "STRATEGY_KIND_CROSS_EXCHANGE_SPREAD"})
+    assert code == 200, body
+    code, body = http(stack, "POST", f"/v1/strategies/{sid}/versions", token,
+                      {"parameters": spread_params()})
+    assert code == 200, body
+    return str(body["name"])
+
+
+def run_body(version: str, **overrides: Any) -> dict[str, Any]:
+    return {"strategyVersion": version, "config": config_json(START_MS, END_MS, **overrides),
+            "progressInterval": "0s"}
+
+
+def test_rest_streams_ndjson_and_grpc_gets_the_same_events(
+        stack: StackInfo, token: str, version: str) -> None:
+    lines = ndjson(stack, "POST", "/v1/backtests:run", token, run_body(version))
+    assert lines[0]["state"] == "JOB_STATE_QUEUED"
+    assert any("progress" in line and line["progress"]["progress"].get("total") == str(BARS)
+               for line in lines)
+    last = lines[-1]
+    assert last["completed"]["outcome"]["result"] == "RESULT_OK"
+    result = last["completed"]["result"]
+    assert result["bars"] == str(BARS) and int(result["tradeCount"]) > 0
+    assert [int(line["sequence"]) for line in lines] == sorted(
+        {int(line["sequence"]) for line in lines})
+
+    gateway = stack.gateway.removeprefix("http://")
+    metadata = (("authorization", f"Bearer {token}"),)
+    request = json_format.ParseDict(run_body(version), pb.RunBacktestRequest())
+    with grpc.insecure_channel(gateway) as channel:
+        stub = backtest_pb2_grpc.BacktestServiceStub(channel)
+        events = list(stub.RunBacktest(request, metadata=metadata, timeout=120))
+        assert events[-1].completed.outcome.result == common_pb2.Outcome.RESULT_OK
+        got = json_format.MessageToDict(events[-1].completed.result,
+                                        always_print_fields_with_no_presence=True)
+        assert got["fingerprint"] == result["fingerprint"]  # same inputs, same identity
+        assert got["metrics"] == result["metrics"]  # and the same numbers
+        # A second connection watches the finished job: its last message at once.
+        with grpc.insecure_channel(gateway) as other:
+            watched = list(backtest_pb2_grpc.BacktestServiceStub(other).WatchBacktest(
+                pb.WatchBacktestRequest(name=events[-1].backtest), metadata=metadata,
+                timeout=30))
+        assert watched[-1] == events[-1]
+    rest_watch = ndjson(stack, "GET", f"/v1/{last['backtest']}:watch", token)
+    assert rest_watch == lines
+
+
+def test_bad_input_through_the_gateway(stack: StackInfo, token: str, version: str) -> None:
+    sid = version.split("/")[1]
+    unknown = f"strategies/{sid}/versions/ffffffffffffffff"
+    # A stream refused before its first message: Envoy answers with the status as JSON
+    # (HTTP 200 for a streaming route); the unary CreateBacktest maps it to 404/400.
+    code, body = http(stack, "POST", "/v1/backtests:run", token, run_body(unknown))
+    assert body["code"] == 5, body  # NOT_FOUND
+    assert any(d.get("resourceName", "").endswith("ffffffffffffffff") for d in body["details"])
+    code, body = http(stack, "POST", "/v1/backtests", token,
+                      {"strategyVersion": unknown, "config": config_json(START_MS, END_MS)})
+    assert code == 404 and body["code"] == 5, body
+    code, body = http(stack, "POST", "/v1/backtests", token, {
+        "strategyVersion": version, "config": config_json(START_MS - 86_400_000, START_MS)})
+    assert code == 400 and body["code"] == 9, body  # FAILED_PRECONDITION
+    pf = next(d for d in body["details"] if "PreconditionFailure" in d["@type"])
+    assert {v["subject"] for v in pf["violations"]} == {f"{v}:{SYMBOL}:1m" for v in VENUES}
+    bad = config_json(START_MS, END_MS)
+    bad["venues"][0]["takerFeeBps"] = -3
+    code, body = http(stack, "POST", "/v1/backtests", token,
+                      {"strategyVersion": version, "config": bad})
+    assert code == 400 and body["code"] == 3, body  # INVALID_ARGUMENT
+    br = next(d for d in body["details"] if "BadRequest" in d["@type"])
+    assert br["fieldViolations"][0]["field"] == "backtest.config.venues[0].taker_fee_bps"
+    code, body = http(stack, "POST", "/v1/backtests:run", token,
+                      {"strategyVersion": version, "config": bad})
+    assert body["code"] == 3, body
+
+
+@pytest.fixture
+def replicas(stack: StackInfo) -> Iterator[Any]:
+    """Start backtest replicas of our own on the stack's stores, with their own queue."""
+    prefix = f"usdcarb:e2ekill:{uuid.uuid4().hex[:6]}"
+    started: list[tuple[subprocess.Popen[bytes], int]] = []
+
+    def start(name: str) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in
+                                             ("services", "gen/python", "clients/python")),
+               "USDCARB_BACKTEST_ENV": "dev", "USDCARB_BACKTEST_GRPC_PORT": str(port),
+               "USDCARB_BACKTEST_METRICS_PORT": "-1",
+               "USDCARB_BACKTEST_DATABASE_URL": stack.dsn,
+               "USDCARB_BACKTEST_REDIS_URL": stack.redis_url,
+               "USDCARB_BACKTEST_STRATEGY_ADDRESS": f"127.0.0.1:{stack.processes['strategy'].port}",
+               "USDCARB_BACKTEST_REDIS_PREFIX": prefix, "USDCARB_BACKTEST_CLAIM_IDLE_S": "2",
+               "USDCARB_BACKTEST_LOG_JSON": "false"}
+        log = open(f"{stack.root}/logs/bt-replica-{name}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "usdcarb.backtest.main"], env=env,
+                                cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        started.append((proc, port))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    grpc.channel_ready_future(ch).result(timeout=1)
+                    break
+            except grpc.FutureTimeoutError:
+                assert proc.poll() is None and time.monotonic() < deadline
+        return proc, port
+
+    yield start
+    for proc, _ in started:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
+        stack: StackInfo, token: str, version: str, replicas: Any) -> None:
+    victim, port = replicas("victim")
+    # A walk-forward of ~28 folds x 2,000 combinations runs for several seconds.
+    sweep = pb.Sweep(
+        strategy_version=version,
+        config=json_format.ParseDict(config_json(START_MS, END_MS), pb.BacktestConfig()),
+        axes=[pb.ParameterAxis(path="entryBps", values=[float(x) for x in range(5, 505)]),
+              pb.ParameterAxis(path="exitBps", values=[0.5, 1, 2, 3])],
+        walk_forward=pb.WalkForwardSpec(in_sample=duration_pb2.Duration(seconds=6000 * 60),
+                                        out_of_sample=duration_pb2.Duration(seconds=500 * 60)))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = backtest_pb2_grpc.BacktestServiceStub(ch)
+        created = stub.CreateSweep(pb.CreateSweepRequest(sweep=sweep), timeout=30)
+        for event in stub.WatchSweep(pb.WatchSweepRequest(name=created.name), timeout=120):
+            if event.state == common_pb2.JOB_STATE_RUNNING and event.progress.done > 0:
+                break
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    _, port2 = replicas("survivor")
+    with grpc.insecure_channel(f"127.0.0.1:{port2}") as ch:
+        stub = backtest_pb2_grpc.BacktestServiceStub(ch)
+        events = list(stub.WatchSweep(pb.WatchSweepRequest(name=created.name), timeout=240))
+        got = stub.GetSweep(pb.GetSweepRequest(name=created.name), timeout=30)
+    assert events[-1].HasField("outcome")
+    assert got.state in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED)
+    if got.state == common_pb2.JOB_STATE_FAILED:
+        assert got.error.message
+    else:
+        assert len(got.folds) == 28
