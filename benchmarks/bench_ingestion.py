@@ -241,8 +241,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=DATA if DATA.exists()
-                        else Path("/work/shared/data/exchanges"))
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--read-bars", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=4)

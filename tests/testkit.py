@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,3 +30,27 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within_s}s")
         await asyncio.sleep(interval)
+
+
+def _shared_data() -> Path:
+    """The recorded exchange data: ``$USDCARB_SHARED_DATA`` or ``../shared/data/exchanges``."""
+    override = os.environ.get("USDCARB_SHARED_DATA")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "exchanges"
+
+
+SHARED_DATA = _shared_data()
+
+
+def require_shared_data(path: Path = SHARED_DATA) -> Path:
+    """Return ``path``; skip the test when it is absent — but fail under CI, where
+    ../shared is always beside the clone and a skip would hide a broken test."""
+    if path.exists():
+        return path
+    message = f"recorded exchange data not found at {path} (set USDCARB_SHARED_DATA)"
+    if os.environ.get("CI"):
+        raise AssertionError(message)
+    import pytest
+
+    pytest.skip(message)

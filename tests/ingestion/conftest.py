@@ -8,13 +8,13 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
+from testkit import SHARED_DATA, require_shared_data
 from usdcarb.ingestion.main import SERVICE, IngestionSettings, build
 from usdcarb.ingestion.worker import Worker
 from usdcarb.platform.testing import start_in_process
@@ -24,15 +24,12 @@ from usdcarb.v1 import common_pb2 as cpb
 from usdcarb.v1 import ingestion_pb2 as pb
 from usdcarb.v1 import ingestion_pb2_grpc
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "exchanges"
-if not DATA.exists():
-    DATA = Path("/work/shared/data/exchanges")
+DATA = SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    if not DATA.exists():
-        pytest.skip(f"recorded exchange data not found at {DATA}")
+    require_shared_data(DATA)
     return load_catalog(DATA)
 
 

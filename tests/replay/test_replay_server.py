@@ -11,21 +11,21 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import pytest
 
+from testkit import SHARED_DATA, require_shared_data
 from usdcarb.ingestion.exchanges import create_exchange
 from usdcarb.replay.data import OKX_STANDIN, Catalog, load_catalog, read_sample
 from usdcarb.replay.server import ReplayServer
 
 pytestmark = pytest.mark.integration
 
-DATA = Path("/work/shared/data/exchanges")
+DATA = SHARED_DATA
 SAMPLES = Path(__file__).resolve().parents[2] / "services" / "usdcarb" / "replay" / "samples"
 SINCE = 1678406400000  # 2023-03-10T00:00Z
 
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    if not DATA.exists():
-        pytest.skip(f"recorded exchange data not found at {DATA}")
+    require_shared_data(DATA)
     return load_catalog(DATA)
 
 

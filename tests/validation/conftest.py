@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from testkit import SHARED_DATA, require_shared_data
 from usdcarb.platform.events import DomainEvent
 from usdcarb.platform.testing import start_in_process
 from usdcarb.v1 import validation_pb2_grpc
 from usdcarb.validation.main import SERVICE, build
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "exchanges"
+DATA = SHARED_DATA
 DEPEG = DATA / "iaqf2026_dhruvk1432" / "data_raw"
 BYBIT = DATA / "iaqf2026_nl2992" / "data" / "cross_exchange" / "bybit_btcusdc_1min.parquet"
 
@@ -26,8 +26,7 @@ BYBIT = DATA / "iaqf2026_nl2992" / "data" / "cross_exchange" / "bybit_btcusdc_1m
 def real_frame(name: str) -> pd.DataFrame:
     """One real series as open_time_ms, open, high, low, close, volume (read from ../shared)."""
     path = BYBIT if name == "bybit_btcusdc" else DEPEG / f"{name}.parquet"
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
+    require_shared_data(path)
     df = pd.read_parquet(path)
     out = df[["open", "high", "low", "close", "volume"]].astype(float)
     out.insert(0, "open_time_ms", df.index.as_unit("ms").asi8)

@@ -12,13 +12,14 @@ import base64
 import json
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-DATA = Path("/work/shared/data/exchanges/iaqf2026_dhruvk1432/data_raw/binance_usdcusdt.parquet")
+from testkit import SHARED_DATA, require_shared_data
+
+DATA = SHARED_DATA / "iaqf2026_dhruvk1432" / "data_raw" / "binance_usdcusdt.parquet"
 START = datetime(2023, 3, 10, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)
 SYMBOL = "USDC/USDT"
@@ -29,7 +30,7 @@ SOURCE = "synthetic:binanceus"
 @cache
 def real_closes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Binance.US USDC/USDT 1m open times (ms), closes and volumes from START on."""
-    df = pd.read_parquet(DATA, columns=["open_time", "close", "volume"])
+    df = pd.read_parquet(require_shared_data(DATA), columns=["open_time", "close", "volume"])
     df = df[df["open_time"] >= START_MS]
     return (df["open_time"].to_numpy(np.int64), df["close"].to_numpy(np.float64),
             df["volume"].to_numpy(np.float64))
