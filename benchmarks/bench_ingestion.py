@@ -32,8 +32,8 @@ import grpc
 import numpy as np
 
 from usdcarb.devstack import PostgresServer, RedisServer, scratch_dir
-from usdcarb.ingestion.candle_cache import CandleCache
 from usdcarb.ingestion.store import IngestStore
+from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import read_candles
 from usdcarb.marketdata.writer import encode_copy_binary, invalidate_blocks
 from usdcarb.platform.db import create_pool

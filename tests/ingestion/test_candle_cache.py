@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from usdcarb.ingestion.candle_cache import CandleCache
+from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import read_candles
 from usdcarb.marketdata.writer import (
     BLOCK_SLOTS,

@@ -1,7 +1,8 @@
 """Market data for a run: read each series the strategy needs, align them, hash them.
 
-Reading goes through ``usdcarb.marketdata.reader.read_candles`` (binary COPY into
-numpy) from the ingestion hypertable, one connection per series so the reads overlap.
+Reading goes through the block cache beside the ingestion hypertable
+(``usdcarb.marketdata.cache``: week-long column blocks, falling back to binary COPY and
+building the blocks it misses), one connection per series so the reads overlap.
 ``align`` (pure) places every series on the common epoch-aligned UTC grid of the
 timeframe over [start, end), NaN where a venue has no bar, so the engine sees a
 missing bar as missing and never trades on a stale price. The snapshot hash covers
@@ -22,7 +23,9 @@ import numpy as np
 
 from usdcarb.backtest.config import grid_size, grid_start
 from usdcarb.backtest.engine import MarketFrame, Series
-from usdcarb.marketdata.reader import Candles, read_candles
+from usdcarb.marketdata.cache import CandleCache
+from usdcarb.marketdata.reader import Candles
+from usdcarb.marketdata.writer import blocks_table
 from usdcarb.platform.errors import FailedPrecondition
 
 TABLE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
@@ -113,11 +116,12 @@ async def load_market(
     """Read, check, align and hash the series ``keys`` over [start_ms, end_ms)."""
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
+    cache = CandleCache(table=check_table(table), blocks=blocks_table(table))
 
     async def one(venue: str, symbol: str) -> Candles:
         async with pool.acquire() as conn:
-            return await read_candles(conn, exchange=venue, symbol=symbol, timeframe=timeframe,
-                                      start=start, end=end, table=check_table(table))
+            return await cache.read(conn, exchange=venue, symbol=symbol, timeframe=timeframe,
+                                    timeframe_ms=timeframe_ms, start=start, end=end)
 
     candles = list(await asyncio.gather(*(one(v, s) for v, s in keys)))
     empty = [

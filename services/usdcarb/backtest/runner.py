@@ -1,10 +1,10 @@
 """Worker slots of one replica: take jobs from the queue and see each to its outcome.
 
 Each slot loops: claim a job (a reclaimed one first), move it to RUNNING in
-PostgreSQL (counting the attempt), load its market data on the event loop (binary COPY
-is I/O), run the engine in the slot's own child process, then store the outcome and
-publish the last event, a domain event and (on success) the version's move to
-BACKTESTED. The queue entry is acknowledged only once the outcome is stored, so a
+PostgreSQL (counting the attempt), load its market data on the event loop (block-cache
+reads are I/O), run the engine in the slot's own child process (handing it the data
+through a file: handoff.py), then store the outcome and publish the last event, a
+domain event and (on success) the version's move to BACKTESTED. The queue entry is acknowledged only once the outcome is stored, so a
 replica that dies mid-job leaves the entry pending; another slot reclaims it after
 the idle timeout and the job is re-run, or FAILED with a reason once it has used up
 its attempts. It is never left RUNNING.
@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +32,7 @@ from google.rpc import status_pb2
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
+from usdcarb.backtest.handoff import discard, take_curves, write_frame
 from usdcarb.backtest.jobs import JobEntry, JobQueue
 from usdcarb.backtest.loading import load_market
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
@@ -40,6 +42,7 @@ from usdcarb.backtest.strategy_client import StrategyClient
 from usdcarb.backtest.worker import (
     BacktestTask,
     SweepTask,
+    exit_with_parent,
     progress_every,
     run_backtest_task,
     run_sweep_task,
@@ -87,10 +90,8 @@ class Runner:
 
     async def start(self) -> None:
         await self._queue.ensure_group()
-        ctx = multiprocessing.get_context("spawn")
         for i in range(self.settings.processes):
-            executor = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-            self._executors.append(executor)
+            self._executors.append(_new_executor())
             self._tasks.append(asyncio.create_task(self._slot(i), name=f"backtest-slot-{i}"))
 
     async def stop(self) -> None:
@@ -160,8 +161,7 @@ class Runner:
         except BrokenProcessPool as exc:
             # The child died (killed, out of memory): replace it so the slot lives on.
             _kill(self._executors[index])
-            self._executors[index] = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._executors[index] = _new_executor()
             raise DomainError("the engine process stopped unexpectedly (killed or out of "
                               "memory): expected a result, got none", reason="WORKER_LOST") from exc
 
@@ -185,6 +185,7 @@ class Runner:
             progress=pb.BacktestProgress(progress=common_pb2.Progress(
                 unit="bars", message=f"attempt {job.attempts}: loading market data")),
         ).SerializeToString())
+        clock = _Stages()
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
             legs = engine.required_series(job.strategy_kind, job.parameters)
@@ -193,17 +194,24 @@ class Runner:
                 timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
                 table=s.market_table)
             bars = len(loaded.frame)
-            out, elapsed = await self._execute(index, run_backtest_task, BacktestTask(
-                job_id=job.id, kind=job.strategy_kind, params=job.parameters,
-                config=spec.engine, market=loaded.frame, redis_url=s.redis_url,
-                channels=self._bus.channels, progress_every=progress_every(bars),
-                min_interval_s=s.progress_interval_s))
+            clock.lap("load")
+            ref = await asyncio.to_thread(write_frame, loaded.frame)
+            try:
+                out, elapsed = await self._execute(index, run_backtest_task, BacktestTask(
+                    job_id=job.id, kind=job.strategy_kind, params=job.parameters,
+                    config=spec.engine, market=ref, redis_url=s.redis_url,
+                    channels=self._bus.channels, progress_every=progress_every(bars),
+                    min_interval_s=s.progress_interval_s))
+                out = take_curves(ref, out)
+            finally:
+                discard(ref)
         except engine.Cancelled:
             await self._end_backtest(job, JobState.CANCELLED, None, entry.caller)
             return
         except Exception as exc:
             await self._fail_backtest(job, exc, entry.caller)
             return
+        clock.lap("process", engine=elapsed)
         fp = Fingerprint(strategy_version_id=job.strategy_version.rsplit("/", 1)[-1],
                          data_snapshot_hash=loaded.snapshot_hash,
                          config_hash=config_hash(spec.canonical),
@@ -218,11 +226,15 @@ class Runner:
             equity=equity_columns(loaded.frame.time_ms, out))
         if not stored:
             raise TakenOver(job.id)
+        clock.lap("store")
         final = pb.BacktestEvent(
             backtest=name, state=common_pb2.JOB_STATE_SUCCEEDED,
             completed=pb.BacktestCompleted(
                 outcome=convert.outcome(JobState.SUCCEEDED, None), result=result))
         await self._publish_final_backtest(job.id, final)
+        clock.lap("publish")
+        logger.info("backtest %s of %d bars: %s", job.id, bars, clock,
+                    extra={"stages": clock.seconds})
         m = out.metrics
         await self._domain_event("EVENT_TYPE_BACKTEST_SUCCEEDED", name, (
             f"backtest of {job.strategy_version} succeeded: total return "
@@ -317,11 +329,15 @@ class Runner:
                 table=s.market_table)
             wf = walk_forward_bars(job.walk_forward, spec) if job.walk_forward else None
             axes = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
-            found = await self._execute(index, run_sweep_task, SweepTask(
-                job_id=job.id, kind=job.strategy_kind, params=job.parameters, axes=axes,
-                config=spec.engine, market=loaded.frame, objective=job.objective,
-                walk_forward=wf, redis_url=s.redis_url, channels=self._bus.channels,
-                min_interval_s=s.progress_interval_s))
+            ref = await asyncio.to_thread(write_frame, loaded.frame)
+            try:
+                found = await self._execute(index, run_sweep_task, SweepTask(
+                    job_id=job.id, kind=job.strategy_kind, params=job.parameters, axes=axes,
+                    config=spec.engine, market=ref, objective=job.objective,
+                    walk_forward=wf, redis_url=s.redis_url, channels=self._bus.channels,
+                    min_interval_s=s.progress_interval_s))
+            finally:
+                discard(ref)
         except engine.Cancelled:
             await self._end_sweep(job, JobState.CANCELLED, None)
             return
@@ -365,6 +381,29 @@ class Runner:
     async def _publish_final_sweep(self, job_id: str, event: pb.SweepEvent) -> None:
         seq = await self._bus.publish(job_id, event.SerializeToString())
         await self._store.set_last_sequence("sweeps", job_id, seq)
+
+
+class _Stages:
+    """Wall time of a job's stages, for the log (``process`` = hand-off + ``engine``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str, **inner: float) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 4)
+        self.seconds.update({k: round(v, 4) for k, v in inner.items()})
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items())
+
+
+def _new_executor() -> ProcessPoolExecutor:
+    # Spawned, not forked (the parent runs grpc threads); each child exits with us.
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

@@ -4,7 +4,8 @@ Contract: jobs move QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED, and o
 guarded UPDATE moves them (the state they must be in, and for a finish the worker and
 attempt that started them), so a cancel racing a worker, or a worker that was presumed
 dead and replaced, can never overwrite the other's outcome. A success writes the job,
-its trades (COPY) and its equity curve in ONE transaction: nothing is half-written.
+its trades and its equity curve (each one row of uncompressed column arrays:
+trade_columns.py) in ONE transaction: nothing is half-written.
 Tables are unqualified: the pool's search_path names the service's schema.
 """
 
@@ -13,13 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
-import numpy as np
 
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
+from usdcarb.backtest.trade_columns import INSERT_SQL, PAGE_SQL, decode_page, encode_trades
 from usdcarb.platform.errors import NotFound
 
 _ACTIVE = [JobState.QUEUED.value, JobState.RUNNING.value]
@@ -31,8 +32,6 @@ _SWEEP_COLUMNS = (
     "id, strategy_version, config, axes, objective, walk_forward, strategy_kind, parameters, "
     "state, progress, points, folds, error, creator, request_id, attempts, worker, "
     "last_sequence, create_time, start_time, end_time")
-_TRADE_COLUMNS = ("backtest_id", "seq", "time", "venue", "symbol", "side", "quantity", "price",
-                  "fee", "slippage", "round_trip", "signal_bar", "signal_edge_bps")
 
 
 def _backtest(row: asyncpg.Record) -> BacktestJob:
@@ -45,10 +44,6 @@ def _sweep(row: asyncpg.Record) -> SweepJob:
     data = dict(row)
     data["state"] = JobState(data["state"])
     return SweepJob(**data)
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class BacktestStore:
@@ -161,11 +156,7 @@ class BacktestStore:
                 job.worker, job.attempts)
             if status != "UPDATE 1":
                 return False
-            # A previous attempt never commits a partial result, but be explicit.
-            await conn.execute("DELETE FROM backtest_trades WHERE backtest_id = $1", job.id)
-            if len(trades):
-                await conn.copy_records_to_table(
-                    "backtest_trades", columns=_TRADE_COLUMNS, records=_trade_records(job.id, trades))
+            await conn.execute(INSERT_SQL, *encode_trades(job.id, trades))
             await conn.execute(
                 """INSERT INTO backtest_equity (backtest_id, points, time_ms, equity, drawdown,
                                                 exposure)
@@ -207,6 +198,12 @@ class BacktestStore:
                                  job_id, progress)
 
     async def list_trades(self, job_id: str, *, after_seq: int, limit: int) -> list[Any]:
+        """Trades with seq in (after_seq, after_seq + limit], as mappings (time: datetime
+        or epoch ms)."""
+        row = await self._pool.fetchrow(PAGE_SQL, job_id, after_seq, limit)
+        if row is not None:
+            return decode_page(row, after_seq)
+        # A result stored before migration 0003 has its trades as rows.
         return list(await self._pool.fetch(
             """SELECT seq, time, venue, symbol, side, quantity, price, fee, slippage,
                       round_trip, signal_bar, signal_edge_bps
@@ -312,18 +309,6 @@ class BacktestStore:
                 WHERE id = $1 AND state = ANY($4::text[]){guard}
                 RETURNING {_SWEEP_COLUMNS}""", *args)
         return None if row is None else _sweep(row)
-
-
-def _trade_records(job_id: str, t: TradeRows) -> list[tuple[Any, ...]]:
-    times = [_time(int(ms)) for ms in np.asarray(t.time_ms)]
-    return list(zip(
-        [job_id] * len(t), range(1, len(t) + 1), times, [str(v) for v in t.venue],
-        [str(s) for s in t.symbol], np.asarray(t.side).astype(int).tolist(),
-        np.asarray(t.quantity, float).tolist(), np.asarray(t.price, float).tolist(),
-        np.asarray(t.fee, float).tolist(), np.asarray(t.slippage, float).tolist(),
-        np.asarray(t.round_trip).astype(int).tolist(),
-        np.asarray(t.signal_bar).astype(int).tolist(),
-        np.asarray(t.signal_edge_bps, float).tolist(), strict=True))
 
 
 def error_json(error: dict[str, Any] | None) -> str:

@@ -2,8 +2,9 @@
 
 CPU work never runs on the event loop: each worker slot owns a one-process
 ``ProcessPoolExecutor`` (spawned, not forked: the parent runs grpc threads). The child
-gets a picklable task (kind, parameters, EngineConfig, MarketFrame), runs the engine
-and reports progress itself — numbered events on the job's Redis progress stream, at
+gets a picklable task (kind, parameters, EngineConfig, and a ``handoff.FrameRef``: it
+reads the market data itself, and a backtest's curves go back the same way), runs the
+engine and reports progress itself — numbered events on the job's Redis progress stream, at
 most every ``min_interval_s`` — and polls the job's cancel key, returning False to the
 engine's callback when it is set so the engine raises Cancelled and the slot is freed.
 Progress therefore reaches every replica's watchers without passing through the parent.
@@ -12,6 +13,8 @@ Progress therefore reaches every replica's watchers without passing through the 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import numpy as np
 from usdcarb.backtest import engine
 from usdcarb.backtest.convert import metrics_to_pb, timestamp
 from usdcarb.backtest.engine import BacktestOutput, EngineConfig, MarketFrame, Progress
+from usdcarb.backtest.handoff import FrameRef, read_frame, send_curves
 from usdcarb.backtest.progress import Channels, SyncProgress
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
@@ -45,7 +49,7 @@ class BacktestTask:
     kind: str
     params: Mapping[str, Any]
     config: EngineConfig
-    market: MarketFrame
+    market: FrameRef
     redis_url: str
     channels: Channels
     progress_every: int
@@ -61,7 +65,7 @@ class SweepTask:
     params: Mapping[str, Any]
     axes: Mapping[str, Sequence[float]]
     config: EngineConfig
-    market: MarketFrame
+    market: FrameRef
     objective: str
     walk_forward: tuple[int, int, int] | None
     redis_url: str
@@ -97,13 +101,15 @@ def progress_every(bars: int) -> int:
 
 
 def run_backtest_task(task: BacktestTask) -> tuple[BacktestOutput, float]:
-    """Run one backtest in the child; return its output and the engine's wall time."""
+    """Run one backtest in the child; return its output (curves sent through the
+    hand-off file: ``handoff.take_curves``) and the engine's wall time."""
     bus = _bus(task.redis_url, task.channels)
     reporter = _Reporter(bus, task.job_id, task.min_interval_s)
     name = f"backtests/{task.job_id}"
-    times = task.market.time_ms
     if reporter.cancelled(True):
         raise engine.Cancelled(name)
+    market = read_frame(task.market)
+    times = market.time_ms
 
     def on_progress(p: Progress) -> bool:
         final = p.bars_done >= p.bars_total
@@ -124,9 +130,10 @@ def run_backtest_task(task: BacktestTask) -> tuple[BacktestOutput, float]:
         return True
 
     started = time.perf_counter()
-    out = engine.run_backtest(task.kind, task.params, task.config, task.market,
+    out = engine.run_backtest(task.kind, task.params, task.config, market,
                               on_progress=on_progress, progress_every=task.progress_every)
-    return out, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    return send_curves(task.market, out), elapsed
 
 
 def run_sweep_task(task: SweepTask) -> list[Any]:
@@ -137,6 +144,7 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
     unit = "folds" if task.walk_forward else "combinations"
     if reporter.cancelled(True):
         raise engine.Cancelled(name)
+    market = read_frame(task.market)
 
     def on_progress(done: int, total: int) -> bool:
         final = done >= total
@@ -152,10 +160,10 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
 
     if task.walk_forward is None:
         return list(engine.run_sweep(task.kind, task.params, task.axes, task.config,
-                                     task.market, on_progress=on_progress))
+                                     market, on_progress=on_progress))
     ins, oos, step = task.walk_forward
     return list(engine.run_walk_forward(
-        task.kind, task.params, task.axes, task.config, task.market, in_sample_bars=ins,
+        task.kind, task.params, task.axes, task.config, market, in_sample_bars=ins,
         out_of_sample_bars=oos, step_bars=step, objective=task.objective,
         on_progress=on_progress))
 
@@ -179,3 +187,18 @@ def warm_up() -> str:
     engine.run_sweep("cross-exchange-spread", params, {"entryBps": [5.0, 10.0]}, config,
                      market)
     return engine.ENGINE_VERSION
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this engine process when the service that spawned it dies.
+
+    A SIGKILLed service cannot shut its pool down, and an orphaned engine process would
+    otherwise live on (holding memory and a spawn resource tracker) until the machine stops.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

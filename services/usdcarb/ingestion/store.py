@@ -21,9 +21,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from usdcarb.ingestion.candle_cache import CandleCache
 from usdcarb.ingestion.domain import Bars, timeframe_ms
 from usdcarb.ingestion.model import JobRecord, JobStats, SeriesCoverage
+from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import Candles
 from usdcarb.marketdata.writer import STAGE_COLUMNS, encode_copy_binary, invalidate_blocks
 from usdcarb.platform.errors import NotFound

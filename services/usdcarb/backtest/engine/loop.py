@@ -107,6 +107,49 @@ def _signal_pair(kind, a, b, held, held_bars, entry_px, entry, exit_, hold, peg,
     return False, 0, 0.0
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _curve_step(eq, t, prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_dur):  # type: ignore[no-untyped-def]
+    """One bar of the running curve statistics (see metrics.py); scalars in and out.
+
+    Equity often does not move (flat, or marks unchanged): then r is exactly 0 and the
+    drawdown is unchanged, so the two divisions are skipped.
+    """
+    if eq != prev:
+        r = eq / prev - 1.0
+        prev = eq
+        sr += r
+        sr2 += r * r
+        q = r if r < 0.0 else 0.0   # a select, not a branch: adding 0.0 changes nothing
+        sd2 += q * q
+        if eq >= peak:
+            if under:
+                max_dur = max(max_dur, t - peak_t)
+                under = False
+            peak = eq
+            peak_t = t
+            dd = 0.0
+        else:
+            under = True
+            dd = 1.0 - eq / peak
+            max_dd = max(max_dd, dd)
+    elif not under:
+        peak_t = t   # still at the peak
+    return prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_dur
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _exposure(marks, m0, m1, nser, nleg, qty, eq, slot_vser, ser_quote, slot_vinv):  # type: ignore[no-untyped-def]
+    """Gross notional of the open legs over equity (marks synced from m0, m1 first)."""
+    marks[0] = m0
+    marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+    gross = 0.0
+    for k in range(nleg):
+        v = slot_vser[ser_quote[k]]
+        vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[ser_quote[k]] == 1 else marks[v])
+        gross += qty * marks[k] * vq
+    return gross / eq if eq > 0.0 else 0.0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # type: ignore[no-untyped-def]
     """Triangular signal on tradable bar ``i``, none pending."""
@@ -310,7 +353,56 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     # One loop-invariant flag guards the rare features (buffers nearly full, transfers,
     # volume impact, inverse pricing): four predictable branches per bar cost more.
     slow = (not room) or nroutes > 0 or has_imp or any_inv
-    for i in range(start, end):
+    # The fast path: without the rare features, on a spread or peg with at most two
+    # series, a bar where nothing is due and no signal fires only moves the marks and the
+    # curve; the inner loop below runs those bars with nothing else live, and hands the
+    # first bar that acts to the general body, which then simulates it from the start.
+    # Same expressions in the same order as the general body: the same results.
+    two = nser > 1
+    leg2 = nleg > 1
+    fast = (not slow) and kind != K_TRI and nser <= 2
+    i = start
+    while i < end:
+        if fast:
+            expo = 0
+            k0 = coef[0]
+            k1 = coef[1] if two else 0.0
+            while i < end:
+                ca = c_a[i]
+                c1 = c_1[i]
+                if ca == ca and (c1 == c1 or not leg2):      # tradable
+                    if pending == 1:
+                        if i >= due:
+                            break
+                    else:
+                        fired, _, _ = _signal_pair(kind, ca, c_b[i], held, i - entry_bar,
+                                                   entry_px, p_entry, p_exit, p_hold, p_peg,
+                                                   p_stop)
+                        if fired:
+                            break
+                if ca == ca:
+                    m0 = ca
+                if two and c1 == c1:
+                    m1 = c1
+                eq = qcash + k0 * m0
+                if two:
+                    eq += k1 * m1
+                if curves:
+                    equity[i] = eq
+                (prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd,
+                 max_dur) = _curve_step(eq, time_ms[i], prev, sr, sr2, sd2, peak, peak_t,
+                                        under, dd, max_dd, max_dur)
+                sum_eq += eq
+                if held != 0:
+                    expo += 1
+                if curves:
+                    drawdown[i] = dd
+                    exposure[i] = 0.0 if held == 0 else _exposure(
+                        marks, m0, m1, nser, nleg, qty, eq, slot_vser, ser_quote, slot_vinv)
+                i += 1
+            st[S_EXPO] += expo
+            if i >= end:
+                break
         if slow and not room:
             stop = i
             break
@@ -397,6 +489,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 for s in range(nser):
                     any_inv = any_inv or coefi[s] != 0.0
                 slow = (not room) or nroutes > 0 or has_imp or any_inv
+                fast = (not slow) and kind != K_TRI and nser <= 2
         eq = qcash + coef[0] * m0
         if nser > 1:
             eq += coef[1] * m1
@@ -411,45 +504,18 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                     eq += coefi[s] / marks[s]
         if curves:
             equity[i] = eq
-        # Equity often does not move (flat, or marks unchanged): then r is exactly 0 and
-        # the drawdown is unchanged, so the two divisions are skipped.
-        if eq != prev:
-            r = eq / prev - 1.0
-            prev = eq
-            sr += r
-            sr2 += r * r
-            if r < 0.0:
-                sd2 += r * r
-            if eq >= peak:
-                if under:
-                    max_dur = max(max_dur, time_ms[i] - peak_t)
-                    under = False
-                peak = eq
-                peak_t = time_ms[i]
-                dd = 0.0
-            else:
-                under = True
-                dd = 1.0 - eq / peak
-                max_dd = max(max_dd, dd)
-        elif not under:
-            peak_t = time_ms[i]   # still at the peak
+        (prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd,
+         max_dur) = _curve_step(eq, time_ms[i], prev, sr, sr2, sd2, peak, peak_t, under, dd,
+                                max_dd, max_dur)
         sum_eq += eq
         if curves:
             drawdown[i] = dd
         if held != 0:
             st[S_EXPO] += 1
-        if held != 0 and curves:
-            marks[0] = m0
-            marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
-            gross = 0.0
-            for k in range(nleg):
-                v = slot_vser[ser_quote[k]]
-                vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[ser_quote[k]] == 1
-                                        else marks[v])
-                gross += qty * marks[k] * vq
-            exposure[i] = gross / eq if eq > 0.0 else 0.0
-        elif curves:
-            exposure[i] = 0.0
+        if curves:
+            exposure[i] = 0.0 if held == 0 else _exposure(
+                marks, m0, m1, nser, nleg, qty, eq, slot_vser, ser_quote, slot_vinv)
+        i += 1
     marks[0] = m0
     marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
     fs[F_PREV] = prev

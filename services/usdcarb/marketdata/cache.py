@@ -1,5 +1,7 @@
 """Read candles through the columnar block cache (table ``candle_blocks``).
 
+Shared by every reader of ``market_data`` (ingestion's candle reads, backtest loading).
+
 Why: a binary COPY of 1,000,000 rows costs ~0.35 s of server scan plus ~0.4 s of
 client protocol work (one CopyData message per row), ~1 M bars/s at best. A block
 holds BLOCK_SLOTS bar slots of one series as seven little-endian arrays, so a million
