@@ -101,11 +101,17 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
         j, inv = price_of[k]
         return 1.0 / marks[j] if inv else marks[j]
 
+    def impact(s: Series, i: int, qty: float) -> float:
+        # Share of the bar's volume taken, capped at 100%; no volume (0 or NaN) is 100%.
+        vol = float(s.volume[i])
+        part = min(qty / vol, 1.0) if vol > 0.0 else 1.0
+        return cost(s).volume_impact_bps * (part * 100.0) / 1e4
+
     def leg_px(s: Series, i: int, side: int, qty: float) -> float:
         c = float(s.close[i])
         sl = cost(s).slippage_bps / 1e4
         if cost(s).volume_impact_bps > 0.0:
-            sl = sl + cost(s).volume_impact_bps * (qty / float(s.volume[i]) * 100.0) / 1e4
+            sl = sl + impact(s, i, qty)
         return c * (1.0 + sl) if side > 0 else c * (1.0 - sl)
 
     def fill_group(i: int, group: list[tuple[Series, int, float]], edge: float) -> bool:
@@ -207,15 +213,13 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
                 sl = cost(s).slippage_bps / 1e4
                 if side > 0:
                     if cost(s).volume_impact_bps > 0.0:
-                        sl = sl + cost(s).volume_impact_bps * (
-                            amt / c / float(s.volume[i]) * 100.0) / 1e4
+                        sl = sl + impact(s, i, amt / c)
                     qty = amt / (c * (1.0 + sl) * (1.0 + f))
                     group.append((s, 1, qty))
                     amt = qty
                 else:
                     if cost(s).volume_impact_bps > 0.0:
-                        sl = sl + cost(s).volume_impact_bps * (
-                            amt / float(s.volume[i]) * 100.0) / 1e4
+                        sl = sl + impact(s, i, amt)
                     group.append((s, -1, amt))
                     px = c * (1.0 - sl)
                     amt = amt * px - amt * px * f
@@ -332,8 +336,7 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
         for j, s in enumerate(series):
             if not math.isnan(s.close[i]):
                 marks[j] = float(s.close[i])
-        tradable = all(not math.isnan(s.close[i]) and (
-            cost(s).volume_impact_bps <= 0.0 or float(s.volume[i]) > 0.0) for s in legs)
+        tradable = all(not math.isnan(s.close[i]) for s in legs)
         if tradable:
             if st["pending"] and i >= st["due"]:
                 execute(i)

@@ -113,6 +113,21 @@ def test_volume_impact_adds_bps_per_percent_of_bar_volume() -> None:
     assert out.trades.slippage[0] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("vol_a", [0.0, NAN, 1e-6, 500.0, 1000.0])
+def test_volume_impact_is_capped_at_the_whole_bar_and_empty_bars_trade(vol_a: float) -> None:
+    cfg = _config(a={"volume_impact_bps": 3.0})
+    out = run_backtest("cross-exchange-spread", SPREAD, cfg, _frame(A6, B6, vol_a=vol_a))
+    # No volume, or 1000 of ≤ 1000 volume: 100% participation → 300 bp on top of 2 bp,
+    # and the bars still trade (signal on 1 fills on 2, as with volume).
+    assert list(out.trades.bar) == [2, 2, 4, 4]
+    assert out.trades.price[0] == pytest.approx(1.0302, rel=0, abs=1e-12)
+    assert out.trades.slippage[0] == pytest.approx(30.2, rel=0, abs=1e-9)
+    assert out.trades.price[2] == pytest.approx(1.0 - 0.0302, rel=0, abs=1e-12)  # unwind sell
+    # 1000 of 4000 volume = 25% → 75 bp + 2 bp, below the cap.
+    out = run_backtest("cross-exchange-spread", SPREAD, cfg, _frame(A6, B6, vol_a=4000.0))
+    assert out.trades.price[0] == pytest.approx(1.0077, rel=0, abs=1e-12)
+
+
 def test_a_leg_without_balance_is_not_filled_and_no_half_position_opens() -> None:
     # B may not sell USDC it does not hold: the whole open is rejected, A's leg too.
     cfg = _config(b={"min_balances": {"USDC": 0.0}})

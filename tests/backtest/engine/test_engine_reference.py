@@ -154,6 +154,33 @@ def test_kernel_matches_reference_on_random_cases(kind: str, fill: str) -> None:
         assert transfers > 0
 
 
+@pytest.mark.parametrize("fill", ["next", "same"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernel_matches_reference_on_thin_volumes(kind: str, fill: str) -> None:
+    """Volume impact on bars with no volume (0, NaN) or less than a fill: capped at 100%."""
+    rng = np.random.default_rng(zlib.crc32(f"thin/{kind}/{fill}".encode()))
+    for case in range(4):
+        fr, params = _frame(kind, rng, 240)
+        thin = []
+        for s in fr.series:
+            v = s.volume.copy()
+            u = rng.random(len(v))
+            v[u < 0.3] = 0.0                      # Binance.US-like empty bars
+            v[(u >= 0.3) & (u < 0.35)] = np.nan
+            v[(u >= 0.35) & (u < 0.5)] *= 1e-4    # thinner than a fill
+            thin.append(Series(s.venue, s.symbol, s.close, v))
+        fr = MarketFrame(fr.time_ms, tuple(thin))
+        cfg = _config(kind, rng, fill, constrained=case % 2 == 1)
+        cfg = EngineConfig(venues=tuple(
+            VenueCosts(venue=c.venue, taker_fee_bps=c.taker_fee_bps,
+                       slippage_bps=c.slippage_bps, volume_impact_bps=0.5,
+                       latency_bars=c.latency_bars, initial_balances=c.initial_balances,
+                       min_balances=c.min_balances) for c in cfg.venues),
+            transfers=cfg.transfers, fill=cfg.fill)
+        out = _check_equal(kind, params, cfg, fr)
+        assert np.all(np.isfinite(out.equity))
+
+
 def test_spread_matches_spread_arb_v1_as_written() -> None:
     """The spread kind with default costs reproduces the note's reference strategy."""
     rng = np.random.default_rng(5)

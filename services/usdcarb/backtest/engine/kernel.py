@@ -3,8 +3,8 @@
 One bar, in order:
 1. transfers due on this bar arrive;
 2. marks take this bar's closes where present;
-3. on a *tradable* bar (every traded market has a close, and a volume where a volume
-   impact is modelled) a pending order that is due executes, then, with no order
+3. on a *tradable* bar (every traded market has a close) a pending order that is due
+   executes, then, with no order
    pending, the strategy looks for a signal; an order is due ``delay`` bars after its
    signal (1 + latency for fill "next", latency for "same"), on the first tradable bar
    from then on, at that bar's closes;
@@ -21,6 +21,13 @@ fee) at least the shortfall moves max(shortfall, half the surplus); the fee is t
 from the source. With ``delay_bars`` 0 it arrives at once and the group is checked again;
 otherwise it arrives at the start of bar ``now + delay`` and this group is rejected.
 In-flight amounts count in equity at the destination's price.
+
+Slippage of a fill: the venue's fixed ``slippage_bps`` plus ``volume_impact_bps`` per 1%
+of the bar's volume the fill takes (its quantity in the market's base asset over the
+bar's volume), the share capped at 100%: a fill larger than the bar's volume, or on a bar
+with no volume (0 or missing, common on thin venues such as Binance.US), is charged the
+impact of 100% participation, 100·``volume_impact_bps``. Volume never makes a bar
+untradable.
 """
 
 from __future__ import annotations
@@ -42,6 +49,18 @@ S_PEAK_T, S_MAXDUR, S_UNDER = range(14, 17)   # time of the peak, longest underw
 NS = 17
 MAX_LEGS_PER_BAR = 6
 K_SPREAD, K_PEG, K_TRI = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _impact(imp, qty, vol):  # type: ignore[no-untyped-def]
+    """Volume impact as a fraction: ``imp`` bps per 1% of ``vol`` taken, capped at 100%.
+
+    No volume (0, negative or NaN) counts as 100% participation.
+    """
+    part = qty / vol if vol > 0.0 else 1.0
+    if not part < 1.0:
+        part = 1.0
+    return imp * (part * 100.0) / 1e4
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -129,7 +148,7 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
         c = L.closes[s][i]
         sl = L.ser_slip[s]
         if L.ser_imp[s] > 0.0:
-            sl = sl + L.ser_imp[s] * (g_qty[k] / L.vols[s][i] * 100.0) / 1e4
+            sl = sl + _impact(L.ser_imp[s], g_qty[k], L.vols[s][i])
         px = c * (1.0 + sl) if g_side[k] > 0 else c * (1.0 - sl)
         g_px[k] = px
         g_not[k] = g_qty[k] * px

@@ -57,6 +57,7 @@ from .kernel import (
     S_UNDER,
     _close_trip,
     _group,
+    _impact,
     _open_trip,
     _val,
 )
@@ -112,7 +113,8 @@ def _curve_step(eq, t, prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_
     """One bar of the running curve statistics (see metrics.py); scalars in and out.
 
     Equity often does not move (flat, or marks unchanged): then r is exactly 0 and the
-    drawdown is unchanged, so the two divisions are skipped.
+    drawdown is unchanged, so the two divisions are skipped. Scalars only: an array
+    passed to an inlined helper costs reference counting on every call.
     """
     if eq != prev:
         r = eq / prev - 1.0
@@ -135,19 +137,6 @@ def _curve_step(eq, t, prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_
     elif not under:
         peak_t = t   # still at the peak
     return prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_dur
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _exposure(marks, m0, m1, nser, nleg, qty, eq, slot_vser, ser_quote, slot_vinv):  # type: ignore[no-untyped-def]
-    """Gross notional of the open legs over equity (marks synced from m0, m1 first)."""
-    marks[0] = m0
-    marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
-    gross = 0.0
-    for k in range(nleg):
-        v = slot_vser[ser_quote[k]]
-        vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[ser_quote[k]] == 1 else marks[v])
-        gross += qty * marks[k] * vq
-    return gross / eq if eq > 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -200,7 +189,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
             if g_side[k] > 0:
                 sl = L.ser_slip[s]
                 if L.ser_imp[s] > 0.0:
-                    sl = sl + L.ser_imp[s] * (amt / c / L.vols[s][i] * 100.0) / 1e4
+                    sl = sl + _impact(L.ser_imp[s], amt / c, L.vols[s][i])
                 qty = amt / (c * (1.0 + sl) * (1.0 + f))
                 g_qty[k] = qty
                 amt = qty
@@ -208,7 +197,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
                 g_qty[k] = amt
                 sl = L.ser_slip[s]
                 if L.ser_imp[s] > 0.0:
-                    sl = sl + L.ser_imp[s] * (amt / L.vols[s][i] * 100.0) / 1e4
+                    sl = sl + _impact(L.ser_imp[s], amt, L.vols[s][i])
                 px = c * (1.0 - sl)
                 amt = amt * px - amt * px * f
         _open_trip(L, bal, rtbal, fs)
@@ -291,8 +280,6 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     # Only arrays are used on every bar, hoisted out of the named tuples: passing a
     # tuple to a helper costs a reference count per member, per bar.
     closes = L.closes
-    vols = L.vols
-    ser_imp = L.ser_imp
     ser_quote = L.ser_quote
     slot_vser = L.slot_vser
     slot_vinv = L.slot_vinv
@@ -304,9 +291,6 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     nser = len(closes)
     nleg = L.leg_ser.shape[0]      # legs are series 0 .. nleg-1
     nroutes = L.r_to.shape[0]
-    has_imp = False
-    for k in range(nleg):
-        has_imp = has_imp or ser_imp[k] > 0.0
     qty = P[P_QTY]
     cap = T.bar.shape[0]
     coef = np.zeros(nser)
@@ -351,8 +335,8 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     if start < 0:   # lets the compiler drop negative-index handling on every access
         start = 0
     # One loop-invariant flag guards the rare features (buffers nearly full, transfers,
-    # volume impact, inverse pricing): four predictable branches per bar cost more.
-    slow = (not room) or nroutes > 0 or has_imp or any_inv
+    # inverse pricing): four predictable branches per bar cost more.
+    slow = (not room) or nroutes > 0 or any_inv
     # The fast path: without the rare features, on a spread or peg with at most two
     # series, a bar where nothing is due and no signal fires only moves the marks and the
     # curve; the inner loop below runs those bars with nothing else live, and hands the
@@ -360,6 +344,12 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     # Same expressions in the same order as the general body: the same results.
     two = nser > 1
     leg2 = nleg > 1
+    spread = kind == K_SPREAD and leg2
+    # pricing of each leg's quote asset, for the exposure (legs are series 0 .. nleg-1)
+    v0 = slot_vser[ser_quote[0]]
+    inv0 = slot_vinv[ser_quote[0]] == 1
+    v1 = slot_vser[ser_quote[1 if leg2 else 0]]
+    inv1 = slot_vinv[ser_quote[1 if leg2 else 0]] == 1
     fast = (not slow) and kind != K_TRI and nser <= 2
     i = start
     while i < end:
@@ -368,11 +358,22 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
             k0 = coef[0]
             k1 = coef[1] if two else 0.0
             while i < end:
-                ca = c_a[i]
-                c1 = c_1[i]
+                u = np.uint64(i)   # an unsigned index: no negative-index handling
+                ca = c_a[u]
+                c1 = c_1[u]
                 if ca == ca and (c1 == c1 or not leg2):      # tradable
                     if pending == 1:
                         if i >= due:
+                            break
+                    elif spread:
+                        # _signal_pair's own early returns, verbatim: any bar they do not
+                        # settle goes to the general body.
+                        d = c1 - ca
+                        if held == 0:
+                            if not (ca > 0.0 and abs(d) <= p_entry * ca * (1.0 - 1e-9)):
+                                break
+                        elif (p_hold > 0 and i - entry_bar >= p_hold) or not (
+                                ca > 0.0 and abs(d) >= p_exit * ca * (1.0 + 1e-9)):
                             break
                     else:
                         fired, _, _ = _signal_pair(kind, ca, c_b[i], held, i - entry_bar,
@@ -388,17 +389,27 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 if two:
                     eq += k1 * m1
                 if curves:
-                    equity[i] = eq
+                    equity[u] = eq
                 (prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd,
-                 max_dur) = _curve_step(eq, time_ms[i], prev, sr, sr2, sd2, peak, peak_t,
+                 max_dur) = _curve_step(eq, time_ms[u], prev, sr, sr2, sd2, peak, peak_t,
                                         under, dd, max_dd, max_dur)
                 sum_eq += eq
                 if held != 0:
                     expo += 1
                 if curves:
-                    drawdown[i] = dd
-                    exposure[i] = 0.0 if held == 0 else _exposure(
-                        marks, m0, m1, nser, nleg, qty, eq, slot_vser, ser_quote, slot_vinv)
+                    drawdown[u] = dd
+                    if held == 0:
+                        exposure[u] = 0.0
+                    else:   # as in the general body, marks in registers
+                        mv = m0 if v0 == 0 else m1
+                        vq = 1.0 if v0 < 0 else (1.0 / mv if inv0 else mv)
+                        gross = 0.0
+                        gross += qty * m0 * vq
+                        if leg2:
+                            mv = m0 if v1 == 0 else m1
+                            vq = 1.0 if v1 < 0 else (1.0 / mv if inv1 else mv)
+                            gross += qty * m1 * vq
+                        exposure[u] = gross / eq if eq > 0.0 else 0.0
                 i += 1
             st[S_EXPO] += expo
             if i >= end:
@@ -439,10 +450,6 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 if c == c:
                     marks[s] = c
                 elif s < nleg:
-                    tradable = False
-        if slow and tradable and has_imp:
-            for k in range(nleg):
-                if ser_imp[k] > 0.0 and not (vols[k][i] > 0.0):
                     tradable = False
         if tradable:
             acted = False
@@ -488,7 +495,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 any_inv = False
                 for s in range(nser):
                     any_inv = any_inv or coefi[s] != 0.0
-                slow = (not room) or nroutes > 0 or has_imp or any_inv
+                slow = (not room) or nroutes > 0 or any_inv
                 fast = (not slow) and kind != K_TRI and nser <= 2
         eq = qcash + coef[0] * m0
         if nser > 1:
@@ -512,9 +519,18 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
             drawdown[i] = dd
         if held != 0:
             st[S_EXPO] += 1
-        if curves:
-            exposure[i] = 0.0 if held == 0 else _exposure(
-                marks, m0, m1, nser, nleg, qty, eq, slot_vser, ser_quote, slot_vinv)
+        if held != 0 and curves:
+            marks[0] = m0
+            marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+            gross = 0.0
+            for k in range(nleg):
+                v = slot_vser[ser_quote[k]]
+                vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[ser_quote[k]] == 1
+                                        else marks[v])
+                gross += qty * marks[k] * vq
+            exposure[i] = gross / eq if eq > 0.0 else 0.0
+        elif curves:
+            exposure[i] = 0.0
         i += 1
     marks[0] = m0
     marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-ENGINE_VERSION = "1.0.0"
+ENGINE_VERSION = "1.1.0"   # 1.1: volume impact capped at 100% participation
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -78,7 +78,7 @@ class VenueCosts:
     maker_fee_bps: float = 0.0
     taker_fee_bps: float = 0.0
     slippage_bps: float = 0.0            # fixed, adverse on every fill
-    volume_impact_bps: float = 0.0       # extra bps per 1% of the bar's volume taken
+    volume_impact_bps: float = 0.0       # extra bps per 1% of the bar's volume taken, ≤ 100%
     latency_bars: int = 0
     initial_balances: Mapping[str, float] = field(default_factory=dict)
     min_balances: Mapping[str, float] = field(default_factory=dict)  # absent: no limit
