@@ -14,10 +14,12 @@ engine within 1.5x of the bare loop (the ceiling).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     with open("/proc/loadavg") as f:
         print(f"load average before: {f.read().split()[:3]}, cores {os.cpu_count()}")
     work = Path(tempfile.mkdtemp(prefix="bench-backtest-"))
+    atexit.register(shutil.rmtree, work, True)  # the arrays are hundreds of MB
     checks_ok = True
     ratios: dict[str, float] = {}
     print(f"{'bars':>9} {'engine s':>9} {'bars/s':>12} {'bare s':>8} {'eng/bare':>8} "
