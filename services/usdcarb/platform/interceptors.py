@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import uuid
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeGuard
@@ -114,6 +115,7 @@ class ScopeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         return wrap_handler(handler, lambda context: self.scope(method, context))
 
+    @abstractmethod
     def scope(self, method: str, context: Any) -> AbstractAsyncContextManager[None]:
         """Return the context manager to run around one call of ``method``."""
         raise NotImplementedError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -86,7 +87,7 @@ def rows_of(page: Page) -> list[Row]:
              _num(s.close[i]), _num(s.volume[i])) for i in idx.tolist()]
 
 
-class Exchange:
+class Exchange(ABC):
     """Base: one exchange's OHLCV endpoint."""
 
     id = ""
@@ -96,13 +97,16 @@ class Exchange:
     markets: ClassVar[Mapping[str, str]] = {}  # exchange market id -> unified symbol
     timeframes: ClassVar[Mapping[str, str]] = {}  # exchange code -> unified
 
+    @abstractmethod
     def route(self, path: str) -> str | None:
         """Return the market id ('' when it is a query parameter) if ``path`` is OHLCV."""
         raise NotImplementedError
 
+    @abstractmethod
     def parse(self, path_id: str, params: Mapping[str, str]) -> Query:
         raise NotImplementedError
 
+    @abstractmethod
     def render(self, rows: list[Row], query: Query) -> bytes:
         """Write ascending ``rows`` in the exchange's response shape and order."""
         raise NotImplementedError
@@ -110,6 +114,7 @@ class Exchange:
     def bad_request(self, message: str) -> Reply:
         return _json(400, {"error": message})
 
+    @abstractmethod
     def rate_limited(self) -> Reply:
         raise NotImplementedError
 
