@@ -240,6 +240,18 @@ def test_health_follows_the_database(stack: StackInfo, token: str) -> None:
         pg.start()
     _wait(lambda: _health(port) == serving)
     _wait(lambda: http(stack, "GET", "/v1/strategies", headers=bearer(token))[0] == 200)
+    # Leave the shared stack as found: every service SERVING and seen healthy by Envoy.
+    for name in SERVICES:
+        _wait(lambda name=name: _health(stack.processes[name].port) == serving)
+    _wait(lambda: _gateway_sees_all_healthy(stack))
+
+
+def _gateway_sees_all_healthy(stack: StackInfo) -> bool:
+    with urllib.request.urlopen(f"{stack.admin}/clusters", timeout=2) as resp:
+        text = resp.read().decode()
+    healthy = {line.split("::")[0] for line in text.splitlines()
+               if "::health_flags::healthy" in line}
+    return all(name in healthy for name in PROTO_SERVICES)
 
 
 def _details(err: grpc.RpcError) -> list[str]:
