@@ -8,6 +8,7 @@ Every connection decodes json/jsonb to Python values and encodes them back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -86,7 +87,12 @@ async def create_pool(
 
 
 def postgres_check(pool: Any, timeout_s: float = 2.0) -> Callable[[], Awaitable[bool]]:
-    """Return a health check that runs ``SELECT 1`` on the pool."""
+    """Return a health check that runs ``SELECT 1`` on the pool.
+
+    A failed check also expires the pool's idle connections: after PostgreSQL restarts,
+    every pooled connection is dead, and without this each would fail one caller's
+    request before the pool replaced it.
+    """
 
     async def check() -> bool:
         try:
@@ -94,6 +100,8 @@ def postgres_check(pool: Any, timeout_s: float = 2.0) -> Callable[[], Awaitable[
                 return bool(await pool.fetchval("SELECT 1") == 1)
         except Exception as exc:
             logger.warning("PostgreSQL health check failed: %s: %s", type(exc).__name__, exc)
+            with contextlib.suppress(Exception):
+                await pool.expire_connections()
             return False
 
     return check
