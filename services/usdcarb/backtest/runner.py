@@ -98,9 +98,13 @@ class Runner:
         """Stop taking jobs; a job in flight stays pending and is reclaimed elsewhere."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: shutdown must finish within the service's grace even if a slot is
+        # stuck in a call that does not honour cancellation; its engine process is
+        # killed below either way.
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=10.0)
+            for task in stuck:
+                logger.warning("worker task %s did not stop within 10 s", task.get_name())
         for executor in self._executors:
             _kill(executor)
 
