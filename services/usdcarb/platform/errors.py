@@ -222,38 +222,31 @@ class ResourceExhausted(DomainError):
         self.retry_after = retry_after
 
 
-class Unavailable(DomainError):
+class _Retryable(DomainError):
+    """An error the caller may retry, optionally after ``retry_after`` seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
+
+
+class Unavailable(_Retryable):
     """Report a transient failure the caller should retry after a delay."""
 
     default_reason = "UNAVAILABLE"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after = retry_after
 
-
-class Aborted(DomainError):
+class Aborted(_Retryable):
     """Report a concurrency conflict (etag mismatch, lost race); retry the sequence."""
 
     default_reason = "ABORTED"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after = retry_after
 
 
 class Unimplemented(DomainError):
