@@ -12,8 +12,7 @@ Tables are unqualified: the pool's search_path names the service's schema.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ import asyncpg
 
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
 from usdcarb.backtest.trade_columns import INSERT_SQL, PAGE_SQL, decode_page, encode_trades
+from usdcarb.platform.db import PooledStore
 from usdcarb.platform.errors import NotFound
 
 _ACTIVE = [JobState.QUEUED.value, JobState.RUNNING.value]
@@ -46,21 +46,8 @@ def _sweep(row: asyncpg.Record) -> SweepJob:
     return SweepJob(**data)
 
 
-class BacktestStore:
+class BacktestStore(PooledStore):
     """Backtest and sweep jobs, trades and equity curves."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """Yield a connection inside a transaction."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
 
     # -- backtests ----------------------------------------------------------------
     async def insert_backtest(self, job: BacktestJob) -> tuple[BacktestJob, bool]:

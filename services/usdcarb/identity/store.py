@@ -6,8 +6,7 @@ writes in one transaction; lookups by secret go through its hash only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from usdcarb.identity.model import (
     SigningKeyRecord,
     UserRecord,
 )
+from usdcarb.platform.db import PooledStore
 from usdcarb.platform.errors import AlreadyExists, NotFound
 
 _USER = """SELECT u.id, u.username, u.display_name, u.email, u.password_hash, u.disabled,
@@ -44,25 +44,8 @@ def _key(row: asyncpg.Record) -> ApiKeyRecord:
     return ApiKeyRecord(**data)
 
 
-class IdentityStore:
+class IdentityStore(PooledStore):
     """Users, roles, refresh tokens, API keys, signing keys, audit events, request ids."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """Yield a connection inside a transaction."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
-
-    @asynccontextmanager
-    async def _conn(self, conn: asyncpg.Connection | None) -> AsyncIterator[Any]:
-        if conn is not None:
-            yield conn
-        else:
-            async with self._pool.acquire() as acquired:
-                yield acquired
 
     # -- users --------------------------------------------------------------------
     async def insert_user(self, conn: asyncpg.Connection, user: UserRecord) -> None:

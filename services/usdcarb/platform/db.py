@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -105,3 +105,32 @@ def postgres_check(pool: Any, timeout_s: float = 2.0) -> Callable[[], Awaitable[
             return False
 
     return check
+
+
+class PooledStore:
+    """Base of a service's store: its pool, transactions, and an optional caller connection.
+
+    Methods that may run inside a caller's transaction take ``conn`` (or None) and
+    use ``async with self._conn(conn)``: the caller's connection, or one from the pool.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @property
+    def pool(self) -> Any:
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """Yield a connection inside a transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, conn: Any | None) -> AsyncIterator[Any]:
+        if conn is not None:
+            yield conn
+        else:
+            async with self._pool.acquire() as acquired:
+                yield acquired

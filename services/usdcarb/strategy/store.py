@@ -8,13 +8,12 @@ Tables are unqualified: the pool's search_path names the service's schema.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from usdcarb.platform.db import PooledStore
 from usdcarb.platform.errors import AlreadyExists, NotFound
 from usdcarb.strategy.domain import VersionState
 from usdcarb.strategy.model import DeploymentRecord, StrategyRecord, VersionRecord
@@ -45,25 +44,8 @@ def _deployment(row: asyncpg.Record) -> DeploymentRecord:
     return DeploymentRecord(**dict(row))
 
 
-class StrategyStore:
+class StrategyStore(PooledStore):
     """Strategies, versions, transitions, deployments and request ids."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """Yield a connection inside a transaction."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
-
-    @asynccontextmanager
-    async def _conn(self, conn: asyncpg.Connection | None) -> AsyncIterator[Any]:
-        if conn is not None:
-            yield conn
-        else:
-            async with self._pool.acquire() as acquired:
-                yield acquired
 
     # -- request ids --------------------------------------------------------------
     async def resource_for_request(self, conn: asyncpg.Connection, request_id: str) -> str | None:

@@ -11,8 +11,7 @@ hypertable, named by a setting (default ``ingestion.market_data``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ import asyncpg
 import numpy as np
 
 from usdcarb.marketdata.reader import read_candles
+from usdcarb.platform.db import PooledStore
 from usdcarb.validation.domain.gaps import GapRun, GapState
 from usdcarb.validation.domain.model import Bars, Finding, Scope, Severity
 from usdcarb.validation.model import (
@@ -40,25 +40,6 @@ def to_dt(ms: int) -> datetime:
 
 def to_ms(dt: datetime) -> int:
     return (dt - EPOCH) // timedelta(milliseconds=1)
-
-
-class _Pooled:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """Yield a connection inside a transaction."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
-
-    @asynccontextmanager
-    async def _conn(self, conn: asyncpg.Connection | None) -> AsyncIterator[Any]:
-        if conn is not None:
-            yield conn
-        else:
-            async with self._pool.acquire() as acquired:
-                yield acquired
 
 
 def _window_clauses(w: Window, time_col: str, end_col: str | None = None,
@@ -87,7 +68,7 @@ def _gap(row: asyncpg.Record) -> GapRecord:
     )
 
 
-class QualityStore(_Pooled):
+class QualityStore(PooledStore):
     """Findings, quarantined bars and gaps."""
 
     # -- findings -------------------------------------------------------------------
@@ -296,7 +277,7 @@ def _quarantined(r: asyncpg.Record) -> QuarantineRecord:
     )
 
 
-class MarketData(_Pooled):
+class MarketData(PooledStore):
     """The ingestion service's market data hypertable, read and gap-filled."""
 
     def __init__(self, pool: asyncpg.Pool, table: str) -> None:
