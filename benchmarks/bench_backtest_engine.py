@@ -45,9 +45,12 @@ def setup_peers() -> Path:
     """Create .venv-bench with the peers if it is missing; return its python."""
     python = VENV / "bin" / "python"
     if not python.exists():
-        subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
+        # Without the project's PYTHONPATH: pip would see usdcarb there and warn that
+        # the peers' virtualenv lacks its dependencies, which it should.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        subprocess.run(["python3", "-m", "venv", str(VENV)], check=True, env=env)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_REQUIREMENTS],
-                       check=True)
+                       check=True, env=env)
     return python
 
 

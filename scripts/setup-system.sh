@@ -68,6 +68,10 @@ timescaledb_installed() {
 }
 
 # ---------------------------------------------------------------- packages
+# The virtualenv needs venv/ensurepip: part of CPython, but a separate package on Debian.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  BASE_PACKAGES+=(python3-venv)
+fi
 mapfile -t missing < <(missing_packages "${BASE_PACKAGES[@]}")
 if ((${#missing[@]})); then
   apt_install "${missing[@]}"
