@@ -376,6 +376,13 @@ class Runner:
 
     async def _end_sweep(self, job: SweepJob, state: JobState,
                          status: status_pb2.Status | None) -> None:
+        # The stored progress is the queued snapshot (running progress only goes through
+        # Redis): keep where the sweep stopped, so its last event and GetSweep say so.
+        latest = await self._bus.latest(job.id)
+        if latest is not None:
+            reached = pb.SweepEvent.FromString(latest[1]).progress
+            if reached.total:
+                await self._store.set_progress("sweeps", job.id, convert.to_json(reached))
         ended = await self._store.end_sweep(
             job.id, state, None if status is None else convert.status_to_json(status),
             worker=job.worker, attempts=job.attempts)

@@ -164,6 +164,43 @@ def test_bad_input_through_the_gateway(stack: StackInfo, token: str, version: st
     assert body["code"] == 3, body
 
 
+def test_rest_cancel_stops_a_running_sweep_and_frees_the_worker(
+        stack: StackInfo, token: str, version: str) -> None:
+    """Through Envoy: a long sweep holds the stack's only engine process while a backtest
+    waits behind it; cancelling the sweep over REST ends its watch with RESULT_CANCELLED
+    and lets the waiting backtest run to the end."""
+    grid = [float(x) for x in range(5, 1005)]  # 1,000 x 5 combinations: minutes of work
+    code, sweep = http(stack, "POST", "/v1/sweeps", token, {
+        "strategyVersion": version, "config": config_json(START_MS, END_MS),
+        "axes": [{"path": "entryBps", "values": grid},
+                 {"path": "exitBps", "values": [0.5, 1, 2, 3, 4]}]})
+    assert code == 200, sweep
+    total = len(grid) * 5
+    req = urllib.request.Request(stack.gateway + f"/v1/{sweep['name']}:watch",
+                                 headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        for raw in resp:
+            line = json.loads(raw)
+            if line["state"] == "JOB_STATE_RUNNING" and int(
+                    line.get("progress", {}).get("done", "0")) > 0:
+                break
+    code, waiting = http(stack, "POST", "/v1/backtests", token,
+                         {"strategyVersion": version, "config": config_json(START_MS, END_MS)})
+    assert code == 200, waiting
+    code, cancelled = http(stack, "POST", f"/v1/{sweep['name']}:cancel", token, {})
+    assert code == 200 and cancelled["state"] == "JOB_STATE_CANCELLED", cancelled
+    events = ndjson(stack, "GET", f"/v1/{sweep['name']}:watch", token)
+    assert events[-1]["outcome"]["result"] == "RESULT_CANCELLED"
+    stopped = events[-1]["progress"]  # where the work stopped, not the queued snapshot
+    assert stopped["unit"] == "combinations" and stopped["total"] == str(total)
+    assert 0 < int(stopped["done"]) < total
+    finished = ndjson(stack, "GET", f"/v1/{waiting['name']}:watch", token)
+    assert finished[-1]["completed"]["outcome"]["result"] == "RESULT_OK"
+    code, after = http(stack, "GET", f"/v1/{sweep['name']}", token)
+    assert code == 200 and after["state"] == "JOB_STATE_CANCELLED"
+    assert after["progress"] == stopped
+
+
 @pytest.fixture
 def replicas(stack: StackInfo) -> Iterator[Any]:
     """Start backtest replicas of our own on the stack's stores, with their own queue."""
