@@ -22,7 +22,7 @@ import numpy as np
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.jobs import JobQueue
-from usdcarb.backtest.loading import data_gaps
+from usdcarb.backtest.loading import data_gaps, series_to_load
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.store import BacktestStore
@@ -100,6 +100,9 @@ class BacktestApp:
                                start=spec.start, end=spec.end, table=self.settings.market_table)
         if gaps:
             raise FailedPrecondition(gaps, reason="NO_MARKET_DATA")
+        await series_to_load(self._store.pool, version.kind, version.parameters, spec.engine,
+                             timeframe=spec.timeframe, start=spec.start, end=spec.end,
+                             table=self.settings.market_table)
         return version, spec
 
     # -- backtests ------------------------------------------------------------------

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from usdcarb.backtest.config import grid_size, grid_start
-from usdcarb.backtest.engine import MarketFrame, Series
+from usdcarb.backtest.engine import (
+    EngineConfig,
+    MarketFrame,
+    Series,
+    pricing_symbols,
+    required_series,
+)
 from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import Candles
 from usdcarb.marketdata.writer import blocks_table
@@ -107,6 +113,42 @@ async def data_gaps(
          f"expected bars in [{start.isoformat()}, {end.isoformat()}), got none")
         for (venue, symbol), ok in zip(keys, found, strict=True) if not ok
     ]
+
+
+async def series_to_load(
+    pool: Any, kind: str, params: Any, config: EngineConfig, *, timeframe: str,
+    start: datetime, end: datetime, table: str,
+) -> list[tuple[str, str]]:
+    """Return the markets a run reads: the traded ones, then one market pricing each other
+    asset in the quote asset (``ASSET/QUOTE`` or ``QUOTE/ASSET``, on the first traded venue
+    that has bars of it in [start, end)).
+
+    Raise FailedPrecondition naming every asset that no stored market prices: the run
+    could not value its inventory, and would otherwise fail only once in a worker.
+    """
+    legs = required_series(kind, params)
+    q = config.quote_asset
+    venues = list(dict.fromkeys(venue for venue, _ in legs))
+    keys = list(legs)
+    missing: list[tuple[str, str, str]] = []
+    for symbol in pricing_symbols(kind, params, q, [t.asset for t in config.transfers]):
+        asset = symbol.split("/")[0]
+        candidates = [(v, s) for v in venues for s in (f"{asset}/{q}", f"{q}/{asset}")]
+        gaps = await data_gaps(pool, candidates, timeframe=timeframe, start=start, end=end,
+                               table=table)
+        absent = {subject for _, subject, _ in gaps}
+        found = [c for c in candidates if series_label(*c, timeframe) not in absent]
+        if found:
+            keys.append(found[0])
+        else:
+            missing.append((
+                "PRICING_MARKET", asset,
+                f"expected bars of {asset}/{q} or {q}/{asset} on {', '.join(venues)} in "
+                f"[{start.isoformat()}, {end.isoformat()}) to value {asset} in the quote "
+                f"asset {q}, got none (trade markets quoted in {q}, or set quote_asset)"))
+    if missing:
+        raise FailedPrecondition(missing, reason="NO_PRICING_MARKET")
+    return keys
 
 
 async def load_market(

@@ -34,7 +34,7 @@ from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
 from usdcarb.backtest.handoff import discard, take_curves, write_frame
 from usdcarb.backtest.jobs import JobEntry, JobQueue
-from usdcarb.backtest.loading import load_market
+from usdcarb.backtest.loading import load_market, series_to_load
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.store import BacktestStore
@@ -192,9 +192,11 @@ class Runner:
         clock = _Stages()
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            legs = engine.required_series(job.strategy_kind, job.parameters)
+            keys = await series_to_load(
+                self._store.pool, job.strategy_kind, job.parameters, spec.engine,
+                timeframe=spec.timeframe, start=spec.start, end=spec.end, table=s.market_table)
             loaded = await load_market(
-                self._store.pool, legs, timeframe=spec.timeframe,
+                self._store.pool, keys, timeframe=spec.timeframe,
                 timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
                 table=s.market_table)
             bars = len(loaded.frame)
@@ -326,9 +328,11 @@ class Runner:
         ).SerializeToString())
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            legs = engine.required_series(job.strategy_kind, job.parameters)
+            keys = await series_to_load(
+                self._store.pool, job.strategy_kind, job.parameters, spec.engine,
+                timeframe=spec.timeframe, start=spec.start, end=spec.end, table=s.market_table)
             loaded = await load_market(
-                self._store.pool, legs, timeframe=spec.timeframe,
+                self._store.pool, keys, timeframe=spec.timeframe,
                 timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
                 table=s.market_table)
             wf = walk_forward_bars(job.walk_forward, spec) if job.walk_forward else None

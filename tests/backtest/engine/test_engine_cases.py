@@ -336,6 +336,8 @@ def test_assets_outside_the_quote_asset_need_a_pricing_market() -> None:
            "exitBps": 3, "quantity": 1}
     assert pricing_symbols("cross-exchange-spread", btc, "USDT") == ["BTC/USDT", "USDC/USDT"]
     assert pricing_symbols("cross-exchange-spread", SPREAD, "USDT") == []
+    # an asset only transfers move still needs pricing
+    assert pricing_symbols("cross-exchange-spread", SPREAD, "USDT", ["BTC"]) == ["BTC/USDT"]
     n = 4
     fr = MarketFrame(np.arange(n, dtype=np.int64) * 60_000, (
         Series("binance", "BTC/USDC", np.full(n, 6e4), np.ones(n)),

@@ -12,7 +12,14 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from backtest.service.bt_helpers import START_MS, caller, config_json, venue_configs
+from backtest.service.bt_helpers import (
+    START_MS,
+    caller,
+    config_json,
+    load_bars,
+    synthetic_pair,
+    venue_configs,
+)
 from testkit import eventually
 from usdcarb.platform.events import STREAM as EVENTS
 from usdcarb.v1 import backtest_pb2 as pb
@@ -343,3 +350,28 @@ async def test_two_replicas_share_the_jobs(env: Any) -> None:
         assert events[-1].completed.outcome.result == common_pb2.Outcome.RESULT_OK
     workers = await env.pool.fetch("SELECT DISTINCT worker FROM backtests")
     assert {w["worker"].rsplit("-", 1)[0] for w in workers} == {"replica-1", "replica-2"}
+
+
+async def test_assets_need_a_stored_market_pricing_them_in_the_quote_asset(env: Any) -> None:
+    """Equity in USD of a USDC/USDT spread needs USDC and USDT priced in USD: refused up
+    front, naming both, until such markets are stored; then loaded and used."""
+    version = await env.version()
+    in_usd = config(quoteAsset="USD")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await run(env, version, in_usd)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    pf = details(err.value, error_details_pb2.PreconditionFailure)[0]
+    assert {(v.type, v.subject) for v in pf.violations} == {
+        ("PRICING_MARKET", "USDC"), ("PRICING_MARKET", "USDT")}
+    assert "USDC/USD or USD/USDC on venuea, venueb" in pf.violations[0].description
+    assert await env.pool.fetchval("SELECT count(*) FROM backtests") == 0
+
+    bars = synthetic_pair(3000)["venuea"]  # the minutes the env stored
+    async with env.market_pool.acquire() as conn:  # USDC at 1.0 USD; USDT from the pair
+        await load_bars(conn, env.market_table, "venuea", "USDC/USD",
+                        {**bars, "close": np.ones_like(bars["close"])})
+        await load_bars(conn, env.market_table, "venueb", "USD/USDT", bars)
+    events = await run(env, version, in_usd)
+    done = events[-1].completed
+    assert done.outcome.result == common_pb2.Outcome.RESULT_OK
+    assert done.result.metrics.total_return != 0

@@ -81,19 +81,24 @@ def required_series(kind: str, params: Mapping[str, Any]) -> list[tuple[str, str
     return [(p["venue"], s) for s in p["symbols"]]
 
 
-def pricing_symbols(kind: str, params: Mapping[str, Any], quote_asset: str) -> list[str]:
+def pricing_symbols(kind: str, params: Mapping[str, Any], quote_asset: str,
+                    extra_assets: Sequence[str] = ()) -> list[str]:
     """Return the ``ASSET/QUOTE`` markets that price the strategy's other assets.
 
-    Equity is reported in ``quote_asset``; an asset of the traded markets other than it
-    is priced by ``ASSET/QUOTE`` (or ``QUOTE/ASSET``) when the frame holds it (on the
-    strategy's venue by preference). A caller that loads market data should load these
-    too when present; the traded markets themselves often already price everything.
+    Equity is reported in ``quote_asset``; an asset of the traded markets (or one of
+    ``extra_assets``, e.g. what transfers move) other than it is priced by ``ASSET/QUOTE``
+    (or ``QUOTE/ASSET``) when the frame holds it (on the strategy's venue by preference).
+    A caller that loads market data loads these too; the traded markets themselves often
+    already price everything.
     """
     assets: list[str] = []
     for _, symbol in required_series(kind, params):
         for asset in symbol.split("/"):
             if asset != quote_asset and asset not in assets:
                 assets.append(asset)
+    for asset in extra_assets:
+        if asset != quote_asset and asset not in assets:
+            assets.append(asset)
     traded = {s for _, s in required_series(kind, params)}
     return [f"{a}/{quote_asset}" for a in assets
             if f"{a}/{quote_asset}" not in traded and f"{quote_asset}/{a}" not in traded]
