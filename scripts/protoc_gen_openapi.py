@@ -72,10 +72,9 @@ BUILTIN: dict[str, Schema] = {  # components written by hand
 }
 FLOAT_NOTE = 'The strings "NaN", "Infinity" and "-Infinity" are also allowed.'
 STREAM_NOTE = ("A server stream of `{m}` messages, one JSON object per line (NDJSON, Envoy "
-               "`stream_newline_delimited`) or one SSE event `data: {{json}}` per message "
-               "(`stream_sse_style_delimited`). A failure mid-stream still ends as HTTP 200: "
-               "read until the stream ends, the last message carries the outcome. "
-               "(Envoy labels NDJSON `application/json`.)")
+               "`stream_newline_delimited`; the gateway labels it `application/json`). A "
+               "failure mid-stream still ends as HTTP 200: read until the stream ends, the "
+               "last message carries the outcome.")
 
 
 class PluginError(Exception):
@@ -366,11 +365,10 @@ class Generator:
         if meth.output_type == ".google.api.HttpBody":
             ok: Schema = {"description": "Raw body.", "content": {"*/*": {"schema": {}}}}
         elif meth.server_streaming:
+            # The media type is what the gateway sends; the framing says how to read it.
             ok = {"description": STREAM_NOTE.format(m=meth.output_type.lstrip(".")), "content": {
-                "application/x-ndjson": {"schema": schema,
-                                         "x-usdcarb-framing": "one JSON message per line"},
-                "text/event-stream": {"schema": copy.deepcopy(schema),
-                                      "x-usdcarb-framing": "data: {json}\\n\\n per message"}}}
+                "application/json": {"schema": schema,
+                                     "x-usdcarb-framing": "ndjson: one JSON message per line"}}}
         else:
             ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
         return {"200": ok, "default": {

@@ -144,8 +144,10 @@ def test_binding_operation_matches_its_rule(
 
     ok = op["responses"]["200"]
     if streaming:
-        # REST callers read a server stream as NDJSON, one message per line.
-        assert "application/x-ndjson" in ok.get("content", {}), f"{method} stream format"
+        # REST callers read a server stream as NDJSON, one message per line, labelled
+        # application/json as the gateway sends it.
+        stream = ok.get("content", {}).get("application/json", {})
+        assert stream.get("x-usdcarb-framing", "").startswith("ndjson"), f"{method} stream format"
 
     if method in PUBLIC:
         assert op.get("security") == [], f"{method} must be callable without a token"

@@ -138,7 +138,7 @@ def fill_well_known(m: Message, i: int, json_safe: bool) -> bool:
     elif name == "google.protobuf.Empty":
         pass
     elif name == "google.protobuf.Any":
-        if json_safe:  # the SDK cannot render google.rpc.error_details (xfail below)
+        if json_safe:  # betterproto2 0.10 cannot render google.rpc.error_details in JSON
             m.Pack(SERIES_KEY)
         else:
             m.Pack(

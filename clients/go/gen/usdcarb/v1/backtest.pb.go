@@ -246,13 +246,16 @@ type VenueConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Exchange id, e.g. "binance".
 	Venue string `protobuf:"bytes,1,opt,name=venue,proto3" json:"venue,omitempty"`
-	// Maker fee in basis points of notional.
+	// Maker fee in basis points of notional. Kept with the config and its fingerprint;
+	// engine 1.x fills every leg as a taker order at the bar's close, so no fill pays it.
 	MakerFeeBps float64 `protobuf:"fixed64,2,opt,name=maker_fee_bps,json=makerFeeBps,proto3" json:"maker_fee_bps,omitempty"`
 	// Taker fee in basis points of notional (arbitrage legs are taker fills).
 	TakerFeeBps float64 `protobuf:"fixed64,3,opt,name=taker_fee_bps,json=takerFeeBps,proto3" json:"taker_fee_bps,omitempty"`
 	// Slippage model.
 	Slippage *SlippageModel `protobuf:"bytes,4,opt,name=slippage,proto3" json:"slippage,omitempty"`
-	// Order latency in bars, added to the fill policy's delay.
+	// Order latency in bars, added to the fill policy's delay. The legs of one order fill
+	// together, so an order waits for the slowest of its venues (legging risk between
+	// venues is not simulated).
 	LatencyBars int32 `protobuf:"varint,5,opt,name=latency_bars,json=latencyBars,proto3" json:"latency_bars,omitempty"`
 	// Starting balances on this venue.
 	InitialBalances []*AssetAmount `protobuf:"bytes,6,rep,name=initial_balances,json=initialBalances,proto3" json:"initial_balances,omitempty"`

@@ -5907,7 +5907,8 @@ class VenueConfig(betterproto2.Message):
 
     maker_fee_bps: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
     """
-    Maker fee in basis points of notional.
+    Maker fee in basis points of notional. Kept with the config and its fingerprint;
+    engine 1.x fills every leg as a taker order at the bar's close, so no fill pays it.
     """
 
     taker_fee_bps: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
@@ -5924,7 +5925,9 @@ class VenueConfig(betterproto2.Message):
 
     latency_bars: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
     """
-    Order latency in bars, added to the fill policy's delay.
+    Order latency in bars, added to the fill policy's delay. The legs of one order fill
+    together, so an order waits for the slowest of its venues (legging risk between
+    venues is not simulated).
     """
 
     initial_balances: "list[AssetAmount]" = betterproto2.field(
