@@ -71,8 +71,9 @@ BUILTIN: dict[str, Schema] = {  # components written by hand
                        "details": {"type": "array", "items": {"$ref": REF + PB + "Any"}}}},
 }
 FLOAT_NOTE = 'The strings "NaN", "Infinity" and "-Infinity" are also allowed.'
-STREAM_NOTE = ("A server stream of `{m}` messages, one JSON object per line (NDJSON, Envoy "
-               "`stream_newline_delimited`; the gateway labels it `application/json`). A "
+STREAM_NOTE = ("A server stream of `{m}` messages: one JSON object per line (NDJSON, "
+               "labelled `application/json`), or, for a caller sending `Accept: "
+               "text/event-stream`, one Server-Sent Event `data: {{json}}` per message. A "
                "failure mid-stream still ends as HTTP 200: read until the stream ends, the "
                "last message carries the outcome.")
 
@@ -365,10 +366,12 @@ class Generator:
         if meth.output_type == ".google.api.HttpBody":
             ok: Schema = {"description": "Raw body.", "content": {"*/*": {"schema": {}}}}
         elif meth.server_streaming:
-            # The media type is what the gateway sends; the framing says how to read it.
+            # Media types as the gateway sends them; the framing says how to read each.
             ok = {"description": STREAM_NOTE.format(m=meth.output_type.lstrip(".")), "content": {
                 "application/json": {"schema": schema,
-                                     "x-usdcarb-framing": "ndjson: one JSON message per line"}}}
+                                     "x-usdcarb-framing": "ndjson: one JSON message per line"},
+                "text/event-stream": {"schema": copy.deepcopy(schema),
+                                      "x-usdcarb-framing": "sse: data: {json} per message"}}}
         else:
             ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
         return {"200": ok, "default": {

@@ -145,9 +145,11 @@ def test_binding_operation_matches_its_rule(
     ok = op["responses"]["200"]
     if streaming:
         # REST callers read a server stream as NDJSON, one message per line, labelled
-        # application/json as the gateway sends it.
-        stream = ok.get("content", {}).get("application/json", {})
-        assert stream.get("x-usdcarb-framing", "").startswith("ndjson"), f"{method} stream format"
+        # application/json as the gateway sends it, or as SSE when they ask for it.
+        content = ok.get("content", {})
+        ndjson = content.get("application/json", {}).get("x-usdcarb-framing", "")
+        sse = content.get("text/event-stream", {}).get("x-usdcarb-framing", "")
+        assert ndjson.startswith("ndjson") and sse.startswith("sse"), f"{method} stream format"
 
     if method in PUBLIC:
         assert op.get("security") == [], f"{method} must be callable without a token"

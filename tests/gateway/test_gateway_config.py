@@ -87,14 +87,23 @@ def route_named(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
     raise AssertionError(f"expected a route named {name}")
 
 
-def first_route_for(bootstrap: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    """Mimic Envoy: the first route whose regex and :method header match."""
+def first_route_for(bootstrap: dict[str, Any], method: str, path: str,
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Mimic Envoy: the first route whose regex and header matchers all match."""
+    sent = {":method": method, **(headers or {})}
+
+    def header_ok(matcher: dict[str, Any]) -> bool:
+        value = sent.get(matcher["name"])
+        (kind, expected), = matcher["string_match"].items()
+        return value is not None and (value == expected if kind == "exact"
+                                      else kind == "contains" and expected in value)
+
     for route in routes(bootstrap):
         match = route["match"]
         if "safe_regex" not in match:
             continue
-        verb = match["headers"][0]["string_match"]["exact"]
-        if verb == method and re.fullmatch(match["safe_regex"]["regex"], path):
+        if all(map(header_ok, match["headers"])) and re.fullmatch(
+                match["safe_regex"]["regex"], path):
             return route
     raise AssertionError(f"expected a REST route for {method} {path}")
 
@@ -159,6 +168,27 @@ def test_rest_paths_resolve_to_the_method_the_transcoder_calls() -> None:
     }
     for (verb, path), method in cases.items():
         assert first_route_for(bootstrap, verb, path)["name"] == f"rest:usdcarb.v1.{method}"
+
+
+def test_server_streams_are_sse_for_callers_accepting_event_streams() -> None:
+    bootstrap = render_envoy_config(config())
+    sse = {"accept": "text/event-stream"}
+    for verb, path, method in [("GET", "/v1/backtests/b1:watch", "BacktestService/WatchBacktest"),
+                               ("POST", "/v1/backtests:run", "BacktestService/RunBacktest"),
+                               ("GET", "/v1/candles:stream", "IngestionService/StreamCandles")]:
+        route = first_route_for(bootstrap, verb, path, sse)
+        assert route["name"] == f"rest:usdcarb.v1.{method}:sse"
+        options = route["typed_per_filter_config"][
+            "envoy.filters.http.grpc_json_transcoder"]["print_options"]
+        assert options["stream_sse_style_delimited"] is True
+        assert "stream_newline_delimited" not in options
+        plain = first_route_for(bootstrap, verb, path, {"accept": "application/json"})
+        assert plain["name"] == f"rest:usdcarb.v1.{method}"
+        assert plain["route"] == route["route"]  # same limits, timeouts and cluster
+        assert plain["typed_per_filter_config"].keys() <= route["typed_per_filter_config"].keys()
+    # Unary methods have no SSE twin.
+    assert first_route_for(bootstrap, "GET", "/v1/backtests/b1", sse)["name"] == (
+        "rest:usdcarb.v1.BacktestService/GetBacktest")
 
 
 def test_streaming_routes_have_no_timeout_and_an_idle_timeout() -> None:

@@ -241,6 +241,23 @@ def test_streaming_rest_is_ndjson_ending_with_the_outcome(gateway: Any, token: s
     assert lines[-1]["completed"]["outcome"]["result"] == "RESULT_OK"
 
 
+def test_streaming_rest_is_sse_for_event_source_callers(gateway: Any, token: str) -> None:
+    """The same stream for a caller that accepts text/event-stream (EventSource): one
+    ``data: {json}`` event per message, the outcome in the last."""
+    resp = call(gateway, "GET", "/v1/backtests/b3:watch",
+                {**bearer(token), "accept": "text/event-stream"})
+    assert resp.status == 200
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    events = [chunk for chunk in resp.body.decode().split("\n\n") if chunk.strip()]
+    assert all(chunk.startswith("data: ") for chunk in events), events
+    lines = [json.loads(chunk.removeprefix("data: ")) for chunk in events]
+    assert [event["sequence"] for event in lines] == ["1", "2", "3"]
+    assert lines[-1]["completed"]["outcome"]["result"] == "RESULT_OK"
+    # Without the header: NDJSON, as before.
+    plain = call(gateway, "GET", "/v1/backtests/b3:watch", bearer(token))
+    assert [json.loads(line) for line in plain.body.decode().splitlines()] == lines
+
+
 def test_native_grpc_streaming_through_envoy(channel: Any, token: str) -> None:
     stub = backtest_pb2_grpc.BacktestServiceStub(channel)  # type: ignore[no-untyped-call]
     events = list(

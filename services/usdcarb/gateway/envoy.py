@@ -37,6 +37,10 @@ REFLECTION_PREFIXES = (
 IDENTITY_HEADERS = ("x-jwt-payload", "x-jwt-sub", "x-jwt-roles")
 GRPC_STATUS_HEADERS = ("grpc-status", "grpc-message")
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+# A REST caller of a server stream that accepts this gets Server-Sent Events; any other
+# caller gets NDJSON.
+SSE_ACCEPT = {"name": "accept", "string_match": {"contains": "text/event-stream"}}
 
 
 def split_address(address: str, *, what: str) -> tuple[str, int]:
@@ -246,20 +250,23 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                 per_filter: dict[str, Any] = {HEADER_MUTATION: _strip_grpc_status()}
                 if policy:
                     per_filter[RBAC] = policy
-                rest_routes.append(
-                    (
-                        has_verb(rule.template),
-                        {
-                            "name": f"rest:{key}" + (f"#{i}" if i else ""),
-                            "match": {
-                                "safe_regex": {"regex": template_regex(rule.template)},
-                                "headers": _method_header(rule.method),
-                            },
-                            "route": rest_action,
-                            "typed_per_filter_config": per_filter,
-                        },
-                    )
-                )
+                name = f"rest:{key}" + (f"#{i}" if i else "")
+                match = {"safe_regex": {"regex": template_regex(rule.template)},
+                         "headers": _method_header(rule.method)}
+                if method.server_streaming:
+                    # The same route for SSE callers, first so that it wins; the
+                    # transcoder's per-route config switches the framing.
+                    rest_routes.append((has_verb(rule.template), {
+                        "name": f"{name}:sse",
+                        "match": {**match, "headers": [*match["headers"], SSE_ACCEPT]},
+                        "route": rest_action,
+                        "typed_per_filter_config": {
+                            **per_filter, TRANSCODER: _transcoder(cfg, services, sse=True)},
+                    }))
+                rest_routes.append((has_verb(rule.template), {
+                    "name": name, "match": match, "route": rest_action,
+                    "typed_per_filter_config": per_filter,
+                }))
     # A "*" segment may contain ":", so "/v1/backtests/x:watch" also matches the
     # GetBacktest template: verb routes go first (sorted() is stable).
     ordered_rest = [route for _, route in sorted(rest_routes, key=lambda item: not item[0])]
@@ -368,6 +375,30 @@ def _strip_grpc_status() -> dict[str, Any]:
     )
 
 
+def _transcoder(cfg: GatewayConfig, services: Sequence[Service], *,
+                sse: bool = False) -> dict[str, Any]:
+    """The transcoder's config: server streams as NDJSON, or as SSE events with ``sse``."""
+    framing = {"stream_sse_style_delimited": True} if sse else {"stream_newline_delimited": True}
+    return _any(
+        "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        proto_descriptor=str(cfg.descriptor_path),
+        services=[svc.full_name for svc in services],
+        convert_grpc_status=True,
+        match_incoming_request_route=True,
+        request_validation_options={
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+        },
+        print_options={
+            "add_whitespace": False,
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": False,
+            **framing,
+        },
+    )
+
+
 def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, Any]]:
     # First in the list so that, encoding in reverse order, it sees responses last,
     # after the transcoder. It does nothing except on routes that configure it.
@@ -419,29 +450,7 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
                 ),
             }
         )
-    filters.append(
-        {
-            "name": "envoy.filters.http.grpc_json_transcoder",
-            "typed_config": _any(
-                "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-                proto_descriptor=str(cfg.descriptor_path),
-                services=[svc.full_name for svc in services],
-                convert_grpc_status=True,
-                match_incoming_request_route=True,
-                request_validation_options={
-                    "reject_unknown_method": True,
-                    "reject_unknown_query_parameters": True,
-                },
-                print_options={
-                    "add_whitespace": False,
-                    "always_print_primitive_fields": True,
-                    "always_print_enums_as_ints": False,
-                    "preserve_proto_field_names": False,
-                    "stream_newline_delimited": True,
-                },
-            ),
-        }
-    )
+    filters.append({"name": TRANSCODER, "typed_config": _transcoder(cfg, services)})
     filters.append(
         {
             "name": "envoy.filters.http.router",

@@ -205,10 +205,12 @@ def test_message_schema_follows_proto3_json_mapping(spec: dict[str, Any]) -> Non
 def test_responses_streaming_and_errors(spec: dict[str, Any]) -> None:
     _, _, watch = ops(spec)["ThingService_WatchThing"]
     ok = watch["responses"]["200"]
-    assert set(ok["content"]) == {"application/json"}  # what the gateway labels NDJSON
-    media = ok["content"]["application/json"]
-    assert media["schema"] == {"$ref": REF + "fixture.v1.WatchThingEvent"}
-    assert media["x-usdcarb-framing"] == "ndjson: one JSON message per line"
+    # NDJSON (which the gateway labels application/json) and SSE on request.
+    assert set(ok["content"]) == {"application/json", "text/event-stream"}
+    for media in ok["content"].values():
+        assert media["schema"] == {"$ref": REF + "fixture.v1.WatchThingEvent"}
+    assert ok["content"]["application/json"]["x-usdcarb-framing"].startswith("ndjson")
+    assert ok["content"]["text/event-stream"]["x-usdcarb-framing"].startswith("sse")
     assert "last message carries the outcome" in ok["description"]
     assert watch["x-usdcarb-streaming"] == "server"
     _, _, get = ops(spec)["ThingService_GetPart"]

@@ -134,6 +134,14 @@ def test_rest_streams_ndjson_and_grpc_gets_the_same_events(
         assert watched[-1] == events[-1]
     rest_watch = ndjson(stack, "GET", f"/v1/{last['backtest']}:watch", token)
     assert rest_watch == lines
+    # The same events as Server-Sent Events for a caller that asks for them.
+    req = urllib.request.Request(stack.gateway + f"/v1/{last['backtest']}:watch", headers={
+        "authorization": f"Bearer {token}", "accept": "text/event-stream"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        body = resp.read().decode()
+    events = [chunk.removeprefix("data: ") for chunk in body.split("\n\n") if chunk.strip()]
+    assert [json.loads(event) for event in events] == lines
 
 
 def test_bad_input_through_the_gateway(stack: StackInfo, token: str, version: str) -> None:
