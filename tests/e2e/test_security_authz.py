@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from identity.gatewaykit import call
+from identity.gatewaykit import admin_token, call
 from usdcarb.devstack.stack import REPO, StackInfo
 from usdcarb.gateway.api import Method, Service, load_services
 from usdcarb.gateway.devtoken import mint_dev_token
@@ -125,15 +126,34 @@ def test_every_service_refuses_what_the_table_refuses_even_past_the_gateway(
     stack: StackInfo, role: str
 ) -> None:
     problems = []
+    refused: dict[str, str] = {}  # subject -> method, for the audit log below
     for svc, m in CALLS:
         key = f"{svc.full_name}/{m.name}"
         address = f"127.0.0.1:{stack.processes[svc.short_name].port}"
+        claims = payload(role)
         with grpc.insecure_channel(address) as channel:
-            code, message, reason = grpc_outcome(channel, svc, m,
-                                                 [("x-jwt-payload", payload(role))])
+            code, message, reason = grpc_outcome(channel, svc, m, [("x-jwt-payload", claims)])
         allowed = authz.may_call([role], key)
         if allowed and denied_by_table(code, message, reason):
             problems.append(f"{key} as {role}: expected allowed, got {code} {reason}")
         if not allowed and (code, reason) != (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED"):
             problems.append(f"{key} as {role}: expected PERMISSION_DENIED, got {code} {reason}")
+        if not allowed:
+            refused[subject_of(claims)] = key
     assert not problems, "\n".join(problems)
+    # Every refusal, in whichever service, is in the audit log admins query.
+    admin = admin_token(stack, source="127.0.0.31")
+    deadline = time.monotonic() + 20
+    while True:
+        missing = {sub: key for sub, key in refused.items() if not [
+            e for e in call(stack, "GET", f"/v1/auditEvents?action=call.denied&actor={sub}",
+                            token=admin).json().get("events", [])
+            if e["target"] == key and e["outcome"] == "failure"]}
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not missing, f"refusals missing from the audit log: {sorted(missing.values())[:5]}"
+
+
+def subject_of(claims: str) -> str:
+    return str(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sub"])

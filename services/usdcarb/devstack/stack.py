@@ -221,6 +221,8 @@ class Stack:
             f"{prefix}DATABASE_URL": dsn,
             f"{prefix}REDIS_URL": redis_url,
             f"{prefix}LOG_JSON": "true",
+            # Refused calls reach identity's audit log (identity records its own).
+            f"{prefix}AUDIT_STREAM": "false" if name == "identity" else "true",
             **self.extra_env,
         }
         log = (self.logs / f"{name}.log").open("ab")

@@ -14,14 +14,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from usdcarb.identity.app import Actor, IdentityApp, TokenPolicy
+from usdcarb.identity.audit_feed import AuditFeed
 from usdcarb.identity.domain import LockoutPolicy
 from usdcarb.identity.keyring import KeyRing, stop_task
 from usdcarb.identity.keys import Passwords, read_jwks
-from usdcarb.identity.servicer import IdentityServicer, client_ip
+from usdcarb.identity.servicer import IdentityServicer
 from usdcarb.identity.settings import IdentitySettings
 from usdcarb.identity.store import IdentityStore
 from usdcarb.platform import interceptors
+from usdcarb.platform.audit import client_ip
 from usdcarb.platform.bootstrap import run
 from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.identity import Caller
@@ -99,9 +103,15 @@ async def serve(settings: IdentitySettings) -> None:
         raise
     interceptors.denied_call_hooks.append(audit_hook(app))
     refresher = asyncio.create_task(keyring.run(settings.key_refresh_s))
+    # The other services' refusals (usdcarb.platform.audit); Redis is not a health
+    # dependency: while it is away those records wait, nothing else does.
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0,
+                                    socket_connect_timeout=2.0)
+    feed = asyncio.create_task(AuditFeed(redis, IdentityStore(pool)).run(), name="audit-feed")
     await run_service([SERVICE], register(app), settings,
                       health_checks={"postgres": postgres_check(pool)},
-                      on_close=[pool.close, lambda: stop_task(refresher)])
+                      on_close=[pool.close, redis.aclose, lambda: stop_task(refresher),
+                                lambda: stop_task(feed)])
 
 
 async def rotate_now(settings: IdentitySettings) -> str | None:

@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2, struct_pb2, timestamp_pb2
 from usdcarb.identity.app import Actor, IdentityApp
 from usdcarb.identity.model import ApiKeyRecord, AuditRecord, TokenPair, UserRecord
 from usdcarb.platform import authz
+from usdcarb.platform.audit import client_ip
 from usdcarb.platform.errors import InvalidArgument
 from usdcarb.platform.identity import Caller, get_caller
 from usdcarb.v1 import identity_pb2 as pb
@@ -18,14 +19,6 @@ from usdcarb.v1 import identity_pb2_grpc as pb_grpc
 
 ROLE_TO_PB = {role: pb.Role.Value(f"ROLE_{role.upper()}") for role in authz.ROLES}
 PB_TO_ROLE = {number: role for role, number in ROLE_TO_PB.items()}
-
-
-def client_ip(context: Any) -> str:
-    """Return the client address Envoy saw (first x-forwarded-for hop)."""
-    metadata = dict(context.invocation_metadata() or ())
-    forwarded = str(metadata.get("x-envoy-external-address") or metadata.get("x-forwarded-for")
-                    or "")
-    return forwarded.split(",")[0].strip()[:64]
 
 
 def actor_of(caller: Caller, context: Any) -> Actor:

@@ -60,4 +60,7 @@ class IdentitySettings(PlatformSettings):
     def _dev_key_only_in_dev(self) -> Self:
         if self.env == "prod" and self.publish_dev_key:
             raise ValueError("expected publish_dev_key=false when env=prod, got true")
+        if self.audit_stream:
+            raise ValueError("expected audit_stream=false for identity (it records its own "
+                             "refused calls directly), got true")
         return self

@@ -248,6 +248,26 @@ class IdentityStore(PooledStore):
                 event.details,
             )
 
+    async def insert_audit_once(self, events: Sequence[tuple[str, AuditRecord]]) -> int:
+        """Insert events keyed by a source id (a stream entry id), skipping ids already
+        recorded; return how many were new."""
+        if not events:
+            return 0
+        rows = await self._pool.fetch(
+            """INSERT INTO audit_events (time, actor, action, target, outcome, client_ip,
+                                         details, source_id)
+               SELECT coalesce(t, now()), a, ac, ta, o, ip, d, src
+               FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                           $5::text[], $6::text[], $7::jsonb[], $8::text[])
+                    AS u(t, a, ac, ta, o, ip, d, src)
+               ON CONFLICT (source_id) WHERE source_id IS NOT NULL DO NOTHING
+               RETURNING id""",
+            [e.time for _, e in events], [e.actor for _, e in events],
+            [e.action for _, e in events], [e.target for _, e in events],
+            [e.outcome for _, e in events], [e.client_ip for _, e in events],
+            [e.details for _, e in events], [source for source, _ in events])
+        return len(rows)
+
     async def list_audit(
         self, *, limit: int, after: tuple[datetime, int] | None, action: str, actor: str,
         start: datetime | None, end: datetime | None,

@@ -261,7 +261,8 @@ def _code_name(context: Any, default: str) -> str:
 
 DeniedHook = Callable[[str, Caller, Any], Awaitable[None]]
 # Called with (method, caller, context) on every refused call; a service's composition
-# root may append one (identity writes "call.denied" to its audit log). Others log only.
+# root may append one (identity writes "call.denied" to its audit log); with
+# ``audit_stream`` on, the server adds one feeding identity's log (usdcarb.platform.audit).
 denied_call_hooks: list[DeniedHook] = []
 ANONYMOUS_ENV = "USDCARB_AUTHZ_ANONYMOUS"
 
@@ -326,11 +327,13 @@ class AuthorizationInterceptor(ScopeInterceptor):
                 logger.exception("denied-call hook failed for %s", method)
 
 
-def default_interceptors(registry: CollectorRegistry) -> list[ScopeInterceptor]:
+def default_interceptors(registry: CollectorRegistry,
+                         denied_hooks: list[DeniedHook] | None = None) -> list[ScopeInterceptor]:
     """Return the interceptors every service runs, outermost first.
 
     ``USDCARB_AUTHZ_ANONYMOUS=deny`` refuses calls without identity claims on
     non-public methods (default ``allow``: internal mesh callers carry none).
+    ``denied_hooks`` (default: the module's ``denied_call_hooks``) run on each refusal.
     """
     return [
         RequestIdInterceptor(),
@@ -338,6 +341,7 @@ def default_interceptors(registry: CollectorRegistry) -> list[ScopeInterceptor]:
         ErrorInterceptor(),
         IdentityInterceptor(),
         AuthorizationInterceptor(
-            allow_anonymous=os.environ.get(ANONYMOUS_ENV, "allow").lower() != "deny"
+            allow_anonymous=os.environ.get(ANONYMOUS_ENV, "allow").lower() != "deny",
+            hooks=denied_hooks,
         ),
     ]

@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from usdcarb.platform.interceptors import default_interceptors
+from usdcarb.platform.audit import stream_hook
+from usdcarb.platform.interceptors import DeniedHook, default_interceptors, denied_call_hooks
 from usdcarb.platform.metrics import MetricsServer, new_registry
 from usdcarb.platform.settings import PlatformSettings
 
@@ -88,7 +90,7 @@ class Service:
         s = self.settings
         max_bytes = s.grpc_max_message_bytes
         self.server = grpc.aio.server(
-            interceptors=default_interceptors(self.registry),
+            interceptors=default_interceptors(self.registry, self._denied_hooks()),
             options=[
                 # Linux grpc defaults to SO_REUSEPORT, which lets a second process
                 # bind a taken port silently and steal half the connections.
@@ -124,6 +126,16 @@ class Service:
             self.metrics_port,
         )
         return self.port
+
+    def _denied_hooks(self) -> list[DeniedHook]:
+        hooks = list(denied_call_hooks)
+        if self.settings.audit_stream:
+            # No PING here: auditing must not hold start-up (or a refusal) hostage to Redis.
+            client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0,
+                                             socket_connect_timeout=1.0)
+            hooks.append(stream_hook(client, self.names[0]))
+            self.add_close_callback(client.aclose)
+        return hooks
 
     async def check_dependencies(self) -> bool:
         """Run every dependency check once and publish the result as health status."""

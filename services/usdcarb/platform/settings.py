@@ -75,6 +75,10 @@ class PlatformSettings(BaseSettings):
     db_pool_min: int = Field(default=1, ge=0, description="Connections the pool keeps open.")
     db_pool_max: int = Field(default=10, ge=1, description="Most connections the pool opens.")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
+    audit_stream: bool = Field(
+        default=False, description="Append calls the role table refuses to the Redis stream "
+        "usdcarb:audit, which the identity service records in its audit log (on in the "
+        "stack and deployments; identity records its own refusals directly).")
     health_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between dependency health checks."
     )
