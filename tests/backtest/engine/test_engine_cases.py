@@ -292,6 +292,14 @@ def test_walk_forward_folds_cover_the_range_with_the_right_windows() -> None:
     with pytest.raises(ValueError, match="at least 1500 bars"):
         run_walk_forward("cross-exchange-spread", SPREAD, axes, cfg, fr,
                          in_sample_bars=1000, out_of_sample_bars=500, step_bars=10)
+    # Progress (folds done) is asked inside a fold's sweep too: a cancel stops the first.
+    asked: list[tuple[int, int]] = []
+    wide = {"entryBps": [float(x) for x in range(5, 105)]}
+    with pytest.raises(Cancelled):
+        run_walk_forward("cross-exchange-spread", SPREAD, wide, cfg, fr, in_sample_bars=300,
+                         out_of_sample_bars=100, step_bars=100,
+                         on_progress=lambda done, total: asked.append((done, total)) or False)
+    assert asked == [(0, 7)]
 
 
 def test_progress_is_reported_in_chunks_and_cancels() -> None:

@@ -138,7 +138,12 @@ def run_walk_forward(kind: str, base_params: Mapping[str, Any],
     for index, s in enumerate(starts):
         is_rng = (s, s + in_sample_bars)
         oos_rng = (is_rng[1], is_rng[1] + out_of_sample_bars)
-        points = run_sweep(kind, base, axes, config, market.slice(*is_rng))
+        # Ask between the in-sample sweep's batches too, so a cancel (or progress) need
+        # not wait for a whole fold.
+        within = None if on_progress is None else (
+            lambda _done, _total, folds_done=index: on_progress(folds_done, len(starts)))
+        points = run_sweep(kind, base, axes, config, market.slice(*is_rng),
+                           on_progress=within)
         best = max(range(len(points)), key=lambda j: (_score(points[j].metrics, objective), -j))
         chosen = points[best]
         values = {k: chosen.params[p] for k, p in zip(keys, chosen.params, strict=True)}
