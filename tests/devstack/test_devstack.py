@@ -211,3 +211,40 @@ async def test_redis_keeps_acknowledged_writes_across_sigkill(
     tracker.remember(server)
     server.stop()
     assert server.pid is None
+
+
+def test_a_process_deaf_to_sigterm_is_killed_with_the_processes_it_started(
+        tmp_path: Path) -> None:
+    """``make down``'s last resort reaches a service's children (engine processes) too."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from usdcarb.devstack.stack import ProcessInfo, _wait_gone
+
+    script = tmp_path / "deaf_service.py"
+    script.write_text(
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        os.kill(proc.pid, 15)  # ignored, like a service stuck in shutdown
+        _wait_gone(ProcessInfo(proc.pid, 0, "deaf_service.py"), 0.5)
+        proc.wait(5)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child}").exists() and b"Z" not in Path(
+                f"/proc/{child}/stat").read_bytes().split(b")")[-1][:3]:
+            assert time.monotonic() < deadline, "the child outlived its service"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -360,7 +360,15 @@ def _wait_gone(info: ProcessInfo, timeout_s: float) -> None:
     while _alive(info):
         if time.monotonic() > deadline:
             logger.warning("pid %d did not exit after SIGTERM; sending SIGKILL", info.pid)
-            os.kill(info.pid, signal.SIGKILL)
+            try:
+                # Started in a session of its own: its group is it and what it spawned
+                # (engine processes), which would otherwise outlive it.
+                if os.getpgid(info.pid) == info.pid:
+                    os.killpg(info.pid, signal.SIGKILL)
+                else:
+                    os.kill(info.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             deadline = time.monotonic() + 5
         time.sleep(0.1)
 
