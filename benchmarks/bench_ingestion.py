@@ -32,6 +32,14 @@ import grpc
 import numpy as np
 
 from usdcarb.devstack import PostgresServer, RedisServer, scratch_dir
+from usdcarb.ingestion.domain import (
+    Bars,
+    PageRequest,
+    first_request,
+    next_since,
+    timeframe_ms,
+)
+from usdcarb.ingestion.exchanges import ExchangeClient, Pacer, spec_of
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import read_candles
@@ -103,6 +111,39 @@ async def ingest_end_to_end(pool: Any, concurrency: int) -> tuple[int, float]:
         raise RuntimeError(f"expected every job to succeed, got {states}")
     stored = await pool.fetchval("SELECT count(*) FROM market_data")
     return int(stored), elapsed
+
+
+async def fetch_only(replay_url: str, concurrency: int) -> tuple[int, float]:
+    """The same series fetched and parsed (ccxt pages -> columns) with the ingestion
+    service's own client and paging, stored nowhere: the cost of getting the bars."""
+    gate = asyncio.Semaphore(concurrency)
+    tf = timeframe_ms("1m")
+    start_ms, end_ms = int(START.timestamp() * 1000), int(END.timestamp() * 1000)
+
+    async def one(exchange: str, symbol: str) -> int:
+        async with gate:
+            spec = spec_of(exchange)
+            client = ExchangeClient(spec, replay_url=replay_url, pacer=Pacer(0))
+            got = 0
+            try:
+                request: PageRequest | None = first_request(spec, tf, start_ms)
+                while request is not None and request.since_ms < end_ms:
+                    rows, _ = await client.fetch_page(symbol, "1m", request.since_ms,
+                                                      request.limit)
+                    bars = Bars.from_rows(rows)
+                    got += int(np.count_nonzero((bars.ts_ms >= start_ms)
+                                                & (bars.ts_ms < end_ms)))
+                    since = next_since(spec, tf, request,
+                                       int(bars.ts_ms.max()) if len(bars) else None)
+                    request = (None if since is None
+                               else PageRequest(since, spec.max_bars_per_request))
+            finally:
+                await client.close()
+            return got
+
+    t0 = time.perf_counter()
+    counts = await asyncio.gather(*(one(e, s) for e, s in SERIES))
+    return sum(counts), time.perf_counter() - t0
 
 
 def psql_copy_ceiling(pg: PostgresServer, workdir: Path) -> tuple[int, float]:
@@ -214,6 +255,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
         procs.append(ing)
         address = f"127.0.0.1:{wait_port(work / 'ingestion.port', ing)}"
         bars, seconds = await ingest_end_to_end(pool, args.concurrency)
+        fetched, fetch_s = await fetch_only(replay_url, args.concurrency)
         rows, copy_s = psql_copy_ceiling(pg, work)
         if rows != bars:
             raise RuntimeError(f"expected {bars} rows exported, got {rows}")
@@ -231,6 +273,9 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
     label = "psql \\copy of the same rows bars/s"
     print(f"  {label:<44}{ceil:>14,.0f}   ({copy_s:.2f} s)")
     print(f"  {'ratio (target >= 0.7)':<44}{e2e / ceil:>14.3f}")
+    label = "fetch + parse only (ccxt, replay) bars/s"
+    print(f"  {label:<44}{fetched / fetch_s:>14,.0f}   ({fetch_s:.2f} s, {fetched:,} bars)")
+    print(f"  {'pipeline / fetch-only':<44}{e2e / (fetched / fetch_s):>14.3f}")
     print(f"read {args.read_bars:,} bars into numpy (best of {args.repeats})")
     for name, n, s in read_rows:
         assert n == args.read_bars, (name, n)
