@@ -7,12 +7,13 @@ refusals directly), the hook here appends one entry to the Redis stream
 records each entry once in its queryable audit log (``ListAuditEvents``,
 ``action=call.denied``), keyed by the entry id.
 
-A refusal is never delayed or failed by auditing: a hook error is logged by the
-interceptor, and the stream is capped (approximately) at ``MAX_ENTRIES``.
+A refusal is never failed by auditing and delayed at most ``APPEND_TIMEOUT_S``: a hook
+error is logged by the interceptor. The stream is capped (approximately) at ``MAX_ENTRIES``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from usdcarb.platform.interceptors import DeniedHook
 
 AUDIT_STREAM = "usdcarb:audit"
 MAX_ENTRIES = 100_000
+APPEND_TIMEOUT_S = 0.5
 
 
 def client_ip(context: Any) -> str:
@@ -70,6 +72,9 @@ def stream_hook(redis: Any, service: str) -> DeniedHook:
         entry = DeniedCall(service=service, method=method, subject=caller.subject,
                            roles=tuple(sorted(caller.roles)), client_ip=client_ip(context),
                            time_ms=int(time.time() * 1000))
-        await redis.xadd(AUDIT_STREAM, entry.fields(), maxlen=MAX_ENTRIES, approximate=True)
+        # Bounded: a refusal waits at most this long for an unresponsive Redis.
+        async with asyncio.timeout(APPEND_TIMEOUT_S):
+            await redis.xadd(AUDIT_STREAM, entry.fields(), maxlen=MAX_ENTRIES,
+                             approximate=True)
 
     return hook

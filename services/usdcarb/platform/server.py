@@ -127,15 +127,15 @@ class Service:
         )
         return self.port
 
-    def _denied_hooks(self) -> list[DeniedHook]:
-        hooks = list(denied_call_hooks)
-        if self.settings.audit_stream:
-            # No PING here: auditing must not hold start-up (or a refusal) hostage to Redis.
-            client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0,
-                                             socket_connect_timeout=1.0)
-            hooks.append(stream_hook(client, self.names[0]))
-            self.add_close_callback(client.aclose)
-        return hooks
+    def _denied_hooks(self) -> list[DeniedHook] | None:
+        """The module's hooks (None), plus the audit stream's when ``audit_stream`` is on."""
+        if not self.settings.audit_stream:
+            return None
+        # No PING here: auditing must not hold start-up hostage to Redis.
+        client = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0,
+                                         socket_connect_timeout=1.0)
+        self.add_close_callback(client.aclose)
+        return [*denied_call_hooks, stream_hook(client, self.names[0])]
 
     async def check_dependencies(self) -> bool:
         """Run every dependency check once and publish the result as health status."""
