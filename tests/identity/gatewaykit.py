@@ -11,8 +11,11 @@ import base64
 import http.client
 import json
 import os
+import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -59,11 +62,33 @@ def call(stack: StackInfo, method: str, path: str, body: Any = None, *, token: s
 
 def login(stack: StackInfo, username: str, password: str = PASSWORD, *,
           source: str = "127.0.0.1") -> dict[str, Any]:
-    reply = call(stack, "POST", "/v1/auth:login", {"username": username, "password": password},
-                 source=source)
-    assert reply.status == 200, (reply.status, reply.body)
+    """Log in through the gateway. A 503 (the gateway has no healthy identity backend,
+    e.g. just after another test's database outage) is retried for a while, as any
+    client would; if it persists, the failure shows what the gateway and identity saw."""
+    deadline = time.monotonic() + 15
+    while True:
+        reply = call(stack, "POST", "/v1/auth:login",
+                     {"username": username, "password": password}, source=source)
+        if reply.status != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert reply.status == 200, (reply.status, reply.body, diagnose(stack, "identity"))
     tokens: dict[str, Any] = reply.json()
     return tokens
+
+
+def diagnose(stack: StackInfo, service: str) -> str:
+    """The gateway's view of ``service``'s cluster and the tail of its log."""
+    try:
+        with urllib.request.urlopen(f"{stack.admin}/clusters", timeout=2) as resp:
+            clusters = [line for line in resp.read().decode().splitlines()
+                        if line.startswith(f"{service}::") and "health" in line]
+    except OSError as exc:
+        clusters = [f"admin unreachable: {exc}"]
+    log = Path(stack.root) / "logs" / f"{service}.log"
+    tail = log.read_text(errors="replace").splitlines()[-12:] if log.exists() else []
+    return "\n".join(["envoy /clusters:", *clusters, f"{log.name} (last lines):",
+                      *(line[:400] for line in tail)])
 
 
 def admin_token(stack: StackInfo, source: str = "127.0.0.1") -> str:
