@@ -1,7 +1,7 @@
 """Calls the role table refuses, from every service into the identity service's audit log.
 
 Each service's AuthorizationInterceptor runs its denied-call hooks. With
-``audit_stream`` on (the stack and deployments turn it on; identity records its own
+``audit_stream`` on (the dev stack turns it on; identity records its own
 refusals directly), the hook here appends one entry to the Redis stream
 ``usdcarb:audit``; the identity service reads the stream with a consumer group and
 records each entry once in its queryable audit log (``ListAuditEvents``,

@@ -77,8 +77,8 @@ class PlatformSettings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
     audit_stream: bool = Field(
         default=False, description="Append calls the role table refuses to the Redis stream "
-        "usdcarb:audit, which the identity service records in its audit log (on in the "
-        "stack and deployments; identity records its own refusals directly).")
+        "usdcarb:audit, which the identity service records in its audit log (the dev "
+        "stack turns it on for every service but identity, which records its own).")
     health_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between dependency health checks."
     )
