@@ -10,6 +10,7 @@ Everything binds 127.0.0.1; data and logs stay under the root folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -360,15 +361,13 @@ def _wait_gone(info: ProcessInfo, timeout_s: float) -> None:
     while _alive(info):
         if time.monotonic() > deadline:
             logger.warning("pid %d did not exit after SIGTERM; sending SIGKILL", info.pid)
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 # Started in a session of its own: its group is it and what it spawned
                 # (engine processes), which would otherwise outlive it.
                 if os.getpgid(info.pid) == info.pid:
                     os.killpg(info.pid, signal.SIGKILL)
                 else:
                     os.kill(info.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + 5
         time.sleep(0.1)
 
