@@ -140,11 +140,18 @@ def render_envoy_config(cfg: GatewayConfig, *, base_dir: Path | None = None) -> 
     return build_bootstrap(cfg, services)
 
 
+class _PlainDumper(yaml.SafeDumper):  # type: ignore[misc]
+    """Write every node out in full: routes share policy dicts, and anchors/aliases would
+    make the generated config hard to read and diff."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render_envoy_yaml(cfg: GatewayConfig, *, header: str = "", base_dir: Path | None = None) -> str:
     """Return the Envoy bootstrap for ``cfg`` as YAML, after an optional comment header."""
-    body = str(
-        yaml.safe_dump(render_envoy_config(cfg, base_dir=base_dir), sort_keys=False, width=100)
-    )
+    body = str(yaml.dump(render_envoy_config(cfg, base_dir=base_dir), Dumper=_PlainDumper,
+                         sort_keys=False, width=100))
     lines = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
     return lines + body
 

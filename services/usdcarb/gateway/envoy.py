@@ -220,6 +220,7 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
     grpc_routes: list[dict[str, Any]] = []
     rest_routes: list[tuple[bool, dict[str, Any]]] = []
     limited = cfg.ratelimit_address is not None
+    sse_transcoder = _transcoder(cfg, services, sse=True)
     for svc in services:
         for method in svc.methods:
             key = f"{svc.full_name}/{method.name}"
@@ -261,7 +262,7 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                         "match": {**match, "headers": [*match["headers"], SSE_ACCEPT]},
                         "route": rest_action,
                         "typed_per_filter_config": {
-                            **per_filter, TRANSCODER: _transcoder(cfg, services, sse=True)},
+                            **per_filter, TRANSCODER: sse_transcoder},
                     }))
                 rest_routes.append((has_verb(rule.template), {
                     "name": name, "match": match, "route": rest_action,
