@@ -129,15 +129,16 @@ async def series_to_load(
     legs = required_series(kind, params)
     q = config.quote_asset
     venues = list(dict.fromkeys(venue for venue, _ in legs))
+    assets = [symbol.split("/")[0] for symbol in
+              pricing_symbols(kind, params, q, [t.asset for t in config.transfers])]
+    candidates = {a: [(v, s) for v in venues for s in (f"{a}/{q}", f"{q}/{a}")] for a in assets}
+    gaps = await data_gaps(pool, [c for cs in candidates.values() for c in cs],
+                           timeframe=timeframe, start=start, end=end, table=table)
+    absent = {subject for _, subject, _ in gaps}
     keys = list(legs)
     missing: list[tuple[str, str, str]] = []
-    for symbol in pricing_symbols(kind, params, q, [t.asset for t in config.transfers]):
-        asset = symbol.split("/")[0]
-        candidates = [(v, s) for v in venues for s in (f"{asset}/{q}", f"{q}/{asset}")]
-        gaps = await data_gaps(pool, candidates, timeframe=timeframe, start=start, end=end,
-                               table=table)
-        absent = {subject for _, subject, _ in gaps}
-        found = [c for c in candidates if series_label(*c, timeframe) not in absent]
+    for asset in assets:
+        found = [c for c in candidates[asset] if series_label(*c, timeframe) not in absent]
         if found:
             keys.append(found[0])
         else:

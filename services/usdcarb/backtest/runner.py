@@ -34,7 +34,7 @@ from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
 from usdcarb.backtest.handoff import discard, take_curves, write_frame
 from usdcarb.backtest.jobs import JobEntry, JobQueue
-from usdcarb.backtest.loading import load_market, series_to_load
+from usdcarb.backtest.loading import Loaded, load_market, series_to_load
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.store import BacktestStore
@@ -192,13 +192,7 @@ class Runner:
         clock = _Stages()
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            keys = await series_to_load(
-                self._store.pool, job.strategy_kind, job.parameters, spec.engine,
-                timeframe=spec.timeframe, start=spec.start, end=spec.end, table=s.market_table)
-            loaded = await load_market(
-                self._store.pool, keys, timeframe=spec.timeframe,
-                timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
-                table=s.market_table)
+            loaded = await self._load(job.strategy_kind, job.parameters, spec)
             bars = len(loaded.frame)
             clock.lap("load")
             ref = await asyncio.to_thread(write_frame, loaded.frame)
@@ -253,6 +247,16 @@ class Runner:
         creator = job.creator or "an anonymous caller"
         await self._strategy.mark_backtested(
             job.strategy_version, f"{name} (run by {creator}) succeeded")
+
+    async def _load(self, kind: str, params: dict[str, Any], spec: RunSpec) -> Loaded:
+        """Read the markets the run trades and those pricing its assets (as of now)."""
+        table = self.settings.market_table
+        keys = await series_to_load(self._store.pool, kind, params, spec.engine,
+                                    timeframe=spec.timeframe, start=spec.start, end=spec.end,
+                                    table=table)
+        return await load_market(self._store.pool, keys, timeframe=spec.timeframe,
+                                 timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms,
+                                 end_ms=spec.end_ms, table=table)
 
     def _spec(self, config: dict[str, Any], kind: str, params: dict[str, Any]) -> RunSpec:
         cfg = json_format.ParseDict(config, pb.BacktestConfig())
@@ -328,13 +332,7 @@ class Runner:
         ).SerializeToString())
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            keys = await series_to_load(
-                self._store.pool, job.strategy_kind, job.parameters, spec.engine,
-                timeframe=spec.timeframe, start=spec.start, end=spec.end, table=s.market_table)
-            loaded = await load_market(
-                self._store.pool, keys, timeframe=spec.timeframe,
-                timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms, end_ms=spec.end_ms,
-                table=s.market_table)
+            loaded = await self._load(job.strategy_kind, job.parameters, spec)
             wf = walk_forward_bars(job.walk_forward, spec) if job.walk_forward else None
             axes = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
             ref = await asyncio.to_thread(write_frame, loaded.frame)
@@ -383,13 +381,11 @@ class Runner:
         # The stored progress is the queued snapshot (running progress only goes through
         # Redis): keep where the sweep stopped, so its last event and GetSweep say so.
         latest = await self._bus.latest(job.id)
-        if latest is not None:
-            reached = pb.SweepEvent.FromString(latest[1]).progress
-            if reached.total:
-                await self._store.set_progress("sweeps", job.id, convert.to_json(reached))
+        reached = None if latest is None else pb.SweepEvent.FromString(latest[1]).progress
         ended = await self._store.end_sweep(
             job.id, state, None if status is None else convert.status_to_json(status),
-            worker=job.worker, attempts=job.attempts)
+            worker=job.worker, attempts=job.attempts,
+            progress=convert.to_json(reached) if reached and reached.total else None)
         if ended is not None:
             await self._publish_final_sweep(job.id, convert.final_sweep_event(ended))
 

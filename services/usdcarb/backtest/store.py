@@ -179,11 +179,6 @@ class BacktestStore(PooledStore):
             f"UPDATE {table} SET last_sequence = GREATEST(last_sequence, $2) WHERE id = $1",
             job_id, sequence)
 
-    async def set_progress(self, table: str, job_id: str, progress: dict[str, Any]) -> None:
-        assert table in ("backtests", "sweeps")
-        await self._pool.execute(f"UPDATE {table} SET progress = $2 WHERE id = $1",
-                                 job_id, progress)
-
     async def list_trades(self, job_id: str, *, after_seq: int, limit: int) -> list[Any]:
         """Trades with seq in (after_seq, after_seq + limit], as mappings (time: datetime
         or epoch ms)."""
@@ -284,15 +279,18 @@ class BacktestStore(PooledStore):
     async def end_sweep(
         self, job_id: str, state: JobState, error: dict[str, Any] | None, *,
         worker: str | None = None, attempts: int | None = None,
-        from_states: Sequence[str] = tuple(_ACTIVE),
+        from_states: Sequence[str] = tuple(_ACTIVE), progress: dict[str, Any] | None = None,
     ) -> SweepJob | None:
-        args: list[Any] = [job_id, state.value, error, list(from_states)]
+        """Move an active sweep to FAILED/CANCELLED (with the ``progress`` it reached, if
+        given); None when it was not in ``from_states`` or no longer that worker's."""
+        args: list[Any] = [job_id, state.value, error, list(from_states), progress]
         guard = ""
         if worker is not None:
             args += [worker, attempts]
-            guard = " AND worker = $5 AND attempts = $6"
+            guard = " AND worker = $6 AND attempts = $7"
         row = await self._pool.fetchrow(
-            f"""UPDATE sweeps SET state = $2, error = $3, end_time = now()
+            f"""UPDATE sweeps SET state = $2, error = $3, end_time = now(),
+                       progress = coalesce($5::jsonb, progress)
                 WHERE id = $1 AND state = ANY($4::text[]){guard}
                 RETURNING {_SWEEP_COLUMNS}""", *args)
         return None if row is None else _sweep(row)

@@ -91,17 +91,10 @@ def pricing_symbols(kind: str, params: Mapping[str, Any], quote_asset: str,
     A caller that loads market data loads these too; the traded markets themselves often
     already price everything.
     """
-    assets: list[str] = []
-    for _, symbol in required_series(kind, params):
-        for asset in symbol.split("/"):
-            if asset != quote_asset and asset not in assets:
-                assets.append(asset)
-    for asset in extra_assets:
-        if asset != quote_asset and asset not in assets:
-            assets.append(asset)
-    traded = {s for _, s in required_series(kind, params)}
-    return [f"{a}/{quote_asset}" for a in assets
-            if f"{a}/{quote_asset}" not in traded and f"{quote_asset}/{a}" not in traded]
+    traded = [s for _, s in required_series(kind, params)]
+    assets = dict.fromkeys([*(a for s in traded for a in s.split("/")), *extra_assets])
+    return [f"{a}/{quote_asset}" for a in assets if a != quote_asset
+            and f"{a}/{quote_asset}" not in traded and f"{quote_asset}/{a}" not in traded]
 
 
 def param_vector(kind: str, p: Mapping[str, Any]) -> F64:
