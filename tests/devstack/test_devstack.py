@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +20,7 @@ import redis.asyncio as aioredis
 
 from usdcarb.devstack import DevstackError, PostgresServer, RedisServer, free_port, scratch_dir
 from usdcarb.devstack.ports import child_pids, wait_gone
+from usdcarb.devstack.stack import ProcessInfo, _wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -216,13 +222,6 @@ async def test_redis_keeps_acknowledged_writes_across_sigkill(
 def test_a_process_deaf_to_sigterm_is_killed_with_the_processes_it_started(
         tmp_path: Path) -> None:
     """``make down``'s last resort reaches a service's children (engine processes) too."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from usdcarb.devstack.stack import ProcessInfo, _wait_gone
-
     script = tmp_path / "deaf_service.py"
     script.write_text(
         "import signal, subprocess, sys, time\n"
@@ -236,7 +235,7 @@ def test_a_process_deaf_to_sigterm_is_killed_with_the_processes_it_started(
     try:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
-        os.kill(proc.pid, 15)  # ignored, like a service stuck in shutdown
+        os.kill(proc.pid, signal.SIGTERM)  # ignored, like a service stuck in shutdown
         _wait_gone(ProcessInfo(proc.pid, 0, "deaf_service.py"), 0.5)
         proc.wait(5)
         deadline = time.monotonic() + 5

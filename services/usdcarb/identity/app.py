@@ -94,9 +94,10 @@ class IdentityApp:
             client_ip=actor.client_ip, details=details), conn=conn)
 
     async def audit_denied_call(self, actor: Actor, method: str) -> None:
-        """Record a call refused by the authorization table."""
-        await self.audit(actor, "call.denied", target=method, outcome="failure",
-                         roles=sorted(actor.roles))
+        """Record a call to this service that the authorization table refused."""
+        await self._store.insert_audit(AuditRecord.denied_call(
+            subject=actor.subject, roles=actor.roles, client_ip=actor.client_ip,
+            method=method, service=method.split("/")[0]))
 
     # ------------------------------------------------------------------ tokens
     def _access(self, user_id: str, roles: Sequence[str], **extra: Any) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from usdcarb.identity.model import AuditRecord
 from usdcarb.identity.store import IdentityStore
-from usdcarb.platform.audit import AUDIT_STREAM, DeniedCall
+from usdcarb.platform.audit import AUDIT_STREAM, DeniedCall, as_text
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,10 @@ GROUP = "identity-audit"
 
 def record_of(entry: DeniedCall) -> AuditRecord:
     """The audit event of a refused call (as identity records its own)."""
-    return AuditRecord(
-        time=datetime.fromtimestamp(entry.time_ms / 1000, UTC) if entry.time_ms else None,
-        actor=entry.subject, action="call.denied", target=entry.method, outcome="failure",
-        client_ip=entry.client_ip, details={"roles": list(entry.roles), "service": entry.service})
+    return AuditRecord.denied_call(
+        subject=entry.subject, roles=entry.roles, client_ip=entry.client_ip,
+        method=entry.method, service=entry.service,
+        time=datetime.fromtimestamp(entry.time_ms / 1000, UTC) if entry.time_ms else None)
 
 
 class AuditFeed:
@@ -68,7 +68,7 @@ class AuditFeed:
         if not entries:
             return 0
         ids = [e[0] for e in entries]
-        events = [(_text(entry_id), record_of(DeniedCall.from_fields(fields)))
+        events = [(as_text(entry_id), record_of(DeniedCall.from_fields(fields)))
                   for entry_id, fields in entries]
         self.recorded += await self._store.insert_audit_once(events)
         await self._redis.xack(AUDIT_STREAM, GROUP, *ids)
@@ -96,7 +96,3 @@ class AuditFeed:
                 logger.exception("audit feed: recording failed; retrying in %.1fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

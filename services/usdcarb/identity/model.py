@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -82,6 +83,14 @@ class AuditRecord:
     outcome: str = "success"
     client_ip: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def denied_call(cls, *, subject: str, roles: Iterable[str], client_ip: str, method: str,
+                    service: str, time: datetime | None = None) -> AuditRecord:
+        """The event of a call the role table refused, in whichever service."""
+        return cls(time=time, actor=subject, action="call.denied", target=method,
+                   outcome="failure", client_ip=client_ip,
+                   details={"roles": sorted(roles), "service": service})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,14 +54,15 @@ class DeniedCall:
     @classmethod
     def from_fields(cls, fields: Mapping[Any, Any]) -> DeniedCall:
         """Decode a stream entry's fields (bytes or str keys and values)."""
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {as_text(k): as_text(v) for k, v in fields.items()}
         return cls(service=f.get("service", ""), method=f.get("method", ""),
                    subject=f.get("subject", ""),
                    roles=tuple(r for r in f.get("roles", "").split(",") if r),
                    client_ip=f.get("client_ip", ""), time_ms=int(f.get("time_ms") or 0))
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply value as text (bytes unless the client decodes responses)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
