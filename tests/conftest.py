@@ -6,7 +6,13 @@ by DELETE). End-to-end tests share one whole mesh per session (``stack``).
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import shutil
+import signal
+import sys
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -85,3 +91,79 @@ def stack() -> Iterator[StackInfo]:
 def gateway(stack: StackInfo) -> str:
     """host:port of the Envoy gateway (REST and gRPC)."""
     return stack.gateway.removeprefix("http://")
+
+
+# ---------------------------------------------------------------- leaving cleanly
+# Once the summary is printed, the interpreter still joins every non-daemon thread (the
+# default executor's, a process pool's manager) and every multiprocessing child. One
+# stuck there holds the run open with every test passed. Report what is left, end the
+# processes the session started and, if the exit still hangs, dump every stack and exit
+# with the session's own status instead of waiting for CI's time limit.
+EXIT_GRACE_S = float(os.environ.get("USDCARB_TEST_EXIT_GRACE_S", "60"))
+_exit_status: list[int] = []
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _leftovers() -> str:
+    threads = [t.name for t in threading.enumerate()
+               if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    processes = []
+    for pid in _descendants(os.getpid()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        processes.append(f"{pid} {cmd[:160]}")
+    lines = [f"  thread {name}" for name in threads] + [f"  process {p}" for p in processes]
+    return "\n".join(lines)
+
+
+def _kill_descendants() -> None:
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    left = _leftovers()
+    if left:
+        sys.stderr.write(f"still running as pytest exits (the exit waits for these):\n{left}\n")
+    status = _exit_status[-1] if _exit_status else 1
+
+    def guard() -> None:
+        time.sleep(EXIT_GRACE_S)
+        sys.stderr.write(f"\npytest has not exited {EXIT_GRACE_S:.0f} s after the session "
+                         f"ended; still running:\n{_leftovers()}\nstacks:\n")
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        _kill_descendants()
+        time.sleep(10.0)
+        sys.stderr.write(f"still stuck after ending our child processes; exiting with the "
+                         f"session's status {status}\n")
+        sys.stderr.flush()
+        os._exit(status)
+
+    threading.Thread(target=guard, name="exit-guard", daemon=True).start()

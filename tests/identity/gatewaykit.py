@@ -73,7 +73,9 @@ def login(stack: StackInfo, username: str, password: str = PASSWORD, *,
                      {"username": username, "password": password}, source=source)
         if reply.status != 503 or time.monotonic() > deadline:
             break
-        first_503 = first_503 or diagnose(stack, "identity")
+        if first_503 is None:
+            first_503 = (f"503 body {reply.body[:300]!r}, headers {reply.headers}\n"
+                         + diagnose(stack, "identity"))
         time.sleep(0.2)
     if first_503 and reply.status == 200:  # shown in the test summary: data, not a failure
         warnings.warn(f"login needed retries after a 503; at the first:\n{first_503}",
