@@ -108,14 +108,25 @@ def _signal_pair(kind, a, b, held, held_bars, entry_px, entry, exit_, hold, peg,
     return False, 0, 0.0
 
 
+# ``peak_i`` before any bar of a range: the peak's time is the state's S_PEAK_T.
+BEFORE_RANGE = -1
+NO_SPELL = -2
+
+
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _curve_step(eq, t, prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_dur):  # type: ignore[no-untyped-def]
-    """One bar of the running curve statistics (see metrics.py); scalars in and out.
+def _curve_step(eq, i, prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd):  # type: ignore[no-untyped-def]
+    """One bar (``i``) of the running curve statistics (see metrics.py); scalars in and out.
 
     Equity often does not move (flat, or marks unchanged): then r is exactly 0 and the
     drawdown is unchanged, so the two divisions are skipped. Scalars only: an array
     passed to an inlined helper costs reference counting on every call.
+
+    The peak is tracked as a bar index, not a time: reading the time column on every bar
+    would be a third stream of memory per bar, for a figure (the longest spell under
+    water) needed only when a spell ends. ``ended`` is the peak bar of a spell that ends
+    on this bar (the caller adds its duration), or ``NO_SPELL``.
     """
+    ended = NO_SPELL
     if eq != prev:
         r = eq / prev - 1.0
         prev = eq
@@ -125,18 +136,19 @@ def _curve_step(eq, t, prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_
         sd2 += q * q
         if eq >= peak:
             if under:
-                max_dur = max(max_dur, t - peak_t)
+                ended = peak_i
                 under = False
             peak = eq
-            peak_t = t
+            peak_i = i
             dd = 0.0
         else:
             under = True
             dd = 1.0 - eq / peak
             max_dd = max(max_dd, dd)
     elif not under:
-        peak_t = t   # still at the peak
-    return prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd, max_dur
+        peak_i = i   # still at the peak
+    return prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd, ended
+
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -327,7 +339,8 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     peak = fs[F_PEAK]
     max_dd = fs[F_MAXDD]
     sum_eq = fs[F_SUMEQ]
-    peak_t = st[S_PEAK_T]
+    peak_t0 = st[S_PEAK_T]
+    peak_i = BEFORE_RANGE
     max_dur = st[S_MAXDUR]
     under = st[S_UNDER] == 1
     dd = 1.0 - prev / peak if under else 0.0
@@ -390,9 +403,12 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                     eq += k1 * m1
                 if curves:
                     equity[u] = eq
-                (prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd,
-                 max_dur) = _curve_step(eq, time_ms[u], prev, sr, sr2, sd2, peak, peak_t,
-                                        under, dd, max_dd, max_dur)
+                (prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd,
+                 ended) = _curve_step(eq, i, prev, sr, sr2, sd2, peak, peak_i, under, dd,
+                                      max_dd)
+                if ended != NO_SPELL:
+                    max_dur = max(max_dur, time_ms[u] - (
+                        peak_t0 if ended == BEFORE_RANGE else time_ms[ended]))
                 sum_eq += eq
                 if held != 0:
                     expo += 1
@@ -511,9 +527,11 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                     eq += coefi[s] / marks[s]
         if curves:
             equity[i] = eq
-        (prev, sr, sr2, sd2, peak, peak_t, under, dd, max_dd,
-         max_dur) = _curve_step(eq, time_ms[i], prev, sr, sr2, sd2, peak, peak_t, under, dd,
-                                max_dd, max_dur)
+        (prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd,
+         ended) = _curve_step(eq, i, prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd)
+        if ended != NO_SPELL:
+            max_dur = max(max_dur, time_ms[i] - (
+                peak_t0 if ended == BEFORE_RANGE else time_ms[ended]))
         sum_eq += eq
         if curves:
             drawdown[i] = dd
@@ -541,7 +559,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     fs[F_PEAK] = peak
     fs[F_MAXDD] = max_dd
     fs[F_SUMEQ] = sum_eq
-    st[S_PEAK_T] = peak_t
+    st[S_PEAK_T] = peak_t0 if peak_i == BEFORE_RANGE else time_ms[peak_i]
     st[S_MAXDUR] = max_dur
     st[S_UNDER] = 1 if under else 0
     return stop

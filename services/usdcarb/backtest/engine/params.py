@@ -73,7 +73,11 @@ def validate_params(kind: str, params: Mapping[str, Any]) -> None:
 
 def required_series(kind: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Return the (venue, symbol) markets the strategy trades, in leg order."""
-    p = normalized(kind, params)
+    return series_of(kind, normalized(kind, params))
+
+
+def series_of(kind: str, p: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``required_series`` of parameters that ``normalized`` has already checked."""
     if kind == "cross-exchange-spread":
         return [(p["venueA"], p["symbol"]), (p["venueB"], p["symbol"])]
     if kind == "peg-reversion":

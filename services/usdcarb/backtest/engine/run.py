@@ -35,7 +35,7 @@ from .model import (
     Progress,
     TradeLog,
 )
-from .params import normalized, param_vector, required_series
+from .params import normalized, param_vector, series_of
 
 
 class Trades(NamedTuple):
@@ -109,7 +109,7 @@ def figures(state: tuple[Any, ...], n: int, t_last: int, init_eq: float,
 def prepare(kind: str, params: Mapping[str, Any], config: EngineConfig,
             market: MarketFrame) -> tuple[Plan, dict[str, Any]]:
     p = normalized(kind, params)
-    return build_plan(kind, p, config, market, required_series(kind, p)), p
+    return build_plan(kind, p, config, market, series_of(kind, p)), p
 
 
 def run_backtest(kind: str, params: Mapping[str, Any], config: EngineConfig,

@@ -21,7 +21,7 @@ from .layout import build_plan
 from .loop import run_range
 from .metrics import NAMES, NM, as_dict, finalize, utilization
 from .model import Cancelled, EngineConfig, Fold, MarketFrame, SweepPoint
-from .params import axis_key, normalized, param_vector, required_series, with_values
+from .params import axis_key, normalized, param_vector, series_of, with_values
 from .run import Trades, fresh_state
 
 # Figures where less is better when chosen as a walk-forward objective.
@@ -70,7 +70,7 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
     base = normalized(kind, base_params)
     pvecs = [param_vector(kind, with_values(kind, base, dict(zip(keys, c, strict=True))))
              for c in combos]
-    plan = build_plan(kind, base, config, market, required_series(kind, base))
+    plan = build_plan(kind, base, config, market, series_of(kind, base))
     S0, init_eq = fresh_state(plan)
     total = len(combos)
     PP = np.array(pvecs).reshape(total, -1)
