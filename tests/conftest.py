@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from usdcarb.devstack import PostgresServer, RedisServer, free_port, scratch_dir
+from usdcarb.devstack.ports import child_pids, signal_pid
 from usdcarb.devstack.stack import Stack, StackInfo
 from usdcarb.platform.db import create_pool
 from usdcarb.platform.migrations import apply_migrations
@@ -104,21 +105,11 @@ _exit_status: list[int] = []
 
 
 def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
+        children = child_pids(todo.pop())
+        found += children
+        todo += children
     return found
 
 
@@ -138,10 +129,7 @@ def _leftovers() -> str:
 
 def _kill_descendants() -> None:
     for pid in _descendants(os.getpid()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        signal_pid(pid, signal.SIGKILL)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

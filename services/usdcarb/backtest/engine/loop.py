@@ -150,6 +150,14 @@ def _curve_step(eq, i, prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd):  # 
     return prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd, ended
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _longest_spell(max_dur, time_ms, i, ended, peak_t0):  # type: ignore[no-untyped-def]
+    """The longest spell under water, now that one from peak bar ``ended`` ends at ``i``.
+
+    Called only when a spell ends (rare), so it may take the time column."""
+    start = peak_t0 if ended == BEFORE_RANGE else time_ms[ended]
+    return max(max_dur, time_ms[i] - start)
+
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # type: ignore[no-untyped-def]
@@ -407,8 +415,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                  ended) = _curve_step(eq, i, prev, sr, sr2, sd2, peak, peak_i, under, dd,
                                       max_dd)
                 if ended != NO_SPELL:
-                    max_dur = max(max_dur, time_ms[u] - (
-                        peak_t0 if ended == BEFORE_RANGE else time_ms[ended]))
+                    max_dur = _longest_spell(max_dur, time_ms, i, ended, peak_t0)
                 sum_eq += eq
                 if held != 0:
                     expo += 1
@@ -530,8 +537,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
         (prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd,
          ended) = _curve_step(eq, i, prev, sr, sr2, sd2, peak, peak_i, under, dd, max_dd)
         if ended != NO_SPELL:
-            max_dur = max(max_dur, time_ms[i] - (
-                peak_t0 if ended == BEFORE_RANGE else time_ms[ended]))
+            max_dur = _longest_spell(max_dur, time_ms, i, ended, peak_t0)
         sum_eq += eq
         if curves:
             drawdown[i] = dd
