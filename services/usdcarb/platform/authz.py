@@ -76,7 +76,7 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
         ListSubscriptions=VIEWER, ListDeliveries=VIEWER, SubscribeEvents=VIEWER,
         CreateChannel=ANALYST, UpdateChannel=ANALYST, DeleteChannel=ANALYST,
         TestChannel=ANALYST, CreateSubscription=ANALYST, UpdateSubscription=ANALYST,
-        DeleteSubscription=ANALYST,
+        DeleteSubscription=ANALYST, RedeliverDeliveries=ANALYST, RotateWebhookSecret=ANALYST,
     ),
 })
 

@@ -25,6 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
@@ -32,7 +33,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from usdcarb.v1 import common_pb2 as usdcarb_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dusdcarb/v1/notification.proto\x12\nusdcarb.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17usdcarb/v1/common.proto\"\x9d\x02\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x15.usdcarb.v1.EventTypeR\x04type\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x16\n\x06source\x18\x04 \x01(\tR\x06source\x12\x18\n\x07subject\x18\x05 \x01(\tR\x07subject\x12\x30\n\x08severity\x18\x06 \x01(\x0e\x32\x14.usdcarb.v1.SeverityR\x08severity\x12\x18\n\x07summary\x18\x07 \x01(\tR\x07summary\x12+\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\x04\x64\x61ta\"\xe6\x01\n\rWebhookConfig\x12\x16\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x03url\x12\x1c\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x04R\x06secret\x12@\n\x07headers\x18\x03 \x03(\x0b\x32&.usdcarb.v1.WebhookConfig.HeadersEntryR\x07headers\x12!\n\x0cmax_attempts\x18\x04 \x01(\x05R\x0bmaxAttempts\x1a:\n\x0cHeadersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"J\n\x0b\x45mailConfig\x12\x14\n\x02to\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02R\x02to\x12%\n\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\"\xf0\x02\n\x07\x43hannel\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\'\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x0b\x64isplayName\x12\x35\n\x07webhook\x18\x03 \x01(\x0b\x32\x19.usdcarb.v1.WebhookConfigH\x00R\x07webhook\x12/\n\x05\x65mail\x18\x04 \x01(\x0b\x32\x17.usdcarb.v1.EmailConfigH\x00R\x05\x65mail\x12#\n\nhas_secret\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03R\thasSecret\x12\x1a\n\x05owner\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12\x41\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime:,\xea\x41)\n\x13usdcarb.dev/Channel\x12\x12\x63hannels/{channel}B\x08\n\x06\x63onfig\"\xae\x03\n\x0cSubscription\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x36\n\x07\x63hannel\x18\x02 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13usdcarb.dev/ChannelR\x07\x63hannel\x12\x36\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x15.usdcarb.v1.EventTypeR\neventTypes\x12\x37\n\x0cmin_severity\x18\x04 \x01(\x0e\x32\x14.usdcarb.v1.SeverityR\x0bminSeverity\x12%\n\x0esubject_prefix\x18\x05 \x01(\tR\rsubjectPrefix\x12\x18\n\x07\x65nabled\x18\x06 \x01(\x08R\x07\x65nabled\x12\x1a\n\x05owner\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12\x41\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime:;\xea\x41\x38\n\x18usdcarb.dev/Subscription\x12\x1csubscriptions/{subscription}\"\x83\x04\n\x08\x44\x65livery\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\'\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x11.usdcarb.v1.EventR\x05\x65vent\x12\"\n\x0csubscription\x18\x03 \x01(\tR\x0csubscription\x12/\n\x05state\x18\x04 \x01(\x0e\x32\x19.usdcarb.v1.DeliveryStateR\x05state\x12\x1a\n\x08\x61ttempts\x18\x05 \x01(\x05R\x08\x61ttempts\x12#\n\rresponse_code\x18\x06 \x01(\x05R\x0cresponseCode\x12\x1d\n\nlast_error\x18\x07 \x01(\tR\tlastError\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x35\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x46\n\x11next_attempt_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fnextAttemptTime:C\xea\x41@\n\x14usdcarb.dev/Delivery\x12(channels/{channel}/deliveries/{delivery}\"j\n\x14\x43reateChannelRequest\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x13.usdcarb.v1.ChannelB\x04\xe2\x41\x01\x02R\x07\x63hannel\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"-\n\x11GetChannelRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"Q\n\x13ListChannelsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"o\n\x14ListChannelsResponse\x12/\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x13.usdcarb.v1.ChannelR\x08\x63hannels\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x01\n\x14UpdateChannelRequest\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x13.usdcarb.v1.ChannelB\x04\xe2\x41\x01\x02R\x07\x63hannel\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"0\n\x14\x44\x65leteChannelRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\".\n\x12TestChannelRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"~\n\x19\x43reateSubscriptionRequest\x12\x42\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.usdcarb.v1.SubscriptionB\x04\xe2\x41\x01\x02R\x0csubscription\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"2\n\x16GetSubscriptionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"p\n\x18ListSubscriptionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x18\n\x07\x63hannel\x18\x03 \x01(\tR\x07\x63hannel\"\x83\x01\n\x19ListSubscriptionsResponse\x12>\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x18.usdcarb.v1.SubscriptionR\rsubscriptions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9c\x01\n\x19UpdateSubscriptionRequest\x12\x42\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.usdcarb.v1.SubscriptionB\x04\xe2\x41\x01\x02R\x0csubscription\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"5\n\x19\x44\x65leteSubscriptionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\xa2\x01\n\x15ListDeliveriesRequest\x12\x1c\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06parent\x12/\n\x05state\x18\x02 \x01(\x0e\x32\x19.usdcarb.v1.DeliveryStateR\x05state\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"v\n\x16ListDeliveriesResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32\x14.usdcarb.v1.DeliveryR\ndeliveries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa4\x01\n\x16SubscribeEventsRequest\x12\x36\n\x0b\x65vent_types\x18\x01 \x03(\x0e\x32\x15.usdcarb.v1.EventTypeR\neventTypes\x12\x37\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x14.usdcarb.v1.SeverityR\x0bminSeverity\x12\x19\n\x08\x61\x66ter_id\x18\x03 \x01(\tR\x07\x61\x66terId\"\xb4\x01\n\x17SubscribeEventsResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.usdcarb.v1.EventR\x05\x65vent\x12\x41\n\x0eheartbeat_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n\x07outcome\x18\x03 \x01(\x0b\x32\x13.usdcarb.v1.OutcomeR\x07outcome*\xe4\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45VENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n\x1a\x45VENT_TYPE_BACKTEST_FAILED\x10\x02\x12\x1d\n\x19\x45VENT_TYPE_SWEEP_FINISHED\x10\x03\x12\"\n\x1e\x45VENT_TYPE_INGESTION_SUCCEEDED\x10\x04\x12\x1f\n\x1b\x45VENT_TYPE_INGESTION_FAILED\x10\x05\x12\x1b\n\x17\x45VENT_TYPE_GAP_DETECTED\x10\x06\x12\x19\n\x15\x45VENT_TYPE_DATA_ISSUE\x10\x07\x12!\n\x1d\x45VENT_TYPE_DEPLOYMENT_CHANGED\x10\x08\x12$\n EVENT_TYPE_VERSION_STATE_CHANGED\x10\t\x12\x13\n\x0f\x45VENT_TYPE_TEST\x10\n*\x8b\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x03\x32\x98\x0c\n\x13NotificationService\x12\x65\n\rCreateChannel\x12 .usdcarb.v1.CreateChannelRequest\x1a\x13.usdcarb.v1.Channel\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/channels:\x07\x63hannel\x12_\n\nGetChannel\x12\x1d.usdcarb.v1.GetChannelRequest\x1a\x13.usdcarb.v1.Channel\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=channels/*}\x12g\n\x0cListChannels\x12\x1f.usdcarb.v1.ListChannelsRequest\x1a .usdcarb.v1.ListChannelsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/channels\x12v\n\rUpdateChannel\x12 .usdcarb.v1.UpdateChannelRequest\x1a\x13.usdcarb.v1.Channel\".\x82\xd3\xe4\x93\x02(2\x1d/v1/{channel.name=channels/*}:\x07\x63hannel\x12h\n\rDeleteChannel\x12 .usdcarb.v1.DeleteChannelRequest\x1a\x16.google.protobuf.Empty\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=channels/*}\x12j\n\x0bTestChannel\x12\x1e.usdcarb.v1.TestChannelRequest\x1a\x14.usdcarb.v1.Delivery\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=channels/*}:test:\x01*\x12~\n\x12\x43reateSubscription\x12%.usdcarb.v1.CreateSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"\'\x82\xd3\xe4\x93\x02!\"\x11/v1/subscriptions:\x0csubscription\x12s\n\x0fGetSubscription\x12\".usdcarb.v1.GetSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=subscriptions/*}\x12{\n\x11ListSubscriptions\x12$.usdcarb.v1.ListSubscriptionsRequest\x1a%.usdcarb.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12\x94\x01\n\x12UpdateSubscription\x12%.usdcarb.v1.UpdateSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"=\x82\xd3\xe4\x93\x02\x37\x32\'/v1/{subscription.name=subscriptions/*}:\x0csubscription\x12w\n\x12\x44\x65leteSubscription\x12%.usdcarb.v1.DeleteSubscriptionRequest\x1a\x16.google.protobuf.Empty\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/{name=subscriptions/*}\x12\x83\x01\n\x0eListDeliveries\x12!.usdcarb.v1.ListDeliveriesRequest\x1a\".usdcarb.v1.ListDeliveriesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=channels/*}/deliveries\x12z\n\x0fSubscribeEvents\x12\".usdcarb.v1.SubscribeEventsRequest\x1a#.usdcarb.v1.SubscribeEventsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/events:subscribe0\x01\x42@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dusdcarb/v1/notification.proto\x12\nusdcarb.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17usdcarb/v1/common.proto\"\x9d\x02\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x15.usdcarb.v1.EventTypeR\x04type\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x16\n\x06source\x18\x04 \x01(\tR\x06source\x12\x18\n\x07subject\x18\x05 \x01(\tR\x07subject\x12\x30\n\x08severity\x18\x06 \x01(\x0e\x32\x14.usdcarb.v1.SeverityR\x08severity\x12\x18\n\x07summary\x18\x07 \x01(\tR\x07summary\x12+\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\x04\x64\x61ta\"\xe6\x01\n\rWebhookConfig\x12\x16\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x03url\x12\x1c\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x04R\x06secret\x12@\n\x07headers\x18\x03 \x03(\x0b\x32&.usdcarb.v1.WebhookConfig.HeadersEntryR\x07headers\x12!\n\x0cmax_attempts\x18\x04 \x01(\x05R\x0bmaxAttempts\x1a:\n\x0cHeadersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"J\n\x0b\x45mailConfig\x12\x14\n\x02to\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02R\x02to\x12%\n\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\"\xd1\x03\n\x07\x43hannel\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\'\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x0b\x64isplayName\x12\x35\n\x07webhook\x18\x03 \x01(\x0b\x32\x19.usdcarb.v1.WebhookConfigH\x00R\x07webhook\x12/\n\x05\x65mail\x18\x04 \x01(\x0b\x32\x17.usdcarb.v1.EmailConfigH\x00R\x05\x65mail\x12#\n\nhas_secret\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03R\thasSecret\x12\x1a\n\x05owner\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12\x41\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12_\n\x1bprevious_secret_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x18previousSecretExpireTime:,\xea\x41)\n\x13usdcarb.dev/Channel\x12\x12\x63hannels/{channel}B\x08\n\x06\x63onfig\"\xae\x03\n\x0cSubscription\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x36\n\x07\x63hannel\x18\x02 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13usdcarb.dev/ChannelR\x07\x63hannel\x12\x36\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x15.usdcarb.v1.EventTypeR\neventTypes\x12\x37\n\x0cmin_severity\x18\x04 \x01(\x0e\x32\x14.usdcarb.v1.SeverityR\x0bminSeverity\x12%\n\x0esubject_prefix\x18\x05 \x01(\tR\rsubjectPrefix\x12\x18\n\x07\x65nabled\x18\x06 \x01(\x08R\x07\x65nabled\x12\x1a\n\x05owner\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12\x41\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime:;\xea\x41\x38\n\x18usdcarb.dev/Subscription\x12\x1csubscriptions/{subscription}\"\x83\x04\n\x08\x44\x65livery\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\'\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x11.usdcarb.v1.EventR\x05\x65vent\x12\"\n\x0csubscription\x18\x03 \x01(\tR\x0csubscription\x12/\n\x05state\x18\x04 \x01(\x0e\x32\x19.usdcarb.v1.DeliveryStateR\x05state\x12\x1a\n\x08\x61ttempts\x18\x05 \x01(\x05R\x08\x61ttempts\x12#\n\rresponse_code\x18\x06 \x01(\x05R\x0cresponseCode\x12\x1d\n\nlast_error\x18\x07 \x01(\tR\tlastError\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x35\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x46\n\x11next_attempt_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fnextAttemptTime:C\xea\x41@\n\x14usdcarb.dev/Delivery\x12(channels/{channel}/deliveries/{delivery}\"j\n\x14\x43reateChannelRequest\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x13.usdcarb.v1.ChannelB\x04\xe2\x41\x01\x02R\x07\x63hannel\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"-\n\x11GetChannelRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"Q\n\x13ListChannelsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"o\n\x14ListChannelsResponse\x12/\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x13.usdcarb.v1.ChannelR\x08\x63hannels\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x01\n\x14UpdateChannelRequest\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x13.usdcarb.v1.ChannelB\x04\xe2\x41\x01\x02R\x07\x63hannel\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"0\n\x14\x44\x65leteChannelRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\".\n\x12TestChannelRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"~\n\x19\x43reateSubscriptionRequest\x12\x42\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.usdcarb.v1.SubscriptionB\x04\xe2\x41\x01\x02R\x0csubscription\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"2\n\x16GetSubscriptionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"p\n\x18ListSubscriptionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x18\n\x07\x63hannel\x18\x03 \x01(\tR\x07\x63hannel\"\x83\x01\n\x19ListSubscriptionsResponse\x12>\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x18.usdcarb.v1.SubscriptionR\rsubscriptions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9c\x01\n\x19UpdateSubscriptionRequest\x12\x42\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.usdcarb.v1.SubscriptionB\x04\xe2\x41\x01\x02R\x0csubscription\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"5\n\x19\x44\x65leteSubscriptionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\xa2\x01\n\x15ListDeliveriesRequest\x12\x1c\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06parent\x12/\n\x05state\x18\x02 \x01(\x0e\x32\x19.usdcarb.v1.DeliveryStateR\x05state\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"v\n\x16ListDeliveriesResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32\x14.usdcarb.v1.DeliveryR\ndeliveries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcb\x01\n\x16SubscribeEventsRequest\x12\x36\n\x0b\x65vent_types\x18\x01 \x03(\x0e\x32\x15.usdcarb.v1.EventTypeR\neventTypes\x12\x37\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x14.usdcarb.v1.SeverityR\x0bminSeverity\x12\x19\n\x08\x61\x66ter_id\x18\x03 \x01(\tR\x07\x61\x66terId\x12%\n\x0esubject_prefix\x18\x04 \x01(\tR\rsubjectPrefix\"V\n\x1aRedeliverDeliveriesRequest\x12\x1c\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06parent\x12\x1a\n\x08\x64\x65livery\x18\x02 \x01(\tR\x08\x64\x65livery\"\x80\x01\n\x1bRedeliverDeliveriesResponse\x12+\n\x11redelivered_count\x18\x01 \x01(\x05R\x10redeliveredCount\x12\x34\n\ndeliveries\x18\x02 \x03(\x0b\x32\x14.usdcarb.v1.DeliveryR\ndeliveries\"\x8a\x01\n\x1aRotateWebhookSecretRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x1d\n\x06secret\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04R\x06secret\x12\x33\n\x07overlap\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07overlap\"\xb4\x01\n\x17SubscribeEventsResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.usdcarb.v1.EventR\x05\x65vent\x12\x41\n\x0eheartbeat_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n\x07outcome\x18\x03 \x01(\x0b\x32\x13.usdcarb.v1.OutcomeR\x07outcome*\xe4\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45VENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n\x1a\x45VENT_TYPE_BACKTEST_FAILED\x10\x02\x12\x1d\n\x19\x45VENT_TYPE_SWEEP_FINISHED\x10\x03\x12\"\n\x1e\x45VENT_TYPE_INGESTION_SUCCEEDED\x10\x04\x12\x1f\n\x1b\x45VENT_TYPE_INGESTION_FAILED\x10\x05\x12\x1b\n\x17\x45VENT_TYPE_GAP_DETECTED\x10\x06\x12\x19\n\x15\x45VENT_TYPE_DATA_ISSUE\x10\x07\x12!\n\x1d\x45VENT_TYPE_DEPLOYMENT_CHANGED\x10\x08\x12$\n EVENT_TYPE_VERSION_STATE_CHANGED\x10\t\x12\x13\n\x0f\x45VENT_TYPE_TEST\x10\n*\x8b\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x03\x32\xbe\x0e\n\x13NotificationService\x12\x65\n\rCreateChannel\x12 .usdcarb.v1.CreateChannelRequest\x1a\x13.usdcarb.v1.Channel\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/channels:\x07\x63hannel\x12_\n\nGetChannel\x12\x1d.usdcarb.v1.GetChannelRequest\x1a\x13.usdcarb.v1.Channel\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=channels/*}\x12g\n\x0cListChannels\x12\x1f.usdcarb.v1.ListChannelsRequest\x1a .usdcarb.v1.ListChannelsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/channels\x12v\n\rUpdateChannel\x12 .usdcarb.v1.UpdateChannelRequest\x1a\x13.usdcarb.v1.Channel\".\x82\xd3\xe4\x93\x02(2\x1d/v1/{channel.name=channels/*}:\x07\x63hannel\x12h\n\rDeleteChannel\x12 .usdcarb.v1.DeleteChannelRequest\x1a\x16.google.protobuf.Empty\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=channels/*}\x12j\n\x0bTestChannel\x12\x1e.usdcarb.v1.TestChannelRequest\x1a\x14.usdcarb.v1.Delivery\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=channels/*}:test:\x01*\x12~\n\x12\x43reateSubscription\x12%.usdcarb.v1.CreateSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"\'\x82\xd3\xe4\x93\x02!\"\x11/v1/subscriptions:\x0csubscription\x12s\n\x0fGetSubscription\x12\".usdcarb.v1.GetSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=subscriptions/*}\x12{\n\x11ListSubscriptions\x12$.usdcarb.v1.ListSubscriptionsRequest\x1a%.usdcarb.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12\x94\x01\n\x12UpdateSubscription\x12%.usdcarb.v1.UpdateSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"=\x82\xd3\xe4\x93\x02\x37\x32\'/v1/{subscription.name=subscriptions/*}:\x0csubscription\x12w\n\x12\x44\x65leteSubscription\x12%.usdcarb.v1.DeleteSubscriptionRequest\x1a\x16.google.protobuf.Empty\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/{name=subscriptions/*}\x12\x83\x01\n\x0eListDeliveries\x12!.usdcarb.v1.ListDeliveriesRequest\x1a\".usdcarb.v1.ListDeliveriesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=channels/*}/deliveries\x12z\n\x0fSubscribeEvents\x12\".usdcarb.v1.SubscribeEventsRequest\x1a#.usdcarb.v1.SubscribeEventsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/events:subscribe0\x01\x12\x9f\x01\n\x13RedeliverDeliveries\x12&.usdcarb.v1.RedeliverDeliveriesRequest\x1a\'.usdcarb.v1.RedeliverDeliveriesResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/{parent=channels/*}/deliveries:redeliver:\x01*\x12\x81\x01\n\x13RotateWebhookSecret\x12&.usdcarb.v1.RotateWebhookSecretRequest\x1a\x13.usdcarb.v1.Channel\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=channels/*}:rotateSecret:\x01*B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,6 +59,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANNEL'].fields_by_name['owner']._serialized_options = b'\342A\001\003'
   _globals['_CHANNEL'].fields_by_name['create_time']._loaded_options = None
   _globals['_CHANNEL'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CHANNEL'].fields_by_name['previous_secret_expire_time']._loaded_options = None
+  _globals['_CHANNEL'].fields_by_name['previous_secret_expire_time']._serialized_options = b'\342A\001\003'
   _globals['_CHANNEL']._loaded_options = None
   _globals['_CHANNEL']._serialized_options = b'\352A)\n\023usdcarb.dev/Channel\022\022channels/{channel}'
   _globals['_SUBSCRIPTION'].fields_by_name['name']._loaded_options = None
@@ -94,6 +97,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESUBSCRIPTIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_LISTDELIVERIESREQUEST'].fields_by_name['parent']._loaded_options = None
   _globals['_LISTDELIVERIESREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002'
+  _globals['_REDELIVERDELIVERIESREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_REDELIVERDELIVERIESREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002'
+  _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['secret']._loaded_options = None
+  _globals['_ROTATEWEBHOOKSECRETREQUEST'].fields_by_name['secret']._serialized_options = b'\342A\002\002\004'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['CreateChannel']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['CreateChannel']._serialized_options = b'\202\323\344\223\002\027\"\014/v1/channels:\007channel'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['GetChannel']._loaded_options = None
@@ -120,58 +129,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListDeliveries']._serialized_options = b'\202\323\344\223\002$\022\"/v1/{parent=channels/*}/deliveries'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['SubscribeEvents']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['SubscribeEvents']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/events:subscribe'
-  _globals['_EVENTTYPE']._serialized_start=4071
-  _globals['_EVENTTYPE']._serialized_end=4427
-  _globals['_DELIVERYSTATE']._serialized_start=4430
-  _globals['_DELIVERYSTATE']._serialized_end=4569
-  _globals['_EVENT']._serialized_start=287
-  _globals['_EVENT']._serialized_end=572
-  _globals['_WEBHOOKCONFIG']._serialized_start=575
-  _globals['_WEBHOOKCONFIG']._serialized_end=805
-  _globals['_WEBHOOKCONFIG_HEADERSENTRY']._serialized_start=747
-  _globals['_WEBHOOKCONFIG_HEADERSENTRY']._serialized_end=805
-  _globals['_EMAILCONFIG']._serialized_start=807
-  _globals['_EMAILCONFIG']._serialized_end=881
-  _globals['_CHANNEL']._serialized_start=884
-  _globals['_CHANNEL']._serialized_end=1252
-  _globals['_SUBSCRIPTION']._serialized_start=1255
-  _globals['_SUBSCRIPTION']._serialized_end=1685
-  _globals['_DELIVERY']._serialized_start=1688
-  _globals['_DELIVERY']._serialized_end=2203
-  _globals['_CREATECHANNELREQUEST']._serialized_start=2205
-  _globals['_CREATECHANNELREQUEST']._serialized_end=2311
-  _globals['_GETCHANNELREQUEST']._serialized_start=2313
-  _globals['_GETCHANNELREQUEST']._serialized_end=2358
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=2360
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=2441
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=2443
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=2554
-  _globals['_UPDATECHANNELREQUEST']._serialized_start=2557
-  _globals['_UPDATECHANNELREQUEST']._serialized_end=2693
-  _globals['_DELETECHANNELREQUEST']._serialized_start=2695
-  _globals['_DELETECHANNELREQUEST']._serialized_end=2743
-  _globals['_TESTCHANNELREQUEST']._serialized_start=2745
-  _globals['_TESTCHANNELREQUEST']._serialized_end=2791
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=2793
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=2919
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=2921
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=2971
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=2973
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=3085
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=3088
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=3219
-  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_start=3222
-  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_end=3378
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=3380
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=3433
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=3436
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=3598
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=3600
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=3718
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=3721
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=3885
-  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_start=3888
-  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_end=4068
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=4572
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=6132
+  _globals['_NOTIFICATIONSERVICE'].methods_by_name['RedeliverDeliveries']._loaded_options = None
+  _globals['_NOTIFICATIONSERVICE'].methods_by_name['RedeliverDeliveries']._serialized_options = b'\202\323\344\223\0021\",/v1/{parent=channels/*}/deliveries:redeliver:\001*'
+  _globals['_NOTIFICATIONSERVICE'].methods_by_name['RotateWebhookSecret']._loaded_options = None
+  _globals['_NOTIFICATIONSERVICE'].methods_by_name['RotateWebhookSecret']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/{name=channels/*}:rotateSecret:\001*'
+  _globals['_EVENTTYPE']._serialized_start=4599
+  _globals['_EVENTTYPE']._serialized_end=4955
+  _globals['_DELIVERYSTATE']._serialized_start=4958
+  _globals['_DELIVERYSTATE']._serialized_end=5097
+  _globals['_EVENT']._serialized_start=319
+  _globals['_EVENT']._serialized_end=604
+  _globals['_WEBHOOKCONFIG']._serialized_start=607
+  _globals['_WEBHOOKCONFIG']._serialized_end=837
+  _globals['_WEBHOOKCONFIG_HEADERSENTRY']._serialized_start=779
+  _globals['_WEBHOOKCONFIG_HEADERSENTRY']._serialized_end=837
+  _globals['_EMAILCONFIG']._serialized_start=839
+  _globals['_EMAILCONFIG']._serialized_end=913
+  _globals['_CHANNEL']._serialized_start=916
+  _globals['_CHANNEL']._serialized_end=1381
+  _globals['_SUBSCRIPTION']._serialized_start=1384
+  _globals['_SUBSCRIPTION']._serialized_end=1814
+  _globals['_DELIVERY']._serialized_start=1817
+  _globals['_DELIVERY']._serialized_end=2332
+  _globals['_CREATECHANNELREQUEST']._serialized_start=2334
+  _globals['_CREATECHANNELREQUEST']._serialized_end=2440
+  _globals['_GETCHANNELREQUEST']._serialized_start=2442
+  _globals['_GETCHANNELREQUEST']._serialized_end=2487
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=2489
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=2570
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=2572
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=2683
+  _globals['_UPDATECHANNELREQUEST']._serialized_start=2686
+  _globals['_UPDATECHANNELREQUEST']._serialized_end=2822
+  _globals['_DELETECHANNELREQUEST']._serialized_start=2824
+  _globals['_DELETECHANNELREQUEST']._serialized_end=2872
+  _globals['_TESTCHANNELREQUEST']._serialized_start=2874
+  _globals['_TESTCHANNELREQUEST']._serialized_end=2920
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=2922
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=3048
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=3050
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=3100
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=3102
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=3214
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=3217
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=3348
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_start=3351
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_end=3507
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=3509
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=3562
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=3565
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=3727
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=3729
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=3847
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=3850
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=4053
+  _globals['_REDELIVERDELIVERIESREQUEST']._serialized_start=4055
+  _globals['_REDELIVERDELIVERIESREQUEST']._serialized_end=4141
+  _globals['_REDELIVERDELIVERIESRESPONSE']._serialized_start=4144
+  _globals['_REDELIVERDELIVERIESRESPONSE']._serialized_end=4272
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=4275
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=4413
+  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_start=4416
+  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_end=4596
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=5100
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=6954
 # @@protoc_insertion_point(module_scope)

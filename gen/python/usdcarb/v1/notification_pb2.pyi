@@ -3,6 +3,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.api import resource_pb2 as _resource_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -101,7 +102,7 @@ class EmailConfig(_message.Message):
     def __init__(self, to: _Optional[_Iterable[str]] = ..., subject_prefix: _Optional[str] = ...) -> None: ...
 
 class Channel(_message.Message):
-    __slots__ = ("name", "display_name", "webhook", "email", "has_secret", "owner", "create_time")
+    __slots__ = ("name", "display_name", "webhook", "email", "has_secret", "owner", "create_time", "previous_secret_expire_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +110,7 @@ class Channel(_message.Message):
     HAS_SECRET_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     webhook: WebhookConfig
@@ -116,7 +118,8 @@ class Channel(_message.Message):
     has_secret: bool
     owner: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., webhook: _Optional[_Union[WebhookConfig, _Mapping]] = ..., email: _Optional[_Union[EmailConfig, _Mapping]] = ..., has_secret: _Optional[bool] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    previous_secret_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., webhook: _Optional[_Union[WebhookConfig, _Mapping]] = ..., email: _Optional[_Union[EmailConfig, _Mapping]] = ..., has_secret: _Optional[bool] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_secret_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Subscription(_message.Message):
     __slots__ = ("name", "channel", "event_types", "min_severity", "subject_prefix", "enabled", "owner", "create_time")
@@ -279,14 +282,42 @@ class ListDeliveriesResponse(_message.Message):
     def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SubscribeEventsRequest(_message.Message):
-    __slots__ = ("event_types", "min_severity", "after_id")
+    __slots__ = ("event_types", "min_severity", "after_id", "subject_prefix")
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     event_types: _containers.RepeatedScalarFieldContainer[EventType]
     min_severity: _common_pb2.Severity
     after_id: str
-    def __init__(self, event_types: _Optional[_Iterable[_Union[EventType, str]]] = ..., min_severity: _Optional[_Union[_common_pb2.Severity, str]] = ..., after_id: _Optional[str] = ...) -> None: ...
+    subject_prefix: str
+    def __init__(self, event_types: _Optional[_Iterable[_Union[EventType, str]]] = ..., min_severity: _Optional[_Union[_common_pb2.Severity, str]] = ..., after_id: _Optional[str] = ..., subject_prefix: _Optional[str] = ...) -> None: ...
+
+class RedeliverDeliveriesRequest(_message.Message):
+    __slots__ = ("parent", "delivery")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    delivery: str
+    def __init__(self, parent: _Optional[str] = ..., delivery: _Optional[str] = ...) -> None: ...
+
+class RedeliverDeliveriesResponse(_message.Message):
+    __slots__ = ("redelivered_count", "deliveries")
+    REDELIVERED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    redelivered_count: int
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, redelivered_count: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("name", "secret", "overlap")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    secret: str
+    overlap: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., secret: _Optional[str] = ..., overlap: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubscribeEventsResponse(_message.Message):
     __slots__ = ("event", "heartbeat_time", "outcome")

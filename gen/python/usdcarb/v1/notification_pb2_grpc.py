@@ -101,6 +101,16 @@ class NotificationServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_notification__pb2.SubscribeEventsRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_notification__pb2.SubscribeEventsResponse.FromString,
                 _registered_method=True)
+        self.RedeliverDeliveries = channel.unary_unary(
+                '/usdcarb.v1.NotificationService/RedeliverDeliveries',
+                request_serializer=usdcarb_dot_v1_dot_notification__pb2.RedeliverDeliveriesRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_notification__pb2.RedeliverDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/usdcarb.v1.NotificationService/RotateWebhookSecret',
+                request_serializer=usdcarb_dot_v1_dot_notification__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_notification__pb2.Channel.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -198,6 +208,21 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedeliverDeliveries(self, request, context):
+        """Send dead-lettered deliveries again: one delivery, or every dead letter of a channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """Replace a webhook's secret; the previous one keeps signing (beside the new one)
+        until the overlap ends, so receivers can switch without losing a delivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +290,16 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.SubscribeEvents,
                     request_deserializer=usdcarb_dot_v1_dot_notification__pb2.SubscribeEventsRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_notification__pb2.SubscribeEventsResponse.SerializeToString,
+            ),
+            'RedeliverDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverDeliveries,
+                    request_deserializer=usdcarb_dot_v1_dot_notification__pb2.RedeliverDeliveriesRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_notification__pb2.RedeliverDeliveriesResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=usdcarb_dot_v1_dot_notification__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_notification__pb2.Channel.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +654,60 @@ class NotificationService:
             '/usdcarb.v1.NotificationService/SubscribeEvents',
             usdcarb_dot_v1_dot_notification__pb2.SubscribeEventsRequest.SerializeToString,
             usdcarb_dot_v1_dot_notification__pb2.SubscribeEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.NotificationService/RedeliverDeliveries',
+            usdcarb_dot_v1_dot_notification__pb2.RedeliverDeliveriesRequest.SerializeToString,
+            usdcarb_dot_v1_dot_notification__pb2.RedeliverDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.NotificationService/RotateWebhookSecret',
+            usdcarb_dot_v1_dot_notification__pb2.RotateWebhookSecretRequest.SerializeToString,
+            usdcarb_dot_v1_dot_notification__pb2.Channel.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	emptypb "google.golang.org/protobuf/types/known/emptypb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -282,7 +283,8 @@ type WebhookConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// HTTPS (or loopback HTTP in development) URL to POST events to.
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
-	// Shared secret for the HMAC-SHA256 signature header; never returned.
+	// Standard Webhooks secret ("whsec_" + base64 of 24 to 64 random bytes) for the
+	// webhook-signature header; never returned. Change it with RotateWebhookSecret.
 	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	// Extra request headers.
 	Headers map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -424,9 +426,11 @@ type Channel struct {
 	// Subject of the owner.
 	Owner string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
 	// When it was created.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Until when the previous webhook secret also signs (after RotateWebhookSecret).
+	PreviousSecretExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=previous_secret_expire_time,json=previousSecretExpireTime,proto3" json:"previous_secret_expire_time,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *Channel) Reset() {
@@ -515,6 +519,13 @@ func (x *Channel) GetOwner() string {
 func (x *Channel) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Channel) GetPreviousSecretExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousSecretExpireTime
 	}
 	return nil
 }
@@ -1588,7 +1599,9 @@ type SubscribeEventsRequest struct {
 	// Only events at or above this severity.
 	MinSeverity Severity `protobuf:"varint,2,opt,name=min_severity,json=minSeverity,proto3,enum=usdcarb.v1.Severity" json:"min_severity,omitempty"`
 	// Replay events after this id first ("0" replays what is retained; empty: only new).
-	AfterId       string `protobuf:"bytes,3,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	AfterId string `protobuf:"bytes,3,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// Only events whose subject starts with this, e.g. "strategies/spread-a".
+	SubjectPrefix string `protobuf:"bytes,4,opt,name=subject_prefix,json=subjectPrefix,proto3" json:"subject_prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1644,6 +1657,189 @@ func (x *SubscribeEventsRequest) GetAfterId() string {
 	return ""
 }
 
+func (x *SubscribeEventsRequest) GetSubjectPrefix() string {
+	if x != nil {
+		return x.SubjectPrefix
+	}
+	return ""
+}
+
+// Request of RedeliverDeliveries.
+type RedeliverDeliveriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "channels/{channel}".
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// One delivery of that channel, "channels/{channel}/deliveries/{delivery}" (dead-lettered
+	// or delivered); empty: every dead-lettered delivery of the channel.
+	Delivery      string `protobuf:"bytes,2,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverDeliveriesRequest) Reset() {
+	*x = RedeliverDeliveriesRequest{}
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverDeliveriesRequest) ProtoMessage() {}
+
+func (x *RedeliverDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*RedeliverDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_notification_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RedeliverDeliveriesRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *RedeliverDeliveriesRequest) GetDelivery() string {
+	if x != nil {
+		return x.Delivery
+	}
+	return ""
+}
+
+// Response of RedeliverDeliveries.
+type RedeliverDeliveriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many deliveries are pending again.
+	RedeliveredCount int32 `protobuf:"varint,1,opt,name=redelivered_count,json=redeliveredCount,proto3" json:"redelivered_count,omitempty"`
+	// The first of them (at most 100), now PENDING.
+	Deliveries    []*Delivery `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverDeliveriesResponse) Reset() {
+	*x = RedeliverDeliveriesResponse{}
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverDeliveriesResponse) ProtoMessage() {}
+
+func (x *RedeliverDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*RedeliverDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_notification_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RedeliverDeliveriesResponse) GetRedeliveredCount() int32 {
+	if x != nil {
+		return x.RedeliveredCount
+	}
+	return 0
+}
+
+func (x *RedeliverDeliveriesResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// Request of RotateWebhookSecret.
+type RotateWebhookSecretRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "channels/{channel}" of a webhook channel.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new secret, "whsec_" + base64 of 24 to 64 random bytes; never returned.
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// How long the previous secret keeps signing too (default 24 h, at most 30 days;
+	// zero duration: default).
+	Overlap       *durationpb.Duration `protobuf:"bytes,3,opt,name=overlap,proto3" json:"overlap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretRequest) Reset() {
+	*x = RotateWebhookSecretRequest{}
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretRequest) ProtoMessage() {}
+
+func (x *RotateWebhookSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_notification_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RotateWebhookSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RotateWebhookSecretRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *RotateWebhookSecretRequest) GetOverlap() *durationpb.Duration {
+	if x != nil {
+		return x.Overlap
+	}
+	return nil
+}
+
 // One message of an event subscription: an event, a heartbeat to keep proxies open, or
 // the closing outcome when the server ends the stream (shutdown, error).
 type SubscribeEventsResponse struct {
@@ -1661,7 +1857,7 @@ type SubscribeEventsResponse struct {
 
 func (x *SubscribeEventsResponse) Reset() {
 	*x = SubscribeEventsResponse{}
-	mi := &file_usdcarb_v1_notification_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1869,7 @@ func (x *SubscribeEventsResponse) String() string {
 func (*SubscribeEventsResponse) ProtoMessage() {}
 
 func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_notification_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_notification_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1882,7 @@ func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_notification_proto_rawDescGZIP(), []int{22}
+	return file_usdcarb_v1_notification_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubscribeEventsResponse) GetEvent() *Event {
@@ -1715,7 +1911,7 @@ var File_usdcarb_v1_notification_proto protoreflect.FileDescriptor
 const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"\x1dusdcarb/v1/notification.proto\x12\n" +
-	"usdcarb.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17usdcarb/v1/common.proto\"\x9d\x02\n" +
+	"usdcarb.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17usdcarb/v1/common.proto\"\x9d\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x15.usdcarb.v1.EventTypeR\x04type\x12.\n" +
@@ -1735,7 +1931,7 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
 	"\vEmailConfig\x12\x14\n" +
 	"\x02to\x18\x01 \x03(\tB\x04\xe2A\x01\x02R\x02to\x12%\n" +
-	"\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\"\xf0\x02\n" +
+	"\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\"\xd1\x03\n" +
 	"\aChannel\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12'\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\vdisplayName\x125\n" +
@@ -1745,7 +1941,8 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"has_secret\x18\x05 \x01(\bB\x04\xe2A\x01\x03R\thasSecret\x12\x1a\n" +
 	"\x05owner\x18\x06 \x01(\tB\x04\xe2A\x01\x03R\x05owner\x12A\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"createTime:,\xeaA)\n" +
+	"createTime\x12_\n" +
+	"\x1bprevious_secret_expire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\x18previousSecretExpireTime:,\xeaA)\n" +
 	"\x13usdcarb.dev/Channel\x12\x12channels/{channel}B\b\n" +
 	"\x06config\"\xae\x03\n" +
 	"\fSubscription\x12\x18\n" +
@@ -1827,12 +2024,25 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x14.usdcarb.v1.DeliveryR\n" +
 	"deliveries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa4\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcb\x01\n" +
 	"\x16SubscribeEventsRequest\x126\n" +
 	"\vevent_types\x18\x01 \x03(\x0e2\x15.usdcarb.v1.EventTypeR\n" +
 	"eventTypes\x127\n" +
 	"\fmin_severity\x18\x02 \x01(\x0e2\x14.usdcarb.v1.SeverityR\vminSeverity\x12\x19\n" +
-	"\bafter_id\x18\x03 \x01(\tR\aafterId\"\xb4\x01\n" +
+	"\bafter_id\x18\x03 \x01(\tR\aafterId\x12%\n" +
+	"\x0esubject_prefix\x18\x04 \x01(\tR\rsubjectPrefix\"V\n" +
+	"\x1aRedeliverDeliveriesRequest\x12\x1c\n" +
+	"\x06parent\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x06parent\x12\x1a\n" +
+	"\bdelivery\x18\x02 \x01(\tR\bdelivery\"\x80\x01\n" +
+	"\x1bRedeliverDeliveriesResponse\x12+\n" +
+	"\x11redelivered_count\x18\x01 \x01(\x05R\x10redeliveredCount\x124\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x14.usdcarb.v1.DeliveryR\n" +
+	"deliveries\"\x8a\x01\n" +
+	"\x1aRotateWebhookSecretRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12\x1d\n" +
+	"\x06secret\x18\x02 \x01(\tB\x05\xe2A\x02\x02\x04R\x06secret\x123\n" +
+	"\aoverlap\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\aoverlap\"\xb4\x01\n" +
 	"\x17SubscribeEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.usdcarb.v1.EventR\x05event\x12A\n" +
 	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n" +
@@ -1854,7 +2064,7 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +
 	"\x18DELIVERY_STATE_DELIVERED\x10\x02\x12 \n" +
-	"\x1cDELIVERY_STATE_DEAD_LETTERED\x10\x032\x98\f\n" +
+	"\x1cDELIVERY_STATE_DEAD_LETTERED\x10\x032\xbe\x0e\n" +
 	"\x13NotificationService\x12e\n" +
 	"\rCreateChannel\x12 .usdcarb.v1.CreateChannelRequest\x1a\x13.usdcarb.v1.Channel\"\x1d\x82\xd3\xe4\x93\x02\x17:\achannel\"\f/v1/channels\x12_\n" +
 	"\n" +
@@ -1869,7 +2079,9 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x12UpdateSubscription\x12%.usdcarb.v1.UpdateSubscriptionRequest\x1a\x18.usdcarb.v1.Subscription\"=\x82\xd3\xe4\x93\x027:\fsubscription2'/v1/{subscription.name=subscriptions/*}\x12w\n" +
 	"\x12DeleteSubscription\x12%.usdcarb.v1.DeleteSubscriptionRequest\x1a\x16.google.protobuf.Empty\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/{name=subscriptions/*}\x12\x83\x01\n" +
 	"\x0eListDeliveries\x12!.usdcarb.v1.ListDeliveriesRequest\x1a\".usdcarb.v1.ListDeliveriesResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=channels/*}/deliveries\x12z\n" +
-	"\x0fSubscribeEvents\x12\".usdcarb.v1.SubscribeEventsRequest\x1a#.usdcarb.v1.SubscribeEventsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/events:subscribe0\x01B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
+	"\x0fSubscribeEvents\x12\".usdcarb.v1.SubscribeEventsRequest\x1a#.usdcarb.v1.SubscribeEventsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/events:subscribe0\x01\x12\x9f\x01\n" +
+	"\x13RedeliverDeliveries\x12&.usdcarb.v1.RedeliverDeliveriesRequest\x1a'.usdcarb.v1.RedeliverDeliveriesResponse\"7\x82\xd3\xe4\x93\x021:\x01*\",/v1/{parent=channels/*}/deliveries:redeliver\x12\x81\x01\n" +
+	"\x13RotateWebhookSecret\x12&.usdcarb.v1.RotateWebhookSecretRequest\x1a\x13.usdcarb.v1.Channel\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/{name=channels/*}:rotateSecretB@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
 
 var (
 	file_usdcarb_v1_notification_proto_rawDescOnce sync.Once
@@ -1884,104 +2096,115 @@ func file_usdcarb_v1_notification_proto_rawDescGZIP() []byte {
 }
 
 var file_usdcarb_v1_notification_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_usdcarb_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_usdcarb_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_usdcarb_v1_notification_proto_goTypes = []any{
-	(EventType)(0),                    // 0: usdcarb.v1.EventType
-	(DeliveryState)(0),                // 1: usdcarb.v1.DeliveryState
-	(*Event)(nil),                     // 2: usdcarb.v1.Event
-	(*WebhookConfig)(nil),             // 3: usdcarb.v1.WebhookConfig
-	(*EmailConfig)(nil),               // 4: usdcarb.v1.EmailConfig
-	(*Channel)(nil),                   // 5: usdcarb.v1.Channel
-	(*Subscription)(nil),              // 6: usdcarb.v1.Subscription
-	(*Delivery)(nil),                  // 7: usdcarb.v1.Delivery
-	(*CreateChannelRequest)(nil),      // 8: usdcarb.v1.CreateChannelRequest
-	(*GetChannelRequest)(nil),         // 9: usdcarb.v1.GetChannelRequest
-	(*ListChannelsRequest)(nil),       // 10: usdcarb.v1.ListChannelsRequest
-	(*ListChannelsResponse)(nil),      // 11: usdcarb.v1.ListChannelsResponse
-	(*UpdateChannelRequest)(nil),      // 12: usdcarb.v1.UpdateChannelRequest
-	(*DeleteChannelRequest)(nil),      // 13: usdcarb.v1.DeleteChannelRequest
-	(*TestChannelRequest)(nil),        // 14: usdcarb.v1.TestChannelRequest
-	(*CreateSubscriptionRequest)(nil), // 15: usdcarb.v1.CreateSubscriptionRequest
-	(*GetSubscriptionRequest)(nil),    // 16: usdcarb.v1.GetSubscriptionRequest
-	(*ListSubscriptionsRequest)(nil),  // 17: usdcarb.v1.ListSubscriptionsRequest
-	(*ListSubscriptionsResponse)(nil), // 18: usdcarb.v1.ListSubscriptionsResponse
-	(*UpdateSubscriptionRequest)(nil), // 19: usdcarb.v1.UpdateSubscriptionRequest
-	(*DeleteSubscriptionRequest)(nil), // 20: usdcarb.v1.DeleteSubscriptionRequest
-	(*ListDeliveriesRequest)(nil),     // 21: usdcarb.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),    // 22: usdcarb.v1.ListDeliveriesResponse
-	(*SubscribeEventsRequest)(nil),    // 23: usdcarb.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),   // 24: usdcarb.v1.SubscribeEventsResponse
-	nil,                               // 25: usdcarb.v1.WebhookConfig.HeadersEntry
-	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
-	(Severity)(0),                     // 27: usdcarb.v1.Severity
-	(*structpb.Struct)(nil),           // 28: google.protobuf.Struct
-	(*fieldmaskpb.FieldMask)(nil),     // 29: google.protobuf.FieldMask
-	(*Outcome)(nil),                   // 30: usdcarb.v1.Outcome
-	(*emptypb.Empty)(nil),             // 31: google.protobuf.Empty
+	(EventType)(0),                      // 0: usdcarb.v1.EventType
+	(DeliveryState)(0),                  // 1: usdcarb.v1.DeliveryState
+	(*Event)(nil),                       // 2: usdcarb.v1.Event
+	(*WebhookConfig)(nil),               // 3: usdcarb.v1.WebhookConfig
+	(*EmailConfig)(nil),                 // 4: usdcarb.v1.EmailConfig
+	(*Channel)(nil),                     // 5: usdcarb.v1.Channel
+	(*Subscription)(nil),                // 6: usdcarb.v1.Subscription
+	(*Delivery)(nil),                    // 7: usdcarb.v1.Delivery
+	(*CreateChannelRequest)(nil),        // 8: usdcarb.v1.CreateChannelRequest
+	(*GetChannelRequest)(nil),           // 9: usdcarb.v1.GetChannelRequest
+	(*ListChannelsRequest)(nil),         // 10: usdcarb.v1.ListChannelsRequest
+	(*ListChannelsResponse)(nil),        // 11: usdcarb.v1.ListChannelsResponse
+	(*UpdateChannelRequest)(nil),        // 12: usdcarb.v1.UpdateChannelRequest
+	(*DeleteChannelRequest)(nil),        // 13: usdcarb.v1.DeleteChannelRequest
+	(*TestChannelRequest)(nil),          // 14: usdcarb.v1.TestChannelRequest
+	(*CreateSubscriptionRequest)(nil),   // 15: usdcarb.v1.CreateSubscriptionRequest
+	(*GetSubscriptionRequest)(nil),      // 16: usdcarb.v1.GetSubscriptionRequest
+	(*ListSubscriptionsRequest)(nil),    // 17: usdcarb.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil),   // 18: usdcarb.v1.ListSubscriptionsResponse
+	(*UpdateSubscriptionRequest)(nil),   // 19: usdcarb.v1.UpdateSubscriptionRequest
+	(*DeleteSubscriptionRequest)(nil),   // 20: usdcarb.v1.DeleteSubscriptionRequest
+	(*ListDeliveriesRequest)(nil),       // 21: usdcarb.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),      // 22: usdcarb.v1.ListDeliveriesResponse
+	(*SubscribeEventsRequest)(nil),      // 23: usdcarb.v1.SubscribeEventsRequest
+	(*RedeliverDeliveriesRequest)(nil),  // 24: usdcarb.v1.RedeliverDeliveriesRequest
+	(*RedeliverDeliveriesResponse)(nil), // 25: usdcarb.v1.RedeliverDeliveriesResponse
+	(*RotateWebhookSecretRequest)(nil),  // 26: usdcarb.v1.RotateWebhookSecretRequest
+	(*SubscribeEventsResponse)(nil),     // 27: usdcarb.v1.SubscribeEventsResponse
+	nil,                                 // 28: usdcarb.v1.WebhookConfig.HeadersEntry
+	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
+	(Severity)(0),                       // 30: usdcarb.v1.Severity
+	(*structpb.Struct)(nil),             // 31: google.protobuf.Struct
+	(*fieldmaskpb.FieldMask)(nil),       // 32: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),         // 33: google.protobuf.Duration
+	(*Outcome)(nil),                     // 34: usdcarb.v1.Outcome
+	(*emptypb.Empty)(nil),               // 35: google.protobuf.Empty
 }
 var file_usdcarb_v1_notification_proto_depIdxs = []int32{
 	0,  // 0: usdcarb.v1.Event.type:type_name -> usdcarb.v1.EventType
-	26, // 1: usdcarb.v1.Event.time:type_name -> google.protobuf.Timestamp
-	27, // 2: usdcarb.v1.Event.severity:type_name -> usdcarb.v1.Severity
-	28, // 3: usdcarb.v1.Event.data:type_name -> google.protobuf.Struct
-	25, // 4: usdcarb.v1.WebhookConfig.headers:type_name -> usdcarb.v1.WebhookConfig.HeadersEntry
+	29, // 1: usdcarb.v1.Event.time:type_name -> google.protobuf.Timestamp
+	30, // 2: usdcarb.v1.Event.severity:type_name -> usdcarb.v1.Severity
+	31, // 3: usdcarb.v1.Event.data:type_name -> google.protobuf.Struct
+	28, // 4: usdcarb.v1.WebhookConfig.headers:type_name -> usdcarb.v1.WebhookConfig.HeadersEntry
 	3,  // 5: usdcarb.v1.Channel.webhook:type_name -> usdcarb.v1.WebhookConfig
 	4,  // 6: usdcarb.v1.Channel.email:type_name -> usdcarb.v1.EmailConfig
-	26, // 7: usdcarb.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 8: usdcarb.v1.Subscription.event_types:type_name -> usdcarb.v1.EventType
-	27, // 9: usdcarb.v1.Subscription.min_severity:type_name -> usdcarb.v1.Severity
-	26, // 10: usdcarb.v1.Subscription.create_time:type_name -> google.protobuf.Timestamp
-	2,  // 11: usdcarb.v1.Delivery.event:type_name -> usdcarb.v1.Event
-	1,  // 12: usdcarb.v1.Delivery.state:type_name -> usdcarb.v1.DeliveryState
-	26, // 13: usdcarb.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	26, // 14: usdcarb.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
-	26, // 15: usdcarb.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
-	5,  // 16: usdcarb.v1.CreateChannelRequest.channel:type_name -> usdcarb.v1.Channel
-	5,  // 17: usdcarb.v1.ListChannelsResponse.channels:type_name -> usdcarb.v1.Channel
-	5,  // 18: usdcarb.v1.UpdateChannelRequest.channel:type_name -> usdcarb.v1.Channel
-	29, // 19: usdcarb.v1.UpdateChannelRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 20: usdcarb.v1.CreateSubscriptionRequest.subscription:type_name -> usdcarb.v1.Subscription
-	6,  // 21: usdcarb.v1.ListSubscriptionsResponse.subscriptions:type_name -> usdcarb.v1.Subscription
-	6,  // 22: usdcarb.v1.UpdateSubscriptionRequest.subscription:type_name -> usdcarb.v1.Subscription
-	29, // 23: usdcarb.v1.UpdateSubscriptionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 24: usdcarb.v1.ListDeliveriesRequest.state:type_name -> usdcarb.v1.DeliveryState
-	7,  // 25: usdcarb.v1.ListDeliveriesResponse.deliveries:type_name -> usdcarb.v1.Delivery
-	0,  // 26: usdcarb.v1.SubscribeEventsRequest.event_types:type_name -> usdcarb.v1.EventType
-	27, // 27: usdcarb.v1.SubscribeEventsRequest.min_severity:type_name -> usdcarb.v1.Severity
-	2,  // 28: usdcarb.v1.SubscribeEventsResponse.event:type_name -> usdcarb.v1.Event
-	26, // 29: usdcarb.v1.SubscribeEventsResponse.heartbeat_time:type_name -> google.protobuf.Timestamp
-	30, // 30: usdcarb.v1.SubscribeEventsResponse.outcome:type_name -> usdcarb.v1.Outcome
-	8,  // 31: usdcarb.v1.NotificationService.CreateChannel:input_type -> usdcarb.v1.CreateChannelRequest
-	9,  // 32: usdcarb.v1.NotificationService.GetChannel:input_type -> usdcarb.v1.GetChannelRequest
-	10, // 33: usdcarb.v1.NotificationService.ListChannels:input_type -> usdcarb.v1.ListChannelsRequest
-	12, // 34: usdcarb.v1.NotificationService.UpdateChannel:input_type -> usdcarb.v1.UpdateChannelRequest
-	13, // 35: usdcarb.v1.NotificationService.DeleteChannel:input_type -> usdcarb.v1.DeleteChannelRequest
-	14, // 36: usdcarb.v1.NotificationService.TestChannel:input_type -> usdcarb.v1.TestChannelRequest
-	15, // 37: usdcarb.v1.NotificationService.CreateSubscription:input_type -> usdcarb.v1.CreateSubscriptionRequest
-	16, // 38: usdcarb.v1.NotificationService.GetSubscription:input_type -> usdcarb.v1.GetSubscriptionRequest
-	17, // 39: usdcarb.v1.NotificationService.ListSubscriptions:input_type -> usdcarb.v1.ListSubscriptionsRequest
-	19, // 40: usdcarb.v1.NotificationService.UpdateSubscription:input_type -> usdcarb.v1.UpdateSubscriptionRequest
-	20, // 41: usdcarb.v1.NotificationService.DeleteSubscription:input_type -> usdcarb.v1.DeleteSubscriptionRequest
-	21, // 42: usdcarb.v1.NotificationService.ListDeliveries:input_type -> usdcarb.v1.ListDeliveriesRequest
-	23, // 43: usdcarb.v1.NotificationService.SubscribeEvents:input_type -> usdcarb.v1.SubscribeEventsRequest
-	5,  // 44: usdcarb.v1.NotificationService.CreateChannel:output_type -> usdcarb.v1.Channel
-	5,  // 45: usdcarb.v1.NotificationService.GetChannel:output_type -> usdcarb.v1.Channel
-	11, // 46: usdcarb.v1.NotificationService.ListChannels:output_type -> usdcarb.v1.ListChannelsResponse
-	5,  // 47: usdcarb.v1.NotificationService.UpdateChannel:output_type -> usdcarb.v1.Channel
-	31, // 48: usdcarb.v1.NotificationService.DeleteChannel:output_type -> google.protobuf.Empty
-	7,  // 49: usdcarb.v1.NotificationService.TestChannel:output_type -> usdcarb.v1.Delivery
-	6,  // 50: usdcarb.v1.NotificationService.CreateSubscription:output_type -> usdcarb.v1.Subscription
-	6,  // 51: usdcarb.v1.NotificationService.GetSubscription:output_type -> usdcarb.v1.Subscription
-	18, // 52: usdcarb.v1.NotificationService.ListSubscriptions:output_type -> usdcarb.v1.ListSubscriptionsResponse
-	6,  // 53: usdcarb.v1.NotificationService.UpdateSubscription:output_type -> usdcarb.v1.Subscription
-	31, // 54: usdcarb.v1.NotificationService.DeleteSubscription:output_type -> google.protobuf.Empty
-	22, // 55: usdcarb.v1.NotificationService.ListDeliveries:output_type -> usdcarb.v1.ListDeliveriesResponse
-	24, // 56: usdcarb.v1.NotificationService.SubscribeEvents:output_type -> usdcarb.v1.SubscribeEventsResponse
-	44, // [44:57] is the sub-list for method output_type
-	31, // [31:44] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	29, // 7: usdcarb.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
+	29, // 8: usdcarb.v1.Channel.previous_secret_expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: usdcarb.v1.Subscription.event_types:type_name -> usdcarb.v1.EventType
+	30, // 10: usdcarb.v1.Subscription.min_severity:type_name -> usdcarb.v1.Severity
+	29, // 11: usdcarb.v1.Subscription.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 12: usdcarb.v1.Delivery.event:type_name -> usdcarb.v1.Event
+	1,  // 13: usdcarb.v1.Delivery.state:type_name -> usdcarb.v1.DeliveryState
+	29, // 14: usdcarb.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	29, // 15: usdcarb.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
+	29, // 16: usdcarb.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	5,  // 17: usdcarb.v1.CreateChannelRequest.channel:type_name -> usdcarb.v1.Channel
+	5,  // 18: usdcarb.v1.ListChannelsResponse.channels:type_name -> usdcarb.v1.Channel
+	5,  // 19: usdcarb.v1.UpdateChannelRequest.channel:type_name -> usdcarb.v1.Channel
+	32, // 20: usdcarb.v1.UpdateChannelRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 21: usdcarb.v1.CreateSubscriptionRequest.subscription:type_name -> usdcarb.v1.Subscription
+	6,  // 22: usdcarb.v1.ListSubscriptionsResponse.subscriptions:type_name -> usdcarb.v1.Subscription
+	6,  // 23: usdcarb.v1.UpdateSubscriptionRequest.subscription:type_name -> usdcarb.v1.Subscription
+	32, // 24: usdcarb.v1.UpdateSubscriptionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 25: usdcarb.v1.ListDeliveriesRequest.state:type_name -> usdcarb.v1.DeliveryState
+	7,  // 26: usdcarb.v1.ListDeliveriesResponse.deliveries:type_name -> usdcarb.v1.Delivery
+	0,  // 27: usdcarb.v1.SubscribeEventsRequest.event_types:type_name -> usdcarb.v1.EventType
+	30, // 28: usdcarb.v1.SubscribeEventsRequest.min_severity:type_name -> usdcarb.v1.Severity
+	7,  // 29: usdcarb.v1.RedeliverDeliveriesResponse.deliveries:type_name -> usdcarb.v1.Delivery
+	33, // 30: usdcarb.v1.RotateWebhookSecretRequest.overlap:type_name -> google.protobuf.Duration
+	2,  // 31: usdcarb.v1.SubscribeEventsResponse.event:type_name -> usdcarb.v1.Event
+	29, // 32: usdcarb.v1.SubscribeEventsResponse.heartbeat_time:type_name -> google.protobuf.Timestamp
+	34, // 33: usdcarb.v1.SubscribeEventsResponse.outcome:type_name -> usdcarb.v1.Outcome
+	8,  // 34: usdcarb.v1.NotificationService.CreateChannel:input_type -> usdcarb.v1.CreateChannelRequest
+	9,  // 35: usdcarb.v1.NotificationService.GetChannel:input_type -> usdcarb.v1.GetChannelRequest
+	10, // 36: usdcarb.v1.NotificationService.ListChannels:input_type -> usdcarb.v1.ListChannelsRequest
+	12, // 37: usdcarb.v1.NotificationService.UpdateChannel:input_type -> usdcarb.v1.UpdateChannelRequest
+	13, // 38: usdcarb.v1.NotificationService.DeleteChannel:input_type -> usdcarb.v1.DeleteChannelRequest
+	14, // 39: usdcarb.v1.NotificationService.TestChannel:input_type -> usdcarb.v1.TestChannelRequest
+	15, // 40: usdcarb.v1.NotificationService.CreateSubscription:input_type -> usdcarb.v1.CreateSubscriptionRequest
+	16, // 41: usdcarb.v1.NotificationService.GetSubscription:input_type -> usdcarb.v1.GetSubscriptionRequest
+	17, // 42: usdcarb.v1.NotificationService.ListSubscriptions:input_type -> usdcarb.v1.ListSubscriptionsRequest
+	19, // 43: usdcarb.v1.NotificationService.UpdateSubscription:input_type -> usdcarb.v1.UpdateSubscriptionRequest
+	20, // 44: usdcarb.v1.NotificationService.DeleteSubscription:input_type -> usdcarb.v1.DeleteSubscriptionRequest
+	21, // 45: usdcarb.v1.NotificationService.ListDeliveries:input_type -> usdcarb.v1.ListDeliveriesRequest
+	23, // 46: usdcarb.v1.NotificationService.SubscribeEvents:input_type -> usdcarb.v1.SubscribeEventsRequest
+	24, // 47: usdcarb.v1.NotificationService.RedeliverDeliveries:input_type -> usdcarb.v1.RedeliverDeliveriesRequest
+	26, // 48: usdcarb.v1.NotificationService.RotateWebhookSecret:input_type -> usdcarb.v1.RotateWebhookSecretRequest
+	5,  // 49: usdcarb.v1.NotificationService.CreateChannel:output_type -> usdcarb.v1.Channel
+	5,  // 50: usdcarb.v1.NotificationService.GetChannel:output_type -> usdcarb.v1.Channel
+	11, // 51: usdcarb.v1.NotificationService.ListChannels:output_type -> usdcarb.v1.ListChannelsResponse
+	5,  // 52: usdcarb.v1.NotificationService.UpdateChannel:output_type -> usdcarb.v1.Channel
+	35, // 53: usdcarb.v1.NotificationService.DeleteChannel:output_type -> google.protobuf.Empty
+	7,  // 54: usdcarb.v1.NotificationService.TestChannel:output_type -> usdcarb.v1.Delivery
+	6,  // 55: usdcarb.v1.NotificationService.CreateSubscription:output_type -> usdcarb.v1.Subscription
+	6,  // 56: usdcarb.v1.NotificationService.GetSubscription:output_type -> usdcarb.v1.Subscription
+	18, // 57: usdcarb.v1.NotificationService.ListSubscriptions:output_type -> usdcarb.v1.ListSubscriptionsResponse
+	6,  // 58: usdcarb.v1.NotificationService.UpdateSubscription:output_type -> usdcarb.v1.Subscription
+	35, // 59: usdcarb.v1.NotificationService.DeleteSubscription:output_type -> google.protobuf.Empty
+	22, // 60: usdcarb.v1.NotificationService.ListDeliveries:output_type -> usdcarb.v1.ListDeliveriesResponse
+	27, // 61: usdcarb.v1.NotificationService.SubscribeEvents:output_type -> usdcarb.v1.SubscribeEventsResponse
+	25, // 62: usdcarb.v1.NotificationService.RedeliverDeliveries:output_type -> usdcarb.v1.RedeliverDeliveriesResponse
+	5,  // 63: usdcarb.v1.NotificationService.RotateWebhookSecret:output_type -> usdcarb.v1.Channel
+	49, // [49:64] is the sub-list for method output_type
+	34, // [34:49] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_notification_proto_init() }
@@ -2000,7 +2223,7 @@ func file_usdcarb_v1_notification_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_notification_proto_rawDesc), len(file_usdcarb_v1_notification_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,19 +20,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NotificationService_CreateChannel_FullMethodName      = "/usdcarb.v1.NotificationService/CreateChannel"
-	NotificationService_GetChannel_FullMethodName         = "/usdcarb.v1.NotificationService/GetChannel"
-	NotificationService_ListChannels_FullMethodName       = "/usdcarb.v1.NotificationService/ListChannels"
-	NotificationService_UpdateChannel_FullMethodName      = "/usdcarb.v1.NotificationService/UpdateChannel"
-	NotificationService_DeleteChannel_FullMethodName      = "/usdcarb.v1.NotificationService/DeleteChannel"
-	NotificationService_TestChannel_FullMethodName        = "/usdcarb.v1.NotificationService/TestChannel"
-	NotificationService_CreateSubscription_FullMethodName = "/usdcarb.v1.NotificationService/CreateSubscription"
-	NotificationService_GetSubscription_FullMethodName    = "/usdcarb.v1.NotificationService/GetSubscription"
-	NotificationService_ListSubscriptions_FullMethodName  = "/usdcarb.v1.NotificationService/ListSubscriptions"
-	NotificationService_UpdateSubscription_FullMethodName = "/usdcarb.v1.NotificationService/UpdateSubscription"
-	NotificationService_DeleteSubscription_FullMethodName = "/usdcarb.v1.NotificationService/DeleteSubscription"
-	NotificationService_ListDeliveries_FullMethodName     = "/usdcarb.v1.NotificationService/ListDeliveries"
-	NotificationService_SubscribeEvents_FullMethodName    = "/usdcarb.v1.NotificationService/SubscribeEvents"
+	NotificationService_CreateChannel_FullMethodName       = "/usdcarb.v1.NotificationService/CreateChannel"
+	NotificationService_GetChannel_FullMethodName          = "/usdcarb.v1.NotificationService/GetChannel"
+	NotificationService_ListChannels_FullMethodName        = "/usdcarb.v1.NotificationService/ListChannels"
+	NotificationService_UpdateChannel_FullMethodName       = "/usdcarb.v1.NotificationService/UpdateChannel"
+	NotificationService_DeleteChannel_FullMethodName       = "/usdcarb.v1.NotificationService/DeleteChannel"
+	NotificationService_TestChannel_FullMethodName         = "/usdcarb.v1.NotificationService/TestChannel"
+	NotificationService_CreateSubscription_FullMethodName  = "/usdcarb.v1.NotificationService/CreateSubscription"
+	NotificationService_GetSubscription_FullMethodName     = "/usdcarb.v1.NotificationService/GetSubscription"
+	NotificationService_ListSubscriptions_FullMethodName   = "/usdcarb.v1.NotificationService/ListSubscriptions"
+	NotificationService_UpdateSubscription_FullMethodName  = "/usdcarb.v1.NotificationService/UpdateSubscription"
+	NotificationService_DeleteSubscription_FullMethodName  = "/usdcarb.v1.NotificationService/DeleteSubscription"
+	NotificationService_ListDeliveries_FullMethodName      = "/usdcarb.v1.NotificationService/ListDeliveries"
+	NotificationService_SubscribeEvents_FullMethodName     = "/usdcarb.v1.NotificationService/SubscribeEvents"
+	NotificationService_RedeliverDeliveries_FullMethodName = "/usdcarb.v1.NotificationService/RedeliverDeliveries"
+	NotificationService_RotateWebhookSecret_FullMethodName = "/usdcarb.v1.NotificationService/RotateWebhookSecret"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -67,6 +69,11 @@ type NotificationServiceClient interface {
 	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
 	// Stream domain events as they happen (optionally replaying from a cursor).
 	SubscribeEvents(ctx context.Context, in *SubscribeEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEventsResponse], error)
+	// Send dead-lettered deliveries again: one delivery, or every dead letter of a channel.
+	RedeliverDeliveries(ctx context.Context, in *RedeliverDeliveriesRequest, opts ...grpc.CallOption) (*RedeliverDeliveriesResponse, error)
+	// Replace a webhook's secret; the previous one keeps signing (beside the new one)
+	// until the overlap ends, so receivers can switch without losing a delivery.
+	RotateWebhookSecret(ctx context.Context, in *RotateWebhookSecretRequest, opts ...grpc.CallOption) (*Channel, error)
 }
 
 type notificationServiceClient struct {
@@ -216,6 +223,26 @@ func (c *notificationServiceClient) SubscribeEvents(ctx context.Context, in *Sub
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NotificationService_SubscribeEventsClient = grpc.ServerStreamingClient[SubscribeEventsResponse]
 
+func (c *notificationServiceClient) RedeliverDeliveries(ctx context.Context, in *RedeliverDeliveriesRequest, opts ...grpc.CallOption) (*RedeliverDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedeliverDeliveriesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_RedeliverDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) RotateWebhookSecret(ctx context.Context, in *RotateWebhookSecretRequest, opts ...grpc.CallOption) (*Channel, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Channel)
+	err := c.cc.Invoke(ctx, NotificationService_RotateWebhookSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -248,6 +275,11 @@ type NotificationServiceServer interface {
 	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
 	// Stream domain events as they happen (optionally replaying from a cursor).
 	SubscribeEvents(*SubscribeEventsRequest, grpc.ServerStreamingServer[SubscribeEventsResponse]) error
+	// Send dead-lettered deliveries again: one delivery, or every dead letter of a channel.
+	RedeliverDeliveries(context.Context, *RedeliverDeliveriesRequest) (*RedeliverDeliveriesResponse, error)
+	// Replace a webhook's secret; the previous one keeps signing (beside the new one)
+	// until the overlap ends, so receivers can switch without losing a delivery.
+	RotateWebhookSecret(context.Context, *RotateWebhookSecretRequest) (*Channel, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -296,6 +328,12 @@ func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *L
 }
 func (UnimplementedNotificationServiceServer) SubscribeEvents(*SubscribeEventsRequest, grpc.ServerStreamingServer[SubscribeEventsResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method SubscribeEvents not implemented")
+}
+func (UnimplementedNotificationServiceServer) RedeliverDeliveries(context.Context, *RedeliverDeliveriesRequest) (*RedeliverDeliveriesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RedeliverDeliveries not implemented")
+}
+func (UnimplementedNotificationServiceServer) RotateWebhookSecret(context.Context, *RotateWebhookSecretRequest) (*Channel, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotateWebhookSecret not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -545,6 +583,42 @@ func _NotificationService_SubscribeEvents_Handler(srv interface{}, stream grpc.S
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NotificationService_SubscribeEventsServer = grpc.ServerStreamingServer[SubscribeEventsResponse]
 
+func _NotificationService_RedeliverDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedeliverDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).RedeliverDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_RedeliverDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).RedeliverDeliveries(ctx, req.(*RedeliverDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_RotateWebhookSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateWebhookSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).RotateWebhookSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_RotateWebhookSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).RotateWebhookSecret(ctx, req.(*RotateWebhookSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -599,6 +673,14 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListDeliveries",
 			Handler:    _NotificationService_ListDeliveries_Handler,
+		},
+		{
+			MethodName: "RedeliverDeliveries",
+			Handler:    _NotificationService_RedeliverDeliveries_Handler,
+		},
+		{
+			MethodName: "RotateWebhookSecret",
+			Handler:    _NotificationService_RotateWebhookSecret_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
