@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +18,7 @@ from usdcarb.identity.keyring import KeyRing
 from usdcarb.identity.main import SERVICE, audit_hook, build_app, register
 from usdcarb.identity.settings import IdentitySettings
 from usdcarb.platform import interceptors
-from usdcarb.platform.testing import start_in_process
+from usdcarb.platform.testing import authed_channel, bearer, start_in_process
 from usdcarb.v1 import identity_pb2 as pb
 from usdcarb.v1 import identity_pb2_grpc
 
@@ -30,9 +28,8 @@ PASSWORD = "correct horse battery staple"
 
 
 def as_caller(sub: str, *roles: str) -> tuple[tuple[str, str], ...]:
-    """Metadata as Envoy sets it after verifying a token."""
-    payload = base64.urlsafe_b64encode(json.dumps({"sub": sub, "roles": list(roles)}).encode())
-    return (("x-jwt-payload", payload.decode().rstrip("=")), ("x-forwarded-for", "10.0.0.7"))
+    """Metadata with a verified token for ``sub`` and the client address Envoy adds."""
+    return (*bearer(sub, roles), ("x-forwarded-for", "10.0.0.7"))
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -76,7 +73,7 @@ async def env(service_pool: Any) -> AsyncIterator[Env]:
     interceptors.denied_call_hooks.append(hook)
     try:
         async with await start_in_process([SERVICE], register(app)) as server:
-            async with grpc.aio.insecure_channel(server.address) as channel:
+            async with authed_channel(server.address) as channel:
                 yield Env(identity_pb2_grpc.IdentityServiceStub(channel), app, keyring,
                           admin.name)
     finally:

@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
 from testkit import SHARED_DATA, require_shared_data
 from usdcarb.ingestion.main import SERVICE, IngestionSettings, build
 from usdcarb.ingestion.worker import Worker
-from usdcarb.platform.testing import start_in_process
+from usdcarb.platform.testing import DevServiceToken, authed_channel, start_in_process
 from usdcarb.replay.data import Catalog, load_catalog
 from usdcarb.replay.server import ReplayServer
 from usdcarb.v1 import common_pb2 as cpb
@@ -109,10 +108,10 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
             values["validation_address"] = vserver.address
         values.update(overrides)
         settings = IngestionSettings(**values)
-        parts = build(pool, settings, redis=redis)
+        parts = build(pool, settings, redis=redis, token=DevServiceToken("ingestion"))
         server = await stack.enter_async_context(
             await start_in_process([SERVICE], parts.register))
-        channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+        channel = await stack.enter_async_context(authed_channel(server.address))
         if parts.worker is not None:
             task = asyncio.create_task(parts.worker.run())
 

@@ -26,7 +26,7 @@ from usdcarb.platform.errors import (
     Unavailable,
     Unimplemented,
 )
-from usdcarb.platform.identity import ANONYMOUS, caller_from_metadata, parse_payload
+from usdcarb.platform.identity import ANONYMOUS, caller_from_claims
 from usdcarb.platform.logging import JsonFormatter, RequestIdFilter, request_id
 from usdcarb.platform.settings import PlatformSettings, dev_secret, service_config
 from usdcarb.platform.status import domain_status, internal_status, unpack_details
@@ -120,39 +120,27 @@ def test_internal_status_is_opaque() -> None:
     assert status.message == "internal error (request id req-9)"
 
 
-def test_caller_parses_unpadded_base64url_payload() -> None:
-    # "~~~" encodes to base64 with "+/" chars and needs padding: covers both traps.
-    claims = {
-        "sub": "users/bob",
-        "roles": ["trader"],
-        "scope": "backtests:run read",
-        "jti": "tok-1",
-        "note": "~~~?",
-    }
-    value = b64url_unpadded(claims)
-    assert "=" not in value
+def test_caller_reads_subject_roles_scopes_and_token_id_from_claims() -> None:
+    claims = {"sub": "users/bob", "roles": ["trader"], "scope": "backtests:run read",
+              "jti": "tok-1", "note": "~~~?"}
 
-    caller = parse_payload(value)
+    caller = caller_from_claims(claims)
 
     assert caller.subject == "users/bob" and caller.authenticated
     assert caller.roles == frozenset({"trader"})
     assert caller.scopes == frozenset({"backtests:run", "read"})
     assert caller.token_id == "tok-1" and caller.claims["note"] == "~~~?"
+    assert not caller.service and not caller.is_admin
 
 
-def test_missing_payload_header_means_anonymous() -> None:
-    assert caller_from_metadata([("x-request-id", "1")]) is ANONYMOUS
-    assert not ANONYMOUS.authenticated
-
-
-@pytest.mark.parametrize("value", ["%%%", b64url_unpadded(["not", "an", "object"]), "eyJzdWIi"])
-def test_malformed_payload_is_refused(value: str) -> None:
-    with pytest.raises(Unauthenticated):
-        parse_payload(value)
+def test_service_principal_names_its_service() -> None:
+    caller = caller_from_claims({"sub": "service:backtest", "roles": []})
+    assert caller.service == "backtest" and not caller.roles
+    assert not ANONYMOUS.authenticated and not ANONYMOUS.service
 
 
 def test_caller_require_checks_roles() -> None:
-    caller = parse_payload(b64url_unpadded({"sub": "users/c", "roles": ["analyst"]}))
+    caller = caller_from_claims({"sub": "users/c", "roles": ["analyst"]})
     caller.require(role="analyst")
     with pytest.raises(PermissionDenied):
         caller.require(role="admin")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +12,7 @@ from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from usdcarb.platform.testing import start_in_process
+from usdcarb.platform.testing import authed_channel, bearer, start_in_process
 from usdcarb.strategy.main import SERVICE, build
 from usdcarb.v1 import strategy_pb2 as pb
 from usdcarb.v1 import strategy_pb2_grpc
@@ -26,16 +24,15 @@ SPREAD: dict[str, Any] = {"symbol": "USDC/USDT", "venueA": "binance", "venueB": 
 
 
 def caller(sub: str) -> tuple[tuple[str, str], ...]:
-    """Metadata as Envoy sets it after verifying a token."""
-    payload = base64.urlsafe_b64encode(json.dumps({"sub": sub, "roles": ["analyst"]}).encode())
-    return (("x-jwt-payload", payload.decode().rstrip("=")),)
+    """Metadata with a verified analyst token for ``sub``."""
+    return bearer(sub, ("analyst",))
 
 
 @pytest.fixture
 async def stub(service_pool: Any) -> AsyncIterator[strategy_pb2_grpc.StrategyServiceStub]:
     pool = await service_pool("strategy")
     async with await start_in_process([SERVICE], build(pool)) as server:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with authed_channel(server.address) as channel:
             yield strategy_pb2_grpc.StrategyServiceStub(channel)
 
 

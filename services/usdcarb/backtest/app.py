@@ -82,10 +82,10 @@ class BacktestApp:
 
     # -- validation -----------------------------------------------------------------
     async def _prepare(
-        self, version_name: str, config: pb.BacktestConfig, caller: str, prefix: str
+        self, version_name: str, config: pb.BacktestConfig, prefix: str
     ) -> tuple[ResolvedVersion, RunSpec]:
         _version_name(version_name, f"{prefix}strategy_version")
-        version = await self._strategy.resolve(version_name, caller,
+        version = await self._strategy.resolve(version_name,
                                                field=f"{prefix}strategy_version")
         try:
             engine.validate_params(version.kind, version.parameters)
@@ -107,7 +107,7 @@ class BacktestApp:
 
     # -- backtests ------------------------------------------------------------------
     async def create_backtest(
-        self, *, strategy_version: str, config: pb.BacktestConfig, creator: str, caller: str,
+        self, *, strategy_version: str, config: pb.BacktestConfig, creator: str,
         request_id: str, prefix: str = "backtest.",
     ) -> BacktestJob:
         if request_id:
@@ -115,7 +115,7 @@ class BacktestApp:
                 "SELECT id FROM backtests WHERE request_id = $1", request_id)
             if existing is not None:
                 return await self._store.get_backtest(existing)
-        version, _spec = await self._prepare(strategy_version, config, caller, prefix)
+        version, _spec = await self._prepare(strategy_version, config, prefix)
         queued = common_pb2.Progress(unit="bars", message="queued")
         job, created = await self._store.insert_backtest(BacktestJob(
             id=f"bt-{uuid.uuid4().hex[:16]}", strategy_version=version.name,
@@ -127,7 +127,7 @@ class BacktestApp:
                 backtest=job.name, state=common_pb2.JOB_STATE_QUEUED,
                 progress=pb.BacktestProgress(progress=queued)).SerializeToString())
             try:
-                await self._queue.enqueue("backtest", job.id, caller)
+                await self._queue.enqueue("backtest", job.id)
             except Exception:
                 await self._store.end_backtest(job.id, JobState.FAILED, {
                     "code": 14, "message": "could not queue the job; retry"})
@@ -230,12 +230,12 @@ class BacktestApp:
                     return
 
     async def run_backtest(
-        self, *, strategy_version: str, config: pb.BacktestConfig, creator: str, caller: str,
+        self, *, strategy_version: str, config: pb.BacktestConfig, creator: str,
         request_id: str, interval_s: float,
     ) -> AsyncIterator[pb.BacktestEvent]:
         """Create the job, then stream its events, progress at most every ``interval_s``."""
         job = await self.create_backtest(strategy_version=strategy_version, config=config,
-                                         creator=creator, caller=caller,
+                                         creator=creator,
                                          request_id=request_id, prefix="")
         sent = -math.inf
         async for event in self.watch_backtest(job.name):
@@ -278,14 +278,14 @@ class BacktestApp:
         return equity_to_pb(name, columns, max_points, layout)
 
     # -- sweeps ---------------------------------------------------------------------
-    async def create_sweep(self, *, sweep: pb.Sweep, creator: str, caller: str,
+    async def create_sweep(self, *, sweep: pb.Sweep, creator: str,
                            request_id: str) -> SweepJob:
         if request_id:
             existing = await self._store.pool.fetchval(
                 "SELECT id FROM sweeps WHERE request_id = $1", request_id)
             if existing is not None:
                 return await self._store.get_sweep(existing)
-        version, spec = await self._prepare(sweep.strategy_version, sweep.config, caller,
+        version, spec = await self._prepare(sweep.strategy_version, sweep.config,
                                             "sweep.")
         axes = self._check_axes(version, sweep.axes)
         objective = sweep.objective or "sharpe"
@@ -307,7 +307,7 @@ class BacktestApp:
                 sweep=job.name, state=common_pb2.JOB_STATE_QUEUED,
                 progress=common_pb2.Progress(message="queued")).SerializeToString())
             try:
-                await self._queue.enqueue("sweep", job.id, caller)
+                await self._queue.enqueue("sweep", job.id)
             except Exception:
                 await self._store.end_sweep(job.id, JobState.FAILED, {
                     "code": 14, "message": "could not queue the job; retry"})

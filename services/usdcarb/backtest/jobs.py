@@ -1,7 +1,7 @@
 """The job queue: a Redis stream read through one consumer group by every replica.
 
 Contract:
-- ``enqueue`` appends {type, id, caller} to the stream; each entry is delivered to one
+- ``enqueue`` appends {type, id} to the stream; each entry is delivered to one
   consumer of the group ``backtest-workers`` (so replicas share the work).
 - ``claim`` returns the next entry for a consumer: first an entry another consumer
   left pending for longer than ``claim_idle_ms`` (its worker died: XAUTOCLAIM), else a
@@ -27,13 +27,11 @@ GROUP = "backtest-workers"
 
 @dataclass(frozen=True)
 class JobEntry:
-    """One delivered job: its stream entry id, type ("backtest" | "sweep"), job id, and
-    the caller's verified identity header, forwarded to the strategy service."""
+    """One delivered job: its stream entry id, type ("backtest" | "sweep") and job id."""
 
     entry_id: str
     type: str
     job_id: str
-    caller: str
 
 
 def _text(value: Any) -> str:
@@ -42,8 +40,7 @@ def _text(value: Any) -> str:
 
 def _entry(entry_id: Any, fields: dict[Any, Any]) -> JobEntry:
     f = {_text(k): _text(v) for k, v in fields.items()}
-    return JobEntry(_text(entry_id), f.get("type", "backtest"), f.get("id", ""),
-                    f.get("caller", ""))
+    return JobEntry(_text(entry_id), f.get("type", "backtest"), f.get("id", ""))
 
 
 class JobQueue:
@@ -63,9 +60,8 @@ class JobQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def enqueue(self, type_: str, job_id: str, caller: str = "") -> str:
-        entry_id = await self._redis.xadd(self.stream, {"type": type_, "id": job_id,
-                                                        "caller": caller})
+    async def enqueue(self, type_: str, job_id: str) -> str:
+        entry_id = await self._redis.xadd(self.stream, {"type": type_, "id": job_id})
         return _text(entry_id)
 
     async def claim(self, consumer: str, *, block_ms: int = 1000) -> JobEntry | None:

@@ -27,10 +27,12 @@ from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.redis import create_redis, redis_check
 from usdcarb.platform.server import Register, run_service
+from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
 from usdcarb.v1 import backtest_pb2_grpc
 
 SERVICE = "usdcarb.v1.BacktestService"
+SERVICE_NAME = "backtest"  # its principal: service:backtest
 SCHEMA = "backtest"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -79,15 +81,20 @@ class Components:
 
 
 def build(pool: Any, redis: Any, settings: BacktestSettings, *,
-          worker_name: str | None = None) -> Components:
-    """Wire the store, queue, progress bus, strategy client, app, runner and servicer."""
+          worker_name: str | None = None, token: TokenSource | None = None) -> Components:
+    """Wire the store, queue, progress bus, strategy client, app, runner and servicer.
+
+    ``token`` (default: this service's token from identity) authenticates the calls to
+    the strategy service.
+    """
     check_table(settings.market_table)
     store = BacktestStore(pool)
     channels = Channels(prefix=settings.redis_prefix)
     bus = ProgressBus(redis, channels)
     queue = JobQueue(redis, channels.jobs, group=GROUP,
                      claim_idle_ms=int(settings.claim_idle_s * 1000))
-    strategy = StrategyClient(settings.strategy_address)
+    strategy = StrategyClient(settings.strategy_address,
+                              token or service_token(settings, SERVICE_NAME))
     app = BacktestApp(store=store, bus=bus, queue=queue, strategy=strategy,
                       settings=AppSettings(market_table=settings.market_table,
                                            max_bars=settings.max_bars,

@@ -182,7 +182,7 @@ class Runner:
             return
         name = job.name
         if await self._bus.cancel_requested(job.id):
-            await self._end_backtest(job, JobState.CANCELLED, None, entry.caller)
+            await self._end_backtest(job, JobState.CANCELLED, None)
             return
         await self._bus.publish(job.id, pb.BacktestEvent(
             backtest=name, state=common_pb2.JOB_STATE_RUNNING,
@@ -206,10 +206,10 @@ class Runner:
             finally:
                 discard(ref)
         except engine.Cancelled:
-            await self._end_backtest(job, JobState.CANCELLED, None, entry.caller)
+            await self._end_backtest(job, JobState.CANCELLED, None)
             return
         except Exception as exc:
-            await self._fail_backtest(job, exc, entry.caller)
+            await self._fail_backtest(job, exc)
             return
         clock.lap("process", engine=elapsed)
         fp = Fingerprint(strategy_version_id=job.strategy_version.rsplit("/", 1)[-1],
@@ -263,14 +263,14 @@ class Runner:
         return parse_config(cfg, engine.required_series(kind, params),
                             max_bars=self.settings.max_bars)
 
-    async def _fail_backtest(self, job: BacktestJob, exc: BaseException, caller: str) -> None:
+    async def _fail_backtest(self, job: BacktestJob, exc: BaseException) -> None:
         if not isinstance(exc, DomainError | ValueError):
             logger.error("backtest %s failed unexpectedly", job.id, exc_info=exc)
         status = convert.error_status(exc, f"backtests/{job.id}")
-        await self._end_backtest(job, JobState.FAILED, status, caller)
+        await self._end_backtest(job, JobState.FAILED, status)
 
     async def _end_backtest(self, job: BacktestJob, state: JobState,
-                            status: status_pb2.Status | None, caller: str) -> None:
+                            status: status_pb2.Status | None) -> None:
         ended = await self._store.end_backtest(
             job.id, state, None if status is None else convert.status_to_json(status),
             worker=job.worker, attempts=job.attempts)

@@ -7,20 +7,12 @@ from typing import Any
 
 from usdcarb.backtest import convert
 from usdcarb.backtest.app import BacktestApp
-from usdcarb.platform.identity import PAYLOAD_HEADER, get_caller
+from usdcarb.platform.identity import get_caller
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import backtest_pb2_grpc as pb_grpc
 from usdcarb.v1 import common_pb2
 
 DEFAULT_PROGRESS_INTERVAL_S = 0.25
-
-
-def _caller_header(context: Any) -> str:
-    """The verified identity header as Envoy set it, forwarded to the strategy service."""
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == PAYLOAD_HEADER:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return ""
 
 
 def _state(number: int) -> str | None:
@@ -40,14 +32,13 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
             interval = max(0.0, request.progress_interval.ToMilliseconds() / 1000)
         async for event in self._app.run_backtest(
                 strategy_version=request.strategy_version, config=request.config,
-                creator=get_caller().subject, caller=_caller_header(context),
-                request_id=request.request_id, interval_s=interval):
+                creator=get_caller().subject, request_id=request.request_id, interval_s=interval):
             yield event
 
     async def CreateBacktest(self, request: pb.CreateBacktestRequest, context: Any) -> Any:
         job = await self._app.create_backtest(
             strategy_version=request.backtest.strategy_version, config=request.backtest.config,
-            creator=get_caller().subject, caller=_caller_header(context),
+            creator=get_caller().subject,
             request_id=request.request_id)
         return convert.backtest_to_pb(job)
 
@@ -83,7 +74,7 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
 
     async def CreateSweep(self, request: pb.CreateSweepRequest, context: Any) -> Any:
         job = await self._app.create_sweep(
-            sweep=request.sweep, creator=get_caller().subject, caller=_caller_header(context),
+            sweep=request.sweep, creator=get_caller().subject,
             request_id=request.request_id)
         return convert.sweep_to_pb(job)
 

@@ -1,14 +1,14 @@
 """The StrategyService as the backtest service uses it: resolve a version, mark it tested.
 
-Calls forward the caller's verified ``x-jwt-payload`` (the strategy service trusts
-only that header for identity), so a transition is recorded under the user who asked
-for the backtest. gRPC failures become domain errors for our own caller.
+Every call is made as the principal ``service:backtest`` with a token identity issues
+to this service (``usdcarb.platform.service_auth``), never with a borrowed user's
+identity: a job runs long after its user's token expired, and the role table grants
+this service exactly the reads and the DRAFT → BACKTESTED move it needs. gRPC failures
+become domain errors for our own caller.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +17,14 @@ import grpc
 from google.protobuf import json_format
 
 from usdcarb.platform.errors import (
+    DomainError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
 )
-from usdcarb.platform.identity import PAYLOAD_HEADER
+from usdcarb.platform.service_auth import TokenSource, call_as_service
 from usdcarb.strategy.kinds import BY_ENUM
 from usdcarb.v1 import strategy_pb2 as spb
 from usdcarb.v1 import strategy_pb2_grpc
@@ -44,39 +45,29 @@ class ResolvedVersion:
     state: str
 
 
-def _metadata(caller: str) -> tuple[tuple[str, str], ...]:
-    return ((PAYLOAD_HEADER, caller),) if caller else ()
-
-
-# DRAFT → BACKTESTED is the system's consequence of a stored result, not a user's
-# decision, and TransitionStrategyVersion needs the trader role that the analyst who ran
-# the backtest may lack: the service makes that one call as itself. (The mesh has no
-# service principals yet; see the issue note.)
-SERVICE_IDENTITY = base64.urlsafe_b64encode(json.dumps(
-    {"sub": "service:backtest", "roles": ["trader"]}).encode()).decode().rstrip("=")
-
-
 class StrategyClient:
     """A channel to the strategy service (closed by ``close``)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token: TokenSource) -> None:
         self.address = address
+        self._token = token
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = strategy_pb2_grpc.StrategyServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         await self._channel.close()
+        await self._token.close()
 
-    async def resolve(self, name: str, caller: str, *, field: str) -> ResolvedVersion:
+    async def resolve(self, name: str, *, field: str) -> ResolvedVersion:
         """Fetch version ``name`` and its strategy's kind; NotFound when unknown."""
         try:
-            version = await self._stub.GetStrategyVersion(
-                spb.GetStrategyVersionRequest(name=name), metadata=_metadata(caller),
-                timeout=TIMEOUT_S)
+            version = await call_as_service(
+                self._token, self._stub.GetStrategyVersion,
+                spb.GetStrategyVersionRequest(name=name), timeout=TIMEOUT_S)
             sid = version.name.split("/")[1]
-            strategy = await self._stub.GetStrategy(
-                spb.GetStrategyRequest(name=f"strategies/{sid}"), metadata=_metadata(caller),
-                timeout=TIMEOUT_S)
+            strategy = await call_as_service(
+                self._token, self._stub.GetStrategy,
+                spb.GetStrategyRequest(name=f"strategies/{sid}"), timeout=TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc, name, field) from None
         kind = BY_ENUM[spb.StrategyKind.Name(strategy.kind)].slug
@@ -90,18 +81,21 @@ class StrategyClient:
         Never raises: the result is stored already, and a version that moved on (or a
         strategy service that is down) must not turn a success into a failure.
         """
-        caller = SERVICE_IDENTITY
         try:
-            version = await self._stub.GetStrategyVersion(
-                spb.GetStrategyVersionRequest(name=name), metadata=_metadata(caller),
-                timeout=TIMEOUT_S)
+            version = await call_as_service(
+                self._token, self._stub.GetStrategyVersion,
+                spb.GetStrategyVersionRequest(name=name), timeout=TIMEOUT_S)
             if version.state != spb.VERSION_STATE_DRAFT:
                 return False
-            await self._stub.TransitionStrategyVersion(
+            await call_as_service(
+                self._token, self._stub.TransitionStrategyVersion,
                 spb.TransitionStrategyVersionRequest(
                     name=name, state=spb.VERSION_STATE_BACKTESTED, reason=reason),
-                metadata=_metadata(caller), timeout=TIMEOUT_S)
+                timeout=TIMEOUT_S)
             return True
+        except DomainError as exc:
+            logger.warning("could not mark %s backtested: %s", name, exc)
+            return False
         except grpc.aio.AioRpcError as exc:
             logger.warning("could not mark %s backtested: %s %s", name, exc.code().name,
                            exc.details())

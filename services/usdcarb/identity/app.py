@@ -36,6 +36,7 @@ from usdcarb.platform.errors import (
     Unauthenticated,
     expected,
 )
+from usdcarb.platform.service_auth import credential_matches
 
 BAD_CREDENTIALS = "invalid username or password"
 REQUEST_TTL = timedelta(minutes=10)
@@ -60,6 +61,8 @@ class TokenPolicy:
     access_ttl: timedelta
     refresh_ttl: timedelta
     api_key_max: timedelta
+    # HMAC key service credentials derive from (usdcarb.platform.service_auth).
+    service_key: str = ""
     lockout: domain.LockoutPolicy = field(default_factory=domain.LockoutPolicy)
 
 
@@ -261,6 +264,30 @@ class IdentityApp:
         await self.audit(actor, "api_key.exchange", target=key.name if key else "",
                          outcome="failure", reason=reason)
         raise Unauthenticated("API key is invalid, expired or revoked", reason="INVALID_API_KEY")
+
+    async def issue_service_token(self, service: str, credential: str, actor: Actor) -> TokenPair:
+        """Exchange a service's credential for a token of the principal ``service:<name>``.
+
+        The token carries no role: ``authz.SERVICE_GRANTS`` decides what it may call.
+        An unknown service and a wrong credential are refused alike.
+        """
+        if not service:
+            raise InvalidArgument.for_field("service", "a service name", service)
+        if not credential:
+            raise InvalidArgument.for_field("credential", "the service's credential", credential)
+        key = self.policy.service_key
+        if service not in authz.SERVICE_GRANTS or not key or not credential_matches(
+                key, service, credential):
+            await self.audit(actor, "service_token.issue", target=f"service:{service}",
+                             outcome="failure")
+            raise Unauthenticated("service credential is invalid",
+                                  reason="INVALID_SERVICE_CREDENTIAL")
+        ttl = self.policy.access_ttl
+        claims = domain.access_claims(
+            subject=f"service:{service}", roles=(), issuer=self.policy.issuer,
+            audience=self.policy.audience, now=self._clock(), ttl=ttl)
+        return TokenPair(access_token=self._keys.sign(claims),
+                         expires_in=int(ttl.total_seconds()))
 
     def jwks(self) -> list[dict[str, str]]:
         return self._keys.jwks()

@@ -31,6 +31,7 @@ from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.identity import Caller
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.server import run_service
+from usdcarb.platform.tokens import TokenVerifier
 from usdcarb.v1 import identity_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,20 @@ def build_app(pool: Any, settings: IdentitySettings) -> tuple[IdentityApp, KeyRi
         issuer=settings.issuer, audience=settings.audience, access_ttl=access_ttl,
         refresh_ttl=timedelta(seconds=settings.refresh_ttl_s),
         api_key_max=timedelta(days=settings.api_key_max_days),
+        service_key=settings.service_key.get_secret_value(),
         lockout=LockoutPolicy(max_failures=settings.lockout_max_failures,
                               base_lock=timedelta(seconds=settings.lockout_base_s),
                               max_lock=timedelta(seconds=settings.lockout_max_s)))
     app = IdentityApp(store, keyring, Passwords(), policy, secret_box_key=passphrase)
     return app, keyring
+
+
+def local_verifier(app: IdentityApp, settings: IdentitySettings) -> TokenVerifier:
+    """Verify callers of identity itself against its own key ring (no round trip)."""
+    async def keys() -> list[dict[str, str]]:
+        return app.jwks()
+    return TokenVerifier(keys, issuer=settings.issuer, audience=settings.audience,
+                         leeway_s=settings.token_leeway_s, max_age_s=1.0, refetch_floor_s=0.0)
 
 
 def register(app: IdentityApp) -> Any:
@@ -108,7 +118,7 @@ async def serve(settings: IdentitySettings) -> None:
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0,
                                     socket_connect_timeout=2.0)
     feed = asyncio.create_task(AuditFeed(redis, IdentityStore(pool)).run(), name="audit-feed")
-    await run_service([SERVICE], register(app), settings,
+    await run_service([SERVICE], register(app), settings, verifier=local_verifier(app, settings),
                       health_checks={"postgres": postgres_check(pool)},
                       on_close=[pool.close, redis.aclose, lambda: stop_task(refresher),
                                 lambda: stop_task(feed)])

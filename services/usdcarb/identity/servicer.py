@@ -100,6 +100,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         pair = await self._app.exchange_api_key(request.api_key, actor_of(get_caller(), context))
         return tokens_to_pb(pair)
 
+    async def IssueServiceToken(self, request: pb.IssueServiceTokenRequest, context: Any
+                                ) -> pb.TokenResponse:
+        pair = await self._app.issue_service_token(request.service, request.credential,
+                                                   actor_of(get_caller(), context))
+        return tokens_to_pb(pair)
+
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in self._app.jwks()])
 

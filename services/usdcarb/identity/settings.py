@@ -7,6 +7,7 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from usdcarb.platform.service_auth import DEV_SERVICE_KEY
 from usdcarb.platform.settings import PlatformSettings, dev_secret, service_config
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -39,6 +40,9 @@ class IdentitySettings(PlatformSettings):
     key_refresh_s: float = Field(
         default=1.0, gt=0, description="How often a replica reloads keys and checks rotation."
     )
+    service_key: SecretStr = dev_secret(
+        DEV_SERVICE_KEY, "HMAC key that service credentials derive from "
+        "(usdcarb.platform.service_auth); the DEV-ONLY default is refused outside dev/test.")
     publish_dev_key: bool = Field(
         default=True,
         description="Also publish the committed DEV-ONLY key in the JWKS so `usdcarb dev-token` "

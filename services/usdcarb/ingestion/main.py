@@ -25,6 +25,7 @@ from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.redis import create_redis
 from usdcarb.platform.server import Register, run_service
+from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
 from usdcarb.v1 import ingestion_pb2_grpc
 
@@ -67,11 +68,18 @@ class Components:
     register: Register
 
 
-def build(pool: Any, settings: IngestionSettings, *, redis: Any = None) -> Components:
-    """Wire the store, validation port, worker, application and servicer."""
+def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
+          token: TokenSource | None = None) -> Components:
+    """Wire the store, validation port, worker, application and servicer.
+
+    ``token`` (default: this service's token from identity) authenticates the calls to
+    the validation service.
+    """
     store = IngestStore(pool)
-    validator: CandleValidator = (RemoteValidator(settings.validation_address)
-                                  if settings.validation_address else AcceptAll())
+    validator: CandleValidator = AcceptAll()
+    if settings.validation_address:
+        validator = RemoteValidator(settings.validation_address,
+                                    token or service_token(settings, "ingestion"))
     worker = None
     if settings.worker_concurrency:
         worker = Worker(store, validator, WorkerConfig(

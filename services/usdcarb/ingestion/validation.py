@@ -16,6 +16,8 @@ import grpc
 import numpy as np
 
 from usdcarb.ingestion.domain import Bars, Rejection, Verdict
+from usdcarb.platform.errors import DomainError
+from usdcarb.platform.service_auth import TokenSource, call_as_service
 from usdcarb.v1 import common_pb2, validation_pb2, validation_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ class RemoteValidator:
     ``AcceptAll`` with a warning, so the worker's own sanity rules still guard the table.
     """
 
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, address: str, token: TokenSource, timeout_s: float = 30.0) -> None:
+        self._token = token
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = validation_pb2_grpc.ValidationServiceStub(  # type: ignore[no-untyped-call]
             self._channel)
@@ -61,6 +64,7 @@ class RemoteValidator:
 
     async def close(self) -> None:
         await self._channel.close()
+        await self._token.close()
 
     async def validate(self, exchange: str, symbol: str, timeframe: str,
                        bars: Bars) -> Verdict:
@@ -72,7 +76,8 @@ class RemoteValidator:
             low=bars.low.tolist(), close=bars.close.tolist(), volume=bars.volume.tolist(),
             count=len(bars))
         try:
-            resp: Any = await self._stub.ValidateCandles(
+            resp: Any = await call_as_service(
+                self._token, self._stub.ValidateCandles,
                 validation_pb2.ValidateCandlesRequest(batch=batch, record=True),
                 timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
@@ -82,6 +87,8 @@ class RemoteValidator:
                 self.unimplemented = True
                 return Verdict(np.ones(len(bars), bool), ())
             raise ValidationUnavailable(f"{exc.code().name}: {exc.details()}") from exc
+        except DomainError as exc:  # no service token from identity: retry the page later
+            raise ValidationUnavailable(f"{exc.reason}: {exc.message}") from exc
         if len(resp.accepted) != len(bars):
             raise ValidationUnavailable(
                 f"expected {len(bars)} accepted flags, got {len(resp.accepted)}")

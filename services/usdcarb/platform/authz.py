@@ -36,6 +36,7 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
     **_service(
         "IdentityService",
         Login=None, RefreshToken=None, ExchangeApiKey=None, GetJwks=None,
+        IssueServiceToken=None,
         Logout=VIEWER, GetUser=VIEWER, ChangePassword=VIEWER, ListRoles=VIEWER,
         CreateApiKey=VIEWER, ListApiKeys=VIEWER, RevokeApiKey=VIEWER,
         CreateUser=ADMIN, ListUsers=ADMIN, UpdateUser=ADMIN, ListAuditEvents=ADMIN,
@@ -79,6 +80,25 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
         DeleteSubscription=ANALYST, RedeliverDeliveries=ANALYST, RotateWebhookSecret=ANALYST,
     ),
 })
+
+# Service principals (subject ``service:<name>``, tokens from IdentityService.
+# IssueServiceToken) hold no role: each may call exactly the methods its work needs and
+# nothing else, whatever its token says. Their calls are system actions (the backtest
+# service marks a version BACKTESTED once a result is stored), so ownership rules, which
+# govern people, do not apply to them.
+SERVICE_GRANTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
+    "backtest": frozenset(_service(
+        "StrategyService", GetStrategyVersion=None, GetStrategy=None,
+        TransitionStrategyVersion=None)),
+    "ingestion": frozenset(_service("ValidationService", ValidateCandles=None)),
+    "validation": frozenset(),
+    "strategy": frozenset(),
+    "notification": frozenset(),
+    "identity": frozenset(),
+})
+
+# Public methods for services inside the mesh only: the gateway routes none of them.
+MESH_ONLY: Final = frozenset({f"{PACKAGE}.IdentityService/IssueServiceToken"})
 
 # Methods with a separate, heavier rate-limit budget (they start CPU-heavy work).
 HEAVY_METHODS: Final = frozenset(
@@ -136,6 +156,11 @@ def implied_roles(role: str) -> frozenset[str]:
 def may_call(roles: Iterable[str], method: str) -> bool:
     """Tell whether a caller holding ``roles`` may call ``method`` (table lookup only)."""
     return bool(allowed_roles(method) & set(roles))
+
+
+def service_may_call(service: str, method: str) -> bool:
+    """Tell whether the principal ``service:<service>`` may call ``method``."""
+    return method in SERVICE_GRANTS.get(service, frozenset())
 
 
 def permissions(role: str) -> list[str]:

@@ -1,28 +1,25 @@
-"""Tell who is calling, from the claims Envoy verified.
+"""Tell who is calling: the caller a verified bearer token names.
 
-Trust model: Envoy's jwt_authn filter verifies the bearer token (signature, issuer,
-audience, expiry) and forwards its payload in ``x-jwt-payload`` (base64url JSON,
-unpadded). Envoy overwrites any ``x-jwt-*`` header a client sends, and services are
-reachable only through Envoy (or the Istio mesh, whose AuthorizationPolicy admits
-only the gateway), so this header is the one source of identity a service trusts.
-Services never verify JWTs themselves and never read ``authorization``.
-No header means an anonymous caller; a malformed one is refused (fail closed).
+Trust model (zero trust inside the mesh): every service verifies the caller's bearer
+token itself (``usdcarb.platform.tokens``) in its identity interceptor, before any
+handler runs; Envoy's forwarded claims header is never trusted. ``Caller`` is what a
+verified token says; ``get_caller()`` returns the caller of the current RPC.
+
+Subjects: people are ``users/<id>``; services calling each other carry a short-lived
+token identity issues to them, whose subject is ``service:<name>``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextvars
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 from usdcarb.platform.errors import PermissionDenied, Unauthenticated
 
-PAYLOAD_HEADER = "x-jwt-payload"
+SERVICE_PREFIX = "service:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +40,16 @@ class Caller:
     def authenticated(self) -> bool:
         """Return whether a verified token named this caller."""
         return bool(self.subject)
+
+    @property
+    def service(self) -> str:
+        """Return the service name of a ``service:<name>`` principal, "" for people."""
+        return self.subject[len(SERVICE_PREFIX):] if self.subject.startswith(SERVICE_PREFIX) else ""
+
+    @property
+    def is_admin(self) -> bool:
+        """Return whether the caller holds the admin role."""
+        return "admin" in self.roles
 
     def require(self, *, role: str | None = None, scope: str | None = None) -> None:
         """Raise Unauthenticated if anonymous, PermissionDenied if a role/scope is missing."""
@@ -73,44 +80,16 @@ def _strings(value: object) -> frozenset[str]:
     return frozenset()
 
 
-def parse_payload(value: str | bytes) -> Caller:
-    """Decode an ``x-jwt-payload`` value (base64url JSON, padding optional) into a Caller."""
-    raw = value.encode("ascii", "replace") if isinstance(value, str) else value
-    raw = raw.strip()
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise Unauthenticated("malformed identity header", reason="BAD_IDENTITY_HEADER") from exc
-    if not isinstance(claims, dict):
-        raise Unauthenticated("malformed identity header", reason="BAD_IDENTITY_HEADER")
+def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
+    """Return the Caller named by the claims of a verified token."""
     subject = claims.get("sub")
     return Caller(
         subject=subject if isinstance(subject, str) else "",
         roles=_strings(claims.get("roles")),
         scopes=_strings(claims.get("scope")) | _strings(claims.get("scp")),
         token_id=str(claims.get("jti", "")),
-        claims=MappingProxyType(claims),
+        claims=MappingProxyType(dict(claims)),
     )
-
-
-def caller_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller:
-    """Return the caller named by invocation metadata, or ANONYMOUS without the header."""
-    values = [value for key, value in metadata or () if key.lower() == PAYLOAD_HEADER]
-    if not values:
-        return ANONYMOUS
-    if len(values) > 1:
-        # Envoy sets exactly one; several mean something upstream is not Envoy.
-        raise Unauthenticated("duplicate identity header", reason="BAD_IDENTITY_HEADER")
-    return parse_payload(values[0])
-
-
-class _HasMetadata(Protocol):
-    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
-
-
-def caller_from_context(context: _HasMetadata) -> Caller:
-    """Return the caller of the RPC whose servicer context is ``context``."""
-    return caller_from_metadata(context.invocation_metadata())
 
 
 def get_caller() -> Caller:

@@ -8,8 +8,6 @@ and dynamics while every bar is clearly synthetic (source "synthetic:binanceus")
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from testkit import SHARED_DATA, require_shared_data
+from usdcarb.platform.testing import bearer
 
 DATA = SHARED_DATA / "iaqf2026_dhruvk1432" / "data_raw" / "binance_usdcusdt.parquet"
 START = datetime(2023, 3, 10, tzinfo=UTC)
@@ -76,9 +75,8 @@ async def load_bars(conn: Any, table: str, venue: str, symbol: str,
 
 
 def caller(sub: str = "alice") -> tuple[tuple[str, str], ...]:
-    """Metadata as Envoy sets it after verifying a token."""
-    payload = base64.urlsafe_b64encode(json.dumps({"sub": sub, "roles": ["analyst"]}).encode())
-    return (("x-jwt-payload", payload.decode().rstrip("=")),)
+    """Metadata with a verified analyst token for ``sub``."""
+    return bearer(sub, ("analyst",))
 
 
 def spread_params(**overrides: Any) -> dict[str, Any]:

@@ -22,7 +22,12 @@ from backtest.service.bt_helpers import (
 )
 from usdcarb.backtest.main import SERVICE, BacktestSettings, Components, build
 from usdcarb.platform.redis import create_redis
-from usdcarb.platform.testing import InProcessServer, start_in_process
+from usdcarb.platform.testing import (
+    DevServiceToken,
+    InProcessServer,
+    authed_channel,
+    start_in_process,
+)
 from usdcarb.strategy.main import SERVICE as STRATEGY_SERVICE
 from usdcarb.strategy.main import build as build_strategy
 from usdcarb.v1 import backtest_pb2_grpc, strategy_pb2_grpc
@@ -89,7 +94,8 @@ async def env(service_pool: Any, redis_server: Any) -> AsyncIterator[Env]:
         async def start_replica(name: str | None = None,
                                 **overrides: Any) -> tuple[Components, InProcessServer]:
             s = settings.model_copy(update=overrides)
-            components = build(pool, redis, s, worker_name=name)
+            components = build(pool, redis, s, worker_name=name,
+                               token=DevServiceToken("backtest"))
             await components.start()
             server = await start_in_process([SERVICE], components.register, settings=s,
                                             on_close=[components.close])
@@ -98,8 +104,8 @@ async def env(service_pool: Any, redis_server: Any) -> AsyncIterator[Env]:
 
         components, server = await start_replica("replica-1")
         try:
-            async with grpc.aio.insecure_channel(server.address) as ch, \
-                    grpc.aio.insecure_channel(ss.address) as sch:
+            async with authed_channel(server.address) as ch, \
+                    authed_channel(ss.address) as sch:
                 yield Env(backtest=backtest_pb2_grpc.BacktestServiceStub(ch),
                           strategy=strategy_pb2_grpc.StrategyServiceStub(sch), pool=pool,
                           market_pool=market_pool, market_table=table, redis=redis,

@@ -22,6 +22,7 @@ from backtest.service.bt_helpers import (
 )
 from testkit import eventually
 from usdcarb.platform.events import STREAM as EVENTS
+from usdcarb.platform.testing import authed_channel
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
 from usdcarb.v1 import strategy_pb2 as spb
@@ -146,7 +147,7 @@ async def test_watch_replays_from_another_connection_and_resumes(env: Any) -> No
     events = await run(env, version)
     name = events[-1].backtest
     _, other = await env.start_replica("replica-2")
-    async with grpc.aio.insecure_channel(other.address) as ch:
+    async with authed_channel(other.address) as ch:
         from usdcarb.v1 import backtest_pb2_grpc
         stub = backtest_pb2_grpc.BacktestServiceStub(ch)
         watched = [e async for e in stub.WatchBacktest(pb.WatchBacktestRequest(name=name))]

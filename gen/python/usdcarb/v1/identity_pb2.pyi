@@ -73,6 +73,14 @@ class GetJwksRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class IssueServiceTokenRequest(_message.Message):
+    __slots__ = ("service", "credential")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    credential: str
+    def __init__(self, service: _Optional[str] = ..., credential: _Optional[str] = ...) -> None: ...
+
 class Jwk(_message.Message):
     __slots__ = ("kty", "crv", "x", "y", "kid", "alg", "use")
     KTY_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class IdentityServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_identity__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_identity__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.IssueServiceToken = channel.unary_unary(
+                '/usdcarb.v1.IdentityService/IssueServiceToken',
+                request_serializer=usdcarb_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_identity__pb2.TokenResponse.FromString,
+                _registered_method=True)
         self.CreateUser = channel.unary_unary(
                 '/usdcarb.v1.IdentityService/CreateUser',
                 request_serializer=usdcarb_dot_v1_dot_identity__pb2.CreateUserRequest.SerializeToString,
@@ -148,6 +153,15 @@ class IdentityServiceServicer:
 
     def GetJwks(self, request, context):
         """The public keys that verify access tokens (a JWKS document, for Envoy and clients).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueServiceToken(self, request, context):
+        """Exchange a service's credential for a short-lived token of the principal
+        `service:<service>`, which may call only the methods that service needs. Inside the
+        mesh only: the gateway does not route it, and it has no REST mapping.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -250,6 +264,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=usdcarb_dot_v1_dot_identity__pb2.GetJwksRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_identity__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=usdcarb_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_identity__pb2.TokenResponse.SerializeToString,
             ),
             'CreateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUser,
@@ -438,6 +457,33 @@ class IdentityService:
             '/usdcarb.v1.IdentityService/GetJwks',
             usdcarb_dot_v1_dot_identity__pb2.GetJwksRequest.SerializeToString,
             usdcarb_dot_v1_dot_identity__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.IdentityService/IssueServiceToken',
+            usdcarb_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.SerializeToString,
+            usdcarb_dot_v1_dot_identity__pb2.TokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -399,6 +399,61 @@ func (*GetJwksRequest) Descriptor() ([]byte, []int) {
 	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
+// Request of IssueServiceToken.
+type IssueServiceTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The calling service, e.g. "backtest".
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The service's credential (deployment secret).
+	Credential    string `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueServiceTokenRequest) Reset() {
+	*x = IssueServiceTokenRequest{}
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueServiceTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueServiceTokenRequest) ProtoMessage() {}
+
+func (x *IssueServiceTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueServiceTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueServiceTokenRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *IssueServiceTokenRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *IssueServiceTokenRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
 // One public key in JWK form (EC P-256).
 type Jwk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -422,7 +477,7 @@ type Jwk struct {
 
 func (x *Jwk) Reset() {
 	*x = Jwk{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[6]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +489,7 @@ func (x *Jwk) String() string {
 func (*Jwk) ProtoMessage() {}
 
 func (x *Jwk) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[6]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +502,7 @@ func (x *Jwk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Jwk.ProtoReflect.Descriptor instead.
 func (*Jwk) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Jwk) GetKty() string {
@@ -510,7 +565,7 @@ type GetJwksResponse struct {
 
 func (x *GetJwksResponse) Reset() {
 	*x = GetJwksResponse{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[7]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +577,7 @@ func (x *GetJwksResponse) String() string {
 func (*GetJwksResponse) ProtoMessage() {}
 
 func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[7]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +590,7 @@ func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksResponse.ProtoReflect.Descriptor instead.
 func (*GetJwksResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{7}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetJwksResponse) GetKeys() []*Jwk {
@@ -574,7 +629,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[8]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +641,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[8]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +654,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{8}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *User) GetName() string {
@@ -685,7 +740,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[9]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +752,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[9]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +765,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{9}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateUserRequest) GetUser() *User {
@@ -738,7 +793,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[10]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +805,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[10]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +818,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{10}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetUserRequest) GetName() string {
@@ -786,7 +841,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[11]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +853,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[11]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +866,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListUsersRequest) GetPageSize() int32 {
@@ -841,7 +896,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[12]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +908,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[12]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +921,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{12}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -896,7 +951,7 @@ type UpdateUserRequest struct {
 
 func (x *UpdateUserRequest) Reset() {
 	*x = UpdateUserRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[13]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +963,7 @@ func (x *UpdateUserRequest) String() string {
 func (*UpdateUserRequest) ProtoMessage() {}
 
 func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[13]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +976,7 @@ func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUserRequest.ProtoReflect.Descriptor instead.
 func (*UpdateUserRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{13}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateUserRequest) GetUser() *User {
@@ -953,7 +1008,7 @@ type ChangePasswordRequest struct {
 
 func (x *ChangePasswordRequest) Reset() {
 	*x = ChangePasswordRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[14]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1020,7 @@ func (x *ChangePasswordRequest) String() string {
 func (*ChangePasswordRequest) ProtoMessage() {}
 
 func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[14]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1033,7 @@ func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{14}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChangePasswordRequest) GetName() string {
@@ -1015,7 +1070,7 @@ type RoleInfo struct {
 
 func (x *RoleInfo) Reset() {
 	*x = RoleInfo{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[15]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1082,7 @@ func (x *RoleInfo) String() string {
 func (*RoleInfo) ProtoMessage() {}
 
 func (x *RoleInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[15]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1095,7 @@ func (x *RoleInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleInfo.ProtoReflect.Descriptor instead.
 func (*RoleInfo) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{15}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoleInfo) GetRole() Role {
@@ -1066,7 +1121,7 @@ type ListRolesRequest struct {
 
 func (x *ListRolesRequest) Reset() {
 	*x = ListRolesRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[16]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1133,7 @@ func (x *ListRolesRequest) String() string {
 func (*ListRolesRequest) ProtoMessage() {}
 
 func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[16]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1146,7 @@ func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolesRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{16}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{17}
 }
 
 // Response of ListRoles.
@@ -1105,7 +1160,7 @@ type ListRolesResponse struct {
 
 func (x *ListRolesResponse) Reset() {
 	*x = ListRolesResponse{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[17]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1172,7 @@ func (x *ListRolesResponse) String() string {
 func (*ListRolesResponse) ProtoMessage() {}
 
 func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[17]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1185,7 @@ func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolesResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{17}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListRolesResponse) GetRoles() []*RoleInfo {
@@ -1165,7 +1220,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[18]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1232,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[18]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1245,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{18}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApiKey) GetName() string {
@@ -1265,7 +1320,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[19]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1332,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[19]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1345,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{19}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateApiKeyRequest) GetParent() string {
@@ -1327,7 +1382,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1394,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1407,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{20}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
@@ -1384,7 +1439,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1451,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1464,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{21}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListApiKeysRequest) GetParent() string {
@@ -1446,7 +1501,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1513,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1526,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{22}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
@@ -1499,7 +1554,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[23]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1566,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[23]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1579,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{23}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevokeApiKeyRequest) GetName() string {
@@ -1560,7 +1615,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[24]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1627,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[24]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1640,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{24}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AuditEvent) GetId() string {
@@ -1665,7 +1720,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[25]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1732,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[25]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1745,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{25}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListAuditEventsRequest) GetPageSize() int32 {
@@ -1748,7 +1803,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[26]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1815,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_identity_proto_msgTypes[26]
+	mi := &file_usdcarb_v1_identity_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1828,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{26}
+	return file_usdcarb_v1_identity_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -1813,7 +1868,12 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"\rrefresh_token\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\frefreshToken\"6\n" +
 	"\x15ExchangeApiKeyRequest\x12\x1d\n" +
 	"\aapi_key\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x06apiKey\"\x10\n" +
-	"\x0eGetJwksRequest\"{\n" +
+	"\x0eGetJwksRequest\"a\n" +
+	"\x18IssueServiceTokenRequest\x12\x1e\n" +
+	"\aservice\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\aservice\x12%\n" +
+	"\n" +
+	"credential\x18\x02 \x01(\tB\x05\xe2A\x02\x02\x04R\n" +
+	"credential\"{\n" +
 	"\x03Jwk\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
 	"\x03crv\x18\x02 \x01(\tR\x03crv\x12\f\n" +
@@ -1924,13 +1984,14 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"\fROLE_ANALYST\x10\x02\x12\x0f\n" +
 	"\vROLE_TRADER\x10\x03\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x042\xaf\f\n" +
+	"ROLE_ADMIN\x10\x042\x85\r\n" +
 	"\x0fIdentityService\x12W\n" +
 	"\x05Login\x12\x18.usdcarb.v1.LoginRequest\x1a\x19.usdcarb.v1.TokenResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x12g\n" +
 	"\fRefreshToken\x12\x1f.usdcarb.v1.RefreshTokenRequest\x1a\x19.usdcarb.v1.TokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth:refresh\x12W\n" +
 	"\x06Logout\x12\x19.usdcarb.v1.LogoutRequest\x1a\x16.google.protobuf.Empty\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth:logout\x12r\n" +
 	"\x0eExchangeApiKey\x12!.usdcarb.v1.ExchangeApiKeyRequest\x1a\x19.usdcarb.v1.TokenResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/auth:exchangeApiKey\x12b\n" +
-	"\aGetJwks\x12\x1a.usdcarb.v1.GetJwksRequest\x1a\x1b.usdcarb.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12V\n" +
+	"\aGetJwks\x12\x1a.usdcarb.v1.GetJwksRequest\x1a\x1b.usdcarb.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12T\n" +
+	"\x11IssueServiceToken\x12$.usdcarb.v1.IssueServiceTokenRequest\x1a\x19.usdcarb.v1.TokenResponse\x12V\n" +
 	"\n" +
 	"CreateUser\x12\x1d.usdcarb.v1.CreateUserRequest\x1a\x10.usdcarb.v1.User\"\x17\x82\xd3\xe4\x93\x02\x11:\x04user\"\t/v1/users\x12S\n" +
 	"\aGetUser\x12\x1a.usdcarb.v1.GetUserRequest\x1a\x10.usdcarb.v1.User\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/{name=users/*}\x12[\n" +
@@ -1957,98 +2018,101 @@ func file_usdcarb_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_usdcarb_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usdcarb_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_usdcarb_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_usdcarb_v1_identity_proto_goTypes = []any{
-	(Role)(0),                       // 0: usdcarb.v1.Role
-	(*TokenResponse)(nil),           // 1: usdcarb.v1.TokenResponse
-	(*LoginRequest)(nil),            // 2: usdcarb.v1.LoginRequest
-	(*RefreshTokenRequest)(nil),     // 3: usdcarb.v1.RefreshTokenRequest
-	(*LogoutRequest)(nil),           // 4: usdcarb.v1.LogoutRequest
-	(*ExchangeApiKeyRequest)(nil),   // 5: usdcarb.v1.ExchangeApiKeyRequest
-	(*GetJwksRequest)(nil),          // 6: usdcarb.v1.GetJwksRequest
-	(*Jwk)(nil),                     // 7: usdcarb.v1.Jwk
-	(*GetJwksResponse)(nil),         // 8: usdcarb.v1.GetJwksResponse
-	(*User)(nil),                    // 9: usdcarb.v1.User
-	(*CreateUserRequest)(nil),       // 10: usdcarb.v1.CreateUserRequest
-	(*GetUserRequest)(nil),          // 11: usdcarb.v1.GetUserRequest
-	(*ListUsersRequest)(nil),        // 12: usdcarb.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),       // 13: usdcarb.v1.ListUsersResponse
-	(*UpdateUserRequest)(nil),       // 14: usdcarb.v1.UpdateUserRequest
-	(*ChangePasswordRequest)(nil),   // 15: usdcarb.v1.ChangePasswordRequest
-	(*RoleInfo)(nil),                // 16: usdcarb.v1.RoleInfo
-	(*ListRolesRequest)(nil),        // 17: usdcarb.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),       // 18: usdcarb.v1.ListRolesResponse
-	(*ApiKey)(nil),                  // 19: usdcarb.v1.ApiKey
-	(*CreateApiKeyRequest)(nil),     // 20: usdcarb.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),    // 21: usdcarb.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),      // 22: usdcarb.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),     // 23: usdcarb.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),     // 24: usdcarb.v1.RevokeApiKeyRequest
-	(*AuditEvent)(nil),              // 25: usdcarb.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),  // 26: usdcarb.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil), // 27: usdcarb.v1.ListAuditEventsResponse
-	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 29: google.protobuf.FieldMask
-	(*structpb.Struct)(nil),         // 30: google.protobuf.Struct
-	(*emptypb.Empty)(nil),           // 31: google.protobuf.Empty
+	(Role)(0),                        // 0: usdcarb.v1.Role
+	(*TokenResponse)(nil),            // 1: usdcarb.v1.TokenResponse
+	(*LoginRequest)(nil),             // 2: usdcarb.v1.LoginRequest
+	(*RefreshTokenRequest)(nil),      // 3: usdcarb.v1.RefreshTokenRequest
+	(*LogoutRequest)(nil),            // 4: usdcarb.v1.LogoutRequest
+	(*ExchangeApiKeyRequest)(nil),    // 5: usdcarb.v1.ExchangeApiKeyRequest
+	(*GetJwksRequest)(nil),           // 6: usdcarb.v1.GetJwksRequest
+	(*IssueServiceTokenRequest)(nil), // 7: usdcarb.v1.IssueServiceTokenRequest
+	(*Jwk)(nil),                      // 8: usdcarb.v1.Jwk
+	(*GetJwksResponse)(nil),          // 9: usdcarb.v1.GetJwksResponse
+	(*User)(nil),                     // 10: usdcarb.v1.User
+	(*CreateUserRequest)(nil),        // 11: usdcarb.v1.CreateUserRequest
+	(*GetUserRequest)(nil),           // 12: usdcarb.v1.GetUserRequest
+	(*ListUsersRequest)(nil),         // 13: usdcarb.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),        // 14: usdcarb.v1.ListUsersResponse
+	(*UpdateUserRequest)(nil),        // 15: usdcarb.v1.UpdateUserRequest
+	(*ChangePasswordRequest)(nil),    // 16: usdcarb.v1.ChangePasswordRequest
+	(*RoleInfo)(nil),                 // 17: usdcarb.v1.RoleInfo
+	(*ListRolesRequest)(nil),         // 18: usdcarb.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),        // 19: usdcarb.v1.ListRolesResponse
+	(*ApiKey)(nil),                   // 20: usdcarb.v1.ApiKey
+	(*CreateApiKeyRequest)(nil),      // 21: usdcarb.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),     // 22: usdcarb.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),       // 23: usdcarb.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),      // 24: usdcarb.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),      // 25: usdcarb.v1.RevokeApiKeyRequest
+	(*AuditEvent)(nil),               // 26: usdcarb.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),   // 27: usdcarb.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),  // 28: usdcarb.v1.ListAuditEventsResponse
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 30: google.protobuf.FieldMask
+	(*structpb.Struct)(nil),          // 31: google.protobuf.Struct
+	(*emptypb.Empty)(nil),            // 32: google.protobuf.Empty
 }
 var file_usdcarb_v1_identity_proto_depIdxs = []int32{
-	7,  // 0: usdcarb.v1.GetJwksResponse.keys:type_name -> usdcarb.v1.Jwk
+	8,  // 0: usdcarb.v1.GetJwksResponse.keys:type_name -> usdcarb.v1.Jwk
 	0,  // 1: usdcarb.v1.User.roles:type_name -> usdcarb.v1.Role
-	28, // 2: usdcarb.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	28, // 3: usdcarb.v1.User.last_login_time:type_name -> google.protobuf.Timestamp
-	28, // 4: usdcarb.v1.User.lock_expire_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: usdcarb.v1.CreateUserRequest.user:type_name -> usdcarb.v1.User
-	9,  // 6: usdcarb.v1.ListUsersResponse.users:type_name -> usdcarb.v1.User
-	9,  // 7: usdcarb.v1.UpdateUserRequest.user:type_name -> usdcarb.v1.User
-	29, // 8: usdcarb.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	29, // 2: usdcarb.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	29, // 3: usdcarb.v1.User.last_login_time:type_name -> google.protobuf.Timestamp
+	29, // 4: usdcarb.v1.User.lock_expire_time:type_name -> google.protobuf.Timestamp
+	10, // 5: usdcarb.v1.CreateUserRequest.user:type_name -> usdcarb.v1.User
+	10, // 6: usdcarb.v1.ListUsersResponse.users:type_name -> usdcarb.v1.User
+	10, // 7: usdcarb.v1.UpdateUserRequest.user:type_name -> usdcarb.v1.User
+	30, // 8: usdcarb.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 9: usdcarb.v1.RoleInfo.role:type_name -> usdcarb.v1.Role
-	16, // 10: usdcarb.v1.ListRolesResponse.roles:type_name -> usdcarb.v1.RoleInfo
+	17, // 10: usdcarb.v1.ListRolesResponse.roles:type_name -> usdcarb.v1.RoleInfo
 	0,  // 11: usdcarb.v1.ApiKey.roles:type_name -> usdcarb.v1.Role
-	28, // 12: usdcarb.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	28, // 13: usdcarb.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	28, // 14: usdcarb.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	28, // 15: usdcarb.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	19, // 16: usdcarb.v1.CreateApiKeyRequest.api_key:type_name -> usdcarb.v1.ApiKey
-	19, // 17: usdcarb.v1.CreateApiKeyResponse.api_key:type_name -> usdcarb.v1.ApiKey
-	19, // 18: usdcarb.v1.ListApiKeysResponse.api_keys:type_name -> usdcarb.v1.ApiKey
-	28, // 19: usdcarb.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	30, // 20: usdcarb.v1.AuditEvent.details:type_name -> google.protobuf.Struct
-	28, // 21: usdcarb.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 22: usdcarb.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	25, // 23: usdcarb.v1.ListAuditEventsResponse.events:type_name -> usdcarb.v1.AuditEvent
+	29, // 12: usdcarb.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 13: usdcarb.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	29, // 14: usdcarb.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	29, // 15: usdcarb.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	20, // 16: usdcarb.v1.CreateApiKeyRequest.api_key:type_name -> usdcarb.v1.ApiKey
+	20, // 17: usdcarb.v1.CreateApiKeyResponse.api_key:type_name -> usdcarb.v1.ApiKey
+	20, // 18: usdcarb.v1.ListApiKeysResponse.api_keys:type_name -> usdcarb.v1.ApiKey
+	29, // 19: usdcarb.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	31, // 20: usdcarb.v1.AuditEvent.details:type_name -> google.protobuf.Struct
+	29, // 21: usdcarb.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 22: usdcarb.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	26, // 23: usdcarb.v1.ListAuditEventsResponse.events:type_name -> usdcarb.v1.AuditEvent
 	2,  // 24: usdcarb.v1.IdentityService.Login:input_type -> usdcarb.v1.LoginRequest
 	3,  // 25: usdcarb.v1.IdentityService.RefreshToken:input_type -> usdcarb.v1.RefreshTokenRequest
 	4,  // 26: usdcarb.v1.IdentityService.Logout:input_type -> usdcarb.v1.LogoutRequest
 	5,  // 27: usdcarb.v1.IdentityService.ExchangeApiKey:input_type -> usdcarb.v1.ExchangeApiKeyRequest
 	6,  // 28: usdcarb.v1.IdentityService.GetJwks:input_type -> usdcarb.v1.GetJwksRequest
-	10, // 29: usdcarb.v1.IdentityService.CreateUser:input_type -> usdcarb.v1.CreateUserRequest
-	11, // 30: usdcarb.v1.IdentityService.GetUser:input_type -> usdcarb.v1.GetUserRequest
-	12, // 31: usdcarb.v1.IdentityService.ListUsers:input_type -> usdcarb.v1.ListUsersRequest
-	14, // 32: usdcarb.v1.IdentityService.UpdateUser:input_type -> usdcarb.v1.UpdateUserRequest
-	15, // 33: usdcarb.v1.IdentityService.ChangePassword:input_type -> usdcarb.v1.ChangePasswordRequest
-	17, // 34: usdcarb.v1.IdentityService.ListRoles:input_type -> usdcarb.v1.ListRolesRequest
-	20, // 35: usdcarb.v1.IdentityService.CreateApiKey:input_type -> usdcarb.v1.CreateApiKeyRequest
-	22, // 36: usdcarb.v1.IdentityService.ListApiKeys:input_type -> usdcarb.v1.ListApiKeysRequest
-	24, // 37: usdcarb.v1.IdentityService.RevokeApiKey:input_type -> usdcarb.v1.RevokeApiKeyRequest
-	26, // 38: usdcarb.v1.IdentityService.ListAuditEvents:input_type -> usdcarb.v1.ListAuditEventsRequest
-	1,  // 39: usdcarb.v1.IdentityService.Login:output_type -> usdcarb.v1.TokenResponse
-	1,  // 40: usdcarb.v1.IdentityService.RefreshToken:output_type -> usdcarb.v1.TokenResponse
-	31, // 41: usdcarb.v1.IdentityService.Logout:output_type -> google.protobuf.Empty
-	1,  // 42: usdcarb.v1.IdentityService.ExchangeApiKey:output_type -> usdcarb.v1.TokenResponse
-	8,  // 43: usdcarb.v1.IdentityService.GetJwks:output_type -> usdcarb.v1.GetJwksResponse
-	9,  // 44: usdcarb.v1.IdentityService.CreateUser:output_type -> usdcarb.v1.User
-	9,  // 45: usdcarb.v1.IdentityService.GetUser:output_type -> usdcarb.v1.User
-	13, // 46: usdcarb.v1.IdentityService.ListUsers:output_type -> usdcarb.v1.ListUsersResponse
-	9,  // 47: usdcarb.v1.IdentityService.UpdateUser:output_type -> usdcarb.v1.User
-	31, // 48: usdcarb.v1.IdentityService.ChangePassword:output_type -> google.protobuf.Empty
-	18, // 49: usdcarb.v1.IdentityService.ListRoles:output_type -> usdcarb.v1.ListRolesResponse
-	21, // 50: usdcarb.v1.IdentityService.CreateApiKey:output_type -> usdcarb.v1.CreateApiKeyResponse
-	23, // 51: usdcarb.v1.IdentityService.ListApiKeys:output_type -> usdcarb.v1.ListApiKeysResponse
-	19, // 52: usdcarb.v1.IdentityService.RevokeApiKey:output_type -> usdcarb.v1.ApiKey
-	27, // 53: usdcarb.v1.IdentityService.ListAuditEvents:output_type -> usdcarb.v1.ListAuditEventsResponse
-	39, // [39:54] is the sub-list for method output_type
-	24, // [24:39] is the sub-list for method input_type
+	7,  // 29: usdcarb.v1.IdentityService.IssueServiceToken:input_type -> usdcarb.v1.IssueServiceTokenRequest
+	11, // 30: usdcarb.v1.IdentityService.CreateUser:input_type -> usdcarb.v1.CreateUserRequest
+	12, // 31: usdcarb.v1.IdentityService.GetUser:input_type -> usdcarb.v1.GetUserRequest
+	13, // 32: usdcarb.v1.IdentityService.ListUsers:input_type -> usdcarb.v1.ListUsersRequest
+	15, // 33: usdcarb.v1.IdentityService.UpdateUser:input_type -> usdcarb.v1.UpdateUserRequest
+	16, // 34: usdcarb.v1.IdentityService.ChangePassword:input_type -> usdcarb.v1.ChangePasswordRequest
+	18, // 35: usdcarb.v1.IdentityService.ListRoles:input_type -> usdcarb.v1.ListRolesRequest
+	21, // 36: usdcarb.v1.IdentityService.CreateApiKey:input_type -> usdcarb.v1.CreateApiKeyRequest
+	23, // 37: usdcarb.v1.IdentityService.ListApiKeys:input_type -> usdcarb.v1.ListApiKeysRequest
+	25, // 38: usdcarb.v1.IdentityService.RevokeApiKey:input_type -> usdcarb.v1.RevokeApiKeyRequest
+	27, // 39: usdcarb.v1.IdentityService.ListAuditEvents:input_type -> usdcarb.v1.ListAuditEventsRequest
+	1,  // 40: usdcarb.v1.IdentityService.Login:output_type -> usdcarb.v1.TokenResponse
+	1,  // 41: usdcarb.v1.IdentityService.RefreshToken:output_type -> usdcarb.v1.TokenResponse
+	32, // 42: usdcarb.v1.IdentityService.Logout:output_type -> google.protobuf.Empty
+	1,  // 43: usdcarb.v1.IdentityService.ExchangeApiKey:output_type -> usdcarb.v1.TokenResponse
+	9,  // 44: usdcarb.v1.IdentityService.GetJwks:output_type -> usdcarb.v1.GetJwksResponse
+	1,  // 45: usdcarb.v1.IdentityService.IssueServiceToken:output_type -> usdcarb.v1.TokenResponse
+	10, // 46: usdcarb.v1.IdentityService.CreateUser:output_type -> usdcarb.v1.User
+	10, // 47: usdcarb.v1.IdentityService.GetUser:output_type -> usdcarb.v1.User
+	14, // 48: usdcarb.v1.IdentityService.ListUsers:output_type -> usdcarb.v1.ListUsersResponse
+	10, // 49: usdcarb.v1.IdentityService.UpdateUser:output_type -> usdcarb.v1.User
+	32, // 50: usdcarb.v1.IdentityService.ChangePassword:output_type -> google.protobuf.Empty
+	19, // 51: usdcarb.v1.IdentityService.ListRoles:output_type -> usdcarb.v1.ListRolesResponse
+	22, // 52: usdcarb.v1.IdentityService.CreateApiKey:output_type -> usdcarb.v1.CreateApiKeyResponse
+	24, // 53: usdcarb.v1.IdentityService.ListApiKeys:output_type -> usdcarb.v1.ListApiKeysResponse
+	20, // 54: usdcarb.v1.IdentityService.RevokeApiKey:output_type -> usdcarb.v1.ApiKey
+	28, // 55: usdcarb.v1.IdentityService.ListAuditEvents:output_type -> usdcarb.v1.ListAuditEventsResponse
+	40, // [40:56] is the sub-list for method output_type
+	24, // [24:40] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
 	24, // [24:24] is the sub-list for extension extendee
 	0,  // [0:24] is the sub-list for field type_name
@@ -2065,7 +2129,7 @@ func file_usdcarb_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_identity_proto_rawDesc), len(file_usdcarb_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,21 +20,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IdentityService_Login_FullMethodName           = "/usdcarb.v1.IdentityService/Login"
-	IdentityService_RefreshToken_FullMethodName    = "/usdcarb.v1.IdentityService/RefreshToken"
-	IdentityService_Logout_FullMethodName          = "/usdcarb.v1.IdentityService/Logout"
-	IdentityService_ExchangeApiKey_FullMethodName  = "/usdcarb.v1.IdentityService/ExchangeApiKey"
-	IdentityService_GetJwks_FullMethodName         = "/usdcarb.v1.IdentityService/GetJwks"
-	IdentityService_CreateUser_FullMethodName      = "/usdcarb.v1.IdentityService/CreateUser"
-	IdentityService_GetUser_FullMethodName         = "/usdcarb.v1.IdentityService/GetUser"
-	IdentityService_ListUsers_FullMethodName       = "/usdcarb.v1.IdentityService/ListUsers"
-	IdentityService_UpdateUser_FullMethodName      = "/usdcarb.v1.IdentityService/UpdateUser"
-	IdentityService_ChangePassword_FullMethodName  = "/usdcarb.v1.IdentityService/ChangePassword"
-	IdentityService_ListRoles_FullMethodName       = "/usdcarb.v1.IdentityService/ListRoles"
-	IdentityService_CreateApiKey_FullMethodName    = "/usdcarb.v1.IdentityService/CreateApiKey"
-	IdentityService_ListApiKeys_FullMethodName     = "/usdcarb.v1.IdentityService/ListApiKeys"
-	IdentityService_RevokeApiKey_FullMethodName    = "/usdcarb.v1.IdentityService/RevokeApiKey"
-	IdentityService_ListAuditEvents_FullMethodName = "/usdcarb.v1.IdentityService/ListAuditEvents"
+	IdentityService_Login_FullMethodName             = "/usdcarb.v1.IdentityService/Login"
+	IdentityService_RefreshToken_FullMethodName      = "/usdcarb.v1.IdentityService/RefreshToken"
+	IdentityService_Logout_FullMethodName            = "/usdcarb.v1.IdentityService/Logout"
+	IdentityService_ExchangeApiKey_FullMethodName    = "/usdcarb.v1.IdentityService/ExchangeApiKey"
+	IdentityService_GetJwks_FullMethodName           = "/usdcarb.v1.IdentityService/GetJwks"
+	IdentityService_IssueServiceToken_FullMethodName = "/usdcarb.v1.IdentityService/IssueServiceToken"
+	IdentityService_CreateUser_FullMethodName        = "/usdcarb.v1.IdentityService/CreateUser"
+	IdentityService_GetUser_FullMethodName           = "/usdcarb.v1.IdentityService/GetUser"
+	IdentityService_ListUsers_FullMethodName         = "/usdcarb.v1.IdentityService/ListUsers"
+	IdentityService_UpdateUser_FullMethodName        = "/usdcarb.v1.IdentityService/UpdateUser"
+	IdentityService_ChangePassword_FullMethodName    = "/usdcarb.v1.IdentityService/ChangePassword"
+	IdentityService_ListRoles_FullMethodName         = "/usdcarb.v1.IdentityService/ListRoles"
+	IdentityService_CreateApiKey_FullMethodName      = "/usdcarb.v1.IdentityService/CreateApiKey"
+	IdentityService_ListApiKeys_FullMethodName       = "/usdcarb.v1.IdentityService/ListApiKeys"
+	IdentityService_RevokeApiKey_FullMethodName      = "/usdcarb.v1.IdentityService/RevokeApiKey"
+	IdentityService_ListAuditEvents_FullMethodName   = "/usdcarb.v1.IdentityService/ListAuditEvents"
 )
 
 // IdentityServiceClient is the client API for IdentityService service.
@@ -54,6 +55,10 @@ type IdentityServiceClient interface {
 	ExchangeApiKey(ctx context.Context, in *ExchangeApiKeyRequest, opts ...grpc.CallOption) (*TokenResponse, error)
 	// The public keys that verify access tokens (a JWKS document, for Envoy and clients).
 	GetJwks(ctx context.Context, in *GetJwksRequest, opts ...grpc.CallOption) (*GetJwksResponse, error)
+	// Exchange a service's credential for a short-lived token of the principal
+	// `service:<service>`, which may call only the methods that service needs. Inside the
+	// mesh only: the gateway does not route it, and it has no REST mapping.
+	IssueServiceToken(ctx context.Context, in *IssueServiceTokenRequest, opts ...grpc.CallOption) (*TokenResponse, error)
 	// Create a user.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*User, error)
 	// Get a user; "users/me" is the caller.
@@ -128,6 +133,16 @@ func (c *identityServiceClient) GetJwks(ctx context.Context, in *GetJwksRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetJwksResponse)
 	err := c.cc.Invoke(ctx, IdentityService_GetJwks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) IssueServiceToken(ctx context.Context, in *IssueServiceTokenRequest, opts ...grpc.CallOption) (*TokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TokenResponse)
+	err := c.cc.Invoke(ctx, IdentityService_IssueServiceToken_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +266,10 @@ type IdentityServiceServer interface {
 	ExchangeApiKey(context.Context, *ExchangeApiKeyRequest) (*TokenResponse, error)
 	// The public keys that verify access tokens (a JWKS document, for Envoy and clients).
 	GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error)
+	// Exchange a service's credential for a short-lived token of the principal
+	// `service:<service>`, which may call only the methods that service needs. Inside the
+	// mesh only: the gateway does not route it, and it has no REST mapping.
+	IssueServiceToken(context.Context, *IssueServiceTokenRequest) (*TokenResponse, error)
 	// Create a user.
 	CreateUser(context.Context, *CreateUserRequest) (*User, error)
 	// Get a user; "users/me" is the caller.
@@ -295,6 +314,9 @@ func (UnimplementedIdentityServiceServer) ExchangeApiKey(context.Context, *Excha
 }
 func (UnimplementedIdentityServiceServer) GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetJwks not implemented")
+}
+func (UnimplementedIdentityServiceServer) IssueServiceToken(context.Context, *IssueServiceTokenRequest) (*TokenResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method IssueServiceToken not implemented")
 }
 func (UnimplementedIdentityServiceServer) CreateUser(context.Context, *CreateUserRequest) (*User, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateUser not implemented")
@@ -433,6 +455,24 @@ func _IdentityService_GetJwks_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(IdentityServiceServer).GetJwks(ctx, req.(*GetJwksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_IssueServiceToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueServiceTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).IssueServiceToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_IssueServiceToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).IssueServiceToken(ctx, req.(*IssueServiceTokenRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -643,6 +683,10 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJwks",
 			Handler:    _IdentityService_GetJwks_Handler,
+		},
+		{
+			MethodName: "IssueServiceToken",
+			Handler:    _IdentityService_IssueServiceToken_Handler,
 		},
 		{
 			MethodName: "CreateUser",
