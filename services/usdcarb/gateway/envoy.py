@@ -25,7 +25,8 @@ RATELIMIT_DOMAIN = "usdcarb"
 
 # RPCs a caller uses to obtain a token (or the keys that verify one): no JWT required.
 # Read from the role table every service enforces (usdcarb.platform.authz).
-PUBLIC_METHODS = frozenset(m for m in authz.METHOD_ROLES if authz.is_public(m))
+PUBLIC_METHODS = frozenset(
+    m for m in authz.METHOD_ROLES if authz.is_public(m) and m not in authz.MESH_ONLY)
 RBAC = "envoy.filters.http.rbac"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -224,6 +225,8 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
     for svc in services:
         for method in svc.methods:
             key = f"{svc.full_name}/{method.name}"
+            if key in authz.MESH_ONLY:
+                continue  # services call it inside the mesh; the edge never routes it
             limits = _rate_limits(key) if limited else None
             policy = _role_policy(key) if cfg.route_authorization else None
             streaming = method.server_streaming or method.client_streaming
@@ -331,9 +334,10 @@ def _jwt_filter(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str, An
     provider: dict[str, Any] = {
         "issuer": cfg.jwt_issuer,
         "audiences": list(cfg.jwt_audiences),
-        "forward": False,
+        # Zero trust inside: each service verifies the original token again, so it is
+        # forwarded; no claims header is (services would never trust one).
+        "forward": True,
         "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
-        "forward_payload_header": "x-jwt-payload",
         "payload_in_metadata": "jwt_payload",
         "claim_to_headers": [
             {"header_name": "x-jwt-sub", "claim_name": "sub"},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import time
 import uuid
 from abc import abstractmethod
@@ -29,9 +28,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from usdcarb.platform import authz
 from usdcarb.platform.errors import DomainError, PermissionDenied, Unauthenticated, Unimplemented
-from usdcarb.platform.identity import Caller, caller_from_context, current_caller, get_caller
+from usdcarb.platform.identity import ANONYMOUS, Caller, current_caller, get_caller
 from usdcarb.platform.logging import request_id
+from usdcarb.platform.requestcheck import RequestCheckInterceptor
 from usdcarb.platform.status import domain_status, internal_status, mapping_for, to_grpc_status
+from usdcarb.platform.tokens import TokenVerifier, bearer_token
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +49,22 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
-def _wrap_unary(inner: Behaviour, scope: Scope) -> Behaviour:
+FirstMessage = Callable[[Any], Awaitable[None]]
+
+
+def _wrap_unary(inner: Behaviour, scope: Scope, first: FirstMessage | None) -> Behaviour:
     async def unary(request: Any, context: Any) -> Any:
         async with scope(context):
             result = inner(request, context)
-            return await result if inspect.isawaitable(result) else result
+            response = await result if inspect.isawaitable(result) else result
+            if first is not None:
+                await first(context)
+            return response
 
     return unary
 
 
-def _wrap_stream(inner: Behaviour, scope: Scope) -> Behaviour:
+def _wrap_stream(inner: Behaviour, scope: Scope, first: FirstMessage | None) -> Behaviour:
     if inspect.iscoroutinefunction(inner):
         # Writer style: the behaviour calls context.write and returns None.
         async def writer(request: Any, context: Any) -> None:
@@ -72,32 +79,41 @@ def _wrap_stream(inner: Behaviour, scope: Scope) -> Behaviour:
             if inspect.isawaitable(result):
                 await result
                 return
+            pending = first
             async for response in result:
+                if pending is not None:
+                    await pending(context)
+                    pending = None
                 yield response
 
     return generator
 
 
-def wrap_handler(handler: Any, scope: Scope) -> Any:
-    """Return a copy of an RpcMethodHandler whose behaviour runs inside ``scope(context)``."""
+def wrap_handler(handler: Any, scope: Scope, *, first_message: FirstMessage | None = None) -> Any:
+    """Return a copy of an RpcMethodHandler whose behaviour runs inside ``scope(context)``.
+
+    ``first_message(context)``, if given, runs just before the first response message
+    leaves (after a unary behaviour returned; before a generator's first item).
+    """
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    first = first_message
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary, scope), **kwargs
+            _wrap_unary(handler.unary_unary, scope, first), **kwargs
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary, scope), **kwargs
+            _wrap_unary(handler.stream_unary, scope, first), **kwargs
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(handler.unary_stream, scope), **kwargs
+            _wrap_stream(handler.unary_stream, scope, first), **kwargs
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream(handler.stream_stream, scope), **kwargs
+        _wrap_stream(handler.stream_stream, scope, first), **kwargs
     )
 
 
@@ -131,17 +147,37 @@ def _valid_request_id(value: object) -> TypeGuard[str]:
 
 
 class RequestIdInterceptor(ScopeInterceptor):
-    """Adopt the caller's ``x-request-id`` (Envoy sets one) or make one; echo it back."""
+    """Adopt the caller's ``x-request-id`` (Envoy sets one) or make one; echo it back.
+
+    The id goes out in the initial metadata of the response (with its first message),
+    and on failure in the trailers (ErrorInterceptor adds it), never up front: sent
+    early, initial metadata makes every failure a non-trailers-only response, and
+    Envoy's transcoder then answers a REST stream that fails before its first message
+    with 200 instead of the HTTP status of its gRPC code. Writer-style streams echo it
+    on failure only.
+    """
 
     @asynccontextmanager
     async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
         incoming = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
-        rid = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
-        request_id.set(rid)
-        # Sent up front: initial metadata must precede the first message, and the
-        # caller needs the id even when the call fails.
-        await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+        request_id.set(incoming if _valid_request_id(incoming) else uuid.uuid4().hex)
         yield
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        return wrap_handler(handler, lambda context: self.scope(method, context),
+                            first_message=_echo_request_id)
+
+
+async def _echo_request_id(context: Any) -> None:
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id.get()),))
 
 
 class ErrorInterceptor(ScopeInterceptor):
@@ -162,7 +198,7 @@ class ErrorInterceptor(ScopeInterceptor):
         except Exception:
             rid = request_id.get()
             logger.exception("%s raised an unexpected error (request id %s)", method, rid)
-            await context.abort_with_status(to_grpc_status(internal_status(rid)))
+            await context.abort_with_status(to_grpc_status(internal_status(rid), rid))
 
     async def _abort_domain(self, method: str, context: Any, exc: DomainError) -> None:
         rid = request_id.get()
@@ -175,15 +211,37 @@ class ErrorInterceptor(ScopeInterceptor):
         else:
             code = mapping_for(type(exc)).code
             logger.info("%s failed: %s %s: %s", method, code.name, exc.reason, exc.message)
-        await context.abort_with_status(to_grpc_status(status))
+        await context.abort_with_status(to_grpc_status(status, rid))
 
 
 class IdentityInterceptor(ScopeInterceptor):
-    """Store the Envoy-verified caller in ``identity.current_caller`` for the handler."""
+    """Verify the caller's bearer token and store the caller in ``identity.current_caller``.
+
+    Every usdcarb.v1 method but the public ones (and only them) needs a valid token:
+    a bad token there is UNAUTHENTICATED before any handler runs. On public methods,
+    health and reflection a token is optional and one that fails verification is
+    ignored (a client may still hold its expired token while it logs in again).
+    Envoy's claims headers are never read.
+    """
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
 
     @asynccontextmanager
     async def scope(self, method: str, context: Any) -> AsyncIterator[None]:
-        current_caller.set(caller_from_context(context))
+        name = method.lstrip("/")
+        required = authz.governed(name) and not authz.is_public(name)
+        caller = ANONYMOUS
+        try:
+            token = bearer_token(context.invocation_metadata())
+            if token is not None:
+                caller = await self.verifier.verify(token)
+        except Unauthenticated as exc:
+            if required:
+                logger.warning("call.unauthenticated %s: %s (%s)", name, exc.reason, exc.message,
+                               extra={"audit": "call.unauthenticated", "method": name})
+                raise
+        current_caller.set(caller)
         yield
 
 
@@ -264,25 +322,20 @@ DeniedHook = Callable[[str, Caller, Any], Awaitable[None]]
 # root may append one (identity writes "call.denied" to its audit log); with
 # ``audit_stream`` on, the server adds one feeding identity's log (usdcarb.platform.audit).
 denied_call_hooks: list[DeniedHook] = []
-ANONYMOUS_ENV = "USDCARB_AUTHZ_ANONYMOUS"
 
 
 class AuthorizationInterceptor(ScopeInterceptor):
-    """Refuse a usdcarb.v1 call whose verified roles the table of ``authz`` does not allow.
+    """Refuse a usdcarb.v1 call the table of ``authz`` does not allow the verified caller.
 
-    A call with identity claims (Envoy verified a token) is checked exactly against the
-    table: PERMISSION_DENIED with ErrorInfo(reason ROLE_REQUIRED, metadata permission and
-    required_role). A usdcarb.v1 method missing from the table is refused (fail closed).
-    A call without claims never comes from the gateway on a non-public route (Envoy
-    sets them there), so it is a service-to-service call inside the mesh; it is allowed
-    unless ``allow_anonymous`` is off (then UNAUTHENTICATED), for deployments where
-    internal callers forward the identity.
+    Anonymous callers reach only the public methods (UNAUTHENTICATED elsewhere; no
+    setting changes that). A person's roles are checked against the role table
+    (PERMISSION_DENIED, ErrorInfo reason ROLE_REQUIRED with permission and
+    required_role); a ``service:<name>`` principal may call only the methods granted to
+    its service (reason SERVICE_NOT_GRANTED). A usdcarb.v1 method missing from the table
+    is refused (fail closed).
     """
 
-    def __init__(
-        self, *, allow_anonymous: bool = True, hooks: list[DeniedHook] | None = None
-    ) -> None:
-        self.allow_anonymous = allow_anonymous
+    def __init__(self, *, hooks: list[DeniedHook] | None = None) -> None:
         self.hooks = denied_call_hooks if hooks is None else hooks
 
     @asynccontextmanager
@@ -304,9 +357,16 @@ class AuthorizationInterceptor(ScopeInterceptor):
         if least is None:
             return
         if not caller.authenticated:
-            if self.allow_anonymous:
-                return
-            raise Unauthenticated()
+            raise Unauthenticated(f"expected a bearer token for {method}, got none",
+                                  reason="TOKEN_MISSING")
+        if caller.service:
+            if not authz.service_may_call(caller.service, method):
+                await self._denied(method, caller, context)
+                raise PermissionDenied(
+                    f"expected {method} among the methods granted to service "
+                    f"{caller.service!r}, got no grant",
+                    permission=method, reason="SERVICE_NOT_GRANTED")
+            return
         if not authz.may_call(caller.roles, method):
             await self._denied(method, caller, context)
             raise PermissionDenied(
@@ -327,21 +387,18 @@ class AuthorizationInterceptor(ScopeInterceptor):
                 logger.exception("denied-call hook failed for %s", method)
 
 
-def default_interceptors(registry: CollectorRegistry,
-                         denied_hooks: list[DeniedHook] | None = None) -> list[ScopeInterceptor]:
+def default_interceptors(registry: CollectorRegistry, verifier: TokenVerifier,
+                         denied_hooks: list[DeniedHook] | None = None) -> list[Any]:
     """Return the interceptors every service runs, outermost first.
 
-    ``USDCARB_AUTHZ_ANONYMOUS=deny`` refuses calls without identity claims on
-    non-public methods (default ``allow``: internal mesh callers carry none).
-    ``denied_hooks`` (default: the module's ``denied_call_hooks``) run on each refusal.
+    ``verifier`` checks bearer tokens; ``denied_hooks`` (default: the module's
+    ``denied_call_hooks``) run on each refusal.
     """
     return [
         RequestIdInterceptor(),
         MetricsInterceptor(registry),
         ErrorInterceptor(),
-        IdentityInterceptor(),
-        AuthorizationInterceptor(
-            allow_anonymous=os.environ.get(ANONYMOUS_ENV, "allow").lower() != "deny",
-            hooks=denied_hooks,
-        ),
+        IdentityInterceptor(verifier),
+        AuthorizationInterceptor(hooks=denied_hooks),
+        RequestCheckInterceptor(),
     ]

@@ -37,7 +37,9 @@ from grpc_reflection.v1alpha import reflection
 from usdcarb.platform.audit import stream_hook
 from usdcarb.platform.interceptors import DeniedHook, default_interceptors, denied_call_hooks
 from usdcarb.platform.metrics import MetricsServer, new_registry
+from usdcarb.platform.service_auth import identity_channel, identity_keys
 from usdcarb.platform.settings import PlatformSettings
+from usdcarb.platform.tokens import TokenVerifier, file_keys
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,10 @@ class Service:
         health_checks: Mapping[str, HealthCheck] | None = None,
         on_close: Sequence[CloseCallback] = (),
         check_timeout_s: float = 2.0,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.names = list(names)
+        self.verifier = verifier
         self.settings = settings
         self.registry = new_registry()
         self.health = health.aio.HealthServicer()
@@ -89,8 +93,11 @@ class Service:
         """Bind, check dependencies once, start serving; return the bound gRPC port."""
         s = self.settings
         max_bytes = s.grpc_max_message_bytes
+        if self.verifier is None:
+            self.verifier = self._token_verifier()
         self.server = grpc.aio.server(
-            interceptors=default_interceptors(self.registry, self._denied_hooks()),
+            interceptors=default_interceptors(self.registry, self.verifier,
+                                              self._denied_hooks()),
             options=[
                 # Linux grpc defaults to SO_REUSEPORT, which lets a second process
                 # bind a taken port silently and steal half the connections.
@@ -126,6 +133,22 @@ class Service:
             self.metrics_port,
         )
         return self.port
+
+    def _token_verifier(self) -> TokenVerifier:
+        """Verify callers against identity's JWKS (or a JWKS file where configured)."""
+        s = self.settings
+        if s.identity_address:
+            channel = identity_channel(s.identity_address)
+            self.add_close_callback(channel.close)
+            source = identity_keys(channel)
+        elif s.jwks_file is not None:
+            source = file_keys(s.jwks_file)
+        else:
+            raise ValueError("expected identity_address or jwks_file to verify callers' "
+                             "tokens, got neither")
+        return TokenVerifier(source, issuer=s.token_issuer, audience=s.token_audience,
+                             leeway_s=s.token_leeway_s, max_age_s=s.jwks_max_age_s,
+                             refetch_floor_s=s.jwks_refetch_floor_s)
 
     def _denied_hooks(self) -> list[DeniedHook] | None:
         """The module's hooks (None), plus the audit stream's when ``audit_stream`` is on."""
@@ -228,9 +251,15 @@ async def run_service(
     *,
     health_checks: Mapping[str, HealthCheck] | None = None,
     on_close: Sequence[CloseCallback] = (),
+    verifier: TokenVerifier | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    service = Service(names, register, settings, health_checks=health_checks, on_close=on_close)
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    ``verifier`` checks callers' tokens (default: against identity's JWKS, see
+    ``PlatformSettings.identity_address``).
+    """
+    service = Service(names, register, settings, health_checks=health_checks, on_close=on_close,
+                      verifier=verifier)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)

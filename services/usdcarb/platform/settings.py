@@ -79,6 +79,24 @@ class PlatformSettings(BaseSettings):
         default=False, description="Append calls the role table refuses to the Redis stream "
         "usdcarb:audit, which the identity service records in its audit log (the dev "
         "stack turns it on for every service but identity, which records its own).")
+    identity_address: str = Field(
+        default="", description="host:port of the identity service: its JWKS verifies "
+        "callers' tokens and it issues this service's own token for calls to other services.")
+    jwks_file: Path | None = Field(
+        default=None, description="Verify tokens against this JWKS file instead of asking "
+        "identity (offline or in-process tests); identity_address wins when both are set.")
+    token_issuer: str = Field(default="usdcarb-identity", description="Expected `iss` of tokens.")
+    token_audience: str = Field(default="usdcarb-api", description="Expected `aud` of tokens.")
+    token_leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew tolerated on exp and nbf.")
+    jwks_max_age_s: float = Field(
+        default=300.0, gt=0, description="Refetch the JWKS after this many seconds.")
+    jwks_refetch_floor_s: float = Field(
+        default=5.0, ge=0, description="At most one refetch for an unknown `kid` this often.")
+    service_credential: SecretStr = Field(
+        default=SecretStr(""), description="This service's credential for IdentityService."
+        "IssueServiceToken; empty in dev/test means the one derived from the DEV-ONLY service "
+        "key, and is refused in prod by the services that call others.")
     health_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between dependency health checks."
     )

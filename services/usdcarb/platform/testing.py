@@ -8,6 +8,7 @@ async with await start_in_process(["usdcarb.v1.StrategyService"], register) as s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -15,6 +16,7 @@ import grpc
 
 from usdcarb.platform.server import CloseCallback, HealthCheck, Register, Service
 from usdcarb.platform.settings import PlatformSettings
+from usdcarb.platform.tokens import TokenVerifier
 
 
 class InProcessServer:
@@ -38,9 +40,10 @@ class InProcessServer:
         """Return "127.0.0.1:<port>" for grpc.aio.insecure_channel."""
         return f"127.0.0.1:{self.port}"
 
-    def channel(self) -> Any:
-        """Open an insecure grpc.aio channel to the server (close it, or use ``async with``)."""
-        return grpc.aio.insecure_channel(self.address)
+    def channel(self, subject: str = "users/tester", roles: Sequence[str] = ("trader",)) -> Any:
+        """Open a channel to the server whose calls carry a DEV-ONLY token for ``subject``
+        unless they bring their own (close it, or use ``async with``)."""
+        return authed_channel(self.address, subject, roles)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Shut the service down as SIGTERM would."""
@@ -58,6 +61,75 @@ class InProcessServer:
         await self.stop(0)
 
 
+DEV_JWKS = Path(__file__).resolve().parents[3] / "gateway" / "dev-keys" / "DEV-ONLY-jwks.json"
+
+
+def bearer(subject: str = "users/alice", roles: Sequence[str] = ("analyst",), *,
+           ttl: float = 3600, **claims: Any) -> tuple[tuple[str, str], ...]:
+    """Return ``authorization`` metadata with a DEV-ONLY token (test servers trust that key).
+
+    ``claims`` override the standard ones (``aud``, ``iss``, ``exp``...) to forge bad tokens.
+    """
+    from usdcarb.gateway.devtoken import mint_dev_token  # test tooling, not service code
+
+    token = mint_dev_token(subject, roles, ttl)
+    if claims:
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+
+        from usdcarb.gateway.devtoken import DEV_PRIVATE_KEY
+        body = {**jwt.decode(token, options={"verify_signature": False}), **claims}
+        key = serialization.load_pem_private_key(DEV_PRIVATE_KEY.read_bytes(), password=None)
+        token = jwt.encode(body, key, algorithm="ES256",  # type: ignore[arg-type]
+                           headers={"kid": jwt.get_unverified_header(token)["kid"]})
+    return (("authorization", f"Bearer {token}"),)
+
+
+class _DefaultToken(grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+                    grpc.aio.UnaryStreamClientInterceptor):
+    """Add ``authorization`` to calls that carry none (calls that bring their own keep it)."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details: Any) -> Any:
+        given = tuple(details.metadata or ())
+        if any(k.lower() == "authorization" for k, _ in given):
+            return details
+        return details._replace(metadata=grpc.aio.Metadata(*given, *self._metadata))
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def authed_channel(address: str, subject: str = "users/tester",
+                   roles: Sequence[str] = ("trader",)) -> Any:
+    """Open a channel whose calls carry a DEV-ONLY token for ``subject`` unless they bring one."""
+    return grpc.aio.insecure_channel(
+        address, interceptors=[_DefaultToken(bearer(subject, roles))])
+
+
+class DevServiceToken:
+    """A ``service:<name>`` token signed with the DEV-ONLY key, for services under test
+    that call another in-process service (the token source identity gives in the stack)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.invalidated = 0
+
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        return bearer(f"service:{self.service}", (), ttl=300)
+
+    def invalidate(self) -> None:
+        self.invalidated += 1
+
+    async def close(self) -> None:
+        return None
+
+
 def settings_for_tests(**overrides: Any) -> PlatformSettings:
     """Return settings for an in-process test server (loopback, free ports, fast health)."""
     values: dict[str, Any] = {
@@ -69,6 +141,8 @@ def settings_for_tests(**overrides: Any) -> PlatformSettings:
         "health_interval_s": 0.05,
         "shutdown_grace_s": 5.0,
         "shutdown_drain_delay_s": 0.0,
+        # Callers' tokens are checked against the DEV-ONLY key (``bearer``).
+        "jwks_file": DEV_JWKS,
     }
     values.update(overrides)
     return PlatformSettings(**values)
@@ -81,6 +155,7 @@ async def start_in_process(
     settings: PlatformSettings | None = None,
     health_checks: Mapping[str, HealthCheck] | None = None,
     on_close: Sequence[CloseCallback] = (),
+    verifier: TokenVerifier | None = None,
 ) -> InProcessServer:
     """Start the service on 127.0.0.1 with a free port and return it running."""
     service = Service(
@@ -89,6 +164,7 @@ async def start_in_process(
         settings or settings_for_tests(),
         health_checks=health_checks,
         on_close=on_close,
+        verifier=verifier,
     )
     try:
         await service.start()

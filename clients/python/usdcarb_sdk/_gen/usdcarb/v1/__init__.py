@@ -80,6 +80,7 @@ __all__ = (
     "IngestMode",
     "IngestStats",
     "IngestionServiceStub",
+    "IssueServiceTokenRequest",
     "JobState",
     "Jwk",
     "ListApiKeysRequest",
@@ -136,10 +137,13 @@ __all__ = (
     "Provenance",
     "QualitySummary",
     "QuarantinedBar",
+    "RedeliverDeliveriesRequest",
+    "RedeliverDeliveriesResponse",
     "RefreshTokenRequest",
     "RevokeApiKeyRequest",
     "Role",
     "RoleInfo",
+    "RotateWebhookSecretRequest",
     "RuleScope",
     "RunBacktestRequest",
     "SeriesFilter",
@@ -1843,6 +1847,13 @@ class Channel(betterproto2.Message):
     When it was created.
     """
 
+    previous_secret_expire_time: "datetime.datetime | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Until when the previous webhook secret also signs (after RotateWebhookSecret).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "Channel", Channel)
 
@@ -3203,6 +3214,28 @@ class IngestStats(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "IngestStats", IngestStats)
+
+
+@dataclass(eq=False, repr=False)
+class IssueServiceTokenRequest(betterproto2.Message):
+    """
+    Request of IssueServiceToken.
+    """
+
+    service: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The calling service, e.g. "backtest".
+    """
+
+    credential: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The service's credential (deployment secret).
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "IssueServiceTokenRequest", IssueServiceTokenRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -4594,6 +4627,51 @@ default_message_pool.register_message("usdcarb.v1", "QuarantinedBar", Quarantine
 
 
 @dataclass(eq=False, repr=False)
+class RedeliverDeliveriesRequest(betterproto2.Message):
+    """
+    Request of RedeliverDeliveries.
+    """
+
+    parent: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "channels/{channel}".
+    """
+
+    delivery: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    One delivery of that channel, "channels/{channel}/deliveries/{delivery}" (dead-lettered
+    or delivered); empty: every dead-lettered delivery of the channel.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "RedeliverDeliveriesRequest", RedeliverDeliveriesRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class RedeliverDeliveriesResponse(betterproto2.Message):
+    """
+    Response of RedeliverDeliveries.
+    """
+
+    redelivered_count: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    How many deliveries are pending again.
+    """
+
+    deliveries: "list[Delivery]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The first of them (at most 100), now PENDING.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "RedeliverDeliveriesResponse", RedeliverDeliveriesResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class RefreshTokenRequest(betterproto2.Message):
     """
     Request of RefreshToken.
@@ -4641,6 +4719,36 @@ class RoleInfo(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "RoleInfo", RoleInfo)
+
+
+@dataclass(eq=False, repr=False)
+class RotateWebhookSecretRequest(betterproto2.Message):
+    """
+    Request of RotateWebhookSecret.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "channels/{channel}" of a webhook channel.
+    """
+
+    secret: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The new secret, "whsec_" + base64 of 24 to 64 random bytes; never returned.
+    """
+
+    overlap: "datetime.timedelta | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    How long the previous secret keeps signing too (default 24 h, at most 30 days;
+    zero duration: default).
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "RotateWebhookSecretRequest", RotateWebhookSecretRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -5105,6 +5213,11 @@ class SubscribeEventsRequest(betterproto2.Message):
     after_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
     """
     Replay events after this id first ("0" replays what is retained; empty: only new).
+    """
+
+    subject_prefix: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Only events whose subject starts with this, e.g. "strategies/spread-a".
     """
 
 
@@ -6102,7 +6215,8 @@ class WebhookConfig(betterproto2.Message):
 
     secret: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    Shared secret for the HMAC-SHA256 signature header; never returned.
+    Standard Webhooks secret ("whsec_" + base64 of 24 to 64 random bytes) for the
+    webhook-signature header; never returned. Change it with RotateWebhookSecret.
     """
 
     headers: "dict[str, str]" = betterproto2.field(
@@ -6345,6 +6459,19 @@ class IdentityServiceStub:
             "/usdcarb.v1.IdentityService/GetJwks",
             GetJwksRequest.SerializeToString,
             GetJwksResponse.FromString,
+        )(message)
+
+    def issue_service_token(self, message: "IssueServiceTokenRequest") -> "TokenResponse":
+        """
+        Exchange a service's credential for a short-lived token of the principal
+        `service:<service>`, which may call only the methods that service needs. Inside the
+        mesh only: the gateway does not route it, and it has no REST mapping.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.IdentityService/IssueServiceToken",
+            IssueServiceTokenRequest.SerializeToString,
+            TokenResponse.FromString,
         )(message)
 
     def create_user(self, message: "CreateUserRequest") -> "User":
@@ -6729,6 +6856,31 @@ class NotificationServiceStub:
             "/usdcarb.v1.NotificationService/SubscribeEvents",
             SubscribeEventsRequest.SerializeToString,
             SubscribeEventsResponse.FromString,
+        )(message)
+
+    def redeliver_deliveries(
+        self, message: "RedeliverDeliveriesRequest"
+    ) -> "RedeliverDeliveriesResponse":
+        """
+        Send dead-lettered deliveries again: one delivery, or every dead letter of a channel.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.NotificationService/RedeliverDeliveries",
+            RedeliverDeliveriesRequest.SerializeToString,
+            RedeliverDeliveriesResponse.FromString,
+        )(message)
+
+    def rotate_webhook_secret(self, message: "RotateWebhookSecretRequest") -> "Channel":
+        """
+        Replace a webhook's secret; the previous one keeps signing (beside the new one)
+        until the overlap ends, so receivers can switch without losing a delivery.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.NotificationService/RotateWebhookSecret",
+            RotateWebhookSecretRequest.SerializeToString,
+            Channel.FromString,
         )(message)
 
 
