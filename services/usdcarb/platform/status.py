@@ -179,9 +179,25 @@ def internal_status(request_id: str) -> status_pb2.Status:
     )
 
 
-def to_grpc_status(status: status_pb2.Status) -> grpc.Status:
-    """Convert a google.rpc.Status for ``context.abort_with_status``."""
-    return rpc_status.to_status(status)
+def to_grpc_status(status: status_pb2.Status, request_id: str = "") -> grpc.Status:
+    """Convert a google.rpc.Status for ``context.abort_with_status``.
+
+    With ``request_id``, the trailers also carry it as ``x-request-id``: a failed call
+    sends no initial metadata (so that it stays trailers-only), the trailers are where
+    a caller finds the id.
+    """
+    converted = rpc_status.to_status(status)
+    if not request_id:
+        return converted
+    return _Status(converted.code, converted.details,
+                   (*converted.trailing_metadata, ("x-request-id", request_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def unpack_details(status: status_pb2.Status, message_type: type[M]) -> list[M]:
