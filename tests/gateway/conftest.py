@@ -249,7 +249,7 @@ class Strategies(strategy_pb2_grpc.StrategyServiceServicer):
             kind=strategy_pb2.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD,
             # Echo what reached the backend, so REST tests can see it in the body.
             creator=seen.get("x-jwt-sub", ""),
-            description=seen.get("x-jwt-payload", ""),
+            description=seen.get("authorization", ""),
             labels={k: v for k, v in seen.items() if k in ECHOED},
             version_count=0,
         )
