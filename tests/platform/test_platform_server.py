@@ -68,7 +68,7 @@ async def test_invalid_argument_reaches_client_with_bad_request(channel: Any) ->
     [info] = unpack_details(status, error_details_pb2.ErrorInfo)
     assert (info.reason, info.domain) == ("INVALID_ARGUMENT", ERROR_DOMAIN)
     [request_info] = unpack_details(status, error_details_pb2.RequestInfo)
-    echoed = dict(await call.initial_metadata())["x-request-id"]
+    echoed = dict(await call.trailing_metadata())["x-request-id"]
     assert request_info.request_id == echoed
 
 
