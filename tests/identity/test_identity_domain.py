@@ -36,7 +36,7 @@ def test_every_rpc_of_every_service_is_in_the_role_table_and_nothing_else() -> N
 
 def test_public_methods_are_exactly_the_token_endpoints_and_jwks() -> None:
     public = {m for m in authz.METHOD_ROLES if authz.is_public(m)}
-    assert public == authz.TOKEN_METHODS | {"usdcarb.v1.IdentityService/GetJwks"}
+    assert public == authz.TOKEN_METHODS | authz.MESH_ONLY | {"usdcarb.v1.IdentityService/GetJwks"}
 
 
 def test_roles_are_ordered_and_each_includes_the_ones_below() -> None:

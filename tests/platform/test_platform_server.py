@@ -145,7 +145,12 @@ async def test_request_id_is_adopted_and_echoed(channel: Any) -> None:
     assert len(made) == 32 and dict(await call.initial_metadata())["x-request-id"] == made
 
 
-async def test_caller_comes_from_the_verified_bearer_token_only(channel: Any) -> None:
+async def test_caller_comes_from_the_verified_bearer_token_only(served: InProcessServer) -> None:
+    async with grpc.aio.insecure_channel(served.address) as channel:  # no default token
+        await _who_am_i(channel)
+
+
+async def _who_am_i(channel: Any) -> None:
     who = channel.unary_unary(method("WhoAmI"))
     assert await who(b"", metadata=bearer("users/alice", ("viewer",))) == b"users/alice"
     assert await who(b"") == b""

@@ -195,5 +195,4 @@ def test_service_credentials_derive_from_the_key_and_differ_per_service() -> Non
     assert credential_for(settings_for_tests(), "backtest") == derive_credential(
         "DEV-ONLY-usdcarb-service-credential-key", "backtest")
     with pytest.raises(ValueError, match="service_credential"):
-        credential_for(settings_for_tests(env="prod", database_url="postgresql://x"),
-                       "backtest")
+        credential_for(settings_for_tests().model_copy(update={"env": "prod"}), "backtest")
