@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 from testkit import SHARED_DATA, require_shared_data
 from usdcarb.ingestion.main import SERVICE, IngestionSettings, build
 from usdcarb.ingestion.worker import Worker
-from usdcarb.platform.testing import DevServiceToken, authed_channel, start_in_process
+from usdcarb.platform.testing import DEV_JWKS, DevServiceToken, authed_channel, start_in_process
 from usdcarb.replay.data import Catalog, load_catalog
 from usdcarb.replay.server import ReplayServer
 from usdcarb.v1 import common_pb2 as cpb
@@ -93,7 +93,8 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
                    **overrides: Any) -> Ingestion:
         pool = pool or await service_pool("ingestion")
         quality = None
-        values: dict[str, Any] = dict(env="test", replay_url=replay.url, rate_limit_scale=0.0,
+        values: dict[str, Any] = dict(env="test", jwks_file=DEV_JWKS, replay_url=replay.url,
+                                      rate_limit_scale=0.0,
                                       lease_s=3.0, poll_s=0.05, retry_base_s=0.01,
                                       retry_max_s=0.05, events=False)
         if validation:  # the real validation service, in-process, reading our market_data
