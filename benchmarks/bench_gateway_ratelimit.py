@@ -58,7 +58,8 @@ async def _serve_backend(port: int) -> None:
             return strategy_pb2.Strategy(name=request.name, display_name="bench",
                                          kind=strategy_pb2.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD)
 
-    settings = PlatformSettings(env="test", grpc_port=port, metrics_port=-1, log_level="WARNING")
+    settings = PlatformSettings(env="test", grpc_port=port, metrics_port=-1, log_level="WARNING",
+                                jwks_file=REPO / "gateway/dev-keys/DEV-ONLY-jwks.json")
     names = [f"usdcarb.v1.{s.capitalize()}Service" for s in SERVICES]
     await run_service(names, lambda server: strategy_pb2_grpc.add_StrategyServiceServicer_to_server(  # type: ignore[no-untyped-call]
         Strategies(), server), settings)
