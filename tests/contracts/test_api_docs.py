@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from usdcarb.platform import authz
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +79,10 @@ def test_every_service_and_rpc_has_a_comment(services: list[Any]) -> None:
         assert service.comment, f"{service.name} has no leading comment"
         for rpc in service.rpcs:
             assert rpc.summary, f"{service.name}.{rpc.name} has no leading comment"
+            if f"usdcarb.v1.{service.name}/{rpc.name}" in authz.MESH_ONLY:
+                # Services call it inside the mesh; no REST user needs it.
+                assert not rpc.http, f"{service.name}.{rpc.name} is mesh-only but has HTTP"
+                continue
             assert rpc.http, f"{service.name}.{rpc.name} has no HTTP binding"
 
 

@@ -18,6 +18,8 @@ import pytest
 from google.api import annotations_pb2, field_behavior_pb2, http_pb2, resource_pb2
 from google.protobuf import descriptor_pb2
 
+from usdcarb.platform import authz
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,6 +220,10 @@ def test_no_client_streaming_rpcs() -> None:
 
 @pytest.mark.parametrize("method", api().methods, ids=ids(api().methods))
 def test_every_rpc_has_an_http_rule(method: Method) -> None:
+    if f"usdcarb.v1.{method.id.replace('.', '/')}" in authz.MESH_ONLY:
+        # Mesh-only (service credentials → service tokens): no REST mapping, no route.
+        assert http_rule(method) is None, f"{method.id} is mesh-only but has an HTTP rule"
+        return
     assert http_rule(method) is not None, f"{method.id} has no google.api.http rule"
 
 
