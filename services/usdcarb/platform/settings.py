@@ -59,6 +59,21 @@ class PlatformSettings(BaseSettings):
     grpc_max_message_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest gRPC message sent or received."
     )
+    plaintext: bool = Field(
+        default=False, description="Serve gRPC and call other services without TLS. Only for "
+        "in-process test servers and pods whose sidecar does mutual TLS (Istio); otherwise "
+        "every connection is mutual TLS with the tls_* files.")
+    sidecar_mtls: bool = Field(
+        default=False, description="A service mesh sidecar (Istio, mTLS STRICT) encrypts this "
+        "pod's traffic: the only way env=prod accepts plaintext.")
+    tls_cert_file: Path | None = Field(
+        default=None, description="This service's PEM certificate: served to callers and "
+        "presented to the services it calls.")
+    tls_key_file: Path | None = Field(
+        default=None, description="The PEM private key of tls_cert_file (keep it 0600).")
+    tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA that callers' and called services' certificates "
+        "must chain to (the stack's dev CA locally).")
     metrics_host: str = Field(
         default="127.0.0.1", description="Prometheus endpoint address; 0.0.0.0 in containers."
     )
@@ -123,6 +138,9 @@ class PlatformSettings(BaseSettings):
             raise ValueError(
                 f"expected db_pool_min <= db_pool_max, got {self.db_pool_min} > {self.db_pool_max}"
             )
+        if self.plaintext and self.env == "prod" and not self.sidecar_mtls:
+            raise ValueError("expected TLS in env=prod (or sidecar_mtls=true behind a mesh "
+                             "that does mutual TLS), got plaintext=true alone")
         if self.env not in ("dev", "test"):
             defaults = self.fields_with_dev_defaults()
             if defaults:

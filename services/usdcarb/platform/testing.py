@@ -86,7 +86,7 @@ def bearer(subject: str = "users/alice", roles: Sequence[str] = ("analyst",), *,
 
 
 class _DefaultToken(grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-                    grpc.aio.UnaryStreamClientInterceptor):
+                    grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """Add ``authorization`` to calls that carry none (calls that bring their own keep it)."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
@@ -141,6 +141,9 @@ def settings_for_tests(**overrides: Any) -> PlatformSettings:
         "health_interval_s": 0.05,
         "shutdown_grace_s": 5.0,
         "shutdown_drain_delay_s": 0.0,
+        # In-process test servers are one of the places plaintext is asked for explicitly
+        # (tests of TLS itself pass tls_* files and plaintext=False).
+        "plaintext": True,
         # Callers' tokens are checked against the DEV-ONLY key (``bearer``).
         "jwks_file": DEV_JWKS,
     }
