@@ -24,7 +24,7 @@ from usdcarb.platform.errors import (
     Unauthenticated,
     Unavailable,
 )
-from usdcarb.platform.service_auth import TokenSource, call_as_service
+from usdcarb.platform.service_auth import ServiceCredentialRefused, TokenSource, call_as_service
 from usdcarb.strategy.kinds import BY_ENUM
 from usdcarb.v1 import strategy_pb2 as spb
 from usdcarb.v1 import strategy_pb2_grpc
@@ -93,7 +93,7 @@ class StrategyClient:
                     name=name, state=spb.VERSION_STATE_BACKTESTED, reason=reason),
                 timeout=TIMEOUT_S)
             return True
-        except DomainError as exc:
+        except (DomainError, ServiceCredentialRefused) as exc:
             logger.warning("could not mark %s backtested: %s", name, exc)
             return False
         except grpc.aio.AioRpcError as exc:

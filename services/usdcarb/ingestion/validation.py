@@ -17,7 +17,7 @@ import numpy as np
 
 from usdcarb.ingestion.domain import Bars, Rejection, Verdict
 from usdcarb.platform.errors import DomainError
-from usdcarb.platform.service_auth import TokenSource, call_as_service
+from usdcarb.platform.service_auth import ServiceCredentialRefused, TokenSource, call_as_service
 from usdcarb.v1 import common_pb2, validation_pb2, validation_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ class RemoteValidator:
                 self.unimplemented = True
                 return Verdict(np.ones(len(bars), bool), ())
             raise ValidationUnavailable(f"{exc.code().name}: {exc.details()}") from exc
-        except DomainError as exc:  # no service token from identity: retry the page later
-            raise ValidationUnavailable(f"{exc.reason}: {exc.message}") from exc
+        except (DomainError, ServiceCredentialRefused) as exc:  # no service token: retry later
+            raise ValidationUnavailable(f"no service token from identity: {exc}") from exc
         if len(resp.accepted) != len(bars):
             raise ValidationUnavailable(
                 f"expected {len(bars)} accepted flags, got {len(resp.accepted)}")

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from usdcarb.platform.errors import FailedPrecondition, Unavailable
+from usdcarb.platform.errors import Unavailable
 from usdcarb.platform.settings import PlatformSettings
 from usdcarb.platform.tokens import KeySource
 from usdcarb.v1 import identity_pb2, identity_pb2_grpc
@@ -76,6 +76,10 @@ def identity_keys(channel: Any) -> KeySource:
         resp = await stub.GetJwks(identity_pb2.GetJwksRequest(), timeout=TIMEOUT_S)
         return [{f.name: v for f, v in jwk.ListFields()} for jwk in resp.keys]
     return fetch
+
+
+class ServiceCredentialRefused(RuntimeError):
+    """Identity refused this service's credential: the deployment's secrets disagree."""
 
 
 class TokenSource(Protocol):
@@ -133,10 +137,10 @@ class ServiceToken:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
                                   grpc.StatusCode.PERMISSION_DENIED):
-                    raise FailedPrecondition(
+                    # A deployment fault, not the end user's: INTERNAL to them, logged here.
+                    raise ServiceCredentialRefused(
                         f"expected identity to accept the credential of service "
-                        f"{self.service!r}, got {exc.code().name}: {exc.details()}",
-                        reason="SERVICE_CREDENTIAL_REFUSED") from exc
+                        f"{self.service!r}, got {exc.code().name}: {exc.details()}") from exc
                 raise Unavailable(f"identity could not issue a service token: "
                                   f"{exc.code().name}", retry_after=1.0) from exc
             self._token = resp.access_token
