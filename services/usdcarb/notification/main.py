@@ -1,17 +1,44 @@
 """Composition root of the notification service: ``python -m usdcarb.notification.main``.
 
-Its RPCs are later work: they answer UNIMPLEMENTED naming the notification service (a later issue).
-The process still serves health, reflection and metrics, and migrates its schema.
+Builds the pool (schema ``notification``, migrated at start-up), the Redis client, the
+senders (aiohttp for webhooks, aiosmtplib for email), the dispatcher (event stream →
+delivery rows), the deliverer (rows → attempts) and the servicer, then serves until
+SIGTERM. On SIGTERM, SubscribeEvents streams end first with their Outcome (callers resume
+from their last event id on another replica), then the server drains; attempts in flight
+are cancelled and their leases let another replica retry them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
-from usdcarb.platform.bootstrap import run, serve_pending
-from usdcarb.platform.settings import PlatformSettings, service_config
+from pydantic import Field, SecretStr, model_validator
+
+from usdcarb.notification.app import NotificationApp
+from usdcarb.notification.domain import Backoff
+from usdcarb.notification.engine import Deliverer, Dispatcher
+from usdcarb.notification.feed import EventFeed
+from usdcarb.notification.senders import EmailSender, Senders, SmtpConfig, WebhookSender
+from usdcarb.notification.servicer import NotificationServicer
+from usdcarb.notification.store import NotificationStore
+from usdcarb.platform import events
+from usdcarb.platform.bootstrap import run
+from usdcarb.platform.db import create_pool, postgres_check
+from usdcarb.platform.migrations import apply_migrations
+from usdcarb.platform.redis import create_redis, redis_check
+from usdcarb.platform.server import Register, Service
+from usdcarb.platform.settings import PlatformSettings, dev_secret, service_config
+from usdcarb.v1 import notification_pb2_grpc
 
 SERVICE = "usdcarb.v1.NotificationService"
+SCHEMA = "notification"
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class NotificationSettings(PlatformSettings):
@@ -19,12 +46,141 @@ class NotificationSettings(PlatformSettings):
 
     model_config = service_config("USDCARB_NOTIFICATION_")
 
+    events_stream: str = Field(default=events.STREAM, description="Redis stream of domain events.")
+    consumer_name: str = Field(default="", description="Consumer name in the stream's group; "
+                               "empty: host name and process id.")
+    claim_idle_s: float = Field(default=30.0, gt=0, description="Seconds a stream entry may "
+                                "stay unacknowledged before another replica reclaims it.")
+    per_channel_concurrency: int = Field(default=4, ge=1, le=256, description="Attempts one "
+                                         "replica runs at once per channel.")
+    max_in_flight: int = Field(default=256, ge=1, description="Attempts one replica runs at once.")
+    lease_s: float = Field(default=60.0, gt=0, description="Seconds a replica holds a delivery "
+                           "it attempts; after that another replica may retry it.")
+    poll_s: float = Field(default=0.5, gt=0, description="Seconds between looks for due "
+                          "retries and for rows other replicas wrote.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook "
+                                     "POST, connection included.")
+    webhook_max_connections: int = Field(default=200, ge=1, description="Open webhook "
+                                         "connections of a replica, over all hosts.")
+    max_attempts: int = Field(default=5, ge=1, le=50, description="Attempts before a "
+                              "delivery is dead-lettered (a webhook's own max_attempts wins).")
+    backoff_base_s: float = Field(default=2.0, gt=0, description="Wait before the 2nd "
+                                  "attempt; doubled per attempt, with jitter.")
+    backoff_cap_s: float = Field(default=3600.0, gt=0, description="Longest wait between "
+                                 "attempts (a Retry-After may ask for up to as long).")
+    heartbeat_s: float = Field(default=15.0, gt=0, description="SubscribeEvents heartbeat "
+                               "after this many quiet seconds.")
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server host.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port.")
+    smtp_sender: str = Field(default="usdcarb@localhost", description="From address of email.")
+    smtp_username: str = Field(default="", description="SMTP login; empty: no AUTH.")
+    smtp_password: SecretStr = dev_secret("usdcarb-dev-smtp", "SMTP password (with smtp_username).")
+    smtp_use_tls: bool = Field(default=False, description="Implicit TLS (port 465); otherwise "
+                               "STARTTLS whenever the server offers it.")
+    smtp_validate_certs: bool = Field(default=True, description="Verify the SMTP server's "
+                                      "certificate.")
+    smtp_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one SMTP send.")
+
+    @model_validator(mode="after")
+    def _lease_outlasts_attempts(self) -> Self:
+        if self.lease_s <= 2 * self.webhook_timeout_s:
+            raise ValueError(f"expected lease_s > 2 * webhook_timeout_s, got {self.lease_s} <= "
+                             f"{2 * self.webhook_timeout_s}")
+        return self
+
+
+@dataclass
+class Components:
+    """What ``build`` wired, and the background loops it runs."""
+
+    register: Register
+    app: NotificationApp
+    dispatcher: Dispatcher
+    deliverer: Deliverer
+    feed: EventFeed
+    senders: Senders
+    tasks: list[asyncio.Task[None]]
+
+    async def start(self) -> None:
+        self.tasks += [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+                       asyncio.create_task(self.deliverer.run(), name="deliverer")]
+
+    async def close(self) -> None:
+        self.feed.closing.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.deliverer.stop()
+        await self.senders.close()
+
+
+def build(pool: Any, redis: Any, settings: NotificationSettings) -> Components:
+    """Wire the store, senders, engine, feed, app and servicer."""
+    s = settings
+    store = NotificationStore(pool)
+    consumer = s.consumer_name or f"notification-{socket.gethostname()}-{os.getpid()}"
+    senders = Senders(
+        WebhookSender(env=s.env, timeout_s=s.webhook_timeout_s,
+                      max_connections=s.webhook_max_connections),
+        EmailSender(SmtpConfig(host=s.smtp_host, port=s.smtp_port, sender=s.smtp_sender,
+                               username=s.smtp_username,
+                               password=s.smtp_password.get_secret_value(),
+                               use_tls=s.smtp_use_tls, validate_certs=s.smtp_validate_certs,
+                               timeout_s=s.smtp_timeout_s)))
+    deliverer = Deliverer(store, senders, owner=consumer,
+                          backoff=Backoff(base_s=s.backoff_base_s, cap_s=s.backoff_cap_s),
+                          per_channel=s.per_channel_concurrency, max_in_flight=s.max_in_flight,
+                          lease_s=s.lease_s, poll_s=s.poll_s, default_max_attempts=s.max_attempts)
+    dispatcher = Dispatcher(redis, store, stream=s.events_stream, consumer=consumer,
+                            on_new=deliverer.wake, claim_idle_ms=int(s.claim_idle_s * 1000))
+    feed = EventFeed(redis, stream=s.events_stream, heartbeat_s=s.heartbeat_s)
+
+    async def publish(event: events.DomainEvent) -> str:
+        return await events.publish(redis, event, stream=s.events_stream)
+
+    app = NotificationApp(store, deliverer, env=s.env, publish=publish)
+    servicer = NotificationServicer(app, feed)
+    return Components(
+        register=lambda server: notification_pb2_grpc.add_NotificationServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            servicer, server),
+        app=app, dispatcher=dispatcher, deliverer=deliverer, feed=feed, senders=senders,
+        tasks=[])
+
+
+async def serve(settings: NotificationSettings) -> None:
+    pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
+                             settings.db_pool_max, search_path=f"{SCHEMA}, public")
+    try:
+        await apply_migrations(pool, SCHEMA, MIGRATIONS)
+        redis = await create_redis(settings.redis_url)
+    except BaseException:
+        await pool.close()
+        raise
+    components = build(pool, redis, settings)
+    service = Service([SERVICE], components.register, settings,
+                      health_checks={"postgres": postgres_check(pool),
+                                     "redis": redis_check(redis)},
+                      on_close=[pool.close, redis.aclose, components.close])
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        await components.start()
+        await stop.wait()
+        # Streams end with their Outcome before the server stops taking calls.
+        components.feed.closing.set()
+        await asyncio.sleep(min(1.5, settings.shutdown_grace_s))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await service.shutdown()
+
 
 def main() -> None:
     settings = NotificationSettings()
-    run(settings, lambda: serve_pending(
-        settings, service=SERVICE, pb2_module="usdcarb.v1.notification_pb2", schema="notification",
-        migrations=Path(__file__).with_name("migrations"), owner="the notification service (a later issue)"))
+    run(settings, lambda: serve(settings))
 
 
 if __name__ == "__main__":

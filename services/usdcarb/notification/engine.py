@@ -1,0 +1,242 @@
+"""The delivery engine: events from the stream become delivery rows, rows become attempts.
+
+``Dispatcher`` reads ``usdcarb:events`` in the consumer group ``notification`` (replicas
+share the entries; entries a dead replica left pending are reclaimed with XAUTOCLAIM after
+``claim_idle_ms``). Each (event, subscription) match is written as one delivery row,
+unique on (event id, subscription), and only then is the entry acknowledged: an event is
+never lost between Redis and PostgreSQL, and consuming it twice writes nothing twice.
+
+``Deliverer`` leases due rows from PostgreSQL (``store.claim_due``), at most
+``per_channel`` per channel at a time, so a slow or dead receiver holds only its own
+slots; a lease that runs out (its replica died mid-attempt) makes the row due again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from usdcarb.notification.domain import Backoff, DeliveryState, Verdict, delivery_id
+from usdcarb.notification.model import ChannelRecord, DeliveryRecord, StoredEvent
+from usdcarb.notification.senders import Senders
+from usdcarb.notification.store import NotificationStore
+from usdcarb.platform.events import DomainEvent
+
+logger = logging.getLogger(__name__)
+
+GROUP = "notification"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Dispatcher:
+    """Turn stream entries into delivery rows, then acknowledge them."""
+
+    def __init__(self, redis: Any, store: NotificationStore, *, stream: str, consumer: str,
+                 on_new: Callable[[], None], batch: int = 500, block_ms: int = 1000,
+                 claim_idle_ms: int = 30_000) -> None:
+        self._redis = redis
+        self._store = store
+        self._stream = stream
+        self._consumer = consumer
+        self._on_new = on_new
+        self._batch = batch
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def step(self) -> int:
+        """Handle one batch (entries a dead replica left first); return its size."""
+        claimed = await self._redis.xautoclaim(
+            self._stream, GROUP, self._consumer, min_idle_time=self._claim_idle_ms,
+            start_id="0-0", count=self._batch)
+        entries = [e for e in claimed[1] if e and e[1]]
+        if not entries:
+            reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"},
+                                                 count=self._batch, block=self._block_ms)
+            entries = [e for _, got in reply or [] for e in got]
+        if not entries:
+            return 0
+        events = []
+        for entry_id, fields in entries:
+            try:
+                events.append(StoredEvent(id=_text(entry_id),
+                                          event=DomainEvent.from_fields(fields)))
+            except (KeyError, ValueError) as exc:  # never block the stream on one bad entry
+                logger.error("dropping malformed event %s: %s", _text(entry_id), exc)
+        subscriptions = await self._store.enabled_subscriptions() if events else []
+        rows = [(delivery_id(e.id, s.id), s.channel_id, s.id, e)
+                for e in events for s in subscriptions
+                if s.filter.matches(type_=e.event.type, severity=e.event.severity,
+                                    subject=e.event.subject)]
+        if await self._store.insert_deliveries(rows):
+            self._on_new()
+        await self._redis.xack(self._stream, GROUP, *[e[0] for e in entries])
+        return len(entries)
+
+    async def run(self) -> None:
+        """Dispatch until cancelled; wait and retry while Redis or PostgreSQL is away."""
+        delay, ready = 0.2, False
+        while True:
+            try:
+                if not ready:
+                    await self.ensure_group()
+                    ready = True
+                await self.step()
+                delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ConnectionError) as exc:
+                ready = ready and "NOGROUP" not in str(exc)
+                logger.warning("dispatcher: %s: %s; retrying in %.1fs",
+                               type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                logger.exception("dispatcher failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+class Deliverer:
+    """Lease due deliveries and attempt them, ``per_channel`` at a time per channel."""
+
+    def __init__(self, store: NotificationStore, senders: Senders, *, owner: str,
+                 backoff: Backoff, per_channel: int = 4, max_in_flight: int = 256,
+                 lease_s: float = 60.0, poll_s: float = 0.5, default_max_attempts: int = 5,
+                 channel_cache_s: float = 1.0) -> None:
+        self._store = store
+        self._senders = senders
+        self.owner = owner
+        self._backoff = backoff
+        self._per_channel = per_channel
+        self._max_in_flight = max_in_flight
+        self._lease_s = lease_s
+        self._poll_s = poll_s
+        self._default_max_attempts = default_max_attempts
+        self._channel_cache_s = channel_cache_s
+        self._channels: dict[str, tuple[float, ChannelRecord]] = {}
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due deliveries now (new rows were written)."""
+        self._wakeup.set()
+
+    async def _channel(self, channel_ids: set[str]) -> dict[str, ChannelRecord]:
+        now = time.monotonic()
+        missing = [c for c in channel_ids
+                   if c not in self._channels or self._channels[c][0] < now]
+        if missing:
+            for cid, channel in (await self._store.get_channels(missing)).items():
+                self._channels[cid] = (now + self._channel_cache_s, channel)
+        return {c: self._channels[c][1] for c in channel_ids if c in self._channels}
+
+    async def attempt(self, delivery: DeliveryRecord,
+                      channel: ChannelRecord) -> DeliveryRecord | None:
+        """Make one attempt of a leased delivery and store its result."""
+        sent = await self._senders.send(channel, delivery)
+        attempts = delivery.attempts + 1
+        max_attempts = int(channel.config.get("max_attempts") or self._default_max_attempts)
+        retry_in = None
+        if sent.verdict is Verdict.DELIVERED:
+            state = DeliveryState.DELIVERED
+        elif sent.verdict is Verdict.RETRY and attempts < max_attempts:
+            state = DeliveryState.PENDING
+            retry_in = self._backoff.delay(attempts, retry_after_s=sent.retry_after_s)
+        else:
+            state = DeliveryState.DEAD_LETTERED
+        if state is not DeliveryState.DELIVERED:
+            logger.info("delivery %s attempt %d: %s -> %s", delivery.name, attempts,
+                        sent.error, state.value)
+        return await self._store.record_attempt(
+            delivery.id, self.owner, state=state, response_code=sent.code, error=sent.error,
+            retry_in_s=retry_in)
+
+    async def deliver_now(self, ids: list[str]) -> list[DeliveryRecord]:
+        """Lease the named deliveries and attempt them now (TestChannel)."""
+        leased = await self._store.claim_due(owner=self.owner, limit=len(ids),
+                                             per_channel=len(ids), lease_s=self._lease_s,
+                                             ids=ids)
+        channels = await self._channel({d.channel_id for d in leased})
+        done = []
+        for d in leased:
+            if d.channel_id in channels:
+                result = await self.attempt(d, channels[d.channel_id])
+                if result is not None:
+                    done.append(result)
+        return done
+
+    async def _run_one(self, delivery: DeliveryRecord, channel: ChannelRecord) -> None:
+        try:
+            await self.attempt(delivery, channel)
+        except Exception:
+            logger.exception("delivery %s: attempt failed; the lease lets it retry",
+                             delivery.name)
+        finally:
+            self._in_flight[channel.id] -= 1
+            if not self._in_flight[channel.id]:
+                del self._in_flight[channel.id]
+            self._wakeup.set()
+
+    async def step(self) -> int:
+        """Lease what is due and free to run; start its attempts; return how many."""
+        room = self._max_in_flight - len(self._tasks)
+        if room <= 0:
+            return 0
+        leased = await self._store.claim_due(owner=self.owner, limit=room,
+                                             per_channel=self._per_channel,
+                                             lease_s=self._lease_s, in_flight=self._in_flight)
+        channels = await self._channel({d.channel_id for d in leased})
+        started = 0
+        for d in leased:
+            channel = channels.get(d.channel_id)
+            if channel is None:
+                continue  # deleted meanwhile; its rows went with it
+            self._in_flight[channel.id] = self._in_flight.get(channel.id, 0) + 1
+            task = asyncio.create_task(self._run_one(d, channel), name=f"deliver-{d.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        return started
+
+    async def run(self) -> None:
+        """Deliver until cancelled: on a wake-up, or every ``poll_s`` for retries and
+        rows other replicas wrote."""
+        delay = 0.2
+        while True:
+            try:
+                self._wakeup.clear()
+                started = await self.step()
+                delay = 0.2
+                if not started:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), self._poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("deliverer: %s: %s; retrying in %.1fs",
+                               type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        """Cancel attempts in flight; their leases run out and another replica retries."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
