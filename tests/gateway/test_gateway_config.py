@@ -213,6 +213,7 @@ def test_filter_chain_order_follows_the_note() -> None:
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.lua",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
@@ -225,6 +226,7 @@ def test_filter_chain_order_follows_the_note() -> None:
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ratelimit",
+        "envoy.filters.http.lua",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]

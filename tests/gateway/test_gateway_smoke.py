@@ -139,7 +139,11 @@ def test_missing_token_is_401(gateway: Any) -> None:
     resp = call(gateway, "GET", "/v1/strategies/abc")
     assert resp.status == 401
     # Envoy's own replies carry the same google.rpc.Status JSON as every REST error.
-    assert json.loads(resp.body) == {"code": 16, "message": "Jwt is missing", "details": []}
+    assert resp.headers["content-type"] == "application/json"
+    assert json.loads(resp.body) == {"code": 16, "message": "Jwt is missing", "details": [{
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "UNAUTHENTICATED",
+        "domain": "usdcarb.dev", "metadata": {"details": "jwt_authn_access_denied{Jwt_is_missing}"},
+    }]}
 
 
 def test_unknown_path_needs_a_token_too(gateway: Any, token: str) -> None:

@@ -31,10 +31,11 @@ PACKAGE = "usdcarb.v1"
 
 @dataclass(frozen=True, slots=True)
 class HttpRule:
-    """One REST binding of a method: HTTP verb and path template."""
+    """One REST binding of a method: HTTP verb, path template and body selector."""
 
     method: str
     template: str
+    body: str = ""  # "*", a field name, or "" (no body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,9 @@ def _rules(rule: http_pb2.HttpRule) -> list[HttpRule]:
     pattern = rule.WhichOneof("pattern")
     found: list[HttpRule] = []
     if pattern == "custom":
-        found.append(HttpRule(rule.custom.kind.upper(), rule.custom.path))
+        found.append(HttpRule(rule.custom.kind.upper(), rule.custom.path, rule.body))
     elif pattern is not None:
-        found.append(HttpRule(pattern.upper(), getattr(rule, pattern)))
+        found.append(HttpRule(pattern.upper(), getattr(rule, pattern), rule.body))
     for extra in rule.additional_bindings:
         found.extend(_rules(extra))
     return found

@@ -42,6 +42,36 @@ TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 # A REST caller of a server stream that accepts this gets Server-Sent Events; any other
 # caller gets NDJSON.
 SSE_ACCEPT = {"name": "accept", "string_match": {"contains": "text/event-stream"}}
+LUA = "envoy.filters.http.lua"
+# The raw JSON body of a REST request, base64, for the service's strict check
+# (usdcarb.platform.strictjson): the transcoder drops unknown fields silently.
+JSON_BODY_HEADER = "x-usdcarb-json-body"
+# Largest REST JSON body the gateway accepts (413 above): it travels base64 in a header,
+# which the services' gRPC metadata limit must hold (platform server settings).
+MAX_JSON_BODY_BYTES = 256 * 1024
+JSON_BODY_LUA = f"""
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local ctype = headers:get("content-type") or ""
+  if string.sub(ctype, 1, 16) == "application/grpc" then return end
+  local declared = tonumber(headers:get("content-length") or "0") or 0
+  if declared > {MAX_JSON_BODY_BYTES} then
+    handle:respond({{[":status"] = "413"}},
+      "expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got " .. declared)
+    return
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then return end
+  if body:length() > {MAX_JSON_BODY_BYTES} then
+    handle:respond({{[":status"] = "413"}},
+      "expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got " .. body:length())
+    return
+  end
+  -- The headers object taken before body() is stale once the body was awaited.
+  handle:headers():replace("{JSON_BODY_HEADER}",
+    handle:base64Escape(body:getBytes(0, body:length())))
+end
+"""
 
 
 def split_address(address: str, *, what: str) -> tuple[str, int]:
@@ -252,6 +282,9 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                 if limits:
                     rest_action["rate_limits"] = limits
                 per_filter: dict[str, Any] = {HEADER_MUTATION: _strip_grpc_status()}
+                if rule.body:
+                    per_filter[LUA] = _any(
+                        "envoy.extensions.filters.http.lua.v3.LuaPerRoute", name="json_body")
                 if policy:
                     per_filter[RBAC] = policy
                 name = f"rest:{key}" + (f"#{i}" if i else "")
@@ -455,6 +488,14 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
                 ),
             }
         )
+    # Only REST routes with a body run it (LuaPerRoute): it hands the raw body on.
+    filters.append({
+        "name": LUA,
+        "typed_config": _any(
+            "envoy.extensions.filters.http.lua.v3.Lua",
+            source_codes={"json_body": {"inline_string": JSON_BODY_LUA}},
+        ),
+    })
     filters.append({"name": TRANSCODER, "typed_config": _transcoder(cfg, services)})
     filters.append(
         {
@@ -507,32 +548,85 @@ def _access_log(cfg: GatewayConfig) -> list[dict[str, Any]]:
     ]
 
 
-# Envoy's own replies (jwt_authn, no route, no healthy upstream, rate limits) as the
-# google.rpc.Status JSON every other REST error has; gRPC callers keep grpc-status.
-LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 3, 429: 8, 500: 13, 502: 14,
-                     503: 14, 504: 4}
+# Envoy's own replies (malformed JSON, jwt_authn, rbac, no route, body too large, rate
+# limits, no healthy upstream) as the google.rpc.Status JSON every other REST error has,
+# with ErrorInfo; gRPC callers keep grpc-status. HTTP status: (gRPC code, ErrorInfo reason).
+LOCAL_REPLY_CODES = {
+    400: (3, "GATEWAY_BAD_REQUEST"), 401: (16, "UNAUTHENTICATED"), 403: (7, "PERMISSION_DENIED"),
+    404: (5, "NOT_FOUND"), 405: (12, "METHOD_NOT_ALLOWED"), 408: (4, "REQUEST_TIMEOUT"),
+    413: (3, "REQUEST_TOO_LARGE"), 429: (8, "RATE_LIMITED"), 431: (3, "HEADERS_TOO_LARGE"),
+    500: (13, "GATEWAY_INTERNAL"), 502: (14, "BAD_GATEWAY"), 503: (14, "UNAVAILABLE"),
+    504: (4, "GATEWAY_TIMEOUT"),
+}
+# Replies Envoy sends with an empty body, by %RESPONSE_CODE_DETAILS%: (gRPC code,
+# ErrorInfo reason, the message instead), so that a Status message is never empty.
+LOCAL_REPLY_TEXTS = {
+    "path_normalization_failed": (3, "INVALID_PATH", "expected a request path without NUL, "
+                                  "escaped slashes or dot segments above the root"),
+    "route_not_found": (5, "NOT_FOUND",
+                        "expected a path and method the API serves, got none that matches"),
+    "request_headers_too_large": (3, "HEADERS_TOO_LARGE",
+                                  "expected request headers within the gateway's limit"),
+}
+RETRY_AFTER_S = 1
+ERROR_DOMAIN = "usdcarb.dev"
 
 
 def _local_reply_config() -> dict[str, Any]:
-    def not_grpc() -> dict[str, Any]:
-        # A GET has no content-type: count a missing header as "", which is not gRPC.
-        return {"header_filter": {"header": {
+    def is_rest() -> dict[str, Any]:
+        # Not gRPC: no gRPC content-type (a GET has none: count a missing header as "",
+        # which is not gRPC), or transcoded already (the transcoder rewrote content-type
+        # to gRPC and set x-envoy-original-path, which Envoy strips from clients).
+        grpc_type = {"header_filter": {"header": {
             "name": "content-type", "string_match": {"prefix": "application/grpc"},
             "invert_match": True, "treat_missing_header_as_empty": True}}}
+        transcoded = {"header_filter": {"header": {
+            "name": "x-envoy-original-path", "present_match": True}}}
+        return {"or_filter": {"filters": [grpc_type, transcoded]}}
 
-    def body(code: int) -> dict[str, Any]:
-        return {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+    def status_is(status: int) -> dict[str, Any]:
+        return {"status_code_filter": {"comparison": {
+            "op": "EQ", "value": {"default_value": status, "runtime_key": f"lr_{status}"}}}}
+
+    def details_are(details: str) -> dict[str, Any]:
+        return {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": _any(
+                "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                expression=f"response.code_details == '{details}'")}}
+
+    def body(code: int, reason: str, *extra: dict[str, Any]) -> dict[str, Any]:
+        info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+                "domain": ERROR_DOMAIN, "metadata": {"details": "%RESPONSE_CODE_DETAILS%"}}
+        return {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%",
+                                "details": [info, *extra]},
                 "content_type": "application/json"}
 
-    mappers = [
-        {"filter": {"and_filter": {"filters": [
-            not_grpc(),
-            {"status_code_filter": {"comparison": {
-                "op": "EQ", "value": {"default_value": status, "runtime_key": f"lr_{status}"}}}},
-        ]}}, "body_format_override": body(code)}
-        for status, code in LOCAL_REPLY_CODES.items()
-    ]
-    mappers.append({"filter": not_grpc(), "body_format_override": body(2)})
+    retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+             "retryDelay": f"{RETRY_AFTER_S}s"}
+    quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+        {"subject": "%REQ(x-jwt-sub?:x-forwarded-for)%",
+         "description": "request rate limit of the gateway (%RESPONSE_CODE_DETAILS%)"}]}
+    mappers: list[dict[str, Any]] = [{
+        "filter": {"and_filter": {"filters": [is_rest(), status_is(429)]}},
+        "body": {"inline_string": "expected fewer requests, got more than the rate limit "
+                                  f"allows; retry after {RETRY_AFTER_S} s or Retry-After"},
+        "body_format_override": body(8, "RATE_LIMITED", retry, quota),
+        "headers_to_add": [{"header": {"key": "retry-after", "value": str(RETRY_AFTER_S)},
+                            "append_action": "ADD_IF_ABSENT"}],
+    }]
+    for details, (code, reason, text) in LOCAL_REPLY_TEXTS.items():
+        mappers.append({
+            "filter": {"and_filter": {"filters": [is_rest(), details_are(details)]}},
+            "body": {"inline_string": text},
+            "body_format_override": body(code, reason),
+        })
+    mappers.extend(
+        {"filter": {"and_filter": {"filters": [is_rest(), status_is(status)]}},
+         "body_format_override": body(code, reason)}
+        for status, (code, reason) in LOCAL_REPLY_CODES.items()
+    )
+    mappers.append({"filter": is_rest(), "body_format_override": body(2, "GATEWAY_ERROR")})
     return {"mappers": mappers}
 
 
@@ -576,7 +670,7 @@ def _connection_manager(cfg: GatewayConfig, services: Sequence[Service]) -> dict
                     "typed_config": _any(
                         "envoy.extensions.http.early_header_mutation.header_mutation.v3"
                         ".HeaderMutation",
-                        mutations=[{"remove": h} for h in IDENTITY_HEADERS],
+                        mutations=[{"remove": h} for h in (*IDENTITY_HEADERS, JSON_BODY_HEADER)],
                     ),
                 }
             ],

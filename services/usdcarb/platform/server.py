@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from usdcarb.platform.apireflection import api_service_names
 from usdcarb.platform.audit import stream_hook
 from usdcarb.platform.interceptors import DeniedHook, default_interceptors, denied_call_hooks
 from usdcarb.platform.metrics import MetricsServer, new_registry
@@ -48,6 +49,8 @@ Register = Callable[[Any], None]
 CloseCallback = Callable[[], Awaitable[object] | None]
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
+# Holds the gateway's largest REST body (256 KiB) base64-encoded, plus other headers.
+MAX_METADATA_BYTES = 512 * 1024
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -104,12 +107,18 @@ class Service:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_send_message_length", max_bytes),
                 ("grpc.max_receive_message_length", max_bytes),
+                # A REST request's raw JSON body arrives base64 in a header (the
+                # gateway's strict-JSON check, usdcarb.platform.strictjson).
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
         )
         self._register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self.names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [*dict.fromkeys([*self.names, *api_service_names()]), health.SERVICE_NAME,
+             reflection.SERVICE_NAME],
+            self.server,
         )
         host = f"[{s.grpc_host}]" if ":" in s.grpc_host else s.grpc_host
         self.port = self.server.add_insecure_port(f"{host}:{s.grpc_port}")
