@@ -51,6 +51,7 @@ class Received:
     at: float
     payload: dict[str, Any] | None  # the verified JSON body; None if the signature failed
     headers: dict[str, str]
+    body: bytes
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Receiver:
             except WebhookVerificationError:
                 continue
         self.received.append(Received(request.headers.get("webhook-id", ""), time.monotonic(),
-                                      payload, dict(request.headers)))
+                                      payload, dict(request.headers), body))
         if self.hang:
             await asyncio.sleep(3600)
         status = self.script.pop(0) if self.script else 200

@@ -170,8 +170,8 @@ def smtp_verdict(code: int) -> Verdict:
 
 @dataclass(frozen=True, kw_only=True)
 class Backoff:
-    """Exponential backoff with jitter: attempt n waits in [d/2, d], d = base * 2^(n-1)
-    capped, so waits grow while replicas retrying together spread out."""
+    """Exponential backoff with jitter: attempt n waits in [3d/4, d], d = base * 2^(n-1)
+    capped: retries of many deliveries spread out, yet each wait is longer than the last."""
 
     base_s: float = 1.0
     cap_s: float = 3600.0
@@ -180,7 +180,7 @@ class Backoff:
     def delay(self, attempts: int, *, retry_after_s: float | None = None,
               rng: random.Random | None = None) -> float:
         d = min(self.cap_s, self.base_s * 2.0 ** max(0, attempts - 1))
-        wait: float = d / 2 + (rng or random).random() * d / 2
+        wait: float = d * (0.75 + 0.25 * (rng or random).random())
         if retry_after_s is not None:
             wait = max(wait, min(retry_after_s, self.max_retry_after_s))
         return wait
