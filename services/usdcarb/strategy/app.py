@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound, expected
+from usdcarb.platform.events import DomainEvent
 from usdcarb.strategy import domain
 from usdcarb.strategy.domain import ParameterChange, VersionState
 from usdcarb.strategy.kinds import BY_ENUM, BY_SLUG, KINDS, KindSpec
@@ -21,6 +23,13 @@ ENVIRONMENTS = ("DEPLOYMENT_ENVIRONMENT_PAPER", "DEPLOYMENT_ENVIRONMENT_LIVE")
 
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """Where domain events go (the ``usdcarb:events`` stream in production)."""
+
+    async def publish(self, event: DomainEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,19 @@ def kind_by_slug(name: str) -> KindSpec:
 class StrategyApp:
     """Strategies, versions, lifecycle and deployments."""
 
-    def __init__(self, store: StrategyStore) -> None:
+    def __init__(self, store: StrategyStore, events: EventSink | None = None) -> None:
         self._store = store
+        self._events = events
+
+    async def _emit(self, *events: DomainEvent) -> None:
+        """Publish facts already committed; a lost notification must not fail the call."""
+        for event in events:
+            if self._events is None:
+                return
+            try:
+                await self._events.publish(event)
+            except Exception:
+                logger.exception("could not publish %s for %s", event.type, event.subject)
 
     @staticmethod
     def kinds() -> tuple[KindSpec, ...]:
@@ -209,7 +229,9 @@ class StrategyApp:
                     [("DEPLOYMENT", name, "stop its active deployments before retiring it")],
                     reason="VERSION_DEPLOYED",
                 )
-            return await self._store.set_version_state(conn, version, state, reason, actor)
+            moved = await self._store.set_version_state(conn, version, state, reason, actor)
+        await self._emit(version_event(moved, version.state, reason, actor))
+        return moved
 
     async def create_deployment(
         self, *, parent: str, version: str, environment: str, notes: str, creator: str,
@@ -231,17 +253,21 @@ class StrategyApp:
                     return await self._store.get_deployment(dsid, did, conn=conn)
             v = await self._store.get_version(sid, vid, conn=conn, lock=True)
             domain.check_deployable(version, v.state)
+            facts = []
             if v.state != VersionState.DEPLOYED:
-                await self._store.set_version_state(
-                    conn, v, VersionState.DEPLOYED, f"deployed to {environment}", creator
+                why = f"deployed to {environment}"
+                moved = await self._store.set_version_state(
+                    conn, v, VersionState.DEPLOYED, why, creator
                 )
+                facts.append(version_event(moved, v.state, why, creator))
             d = await self._store.insert_deployment(
                 conn, strategy_id=sid, version_id=vid, environment=environment, notes=notes,
                 creator=creator,
             )
             if request_id:
                 await self._store.remember_request(conn, request_id, "CreateDeployment", d.name)
-            return d
+        await self._emit(*facts, deployment_event(d, f"{d.name} of {version} started"))
+        return d
 
     async def get_deployment(self, name: str) -> DeploymentRecord:
         sid, did = parse_name(name, "strategies", "deployments")
@@ -265,7 +291,30 @@ class StrategyApp:
             d = await self._store.get_deployment(sid, did, conn=conn, lock=True)
             if d.state != "DEPLOYMENT_STATE_ACTIVE":
                 return d
-            return await self._store.stop_deployment(conn, d, reason)
+            stopped = await self._store.stop_deployment(conn, d, reason)
+        await self._emit(deployment_event(stopped, f"{d.name} stopped" + (
+            f": {reason}" if reason else "")))
+        return stopped
+
+
+def version_event(v: VersionRecord, before: VersionState, reason: str,
+                  actor: str) -> DomainEvent:
+    """The fact that a version moved from ``before`` to its state."""
+    return DomainEvent(
+        type="EVENT_TYPE_VERSION_STATE_CHANGED", source="strategy", subject=v.name,
+        summary=f"{v.name}: {before.value.removeprefix('VERSION_STATE_')} -> "
+                f"{v.state.value.removeprefix('VERSION_STATE_')}",
+        data={"from_state": before.value, "to_state": v.state.value, "reason": reason,
+              "actor": actor})
+
+
+def deployment_event(d: DeploymentRecord, summary: str) -> DomainEvent:
+    """The fact that a deployment started or stopped."""
+    return DomainEvent(
+        type="EVENT_TYPE_DEPLOYMENT_CHANGED", source="strategy", subject=d.name,
+        summary=summary,
+        data={"version": f"strategies/{d.strategy_id}/versions/{d.version_id}",
+              "environment": d.environment, "state": d.state, "creator": d.creator})
 
 
 def _check_etag(name: str, current: str, sent: str) -> None:
