@@ -3,6 +3,7 @@
 Subcommands:
   backfill    start an ingest job through the gateway and follow it with a progress bar
   dev-token   print a development JWT (USDCARB_ENV dev/test only)
+  notify      channels | subscriptions | deliveries | watch (notifications)
   stack       up | down | status of the local mesh
 """
 
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from usdcarb.ingestion.cli import main as backfill
 
         return backfill(rest)
+    if command == "notify":
+        from usdcarb.notification.cli import main as notify
+
+        return notify(rest)
     if command == "stack":
         from usdcarb.devstack.stack import main as stack
 
