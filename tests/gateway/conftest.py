@@ -1,7 +1,8 @@
 """Gateway test kit: a real Envoy on free ports in front of a tiny grpc.aio backend.
 
-The backend implements StrategyService.GetStrategy/ListStrategies,
-BacktestService.WatchBacktest and IdentityService.GetJwks (a public route), echoes the
+The backend implements StrategyService.GetStrategy/ListStrategies/CreateStrategy,
+BacktestService.WatchBacktest (``backtests/missing`` fails before its first message,
+``backtests/breaks`` after it) and IdentityService.GetJwks (a public route), echoes the
 identity headers it received into response fields, records every call's metadata and
 reports SERVING for every usdcarb service so Envoy's gRPC health checks pass. It runs on
 its own thread and event loop, so tests can call Envoy with blocking HTTP/gRPC clients.
@@ -254,6 +255,10 @@ class Strategies(strategy_pb2_grpc.StrategyServiceServicer):
             version_count=0,
         )
 
+    async def CreateStrategy(self, request: Any, context: Any) -> Any:
+        self.recorder.record("CreateStrategy", context)
+        return request.strategy
+
     async def ListStrategies(self, request: Any, context: Any) -> Any:
         self.recorder.record("ListStrategies", context)
         size = request.page_size or 2
@@ -271,7 +276,12 @@ class Backtests(backtest_pb2_grpc.BacktestServiceServicer):
 
     async def WatchBacktest(self, request: Any, context: Any) -> AsyncIterator[Any]:
         self.recorder.record("WatchBacktest", context)
+        if request.name == "backtests/missing":  # fails before its first message
+            await context.abort(grpc.StatusCode.NOT_FOUND, "backtest 'backtests/missing' not found")
         for seq in (1, 2):
+            if seq == 2 and request.name == "backtests/breaks":  # fails after one message
+                await context.abort(grpc.StatusCode.ABORTED,
+                                    "expected the backtest's worker alive, got it lost")
             yield backtest_pb2.BacktestEvent(
                 backtest=request.name,
                 sequence=seq,
@@ -307,9 +317,11 @@ class Identity(identity_pb2_grpc.IdentityServiceServicer):
 
 
 class FakeBackend:
-    """Serve the fake services on 127.0.0.1:<free port> from a background thread."""
+    """Serve the fake services on 127.0.0.1:<free port> from a background thread
+    (plaintext, or with ``credentials``, e.g. mutual TLS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ServerCredentials | None = None) -> None:
+        self.credentials = credentials
         self.recorder = Recorder()
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -333,7 +345,8 @@ class FakeBackend:
         reflection.enable_server_reflection(
             (*SERVICES[2:3], reflection.SERVICE_NAME, health.SERVICE_NAME), server
         )
-        port: int = server.add_insecure_port("127.0.0.1:0")
+        port: int = (server.add_insecure_port("127.0.0.1:0") if self.credentials is None
+                     else server.add_secure_port("127.0.0.1:0", self.credentials))
         await server.start()
         self._server = server
         return port

@@ -54,12 +54,7 @@ function envoy_on_request(handle)
   local headers = handle:headers()
   local ctype = headers:get("content-type") or ""
   if string.sub(ctype, 1, 16) == "application/grpc" then return end
-  local declared = tonumber(headers:get("content-length") or "0") or 0
-  if declared > {MAX_JSON_BODY_BYTES} then
-    handle:respond({{[":status"] = "413"}},
-      "expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got " .. declared)
-    return
-  end
+  -- Past the connection's buffer limit Envoy itself answers 413 while buffering.
   local body = handle:body()
   if body == nil or body:length() == 0 then return end
   if body:length() > {MAX_JSON_BODY_BYTES} then
@@ -602,19 +597,30 @@ def _local_reply_config() -> dict[str, Any]:
                                 "details": [info, *extra]},
                 "content_type": "application/json"}
 
-    retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-             "retryDelay": f"{RETRY_AFTER_S}s"}
-    quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-        {"subject": "%REQ(x-jwt-sub?:x-forwarded-for)%",
-         "description": "request rate limit of the gateway (%RESPONSE_CODE_DETAILS%)"}]}
-    mappers: list[dict[str, Any]] = [{
-        "filter": {"and_filter": {"filters": [is_rest(), status_is(429)]}},
-        "body": {"inline_string": "expected fewer requests, got more than the rate limit "
-                                  f"allows; retry after {RETRY_AFTER_S} s or Retry-After"},
-        "body_format_override": body(8, "RATE_LIMITED", retry, quota),
-        "headers_to_add": [{"header": {"key": "retry-after", "value": str(RETRY_AFTER_S)},
-                            "append_action": "ADD_IF_ABSENT"}],
-    }]
+    def rate_limited(delay: str) -> dict[str, Any]:
+        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+        quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"subject": "%REQ(x-jwt-sub?:x-forwarded-for)%",
+             "description": "request rate limit of the gateway (%RESPONSE_CODE_DETAILS%)"}]}
+        return body(8, "RATE_LIMITED", retry, quota)
+
+    retry_after = [{"header": {"key": "retry-after", "value": str(RETRY_AFTER_S)},
+                    "append_action": "ADD_IF_ABSENT"}]
+    mappers: list[dict[str, Any]] = [
+        {   # local token buckets: refill within a second; their own body is a bare code
+            "filter": {"and_filter": {"filters": [
+                is_rest(), status_is(429), details_are("local_rate_limited")]}},
+            "body": {"inline_string": "expected fewer requests, got more than the gateway's "
+                                      f"per-caller rate allows; retry after {RETRY_AFTER_S} s"},
+            "body_format_override": rate_limited(f"{RETRY_AFTER_S}s"),
+            "headers_to_add": retry_after,
+        },
+        {   # the rate limit service: its body names the limit, its retry-after the delay
+            "filter": {"and_filter": {"filters": [is_rest(), status_is(429)]}},
+            "body_format_override": rate_limited("%RESP(retry-after?:x-ratelimit-reset)%s"),
+            "headers_to_add": retry_after,
+        },
+    ]
     for details, (code, reason, text) in LOCAL_REPLY_TEXTS.items():
         mappers.append({
             "filter": {"and_filter": {"filters": [is_rest(), details_are(details)]}},
