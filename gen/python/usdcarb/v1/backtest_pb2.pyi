@@ -188,7 +188,7 @@ class Fingerprint(_message.Message):
     def __init__(self, strategy_version_id: _Optional[str] = ..., data_snapshot_hash: _Optional[str] = ..., config_hash: _Optional[str] = ..., engine_version: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class Backtest(_message.Message):
-    __slots__ = ("name", "strategy_version", "config", "state", "progress", "result", "error", "creator", "create_time", "start_time", "end_time", "attempts")
+    __slots__ = ("name", "strategy_version", "config", "state", "progress", "result", "error", "creator", "create_time", "start_time", "end_time", "attempts", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class Backtest(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     strategy_version: str
     config: BacktestConfig
@@ -213,7 +214,8 @@ class Backtest(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     attempts: int
-    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class BacktestProgress(_message.Message):
     __slots__ = ("progress", "bar_time", "equity", "partial_metrics")
@@ -444,7 +446,7 @@ class WalkForwardFold(_message.Message):
     def __init__(self, index: _Optional[int] = ..., in_sample: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., out_of_sample: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., chosen_parameters: _Optional[_Mapping[str, float]] = ..., in_sample_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., out_of_sample_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
 
 class Sweep(_message.Message):
-    __slots__ = ("name", "strategy_version", "config", "axes", "objective", "walk_forward", "state", "progress", "points", "folds", "error", "creator", "create_time", "end_time")
+    __slots__ = ("name", "strategy_version", "config", "axes", "objective", "walk_forward", "state", "progress", "points", "folds", "error", "creator", "create_time", "end_time", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -459,6 +461,7 @@ class Sweep(_message.Message):
     CREATOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     strategy_version: str
     config: BacktestConfig
@@ -473,7 +476,8 @@ class Sweep(_message.Message):
     creator: str
     create_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., axes: _Optional[_Iterable[_Union[ParameterAxis, _Mapping]]] = ..., objective: _Optional[str] = ..., walk_forward: _Optional[_Union[WalkForwardSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., folds: _Optional[_Iterable[_Union[WalkForwardFold, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., axes: _Optional[_Iterable[_Union[ParameterAxis, _Mapping]]] = ..., objective: _Optional[str] = ..., walk_forward: _Optional[_Union[WalkForwardSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., folds: _Optional[_Iterable[_Union[WalkForwardFold, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class SweepEvent(_message.Message):
     __slots__ = ("sweep", "sequence", "state", "progress", "outcome")

@@ -89,7 +89,7 @@ class IngestStats(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., retries: _Optional[int] = ..., bars_fetched: _Optional[int] = ..., bars_stored: _Optional[int] = ..., bars_quarantined: _Optional[int] = ..., bars_duplicate: _Optional[int] = ..., gaps_found: _Optional[int] = ...) -> None: ...
 
 class IngestJob(_message.Message):
-    __slots__ = ("name", "series", "mode", "range", "state", "progress", "stats", "cursor_time", "error", "creator", "create_time", "update_time", "end_time")
+    __slots__ = ("name", "series", "mode", "range", "state", "progress", "stats", "cursor_time", "error", "creator", "create_time", "update_time", "end_time", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class IngestJob(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     series: _common_pb2.SeriesKey
     mode: IngestMode
@@ -116,7 +117,8 @@ class IngestJob(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., mode: _Optional[_Union[IngestMode, str]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., stats: _Optional[_Union[IngestStats, _Mapping]] = ..., cursor_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., mode: _Optional[_Union[IngestMode, str]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., stats: _Optional[_Union[IngestStats, _Mapping]] = ..., cursor_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class IngestJobEvent(_message.Message):
     __slots__ = ("job", "sequence", "outcome")

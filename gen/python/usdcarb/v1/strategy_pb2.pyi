@@ -137,7 +137,7 @@ class StrategyParameters(_message.Message):
     def __init__(self, cross_exchange_spread: _Optional[_Union[CrossExchangeSpreadParams, _Mapping]] = ..., peg_reversion: _Optional[_Union[PegReversionParams, _Mapping]] = ..., triangular: _Optional[_Union[TriangularParams, _Mapping]] = ...) -> None: ...
 
 class Strategy(_message.Message):
-    __slots__ = ("name", "display_name", "description", "kind", "labels", "creator", "create_time", "update_time", "latest_version_id", "version_count", "etag")
+    __slots__ = ("name", "display_name", "description", "kind", "labels", "creator", "create_time", "update_time", "latest_version_id", "version_count", "etag", "owner")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class Strategy(_message.Message):
     LATEST_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_COUNT_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     description: str
@@ -167,10 +168,11 @@ class Strategy(_message.Message):
     latest_version_id: str
     version_count: int
     etag: str
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[_Union[StrategyKind, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_version_id: _Optional[str] = ..., version_count: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[_Union[StrategyKind, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_version_id: _Optional[str] = ..., version_count: _Optional[int] = ..., etag: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class StrategyVersion(_message.Message):
-    __slots__ = ("name", "version_id", "parameters", "description", "state", "canonical_parameters", "content_hash", "sequence", "creator", "create_time", "state_time")
+    __slots__ = ("name", "version_id", "parameters", "description", "state", "canonical_parameters", "content_hash", "sequence", "creator", "create_time", "state_time", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +184,7 @@ class StrategyVersion(_message.Message):
     CREATOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version_id: str
     parameters: StrategyParameters
@@ -193,10 +196,11 @@ class StrategyVersion(_message.Message):
     creator: str
     create_time: _timestamp_pb2.Timestamp
     state_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version_id: _Optional[str] = ..., parameters: _Optional[_Union[StrategyParameters, _Mapping]] = ..., description: _Optional[str] = ..., state: _Optional[_Union[VersionState, str]] = ..., canonical_parameters: _Optional[str] = ..., content_hash: _Optional[str] = ..., sequence: _Optional[int] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., version_id: _Optional[str] = ..., parameters: _Optional[_Union[StrategyParameters, _Mapping]] = ..., description: _Optional[str] = ..., state: _Optional[_Union[VersionState, str]] = ..., canonical_parameters: _Optional[str] = ..., content_hash: _Optional[str] = ..., sequence: _Optional[int] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "version", "environment", "state", "notes", "creator", "create_time", "stop_time")
+    __slots__ = ("name", "version", "environment", "state", "notes", "creator", "create_time", "stop_time", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +209,7 @@ class Deployment(_message.Message):
     CREATOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STOP_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     environment: DeploymentEnvironment
@@ -213,7 +218,8 @@ class Deployment(_message.Message):
     creator: str
     create_time: _timestamp_pb2.Timestamp
     stop_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., environment: _Optional[_Union[DeploymentEnvironment, str]] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., notes: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., environment: _Optional[_Union[DeploymentEnvironment, str]] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., notes: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListStrategyKindsRequest(_message.Message):
     __slots__ = ()

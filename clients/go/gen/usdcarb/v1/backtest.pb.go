@@ -969,7 +969,9 @@ type Backtest struct {
 	// When it ended.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Attempts made (a job whose worker died is re-run).
-	Attempts      int32 `protobuf:"varint,12,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts int32 `protobuf:"varint,12,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+	Owner         string `protobuf:"bytes,13,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1086,6 +1088,13 @@ func (x *Backtest) GetAttempts() int32 {
 		return x.Attempts
 	}
 	return 0
+}
+
+func (x *Backtest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // Progress of a running backtest with partial figures.
@@ -2474,7 +2483,9 @@ type Sweep struct {
 	// When it was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it ended.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+	Owner         string `protobuf:"bytes,15,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2605,6 +2616,13 @@ func (x *Sweep) GetEndTime() *timestamppb.Timestamp {
 		return x.EndTime
 	}
 	return nil
+}
+
+func (x *Sweep) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // One message of a sweep stream.
@@ -3086,7 +3104,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\vconfig_hash\x18\x03 \x01(\tR\n" +
 	"configHash\x12%\n" +
 	"\x0eengine_version\x18\x04 \x01(\tR\rengineVersion\x12\x16\n" +
-	"\x06digest\x18\x05 \x01(\tR\x06digest\"\xb7\x05\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\"\xd3\x05\n" +
 	"\bBacktest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12O\n" +
 	"\x10strategy_version\x18\x02 \x01(\tB$\xe2A\x01\x02\xfaA\x1d\n" +
@@ -3103,7 +3121,8 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"start_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstartTime\x12;\n" +
 	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12 \n" +
-	"\battempts\x18\f \x01(\x05B\x04\xe2A\x01\x03R\battempts:/\xeaA,\n" +
+	"\battempts\x18\f \x01(\x05B\x04\xe2A\x01\x03R\battempts\x12\x1a\n" +
+	"\x05owner\x18\r \x01(\tB\x04\xe2A\x01\x03R\x05owner:/\xeaA,\n" +
 	"\x14usdcarb.dev/Backtest\x12\x14backtests/{backtest}\"\xd9\x01\n" +
 	"\x10BacktestProgress\x120\n" +
 	"\bprogress\x18\x01 \x01(\v2\x14.usdcarb.v1.ProgressR\bprogress\x125\n" +
@@ -3215,7 +3234,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x15out_of_sample_metrics\x18\x06 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\x12outOfSampleMetrics\x1aC\n" +
 	"\x15ChosenParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x90\x06\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xac\x06\n" +
 	"\x05Sweep\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12O\n" +
 	"\x10strategy_version\x18\x02 \x01(\tB$\xe2A\x01\x02\xfaA\x1d\n" +
@@ -3233,7 +3252,8 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\acreator\x18\f \x01(\tB\x04\xe2A\x01\x03R\acreator\x12A\n" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12;\n" +
-	"\bend_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime:&\xeaA#\n" +
+	"\bend_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12\x1a\n" +
+	"\x05owner\x18\x0f \x01(\tB\x04\xe2A\x01\x03R\x05owner:&\xeaA#\n" +
 	"\x11usdcarb.dev/Sweep\x12\x0esweeps/{sweep}\"\xcb\x01\n" +
 	"\n" +
 	"SweepEvent\x12\x14\n" +

@@ -1213,7 +1213,10 @@ type ApiKey struct {
 	// When it was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it was last exchanged.
-	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	LastUsedTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	// Subject of the user the key belongs to ("users/{user}"): only they or an admin
+	// may list or revoke it.
+	Owner         string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1302,6 +1305,13 @@ func (x *ApiKey) GetLastUsedTime() *timestamppb.Timestamp {
 		return x.LastUsedTime
 	}
 	return nil
+}
+
+func (x *ApiKey) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // Request of CreateApiKey.
@@ -1924,7 +1934,7 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"\vpermissions\x18\x02 \x03(\tR\vpermissions\"\x12\n" +
 	"\x10ListRolesRequest\"?\n" +
 	"\x11ListRolesResponse\x12*\n" +
-	"\x05roles\x18\x01 \x03(\v2\x14.usdcarb.v1.RoleInfoR\x05roles\"\xd5\x03\n" +
+	"\x05roles\x18\x01 \x03(\v2\x14.usdcarb.v1.RoleInfoR\x05roles\"\xf1\x03\n" +
 	"\x06ApiKey\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12'\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\vdisplayName\x12&\n" +
@@ -1936,7 +1946,8 @@ const file_usdcarb_v1_identity_proto_rawDesc = "" +
 	"revokeTime\x12A\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12F\n" +
-	"\x0elast_used_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\flastUsedTime:7\xeaA4\n" +
+	"\x0elast_used_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\flastUsedTime\x12\x1a\n" +
+	"\x05owner\x18\t \x01(\tB\x04\xe2A\x01\x03R\x05owner:7\xeaA4\n" +
 	"\x12usdcarb.dev/ApiKey\x12\x1eusers/{user}/apiKeys/{api_key}\"\x85\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x1c\n" +
 	"\x06parent\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x06parent\x121\n" +

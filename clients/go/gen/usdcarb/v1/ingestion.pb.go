@@ -469,7 +469,9 @@ type IngestJob struct {
 	// When it last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// When it ended.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+	Owner         string `protobuf:"bytes,14,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -593,6 +595,13 @@ func (x *IngestJob) GetEndTime() *timestamppb.Timestamp {
 		return x.EndTime
 	}
 	return nil
+}
+
+func (x *IngestJob) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // One message of an ingest job stream.
@@ -1458,7 +1467,7 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"\x10bars_quarantined\x18\x05 \x01(\x03R\x0fbarsQuarantined\x12%\n" +
 	"\x0ebars_duplicate\x18\x06 \x01(\x03R\rbarsDuplicate\x12\x1d\n" +
 	"\n" +
-	"gaps_found\x18\a \x01(\x03R\tgapsFound\"\xe4\x05\n" +
+	"gaps_found\x18\a \x01(\x03R\tgapsFound\"\x80\x06\n" +
 	"\tIngestJob\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x124\n" +
 	"\x06series\x18\x02 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x05\xe2A\x02\x02\x05R\x06series\x120\n" +
@@ -1476,7 +1485,8 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"updateTime\x12;\n" +
-	"\bend_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime:3\xeaA0\n" +
+	"\bend_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12\x1a\n" +
+	"\x05owner\x18\x0e \x01(\tB\x04\xe2A\x01\x03R\x05owner:3\xeaA0\n" +
 	"\x15usdcarb.dev/IngestJob\x12\x17ingestJobs/{ingest_job}\"\x84\x01\n" +
 	"\x0eIngestJobEvent\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.usdcarb.v1.IngestJobR\x03job\x12\x1a\n" +

@@ -812,7 +812,9 @@ type Strategy struct {
 	// Number of versions.
 	VersionCount int32 `protobuf:"varint,10,opt,name=version_count,json=versionCount,proto3" json:"version_count,omitempty"`
 	// Concurrency token: send it back on update to detect a lost update.
-	Etag          string `protobuf:"bytes,11,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,11,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+	Owner         string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -924,6 +926,13 @@ func (x *Strategy) GetEtag() string {
 	return ""
 }
 
+func (x *Strategy) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 // An immutable set of parameters. Its id is the content hash of the canonical parameters.
 type StrategyVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -948,7 +957,9 @@ type StrategyVersion struct {
 	// When it was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When its state last changed.
-	StateTime     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	StateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+	Owner         string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1060,6 +1071,13 @@ func (x *StrategyVersion) GetStateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StrategyVersion) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 // A record that a version was deployed.
 type Deployment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1078,7 +1096,9 @@ type Deployment struct {
 	// When it was deployed.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it was stopped.
-	StopTime      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
+	StopTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=stop_time,json=stopTime,proto3" json:"stop_time,omitempty"`
+	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+	Owner         string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1167,6 +1187,13 @@ func (x *Deployment) GetStopTime() *timestamppb.Timestamp {
 		return x.StopTime
 	}
 	return nil
+}
+
+func (x *Deployment) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // Request of ListStrategyKinds.
@@ -2450,7 +2477,7 @@ const file_usdcarb_v1_strategy_proto_rawDesc = "" +
 	"\n" +
 	"triangular\x18\x03 \x01(\v2\x1c.usdcarb.v1.TriangularParamsH\x00R\n" +
 	"triangularB\x06\n" +
-	"\x04kind\"\xe2\x04\n" +
+	"\x04kind\"\xfe\x04\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12'\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\vdisplayName\x12 \n" +
@@ -2465,11 +2492,12 @@ const file_usdcarb_v1_strategy_proto_rawDesc = "" +
 	"\x11latest_version_id\x18\t \x01(\tB\x04\xe2A\x01\x03R\x0flatestVersionId\x12)\n" +
 	"\rversion_count\x18\n" +
 	" \x01(\x05B\x04\xe2A\x01\x03R\fversionCount\x12\x12\n" +
-	"\x04etag\x18\v \x01(\tR\x04etag\x1a9\n" +
+	"\x04etag\x18\v \x01(\tR\x04etag\x12\x1a\n" +
+	"\x05owner\x18\f \x01(\tB\x04\xe2A\x01\x03R\x05owner\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01:0\xeaA-\n" +
-	"\x14usdcarb.dev/Strategy\x12\x15strategies/{strategy}\"\xe3\x04\n" +
+	"\x14usdcarb.dev/Strategy\x12\x15strategies/{strategy}\"\xff\x04\n" +
 	"\x0fStrategyVersion\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12#\n" +
 	"\n" +
@@ -2487,8 +2515,9 @@ const file_usdcarb_v1_strategy_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12?\n" +
 	"\n" +
-	"state_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstateTime:J\xeaAG\n" +
-	"\x1busdcarb.dev/StrategyVersion\x12(strategies/{strategy}/versions/{version}\"\xf0\x03\n" +
+	"state_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstateTime\x12\x1a\n" +
+	"\x05owner\x18\f \x01(\tB\x04\xe2A\x01\x03R\x05owner:J\xeaAG\n" +
+	"\x1busdcarb.dev/StrategyVersion\x12(strategies/{strategy}/versions/{version}\"\x8c\x04\n" +
 	"\n" +
 	"Deployment\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12?\n" +
@@ -2500,7 +2529,8 @@ const file_usdcarb_v1_strategy_proto_rawDesc = "" +
 	"\acreator\x18\x06 \x01(\tB\x04\xe2A\x01\x03R\acreator\x12A\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12=\n" +
-	"\tstop_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\bstopTime:K\xeaAH\n" +
+	"\tstop_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\bstopTime\x12\x1a\n" +
+	"\x05owner\x18\t \x01(\tB\x04\xe2A\x01\x03R\x05owner:K\xeaAH\n" +
 	"\x16usdcarb.dev/Deployment\x12.strategies/{strategy}/deployments/{deployment}\"\x1a\n" +
 	"\x18ListStrategyKindsRequest\"`\n" +
 	"\x19ListStrategyKindsResponse\x12C\n" +

@@ -1111,6 +1111,12 @@ class ApiKey(betterproto2.Message):
     When it was last exchanged.
     """
 
+    owner: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    Subject of the user the key belongs to ("users/{user}"): only they or an admin
+    may list or revoke it.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "ApiKey", ApiKey)
 
@@ -1268,6 +1274,11 @@ class Backtest(betterproto2.Message):
     attempts: "int" = betterproto2.field(12, betterproto2.TYPE_INT32)
     """
     Attempts made (a job whose worker died is re-run).
+    """
+
+    owner: "str" = betterproto2.field(13, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
     """
 
 
@@ -2330,6 +2341,11 @@ class Deployment(betterproto2.Message):
     When it was stopped.
     """
 
+    owner: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "Deployment", Deployment)
 
@@ -3140,6 +3156,11 @@ class IngestJob(betterproto2.Message):
     )
     """
     When it ended.
+    """
+
+    owner: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
     """
 
 
@@ -4985,6 +5006,11 @@ class Strategy(betterproto2.Message):
     Concurrency token: send it back on update to detect a lost update.
     """
 
+    owner: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "Strategy", Strategy)
 
@@ -5129,6 +5155,11 @@ class StrategyVersion(betterproto2.Message):
     )
     """
     When its state last changed.
+    """
+
+    owner: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
     """
 
 
@@ -5399,6 +5430,11 @@ class Sweep(betterproto2.Message):
     )
     """
     When it ended.
+    """
+
+    owner: "str" = betterproto2.field(15, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
     """
 
 
