@@ -42,13 +42,15 @@ def params(**overrides: Any) -> pb.StrategyParameters:
     )
 
 
-async def create(stub: Any, sid: str = "usdc-spread", **kw: Any) -> pb.Strategy:
+async def create(stub: Any, sid: str = "usdc-spread", *, as_: str = "", **kw: Any
+                 ) -> pb.Strategy:
+    """Create a strategy as ``as_`` (an analyst), else as the channel's own caller."""
     return await stub.CreateStrategy(
         pb.CreateStrategyRequest(
             strategy_id=sid,
             strategy=pb.Strategy(display_name="USDC spread",
                                  kind=pb.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD, **kw)),
-        metadata=caller("alice"))
+        metadata=caller(as_) if as_ else None)
 
 
 def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -63,9 +65,9 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
 
 
 async def test_create_and_get_strategy_records_the_verified_caller(stub: Any) -> None:
-    created = await create(stub, labels={"desk": "stables"})
+    created = await create(stub, as_="alice", labels={"desk": "stables"})
     assert created.name == "strategies/usdc-spread"
-    assert created.creator == "alice"
+    assert created.creator == "alice" and created.owner == "alice"
     got = await stub.GetStrategy(pb.GetStrategyRequest(name="strategies/usdc-spread"))
     assert got == created
 

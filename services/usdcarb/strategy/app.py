@@ -1,4 +1,10 @@
-"""Use cases of the strategy service: domain rules applied inside store transactions."""
+"""Use cases of the strategy service: domain rules applied inside store transactions.
+
+Writes check ownership (``usdcarb.platform.ownership``) on the row they locked, in the
+transaction of the write: update/delete a strategy and add a version need the strategy's
+owner; moving a version through its lifecycle and deploying it need the version's owner;
+stopping a deployment needs the deployment's owner; an admin or a granted service passes.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound, expected
 from usdcarb.platform.events import DomainEvent
+from usdcarb.platform.ownership import require_owner
 from usdcarb.strategy import domain
 from usdcarb.strategy.domain import ParameterChange, VersionState
 from usdcarb.strategy.kinds import BY_ENUM, BY_SLUG, KINDS, KindSpec
@@ -143,6 +150,7 @@ class StrategyApp:
             raise InvalidArgument.for_field("strategy.display_name", "a non-empty name", "")
         async with self._store.transaction() as conn:
             current = await self._store.get_strategy(sid, conn=conn, lock=True)
+            require_owner(current.owner, resource=current.name)
             _check_etag(current.name, current.etag, etag)
             return await self._store.update_strategy(conn, sid, {p: values[p] for p in paths})
 
@@ -150,6 +158,7 @@ class StrategyApp:
         (sid,) = parse_name(name, "strategies")
         async with self._store.transaction() as conn:
             current = await self._store.get_strategy(sid, conn=conn, lock=True)
+            require_owner(current.owner, resource=current.name)
             _check_etag(current.name, current.etag, etag)
             if await self._store.count_active_deployments(conn, sid):
                 raise FailedPrecondition(
@@ -165,6 +174,7 @@ class StrategyApp:
         (sid,) = parse_name(parent, "strategies", field="parent")
         async with self._store.transaction() as conn:
             strategy = await self._store.get_strategy(sid, conn=conn, lock=True)
+            require_owner(strategy.owner, resource=strategy.name)
             canon = domain.canonicalize(parameters, kind=BY_ENUM[strategy.kind])
             existing = await self._store.find_version(sid, canon.version_id, conn=conn)
             if existing is not None:
@@ -219,6 +229,7 @@ class StrategyApp:
             ) from None
         async with self._store.transaction() as conn:
             version = await self._store.get_version(sid, vid, conn=conn, lock=True)
+            require_owner(version.owner, resource=version.name)
             if version.state == state:
                 return version
             domain.check_transition(name, version.state, state)
@@ -252,6 +263,7 @@ class StrategyApp:
                     _, dsid, _, did = done.split("/")
                     return await self._store.get_deployment(dsid, did, conn=conn)
             v = await self._store.get_version(sid, vid, conn=conn, lock=True)
+            require_owner(v.owner, resource=v.name)
             domain.check_deployable(version, v.state)
             facts = []
             if v.state != VersionState.DEPLOYED:
@@ -289,6 +301,7 @@ class StrategyApp:
         sid, did = parse_name(name, "strategies", "deployments")
         async with self._store.transaction() as conn:
             d = await self._store.get_deployment(sid, did, conn=conn, lock=True)
+            require_owner(d.owner, resource=d.name)
             if d.state != "DEPLOYMENT_STATE_ACTIVE":
                 return d
             stopped = await self._store.stop_deployment(conn, d, reason)

@@ -24,6 +24,7 @@ class StrategyRecord:
     etag: str = ""
     version_count: int = 0
     latest_version_id: str = ""
+    owner: str = ""
 
     @property
     def name(self) -> str:
@@ -45,6 +46,7 @@ class VersionRecord:
     creator: str
     create_time: datetime
     state_time: datetime
+    owner: str = ""
 
     @property
     def name(self) -> str:
@@ -64,6 +66,7 @@ class DeploymentRecord:
     creator: str
     create_time: datetime
     stop_time: datetime | None
+    owner: str = ""
 
     @property
     def name(self) -> str:

@@ -42,6 +42,7 @@ def strategy_to_pb(s: StrategyRecord) -> pb.Strategy:
         kind=pb.StrategyKind.Value(s.kind), labels=s.labels, creator=s.creator,
         create_time=_ts(s.create_time), update_time=_ts(s.update_time),
         latest_version_id=s.latest_version_id, version_count=s.version_count, etag=s.etag,
+        owner=s.owner,
     )
 
 
@@ -52,6 +53,7 @@ def version_to_pb(v: VersionRecord) -> pb.StrategyVersion:
         description=v.description, state=pb.VersionState.Value(v.state.value),
         canonical_parameters=v.canonical, content_hash=v.content_hash, sequence=v.sequence,
         creator=v.creator, create_time=_ts(v.create_time), state_time=_ts(v.state_time),
+        owner=v.owner,
     )
 
 
@@ -60,7 +62,7 @@ def deployment_to_pb(d: DeploymentRecord) -> pb.Deployment:
         name=d.name, version=f"strategies/{d.strategy_id}/versions/{d.version_id}",
         environment=pb.DeploymentEnvironment.Value(d.environment),
         state=pb.DeploymentState.Value(d.state), notes=d.notes, creator=d.creator,
-        create_time=_ts(d.create_time), stop_time=_ts(d.stop_time),
+        create_time=_ts(d.create_time), stop_time=_ts(d.stop_time), owner=d.owner,
     )
 
 

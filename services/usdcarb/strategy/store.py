@@ -3,6 +3,9 @@
 Contract: every method runs in the caller's connection when one is given (so the
 application can group calls in one transaction) and on a pooled connection otherwise.
 Tables are unqualified: the pool's search_path names the service's schema.
+Every row's ``owner`` is its creator, written once by the INSERT and never updated; the
+application checks it on rows it read with ``lock=True`` (FOR UPDATE) in the transaction
+of the write.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from usdcarb.strategy.model import DeploymentRecord, StrategyRecord, VersionReco
 
 _STRATEGY_COLUMNS = """
     s.id, s.display_name, s.description, s.kind, s.labels, s.creator, s.create_time,
-    s.update_time, s.etag, s.version_count,
+    s.update_time, s.etag, s.version_count, s.owner,
     coalesce((SELECT v.version_id FROM versions v WHERE v.strategy_id = s.id
               ORDER BY v.sequence DESC LIMIT 1), '') AS latest_version_id
 """
@@ -68,8 +71,8 @@ class StrategyStore(PooledStore):
         try:
             await conn.execute(
                 """INSERT INTO strategies (id, display_name, description, kind, labels, creator,
-                                           etag)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                                           etag, owner)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $6)""",
                 s.id, s.display_name, s.description, s.kind, s.labels, s.creator, new_etag(),
             )
         except asyncpg.UniqueViolationError:
@@ -161,8 +164,8 @@ class StrategyStore(PooledStore):
         )
         row = await conn.fetchrow(
             """INSERT INTO versions (strategy_id, version_id, sequence, parameters, canonical,
-                                     content_hash, description, creator)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+                                     content_hash, description, creator, owner)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *""",
             strategy_id, version_id, sequence, parameters, canonical, content_hash,
             description, creator,
         )
@@ -208,8 +211,9 @@ class StrategyStore(PooledStore):
         notes: str, creator: str,
     ) -> DeploymentRecord:
         row = await conn.fetchrow(
-            """INSERT INTO deployments (strategy_id, id, version_id, environment, notes, creator)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+            """INSERT INTO deployments (strategy_id, id, version_id, environment, notes, creator,
+                                        owner)
+               VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING *""",
             strategy_id, uuid.uuid4().hex[:12], version_id, environment, notes, creator,
         )
         return _deployment(row)
