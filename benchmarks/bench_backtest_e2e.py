@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     logging.basicConfig(level=logging.WARNING)
-    import grpc
     from google.protobuf import json_format
 
     from backtest.service.bt_helpers import START_MS, config_json, spread_params
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         def rest(method: str, path: str, body: Any) -> Any:
             req = urllib.request.Request(info.gateway + path, method=method,
                                          data=json.dumps(body).encode(), headers=headers)
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with urllib.request.urlopen(req, timeout=60, context=info.ssl_context()) as resp:
                 return json.loads(resp.read())
 
         sid = f"bench-{uuid.uuid4().hex[:6]}"
@@ -164,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             req = urllib.request.Request(info.gateway + "/v1/backtests:run", method="POST",
                                          data=json.dumps(body).encode(), headers=headers)
             t0 = time.perf_counter()
-            with urllib.request.urlopen(req, timeout=300) as resp:
+            with urllib.request.urlopen(req, timeout=300, context=info.ssl_context()) as resp:
                 lines = [json.loads(x) for x in resp if x.strip()]
             assert lines[-1]["completed"]["outcome"]["result"] == "RESULT_OK", lines[-1]
             assert sum("progress" in x for x in lines) >= 2, "expected progress events"
             return time.perf_counter() - t0, stages()
 
         request = json_format.ParseDict(body, pb.RunBacktestRequest())
-        channel = grpc.insecure_channel(info.gateway.removeprefix("http://"))
+        channel = info.channel()  # TLS with the stack's dev CA
         stub = backtest_pb2_grpc.BacktestServiceStub(channel)
 
         def run_grpc() -> tuple[float, dict[str, float]]:

@@ -59,7 +59,8 @@ async def _serve_backend(port: int) -> None:
                                          kind=strategy_pb2.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD)
 
     settings = PlatformSettings(env="test", grpc_port=port, metrics_port=-1, log_level="WARNING",
-                                jwks_file=REPO / "gateway/dev-keys/DEV-ONLY-jwks.json")
+                                jwks_file=REPO / "gateway/dev-keys/DEV-ONLY-jwks.json",
+                                plaintext=True)  # the TLS cost is bench_gateway_tls's
     names = [f"usdcarb.v1.{s.capitalize()}Service" for s in SERVICES]
     await run_service(names, lambda server: strategy_pb2_grpc.add_StrategyServiceServicer_to_server(  # type: ignore[no-untyped-call]
         Strategies(), server), settings)
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "usdcarb.ratelimit.main"], start_new_session=True,
             stdin=subprocess.DEVNULL, env={
                 **env, "USDCARB_RATELIMIT_ENV": "test", "USDCARB_RATELIMIT_GRPC_PORT": str(rls),
+                "USDCARB_RATELIMIT_PLAINTEXT": "true",
                 "USDCARB_RATELIMIT_METRICS_PORT": "-1", "USDCARB_RATELIMIT_REDIS_URL": redis.url,
                 "USDCARB_RATELIMIT_LIMITS_FILE": str(limits),
                 "USDCARB_RATELIMIT_LOG_LEVEL": "WARNING"}))

@@ -242,7 +242,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
         if not args.no_validation:
             val = spawn(["-m", "usdcarb.validation.main"], env_for(
                 "USDCARB_VALIDATION_", env="test", database_url=dsn, redis_url=redis.url,
-                port_file=str(work / "validation.port"), metrics_port="-1",
+                port_file=str(work / "validation.port"), metrics_port="-1", plaintext="true",
                 log_level="WARNING", log_json="false"))
             procs.append(val)
             validation_address = f"127.0.0.1:{wait_port(work / 'validation.port', val)}"
@@ -250,7 +250,8 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             "USDCARB_INGESTION_", env="test", database_url=dsn, redis_url=redis.url,
             replay_url=replay_url, validation_address=validation_address,
             rate_limit_scale="0", worker_concurrency=str(args.concurrency),
-            port_file=str(work / "ingestion.port"), metrics_port="-1", log_level="WARNING",
+            port_file=str(work / "ingestion.port"), metrics_port="-1", plaintext="true",
+            log_level="WARNING",
             log_json="false"))
         procs.append(ing)
         address = f"127.0.0.1:{wait_port(work / 'ingestion.port', ing)}"

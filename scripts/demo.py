@@ -7,7 +7,9 @@ request answered with field violations.
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -30,7 +32,8 @@ def say(title: str) -> None:
     print(f"\n{BOLD}== {title}{RESET}")
 
 
-def rest(base: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def rest(base: str, token: str, method: str, path: str, body: Any = None, *,
+         context: ssl.SSLContext | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
         base + path, data=data, method=method,
@@ -38,7 +41,7 @@ def rest(base: str, token: str, method: str, path: str, body: Any = None) -> tup
     )
     print(f"{DIM}$ {method} {path}{' ' + json.dumps(body) if body else ''}{RESET}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         raw = err.read()
@@ -51,6 +54,7 @@ def rest(base: str, token: str, method: str, path: str, body: Any = None) -> tup
 def main() -> int:
     info = StackInfo.load(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / ".run/stack/stack.json")
     base = info.gateway
+    call = functools.partial(rest, base, context=info.ssl_context())  # HTTPS, the dev CA
     token = mint_dev_token("demo-analyst", ["analyst"])
     sid = f"usdc-spread-{uuid.uuid4().hex[:6]}"
     params = {"crossExchangeSpread": {"symbol": "USDC/USDT", "venueA": "binance",
@@ -58,31 +62,30 @@ def main() -> int:
                                       "quantity": 10000}}
 
     say(f"REST through Envoy at {base}")
-    code, body = rest(base, token, "POST", f"/v1/strategies?strategyId={sid}",
+    code, body = call(token, "POST", f"/v1/strategies?strategyId={sid}",
                       {"displayName": "USDC/USDT Binance vs Kraken",
                        "kind": "STRATEGY_KIND_CROSS_EXCHANGE_SPREAD"})
     print(code, json.dumps(body, indent=2))
     assert code == 200, body
-    code, v1 = rest(base, token, "POST", f"/v1/strategies/{sid}/versions",
+    code, v1 = call(token, "POST", f"/v1/strategies/{sid}/versions",
                     {"parameters": params, "description": "spread-arb-v1 defaults"})
     print(code, json.dumps({k: v1[k] for k in ("name", "versionId", "state", "contentHash")},
                            indent=2))
     assert code == 200, v1
-    code, again = rest(base, token, "POST", f"/v1/strategies/{sid}/versions",
+    code, again = call(token, "POST", f"/v1/strategies/{sid}/versions",
                        {"parameters": params})
     print(code, "same parameters → same version:", again["name"] == v1["name"])
-    code, bad = rest(base, token, "POST", f"/v1/strategies/{sid}/versions",
+    code, bad = call(token, "POST", f"/v1/strategies/{sid}/versions",
                      {"parameters": {"crossExchangeSpread": {**params["crossExchangeSpread"],
                                                              "exitBps": 40, "venueB": "binance"}}})
     print(code, json.dumps(bad, indent=2))
     assert code == 400, bad
-    code, _ = rest(base, "not-a-token", "GET", f"/v1/strategies/{sid}")
+    code, _ = call("not-a-token", "GET", f"/v1/strategies/{sid}")
     print(code, "(a bad token is refused at the gateway)")
 
     say("native gRPC through Envoy")
-    target = base.removeprefix("http://")
     metadata = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(target) as channel:
+    with info.channel() as channel:  # TLS, trusting the stack's dev CA
         stub = strategy_pb2_grpc.StrategyServiceStub(channel)
         strategy = stub.GetStrategy(pb.GetStrategyRequest(name=f"strategies/{sid}"),
                                     metadata=metadata, timeout=10)

@@ -1,6 +1,9 @@
 """Demo: a real cross-exchange spread backtest through the gateway, streamed live.
 
-    python scripts/demo_backtest.py [--gateway http://127.0.0.1:8080]
+    python scripts/demo_backtest.py [--gateway https://localhost:8080] [--cacert CA]
+
+The gateway is called over HTTPS trusting the local stack's dev CA
+(``.run/stack/tls/ca.pem``, or ``$USDCARB_CA_FILE``).
 
 1. Ingests the demo market data through the platform itself: ``usdcarb backfill`` jobs
    (gateway → ingestion → ccxt → the exchange replay server serving the committed
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -54,7 +58,7 @@ def ingest(gateway: str, token: str) -> None:
         out(f"  backfill {venue} {SYMBOL} 1m {START[:10]} .. {END[:10]}")
         subprocess.run(
             [sys.executable, "-m", "usdcarb", "backfill", "--exchange", venue, "--symbol", SYMBOL,
-             "--start", START, "--end", END, "--gateway", gateway.removeprefix("http://"),
+             "--start", START, "--end", END, "--gateway", gateway,
              "--token", token], check=True)
 
 
@@ -66,8 +70,16 @@ def bar(fraction: float, width: int = 40) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", default=os.environ.get(
-        "USDCARB_GATEWAY", f"http://127.0.0.1:{os.environ.get('USDCARB_GATEWAY_PORT', '8080')}"))
+        "USDCARB_GATEWAY", f"https://localhost:{os.environ.get('USDCARB_GATEWAY_PORT', '8080')}"))
+    parser.add_argument("--cacert", default=os.environ.get(
+        "USDCARB_CA_FILE", str(REPO / ".run/stack/tls/ca.pem")), help="CA to trust (PEM)")
     args = parser.parse_args(argv)
+    if args.gateway.startswith("https://"):
+        # Every HTTPS call here (and the backfill CLI it runs) trusts the stack's dev CA.
+        context = ssl.create_default_context(cafile=args.cacert)
+        urllib.request.install_opener(
+            urllib.request.build_opener(urllib.request.HTTPSHandler(context=context)))
+        os.environ["USDCARB_CA_FILE"] = args.cacert
     from usdcarb.gateway.devtoken import mint_dev_token
 
     token = mint_dev_token("demo-trader", ["trader"])

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from testkit import trust_stack
 from usdcarb.devstack import PostgresServer, RedisServer, free_port, scratch_dir
 from usdcarb.devstack.ports import child_pids, signal_pid
 from usdcarb.devstack.stack import Stack, StackInfo
@@ -82,7 +83,9 @@ def stack() -> Iterator[StackInfo]:
     root = scratch_dir("usdcarb-e2e-")
     mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True)
     try:
-        yield mesh.up()
+        info = mesh.up()
+        trust_stack(info)  # HTTPS with the stack's dev CA, as every client calls it
+        yield info
     finally:
         mesh.down()
         shutil.rmtree(root, ignore_errors=True)
@@ -90,8 +93,8 @@ def stack() -> Iterator[StackInfo]:
 
 @pytest.fixture(scope="session")
 def gateway(stack: StackInfo) -> str:
-    """host:port of the Envoy gateway (REST and gRPC)."""
-    return stack.gateway.removeprefix("http://")
+    """host:port of the Envoy gateway (REST and gRPC, over TLS: ``stack.channel()``)."""
+    return stack.gateway_target
 
 
 # ---------------------------------------------------------------- leaving cleanly

@@ -54,3 +54,19 @@ def require_shared_data(path: Path = SHARED_DATA) -> Path:
     import pytest
 
     pytest.skip(message)
+
+
+def trust_stack(info: Any) -> None:
+    """Make this test process call ``info``'s gateway (a StackInfo) as its clients do: over
+    HTTPS trusting the stack's dev CA. ``urllib.request.urlopen`` (the global opener)
+    and the SDK (``USDCARB_CA_FILE``) then need nothing else; gRPC tests open channels
+    with ``info.channel()`` (gateway) or ``info.channel("strategy")`` (a service's port,
+    with the stack's client certificate)."""
+    context = info.ssl_context()
+    if context is None:  # a plaintext stack
+        return
+    import urllib.request
+
+    urllib.request.install_opener(
+        urllib.request.build_opener(urllib.request.HTTPSHandler(context=context)))
+    os.environ["USDCARB_CA_FILE"] = info.ca

@@ -8,5 +8,6 @@ from usdcarb.devstack.stack import StackInfo
 
 
 def service_channel(stack: StackInfo, service: str) -> grpc.Channel:
-    """Open a channel to ``service`` (e.g. "strategy") at its own port (close it after use)."""
-    return grpc.insecure_channel(f"127.0.0.1:{stack.processes[service].port}")
+    """Open a channel to ``service`` (e.g. "strategy") at its own port (close it after use):
+    mutual TLS with the stack's client certificate, as a peer inside the mesh would."""
+    return stack.channel(service)

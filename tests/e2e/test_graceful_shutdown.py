@@ -10,7 +10,6 @@ import sys
 import uuid
 
 import asyncpg
-import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
@@ -27,14 +26,15 @@ async def test_sigterm_drains_in_flight_calls(stack: StackInfo) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{REPO}/services:{REPO}/gen/python",
            "USDCARB_STRATEGY_DATABASE_URL": stack.dsn, "USDCARB_STRATEGY_GRPC_PORT": str(port),
-           "USDCARB_STRATEGY_METRICS_PORT": "-1", "USDCARB_STRATEGY_SHUTDOWN_GRACE_S": "15"}
+           "USDCARB_STRATEGY_METRICS_PORT": "-1", "USDCARB_STRATEGY_SHUTDOWN_GRACE_S": "15",
+           **stack.tls_env("strategy")}
     # Popen only forks; it does not block the loop.
     proc = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "usdcarb.strategy.main"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sid = f"drain-{uuid.uuid4().hex[:8]}"
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with stack.aio_channel("strategy", port=port) as channel:
             stub = strategy_pb2_grpc.StrategyServiceStub(channel)
             await stub.CreateStrategy(
                 pb.CreateStrategyRequest(strategy_id=sid, strategy=pb.Strategy(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +90,8 @@ def test_rest_reaches_the_strategy_service_with_a_valid_token(
     assert "grpc-status" not in {k.lower() for k in headers}
 
 
-def test_native_grpc_through_the_gateway(gateway: str, token: str, strategy_id: str) -> None:
-    with grpc.insecure_channel(gateway) as channel:
+def test_native_grpc_through_the_gateway(stack: StackInfo, token: str, strategy_id: str) -> None:
+    with stack.channel() as channel:
         stub = strategy_pb2_grpc.StrategyServiceStub(channel)
         got = stub.GetStrategy(pb.GetStrategyRequest(name=f"strategies/{strategy_id}"),
                                metadata=tuple(bearer(token).items()), timeout=10)
@@ -171,45 +174,62 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+def tls_flags(stack: StackInfo, service: str | None = None) -> list[str]:
+    """grpcurl's flags for the stack: trust its dev CA; straight to a service's port, also
+    present the client certificate and check the service's name."""
+    if not stack.ca:
+        return ["-plaintext"]
+    if service is None:
+        return ["-cacert", stack.ca]
+    return ["-cacert", stack.ca, "-cert", stack.client_cert, "-key", stack.client_key,
+            "-servername", service]
+
+
 @pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl not installed (make gotools)")
-def test_grpcurl_lists_and_calls_every_service_by_reflection(stack: StackInfo) -> None:
+def test_grpcurl_lists_and_calls_every_service_by_reflection(stack: StackInfo,
+                                                             token: str) -> None:
     for name in SERVICES:
         target = f"127.0.0.1:{stack.processes[name].port}"
-        listed = grpcurl("-plaintext", target, "list")
+        flags = tls_flags(stack, name)
+        listed = grpcurl(*flags, target, "list")
         assert listed.returncode == 0, listed.stderr
         assert "grpc.health.v1.Health" in listed.stdout
-        health = grpcurl("-plaintext", target, "grpc.health.v1.Health/Check")
+        health = grpcurl(*flags, target, "grpc.health.v1.Health/Check")
         assert '"status": "SERVING"' in health.stdout, health.stderr
         if name in PROTO_SERVICES:
             service = PROTO_SERVICES[name]
             assert service in listed.stdout
-            described = grpcurl("-plaintext", target, "describe", service)
+            described = grpcurl(*flags, target, "describe", service)
             assert "rpc " in described.stdout
-    kinds = grpcurl("-plaintext", f"127.0.0.1:{stack.processes['strategy'].port}",
+    kinds = grpcurl(*tls_flags(stack, "strategy"), "-H", f"authorization: Bearer {token}",
+                    f"127.0.0.1:{stack.processes['strategy'].port}",
                     "usdcarb.v1.StrategyService/ListStrategyKinds")
     assert "strategyKinds/cross-exchange-spread" in kinds.stdout
-    pending = grpcurl("-plaintext", f"127.0.0.1:{stack.processes['notification'].port}",
+    pending = grpcurl(*tls_flags(stack, "notification"),
+                      f"127.0.0.1:{stack.processes['notification'].port}",
                       "usdcarb.v1.NotificationService/ListChannels")
     assert "Unimplemented" in pending.stderr + pending.stdout
 
 
 @pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl not installed (make gotools)")
-def test_grpcurl_through_the_gateway_with_a_token(gateway: str, token: str) -> None:
+def test_grpcurl_through_the_gateway_with_a_token(stack: StackInfo, gateway: str,
+                                                  token: str) -> None:
     auth = f"authorization: Bearer {token}"
-    with_protoset = grpcurl("-plaintext", "-protoset", str(DESCRIPTOR), "-H", auth, gateway,
+    tls = tls_flags(stack)
+    with_protoset = grpcurl(*tls, "-protoset", str(DESCRIPTOR), "-H", auth, gateway,
                             "usdcarb.v1.StrategyService/ListStrategyKinds")
     assert with_protoset.returncode == 0, with_protoset.stderr
     assert "peg-reversion" in with_protoset.stdout
-    by_reflection = grpcurl("-plaintext", "-H", auth, gateway, "list")
+    by_reflection = grpcurl(*tls, "-H", auth, gateway, "list")
     assert by_reflection.returncode == 0, by_reflection.stderr
     assert "usdcarb.v1.StrategyService" in by_reflection.stdout
-    refused = grpcurl("-plaintext", "-protoset", str(DESCRIPTOR), gateway,
+    refused = grpcurl(*tls, "-protoset", str(DESCRIPTOR), gateway,
                       "usdcarb.v1.StrategyService/ListStrategyKinds")
     assert "Unauthenticated" in refused.stderr
 
 
-def _health(port: int) -> int:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+def _health(stack: StackInfo, name: str) -> int:
+    with stack.channel(name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         status: int = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
         return status
@@ -227,22 +247,21 @@ def test_health_follows_the_database(stack: StackInfo, token: str) -> None:
 
     pg = PostgresServer(Path(stack.root) / "pg")
     assert pg.attach()
-    port = stack.processes["strategy"].port
     serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                             health_pb2.HealthCheckResponse.NOT_SERVING)
-    assert _health(port) == serving
+    assert _health(stack, "strategy") == serving
     pg.stop()
     try:
-        _wait(lambda: _health(port) == not_serving)
+        _wait(lambda: _health(stack, "strategy") == not_serving)
         # The gateway's health checks take the backend out: callers get 503 quickly.
         _wait(lambda: http(stack, "GET", "/v1/strategies", headers=bearer(token))[0] == 503)
     finally:
         pg.start()
-    _wait(lambda: _health(port) == serving)
+    _wait(lambda: _health(stack, "strategy") == serving)
     _wait(lambda: http(stack, "GET", "/v1/strategies", headers=bearer(token))[0] == 200)
     # Leave the shared stack as found: every service SERVING and seen healthy by Envoy.
     for name in SERVICES:
-        _wait(lambda name=name: _health(stack.processes[name].port) == serving)
+        _wait(lambda name=name: _health(stack, name) == serving)
     _wait(lambda: _gateway_sees_all_healthy(stack))
 
 
@@ -259,8 +278,8 @@ def _details(err: grpc.RpcError) -> list[str]:
     return [] if status is None else [d.type_url for d in status.details]
 
 
-def test_errors_through_the_gateway_keep_their_grpc_details(gateway: str, token: str) -> None:
-    with grpc.insecure_channel(gateway) as channel:
+def test_errors_through_the_gateway_keep_their_grpc_details(stack: StackInfo, token: str) -> None:
+    with stack.channel() as channel:
         stub = strategy_pb2_grpc.StrategyServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
             stub.GetStrategy(pb.GetStrategyRequest(name="bad"),
@@ -268,3 +287,43 @@ def test_errors_through_the_gateway_keep_their_grpc_details(gateway: str, token:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"type.googleapis.com/{error_details_pb2.BadRequest.DESCRIPTOR.full_name}" in (
         _details(err.value))
+
+
+def test_the_gateway_serves_only_tls_with_h2_and_http11_on_one_port(stack: StackInfo) -> None:
+    assert stack.gateway.startswith("https://") and stack.ca
+    host, port = stack.gateway_target.split(":")
+    plain = HTTPConnection(host, int(port), timeout=5)
+    with pytest.raises((HTTPException, OSError)):
+        plain.request("GET", "/v1/strategyKinds")
+        plain.getresponse()
+    plain.close()
+    for alpn in ("h2", "http/1.1"):
+        context = stack.ssl_context()
+        assert context is not None
+        context.set_alpn_protocols([alpn])
+        with socket.create_connection((host, int(port)), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as conn:
+            assert conn.selected_alpn_protocol() == alpn
+            assert conn.version() in ("TLSv1.2", "TLSv1.3")
+    # TLS 1.0/1.1 are refused by the listener, not only by our client's defaults.
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(stack.ca)
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            pytest.raises(ssl.SSLError):
+        old.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_a_service_port_requires_a_client_certificate_from_the_dev_ca(stack: StackInfo) -> None:
+    target = f"127.0.0.1:{stack.processes['strategy'].port}"
+    no_cert = stack.channel_credentials()
+    assert no_cert is not None
+    for channel in (grpc.insecure_channel(target),
+                    grpc.secure_channel(target, no_cert,
+                                        options=[("grpc.ssl_target_name_override", "strategy")])):
+        with channel, pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _health(stack, "strategy") == health_pb2.HealthCheckResponse.SERVING

@@ -93,7 +93,7 @@ def test_forged_or_stale_tokens_are_401_on_rest_and_grpc(
     token = FORGERIES[attack](viewer, jwks)
     reply = call(stack, "GET", "/v1/auditEvents", token=token)
     assert reply.status == 401, (attack, reply.status, reply.body)
-    with grpc.insecure_channel(gateway) as channel:
+    with stack.channel() as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
             stub.ListAuditEvents(pb.ListAuditEventsRequest(),
@@ -201,7 +201,7 @@ def test_grpc_rate_limited_login_carries_quota_failure_and_retry_info(
     # The lockout reaches gRPC callers as RESOURCE_EXHAUSTED with QuotaFailure + RetryInfo.
     admin = get_admin_token(stack, source="127.0.0.15")
     user = create_user(stack, admin, "viewer", "lockgrpc")
-    with grpc.insecure_channel(gateway) as channel:
+    with stack.channel() as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         for _ in range(5):
             with pytest.raises(grpc.RpcError):

@@ -101,7 +101,7 @@ def test_every_rpc_through_the_gateway_is_allowed_or_denied_as_the_table_says(
             wrong.append(f"REST {key} as {role}: expected allowed, got {status} {body[:80]!r}")
         if not allowed and not (status == 403 and json.loads(body)["code"] == 7):
             wrong.append(f"REST {key} as {role}: expected 403, got {status} {body[:80]!r}")
-        with grpc.insecure_channel(gateway) as channel:
+        with stack.channel() as channel:
             code, message, reason = grpc_outcome(
                 channel, svc, m, [("authorization", f"Bearer {token(role)}")])
         if allowed and (code == grpc.StatusCode.UNAUTHENTICATED

@@ -142,8 +142,8 @@ def test_a_service_token_reaches_only_what_its_service_needs(stack: StackInfo) -
     assert len(reply.accepted) == 0
 
 
-def test_the_gateway_does_not_route_service_token_issuance(gateway: str) -> None:
-    with grpc.insecure_channel(gateway) as channel:
+def test_the_gateway_does_not_route_service_token_issuance(stack: StackInfo) -> None:
+    with stack.channel() as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
             stub.IssueServiceToken(identity_pb2.IssueServiceTokenRequest(

@@ -48,11 +48,11 @@ def test_rest_caller_over_the_heavy_budget_gets_429_another_caller_is_unaffected
 
 
 def test_grpc_caller_over_budget_gets_resource_exhausted_with_quota_and_retry_details(
-    gateway: str,
+    stack: StackInfo,
 ) -> None:
     greedy = [("authorization", f"Bearer {mint_dev_token(subject(), ['analyst'])}")]
     polite = [("authorization", f"Bearer {mint_dev_token(subject(), ['analyst'])}")]
-    with grpc.insecure_channel(gateway) as channel:
+    with stack.channel() as channel:
         stub = backtest_pb2_grpc.BacktestServiceStub(channel)
         error: grpc.RpcError | None = None
         for _ in range(45):

@@ -44,9 +44,12 @@ def call(stack: StackInfo, method: str, path: str, body: Any = None, *, token: s
          headers: dict[str, str] | None = None, source: str = "127.0.0.1",
          timeout: float = 10) -> Reply:
     """Send one REST request to the gateway from ``source``."""
-    host, port = stack.gateway.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout,
-                                      source_address=(source, 0))
+    host, port = stack.gateway_target.split(":")
+    context = stack.ssl_context()  # HTTPS with the stack's dev CA (None: plaintext stack)
+    conn = (http.client.HTTPConnection(host, int(port), timeout=timeout,
+                                       source_address=(source, 0)) if context is None else
+            http.client.HTTPSConnection(host, int(port), timeout=timeout,
+                                        source_address=(source, 0), context=context))
     sent = dict(headers or {})
     if token:
         sent["authorization"] = f"Bearer {token}"

@@ -96,7 +96,7 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
         values: dict[str, Any] = dict(env="test", jwks_file=DEV_JWKS, replay_url=replay.url,
                                       rate_limit_scale=0.0,
                                       lease_s=3.0, poll_s=0.05, retry_base_s=0.01,
-                                      retry_max_s=0.05, events=False)
+                                      retry_max_s=0.05, events=False, plaintext=True)
         if validation:  # the real validation service, in-process, reading our market_data
             from usdcarb.validation.main import SERVICE as VALIDATION
             from usdcarb.validation.main import build as build_validation

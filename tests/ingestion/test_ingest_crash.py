@@ -55,7 +55,7 @@ async def ingestion_process(dsn: str, replay: ReplayServer, log: Path) -> AsyncI
         "USDCARB_INGESTION_REPLAY_URL": replay.url, "USDCARB_INGESTION_RATE_LIMIT_SCALE": "0",
         "USDCARB_INGESTION_LEASE_S": "2", "USDCARB_INGESTION_POLL_S": "0.1",
         "USDCARB_INGESTION_EVENTS": "false", "USDCARB_INGESTION_LOG_JSON": "false",
-        "USDCARB_INGESTION_LOG_LEVEL": "WARNING"}
+        "USDCARB_INGESTION_LOG_LEVEL": "WARNING", "USDCARB_INGESTION_PLAINTEXT": "true"}
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "usdcarb.ingestion.main", env=env,

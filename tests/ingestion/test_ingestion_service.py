@@ -130,7 +130,8 @@ async def test_cli_backfill_draws_progress_until_the_outcome(
     out = io.StringIO()
     args = cli.parse_args(["--exchange", "binance", "--symbol", "USDC/USDT", "--start",
                            "2023-03-10", "--end", "2023-03-10T06:00", "--gateway",
-                           ing.address, "--token", "not-checked-in-process"])
+                           f"http://{ing.address}",  # a plaintext in-process server
+                           "--token", "not-checked-in-process"])
     assert await cli.backfill(args, out) == 0
     text = out.getvalue()
     assert "ingestJobs/" in text and "100.0%" in text and "succeeded" in text

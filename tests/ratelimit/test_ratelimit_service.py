@@ -82,7 +82,8 @@ async def start(redis: RedisServer, tmp_path: Path, mode: str) -> AsyncIterator[
     limits.write_text(LIMITS_YAML)
     settings = RateLimitSettings(env="test", redis_url=redis.url, limits_file=limits,
                                  failure_mode=mode, redis_cooldown_s=0.1, reload_interval_s=0.05,
-                                 grpc_port=0, metrics_port=-1, health_interval_s=0.1)
+                                 grpc_port=0, metrics_port=-1, health_interval_s=0.1,
+                                 plaintext=True)
     service, servicer, _, resources = create_service(settings)
     port = service.start()
     try:

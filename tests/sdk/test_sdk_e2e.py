@@ -20,6 +20,7 @@ from usdcarb_sdk import (
     InvalidArgument,
     NotFound,
     Unauthenticated,
+    Unavailable,
     Unimplemented,
     v1,
 )
@@ -168,11 +169,11 @@ def test_sync_client_has_the_same_surface(stack: StackInfo, token: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed")
-def test_go_example_creates_a_strategy_and_a_version(gateway: str, token: str) -> None:
+def test_go_example_creates_a_strategy_and_a_version(stack: StackInfo, token: str) -> None:
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
     done = subprocess.run(
-        ["go", "run", "./examples/strategies", "-target", gateway, "-token", token,
-         "-id", new_id()],
+        ["go", "run", "./examples/strategies", "-target", stack.gateway_target,
+         "-cacert", stack.ca, "-token", token, "-id", new_id()],
         cwd=GO_MODULE, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr
     decoder = json.JSONDecoder()
@@ -181,3 +182,20 @@ def test_go_example_creates_a_strategy_and_a_version(gateway: str, token: str) -
     assert strategy["creator"] == "sdk-analyst"
     assert version["name"].startswith(strategy["name"] + "/versions/")
     assert version["state"] == "VERSION_STATE_DRAFT"
+
+
+async def test_the_sdk_speaks_tls_and_trusts_only_the_ca_it_is_given(
+    stack: StackInfo, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stack.gateway.startswith("https://")
+    monkeypatch.delenv("USDCARB_CA_FILE", raising=False)
+    # An explicit CA, and a bare host:port made TLS by it.
+    for target in (stack.gateway, stack.gateway_target):
+        async with AsyncClient(target, token=token, ca_file=stack.ca, retries=0) as client:
+            kinds = await client.strategies.list_strategy_kinds(v1.ListStrategyKindsRequest())
+        assert kinds.strategy_kinds
+    # The system's roots do not know the dev CA; plaintext reaches no HTTP/2 peer.
+    for target in (stack.gateway, "http://" + stack.gateway_target):
+        async with AsyncClient(target, token=token, retries=0, timeout=5) as client:
+            with pytest.raises(Unavailable):
+                await client.strategies.list_strategy_kinds(v1.ListStrategyKindsRequest())

@@ -37,6 +37,7 @@ type options struct {
 	transport   credentials.TransportCredentials
 	retry       RetryPolicy
 	dialOptions []grpc.DialOption
+	err         error // from an option, returned by Dial
 }
 
 // Option configures Dial.
@@ -53,9 +54,22 @@ func WithTokenSource(ts TokenSource) Option {
 }
 
 // WithTransportCredentials connects with TLS (or other credentials); the default is
-// plaintext, as the local gateway speaks.
+// plaintext, which only a gateway started with plaintext asked for speaks.
 func WithTransportCredentials(creds credentials.TransportCredentials) Option {
 	return func(o *options) { o.transport = creds }
+}
+
+// WithCAFile connects with TLS, trusting only the CA certificates in the PEM file at
+// path: the local stack's development CA is .run/stack/tls/ca.pem.
+func WithCAFile(path string) Option {
+	return func(o *options) {
+		creds, err := credentials.NewClientTLSFromFile(path, "")
+		if err != nil {
+			o.err = fmt.Errorf("usdcarb: CA file: %w", err)
+			return
+		}
+		o.transport = creds
+	}
 }
 
 // WithRetryPolicy replaces DefaultRetryPolicy; a zero MaxRetries turns retries off.
@@ -76,6 +90,9 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 	o := options{transport: insecure.NewCredentials(), retry: DefaultRetryPolicy}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
 	}
 	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(o.transport),

@@ -215,3 +215,10 @@ func TestIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+func TestDialFailsOnAMissingCAFile(t *testing.T) {
+	_, err := Dial(context.Background(), "127.0.0.1:1", WithCAFile(t.TempDir()+"/none.pem"))
+	if err == nil {
+		t.Fatal("expected an error for a missing CA file, got none")
+	}
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ import grpc
 from usdcarb_sdk._methods import MethodSpec
 
 __all__ = [
+    "CA_FILE_ENV",
     "DEFAULT",
     "Metadata",
     "Target",
@@ -23,6 +25,10 @@ __all__ = [
 ]
 
 Metadata = Sequence[tuple[str, str]]
+CaFile = str | os.PathLike[str]
+# The CA to trust for https targets when no ca_file is given (the local stack's dev CA:
+# .run/stack/tls/ca.pem); unset, the system's roots.
+CA_FILE_ENV = "USDCARB_CA_FILE"
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -46,11 +52,24 @@ class Target:
         return f"Target({self.address!r}, tls={self.credentials is not None})"
 
 
-def parse_target(target: str, credentials: grpc.ChannelCredentials | None) -> Target:
+def tls_credentials(ca_file: CaFile | None) -> grpc.ChannelCredentials:
+    """Return TLS channel credentials trusting ``ca_file`` (PEM), or the system's roots."""
+    if ca_file is None:
+        return grpc.ssl_channel_credentials()
+    with open(ca_file, "rb") as f:
+        return grpc.ssl_channel_credentials(root_certificates=f.read())
+
+
+def parse_target(target: str, credentials: grpc.ChannelCredentials | None,
+                 ca_file: CaFile | None = None) -> Target:
     """Return the channel target for "host:port", "http://host:port" or "https://host[:port]".
 
-    ``https`` (or explicit ``credentials``) means TLS; the gateway's REST URL works as is.
+    ``https``, explicit ``credentials`` or a ``ca_file`` mean TLS; the gateway's REST URL
+    works as is. An https target trusts ``ca_file``, else ``$USDCARB_CA_FILE``, else the
+    system's roots.
     """
+    if credentials is None and ca_file is not None:
+        credentials = tls_credentials(ca_file)
     if "://" not in target:
         return Target(target, credentials)
     parts = urlsplit(target)
@@ -59,7 +78,7 @@ def parse_target(target: str, credentials: grpc.ChannelCredentials | None) -> Ta
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     if tls and credentials is None:
-        credentials = grpc.ssl_channel_credentials()
+        credentials = tls_credentials(os.environ.get(CA_FILE_ENV) or None)
     return Target(f"{parts.hostname}:{port}", credentials)
 
 

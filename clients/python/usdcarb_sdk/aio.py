@@ -28,6 +28,7 @@ import grpc
 from usdcarb_sdk._common import (
     DEFAULT,
     DEFAULT_TIMEOUT_S,
+    CaFile,
     Metadata,
     build_request,
     call_metadata,
@@ -60,8 +61,8 @@ class _AsyncTransport:
 
     def __init__(self, target: str, credentials: grpc.ChannelCredentials | None,
                  options: Metadata, tokens: AsyncTokenSource, policy: RetryPolicy,
-                 timeout: Timeout, stream_timeout: Timeout) -> None:
-        self._target = parse_target(target, credentials)
+                 timeout: Timeout, stream_timeout: Timeout, ca_file: CaFile | None = None) -> None:
+        self._target = parse_target(target, credentials, ca_file)
         self._options = list(options)
         self.tokens = tokens
         self.policy = policy
@@ -292,17 +293,21 @@ class AsyncClient:
                  timeout: Timeout = DEFAULT_TIMEOUT_S, stream_timeout: Timeout = None,
                  retries: int | RetryPolicy = 3,
                  credentials: grpc.ChannelCredentials | None = None,
+                 ca_file: CaFile | None = None,
                  options: Metadata = ()) -> None:
         """Prepare a client for ``target`` ("host:port" or an http(s) URL).
 
         ``timeout`` bounds each unary call including its retries; ``stream_timeout``
         bounds streams (None: no deadline). ``retries`` is the most retries of an
         idempotent call, or a RetryPolicy. No connection is made before the first call.
+        TLS for an ``https://`` target or with ``ca_file`` (the CA to trust, e.g. the local
+        stack's dev CA; default ``$USDCARB_CA_FILE``, else the system's roots) or
+        ``credentials``; plaintext for ``http://`` and a bare "host:port".
         """
         policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(max_retries=retries)
         self._transport = _AsyncTransport(
             target, credentials, options, AsyncTokenSource(token, token_provider), policy,
-            timeout, stream_timeout)
+            timeout, stream_timeout, ca_file)
         for spec in services():
             setattr(self, spec.attribute, _service_class(spec)(self._transport))
 

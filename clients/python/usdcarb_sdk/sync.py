@@ -25,6 +25,7 @@ import grpc
 from usdcarb_sdk._common import (
     DEFAULT,
     DEFAULT_TIMEOUT_S,
+    CaFile,
     Metadata,
     build_request,
     call_metadata,
@@ -57,8 +58,8 @@ class _Transport:
 
     def __init__(self, target: str, credentials: grpc.ChannelCredentials | None,
                  options: Metadata, tokens: TokenSource, policy: RetryPolicy,
-                 timeout: Timeout, stream_timeout: Timeout) -> None:
-        address = parse_target(target, credentials)
+                 timeout: Timeout, stream_timeout: Timeout, ca_file: CaFile | None = None) -> None:
+        address = parse_target(target, credentials, ca_file)
         self._channel = (
             grpc.secure_channel(address.address, address.credentials, list(options))
             if address.credentials else grpc.insecure_channel(address.address, list(options)))
@@ -271,6 +272,7 @@ class Client:
                  timeout: Timeout = DEFAULT_TIMEOUT_S, stream_timeout: Timeout = None,
                  retries: int | RetryPolicy = 3,
                  credentials: grpc.ChannelCredentials | None = None,
+                 ca_file: CaFile | None = None,
                  options: Metadata = ()) -> None:
         """Prepare a client for ``target`` ("host:port" or an http(s) URL).
 
@@ -280,7 +282,7 @@ class Client:
         provider = cast(TokenProvider | None, token_provider)
         self._transport = _Transport(target, credentials, options,
                                      TokenSource(token, provider), policy, timeout,
-                                     stream_timeout)
+                                     stream_timeout, ca_file)
         for spec in services():
             setattr(self, spec.attribute, _service_class(spec)(self._transport))
 

@@ -29,6 +29,7 @@ from usdcarb.platform.redis import create_redis, redis_check
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.platform.tls import peer_channel
 from usdcarb.v1 import backtest_pb2_grpc
 
 SERVICE = "usdcarb.v1.BacktestService"
@@ -93,7 +94,7 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
     bus = ProgressBus(redis, channels)
     queue = JobQueue(redis, channels.jobs, group=GROUP,
                      claim_idle_ms=int(settings.claim_idle_s * 1000))
-    strategy = StrategyClient(settings.strategy_address,
+    strategy = StrategyClient(peer_channel(settings, settings.strategy_address, "strategy"),
                               token or service_token(settings, SERVICE_NAME))
     app = BacktestApp(store=store, bus=bus, queue=queue, strategy=strategy,
                       settings=AppSettings(market_table=settings.market_table,

@@ -48,10 +48,10 @@ class ResolvedVersion:
 class StrategyClient:
     """A channel to the strategy service (closed by ``close``)."""
 
-    def __init__(self, address: str, token: TokenSource) -> None:
-        self.address = address
+    def __init__(self, channel: grpc.aio.Channel, token: TokenSource) -> None:
+        # The caller opens the channel (mutual TLS: usdcarb.platform.tls.peer_channel).
         self._token = token
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = channel
         self._stub = strategy_pb2_grpc.StrategyServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from usdcarb.devstack.ports import DevstackError, free_port
 from usdcarb.devstack.postgres import PostgresServer
 from usdcarb.devstack.redis import RedisServer
+from usdcarb.platform import tls
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ REPO = Path(__file__).resolve().parents[3]
 SERVICES = ("strategy", "ingestion", "validation", "backtest", "notification", "identity",
             "ratelimit")
 DATABASE = "usdcarb"
+CLIENT = "dev-client"  # the certificate tests and tools present straight to a service's port
 START_TIMEOUT_S = 90.0
 
 
@@ -61,6 +64,61 @@ class StackInfo:
     dsn: str
     redis_url: str
     processes: dict[str, ProcessInfo]
+    # The dev CA (PEM) that every certificate of the stack chains to, and a client
+    # certificate it issued for calls straight to a service's port; empty: plaintext stack.
+    ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+    @property
+    def gateway_target(self) -> str:
+        """Return host:port of the gateway (for gRPC channels)."""
+        return self.gateway.split("://", 1)[1]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Return an HTTPS client context trusting the dev CA (None for a plaintext stack)."""
+        return tls.ssl_context(Path(self.ca)) if self.ca else None
+
+    def channel_credentials(self, *, client_cert: bool = False) -> grpc.ChannelCredentials | None:
+        """Return gRPC credentials trusting the dev CA, with the stack's client certificate
+        when ``client_cert`` (a service's own port requires one); None when plaintext."""
+        if not self.ca:
+            return None
+        if not client_cert:
+            return tls.channel_credentials(Path(self.ca))
+        return tls.channel_credentials(Path(self.ca), Path(self.client_cert),
+                                       Path(self.client_key))
+
+    def _target(self, service: str | None, port: int | None) -> tuple[str, list[Any]]:
+        if service is None:
+            return self.gateway_target, []
+        port = self.processes[service].port if port is None else port
+        return f"127.0.0.1:{port}", [("grpc.ssl_target_name_override", service)]
+
+    def channel(self, service: str | None = None, *, port: int | None = None) -> grpc.Channel:
+        """Open a blocking gRPC channel to the gateway, or straight to ``service`` (at its
+        port, or ``port`` for another replica): mutual TLS with the client certificate,
+        the service's name checked."""
+        target, options = self._target(service, port)
+        credentials = self.channel_credentials(client_cert=service is not None)
+        if credentials is None:
+            return grpc.insecure_channel(target)
+        return grpc.secure_channel(target, credentials, options=options)
+
+    def aio_channel(self, service: str | None = None, *,
+                    port: int | None = None) -> grpc.aio.Channel:
+        """Open a grpc.aio channel, as ``channel`` does."""
+        target, options = self._target(service, port)
+        credentials = self.channel_credentials(client_cert=service is not None)
+        if credentials is None:
+            return grpc.aio.insecure_channel(target)
+        return grpc.aio.secure_channel(target, credentials, options=options)
+
+    def tls_env(self, service: str) -> dict[str, str]:
+        """Return the environment of one more ``service`` process joining this stack: its
+        certificate from the dev CA (or plaintext on a plaintext stack)."""
+        pki = tls.DevPki(Path(self.ca).parent) if self.ca else None
+        return _tls_env(f"USDCARB_{service.upper()}_", service, pki)
 
     def save(self, path: Path) -> None:
         data = {**self.__dict__, "processes": {k: v.__dict__ for k, v in self.processes.items()}}
@@ -118,9 +176,14 @@ class Stack:
     def __init__(
         self, root: Path, *, gateway_port: int = 8080, admin_port: int = 0,
         fast_postgres: bool = False, env: Mapping[str, str] | None = None,
-        replay_data: Path | None = None,
+        replay_data: Path | None = None, tls: bool = True,
     ) -> None:
         self.root = root.resolve()
+        # TLS on: HTTPS at the gateway, mutual TLS between Envoy and services and between
+        # services, with certificates from a dev CA under <root>/tls. Off: plaintext
+        # everywhere (asked for explicitly; e.g. the TLS-cost benchmark's baseline).
+        self.tls = tls
+        self.pki_root = self.root / "tls"
         self.gateway_port = gateway_port
         self.admin_port = admin_port
         self.fast_postgres = fast_postgres
@@ -157,18 +220,19 @@ class Stack:
             dsn = pg.dsn(DATABASE)
             # The only stand-in: the exchange replay server, answering ccxt's real
             # requests from recorded data (the committed samples unless told otherwise).
+            pki = self._pki() if self.tls else None
             processes["replay"] = self._start_replay()
             self.extra_env.setdefault(
                 "USDCARB_INGESTION_REPLAY_URL", f"http://127.0.0.1:{processes['replay'].port}")
             self.extra_env.setdefault("USDCARB_INGESTION_RATE_LIMIT_SCALE", "0.1")
             ports = {name: free_port() for name in SERVICES}
             for name in SERVICES:
-                processes[name] = self._start_service(name, ports, dsn, redis.url)
+                processes[name] = self._start_service(name, ports, dsn, redis.url, pki)
             for name in SERVICES:
-                self._wait_serving(name, processes[name])
+                self._wait_serving(name, processes[name], pki)
             gw = self.gateway_port or free_port()
             admin = self.admin_port or free_port()
-            processes["envoy"] = self._start_envoy(gw, admin, processes)
+            processes["envoy"] = self._start_envoy(gw, admin, processes, pki)
             self._wait_gateway(gw, admin, processes["envoy"])
             # Envoy fetches the JWKS from identity through its own listener: wait for it,
             # or the first token checks would fail.
@@ -193,18 +257,30 @@ class Stack:
             self.down()
             raise
         info = StackInfo(
-            root=str(self.root), gateway=f"http://127.0.0.1:{gw}",
+            root=str(self.root), gateway=f"{'https' if pki else 'http'}://127.0.0.1:{gw}",
             admin=f"http://127.0.0.1:{admin}", dsn=dsn, redis_url=redis.url,
             processes=processes,
+            ca=str(pki.ca) if pki else "",
+            client_cert=str(pki.cert(CLIENT)) if pki else "",
+            client_key=str(pki.key(CLIENT)) if pki else "",
         )
         info.save(self.state_file)
         return info
+
+    def _pki(self) -> tls.DevPki:
+        """The dev CA and its certificates (kept while valid): the gateway's for localhost,
+        the one Envoy presents to services, one per service, one for direct callers."""
+        leaves: dict[str, tuple[str, ...]] = {
+            "gateway": tls.LOCALHOST, "envoy": ("envoy",), CLIENT: (CLIENT,)}
+        leaves.update({name: tls.service_names(name) for name in SERVICES})
+        return tls.ensure_dev_pki(self.pki_root, leaves)
 
     def _postgres(self) -> PostgresServer:
         return PostgresServer(self.root / "pg", fast=self.fast_postgres)
 
     def _start_service(
-        self, name: str, ports: Mapping[str, int], dsn: str, redis_url: str
+        self, name: str, ports: Mapping[str, int], dsn: str, redis_url: str,
+        pki: tls.DevPki | None,
     ) -> ProcessInfo:
         port, metrics = ports[name], free_port()
         prefix = f"USDCARB_{name.upper()}_"
@@ -224,6 +300,7 @@ class Stack:
             f"{prefix}LOG_JSON": "true",
             # Refused calls reach identity's audit log (identity records its own).
             f"{prefix}AUDIT_STREAM": "false" if name == "identity" else "true",
+            **_tls_env(prefix, name, pki),
             **self.extra_env,
         }
         log = (self.logs / f"{name}.log").open("ab")
@@ -260,9 +337,13 @@ class Stack:
                     raise DevstackError(f"expected the replay server up:\n{_tail(log_path)}") from None
                 time.sleep(0.1)
 
-    def _wait_serving(self, name: str, info: ProcessInfo) -> None:
+    def _wait_serving(self, name: str, info: ProcessInfo, pki: tls.DevPki | None) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        with grpc.insecure_channel(f"127.0.0.1:{info.port}") as channel:
+        target = f"127.0.0.1:{info.port}"
+        channel = grpc.insecure_channel(target) if pki is None else grpc.secure_channel(
+            target, tls.channel_credentials(pki.ca, pki.cert(CLIENT), pki.key(CLIENT)),
+            options=[("grpc.ssl_target_name_override", name)])
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 if not _alive(info):
@@ -279,8 +360,9 @@ class Stack:
                     raise DevstackError(f"expected {name} SERVING within {START_TIMEOUT_S}s")
                 time.sleep(0.2)
 
-    def _start_envoy(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo]) -> ProcessInfo:
-        from usdcarb.gateway.config import GatewayConfig, write_envoy_config
+    def _start_envoy(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo],
+                     pki: tls.DevPki | None) -> ProcessInfo:
+        from usdcarb.gateway.config import GatewayConfig, GatewayTls, write_envoy_config
 
         ports: dict[str, int | str] = {"gateway": gw, "admin": admin}
         ports.update({n: processes[n].port for n in SERVICES if n != "ratelimit"})
@@ -289,7 +371,11 @@ class Stack:
             # Keys from identity (GetJwks) through this very listener; a short cache, so a
             # rotated key is known well within identity's publish lead time.
             jwks_mode="remote",
-            jwks_uri=f"http://127.0.0.1:{gw}/.well-known/jwks.json",
+            # Over TLS (to "localhost", the name the gateway's certificate has) when on.
+            jwks_uri=(f"https://localhost:{gw}/.well-known/jwks.json" if pki else
+                      f"http://127.0.0.1:{gw}/.well-known/jwks.json"),
+            jwks_ca_file=pki.ca if pki else GatewayConfig.jwks_ca_file,
+            tls=GatewayTls.from_dir(pki.root) if pki else None,
             jwks_cache_duration_s=2,
             ratelimit_address=f"127.0.0.1:{processes['ratelimit'].port}",
             route_authorization=True,
@@ -356,6 +442,14 @@ class Stack:
         return {name: _alive(p) for name, p in info.processes.items()}
 
 
+def _tls_env(prefix: str, name: str, pki: tls.DevPki | None) -> dict[str, str]:
+    """The service's TLS settings: its certificate and the CA, or plaintext asked for."""
+    if pki is None:
+        return {f"{prefix}PLAINTEXT": "true"}
+    return {f"{prefix}PLAINTEXT": "false", f"{prefix}TLS_CERT_FILE": str(pki.cert(name)),
+            f"{prefix}TLS_KEY_FILE": str(pki.key(name)), f"{prefix}TLS_CA_FILE": str(pki.ca)}
+
+
 def _wait_gone(info: ProcessInfo, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while _alive(info):
@@ -378,14 +472,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / ".run" / "stack")
     parser.add_argument("--gateway-port", type=int,
                         default=int(os.environ.get("USDCARB_GATEWAY_PORT", "8080")))
+    parser.add_argument("--plaintext", action="store_true",
+                        help="no TLS anywhere (default: HTTPS gateway, mutual TLS inside)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    stack = Stack(args.root, gateway_port=args.gateway_port)
+    stack = Stack(args.root, gateway_port=args.gateway_port, tls=not args.plaintext)
     if args.command == "up":
         started = time.monotonic()
         info = stack.up()
         logger.info("usdcarb stack is up (%.1fs) — everything on 127.0.0.1:", time.monotonic() - started)
         logger.info("  gateway  %s  (REST and gRPC; token: usdcarb dev-token --role analyst)", info.gateway)
+        if info.ca:
+            logger.info("  dev CA   %s  (curl --cacert, grpcurl -cacert, USDCARB_CA_FILE)", info.ca)
+            logger.info("  client   %s / %s  (mTLS straight to a service's port)",
+                        info.client_cert, info.client_key)
         logger.info("  admin    %s/stats/prometheus", info.admin)
         for name in SERVICES:
             p = info.processes[name]

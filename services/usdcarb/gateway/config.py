@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_ISSUER",
     "DEFAULT_UPSTREAMS",
     "GatewayConfig",
+    "GatewayTls",
     "render_envoy_config",
     "render_envoy_yaml",
     "write_envoy_config",
@@ -59,6 +60,33 @@ DEFAULT_UPSTREAMS: Mapping[str, str] = MappingProxyType(
         "identity": "127.0.0.1:50056",
     }
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayTls:
+    """The gateway's TLS files (PEM).
+
+    The listener serves ``cert_file`` (TLS 1.2+, HTTP/2 and HTTP/1.1 by ALPN on one port).
+    With ``upstream_mtls`` every backend (and the rate limit service) is reached over
+    mutual TLS: Envoy presents ``client_cert_file`` and accepts only a certificate that
+    chains to ``ca_file`` and names the backend (its short name). Without it the backends
+    are plaintext, for a mesh whose sidecars do mTLS (Istio).
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+    upstream_mtls: bool = True
+
+    @classmethod
+    def from_dir(cls, root: Path, *, upstream_mtls: bool = True) -> GatewayTls:
+        """Return the files of a dev PKI folder (usdcarb.platform.tls): ca.pem,
+        gateway.pem/.key for the listener, envoy.pem/.key as the client certificate."""
+        return cls(ca_file=root / "ca.pem", cert_file=root / "gateway.pem",
+                   key_file=root / "gateway.key", client_cert_file=root / "envoy.pem",
+                   client_key_file=root / "envoy.key", upstream_mtls=upstream_mtls)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +122,8 @@ class GatewayConfig:
     unary_timeout_s: float = 30.0
     stream_idle_timeout_s: float = 3600.0
     env: Literal["dev", "test", "prod"] = "dev"
+    # None: a plaintext listener and plaintext backends (tests with fake backends, benches).
+    tls: GatewayTls | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
@@ -187,6 +217,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cors-origin", action="append", default=[], help="allowed origin, repeatable")
     p.add_argument("--introspection-backend", default="strategy", help="'none' to disable")
     p.add_argument("--env", choices=("dev", "test", "prod"), default="dev")
+    p.add_argument("--tls-dir", type=Path,
+                   help="serve HTTPS and reach backends over mTLS with this dev PKI folder "
+                   "(ca.pem, gateway.pem/.key, envoy.pem/.key); default plaintext")
     p.add_argument(
         "--relative-paths",
         action="store_true",
@@ -223,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.introspection_backend == "none"
         else args.introspection_backend,
         env=args.env,
+        tls=None if args.tls_dir is None else GatewayTls.from_dir(args.tls_dir.resolve()),
     )
     if args.ports_json is not None:
         cfg = cfg.with_ports(json.loads(args.ports_json.read_text()))

@@ -16,7 +16,7 @@ from usdcarb.gateway.api import Service, has_verb, template_regex
 from usdcarb.platform import authz
 
 if TYPE_CHECKING:
-    from usdcarb.gateway.config import GatewayConfig
+    from usdcarb.gateway.config import GatewayConfig, GatewayTls
 
 __all__ = ["build_bootstrap", "split_address"]
 
@@ -144,6 +144,55 @@ def _backend_cluster(service: Service, address: str) -> dict[str, Any]:
     # Never send traffic to a host failing its health check (fail fast with 503).
     cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
     return cluster
+
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2"}
+
+
+def _certificate(cert_file: object, key_file: object) -> dict[str, Any]:
+    return {"certificate_chain": {"filename": str(cert_file)},
+            "private_key": {"filename": str(key_file)}}
+
+
+def _downstream_tls(tls: GatewayTls) -> dict[str, Any]:
+    """The listener's TLS: the gateway's certificate, TLS 1.2+, h2 and http/1.1 by ALPN
+    (the connection manager's AUTO codec then serves REST and gRPC on one port)."""
+    return {
+        "name": TLS_SOCKET,
+        "typed_config": _any(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            common_tls_context={
+                "tls_params": TLS_PARAMS,
+                "tls_certificates": [_certificate(tls.cert_file, tls.key_file)],
+                "alpn_protocols": ["h2", "http/1.1"],
+            },
+        ),
+    }
+
+
+def _upstream_mtls(tls: GatewayTls, peer: str) -> dict[str, Any]:
+    """Mutual TLS to backend ``peer``: Envoy's client certificate, and the backend's
+    certificate must chain to the CA and name ``peer`` (so one service's certificate
+    does not pass for another's)."""
+    return {
+        "name": TLS_SOCKET,
+        "typed_config": _any(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            sni=peer,
+            common_tls_context={
+                "tls_params": TLS_PARAMS,
+                "tls_certificates": [_certificate(tls.client_cert_file, tls.client_key_file)],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(tls.ca_file)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": peer}}
+                    ],
+                },
+                "alpn_protocols": ["h2"],
+            },
+        ),
+    }
 
 
 def _jwks_cluster(uri: str, ca_file: str) -> dict[str, Any]:
@@ -704,6 +753,14 @@ def build_bootstrap(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str
         clusters.append(_jwks_cluster(cfg.jwks_uri, str(cfg.jwks_ca_file)))
     if cfg.ratelimit_address is not None:
         clusters.append(_cluster("ratelimit", cfg.ratelimit_address))
+    listener_tls: dict[str, Any] = {}
+    if cfg.tls is not None:
+        listener_tls["transport_socket"] = _downstream_tls(cfg.tls)
+        if cfg.tls.upstream_mtls:
+            meshed = {svc.short_name for svc in services} | {"ratelimit"}
+            for cluster in clusters:
+                if cluster["name"] in meshed:
+                    cluster["transport_socket"] = _upstream_mtls(cfg.tls, cluster["name"])
     return {
         "node": {"id": "usdcarb-gateway", "cluster": "usdcarb-gateway"},
         "admin": {
@@ -719,7 +776,9 @@ def build_bootstrap(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str
                             "port_value": cfg.listen_port,
                         }
                     },
-                    "filter_chains": [{"filters": [_connection_manager(cfg, services)]}],
+                    "filter_chains": [
+                        {"filters": [_connection_manager(cfg, services)], **listener_tls}
+                    ],
                 }
             ],
             "clusters": clusters,

@@ -1,8 +1,11 @@
 """``usdcarb backfill``: start an ingest job through the gateway and follow it.
 
     usdcarb backfill --exchange binance --symbol USDC/USDT --timeframe 1m \\
-        --start 2023-03-09 --end 2023-03-14 [--gateway 127.0.0.1:8080] [--token JWT]
+        --start 2023-03-09 --end 2023-03-14 [--gateway https://localhost:8080] [--token JWT]
 
+The gateway is called over TLS, trusting ``--cacert`` (default ``$USDCARB_CA_FILE``, else
+the local stack's dev CA ``.run/stack/tls/ca.pem`` when it exists, else the system's
+roots); an ``http://`` gateway is called in plaintext (a stack started with --plaintext).
 Without ``--token`` a development token is minted (USDCARB_ENV dev/test only). The job
 is followed with WatchIngestJob and drawn as a progress bar on a terminal (plain lines
 otherwise). Exit status: 0 succeeded, 1 failed or cancelled, 2 bad arguments.
@@ -17,14 +20,19 @@ import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import timestamp_pb2
 
+from usdcarb.platform.tls import channel_credentials
 from usdcarb.v1 import common_pb2 as cpb
 from usdcarb.v1 import ingestion_pb2 as pb
 from usdcarb.v1 import ingestion_pb2_grpc
+
+STACK_CA = Path(__file__).resolve().parents[3] / ".run" / "stack" / "tls" / "ca.pem"
 
 _RESULT = {cpb.Outcome.RESULT_OK: "succeeded", cpb.Outcome.RESULT_FAILED: "failed",
            cpb.Outcome.RESULT_CANCELLED: "cancelled"}
@@ -77,8 +85,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--timeframe", default="1m")
     p.add_argument("--start", required=True, help="ISO date or time (UTC unless given)")
     p.add_argument("--end", required=True, help="ISO date or time, exclusive")
-    p.add_argument("--gateway", default=os.environ.get("USDCARB_GATEWAY", "127.0.0.1:8080"),
-                   help="gateway host:port (gRPC)")
+    p.add_argument("--gateway",
+                   default=os.environ.get("USDCARB_GATEWAY", "https://localhost:8080"),
+                   help="gateway URL or host:port (TLS unless http://)")
+    p.add_argument("--cacert", type=Path, default=os.environ.get("USDCARB_CA_FILE") or (
+        STACK_CA if STACK_CA.exists() else None), help="CA to trust (PEM)")
     p.add_argument("--token", default=os.environ.get("USDCARB_TOKEN", ""),
                    help="bearer token (default: a minted development token)")
     p.add_argument("--no-wait", action="store_true", help="print the job name and exit")
@@ -99,8 +110,7 @@ async def backfill(args: argparse.Namespace, out: TextIO) -> int:
             mode=pb.INGEST_MODE_BACKFILL,
             range=cpb.TimeRange(start_time=_when(args.start), end_time=_when(args.end))),
         request_id=uuid.uuid4().hex)
-    target = args.gateway.removeprefix("http://")
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with gateway_channel(args.gateway, args.cacert) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)  # type: ignore[no-untyped-call]
         job = await stub.CreateIngestJob(request, metadata=metadata)
         out.write(f"{job.name}: {args.exchange} {args.symbol} {args.timeframe} "
@@ -128,6 +138,21 @@ async def backfill(args: argparse.Namespace, out: TextIO) -> int:
         if last.outcome.result == cpb.Outcome.RESULT_FAILED:
             out.write(f"error: {last.outcome.error.message}\n")
         return 0 if last.outcome.result == cpb.Outcome.RESULT_OK else 1
+
+
+def gateway_channel(gateway: str, cacert: Path | None) -> grpc.aio.Channel:
+    """Open a channel to ``gateway`` ("https://host:port", "http://host:port" or
+    "host:port"): TLS trusting ``cacert`` (or the system's roots) unless http://."""
+    parts = urlsplit(gateway if "://" in gateway else f"https://{gateway}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected a gateway URL or host:port, got {gateway!r}")
+    tls = parts.scheme == "https"
+    target = f"{parts.hostname}:{parts.port or (443 if tls else 80)}"
+    if not tls:
+        return grpc.aio.insecure_channel(target)
+    credentials = (grpc.ssl_channel_credentials() if cacert is None
+                   else channel_credentials(Path(cacert)))
+    return grpc.aio.secure_channel(target, credentials)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

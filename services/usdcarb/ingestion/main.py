@@ -27,6 +27,7 @@ from usdcarb.platform.redis import create_redis
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.platform.tls import peer_channel
 from usdcarb.v1 import ingestion_pb2_grpc
 
 SERVICE = "usdcarb.v1.IngestionService"
@@ -78,8 +79,9 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
     store = IngestStore(pool)
     validator: CandleValidator = AcceptAll()
     if settings.validation_address:
-        validator = RemoteValidator(settings.validation_address,
-                                    token or service_token(settings, "ingestion"))
+        validator = RemoteValidator(
+            peer_channel(settings, settings.validation_address, "validation"),
+            token or service_token(settings, "ingestion"))
     worker = None
     if settings.worker_concurrency:
         worker = Worker(store, validator, WorkerConfig(

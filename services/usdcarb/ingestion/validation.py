@@ -54,9 +54,11 @@ class RemoteValidator:
     ``AcceptAll`` with a warning, so the worker's own sanity rules still guard the table.
     """
 
-    def __init__(self, address: str, token: TokenSource, timeout_s: float = 30.0) -> None:
+    def __init__(self, channel: grpc.aio.Channel, token: TokenSource,
+                 timeout_s: float = 30.0) -> None:
+        # The caller opens the channel (mutual TLS: usdcarb.platform.tls.peer_channel).
         self._token = token
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = channel
         self._stub = validation_pb2_grpc.ValidationServiceStub(  # type: ignore[no-untyped-call]
             self._channel)
         self._timeout = timeout_s

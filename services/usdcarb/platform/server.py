@@ -40,6 +40,7 @@ from usdcarb.platform.interceptors import DeniedHook, default_interceptors, deni
 from usdcarb.platform.metrics import MetricsServer, new_registry
 from usdcarb.platform.service_auth import identity_channel, identity_keys
 from usdcarb.platform.settings import PlatformSettings
+from usdcarb.platform.tls import server_credentials_for
 from usdcarb.platform.tokens import TokenVerifier, file_keys
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,11 @@ class Service:
             self.server,
         )
         host = f"[{s.grpc_host}]" if ":" in s.grpc_host else s.grpc_host
-        self.port = self.server.add_insecure_port(f"{host}:{s.grpc_port}")
+        # Mutual TLS unless the settings ask for plaintext (in-process tests, a mesh sidecar).
+        credentials = server_credentials_for(s)
+        address = f"{host}:{s.grpc_port}"
+        self.port = (self.server.add_insecure_port(address) if credentials is None
+                     else self.server.add_secure_port(address, credentials))
         if not self.port:
             raise OSError(f"could not bind gRPC on {host}:{s.grpc_port}")
         await self.check_dependencies()
@@ -135,10 +140,11 @@ class Service:
             _write_atomically(s.port_file, f"{self.port}\n")
             self._port_file = s.port_file
         logger.info(
-            "serving %s on %s:%d (metrics port %s)",
+            "serving %s on %s:%d, %s (metrics port %s)",
             ", ".join(self.names),
             s.grpc_host,
             self.port,
+            "plaintext" if credentials is None else "mutual TLS",
             self.metrics_port,
         )
         return self.port
@@ -147,7 +153,7 @@ class Service:
         """Verify callers against identity's JWKS (or a JWKS file where configured)."""
         s = self.settings
         if s.identity_address:
-            channel = identity_channel(s.identity_address)
+            channel = identity_channel(s)
             self.add_close_callback(channel.close)
             source = identity_keys(channel)
         elif s.jwks_file is not None:

@@ -27,6 +27,7 @@ import grpc
 
 from usdcarb.platform.errors import Unavailable
 from usdcarb.platform.settings import PlatformSettings
+from usdcarb.platform.tls import peer_channel
 from usdcarb.platform.tokens import KeySource
 from usdcarb.v1 import identity_pb2, identity_pb2_grpc
 
@@ -63,9 +64,10 @@ def credential_for(settings: PlatformSettings, service: str) -> str:
                      "got none")
 
 
-def identity_channel(address: str) -> Any:
-    """Open a channel to identity (closed by the caller)."""
-    return grpc.aio.insecure_channel(address)
+def identity_channel(settings: PlatformSettings) -> Any:
+    """Open a channel to identity at ``identity_address`` (closed by the caller): mutual
+    TLS with this service's certificate unless the settings ask for plaintext."""
+    return peer_channel(settings, settings.identity_address, "identity")
 
 
 def identity_keys(channel: Any) -> KeySource:
@@ -156,7 +158,7 @@ def service_token(settings: PlatformSettings, service: str) -> ServiceToken:
     if not settings.identity_address:
         raise ValueError(f"expected identity_address for {service} to call other services, "
                          "got none")
-    return ServiceToken(identity_channel(settings.identity_address), service,
+    return ServiceToken(identity_channel(settings), service,
                         credential_for(settings, service))
 
 

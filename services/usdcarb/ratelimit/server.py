@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from envoy_rls import rls_pb2_grpc
 from usdcarb.platform.metrics import MetricsServer, new_registry
 from usdcarb.platform.settings import PlatformSettings
+from usdcarb.platform.tls import server_credentials_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,11 @@ class SyncService:
         reflection.enable_server_reflection(
             [name, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         host = f"[{s.grpc_host}]" if ":" in s.grpc_host else s.grpc_host
-        self.port: int = self.server.add_insecure_port(f"{host}:{s.grpc_port}")
+        # Mutual TLS with Envoy unless the settings ask for plaintext.
+        credentials = server_credentials_for(s)
+        address = f"{host}:{s.grpc_port}"
+        self.port: int = (self.server.add_insecure_port(address) if credentials is None
+                          else self.server.add_secure_port(address, credentials))
         if not self.port:
             raise OSError(f"could not bind gRPC on {host}:{s.grpc_port}")
         self._poller = threading.Thread(target=self._poll, name="health", daemon=True)

@@ -88,6 +88,7 @@ async def env(service_pool: Any, redis_server: Any) -> AsyncIterator[Env]:
     async with await start_in_process([STRATEGY_SERVICE], build_strategy(strategy_pool)) as ss:
         settings = BacktestSettings(
             env="test", grpc_host="127.0.0.1", grpc_port=0, metrics_port=-1, jwks_file=DEV_JWKS,
+            plaintext=True,  # an in-process test server, and its channel to strategy
             health_interval_s=0.05, shutdown_grace_s=2.0, strategy_address=ss.address,
             redis_url=redis_server.url, worker_processes=1, market_table=table,
             redis_prefix=prefix, claim_idle_s=2.0, max_attempts=2, progress_interval_s=0.0)

@@ -1,7 +1,8 @@
 // Command strategies creates a cross-exchange spread strategy and a version of it
 // through the usdcarb gateway, and prints both as JSON.
 //
-//	go run ./examples/strategies -target 127.0.0.1:8080 -token "$(usdcarb dev-token --role analyst)"
+//	go run ./examples/strategies -target localhost:8080 -cacert ../../.run/stack/tls/ca.pem \
+//	    -token "$(usdcarb dev-token --role analyst)"
 package main
 
 import (
@@ -25,19 +26,25 @@ func main() {
 	target := flag.String("target", "127.0.0.1:8080", "gateway host:port")
 	token := flag.String("token", os.Getenv("USDCARB_TOKEN"), "bearer token (default $USDCARB_TOKEN)")
 	id := flag.String("id", "", "strategy id (default: generated)")
+	caFile := flag.String("cacert", os.Getenv("USDCARB_CA_FILE"),
+		"CA to trust over TLS, e.g. the local stack's .run/stack/tls/ca.pem (default $USDCARB_CA_FILE; empty: plaintext)")
 	flag.Parse()
 	if *token == "" {
 		log.Fatal("expected a token (-token or USDCARB_TOKEN), got none")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := run(ctx, *target, *token, *id); err != nil {
+	if err := run(ctx, *target, *token, *id, *caFile); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, target, token, id string) error {
-	client, err := usdcarb.Dial(ctx, target, usdcarb.WithToken(token))
+func run(ctx context.Context, target, token, id, caFile string) error {
+	opts := []usdcarb.Option{usdcarb.WithToken(token)}
+	if caFile != "" {
+		opts = append(opts, usdcarb.WithCAFile(caFile))
+	}
+	client, err := usdcarb.Dial(ctx, target, opts...)
 	if err != nil {
 		return err
 	}

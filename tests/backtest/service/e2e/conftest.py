@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from testkit import trust_stack
 from usdcarb.devstack import free_port, scratch_dir
 from usdcarb.devstack.stack import Stack, StackInfo
 
@@ -16,7 +17,9 @@ def stack() -> Iterator[StackInfo]:
     root = scratch_dir("usdcarb-bt-e2e-")
     mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True)
     try:
-        yield mesh.up()
+        info = mesh.up()
+        trust_stack(info)  # HTTPS with the stack's dev CA, as every client calls it
+        yield info
     finally:
         mesh.down()
         shutil.rmtree(root, ignore_errors=True)

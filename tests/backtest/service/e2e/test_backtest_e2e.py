@@ -115,10 +115,9 @@ def test_rest_streams_ndjson_and_grpc_gets_the_same_events(
     assert [int(line["sequence"]) for line in lines] == sorted(
         {int(line["sequence"]) for line in lines})
 
-    gateway = stack.gateway.removeprefix("http://")
     metadata = (("authorization", f"Bearer {token}"),)
     request = json_format.ParseDict(run_body(version), pb.RunBacktestRequest())
-    with grpc.insecure_channel(gateway) as channel:
+    with stack.channel() as channel:
         stub = backtest_pb2_grpc.BacktestServiceStub(channel)
         events = list(stub.RunBacktest(request, metadata=metadata, timeout=120))
         assert events[-1].completed.outcome.result == common_pb2.Outcome.RESULT_OK
@@ -127,7 +126,7 @@ def test_rest_streams_ndjson_and_grpc_gets_the_same_events(
         assert got["fingerprint"] == result["fingerprint"]  # same inputs, same identity
         assert got["metrics"] == result["metrics"]  # and the same numbers
         # A second connection watches the finished job: its last message at once.
-        with grpc.insecure_channel(gateway) as other:
+        with stack.channel() as other:
             watched = list(backtest_pb2_grpc.BacktestServiceStub(other).WatchBacktest(
                 pb.WatchBacktestRequest(name=events[-1].backtest), metadata=metadata,
                 timeout=30))
@@ -226,7 +225,7 @@ def replicas(stack: StackInfo) -> Iterator[Any]:
                "USDCARB_BACKTEST_REDIS_URL": stack.redis_url,
                "USDCARB_BACKTEST_STRATEGY_ADDRESS": f"127.0.0.1:{stack.processes['strategy'].port}",
                "USDCARB_BACKTEST_REDIS_PREFIX": prefix, "USDCARB_BACKTEST_CLAIM_IDLE_S": "2",
-               "USDCARB_BACKTEST_LOG_JSON": "false"}
+               "USDCARB_BACKTEST_LOG_JSON": "false", **stack.tls_env("backtest")}
         log = open(f"{stack.root}/logs/bt-replica-{name}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "usdcarb.backtest.main"], env=env,
                                 cwd=REPO, stdout=log, stderr=log, start_new_session=True)
@@ -235,7 +234,7 @@ def replicas(stack: StackInfo) -> Iterator[Any]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                with stack.channel("backtest", port=port) as ch:
                     grpc.channel_ready_future(ch).result(timeout=1)
                     break
             except grpc.FutureTimeoutError:
@@ -264,7 +263,7 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
               pb.ParameterAxis(path="exitBps", values=[0.5, 1, 2, 3])],
         walk_forward=pb.WalkForwardSpec(in_sample=duration_pb2.Duration(seconds=6000 * 60),
                                         out_of_sample=duration_pb2.Duration(seconds=500 * 60)))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+    with stack.channel("backtest", port=port) as ch:
         stub = backtest_pb2_grpc.BacktestServiceStub(ch)
         created = stub.CreateSweep(pb.CreateSweepRequest(sweep=sweep), timeout=30)
         for event in stub.WatchSweep(pb.WatchSweepRequest(name=created.name), timeout=120):
@@ -273,7 +272,7 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
     _, port2 = replicas("survivor")
-    with grpc.insecure_channel(f"127.0.0.1:{port2}") as ch:
+    with stack.channel("backtest", port=port2) as ch:
         stub = backtest_pb2_grpc.BacktestServiceStub(ch)
         events = list(stub.WatchSweep(pb.WatchSweepRequest(name=created.name), timeout=240))
         got = stub.GetSweep(pb.GetSweepRequest(name=created.name), timeout=30)
