@@ -23,6 +23,7 @@ from google.protobuf.compiler import plugin_pb2
 
 Schema = dict[str, Any]
 Loc = tuple[str, tuple[int, ...]]  # (file name, SourceCodeInfo path)
+Var = tuple[str, str, list[str]]  # (field path, pattern, path parameter names)
 FD = dpb.FieldDescriptorProto
 FB = field_behavior_pb2
 REF = "#/components/schemas/"
@@ -70,12 +71,34 @@ BUILTIN: dict[str, Schema] = {  # components written by hand
                        "message": {"type": "string"},
                        "details": {"type": "array", "items": {"$ref": REF + PB + "Any"}}}},
 }
-FLOAT_NOTE = 'The strings "NaN", "Infinity" and "-Infinity" are also allowed.'
+NON_FINITE = ["NaN", "Infinity", "-Infinity"]
+NON_FINITE_NOTE = ('Computed: may be non-finite, written as the string "NaN", "Infinity" or '
+                   '"-Infinity" (proto3 JSON).')
+FINITE_NOTE = "A finite JSON number."
+INPUT_ONLY_NOTE = ('Input only: never returned with a value; responses show it empty ("", as '
+                   "the gateway prints every scalar field).")
 STREAM_NOTE = ("A server stream of `{m}` messages: one JSON object per line (NDJSON, "
                "labelled `application/json`), or, for a caller sending `Accept: "
                "text/event-stream`, one Server-Sent Event `data: {{json}}` per message. A "
-               "failure mid-stream still ends as HTTP 200: read until the stream ends, the "
-               "last message carries the outcome.")
+               "failure before the first message answers with the error's HTTP status and a "
+               "google.rpc.Status body; a failure after it ends the stream (HTTP 200 is "
+               "already sent): read until the stream ends, the last message carries the outcome.")
+# Error statuses (google.rpc.Status bodies) as Envoy's transcoder maps gRPC codes to HTTP.
+ERRORS = {
+    "400": "INVALID_ARGUMENT, FAILED_PRECONDITION or OUT_OF_RANGE: the request cannot be "
+           "served as sent (malformed JSON, wrong types, unknown fields, bad values, or a "
+           "resource in the wrong state).",
+    "401": "UNAUTHENTICATED: no valid bearer token (or, for the token endpoints, bad "
+           "credentials).",
+    "403": "PERMISSION_DENIED: the caller's roles or ownership do not allow it.",
+    "404": "NOT_FOUND: a resource named in the request does not exist.",
+    "409": "ALREADY_EXISTS or ABORTED: the resource exists, or a concurrent change won.",
+    "412": "FAILED_PRECONDITION of a server stream, before its first message.",
+    "413": "The request body is larger than the gateway accepts.",
+    "429": "RESOURCE_EXHAUSTED: over a rate limit (Retry-After, RetryInfo, QuotaFailure).",
+    "5XX": "INTERNAL, UNIMPLEMENTED, UNAVAILABLE or DEADLINE_EXCEEDED: a server-side failure; "
+           "retry UNAVAILABLE with backoff.",
+}
 
 
 class PluginError(Exception):
@@ -143,6 +166,18 @@ def as_param(name: str, where: str, schema: Schema, required: bool = False) -> S
     return describe(param, schema.pop("description", "")) | {"schema": schema}
 
 
+def name_regex(segs: list[str], k: int) -> str:
+    """A regex matching a resource name of pattern ``segs`` that captures its k-th ``*``."""
+    out, n = [], 0
+    for seg in segs:
+        if seg == "*":
+            out.append("([^/]+)" if n == k else "[^/]+")
+            n += 1
+        else:
+            out.append(re.escape(seg))
+    return "^" + "/".join(out) + "$"
+
+
 class Generator:
     """Indexes the request's descriptors and builds the OpenAPI document."""
 
@@ -154,6 +189,7 @@ class Generator:
         self.enums: dict[str, tuple[dpb.EnumDescriptorProto, Loc]] = {}
         self.comments: dict[Loc, str] = {}
         self.schemas: dict[str, Schema] = {}
+        self.variables: dict[tuple[str, str], list[Var]] = {}  # (path, verb) -> variables
         for f in req.proto_file:
             for loc in f.source_code_info.location:
                 text = loc.leading_comments or loc.trailing_comments
@@ -164,6 +200,24 @@ class Generator:
                 self._index(m, prefix, (f.name, (4, i)))
             for i, e in enumerate(f.enum_type):
                 self.enums[f"{prefix}.{e.name}"] = (e, (f.name, (5, i)))
+        # Messages a request can carry (their doubles are inputs: finite numbers) and
+        # messages a response can carry (their input-only fields may be printed empty).
+        methods = [m for f in req.proto_file for svc in f.service for m in svc.method]
+        self.inputs = self.reachable([m.input_type for m in methods])
+        self.outputs = self.reachable([m.output_type for m in methods])
+
+    def reachable(self, roots: list[str]) -> set[str]:
+        """Full names (with leading dot) of the messages reachable from ``roots``."""
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in self.messages:
+                continue
+            seen.add(name)
+            todo += [f.type_name for f in self.messages[name][0].field
+                     if f.type == FD.TYPE_MESSAGE]
+        return seen
 
     def _index(self, m: dpb.DescriptorProto, prefix: str, loc: Loc) -> None:
         name, (file, path) = f"{prefix}.{m.name}", loc
@@ -203,9 +257,12 @@ class Generator:
         m, loc = self.messages[f".{name}"]
         props: Schema = {}
         required: list[str] = []
+        output = f".{name}" not in self.inputs
+        answered = f".{name}" in self.outputs
         for i, f in enumerate(m.field):
             key = f.json_name or camel(f.name)
-            props[key] = self.field_schema(f, (loc[0], (*loc[1], 2, i)), self.oneof(m, f))
+            props[key] = self.field_schema(f, (loc[0], (*loc[1], 2, i)), self.oneof(m, f),
+                                           output, answered)
             if FB.REQUIRED in f.options.Extensions[FB.field_behavior]:
                 required.append(key)
         oneofs = [(o.name, [f"`{f.json_name}`" for f in m.field if self.oneof(m, f) == o.name])
@@ -214,10 +271,14 @@ class Generator:
                        *(f"Oneof `{o}`: set at most one of {', '.join(fs)}." for o, fs in oneofs if fs))
         return out | ({"required": required} if required else {})
 
-    def single(self, f: dpb.FieldDescriptorProto) -> Schema:
-        """Schema of one value of a field (ignoring `repeated`)."""
+    def single(self, f: dpb.FieldDescriptorProto, non_finite: bool = False) -> Schema:
+        """Schema of one value of a field (ignoring `repeated`); a double or float that can
+        be non-finite is a number or one of the proto3 JSON strings for NaN and infinities."""
         if f.type in (FD.TYPE_MESSAGE, FD.TYPE_ENUM):
             return self.ref(f.type_name)
+        if non_finite and f.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+            return {"oneOf": [copy.deepcopy(SCALARS[f.type]),
+                              {"type": "string", "enum": list(NON_FINITE)}]}
         return copy.deepcopy(SCALARS[f.type])
 
     def map_entry(self, f: dpb.FieldDescriptorProto) -> dpb.DescriptorProto | None:
@@ -231,27 +292,44 @@ class Generator:
         real = f.HasField("oneof_index") and not f.proto3_optional
         return str(m.oneof_decl[f.oneof_index].name) if real else ""
 
-    def field_schema(self, f: dpb.FieldDescriptorProto, loc: Loc, oneof: str = "") -> Schema:
-        """Schema of a field with its description, field behaviours and JSON-mapping notes."""
+    def field_schema(self, f: dpb.FieldDescriptorProto, loc: Loc, oneof: str = "",
+                     output: bool = False, answered: bool = False) -> Schema:
+        """Schema of a field with its description, field behaviours and JSON-mapping notes.
+
+        ``output``: the field's message only ever appears in responses. Its doubles, and
+        OUTPUT_ONLY doubles anywhere, are computed and may be non-finite.
+        ``answered``: the message also appears in responses. The gateway prints every
+        scalar field without presence, so an INPUT_ONLY one of those shows there as its
+        empty default: ``x-usdcarb-input-only`` instead of ``writeOnly``, which would say
+        it is absent."""
+        behaviors = set(f.options.Extensions[FB.field_behavior])
         entry = self.map_entry(f)
+        value = entry.field[1] if entry is not None else f
+        floating = value.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT)
+        non_finite = floating and (output or FB.OUTPUT_ONLY in behaviors)
         if entry is not None:
-            s: Schema = {"type": "object", "additionalProperties": self.single(entry.field[1])}
+            s: Schema = {"type": "object",
+                         "additionalProperties": self.single(entry.field[1], non_finite)}
             if entry.field[0].type not in (FD.TYPE_STRING, FD.TYPE_BOOL):
                 s["propertyNames"] = {"pattern": "^-?[0-9]+$"}
         elif f.label == FD.LABEL_REPEATED:
-            s = {"type": "array", "items": self.single(f)}
+            s = {"type": "array", "items": self.single(f, non_finite)}
         else:
-            s = self.single(f)
-        behaviors = set(f.options.Extensions[FB.field_behavior])
+            s = self.single(f, non_finite)
         if FB.OUTPUT_ONLY in behaviors:
             s["readOnly"] = True
-        if FB.INPUT_ONLY in behaviors:
+        printed_empty = answered and f.type not in (FD.TYPE_MESSAGE,) \
+            and f.label != FD.LABEL_REPEATED and not f.HasField("oneof_index")
+        if FB.INPUT_ONLY in behaviors and printed_empty:
+            s["x-usdcarb-input-only"] = True
+        elif FB.INPUT_ONLY in behaviors:
             s["writeOnly"] = True
         return describe(
             s, self.doc(loc), s.pop("description", ""),
             "Immutable: can only be set when the resource is created."
             if FB.IMMUTABLE in behaviors else "",
-            FLOAT_NOTE if f.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT) else "",
+            INPUT_ONLY_NOTE if FB.INPUT_ONLY in behaviors and printed_empty else "",
+            (NON_FINITE_NOTE if non_finite else FINITE_NOTE) if floating else "",
             "Optional: presence is tracked; omit the field to leave it unset."
             if f.proto3_optional else "",
             f"Member of oneof `{oneof}`: set at most one of its fields." if oneof else "")
@@ -271,8 +349,10 @@ class Generator:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ operations
-    def expand(self, template: str, req_type: str) -> tuple[str, list[Schema], set[str]]:
-        """Turn an HttpRule template into an OpenAPI path, its parameters and bound fields."""
+    def expand(self, template: str, req_type: str
+               ) -> tuple[str, list[Schema], set[str], list[Var]]:
+        """Turn an HttpRule template into an OpenAPI path, its parameters, bound fields and
+        the variables: (field path, pattern, path parameter names of its wildcards)."""
         segs = split_top(template.lstrip("/"), "/")
         last = split_top(segs[-1], ":")
         segs[-1], verb = last[0], "".join(f":{v}" for v in last[1:])
@@ -280,6 +360,7 @@ class Generator:
         params: list[Schema] = []
         bound: set[str] = set()
         used: set[str] = set()
+        variables: list[Var] = []
 
         def unique(base: str) -> str:
             name, n = base, 2
@@ -300,6 +381,7 @@ class Generator:
             if pattern in ("", "*"):
                 out.append(f"{{{unique(fpath)}}}")
                 params.append(as_param(out[-1][1:-1], "path", self.field_schema(f, loc), True))
+                variables.append((fpath, "*", [out[-1][1:-1]]))
                 continue
             composed, names, prev = [], [], ""
             for p in pattern.split("/"):
@@ -311,6 +393,7 @@ class Generator:
                 composed.append(p)
                 prev = p
             out.extend(composed)
+            variables.append((fpath, pattern, [n for n, _ in names]))
             for name, wild in names:
                 desc = (f"`{name}` is a segment of the field `{fpath}` = `{'/'.join(composed)}`."
                         if len(composed) > 1 else f"The field `{fpath}`.")
@@ -319,7 +402,7 @@ class Generator:
                 if wild == "**":
                     params[-1]["description"] += " Matches `**`: may span several segments (`/`)."
                     params[-1]["x-usdcarb-multi-segment"] = True
-        return "/" + "/".join(out) + verb, params, bound
+        return "/" + "/".join(out) + verb, params, bound, variables
 
     def query(self, msg: str, skip: set[str], prefix: str = "", jprefix: str = "",
               seen: tuple[str, ...] = ()) -> list[Schema]:
@@ -358,8 +441,10 @@ class Generator:
         note = f"`{name}` without the fields bound in the path ({', '.join(sorted(tops))})."
         return describe(body, note)
 
-    def responses(self, meth: dpb.MethodDescriptorProto, rule: http_pb2.HttpRule) -> Schema:
-        """200 (JSON, or NDJSON + SSE for server streams) and a google.rpc.Status default."""
+    def responses(self, meth: dpb.MethodDescriptorProto, rule: http_pb2.HttpRule,
+                  codes: list[str]) -> Schema:
+        """200 (JSON, or NDJSON + SSE for server streams) and a google.rpc.Status for each
+        error code in ``codes``."""
         schema = self.ref(meth.output_type)
         if rule.response_body:
             schema = self.field_schema(*self.resolve(meth.output_type, rule.response_body))
@@ -374,12 +459,41 @@ class Generator:
                                       "x-usdcarb-framing": "sse: data: {json} per message"}}}
         else:
             ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
-        return {"200": ok, "default": {
-            "description": "Error: a google.rpc.Status.",
-            "content": {"application/json": {"schema": self.ref("google.rpc.Status")}}}}
+        self.ref("google.rpc.Status")
+        return {"200": ok, **{code: {"$ref": f"#/components/responses/Error{code}"}
+                              for code in codes}}
+
+    @staticmethod
+    def error_codes(verb: str, op: Schema, streaming: bool, public: bool,
+                    credentials: bool) -> list[str]:
+        """The error statuses an operation can answer with.
+
+        ``credentials``: a public operation that checks credentials (login, token refresh,
+        API-key exchange), so it can be refused (401) and is rate limited per client.
+        """
+        params = op.get("parameters", [])
+        inputs = bool(params) or "requestBody" in op
+        resource = any(p["in"] == "path" for p in params)
+        codes = ["400"] if inputs or streaming else []
+        if not public or credentials:
+            codes.append("401")
+        if not public:
+            codes.append("403")
+        if resource or (not public and inputs and verb != "get"):
+            codes.append("404")
+        if verb in ("post", "put", "patch", "delete") and not public:
+            codes.append("409")
+        if streaming:
+            codes.append("412")
+        if "requestBody" in op:
+            codes.append("413")
+        if not public or credentials:
+            codes.append("429")
+        return [*codes, "5XX"]
 
     def operation(self, svc: str, tag: str, meth: dpb.MethodDescriptorProto,
-                  rule: http_pb2.HttpRule, doc: str) -> tuple[str, str, Schema]:
+                  rule: http_pb2.HttpRule, doc: str, public: bool = False
+                  ) -> tuple[str, str, Schema]:
         """Build one operation for one HttpRule (primary or additional binding)."""
         kind = rule.WhichOneof("pattern")
         if kind is None:
@@ -388,7 +502,8 @@ class Generator:
         verb = rule.custom.kind.lower() if kind == "custom" else kind
         if verb not in ("get", "put", "post", "delete", "patch", "head", "options"):
             raise PluginError(f"{svc}.{meth.name}: unsupported HTTP method {verb!r}")
-        path, params, bound = self.expand(template, meth.input_type)
+        path, params, bound, variables = self.expand(template, meth.input_type)
+        self.variables[(path, verb)] = variables
         op: Schema = {"operationId": f"{tag}_{meth.name}", "tags": [tag]}
         if doc:
             op["summary"], _, rest = doc.partition("\n")
@@ -400,12 +515,63 @@ class Generator:
         if rule.body:
             body = self.body(rule, meth.input_type, bound)
             op["requestBody"] = {"content": {"application/json": {"schema": body}}}
-        op["responses"] = self.responses(meth, rule)
+        credentials = public and meth.input_type != ".google.protobuf.Empty" and any(
+            f.options.Extensions[FB.field_behavior] for f in self.messages[meth.input_type][0].field)
+        op["responses"] = self.responses(meth, rule, self.error_codes(
+            verb, op, meth.server_streaming, public, credentials))
         if meth.client_streaming or meth.server_streaming:
             op["x-usdcarb-streaming"] = ("bidi" if meth.server_streaming else "client") \
                 if meth.client_streaming else "server"
         op["x-grpc-method"] = f"/{svc}/{meth.name}"
         return path, verb, op
+
+    def links(self, paths: dict[str, Schema]) -> None:
+        """OpenAPI links, so a stateful client can chain create -> get -> update -> delete.
+
+        A resource message's name pattern comes from an operation that binds ``name`` to a
+        pattern and answers with that message (``GetStrategy``: ``strategies/*`` ->
+        ``Strategy``). Every operation answering with such a message links to every other
+        operation whose path variables all lie within that pattern (the pattern itself, or
+        it followed by literal segments); each path parameter is cut out of the response's
+        ``name`` with a regular expression (``$response.body#/name#regex:...``, the
+        extractor schemathesis reads).
+        """
+        def answer(op: Schema) -> str:
+            if "x-usdcarb-streaming" in op:
+                return ""
+            ref = op["responses"]["200"]["content"].get("application/json", {})
+            return str(ref.get("schema", {}).get("$ref", "")).removeprefix(REF)
+
+        patterns: dict[str, str] = {}
+        for (path, verb), variables in self.variables.items():
+            out = answer(paths[path][verb])
+            props = self.schemas.get(out, {}).get("properties", {})
+            for fpath, pattern, _ in variables:
+                if fpath == "name" and "*" in pattern.split("/") and "name" in props:
+                    patterns.setdefault(out, pattern)
+        for (path, verb), _ in self.variables.items():
+            source = paths[path][verb]
+            resource = patterns.get(answer(source))
+            if resource is None:
+                continue
+            segs = resource.split("/")
+            found: Schema = {}
+            for (tpath, tverb), variables in self.variables.items():
+                target = paths[tpath][tverb]
+                params: dict[str, str] = {}
+                for _, tpattern, names in variables:
+                    tsegs = tpattern.split("/")
+                    if tsegs[:len(segs)] != segs or "*" in tsegs[len(segs):] \
+                            or "**" in tsegs[len(segs):]:
+                        params = {}
+                        break
+                    for k, name in enumerate(names):
+                        params[name] = "$response.body#/name#regex:" + name_regex(segs, k)
+                if params and target is not source:
+                    found[str(target["operationId"])] = {
+                        "operationId": target["operationId"], "parameters": params}
+            if found:
+                source["responses"]["200"]["links"] = dict(sorted(found.items()))
 
     def document(self) -> Schema:
         """The whole OpenAPI document."""
@@ -424,10 +590,12 @@ class Generator:
                         continue
                     rule = meth.options.Extensions[annotations_pb2.http]
                     for n, r in enumerate([rule, *rule.additional_bindings]):
+                        is_public = f"{full}.{meth.name}" in public
                         path, verb, op = self.operation(full, svc.name, meth, r,
-                                                        self.doc((f.name, (6, si, 2, mi))))
+                                                        self.doc((f.name, (6, si, 2, mi))),
+                                                        is_public)
                         op["operationId"] += f"_{n + 1}" if n else ""
-                        if f"{full}.{meth.name}" in public:
+                        if is_public:
                             op["security"] = []
                         if verb in paths.setdefault(path, {}):
                             raise PluginError(f"{verb.upper()} {path} is bound twice ("
@@ -435,6 +603,7 @@ class Generator:
                         paths[path][verb] = op
                         if tag not in tags:
                             tags.append(tag)
+        self.links(paths)
         if public - methods:
             raise PluginError(f"public= names unknown methods: {', '.join(sorted(public - methods))}")
         return {
@@ -447,6 +616,10 @@ class Generator:
             "paths": paths,
             "components": {
                 "schemas": {k: self.schemas[k] for k in sorted(self.schemas)},
+                "responses": {f"Error{code}": {
+                    "description": text, "content": {"application/json": {
+                        "schema": {"$ref": REF + "google.rpc.Status"}}}}
+                    for code, text in ERRORS.items()},
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                    "bearerFormat": "JWT"}}},
         }

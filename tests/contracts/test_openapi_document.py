@@ -158,8 +158,44 @@ def test_binding_operation_matches_its_rule(
 
 
 def test_errors_are_google_rpc_status() -> None:
+    responses = spec()["components"]["responses"]
     for verb, path, op in operations():
-        default = op["responses"].get("default")
-        assert default is not None, f"{verb.upper()} {path} documents no error response"
-        schema = default["content"]["application/json"]["schema"]
-        assert schema == {"$ref": "#/components/schemas/google.rpc.Status"}, path
+        errors = [code for code in op["responses"] if code != "200"]
+        assert errors, f"{verb.upper()} {path} documents no error response"
+        assert "default" not in op["responses"], f"{path}: list the statuses, not a default"
+        for code in errors:
+            ref = op["responses"][code]["$ref"].rsplit("/", 1)[1]
+            schema = responses[ref]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/google.rpc.Status"}, (path, code)
+
+
+def test_authenticated_operations_list_auth_role_and_rate_limit_errors() -> None:
+    for verb, path, op in operations():
+        if op.get("security") == []:
+            continue
+        assert {"401", "403", "429", "5XX"} <= set(op["responses"]), f"{verb} {path}"
+
+
+def test_streams_and_write_only_fields() -> None:
+    schemas = spec()["components"]["schemas"]
+    user = schemas["usdcarb.v1.User"]["properties"]["password"]
+    # The gateway prints every scalar: a User response shows `password` empty.
+    assert user.get("x-usdcarb-input-only") is True and "writeOnly" not in user
+    login = next(op for _, p, op in operations() if p == "/v1/auth:login")
+    body = login["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("usdcarb.v1.LoginRequest")
+    assert schemas["usdcarb.v1.LoginRequest"]["properties"]["password"]["writeOnly"] is True
+
+
+def test_create_get_update_delete_are_linked() -> None:
+    ops = {op["operationId"]: op for _, _, op in operations()}
+    create = ops["StrategyService_CreateStrategy"]["responses"]["200"]["links"]
+    assert {"StrategyService_GetStrategy", "StrategyService_UpdateStrategy",
+            "StrategyService_DeleteStrategy"} <= set(create)
+    assert create["StrategyService_GetStrategy"]["parameters"] == {
+        "strategy": "$response.body#/name#regex:^strategies/([^/]+)$"}
+    get = ops["StrategyService_GetStrategy"]["responses"]["200"]["links"]
+    assert {"StrategyService_UpdateStrategy", "StrategyService_DeleteStrategy"} <= set(get)
+    for oid, op in ops.items():
+        for link in op["responses"]["200"].get("links", {}).values():
+            assert link["operationId"] in ops, (oid, link)

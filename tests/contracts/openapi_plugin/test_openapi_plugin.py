@@ -166,7 +166,9 @@ def test_request_bodies(spec: dict[str, Any]) -> None:
     create = body("ThingService_CreatePart")
     assert list(create["properties"]) == ["part", "partId"]  # `parent` is in the path
     assert create["required"] == ["part"]
-    assert list(body("ThingService_CancelPart")["properties"]) == ["reason"]
+    cancel = body("ThingService_CancelPart")["properties"]
+    assert list(cancel) == ["reason", "approval"]
+    assert cancel["approval"]["writeOnly"] is True  # request-only message: never printed
     assert body("ThingService_UpdatePart")["$ref"] == REF + "fixture.v1.Part"
     assert "requestBody" not in ops(spec)["ThingService_ListParts"][2]
 
@@ -182,11 +184,19 @@ def test_message_schema_follows_proto3_json_mapping(spec: dict[str, Any]) -> Non
     assert props["dims"]["additionalProperties"] == {"$ref": REF + "fixture.v1.Dimension"}
     assert "Oneof `source`" in part["description"] and "`shop`, `built`" in part["description"]
     assert "oneof `source`" in props["shop"]["description"]
-    assert props["price"]["type"] == "number" and "NaN" in props["price"]["description"]
+    # Part is a request body too: its doubles are finite inputs...
+    assert props["price"]["type"] == "number" and "finite" in props["price"]["description"]
     assert "price" not in part["required"] and "Optional" in props["price"]["description"]
+    # ...except OUTPUT_ONLY ones, computed and possibly "NaN"/"Infinity"/"-Infinity".
+    assert props["score"]["readOnly"] is True
+    assert props["score"]["oneOf"] == [{"type": "number", "format": "double"},
+                                       {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]
     assert props["createTime"] == {"type": "string", "format": "date-time", "readOnly": True,
                                    "description": props["createTime"]["description"]}
-    assert props["secret"]["writeOnly"] is True
+    # INPUT_ONLY: in a message that responses carry too, a scalar without presence is
+    # printed empty by the gateway, so not `writeOnly` (which says absent) but marked.
+    assert "writeOnly" not in props["secret"] and props["secret"]["x-usdcarb-input-only"] is True
+    assert "never returned with a value" in props["secret"]["description"]
     assert props["leadTime"]["type"] == "string" and props["leadTime"]["pattern"].endswith("s$")
     assert props["extra"]["type"] == "object"
     assert props["stock"]["type"] == ["string", "null"]
@@ -199,6 +209,9 @@ def test_message_schema_follows_proto3_json_mapping(spec: dict[str, Any]) -> Non
     assert schema(spec, "fixture.v1.Part.Material")["type"] == "string"
     event = schema(spec, "fixture.v1.WatchThingEvent")
     assert event["properties"]["outcome"]["$ref"] == REF + "google.protobuf.Any"
+    # A message only responses carry: its doubles may be non-finite.
+    assert event["properties"]["rates"]["items"]["oneOf"][1]["enum"] == [
+        "NaN", "Infinity", "-Infinity"]
     assert "@type" in schema(spec, "google.protobuf.Any")["properties"]
 
 
@@ -212,16 +225,69 @@ def test_responses_streaming_and_errors(spec: dict[str, Any]) -> None:
     assert ok["content"]["application/json"]["x-usdcarb-framing"].startswith("ndjson")
     assert ok["content"]["text/event-stream"]["x-usdcarb-framing"].startswith("sse")
     assert "last message carries the outcome" in ok["description"]
+    assert "before the first message answers with the error's HTTP status" in ok["description"]
     assert watch["x-usdcarb-streaming"] == "server"
     _, _, get = ops(spec)["ThingService_GetPart"]
     assert get["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": REF + "fixture.v1.Part"}
     assert get["summary"] == "Gets one part of a thing."
-    for _, _, op in ops(spec).values():
-        assert op["responses"]["default"]["content"]["application/json"]["schema"] == {
-            "$ref": REF + "google.rpc.Status"}
     status = schema(spec, "google.rpc.Status")["properties"]
     assert status["details"]["items"] == {"$ref": REF + "google.protobuf.Any"}
+
+
+def codes(op: dict[str, Any]) -> list[str]:
+    return [c for c in op["responses"] if c != "200"]
+
+
+def test_each_operation_lists_its_error_statuses(spec: dict[str, Any]) -> None:
+    for _, _, op in ops(spec).values():
+        assert "default" not in op["responses"]
+        for code in codes(op):
+            assert op["responses"][code] == {"$ref": f"#/components/responses/Error{code}"}
+    responses = spec["components"]["responses"]
+    for name, response in responses.items():
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": REF + "google.rpc.Status"}, name
+    by_id = {oid: codes(op) for oid, (_, _, op) in ops(spec).items()}
+    # Reads of a named resource: bad input, auth, role, missing, rate limit, server.
+    assert by_id["ThingService_GetPart"] == ["400", "401", "403", "404", "429", "5XX"]
+    # Writes with a body can also conflict and be too large.
+    assert by_id["ThingService_CreatePart"] == [
+        "400", "401", "403", "404", "409", "413", "429", "5XX"]
+    # A stream can fail before its first message with a precondition.
+    assert "412" in by_id["ThingService_WatchThing"]
+    # A public operation without input needs no token and has no rate limit.
+    assert by_id["PingService_Ping"] == ["5XX"]
+
+
+def test_links_chain_a_created_resource_to_the_operations_on_it(spec: dict[str, Any]) -> None:
+    _, _, create = ops(spec)["ThingService_CreatePart"]
+    links = create["responses"]["200"]["links"]
+    assert sorted(links) == ["ThingService_CancelPart", "ThingService_GetPart",
+                             "ThingService_UpdatePart"]
+    get = links["ThingService_GetPart"]
+    assert get["operationId"] == "ThingService_GetPart"
+    # The path parameters are segments of the created part's `name`.
+    assert get["parameters"] == {
+        "thing": "$response.body#/name#regex:^things/([^/]+)/parts/[^/]+$",
+        "part": "$response.body#/name#regex:^things/[^/]+/parts/([^/]+)$"}
+    # get -> update -> cancel: every operation answering with a Part links on.
+    _, _, got = ops(spec)["ThingService_GetPart"]
+    assert sorted(got["responses"]["200"]["links"]) == ["ThingService_CancelPart",
+                                                        "ThingService_UpdatePart"]
+    # `**` (GetPart_2) and plain ids cannot be cut out of a name: no link.
+    assert all("GetPart_2" not in op["responses"]["200"].get("links", {})
+               for _, _, op in ops(spec).values())
+    _, _, watch = ops(spec)["ThingService_WatchThing"]
+    assert "links" not in watch["responses"]["200"]
+
+
+def test_plugin_name_regex(plugin: ModuleType) -> None:
+    import re
+    segs = ["a", "*", "b", "*"]
+    assert re.match(plugin.name_regex(segs, 1), "a/x/b/y").group(1) == "y"  # type: ignore[union-attr]
+    assert re.match(plugin.name_regex(segs, 0), "a/x/b/y").group(1) == "x"  # type: ignore[union-attr]
+    assert re.match(plugin.name_regex(segs, 0), "a/x/c/y") is None
 
 
 def test_security_tags_and_public_methods(spec: dict[str, Any]) -> None:
