@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from usdcarb.validation.domain.model import (
@@ -22,6 +23,7 @@ from usdcarb.validation.domain.model import (
     I64,
     Bars,
     Finding,
+    Mask,
     Thresholds,
     finding,
     fmt_ms,
@@ -66,37 +68,67 @@ def median_returns(times: I64, others: Mapping[str, Bars]) -> F64:
     return out
 
 
-def deviations(bars: Bars, positions: I64, others: Mapping[str, Bars],
-               th: Thresholds) -> list[Finding]:
-    """Flag closes that leave the local spread to the other venues' median close."""
-    out: list[Finding] = []
-    if not len(bars) or not others:
-        return out
-    ref = median_close(bars.open_time_ms, others)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = np.log(bars.close / ref)
-    k = th.deviation_neighbours
+def departures(d: F64, *, neighbours: int, window: int, z: float, min_dev: float,
+               min_scale: float, long_window: int = 0) -> tuple[F64, F64, F64]:
+    """Judge a log spread ``d`` against its local level: return (base, excess, limit).
+
+    The local level comes from the neighbours alone, on each side: a bar is judged
+    against the side it agrees with best, so a step in the spread (one venue repricing)
+    is not a bad bar, while a one-bar departure is far from both sides. A bar departs
+    when ``excess`` > ``limit`` (NaN where the spread is unknown). The scale is the
+    rolling MAD of the residual over ``window`` (and ``long_window`` when set, so a calm
+    hour inside a turbulent day does not look calm), floored at ``min_scale``.
+    """
+    k = neighbours
     shifted = np.full((2 * k, len(d)), np.nan)
     for row, lag in enumerate([*range(-k, 0), *range(1, k + 1)]):
         if lag < 0:
             shifted[row, -lag:] = d[:lag]
         else:
             shifted[row, :-lag] = d[lag:]
-    # The local spread from the neighbours alone, on each side: a bar is judged against
-    # the side it agrees with best, so a step in the spread (one venue repricing) is
-    # not a bad bar, while a one-bar departure is far from both sides.
     left, right = _nanmedian(shifted[:k]), _nanmedian(shifted[k:])
     use_left = np.isnan(right) | (np.abs(d - left) <= np.abs(d - right))
     base = np.where(use_left, left, right)
     resid = pd.Series(d - base)
-    w = th.deviation_window
-    mad = resid.abs().rolling(w, center=True, min_periods=min(5, w)).median()
-    scale = np.fmax(MAD_TO_SIGMA * mad.to_numpy(), th.deviation_min_scale)
+    scale = np.full(len(d), min_scale)
+    for w in (window, long_window) if long_window else (window,):
+        mad = resid.abs().rolling(w, center=True, min_periods=min(5, w)).median()
+        scale = np.fmax(MAD_TO_SIGMA * mad.to_numpy(), scale)
     excess = np.abs(resid.to_numpy())
-    limit = np.maximum(th.deviation_min, th.deviation_z * scale)
+    return base, excess, np.maximum(min_dev, z * scale)
+
+
+def venues_present(times: I64, others: Mapping[str, Bars]) -> npt.NDArray[np.int64]:
+    """How many other venues have a bar at each time."""
+    return np.asarray(np.isfinite(aligned_closes(times, others)).sum(axis=0), np.int64)
+
+
+def deviations(bars: Bars, positions: I64, others: Mapping[str, Bars],
+               th: Thresholds, *, own_flagged: Mask | None = None,
+               other_flagged: Mask | None = None) -> list[Finding]:
+    """Flag closes that leave the local spread to the other venues' median close.
+
+    With a single other venue at a time, a departure is symmetric: it is named on this
+    venue unless the other venue's own series rules flag that bar and this venue's do
+    not (``other_flagged``/``own_flagged``, per row of ``bars``), so only the bad
+    venue of two is named.
+    """
+    out: list[Finding] = []
+    if not len(bars) or not others:
+        return out
+    ref = median_close(bars.open_time_ms, others)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.log(bars.close / ref)
+    base, excess, limit = departures(
+        d, neighbours=th.deviation_neighbours, window=th.deviation_window,
+        z=th.deviation_z, min_dev=th.deviation_min, min_scale=th.deviation_min_scale)
     with np.errstate(invalid="ignore"):
-        flagged = np.flatnonzero((excess > limit) & (positions >= 0))
-    for j in flagged:
+        hit = (excess > limit) & (positions >= 0)
+    if other_flagged is not None:
+        single = venues_present(bars.open_time_ms, others) == 1
+        own = own_flagged if own_flagged is not None else np.zeros(len(bars), bool)
+        hit &= ~(single & other_flagged & ~own)
+    for j in np.flatnonzero(hit):
         t = int(bars.open_time_ms[j])
         out.append(finding(DEVIATION, int(positions[j]), t,
                            f"expected a close within {limit[j]:.2%} of the local spread "

@@ -87,12 +87,14 @@ STALE_LONG = _rule("series.stale_long", S, Severity.WARNING)
 SPIKE = _rule("series.spike", S, Severity.ERROR)
 SPIKE_UNCONFIRMED = _rule("series.spike_unconfirmed", S, Severity.WARNING)
 DEVIATION = _rule("cross.deviation", X, Severity.WARNING)
+IMPLIED_CROSS = _rule("cross.implied_cross", X, Severity.WARNING)
 CLOCK_SKEW = _rule("cross.clock_skew", X, Severity.WARNING)
 
 RULES: dict[str, Rule] = {r.id: r for r in (
     NON_FINITE, NEGATIVE, ZERO_PRICE, HIGH_BELOW_LOW, HIGH_BELOW_BODY, LOW_ABOVE_BODY,
     MISALIGNED, FUTURE, INCOMPLETE, DUPLICATE, DUPLICATE_CONFLICT, STORED_CONFLICT,
     OUT_OF_ORDER, STALE, STALE_LONG, SPIKE, SPIKE_UNCONFIRMED, DEVIATION, CLOCK_SKEW,
+    IMPLIED_CROSS,
 )}
 
 
@@ -149,6 +151,20 @@ class Thresholds:
     skew_min_bars: int = 500
     skew_min_corr: float = 0.3
     skew_min_gain: float = 0.1
+    # Series verdicts (domain/verdicts.py).
+    verdict_stale_min_ms: int = 6 * 3_600_000  # flat, zero-volume span longer than this
+    alias_rel_tol: float = 1e-6  # OHLCV equal within this relative tolerance
+    alias_min_ratio: float = 0.95  # share of traded bars identical to the twin's
+    alias_min_bars: int = 30  # traded bars compared per block before judging it
+    alias_block_ms: int = 86_400_000  # aliasing judged per block (a day)
+    suspect_merge_bars: int = 5  # own-rule findings this close form one suspect span
+    # Peg-aware implied cross (domain/implied_cross.py).
+    cross_min: float = 0.01  # divergence from the local divergence level beyond 1 %
+    cross_z: float = 12.0
+    cross_window: int = 121
+    cross_long_window: int = 1441
+    cross_off_peg: float = 0.5  # bound widens by this x |log implied cross|
+    cross_min_scale: float = 1e-3
 
 
 @dataclass(frozen=True)

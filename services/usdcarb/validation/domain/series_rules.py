@@ -154,11 +154,13 @@ def robust_z(returns: F64, windows: tuple[int, ...], min_scale: float) -> F64:
 
 
 def spikes(bars: Bars, positions: I64, th: Thresholds,
-           other_returns: F64 | None = None) -> list[Finding]:
+           other_returns: F64 | None = None, *, report_context: bool = False
+           ) -> list[Finding]:
     """Flag isolated one-bar excursions of the close (see the module docstring).
 
     ``bars`` is the series with context, ascending, prices valid; ``other_returns[j]``
     is the median log return of the other venues into row j (NaN when unknown).
+    With ``report_context``, spikes on context rows are returned too (index -1).
     """
     out: list[Finding] = []
     n = len(bars)
@@ -169,7 +171,7 @@ def spikes(bars: Bars, positions: I64, th: Thresholds,
     cand = np.flatnonzero((np.abs(z) > th.spike_z) & (np.abs(r) >= th.spike_min_move)) + 1
     for j in cand:
         pos = int(positions[j])
-        if pos < 0:
+        if pos < 0 and not report_context:
             continue
         rj, zj, t = float(r[j - 1]), float(z[j - 1]), int(bars.open_time_ms[j])
         if other_returns is not None and np.isfinite(other_returns[j]):

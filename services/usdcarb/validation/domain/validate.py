@@ -63,11 +63,25 @@ def series_checks(series: Bars, positions: I64, *, tf_ms: int, others: Mapping[s
     """
     findings = stale_runs(series, positions, th)
     other_returns = median_returns(series.open_time_ms, others) if others else None
-    findings += spikes(series, positions, th, other_returns)
+    own_spikes = spikes(series, positions, th, other_returns, report_context=True)
+    findings += [f for f in own_spikes if f.index >= 0]
     if others:
-        findings += deviations(series, positions, others, th)
+        own_flagged = other_flagged = None
+        if len(others) == 1:
+            # Two venues: a departure is named on the one whose own rules flag it.
+            own_flagged = np.isin(series.open_time_ms, [f.bar_time_ms for f in own_spikes])
+            other_flagged = _spiked(series.open_time_ms, next(iter(others.values())), th)
+        findings += deviations(series, positions, others, th, own_flagged=own_flagged,
+                               other_flagged=other_flagged)
         findings += clock_skew(series, tf_ms, others, th, report_time_ms=report_time_ms)
     return findings
+
+
+def _spiked(times: I64, other: Bars, th: Thresholds) -> Mask:
+    """Which of ``times`` the other venue's own spike rule flags on its bars."""
+    ok = other.take(_valid_prices(other))
+    flagged = spikes(ok, np.arange(len(ok), dtype=np.int64), th)
+    return np.isin(times, [f.bar_time_ms for f in flagged])
 
 
 def validate_batch(batch: Bars, *, tf_ms: int, now_ms: int, stored: Bars | None = None,
