@@ -67,7 +67,7 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
     **_service(
         "ValidationService",
         ListValidationIssues=VIEWER, ListQuarantinedBars=VIEWER, ListGaps=VIEWER,
-        GetQualitySummary=VIEWER,
+        GetQualitySummary=VIEWER, GetSeriesVerdict=VIEWER,
         ValidateCandles=ANALYST, ValidateRange=ANALYST,
         FillGaps=TRADER,
     ),

@@ -28,6 +28,14 @@ class GapState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GAP_STATE_PARTIALLY_FILLED: _ClassVar[GapState]
     GAP_STATE_FILLED: _ClassVar[GapState]
     GAP_STATE_UNFILLABLE: _ClassVar[GapState]
+
+class SeriesVerdictKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERIES_VERDICT_KIND_UNSPECIFIED: _ClassVar[SeriesVerdictKind]
+    SERIES_VERDICT_KIND_USABLE: _ClassVar[SeriesVerdictKind]
+    SERIES_VERDICT_KIND_STALE: _ClassVar[SeriesVerdictKind]
+    SERIES_VERDICT_KIND_ALIASED: _ClassVar[SeriesVerdictKind]
+    SERIES_VERDICT_KIND_SUSPECT: _ClassVar[SeriesVerdictKind]
 RULE_SCOPE_UNSPECIFIED: RuleScope
 RULE_SCOPE_BAR: RuleScope
 RULE_SCOPE_SERIES: RuleScope
@@ -37,6 +45,11 @@ GAP_STATE_OPEN: GapState
 GAP_STATE_PARTIALLY_FILLED: GapState
 GAP_STATE_FILLED: GapState
 GAP_STATE_UNFILLABLE: GapState
+SERIES_VERDICT_KIND_UNSPECIFIED: SeriesVerdictKind
+SERIES_VERDICT_KIND_USABLE: SeriesVerdictKind
+SERIES_VERDICT_KIND_STALE: SeriesVerdictKind
+SERIES_VERDICT_KIND_ALIASED: SeriesVerdictKind
+SERIES_VERDICT_KIND_SUSPECT: SeriesVerdictKind
 
 class Finding(_message.Message):
     __slots__ = ("index", "bar_time", "rule", "scope", "severity", "message", "value", "threshold")
@@ -305,3 +318,41 @@ class QualitySummary(_message.Message):
     issues_by_rule: _containers.ScalarMap[str, int]
     zero_volume_bars: int
     def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., expected_bars: _Optional[int] = ..., original_bars: _Optional[int] = ..., filled_bars: _Optional[int] = ..., quarantined_bars: _Optional[int] = ..., open_gaps: _Optional[int] = ..., missing_bars: _Optional[int] = ..., coverage: _Optional[float] = ..., issues_by_severity: _Optional[_Mapping[str, int]] = ..., issues_by_rule: _Optional[_Mapping[str, int]] = ..., zero_volume_bars: _Optional[int] = ...) -> None: ...
+
+class VerdictSpan(_message.Message):
+    __slots__ = ("verdict", "range", "bars", "reason", "twin", "match_ratio", "update_time")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TWIN_FIELD_NUMBER: _ClassVar[int]
+    MATCH_RATIO_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    verdict: SeriesVerdictKind
+    range: _common_pb2.TimeRange
+    bars: int
+    reason: str
+    twin: _common_pb2.SeriesKey
+    match_ratio: float
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, verdict: _Optional[_Union[SeriesVerdictKind, str]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., bars: _Optional[int] = ..., reason: _Optional[str] = ..., twin: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., match_ratio: _Optional[float] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetSeriesVerdictRequest(_message.Message):
+    __slots__ = ("series", "range")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    series: _common_pb2.SeriesKey
+    range: _common_pb2.TimeRange
+    def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ...) -> None: ...
+
+class SeriesVerdict(_message.Message):
+    __slots__ = ("series", "range", "verdict", "spans")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    series: _common_pb2.SeriesKey
+    range: _common_pb2.TimeRange
+    verdict: SeriesVerdictKind
+    spans: _containers.RepeatedCompositeFieldContainer[VerdictSpan]
+    def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., verdict: _Optional[_Union[SeriesVerdictKind, str]] = ..., spans: _Optional[_Iterable[_Union[VerdictSpan, _Mapping]]] = ...) -> None: ...

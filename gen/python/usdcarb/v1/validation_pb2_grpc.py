@@ -70,6 +70,11 @@ class ValidationServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_validation__pb2.GetQualitySummaryRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_validation__pb2.QualitySummary.FromString,
                 _registered_method=True)
+        self.GetSeriesVerdict = channel.unary_unary(
+                '/usdcarb.v1.ValidationService/GetSeriesVerdict',
+                request_serializer=usdcarb_dot_v1_dot_validation__pb2.GetSeriesVerdictRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_validation__pb2.SeriesVerdict.FromString,
+                _registered_method=True)
 
 
 class ValidationServiceServicer:
@@ -125,6 +130,13 @@ class ValidationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSeriesVerdict(self, request, context):
+        """The verdict of a series over a range (usable, stale, aliased, suspect) and its spans.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ValidationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +174,11 @@ def add_ValidationServiceServicer_to_server(servicer, server):
                     servicer.GetQualitySummary,
                     request_deserializer=usdcarb_dot_v1_dot_validation__pb2.GetQualitySummaryRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_validation__pb2.QualitySummary.SerializeToString,
+            ),
+            'GetSeriesVerdict': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSeriesVerdict,
+                    request_deserializer=usdcarb_dot_v1_dot_validation__pb2.GetSeriesVerdictRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_validation__pb2.SeriesVerdict.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +371,33 @@ class ValidationService:
             '/usdcarb.v1.ValidationService/GetQualitySummary',
             usdcarb_dot_v1_dot_validation__pb2.GetQualitySummaryRequest.SerializeToString,
             usdcarb_dot_v1_dot_validation__pb2.QualitySummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSeriesVerdict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.ValidationService/GetSeriesVerdict',
+            usdcarb_dot_v1_dot_validation__pb2.GetSeriesVerdictRequest.SerializeToString,
+            usdcarb_dot_v1_dot_validation__pb2.SeriesVerdict.FromString,
             options,
             channel_credentials,
             insecure,

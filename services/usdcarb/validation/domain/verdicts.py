@@ -33,16 +33,16 @@ FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF"})
 class VerdictKind(enum.StrEnum):
     """What a span of a series is good for (names match usdcarb.v1.SeriesVerdictKind)."""
 
-    USABLE = "SERIES_VERDICT_USABLE"
-    STALE = "SERIES_VERDICT_STALE"
-    ALIASED = "SERIES_VERDICT_ALIASED"
-    SUSPECT = "SERIES_VERDICT_SUSPECT"
+    USABLE = "SERIES_VERDICT_KIND_USABLE"
+    STALE = "SERIES_VERDICT_KIND_STALE"
+    ALIASED = "SERIES_VERDICT_KIND_ALIASED"
+    SUSPECT = "SERIES_VERDICT_KIND_SUSPECT"
 
     @property
     def rank(self) -> int:
         """Higher is worse: the overall verdict of a range is its worst span."""
-        return {"SERIES_VERDICT_USABLE": 0, "SERIES_VERDICT_SUSPECT": 1,
-                "SERIES_VERDICT_STALE": 2, "SERIES_VERDICT_ALIASED": 3}[self.value]
+        return {"SERIES_VERDICT_KIND_USABLE": 0, "SERIES_VERDICT_KIND_SUSPECT": 1,
+                "SERIES_VERDICT_KIND_STALE": 2, "SERIES_VERDICT_KIND_ALIASED": 3}[self.value]
 
 
 # Kinds whose bars a consumer must not take as an independent price.

@@ -53,6 +53,8 @@ const (
 	EventType_EVENT_TYPE_VERSION_STATE_CHANGED EventType = 9
 	// A test event from TestChannel.
 	EventType_EVENT_TYPE_TEST EventType = 10
+	// A series' verdict spans changed (a stale, aliased or suspect span appeared or went).
+	EventType_EVENT_TYPE_SERIES_VERDICT_CHANGED EventType = 11
 )
 
 // Enum value maps for EventType.
@@ -69,19 +71,21 @@ var (
 		8:  "EVENT_TYPE_DEPLOYMENT_CHANGED",
 		9:  "EVENT_TYPE_VERSION_STATE_CHANGED",
 		10: "EVENT_TYPE_TEST",
+		11: "EVENT_TYPE_SERIES_VERDICT_CHANGED",
 	}
 	EventType_value = map[string]int32{
-		"EVENT_TYPE_UNSPECIFIED":           0,
-		"EVENT_TYPE_BACKTEST_SUCCEEDED":    1,
-		"EVENT_TYPE_BACKTEST_FAILED":       2,
-		"EVENT_TYPE_SWEEP_FINISHED":        3,
-		"EVENT_TYPE_INGESTION_SUCCEEDED":   4,
-		"EVENT_TYPE_INGESTION_FAILED":      5,
-		"EVENT_TYPE_GAP_DETECTED":          6,
-		"EVENT_TYPE_DATA_ISSUE":            7,
-		"EVENT_TYPE_DEPLOYMENT_CHANGED":    8,
-		"EVENT_TYPE_VERSION_STATE_CHANGED": 9,
-		"EVENT_TYPE_TEST":                  10,
+		"EVENT_TYPE_UNSPECIFIED":            0,
+		"EVENT_TYPE_BACKTEST_SUCCEEDED":     1,
+		"EVENT_TYPE_BACKTEST_FAILED":        2,
+		"EVENT_TYPE_SWEEP_FINISHED":         3,
+		"EVENT_TYPE_INGESTION_SUCCEEDED":    4,
+		"EVENT_TYPE_INGESTION_FAILED":       5,
+		"EVENT_TYPE_GAP_DETECTED":           6,
+		"EVENT_TYPE_DATA_ISSUE":             7,
+		"EVENT_TYPE_DEPLOYMENT_CHANGED":     8,
+		"EVENT_TYPE_VERSION_STATE_CHANGED":  9,
+		"EVENT_TYPE_TEST":                   10,
+		"EVENT_TYPE_SERIES_VERDICT_CHANGED": 11,
 	}
 )
 
@@ -2046,7 +2050,7 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x17SubscribeEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.usdcarb.v1.EventR\x05event\x12A\n" +
 	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n" +
-	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\xe4\x02\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\x8b\x03\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dEVENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n" +
@@ -2059,7 +2063,8 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x1dEVENT_TYPE_DEPLOYMENT_CHANGED\x10\b\x12$\n" +
 	" EVENT_TYPE_VERSION_STATE_CHANGED\x10\t\x12\x13\n" +
 	"\x0fEVENT_TYPE_TEST\x10\n" +
-	"*\x8b\x01\n" +
+	"\x12%\n" +
+	"!EVENT_TYPE_SERIES_VERDICT_CHANGED\x10\v*\x8b\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +

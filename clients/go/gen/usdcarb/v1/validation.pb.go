@@ -141,6 +141,67 @@ func (GapState) EnumDescriptor() ([]byte, []int) {
 	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{1}
 }
 
+// What a span of a series is good for.
+type SeriesVerdictKind int32
+
+const (
+	// Not set.
+	SeriesVerdictKind_SERIES_VERDICT_KIND_UNSPECIFIED SeriesVerdictKind = 0
+	// Independent, live prices: use them.
+	SeriesVerdictKind_SERIES_VERDICT_KIND_USABLE SeriesVerdictKind = 1
+	// Flat price and no volume for longer than the configured bound: not a live price.
+	SeriesVerdictKind_SERIES_VERDICT_KIND_STALE SeriesVerdictKind = 2
+	// Identical (or nearly) to another named series: not an independent price.
+	SeriesVerdictKind_SERIES_VERDICT_KIND_ALIASED SeriesVerdictKind = 3
+	// The series' own rules flagged bars here: usable with care.
+	SeriesVerdictKind_SERIES_VERDICT_KIND_SUSPECT SeriesVerdictKind = 4
+)
+
+// Enum value maps for SeriesVerdictKind.
+var (
+	SeriesVerdictKind_name = map[int32]string{
+		0: "SERIES_VERDICT_KIND_UNSPECIFIED",
+		1: "SERIES_VERDICT_KIND_USABLE",
+		2: "SERIES_VERDICT_KIND_STALE",
+		3: "SERIES_VERDICT_KIND_ALIASED",
+		4: "SERIES_VERDICT_KIND_SUSPECT",
+	}
+	SeriesVerdictKind_value = map[string]int32{
+		"SERIES_VERDICT_KIND_UNSPECIFIED": 0,
+		"SERIES_VERDICT_KIND_USABLE":      1,
+		"SERIES_VERDICT_KIND_STALE":       2,
+		"SERIES_VERDICT_KIND_ALIASED":     3,
+		"SERIES_VERDICT_KIND_SUSPECT":     4,
+	}
+)
+
+func (x SeriesVerdictKind) Enum() *SeriesVerdictKind {
+	p := new(SeriesVerdictKind)
+	*p = x
+	return p
+}
+
+func (x SeriesVerdictKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SeriesVerdictKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_validation_proto_enumTypes[2].Descriptor()
+}
+
+func (SeriesVerdictKind) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_validation_proto_enumTypes[2]
+}
+
+func (x SeriesVerdictKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SeriesVerdictKind.Descriptor instead.
+func (SeriesVerdictKind) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{2}
+}
+
 // One finding about one bar (or a range of a series).
 type Finding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1664,6 +1725,234 @@ func (x *QualitySummary) GetZeroVolumeBars() int64 {
 	return 0
 }
 
+// A verdict over a span of a series.
+type VerdictSpan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The verdict (never USABLE: a span without a verdict is usable).
+	Verdict SeriesVerdictKind `protobuf:"varint,1,opt,name=verdict,proto3,enum=usdcarb.v1.SeriesVerdictKind" json:"verdict,omitempty"`
+	// Bars opening in this range.
+	Range *TimeRange `protobuf:"bytes,2,opt,name=range,proto3" json:"range,omitempty"`
+	// Bars the verdict rests on (flat bars, traded bars compared, flagged bars).
+	Bars int64 `protobuf:"varint,3,opt,name=bars,proto3" json:"bars,omitempty"`
+	// "expected X, got Y".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// For ALIASED: the series this one repeats.
+	Twin *SeriesKey `protobuf:"bytes,5,opt,name=twin,proto3" json:"twin,omitempty"`
+	// For ALIASED: share of traded bars identical to the twin's.
+	MatchRatio float64 `protobuf:"fixed64,6,opt,name=match_ratio,json=matchRatio,proto3" json:"match_ratio,omitempty"`
+	// When the span was last recomputed.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerdictSpan) Reset() {
+	*x = VerdictSpan{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerdictSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerdictSpan) ProtoMessage() {}
+
+func (x *VerdictSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerdictSpan.ProtoReflect.Descriptor instead.
+func (*VerdictSpan) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VerdictSpan) GetVerdict() SeriesVerdictKind {
+	if x != nil {
+		return x.Verdict
+	}
+	return SeriesVerdictKind_SERIES_VERDICT_KIND_UNSPECIFIED
+}
+
+func (x *VerdictSpan) GetRange() *TimeRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *VerdictSpan) GetBars() int64 {
+	if x != nil {
+		return x.Bars
+	}
+	return 0
+}
+
+func (x *VerdictSpan) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *VerdictSpan) GetTwin() *SeriesKey {
+	if x != nil {
+		return x.Twin
+	}
+	return nil
+}
+
+func (x *VerdictSpan) GetMatchRatio() float64 {
+	if x != nil {
+		return x.MatchRatio
+	}
+	return 0
+}
+
+func (x *VerdictSpan) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// Request of GetSeriesVerdict.
+type GetSeriesVerdictRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The series.
+	Series *SeriesKey `protobuf:"bytes,1,opt,name=series,proto3" json:"series,omitempty"`
+	// The range (default: everything stored).
+	Range         *TimeRange `protobuf:"bytes,2,opt,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSeriesVerdictRequest) Reset() {
+	*x = GetSeriesVerdictRequest{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSeriesVerdictRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSeriesVerdictRequest) ProtoMessage() {}
+
+func (x *GetSeriesVerdictRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSeriesVerdictRequest.ProtoReflect.Descriptor instead.
+func (*GetSeriesVerdictRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetSeriesVerdictRequest) GetSeries() *SeriesKey {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *GetSeriesVerdictRequest) GetRange() *TimeRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+// The verdict of one series over a range.
+type SeriesVerdict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The series.
+	Series *SeriesKey `protobuf:"bytes,1,opt,name=series,proto3" json:"series,omitempty"`
+	// The range judged.
+	Range *TimeRange `protobuf:"bytes,2,opt,name=range,proto3" json:"range,omitempty"`
+	// The worst verdict of the spans in the range (ALIASED > STALE > SUSPECT > USABLE).
+	Verdict SeriesVerdictKind `protobuf:"varint,3,opt,name=verdict,proto3,enum=usdcarb.v1.SeriesVerdictKind" json:"verdict,omitempty"`
+	// The stored spans overlapping the range, oldest first.
+	Spans         []*VerdictSpan `protobuf:"bytes,4,rep,name=spans,proto3" json:"spans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeriesVerdict) Reset() {
+	*x = SeriesVerdict{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeriesVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeriesVerdict) ProtoMessage() {}
+
+func (x *SeriesVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeriesVerdict.ProtoReflect.Descriptor instead.
+func (*SeriesVerdict) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SeriesVerdict) GetSeries() *SeriesKey {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *SeriesVerdict) GetRange() *TimeRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *SeriesVerdict) GetVerdict() SeriesVerdictKind {
+	if x != nil {
+		return x.Verdict
+	}
+	return SeriesVerdictKind_SERIES_VERDICT_KIND_UNSPECIFIED
+}
+
+func (x *SeriesVerdict) GetSpans() []*VerdictSpan {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
 var File_usdcarb_v1_validation_proto protoreflect.FileDescriptor
 
 const file_usdcarb_v1_validation_proto_rawDesc = "" +
@@ -1800,7 +2089,25 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a?\n" +
 	"\x11IssuesByRuleEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01*n\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xa8\x02\n" +
+	"\vVerdictSpan\x127\n" +
+	"\averdict\x18\x01 \x01(\x0e2\x1d.usdcarb.v1.SeriesVerdictKindR\averdict\x12+\n" +
+	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\x12\x12\n" +
+	"\x04bars\x18\x03 \x01(\x03R\x04bars\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12)\n" +
+	"\x04twin\x18\x05 \x01(\v2\x15.usdcarb.v1.SeriesKeyR\x04twin\x12\x1f\n" +
+	"\vmatch_ratio\x18\x06 \x01(\x01R\n" +
+	"matchRatio\x12;\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"{\n" +
+	"\x17GetSeriesVerdictRequest\x123\n" +
+	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x04\xe2A\x01\x02R\x06series\x12+\n" +
+	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\"\xd3\x01\n" +
+	"\rSeriesVerdict\x12-\n" +
+	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyR\x06series\x12+\n" +
+	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\x127\n" +
+	"\averdict\x18\x03 \x01(\x0e2\x1d.usdcarb.v1.SeriesVerdictKindR\averdict\x12-\n" +
+	"\x05spans\x18\x04 \x03(\v2\x17.usdcarb.v1.VerdictSpanR\x05spans*n\n" +
 	"\tRuleScope\x12\x1a\n" +
 	"\x16RULE_SCOPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRULE_SCOPE_BAR\x10\x01\x12\x15\n" +
@@ -1811,7 +2118,13 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\x0eGAP_STATE_OPEN\x10\x01\x12\x1e\n" +
 	"\x1aGAP_STATE_PARTIALLY_FILLED\x10\x02\x12\x14\n" +
 	"\x10GAP_STATE_FILLED\x10\x03\x12\x18\n" +
-	"\x14GAP_STATE_UNFILLABLE\x10\x042\xc8\x06\n" +
+	"\x14GAP_STATE_UNFILLABLE\x10\x04*\xb9\x01\n" +
+	"\x11SeriesVerdictKind\x12#\n" +
+	"\x1fSERIES_VERDICT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aSERIES_VERDICT_KIND_USABLE\x10\x01\x12\x1d\n" +
+	"\x19SERIES_VERDICT_KIND_STALE\x10\x02\x12\x1f\n" +
+	"\x1bSERIES_VERDICT_KIND_ALIASED\x10\x03\x12\x1f\n" +
+	"\x1bSERIES_VERDICT_KIND_SUSPECT\x10\x042\xb7\a\n" +
 	"\x11ValidationService\x12{\n" +
 	"\x0fValidateCandles\x12\".usdcarb.v1.ValidateCandlesRequest\x1a#.usdcarb.v1.ValidateCandlesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/candles:validate\x12y\n" +
 	"\rValidateRange\x12 .usdcarb.v1.ValidateRangeRequest\x1a!.usdcarb.v1.ValidateRangeResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/series:validateRange\x12\x87\x01\n" +
@@ -1820,7 +2133,8 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\bListGaps\x12\x1b.usdcarb.v1.ListGapsRequest\x1a\x1c.usdcarb.v1.ListGapsResponse\"\x10\x82\xd3\xe4\x93\x02\n" +
 	"\x12\b/v1/gaps\x12_\n" +
 	"\bFillGaps\x12\x1b.usdcarb.v1.FillGapsRequest\x1a\x1c.usdcarb.v1.FillGapsResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/gaps:fill\x12q\n" +
-	"\x11GetQualitySummary\x12$.usdcarb.v1.GetQualitySummaryRequest\x1a\x1a.usdcarb.v1.QualitySummary\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/qualitySummaryB@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
+	"\x11GetQualitySummary\x12$.usdcarb.v1.GetQualitySummaryRequest\x1a\x1a.usdcarb.v1.QualitySummary\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/qualitySummary\x12m\n" +
+	"\x10GetSeriesVerdict\x12#.usdcarb.v1.GetSeriesVerdictRequest\x1a\x19.usdcarb.v1.SeriesVerdict\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/seriesVerdictB@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
 
 var (
 	file_usdcarb_v1_validation_proto_rawDescOnce sync.Once
@@ -1834,96 +2148,112 @@ func file_usdcarb_v1_validation_proto_rawDescGZIP() []byte {
 	return file_usdcarb_v1_validation_proto_rawDescData
 }
 
-var file_usdcarb_v1_validation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_usdcarb_v1_validation_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_usdcarb_v1_validation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_usdcarb_v1_validation_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_usdcarb_v1_validation_proto_goTypes = []any{
 	(RuleScope)(0),                       // 0: usdcarb.v1.RuleScope
 	(GapState)(0),                        // 1: usdcarb.v1.GapState
-	(*Finding)(nil),                      // 2: usdcarb.v1.Finding
-	(*ValidateCandlesRequest)(nil),       // 3: usdcarb.v1.ValidateCandlesRequest
-	(*ValidateCandlesResponse)(nil),      // 4: usdcarb.v1.ValidateCandlesResponse
-	(*ValidateRangeRequest)(nil),         // 5: usdcarb.v1.ValidateRangeRequest
-	(*ValidateRangeResponse)(nil),        // 6: usdcarb.v1.ValidateRangeResponse
-	(*ValidationIssue)(nil),              // 7: usdcarb.v1.ValidationIssue
-	(*SeriesFilter)(nil),                 // 8: usdcarb.v1.SeriesFilter
-	(*ListValidationIssuesRequest)(nil),  // 9: usdcarb.v1.ListValidationIssuesRequest
-	(*ListValidationIssuesResponse)(nil), // 10: usdcarb.v1.ListValidationIssuesResponse
-	(*QuarantinedBar)(nil),               // 11: usdcarb.v1.QuarantinedBar
-	(*ListQuarantinedBarsRequest)(nil),   // 12: usdcarb.v1.ListQuarantinedBarsRequest
-	(*ListQuarantinedBarsResponse)(nil),  // 13: usdcarb.v1.ListQuarantinedBarsResponse
-	(*Gap)(nil),                          // 14: usdcarb.v1.Gap
-	(*ListGapsRequest)(nil),              // 15: usdcarb.v1.ListGapsRequest
-	(*ListGapsResponse)(nil),             // 16: usdcarb.v1.ListGapsResponse
-	(*FillSource)(nil),                   // 17: usdcarb.v1.FillSource
-	(*FillGapsRequest)(nil),              // 18: usdcarb.v1.FillGapsRequest
-	(*FillGapsResponse)(nil),             // 19: usdcarb.v1.FillGapsResponse
-	(*GetQualitySummaryRequest)(nil),     // 20: usdcarb.v1.GetQualitySummaryRequest
-	(*QualitySummary)(nil),               // 21: usdcarb.v1.QualitySummary
-	nil,                                  // 22: usdcarb.v1.QualitySummary.IssuesBySeverityEntry
-	nil,                                  // 23: usdcarb.v1.QualitySummary.IssuesByRuleEntry
-	(*timestamppb.Timestamp)(nil),        // 24: google.protobuf.Timestamp
-	(Severity)(0),                        // 25: usdcarb.v1.Severity
-	(*CandleBatch)(nil),                  // 26: usdcarb.v1.CandleBatch
-	(*SeriesKey)(nil),                    // 27: usdcarb.v1.SeriesKey
-	(*TimeRange)(nil),                    // 28: usdcarb.v1.TimeRange
+	(SeriesVerdictKind)(0),               // 2: usdcarb.v1.SeriesVerdictKind
+	(*Finding)(nil),                      // 3: usdcarb.v1.Finding
+	(*ValidateCandlesRequest)(nil),       // 4: usdcarb.v1.ValidateCandlesRequest
+	(*ValidateCandlesResponse)(nil),      // 5: usdcarb.v1.ValidateCandlesResponse
+	(*ValidateRangeRequest)(nil),         // 6: usdcarb.v1.ValidateRangeRequest
+	(*ValidateRangeResponse)(nil),        // 7: usdcarb.v1.ValidateRangeResponse
+	(*ValidationIssue)(nil),              // 8: usdcarb.v1.ValidationIssue
+	(*SeriesFilter)(nil),                 // 9: usdcarb.v1.SeriesFilter
+	(*ListValidationIssuesRequest)(nil),  // 10: usdcarb.v1.ListValidationIssuesRequest
+	(*ListValidationIssuesResponse)(nil), // 11: usdcarb.v1.ListValidationIssuesResponse
+	(*QuarantinedBar)(nil),               // 12: usdcarb.v1.QuarantinedBar
+	(*ListQuarantinedBarsRequest)(nil),   // 13: usdcarb.v1.ListQuarantinedBarsRequest
+	(*ListQuarantinedBarsResponse)(nil),  // 14: usdcarb.v1.ListQuarantinedBarsResponse
+	(*Gap)(nil),                          // 15: usdcarb.v1.Gap
+	(*ListGapsRequest)(nil),              // 16: usdcarb.v1.ListGapsRequest
+	(*ListGapsResponse)(nil),             // 17: usdcarb.v1.ListGapsResponse
+	(*FillSource)(nil),                   // 18: usdcarb.v1.FillSource
+	(*FillGapsRequest)(nil),              // 19: usdcarb.v1.FillGapsRequest
+	(*FillGapsResponse)(nil),             // 20: usdcarb.v1.FillGapsResponse
+	(*GetQualitySummaryRequest)(nil),     // 21: usdcarb.v1.GetQualitySummaryRequest
+	(*QualitySummary)(nil),               // 22: usdcarb.v1.QualitySummary
+	(*VerdictSpan)(nil),                  // 23: usdcarb.v1.VerdictSpan
+	(*GetSeriesVerdictRequest)(nil),      // 24: usdcarb.v1.GetSeriesVerdictRequest
+	(*SeriesVerdict)(nil),                // 25: usdcarb.v1.SeriesVerdict
+	nil,                                  // 26: usdcarb.v1.QualitySummary.IssuesBySeverityEntry
+	nil,                                  // 27: usdcarb.v1.QualitySummary.IssuesByRuleEntry
+	(*timestamppb.Timestamp)(nil),        // 28: google.protobuf.Timestamp
+	(Severity)(0),                        // 29: usdcarb.v1.Severity
+	(*CandleBatch)(nil),                  // 30: usdcarb.v1.CandleBatch
+	(*SeriesKey)(nil),                    // 31: usdcarb.v1.SeriesKey
+	(*TimeRange)(nil),                    // 32: usdcarb.v1.TimeRange
 }
 var file_usdcarb_v1_validation_proto_depIdxs = []int32{
-	24, // 0: usdcarb.v1.Finding.bar_time:type_name -> google.protobuf.Timestamp
+	28, // 0: usdcarb.v1.Finding.bar_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: usdcarb.v1.Finding.scope:type_name -> usdcarb.v1.RuleScope
-	25, // 2: usdcarb.v1.Finding.severity:type_name -> usdcarb.v1.Severity
-	26, // 3: usdcarb.v1.ValidateCandlesRequest.batch:type_name -> usdcarb.v1.CandleBatch
-	2,  // 4: usdcarb.v1.ValidateCandlesResponse.findings:type_name -> usdcarb.v1.Finding
-	27, // 5: usdcarb.v1.ValidateRangeRequest.series:type_name -> usdcarb.v1.SeriesKey
-	28, // 6: usdcarb.v1.ValidateRangeRequest.range:type_name -> usdcarb.v1.TimeRange
-	2,  // 7: usdcarb.v1.ValidateRangeResponse.findings:type_name -> usdcarb.v1.Finding
-	14, // 8: usdcarb.v1.ValidateRangeResponse.gaps:type_name -> usdcarb.v1.Gap
-	27, // 9: usdcarb.v1.ValidationIssue.series:type_name -> usdcarb.v1.SeriesKey
-	2,  // 10: usdcarb.v1.ValidationIssue.finding:type_name -> usdcarb.v1.Finding
-	24, // 11: usdcarb.v1.ValidationIssue.detect_time:type_name -> google.protobuf.Timestamp
-	28, // 12: usdcarb.v1.SeriesFilter.range:type_name -> usdcarb.v1.TimeRange
-	8,  // 13: usdcarb.v1.ListValidationIssuesRequest.filter:type_name -> usdcarb.v1.SeriesFilter
-	25, // 14: usdcarb.v1.ListValidationIssuesRequest.min_severity:type_name -> usdcarb.v1.Severity
-	7,  // 15: usdcarb.v1.ListValidationIssuesResponse.issues:type_name -> usdcarb.v1.ValidationIssue
-	27, // 16: usdcarb.v1.QuarantinedBar.series:type_name -> usdcarb.v1.SeriesKey
-	24, // 17: usdcarb.v1.QuarantinedBar.quarantine_time:type_name -> google.protobuf.Timestamp
-	8,  // 18: usdcarb.v1.ListQuarantinedBarsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
-	11, // 19: usdcarb.v1.ListQuarantinedBarsResponse.bars:type_name -> usdcarb.v1.QuarantinedBar
-	27, // 20: usdcarb.v1.Gap.series:type_name -> usdcarb.v1.SeriesKey
-	28, // 21: usdcarb.v1.Gap.range:type_name -> usdcarb.v1.TimeRange
+	29, // 2: usdcarb.v1.Finding.severity:type_name -> usdcarb.v1.Severity
+	30, // 3: usdcarb.v1.ValidateCandlesRequest.batch:type_name -> usdcarb.v1.CandleBatch
+	3,  // 4: usdcarb.v1.ValidateCandlesResponse.findings:type_name -> usdcarb.v1.Finding
+	31, // 5: usdcarb.v1.ValidateRangeRequest.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 6: usdcarb.v1.ValidateRangeRequest.range:type_name -> usdcarb.v1.TimeRange
+	3,  // 7: usdcarb.v1.ValidateRangeResponse.findings:type_name -> usdcarb.v1.Finding
+	15, // 8: usdcarb.v1.ValidateRangeResponse.gaps:type_name -> usdcarb.v1.Gap
+	31, // 9: usdcarb.v1.ValidationIssue.series:type_name -> usdcarb.v1.SeriesKey
+	3,  // 10: usdcarb.v1.ValidationIssue.finding:type_name -> usdcarb.v1.Finding
+	28, // 11: usdcarb.v1.ValidationIssue.detect_time:type_name -> google.protobuf.Timestamp
+	32, // 12: usdcarb.v1.SeriesFilter.range:type_name -> usdcarb.v1.TimeRange
+	9,  // 13: usdcarb.v1.ListValidationIssuesRequest.filter:type_name -> usdcarb.v1.SeriesFilter
+	29, // 14: usdcarb.v1.ListValidationIssuesRequest.min_severity:type_name -> usdcarb.v1.Severity
+	8,  // 15: usdcarb.v1.ListValidationIssuesResponse.issues:type_name -> usdcarb.v1.ValidationIssue
+	31, // 16: usdcarb.v1.QuarantinedBar.series:type_name -> usdcarb.v1.SeriesKey
+	28, // 17: usdcarb.v1.QuarantinedBar.quarantine_time:type_name -> google.protobuf.Timestamp
+	9,  // 18: usdcarb.v1.ListQuarantinedBarsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
+	12, // 19: usdcarb.v1.ListQuarantinedBarsResponse.bars:type_name -> usdcarb.v1.QuarantinedBar
+	31, // 20: usdcarb.v1.Gap.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 21: usdcarb.v1.Gap.range:type_name -> usdcarb.v1.TimeRange
 	1,  // 22: usdcarb.v1.Gap.state:type_name -> usdcarb.v1.GapState
-	24, // 23: usdcarb.v1.Gap.detect_time:type_name -> google.protobuf.Timestamp
-	8,  // 24: usdcarb.v1.ListGapsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
+	28, // 23: usdcarb.v1.Gap.detect_time:type_name -> google.protobuf.Timestamp
+	9,  // 24: usdcarb.v1.ListGapsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
 	1,  // 25: usdcarb.v1.ListGapsRequest.state:type_name -> usdcarb.v1.GapState
-	14, // 26: usdcarb.v1.ListGapsResponse.gaps:type_name -> usdcarb.v1.Gap
-	27, // 27: usdcarb.v1.FillGapsRequest.series:type_name -> usdcarb.v1.SeriesKey
-	28, // 28: usdcarb.v1.FillGapsRequest.range:type_name -> usdcarb.v1.TimeRange
-	17, // 29: usdcarb.v1.FillGapsRequest.sources:type_name -> usdcarb.v1.FillSource
-	14, // 30: usdcarb.v1.FillGapsResponse.gaps:type_name -> usdcarb.v1.Gap
-	27, // 31: usdcarb.v1.GetQualitySummaryRequest.series:type_name -> usdcarb.v1.SeriesKey
-	28, // 32: usdcarb.v1.GetQualitySummaryRequest.range:type_name -> usdcarb.v1.TimeRange
-	27, // 33: usdcarb.v1.QualitySummary.series:type_name -> usdcarb.v1.SeriesKey
-	28, // 34: usdcarb.v1.QualitySummary.range:type_name -> usdcarb.v1.TimeRange
-	22, // 35: usdcarb.v1.QualitySummary.issues_by_severity:type_name -> usdcarb.v1.QualitySummary.IssuesBySeverityEntry
-	23, // 36: usdcarb.v1.QualitySummary.issues_by_rule:type_name -> usdcarb.v1.QualitySummary.IssuesByRuleEntry
-	3,  // 37: usdcarb.v1.ValidationService.ValidateCandles:input_type -> usdcarb.v1.ValidateCandlesRequest
-	5,  // 38: usdcarb.v1.ValidationService.ValidateRange:input_type -> usdcarb.v1.ValidateRangeRequest
-	9,  // 39: usdcarb.v1.ValidationService.ListValidationIssues:input_type -> usdcarb.v1.ListValidationIssuesRequest
-	12, // 40: usdcarb.v1.ValidationService.ListQuarantinedBars:input_type -> usdcarb.v1.ListQuarantinedBarsRequest
-	15, // 41: usdcarb.v1.ValidationService.ListGaps:input_type -> usdcarb.v1.ListGapsRequest
-	18, // 42: usdcarb.v1.ValidationService.FillGaps:input_type -> usdcarb.v1.FillGapsRequest
-	20, // 43: usdcarb.v1.ValidationService.GetQualitySummary:input_type -> usdcarb.v1.GetQualitySummaryRequest
-	4,  // 44: usdcarb.v1.ValidationService.ValidateCandles:output_type -> usdcarb.v1.ValidateCandlesResponse
-	6,  // 45: usdcarb.v1.ValidationService.ValidateRange:output_type -> usdcarb.v1.ValidateRangeResponse
-	10, // 46: usdcarb.v1.ValidationService.ListValidationIssues:output_type -> usdcarb.v1.ListValidationIssuesResponse
-	13, // 47: usdcarb.v1.ValidationService.ListQuarantinedBars:output_type -> usdcarb.v1.ListQuarantinedBarsResponse
-	16, // 48: usdcarb.v1.ValidationService.ListGaps:output_type -> usdcarb.v1.ListGapsResponse
-	19, // 49: usdcarb.v1.ValidationService.FillGaps:output_type -> usdcarb.v1.FillGapsResponse
-	21, // 50: usdcarb.v1.ValidationService.GetQualitySummary:output_type -> usdcarb.v1.QualitySummary
-	44, // [44:51] is the sub-list for method output_type
-	37, // [37:44] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	15, // 26: usdcarb.v1.ListGapsResponse.gaps:type_name -> usdcarb.v1.Gap
+	31, // 27: usdcarb.v1.FillGapsRequest.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 28: usdcarb.v1.FillGapsRequest.range:type_name -> usdcarb.v1.TimeRange
+	18, // 29: usdcarb.v1.FillGapsRequest.sources:type_name -> usdcarb.v1.FillSource
+	15, // 30: usdcarb.v1.FillGapsResponse.gaps:type_name -> usdcarb.v1.Gap
+	31, // 31: usdcarb.v1.GetQualitySummaryRequest.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 32: usdcarb.v1.GetQualitySummaryRequest.range:type_name -> usdcarb.v1.TimeRange
+	31, // 33: usdcarb.v1.QualitySummary.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 34: usdcarb.v1.QualitySummary.range:type_name -> usdcarb.v1.TimeRange
+	26, // 35: usdcarb.v1.QualitySummary.issues_by_severity:type_name -> usdcarb.v1.QualitySummary.IssuesBySeverityEntry
+	27, // 36: usdcarb.v1.QualitySummary.issues_by_rule:type_name -> usdcarb.v1.QualitySummary.IssuesByRuleEntry
+	2,  // 37: usdcarb.v1.VerdictSpan.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
+	32, // 38: usdcarb.v1.VerdictSpan.range:type_name -> usdcarb.v1.TimeRange
+	31, // 39: usdcarb.v1.VerdictSpan.twin:type_name -> usdcarb.v1.SeriesKey
+	28, // 40: usdcarb.v1.VerdictSpan.update_time:type_name -> google.protobuf.Timestamp
+	31, // 41: usdcarb.v1.GetSeriesVerdictRequest.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 42: usdcarb.v1.GetSeriesVerdictRequest.range:type_name -> usdcarb.v1.TimeRange
+	31, // 43: usdcarb.v1.SeriesVerdict.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 44: usdcarb.v1.SeriesVerdict.range:type_name -> usdcarb.v1.TimeRange
+	2,  // 45: usdcarb.v1.SeriesVerdict.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
+	23, // 46: usdcarb.v1.SeriesVerdict.spans:type_name -> usdcarb.v1.VerdictSpan
+	4,  // 47: usdcarb.v1.ValidationService.ValidateCandles:input_type -> usdcarb.v1.ValidateCandlesRequest
+	6,  // 48: usdcarb.v1.ValidationService.ValidateRange:input_type -> usdcarb.v1.ValidateRangeRequest
+	10, // 49: usdcarb.v1.ValidationService.ListValidationIssues:input_type -> usdcarb.v1.ListValidationIssuesRequest
+	13, // 50: usdcarb.v1.ValidationService.ListQuarantinedBars:input_type -> usdcarb.v1.ListQuarantinedBarsRequest
+	16, // 51: usdcarb.v1.ValidationService.ListGaps:input_type -> usdcarb.v1.ListGapsRequest
+	19, // 52: usdcarb.v1.ValidationService.FillGaps:input_type -> usdcarb.v1.FillGapsRequest
+	21, // 53: usdcarb.v1.ValidationService.GetQualitySummary:input_type -> usdcarb.v1.GetQualitySummaryRequest
+	24, // 54: usdcarb.v1.ValidationService.GetSeriesVerdict:input_type -> usdcarb.v1.GetSeriesVerdictRequest
+	5,  // 55: usdcarb.v1.ValidationService.ValidateCandles:output_type -> usdcarb.v1.ValidateCandlesResponse
+	7,  // 56: usdcarb.v1.ValidationService.ValidateRange:output_type -> usdcarb.v1.ValidateRangeResponse
+	11, // 57: usdcarb.v1.ValidationService.ListValidationIssues:output_type -> usdcarb.v1.ListValidationIssuesResponse
+	14, // 58: usdcarb.v1.ValidationService.ListQuarantinedBars:output_type -> usdcarb.v1.ListQuarantinedBarsResponse
+	17, // 59: usdcarb.v1.ValidationService.ListGaps:output_type -> usdcarb.v1.ListGapsResponse
+	20, // 60: usdcarb.v1.ValidationService.FillGaps:output_type -> usdcarb.v1.FillGapsResponse
+	22, // 61: usdcarb.v1.ValidationService.GetQualitySummary:output_type -> usdcarb.v1.QualitySummary
+	25, // 62: usdcarb.v1.ValidationService.GetSeriesVerdict:output_type -> usdcarb.v1.SeriesVerdict
+	55, // [55:63] is the sub-list for method output_type
+	47, // [47:55] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_validation_proto_init() }
@@ -1937,8 +2267,8 @@ func file_usdcarb_v1_validation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_validation_proto_rawDesc), len(file_usdcarb_v1_validation_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   22,
+			NumEnums:      3,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	ValidationService_ListGaps_FullMethodName             = "/usdcarb.v1.ValidationService/ListGaps"
 	ValidationService_FillGaps_FullMethodName             = "/usdcarb.v1.ValidationService/FillGaps"
 	ValidationService_GetQualitySummary_FullMethodName    = "/usdcarb.v1.ValidationService/GetQualitySummary"
+	ValidationService_GetSeriesVerdict_FullMethodName     = "/usdcarb.v1.ValidationService/GetSeriesVerdict"
 )
 
 // ValidationServiceClient is the client API for ValidationService service.
@@ -48,6 +49,8 @@ type ValidationServiceClient interface {
 	FillGaps(ctx context.Context, in *FillGapsRequest, opts ...grpc.CallOption) (*FillGapsResponse, error)
 	// Summarise the quality of a stored series over a range.
 	GetQualitySummary(ctx context.Context, in *GetQualitySummaryRequest, opts ...grpc.CallOption) (*QualitySummary, error)
+	// The verdict of a series over a range (usable, stale, aliased, suspect) and its spans.
+	GetSeriesVerdict(ctx context.Context, in *GetSeriesVerdictRequest, opts ...grpc.CallOption) (*SeriesVerdict, error)
 }
 
 type validationServiceClient struct {
@@ -128,6 +131,16 @@ func (c *validationServiceClient) GetQualitySummary(ctx context.Context, in *Get
 	return out, nil
 }
 
+func (c *validationServiceClient) GetSeriesVerdict(ctx context.Context, in *GetSeriesVerdictRequest, opts ...grpc.CallOption) (*SeriesVerdict, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SeriesVerdict)
+	err := c.cc.Invoke(ctx, ValidationService_GetSeriesVerdict_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ValidationServiceServer is the server API for ValidationService service.
 // All implementations must embed UnimplementedValidationServiceServer
 // for forward compatibility.
@@ -148,6 +161,8 @@ type ValidationServiceServer interface {
 	FillGaps(context.Context, *FillGapsRequest) (*FillGapsResponse, error)
 	// Summarise the quality of a stored series over a range.
 	GetQualitySummary(context.Context, *GetQualitySummaryRequest) (*QualitySummary, error)
+	// The verdict of a series over a range (usable, stale, aliased, suspect) and its spans.
+	GetSeriesVerdict(context.Context, *GetSeriesVerdictRequest) (*SeriesVerdict, error)
 	mustEmbedUnimplementedValidationServiceServer()
 }
 
@@ -178,6 +193,9 @@ func (UnimplementedValidationServiceServer) FillGaps(context.Context, *FillGapsR
 }
 func (UnimplementedValidationServiceServer) GetQualitySummary(context.Context, *GetQualitySummaryRequest) (*QualitySummary, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetQualitySummary not implemented")
+}
+func (UnimplementedValidationServiceServer) GetSeriesVerdict(context.Context, *GetSeriesVerdictRequest) (*SeriesVerdict, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetSeriesVerdict not implemented")
 }
 func (UnimplementedValidationServiceServer) mustEmbedUnimplementedValidationServiceServer() {}
 func (UnimplementedValidationServiceServer) testEmbeddedByValue()                           {}
@@ -326,6 +344,24 @@ func _ValidationService_GetQualitySummary_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ValidationService_GetSeriesVerdict_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSeriesVerdictRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ValidationServiceServer).GetSeriesVerdict(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ValidationService_GetSeriesVerdict_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ValidationServiceServer).GetSeriesVerdict(ctx, req.(*GetSeriesVerdictRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ValidationService_ServiceDesc is the grpc.ServiceDesc for ValidationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -360,6 +396,10 @@ var ValidationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetQualitySummary",
 			Handler:    _ValidationService_GetQualitySummary_Handler,
+		},
+		{
+			MethodName: "GetSeriesVerdict",
+			Handler:    _ValidationService_GetSeriesVerdict_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
