@@ -17,6 +17,7 @@ from usdcarb.ingestion.store import IngestStore
 from usdcarb.marketdata.reader import Candles
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound, expected
+from usdcarb.platform.ownership import require_owner
 
 MODES = ("INGEST_MODE_BACKFILL", "INGEST_MODE_INCREMENTAL")
 MAX_BARS = 1_000_000
@@ -154,7 +155,9 @@ class IngestionApp:
         return jobs, token
 
     async def cancel_job(self, name: str) -> JobRecord:
-        return await self._store.cancel_job(job_id_of(name))
+        job_id = job_id_of(name)
+        return await self._store.cancel_job(job_id, lambda owner: require_owner(
+            owner, resource=f"ingestJobs/{job_id}"))
 
     async def watch_job(self, name: str, after_sequence: int) -> AsyncIterator[JobRecord]:
         """Yield the job on every change (its version is the sequence), ending terminal."""

@@ -33,6 +33,7 @@ class JobRecord:
     finish_time: datetime | None
     version: int
     lease_owner: str | None = None
+    owner: str = ""
 
     @property
     def name(self) -> str:

@@ -70,6 +70,7 @@ def job_to_pb(j: JobRecord) -> pb.IngestJob:
                               message=str(p.get("message", ""))),
         stats=pb.IngestStats(**{k: int(j.stats.get(k, 0)) for k in STATS_KEYS}),
         cursor_time=_ts(j.cursor_time), error=error_to_pb(j.error), creator=j.creator,
+        owner=j.owner,
         create_time=_ts(j.create_time), update_time=_ts(j.update_time),
         end_time=_ts(j.finish_time))
 

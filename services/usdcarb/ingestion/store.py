@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from usdcarb.platform.errors import NotFound
 
 _JOB_COLUMNS = ("id, exchange, symbol, timeframe, mode, start_time, end_time, state, progress, "
                 "stats, cursor_time, error, creator, create_time, update_time, finish_time, "
-                "version, lease_owner")
+                "version, lease_owner, owner")
 _STAGE = "ingest_stage"
 _MERGE = f"""
 INSERT INTO market_data AS m (exchange, symbol, timeframe, ts, open, high, low, close, volume,
@@ -77,7 +77,8 @@ class IngestStore:
                     return _job(row)
             row = await conn.fetchrow(
                 f"""INSERT INTO ingest_jobs (id, exchange, symbol, timeframe, mode, start_time,
-                    end_time, creator, request_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
+                    end_time, creator, request_id, owner)
+                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$8)
                     ON CONFLICT (request_id) DO NOTHING RETURNING {_JOB_COLUMNS}""",
                 uuid.uuid4().hex[:20], exchange, symbol, timeframe, mode, start, end, creator,
                 request_id or None)
@@ -104,15 +105,28 @@ class IngestStore:
             state, exchange, after[0] if after else None, after[1] if after else "", limit)
         return [_job(r) for r in rows]
 
-    async def cancel_job(self, job_id: str) -> JobRecord:
-        """Cancel a queued or running job; a finished job is returned unchanged."""
-        row = await self._pool.fetchrow(
-            f"""UPDATE ingest_jobs SET state = 'JOB_STATE_CANCELLED', finish_time = now(),
-                   update_time = now(), version = version + 1, lease_owner = NULL,
-                   progress = progress || '{{"message": "cancelled"}}'::jsonb
-                WHERE id = $1 AND state IN ('JOB_STATE_QUEUED', 'JOB_STATE_RUNNING')
-                RETURNING {_JOB_COLUMNS}""", job_id)
-        return _job(row) if row is not None else await self.get_job(job_id)
+    async def cancel_job(self, job_id: str, authorize: Callable[[str], None]) -> JobRecord:
+        """Cancel a queued or running job; a finished job is returned unchanged.
+
+        ``authorize(owner)`` runs on the row locked FOR UPDATE, in the transaction of the
+        cancel, and raises to refuse it (nothing is written then).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            owner = await conn.fetchval(
+                "SELECT owner FROM ingest_jobs WHERE id = $1 FOR UPDATE", job_id)
+            if owner is None:
+                raise NotFound("ingest job", f"ingestJobs/{job_id}")
+            authorize(owner)
+            row = await conn.fetchrow(
+                f"""UPDATE ingest_jobs SET state = 'JOB_STATE_CANCELLED', finish_time = now(),
+                       update_time = now(), version = version + 1, lease_owner = NULL,
+                       progress = progress || '{{"message": "cancelled"}}'::jsonb
+                    WHERE id = $1 AND state IN ('JOB_STATE_QUEUED', 'JOB_STATE_RUNNING')
+                    RETURNING {_JOB_COLUMNS}""", job_id)
+            if row is None:
+                row = await conn.fetchrow(
+                    f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1", job_id)
+        return _job(row)
 
     async def claim_job(self, owner: str, lease_s: float) -> JobRecord | None:
         """Take the oldest queued job, or a running one whose lease expired."""
