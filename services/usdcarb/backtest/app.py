@@ -29,6 +29,7 @@ from usdcarb.backtest.store import BacktestStore
 from usdcarb.backtest.strategy_client import ResolvedVersion, StrategyClient
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, expected
+from usdcarb.platform.ownership import require_owner
 from usdcarb.strategy.kinds import BY_SLUG
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
@@ -160,6 +161,9 @@ class BacktestApp:
     async def cancel_backtest(self, name: str) -> BacktestJob:
         job_id = parse_name(name, "backtests")
         job = await self._store.get_backtest(job_id)
+        # A job's owner is written once by its INSERT and ids are never reused, so this
+        # read cannot be overtaken by a change of owner before the guarded UPDATE.
+        require_owner(job.owner, resource=job.name)
         if job.state.terminal:
             return job
         await self._bus.request_cancel(job_id)
@@ -369,6 +373,7 @@ class BacktestApp:
     async def cancel_sweep(self, name: str) -> SweepJob:
         job_id = parse_name(name, "sweeps")
         job = await self._store.get_sweep(job_id)
+        require_owner(job.owner, resource=job.name)  # write-once owner, as for backtests
         if job.state.terminal:
             return job
         await self._bus.request_cancel(job_id)

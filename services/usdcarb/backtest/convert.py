@@ -139,7 +139,7 @@ def backtest_to_pb(job: BacktestJob, progress: common_pb2.Progress | None = None
         config=json_format.ParseDict(job.config, pb.BacktestConfig()),
         state=common_pb2.JobState.Value(job.state.value),
         progress=progress if progress is not None else progress_from_json(job.progress),
-        creator=job.creator, attempts=job.attempts,
+        creator=job.creator, owner=job.owner, attempts=job.attempts,
         create_time=timestamp(job.create_time), start_time=timestamp(job.start_time),
         end_time=timestamp(job.end_time),
     )
@@ -159,7 +159,7 @@ def sweep_to_pb(job: SweepJob, progress: common_pb2.Progress | None = None) -> p
         axes=[pb.ParameterAxis(path=a["path"], values=a["values"]) for a in job.axes],
         objective=job.objective, state=common_pb2.JobState.Value(job.state.value),
         progress=progress if progress is not None else progress_from_json(job.progress),
-        creator=job.creator, create_time=timestamp(job.create_time),
+        creator=job.creator, owner=job.owner, create_time=timestamp(job.create_time),
         end_time=timestamp(job.end_time),
     )
     if job.walk_forward:

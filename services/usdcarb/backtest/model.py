@@ -38,6 +38,7 @@ class BacktestJob:
     error: dict[str, Any] | None = None
     fingerprint_digest: str | None = None
     creator: str = ""
+    owner: str = ""
     request_id: str | None = None
     attempts: int = 0
     worker: str | None = None
@@ -69,6 +70,7 @@ class SweepJob:
     folds: list[dict[str, Any]] | None = None
     error: dict[str, Any] | None = None
     creator: str = ""
+    owner: str = ""
     request_id: str | None = None
     attempts: int = 0
     worker: str | None = None

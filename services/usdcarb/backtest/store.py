@@ -26,11 +26,11 @@ from usdcarb.platform.errors import NotFound
 _ACTIVE = [JobState.QUEUED.value, JobState.RUNNING.value]
 _BACKTEST_COLUMNS = (
     "id, strategy_version, config, strategy_kind, parameters, state, progress, result, error, "
-    "fingerprint_digest, creator, request_id, attempts, worker, last_sequence, create_time, "
+    "fingerprint_digest, creator, owner, request_id, attempts, worker, last_sequence, create_time, "
     "start_time, end_time")
 _SWEEP_COLUMNS = (
     "id, strategy_version, config, axes, objective, walk_forward, strategy_kind, parameters, "
-    "state, progress, points, folds, error, creator, request_id, attempts, worker, "
+    "state, progress, points, folds, error, creator, owner, request_id, attempts, worker, "
     "last_sequence, create_time, start_time, end_time")
 
 
@@ -54,8 +54,8 @@ class BacktestStore(PooledStore):
         """Insert a queued job; with a known request id return the first job (False)."""
         row = await self._pool.fetchrow(
             f"""INSERT INTO backtests (id, strategy_version, config, strategy_kind, parameters,
-                                       creator, request_id, progress)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                       creator, request_id, progress, owner)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $6)
                 ON CONFLICT (request_id) DO NOTHING RETURNING {_BACKTEST_COLUMNS}""",
             job.id, job.strategy_version, job.config, job.strategy_kind, job.parameters,
             job.creator, job.request_id, job.progress,
@@ -206,8 +206,9 @@ class BacktestStore(PooledStore):
     async def insert_sweep(self, job: SweepJob) -> tuple[SweepJob, bool]:
         row = await self._pool.fetchrow(
             f"""INSERT INTO sweeps (id, strategy_version, config, axes, objective, walk_forward,
-                                    strategy_kind, parameters, creator, request_id, progress)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                    strategy_kind, parameters, creator, request_id, progress,
+                                    owner)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)
                 ON CONFLICT (request_id) DO NOTHING RETURNING {_SWEEP_COLUMNS}""",
             job.id, job.strategy_version, job.config, job.axes, job.objective,
             job.walk_forward, job.strategy_kind, job.parameters, job.creator, job.request_id,

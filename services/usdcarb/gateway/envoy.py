@@ -54,9 +54,15 @@ function envoy_on_request(handle)
   local headers = handle:headers()
   local ctype = headers:get("content-type") or ""
   if string.sub(ctype, 1, 16) == "application/grpc" then return end
-  -- Past the connection's buffer limit Envoy itself answers 413 while buffering.
+  -- A body declared too large is left to the transcoder's own limit (413 while it reads);
+  -- the service refuses a transcoded request that arrives without this header.
+  local declared = tonumber(headers:get("content-length") or "0") or 0
+  if declared > {MAX_JSON_BODY_BYTES} then return end
   local body = handle:body()
-  if body == nil or body:length() == 0 then return end
+  if body == nil then
+    handle:headers():replace("{JSON_BODY_HEADER}", "")
+    return
+  end
   if body:length() > {MAX_JSON_BODY_BYTES} then
     handle:respond({{[":status"] = "413"}},
       "expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got " .. body:length())
@@ -467,6 +473,8 @@ def _transcoder(cfg: GatewayConfig, services: Sequence[Service], *,
         services=[svc.full_name for svc in services],
         convert_grpc_status=True,
         match_incoming_request_route=True,
+        # Bodies past the strict check's limit end here (413), read incrementally.
+        max_request_body_size=MAX_JSON_BODY_BYTES,
         request_validation_options={
             "reject_unknown_method": True,
             "reject_unknown_query_parameters": True,
@@ -611,6 +619,13 @@ LOCAL_REPLY_TEXTS = {
                         "expected a path and method the API serves, got none that matches"),
     "request_headers_too_large": (3, "HEADERS_TOO_LARGE",
                                   "expected request headers within the gateway's limit"),
+    # Not empty, but they name Envoy's buffers rather than the limit a caller can act on.
+    "grpc_json_transcode_failure{request_buffer_size_limit_reached}": (
+        3, "REQUEST_TOO_LARGE",
+        f"expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got more"),
+    "request_payload_too_large": (
+        3, "REQUEST_TOO_LARGE",
+        f"expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got more"),
 }
 RETRY_AFTER_S = 1
 ERROR_DOMAIN = "usdcarb.dev"

@@ -28,6 +28,7 @@ from usdcarb.platform.errors import InvalidArgument
 __all__ = ["RequestCheckInterceptor", "Undecodable"]
 
 Behaviour = Callable[..., Any]
+MAX_CHECKED_BODY = 256 * 1024  # the gateway's limit (usdcarb.gateway.envoy.MAX_JSON_BODY_BYTES)
 
 
 class Undecodable:
@@ -52,17 +53,37 @@ def _guarded(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return decode
 
 
-def _json_body(metadata: Any) -> str | bytes | None:
+# Set by Envoy's transcoder on every REST request it turns into a gRPC call.
+TRANSCODED_HEADER = "x-envoy-original-path"
+
+
+def _json_body(metadata: Any) -> tuple[str | bytes | None, bool]:
+    """Return the raw-body header (or None) and whether the call was transcoded."""
+    body: str | bytes | None = None
+    transcoded = False
     for key, value in metadata or ():
         if key == strictjson.BODY_HEADER:
-            return value  # type: ignore[no-any-return]
-    return None
+            body = value
+        elif key == TRANSCODED_HEADER:
+            transcoded = True
+    return body, transcoded
 
 
-def check_request(method: str, request: Any, raw_body: str | bytes | None) -> None:
-    """Raise InvalidArgument if ``request`` did not decode or its REST body is not strict."""
+def check_request(method: str, request: Any, raw_body: str | bytes | None,
+                  transcoded: bool = False) -> None:
+    """Raise InvalidArgument if ``request`` did not decode or its REST body is not strict.
+
+    A transcoded call of a method with a REST body must carry the raw body (fail
+    closed: a gateway whose Lua step did not run, or a body it let through unchecked,
+    never reaches the handler unchecked).
+    """
+    target = strictjson.body_target(method) if raw_body is not None or transcoded else None
+    if raw_body is None and target is not None:
+        raise InvalidArgument(
+            [("", "expected the gateway to forward the raw JSON body for its strict check "
+                  f"(at most {MAX_CHECKED_BODY} bytes), got none")],
+            reason="BODY_NOT_CHECKED")
     if raw_body is not None:
-        target = strictjson.body_target(method)
         body = strictjson.decode_header(raw_body)
         if body is None:
             raise InvalidArgument.for_field(
@@ -78,7 +99,7 @@ def check_request(method: str, request: Any, raw_body: str | bytes | None) -> No
             reason="UNDECODABLE_REQUEST")
 
 
-def _wrap(handler: Any, method: str, raw_body: str | bytes | None) -> Any:
+def _wrap(handler: Any, method: str, raw_body: str | bytes | None, transcoded: bool) -> Any:
     kwargs = {
         "request_deserializer": _guarded(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
@@ -87,7 +108,7 @@ def _wrap(handler: Any, method: str, raw_body: str | bytes | None) -> Any:
         inner: Behaviour = handler.unary_unary
 
         async def unary(request: Any, context: Any) -> Any:
-            check_request(method, request, raw_body)
+            check_request(method, request, raw_body, transcoded)
             result = inner(request, context)
             return await result if inspect.isawaitable(result) else result
 
@@ -95,13 +116,13 @@ def _wrap(handler: Any, method: str, raw_body: str | bytes | None) -> Any:
     stream_inner: Behaviour = handler.unary_stream
     if inspect.iscoroutinefunction(stream_inner):
         async def writer(request: Any, context: Any) -> None:
-            check_request(method, request, raw_body)
+            check_request(method, request, raw_body, transcoded)
             await stream_inner(request, context)
 
         return grpc.unary_stream_rpc_method_handler(writer, **kwargs)
 
     async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
-        check_request(method, request, raw_body)
+        check_request(method, request, raw_body, transcoded)
         result = stream_inner(request, context)
         if inspect.isawaitable(result):
             await result
@@ -124,4 +145,5 @@ class RequestCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or handler.request_streaming:
             return handler  # no REST binding streams requests; their items decode lazily
         method = handler_call_details.method.lstrip("/")
-        return _wrap(handler, method, _json_body(handler_call_details.invocation_metadata))
+        raw_body, transcoded = _json_body(handler_call_details.invocation_metadata)
+        return _wrap(handler, method, raw_body, transcoded)

@@ -237,9 +237,11 @@ async def test_cancel_a_queued_backtest_and_a_running_sweep_frees_the_worker(
         seen.append(event)
         if event.progress.done > 0 and event.state == common_pb2.JOB_STATE_RUNNING:
             break
-    cancelled = await env.backtest.CancelBacktest(pb.CancelBacktestRequest(name=queued.name))
+    cancelled = await env.backtest.CancelBacktest(pb.CancelBacktestRequest(name=queued.name),
+                                                  metadata=caller())  # by its owner
     assert cancelled.state == common_pb2.JOB_STATE_CANCELLED
-    stopped = await env.backtest.CancelSweep(pb.CancelSweepRequest(name=sweep.name))
+    stopped = await env.backtest.CancelSweep(pb.CancelSweepRequest(name=sweep.name),
+                                             metadata=caller())
     assert stopped.state == common_pb2.JOB_STATE_CANCELLED
     rest = [e async for e in env.backtest.WatchSweep(pb.WatchSweepRequest(
         name=sweep.name, after_sequence=seen[-1].sequence))]
