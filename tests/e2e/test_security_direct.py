@@ -26,7 +26,7 @@ from usdcarb.devstack.stack import StackInfo
 from usdcarb.gateway.devtoken import DEV_PRIVATE_KEY, mint_dev_token
 from usdcarb.platform import authz
 from usdcarb.platform.service_auth import DEV_SERVICE_KEY, derive_credential
-from usdcarb.v1 import identity_pb2, identity_pb2_grpc, validation_pb2
+from usdcarb.v1 import common_pb2, identity_pb2, identity_pb2_grpc, validation_pb2
 
 pytestmark = pytest.mark.e2e
 
@@ -131,15 +131,19 @@ def test_a_service_token_reaches_only_what_its_service_needs(stack: StackInfo) -
                 problems.append(f"{key} as service:{name}: expected PERMISSION_DENIED "
                                 f"SERVICE_NOT_GRANTED, got {code} {reason}")
     assert not problems, "\n".join(problems)
-    # The granted call really works (an empty batch validates to nothing).
+    # The granted call really works: one bar checked, nothing recorded.
+    batch = common_pb2.CandleBatch(
+        series=common_pb2.SeriesKey(exchange="binance", symbol="BTC/USDC", timeframe="1m"),
+        open_time_ms=[1_678_406_400_000], open=[20000.0], high=[20010.0], low=[19990.0],
+        close=[20005.0], volume=[1.5], count=1)
     with service_channel(stack, "validation") as channel:
         reply = channel.unary_unary(
             "/usdcarb.v1.ValidationService/ValidateCandles",
             request_serializer=validation_pb2.ValidateCandlesRequest.SerializeToString,
             response_deserializer=validation_pb2.ValidateCandlesResponse.FromString,
-        )(validation_pb2.ValidateCandlesRequest(),
+        )(validation_pb2.ValidateCandlesRequest(batch=batch, record=False),
           metadata=[("authorization", f"Bearer {tokens['ingestion']}")], timeout=5)
-    assert len(reply.accepted) == 0
+    assert list(reply.accepted) == [True]
 
 
 def test_the_gateway_does_not_route_service_token_issuance(stack: StackInfo) -> None:
