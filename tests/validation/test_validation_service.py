@@ -88,9 +88,12 @@ async def test_validate_candles_quarantines_every_malformed_bar_with_its_reason(
     issues = await env.stub.ListValidationIssues(pb.ListValidationIssuesRequest(page_size=100))
     assert len(issues.issues) == await env.quality.fetchval(
         "SELECT count(*) FROM data_validation_issues") == 9  # 8 ERROR + out of order
+    # The quarantined bars make the series SUSPECT there: one verdict change, not two.
     assert [e.type for e in env.events.events] == ["EVENT_TYPE_DATA_ISSUE",
-                                                   "EVENT_TYPE_GAP_DETECTED"]
+                                                   "EVENT_TYPE_GAP_DETECTED",
+                                                   "EVENT_TYPE_SERIES_VERDICT_CHANGED"]
     assert env.events.events[0].data["count"] == 8
+    assert env.events.events[2].data["after"] == "SERIES_VERDICT_KIND_SUSPECT"
     # The rejected bars left a hole in what will be stored: bars 1-5 are missing.
     gaps = await env.stub.ListGaps(pb.ListGapsRequest())
     assert [(g.range.start_time.ToMilliseconds(), g.missing_bars) for g in gaps.gaps] == [

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -22,6 +23,7 @@ from usdcarb.validation.domain.gaps import (
     detect_gaps,
     plan_fill,
 )
+from usdcarb.validation.domain.implied_cross import pair_legs
 from usdcarb.validation.domain.model import (
     MAX_TIME_MS,
     TIMEFRAMES,
@@ -33,8 +35,11 @@ from usdcarb.validation.domain.model import (
 )
 from usdcarb.validation.domain.quality import GapCount, QualitySummary, summarize
 from usdcarb.validation.domain.validate import Verdict, validate_batch, validate_stored
+from usdcarb.validation.domain.verdicts import Span, VerdictKind
 from usdcarb.validation.model import GapRecord, IssueRecord, QuarantineRecord, Series, Window
 from usdcarb.validation.store import MarketData, QualityStore
+from usdcarb.validation.verdict_store import VerdictStore
+from usdcarb.validation.verdicting import Verdicts
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,6 +131,7 @@ class ValidationApp:
         self._clock = clock
         self._context = context_bars
         self._lookback = gap_lookback_bars
+        self._verdicts = Verdicts(VerdictStore(quality.pool), market, events, self._th)
 
     # -- validation -------------------------------------------------------------------
     async def validate_candles(self, series: Series, batch: Bars, *, record: bool,
@@ -136,17 +142,22 @@ class ValidationApp:
         now = self._clock()
         ts = batch.open_time_ms
         usable = ts[(ts % tf == 0) & (ts <= now) & (ts >= 0)]
-        stored, others = Bars.empty(), {}
+        stored, others, legs = Bars.empty(), {}, []
+        lo = hi = 0
         if usable.size:
             lo = int(usable.min()) - self._context * tf
             hi = int(usable.max()) + (self._context + 1) * tf
             stored = await self._market.read(series, lo, hi)
             if cross_venue:
-                others = await self._others(series, lo, hi)
+                others = await self._others(series, tf, lo, hi)
+                legs = await self._legs(series, tf, lo, hi)
         verdict = validate_batch(batch, tf_ms=tf, now_ms=now, stored=stored, others=others,
-                                 th=self._th)
+                                 th=self._th, legs=legs)
         if record:
             await self._record_batch(series, tf, batch, verdict, stored)
+            if usable.size:
+                await self._verdicts.refresh(series, tf, lo, hi,
+                                             fresh=batch.take(verdict.accepted))
         return verdict
 
     async def _record_batch(self, series: Series, tf: int, batch: Bars, verdict: Verdict,
@@ -181,9 +192,11 @@ class ValidationApp:
         end = min(end_ms, now - now % tf + tf)
         lo, hi = start_ms - self._context * tf, end_ms + self._context * tf
         bars = await self._market.read(series, lo, hi)
-        others = await self._others(series, lo, hi) if cross_venue else {}
+        others = await self._others(series, tf, lo, hi) if cross_venue else {}
+        legs = await self._legs(series, tf, lo, hi) if cross_venue else []
         checked, findings = validate_stored(bars, tf_ms=tf, now_ms=now, start_ms=start_ms,
-                                            end_ms=end_ms, others=others, th=self._th)
+                                            end_ms=end_ms, others=others, th=self._th,
+                                            legs=legs)
         ts = bars.open_time_ms
         runs = detect_gaps(ts[(ts >= start_ms) & (ts < end)], tf, start_ms=start_ms,
                            end_ms=end) if end > start_ms else []
@@ -193,16 +206,41 @@ class ValidationApp:
             gaps = await self._quality.gaps_overlapping(series, start_ms, end_ms, conn=conn,
                                                         states=OPEN_STATES)
         await self._announce(series, issues, new_gaps)
+        await self._verdicts.refresh(series, tf, lo, hi)
         return RangeResult(checked, findings, gaps)
 
-    async def _others(self, series: Series, lo: int, hi: int) -> dict[str, Bars]:
+    async def _others(self, series: Series, tf: int, lo: int, hi: int) -> dict[str, Bars]:
+        """The same market on the other venues: original bars outside their stale and
+        aliased spans (an alias and its twin count once: the alias is left out)."""
         out = {}
         for venue in await self._market.venues(series.symbol, series.timeframe,
                                                series.exchange):
-            bars = await self._market.read(Series(venue, series.symbol, series.timeframe),
-                                           lo, hi)
-            out[venue] = bars.take(bars.provenance == Provenance.ORIGINAL)
+            other = Series(venue, series.symbol, series.timeframe)
+            bars = await self._market.read(other, lo, hi)
+            bars = bars.take(bars.provenance == Provenance.ORIGINAL)
+            out[venue] = await self._verdicts.usable(other, tf, bars, lo, hi)
         return out
+
+    async def _legs(self, series: Series, tf: int, lo: int, hi: int
+                    ) -> list[tuple[Bars, Bars]]:
+        """For a stablecoin pair A/B, usable (A/USD, B/USD) pairs: the series' own venue
+        when it lists both, else every venue that does."""
+        names = pair_legs(series.symbol)
+        if names is None:
+            return []
+        venues = set(await self._market.venues(names[0], series.timeframe, ""))
+        venues &= set(await self._market.venues(names[1], series.timeframe, ""))
+        picked = [series.exchange] if series.exchange in venues else sorted(venues)
+        legs = []
+        for venue in picked:
+            pair = []
+            for sym in names:
+                leg = Series(venue, sym, series.timeframe)
+                bars = await self._market.read(leg, lo, hi)
+                bars = bars.take(bars.provenance == Provenance.ORIGINAL)
+                pair.append(await self._verdicts.usable(leg, tf, bars, lo, hi))
+            legs.append((pair[0], pair[1]))
+        return legs
 
     async def _announce(self, series: Series, issues: Sequence[IssueRecord],
                         gaps: Sequence[GapRecord]) -> None:
@@ -329,14 +367,32 @@ class ValidationApp:
                       span: tuple[int, int]) -> FillSource:
         venue = exchange or series.exchange
         if not fine:
-            bars = await self._market.read(Series(venue, series.symbol, series.timeframe),
-                                           *span, conn=conn)
+            src = Series(venue, series.symbol, series.timeframe)
+            bars = await self._market.read(src, *span, conn=conn)
+            # Never from a stale or aliased source: only its usable bars are offered.
+            bars = await self._verdicts.usable(src, tf, bars, *span, conn=conn)
             return FillSource(venue, Provenance.FILLED_FROM_VENUE, bars)
-        raw = await self._market.read(Series(venue, series.symbol, fine), *span, conn=conn)
+        src = Series(venue, series.symbol, fine)
+        raw = await self._market.read(src, *span, conn=conn)
+        raw = await self._verdicts.usable(src, TIMEFRAMES[fine], raw, *span, conn=conn)
         bars = aggregate(raw.take(raw.provenance == Provenance.ORIGINAL), tf)
         prov = (Provenance.FILLED_FROM_TIMEFRAME if venue == series.exchange
                 else Provenance.FILLED_FROM_VENUE)
         return FillSource(f"{venue}:{fine}", prov, bars)
+
+    # -- verdicts ---------------------------------------------------------------------
+    async def series_verdict(self, series: Series, start_ms: int | None, end_ms: int | None
+                             ) -> tuple[int, int, VerdictKind, list[tuple[Span, datetime]]]:
+        """The stored verdict spans of a series over a range (default: all stored)."""
+        tf = check_series(series, "series")
+        check_range(start_ms, end_ms, "range", required=False)
+        if start_ms is None or end_ms is None:
+            extent = await self._market.extent(series)
+            if extent is None:
+                raise NotFound("series", f"{series.exchange} {series.symbol} {series.timeframe}")
+            start_ms, end_ms = extent[0], extent[1] + tf
+        kind, spans = await self._verdicts.get(series, start_ms, end_ms)
+        return start_ms, end_ms, kind, spans
 
     # -- quality ----------------------------------------------------------------------
     async def quality_summary(self, series: Series, start_ms: int | None, end_ms: int | None

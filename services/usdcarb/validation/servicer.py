@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from usdcarb.v1 import validation_pb2_grpc as pb_grpc
 from usdcarb.validation.app import COLUMNS, ValidationApp, batch_from_columns
 from usdcarb.validation.domain.model import Bars, Finding
 from usdcarb.validation.domain.quality import QualitySummary
+from usdcarb.validation.domain.verdicts import Span
 from usdcarb.validation.model import GapRecord, IssueRecord, QuarantineRecord, Series, Window
 
 _LE = {"open_time_ms": "<i8"} | {c: "<f8" for c in COLUMNS[1:]}
@@ -105,6 +107,18 @@ def summary_to_pb(series: Series, q: QualitySummary) -> pb.QualitySummary:
         zero_volume_bars=q.zero_volume_bars)
 
 
+def span_to_pb(series: Series, s: Span, when: datetime) -> pb.VerdictSpan:
+    update = timestamp_pb2.Timestamp()
+    update.FromDatetime(when)
+    twin = None
+    if s.twin:
+        exchange, symbol = s.twin.split(":", 1)
+        twin = cpb.SeriesKey(exchange=exchange, symbol=symbol, timeframe=series.timeframe)
+    return pb.VerdictSpan(verdict=pb.SeriesVerdictKind.Value(s.kind.value),
+                          range=_range_pb(s.start_ms, s.end_ms), bars=s.bars, reason=s.reason,
+                          twin=twin, match_ratio=s.match_ratio, update_time=update)
+
+
 def window_from_pb(f: pb.SeriesFilter) -> Window:
     start, end = range_from_pb(f, "range")
     return Window(f.exchange, f.symbol, f.timeframe, start, end)
@@ -187,4 +201,13 @@ class ValidationServicer(pb_grpc.ValidationServiceServicer):
         series = series_from_pb(request.series)
         start, end = range_from_pb(request, "range")
         return summary_to_pb(series, await self._app.quality_summary(series, start, end))
+
+    async def GetSeriesVerdict(self, request: pb.GetSeriesVerdictRequest, context: Any) -> Any:
+        series = series_from_pb(request.series)
+        start, end = range_from_pb(request, "range")
+        lo, hi, kind, spans = await self._app.series_verdict(series, start, end)
+        return pb.SeriesVerdict(
+            series=series_to_pb(series), range=_range_pb(lo, hi),
+            verdict=pb.SeriesVerdictKind.Value(kind.value),
+            spans=[span_to_pb(series, s, when) for s, when in spans])
 

@@ -301,6 +301,15 @@ class MarketData(PooledStore):
             "AND exchange <> $3 ORDER BY exchange", symbol, timeframe, exclude)
         return [r["exchange"] for r in rows]
 
+    async def same_base(self, series: Series) -> list[str]:
+        """Other symbols of this exchange with the series' base at its timeframe."""
+        base = series.symbol.split("/", 1)[0]
+        rows = await self._pool.fetch(
+            f"SELECT DISTINCT symbol FROM {self.table} WHERE exchange = $1 AND timeframe = $2 "
+            "AND symbol <> $3 AND split_part(symbol, '/', 1) = $4 ORDER BY symbol",
+            series.exchange, series.timeframe, series.symbol, base)
+        return [r["symbol"] for r in rows]
+
     async def previous_time(self, series: Series, before_ms: int, not_before_ms: int
                             ) -> int | None:
         """Open time of the last stored bar in [not_before_ms, before_ms), if any."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from usdcarb.validation.domain.bar_rules import check_bars
 from usdcarb.validation.domain.cross_venue import clock_skew, deviations, median_returns
+from usdcarb.validation.domain.implied_cross import implied_cross
 from usdcarb.validation.domain.model import (
     I64,
     Bars,
@@ -55,8 +56,10 @@ def _rejected(findings: list[Finding], n: int) -> Mask:
 
 
 def series_checks(series: Bars, positions: I64, *, tf_ms: int, others: Mapping[str, Bars],
-                  th: Thresholds, report_time_ms: int) -> list[Finding]:
-    """Stale runs, spikes, and with other venues deviation and clock skew.
+                  th: Thresholds, report_time_ms: int,
+                  legs: Sequence[tuple[Bars, Bars]] = ()) -> list[Finding]:
+    """Stale runs, spikes, with other venues deviation and clock skew, and with the legs
+    of a stablecoin pair's implied cross (numerator, denominator) the implied cross.
 
     ``series`` is ascending with unique times and valid prices; ``positions[j]`` is the
     index reported for row j, -1 for context rows (judged, but not reported on).
@@ -74,6 +77,8 @@ def series_checks(series: Bars, positions: I64, *, tf_ms: int, others: Mapping[s
         findings += deviations(series, positions, others, th, own_flagged=own_flagged,
                                other_flagged=other_flagged)
         findings += clock_skew(series, tf_ms, others, th, report_time_ms=report_time_ms)
+    if legs:
+        findings += implied_cross(series, positions, legs, th)
     return findings
 
 
@@ -86,7 +91,8 @@ def _spiked(times: I64, other: Bars, th: Thresholds) -> Mask:
 
 def validate_batch(batch: Bars, *, tf_ms: int, now_ms: int, stored: Bars | None = None,
                    others: Mapping[str, Bars] | None = None,
-                   th: Thresholds | None = None) -> Verdict:
+                   th: Thresholds | None = None,
+                   legs: Sequence[tuple[Bars, Bars]] = ()) -> Verdict:
     """Validate bars about to be stored against the stored bars around them.
 
     ``stored`` holds this series' stored bars around the batch (context for conflicts and
@@ -103,7 +109,7 @@ def validate_batch(batch: Bars, *, tf_ms: int, now_ms: int, stored: Bars | None 
         ok_idx = ok_idx[np.argsort(batch.open_time_ms[ok_idx], kind="stable")]
         series, positions = _with_context(batch, ok_idx, stored)
         findings += series_checks(series, positions, tf_ms=tf_ms, others=others or {}, th=th,
-                                  report_time_ms=int(batch.open_time_ms[ok_idx[0]]))
+                                  report_time_ms=int(batch.open_time_ms[ok_idx[0]]), legs=legs)
     return Verdict(~_rejected(findings, n), _ordered(findings))
 
 
@@ -126,7 +132,8 @@ def _valid_prices(bars: Bars) -> Mask:
 
 def validate_stored(bars: Bars, *, tf_ms: int, now_ms: int, start_ms: int, end_ms: int,
                     others: Mapping[str, Bars] | None = None,
-                    th: Thresholds | None = None) -> tuple[int, tuple[Finding, ...]]:
+                    th: Thresholds | None = None,
+                    legs: Sequence[tuple[Bars, Bars]] = ()) -> tuple[int, tuple[Finding, ...]]:
     """Run every rule over stored bars; report on those in [start_ms, end_ms).
 
     ``bars`` may extend beyond the range as context. Indices count the bars in range.
@@ -142,5 +149,5 @@ def validate_stored(bars: Bars, *, tf_ms: int, now_ms: int, start_ms: int, end_m
     if checked:
         first = int(bars.open_time_ms[inside][0])
         findings += series_checks(series, positions, tf_ms=tf_ms, others=others or {}, th=th,
-                                  report_time_ms=first)
+                                  report_time_ms=first, legs=legs)
     return checked, _ordered(findings)
