@@ -60,6 +60,10 @@ class ProbeServicer:
         yield b"2"
         raise NotFound("backtest", "backtests/42")
 
+    async def StreamMissing(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        raise NotFound("backtest", "backtests/404")
+        yield b"never"  # pragma: no cover (makes this an async generator)
+
     async def Ticks(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         while True:
             yield b"tick"
@@ -97,7 +101,7 @@ def register_probe(servicer: ProbeServicer) -> Callable[[Any], None]:
         }
         streams = {
             name: grpc.unary_stream_rpc_method_handler(getattr(servicer, name))
-            for name in ("Stream", "StreamBoom", "WriterStream", "Ticks")
+            for name in ("Stream", "StreamBoom", "StreamMissing", "WriterStream", "Ticks")
         }
         handlers = {
             **unary,

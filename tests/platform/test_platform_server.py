@@ -101,6 +101,27 @@ async def test_stream_error_after_messages_maps_to_its_status(channel: Any) -> N
     assert (resource.resource_type, resource.resource_name) == ("backtest", "backtests/42")
 
 
+async def test_stream_failing_before_its_first_message_is_trailers_only(channel: Any) -> None:
+    """No initial metadata goes out before the first message, so Envoy's transcoder can
+    answer a REST caller with the HTTP status of the code; the id is in the trailers."""
+    call = channel.unary_stream(method("StreamMissing"))(
+        b"", metadata=(("x-request-id", "early-1"),))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in call:
+            pass
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "x-request-id" not in dict(await call.initial_metadata())
+    assert dict(await call.trailing_metadata())["x-request-id"] == "early-1"
+
+
+async def test_stream_sends_the_request_id_with_its_first_message(channel: Any) -> None:
+    call = channel.unary_stream(method("Stream"))(b"", metadata=(("x-request-id", "s-1"),))
+    assert dict(await call.initial_metadata())["x-request-id"] == "s-1"
+    with pytest.raises(grpc.aio.AioRpcError):
+        async for _ in call:
+            pass
+
+
 async def test_writer_style_stream_error_maps_too(channel: Any) -> None:
     call = channel.unary_stream(method("WriterStream"))(b"")
     received = []
