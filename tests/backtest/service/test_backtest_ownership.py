@@ -51,7 +51,8 @@ async def test_only_owner_or_admin_cancels_backtests_and_sweeps(env: Any) -> Non
     queued = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(
         backtest=pb.Backtest(strategy_version=version, config=config())), metadata=caller())
     assert (sweep.owner, queued.owner) == ("alice", "alice")
-    async for event in env.backtest.WatchSweep(pb.WatchSweepRequest(name=sweep.name)):
+    async for event in env.backtest.WatchSweep(pb.WatchSweepRequest(name=sweep.name),
+                                               metadata=caller()):
         if event.progress.done > 0 and event.state == common_pb2.JOB_STATE_RUNNING:
             break
     bob = bearer("bob", ("analyst",))
