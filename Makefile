@@ -29,7 +29,7 @@ help: ## list the targets
 
 # ---------------------------------------------------------------- setup
 .PHONY: setup venv system gotools
-setup: system venv gotools ## install everything the project needs (idempotent)
+setup: system venv gotools engine-cache ## install everything the project needs (idempotent)
 
 system: $(SYSTEM_STAMP) ## apt packages, PostgreSQL 15 + TimescaleDB (built from source), Redis
 $(SYSTEM_STAMP): scripts/setup-system.sh
@@ -45,6 +45,15 @@ $(VENV_STAMP): pyproject.toml
 	@printf '%s\n' $(ROOT)/services $(ROOT)/gen/python $(ROOT)/clients/python \
 	  > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/usdcarb-paths.pth
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# The backtest engine's numba kernels, compiled once into .cache/numba (NUMBA_CACHE_DIR
+# overrides) so no backtest compiles on the request path; redone when the engine changes.
+ENGINE_STAMP := $(ROOT)/.cache/numba/.warm-$(shell cat services/usdcarb/backtest/engine/*.py | sha1sum | cut -c1-12)
+.PHONY: engine-cache
+engine-cache: $(ENGINE_STAMP) ## compile the backtest engine's kernels ahead of time
+$(ENGINE_STAMP): $(VENV_STAMP)
+	$(PY) -m usdcarb.backtest.engine.warm
+	@mkdir -p $(dir $@) && rm -f $(ROOT)/.cache/numba/.warm-* && touch $@
 
 gotools: $(GOTOOLS_STAMP) ## protoc-gen-go, protoc-gen-go-grpc, grpcurl at pinned versions
 $(GOTOOLS_STAMP):

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.config import RunSpec, parse_config
-from usdcarb.backtest.jobs import JobQueue
+from usdcarb.backtest.curves import curve_request, equity_to_pb
+from usdcarb.backtest.jobs import Lanes
+from usdcarb.backtest.lanes import LaneInfo, queued_message
 from usdcarb.backtest.loading import data_gaps, series_to_load
-from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob
+from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.store import BacktestStore
 from usdcarb.backtest.strategy_client import ResolvedVersion, StrategyClient
@@ -52,6 +52,8 @@ class AppSettings:
     market_table: str = "ingestion.market_data"
     max_bars: int = 20_000_000
     max_sweep_points: int = 10_000
+    backtest_slots: int = 1   # this replica's worker slots taking backtests (estimates)
+    sweep_slots: int = 1      # ... and taking sweeps
 
 
 def parse_name(name: str, collection: str, field: str = "name", suffix: str = "") -> str:
@@ -76,9 +78,9 @@ def _version_name(name: str, field: str) -> str:
 class BacktestApp:
     """Backtest and sweep jobs."""
 
-    def __init__(self, *, store: BacktestStore, bus: ProgressBus, queue: JobQueue,
-                 strategy: StrategyClient, settings: AppSettings) -> None:
-        self._store, self._bus, self._queue = store, bus, queue
+    def __init__(self, *, store: BacktestStore, bus: ProgressBus, queue: Lanes,
+                 lanes: LaneInfo, strategy: StrategyClient, settings: AppSettings) -> None:
+        self._store, self._bus, self._queue, self._lanes = store, bus, queue, lanes
         self._strategy, self.settings = strategy, settings
 
     # -- validation -----------------------------------------------------------------
@@ -117,7 +119,9 @@ class BacktestApp:
             if existing is not None:
                 return await self._store.get_backtest(existing)
         version, _spec = await self._prepare(strategy_version, config, prefix)
-        queued = common_pb2.Progress(unit="bars", message="queued")
+        position = await self._lanes.position(self._queue.backtests, "backtest",
+                                              self.settings.backtest_slots)
+        queued = common_pb2.Progress(unit="bars", message=queued_message(position, "backtest"))
         job, created = await self._store.insert_backtest(BacktestJob(
             id=f"bt-{uuid.uuid4().hex[:16]}", strategy_version=version.name,
             config=convert.to_json(config), strategy_kind=version.kind,
@@ -126,9 +130,10 @@ class BacktestApp:
         if created:
             await self._bus.publish(job.id, pb.BacktestEvent(
                 backtest=job.name, state=common_pb2.JOB_STATE_QUEUED,
-                progress=pb.BacktestProgress(progress=queued)).SerializeToString())
+                progress=pb.BacktestProgress(progress=queued, queue=position),
+            ).SerializeToString())
             try:
-                await self._queue.enqueue("backtest", job.id)
+                await self._queue.backtests.enqueue("backtest", job.id)
             except Exception:
                 await self._store.end_backtest(job.id, JobState.FAILED, {
                     "code": 14, "message": "could not queue the job; retry"})
@@ -268,10 +273,10 @@ class BacktestApp:
         token = paging.encode_token([rows[size - 1]["seq"]], filters) if len(rows) > size else ""
         return Page(trades, token)
 
-    async def equity_curve(self, name: str, max_points: int, layout: int) -> pb.EquityCurve:
+    async def equity_curve(self, name: str, max_points: int, layout: int, *,
+                           page_size: int = 0, page_token: str = "") -> pb.EquityCurve:
         job_id = parse_name(name, "backtests", suffix="equityCurve")
-        if max_points < 0:
-            raise InvalidArgument.for_field("max_points", "a number >= 0", max_points)
+        request = curve_request(name, max_points, page_size, page_token)
         job = await self._store.get_backtest(job_id)
         columns = await self._store.get_equity(job_id)
         if columns is None:
@@ -279,7 +284,7 @@ class BacktestApp:
                 [("STATE", f"backtests/{job_id}",
                   expected("a succeeded backtest", job.state.value))],
                 reason="BACKTEST_NOT_SUCCEEDED")
-        return equity_to_pb(name, columns, max_points, layout)
+        return equity_to_pb(name, columns, layout, request)
 
     # -- sweeps ---------------------------------------------------------------------
     async def create_sweep(self, *, sweep: pb.Sweep, creator: str,
@@ -300,18 +305,22 @@ class BacktestApp:
         if sweep.HasField("walk_forward"):
             walk_forward = convert.to_json(sweep.walk_forward)
             _check_walk_forward(sweep.walk_forward, spec)
+        position = await self._lanes.position(self._queue.sweeps, "sweep",
+                                              self.settings.sweep_slots)
         job, created = await self._store.insert_sweep(SweepJob(
             id=f"sw-{uuid.uuid4().hex[:16]}", strategy_version=version.name,
             config=convert.to_json(sweep.config), axes=axes, objective=objective,
             walk_forward=walk_forward, strategy_kind=version.kind,
             parameters=version.parameters, creator=creator, request_id=request_id or None,
-            progress=convert.to_json(common_pb2.Progress(message="queued"))))
+            progress=convert.to_json(common_pb2.Progress(
+                message=queued_message(position, "sweep")))))
         if created:
             await self._bus.publish(job.id, pb.SweepEvent(
                 sweep=job.name, state=common_pb2.JOB_STATE_QUEUED,
-                progress=common_pb2.Progress(message="queued")).SerializeToString())
+                progress=common_pb2.Progress(message=queued_message(position, "sweep")),
+                queue=position).SerializeToString())
             try:
-                await self._queue.enqueue("sweep", job.id)
+                await self._queue.sweeps.enqueue("sweep", job.id)
             except Exception:
                 await self._store.end_sweep(job.id, JobState.FAILED, {
                     "code": 14, "message": "could not queue the job; retry"})
@@ -433,29 +442,6 @@ def _check_walk_forward(wf: pb.WalkForwardSpec, spec: RunSpec) -> None:
             bars["in_sample"] + bars["out_of_sample"])))
     if violations:
         raise InvalidArgument(violations)
-
-
-def equity_to_pb(name: str, c: EquityColumns, max_points: int, layout: int) -> pb.EquityCurve:
-    """Build the EquityCurve message, downsampled to each bucket's last point."""
-    cols = {
-        "time_ms": np.frombuffer(c.time_ms, "<i8"), "equity": np.frombuffer(c.equity, "<f8"),
-        "drawdown": np.frombuffer(c.drawdown, "<f8"),
-        "exposure": np.frombuffer(c.exposure, "<f8"),
-    }
-    n = c.points
-    if 0 < max_points < n:
-        idx = (np.arange(1, max_points + 1, dtype=np.int64) * n) // max_points - 1
-        cols = {k: v[idx] for k, v in cols.items()}
-    count = len(cols["time_ms"])
-    if layout == common_pb2.COLUMN_LAYOUT_LE_BYTES:
-        return pb.EquityCurve(
-            name=name, count=count, time_ms_le=cols["time_ms"].astype("<i8").tobytes(),
-            equity_le=cols["equity"].astype("<f8").tobytes(),
-            drawdown_le=cols["drawdown"].astype("<f8").tobytes(),
-            exposure_le=cols["exposure"].astype("<f8").tobytes())
-    return pb.EquityCurve(name=name, count=count, time_ms=cols["time_ms"].tolist(),
-                          equity=cols["equity"].tolist(), drawdown=cols["drawdown"].tolist(),
-                          exposure=cols["exposure"].tolist())
 
 
 def _page(rows: list[T], size: int, key: Any, filters: dict[str, Any]) -> Page[T]:

@@ -26,7 +26,7 @@ _CURVES = ("equity", "drawdown", "exposure")
 
 @dataclass(frozen=True)
 class FrameRef:
-    """Where a frame's columns are: time_ms, then each series' close and volume."""
+    """Where a frame's columns are: time_ms, then every series' close, then every volume."""
 
     path: str
     bars: int
@@ -45,6 +45,7 @@ def write_frame(frame: MarketFrame, directory: str | None = None) -> FrameRef:
             f.write(np.ascontiguousarray(frame.time_ms, np.int64).data)
             for s in frame.series:
                 f.write(np.ascontiguousarray(s.close, np.float64).data)
+            for s in frame.series:
                 f.write(np.ascontiguousarray(s.volume, np.float64).data)
     except BaseException:
         os.unlink(path)
@@ -54,13 +55,18 @@ def write_frame(frame: MarketFrame, directory: str | None = None) -> FrameRef:
 
 
 def read_frame(ref: FrameRef) -> MarketFrame:
-    """Read the frame ``ref`` names (in the engine process)."""
-    n = ref.bars
+    """Read the frame ``ref`` names (in the engine process).
+
+    Closes (and volumes) land as rows of one [series, bar] array, so the engine's layout
+    takes them without a copy (``engine.layout.rows``).
+    """
+    n, k = ref.bars, len(ref.series)
     with open(ref.path, "rb") as f:
         time_ms = np.fromfile(f, np.int64, n)
-        series = [Series(venue=venue, symbol=symbol, close=np.fromfile(f, np.float64, n),
-                         volume=np.fromfile(f, np.float64, n))
-                  for venue, symbol in ref.series]
+        closes = np.fromfile(f, np.float64, k * n).reshape(k, n)
+        volumes = np.fromfile(f, np.float64, k * n).reshape(k, n)
+    series = [Series(venue=venue, symbol=symbol, close=closes[j], volume=volumes[j])
+              for j, (venue, symbol) in enumerate(ref.series)]
     return MarketFrame(time_ms=time_ms, series=tuple(series))
 
 

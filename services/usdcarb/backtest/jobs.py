@@ -10,6 +10,10 @@ Contract:
   min idle 0, JUSTID), which resets its idle time: a live worker's job is never taken.
 - ``ack`` acknowledges and deletes the entry once the job's outcome is stored. The
   attempt count lives with the job in PostgreSQL, where a re-run is decided.
+- Lanes: backtests and sweeps wait in separate streams (``Lanes``), so a worker slot
+  reserved for backtests never picks up a sweep and a backtest never queues behind one.
+  ``length`` counts a lane's entries, queued or running (acknowledged ones are deleted):
+  what a job enqueued now has ahead of it.
 """
 
 from __future__ import annotations
@@ -64,7 +68,12 @@ class JobQueue:
         entry_id = await self._redis.xadd(self.stream, {"type": type_, "id": job_id})
         return _text(entry_id)
 
-    async def claim(self, consumer: str, *, block_ms: int = 1000) -> JobEntry | None:
+    async def length(self) -> int:
+        """Entries in the lane: queued or running (acknowledged ones are deleted)."""
+        return int(await self._redis.xlen(self.stream))
+
+    async def claim(self, consumer: str, *, block_ms: int | None = 1000) -> JobEntry | None:
+        """The next entry for ``consumer``; ``block_ms`` None asks without waiting."""
         reply = await self._redis.xautoclaim(
             self.stream, self.group, consumer, min_idle_time=self.claim_idle_ms,
             start_id="0-0", count=1)
@@ -96,3 +105,18 @@ class JobQueue:
     async def ack(self, entry: JobEntry) -> None:
         await self._redis.xack(self.stream, self.group, entry.entry_id)
         await self._redis.xdel(self.stream, entry.entry_id)
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The two job lanes of the service: single backtests, and sweeps."""
+
+    backtests: JobQueue
+    sweeps: JobQueue
+
+    def of(self, type_: str) -> JobQueue:
+        return self.sweeps if type_ == "sweep" else self.backtests
+
+    async def ensure_groups(self) -> None:
+        await self.backtests.ensure_group()
+        await self.sweeps.ensure_group()

@@ -8,6 +8,7 @@ a job that was running stays pending in the queue and another replica re-runs it
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from pydantic import Field
 
 from usdcarb.backtest.app import AppSettings, BacktestApp
-from usdcarb.backtest.jobs import GROUP, JobQueue
+from usdcarb.backtest.jobs import GROUP, JobQueue, Lanes
+from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import check_table
 from usdcarb.backtest.progress import Channels, ProgressBus
 from usdcarb.backtest.runner import Runner, RunnerSettings
@@ -46,7 +48,10 @@ class BacktestSettings(PlatformSettings):
     strategy_address: str = Field(
         default="127.0.0.1:50053", description="host:port of the StrategyService.")
     worker_processes: int = Field(
-        default=1, ge=0, le=64, description="Engine processes (concurrent jobs) of a replica.")
+        default_factory=lambda: min(2, os.cpu_count() or 1), ge=0, le=64,
+        description="Engine processes (concurrent jobs) of a replica; default 2 where the "
+        "machine has two cores (one then serves only backtests, so none waits behind a "
+        "sweep), else 1.")
     max_attempts: int = Field(
         default=3, ge=1, description="Runs of a job whose worker died before it is FAILED.")
     claim_idle_s: float = Field(
@@ -92,21 +97,26 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
     store = BacktestStore(pool)
     channels = Channels(prefix=settings.redis_prefix)
     bus = ProgressBus(redis, channels)
-    queue = JobQueue(redis, channels.jobs, group=GROUP,
-                     claim_idle_ms=int(settings.claim_idle_s * 1000))
+    idle_ms = int(settings.claim_idle_s * 1000)
+    queue = Lanes(backtests=JobQueue(redis, channels.jobs, group=GROUP, claim_idle_ms=idle_ms),
+                  sweeps=JobQueue(redis, channels.sweeps, group=GROUP, claim_idle_ms=idle_ms))
+    lanes = LaneInfo(redis, channels)
     strategy = StrategyClient(peer_channel(settings, settings.strategy_address, "strategy"),
                               token or service_token(settings, SERVICE_NAME))
-    app = BacktestApp(store=store, bus=bus, queue=queue, strategy=strategy,
-                      settings=AppSettings(market_table=settings.market_table,
-                                           max_bars=settings.max_bars,
-                                           max_sweep_points=settings.max_sweep_points))
-    runner = Runner(store=store, bus=bus, queue=queue, strategy=strategy, redis=redis,
+    runner = Runner(store=store, bus=bus, queue=queue, lanes=lanes, strategy=strategy,
+                    redis=redis,
                     name=worker_name, settings=RunnerSettings(
                         processes=settings.worker_processes, max_attempts=settings.max_attempts,
                         market_table=settings.market_table, redis_url=settings.redis_url,
                         progress_interval_s=settings.progress_interval_s,
                         heartbeat_s=max(0.2, settings.claim_idle_s / 4),
                         max_bars=settings.max_bars))
+    app = BacktestApp(store=store, bus=bus, queue=queue, lanes=lanes, strategy=strategy,
+                      settings=AppSettings(market_table=settings.market_table,
+                                           max_bars=settings.max_bars,
+                                           max_sweep_points=settings.max_sweep_points,
+                                           backtest_slots=max(1, runner.backtest_slots),
+                                           sweep_slots=runner.sweep_slots))
     servicer = BacktestServicer(app)
     return Components(
         register=lambda server: backtest_pb2_grpc.add_BacktestServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -127,7 +137,10 @@ async def serve(settings: BacktestSettings) -> None:
     await components.start()
     await run_service(
         [SERVICE], components.register, settings,
-        health_checks={"postgres": postgres_check(pool), "redis": redis_check(redis)},
+        # "engine": NOT_SERVING until every engine process has loaded (or, on a cold
+        # cache, compiled) its kernels, so no request waits on a compile.
+        health_checks={"postgres": postgres_check(pool), "redis": redis_check(redis),
+                       "engine": components.runner.ready_check},
         on_close=[pool.close, redis.aclose, components.close])
 
 

@@ -48,6 +48,20 @@ class Channels:
     def cancel(self, job: str) -> str:
         return f"{self.prefix}:cancel:{job}"
 
+    @property
+    def sweeps(self) -> str:
+        """The sweep lane's job stream (``jobs`` is the backtest lane)."""
+        return f"{self.prefix}:sweeps"
+
+    @property
+    def ready(self) -> str:
+        """Sorted set of replicas with warm engine processes (score: expiry, epoch s)."""
+        return f"{self.prefix}:ready"
+
+    def lane_seconds(self, lane: str) -> str:
+        """Recent mean run time of a lane's jobs, in seconds."""
+        return f"{self.prefix}:lane-seconds:{lane}"
+
 
 def _field(fields: dict[Any, Any], name: str) -> Any:
     return fields.get(name.encode(), fields.get(name))

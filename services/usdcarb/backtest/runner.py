@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -31,9 +31,11 @@ from google.rpc import status_pb2
 
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.config import RunSpec, parse_config
+from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
 from usdcarb.backtest.handoff import discard, take_curves, write_frame
-from usdcarb.backtest.jobs import JobEntry, JobQueue
+from usdcarb.backtest.jobs import JobEntry, JobQueue, Lanes
+from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import Loaded, load_market, series_to_load
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
 from usdcarb.backtest.progress import ProgressBus
@@ -71,15 +73,25 @@ class RunnerSettings:
     progress_interval_s: float = 0.1
     heartbeat_s: float = 2.0
     max_bars: int = 20_000_000
+    ready_ttl_s: float = 15.0   # a replica's readiness mark outlives it by at most this
+
+
+SWEEP_BLOCK_MS = 250   # a slot serving both lanes looks at the backtest lane this often
 
 
 class Runner:
-    """The worker slots of one replica."""
+    """The worker slots of one replica.
 
-    def __init__(self, *, store: BacktestStore, bus: ProgressBus, queue: JobQueue,
-                 strategy: StrategyClient, redis: Any, settings: RunnerSettings,
-                 name: str | None = None) -> None:
-        self._store, self._bus, self._queue = store, bus, queue
+    Lanes: with two slots or more, slot 0 takes only backtests and the others take a
+    waiting backtest first, else a sweep; with one slot it does the same as the others.
+    So a backtest never waits behind a sweep where two slots exist (the default where
+    the machine has two cores).
+    """
+
+    def __init__(self, *, store: BacktestStore, bus: ProgressBus, queue: Lanes,
+                 lanes: LaneInfo, strategy: StrategyClient, redis: Any,
+                 settings: RunnerSettings, name: str | None = None) -> None:
+        self._store, self._bus, self._queue, self._lanes = store, bus, queue, lanes
         self._strategy, self._redis, self.settings = strategy, redis, settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
@@ -88,11 +100,37 @@ class Runner:
         self._warm = 0
         self.ready = asyncio.Event()  # set once every slot has warmed up its process
 
+    @property
+    def backtest_slots(self) -> int:
+        return self.settings.processes
+
+    @property
+    def sweep_slots(self) -> int:
+        return max(1, self.settings.processes - 1)
+
+    async def ready_check(self) -> bool:
+        """Health: NOT_SERVING until every engine process has its kernels loaded."""
+        return self.ready.is_set()
+
     async def start(self) -> None:
-        await self._queue.ensure_group()
+        await self._queue.ensure_groups()
         for i in range(self.settings.processes):
             self._executors.append(_new_executor())
             self._tasks.append(asyncio.create_task(self._slot(i), name=f"backtest-slot-{i}"))
+        if self.settings.processes == 0:
+            self.ready.set()
+        else:
+            self._tasks.append(asyncio.create_task(self._beacon(), name="backtest-ready"))
+
+    async def _beacon(self) -> None:
+        """Keep this replica's readiness mark alive in Redis once its slots are warm."""
+        await self.ready.wait()
+        while True:
+            try:
+                await self._lanes.mark_ready(self.name, self.settings.ready_ttl_s)
+            except Exception as exc:
+                logger.warning("could not mark replica %s ready: %s", self.name, exc)
+            await asyncio.sleep(self.settings.ready_ttl_s / 3)
 
     async def stop(self) -> None:
         """Stop taking jobs; a job in flight stays pending and is reclaimed elsewhere."""
@@ -107,13 +145,17 @@ class Runner:
                 logger.warning("worker task %s did not stop within 10 s", task.get_name())
         for executor in self._executors:
             _kill(executor)
+        with contextlib.suppress(Exception):
+            await self._lanes.clear_ready(self.name)
 
     async def _slot(self, index: int) -> None:
         consumer = f"{self.name}-{index}"
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             version = await loop.run_in_executor(self._executors[index], warm_up)
-            logger.info("worker %s ready (engine %s)", consumer, version)
+            logger.info("worker %s ready in %.2f s (engine %s)", consumer,
+                        time.perf_counter() - started, version)
         except Exception:
             logger.exception("worker %s warm-up failed; jobs will compile on first use",
                              consumer)
@@ -122,25 +164,40 @@ class Runner:
             self.ready.set()
         while True:
             try:
-                entry = await self._queue.claim(consumer)
-                if entry is None:
+                claimed = await self._claim(index, consumer)
+                if claimed is None:
                     continue
-                await self._handle(index, consumer, entry)
+                await self._handle(index, consumer, *claimed)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("worker %s failed to handle a job; continuing", consumer)
                 await asyncio.sleep(1.0)
 
-    async def _handle(self, index: int, consumer: str, entry: JobEntry) -> None:
+    async def _claim(self, index: int, consumer: str) -> tuple[JobQueue, JobEntry] | None:
+        lanes = self._queue
+        if self.settings.processes > 1 and index == 0:   # the backtest-only slot
+            entry = await lanes.backtests.claim(consumer)
+            return None if entry is None else (lanes.backtests, entry)
+        entry = await lanes.backtests.claim(consumer, block_ms=None)
+        if entry is not None:
+            return lanes.backtests, entry
+        entry = await lanes.sweeps.claim(consumer, block_ms=SWEEP_BLOCK_MS)
+        return None if entry is None else (lanes.sweeps, entry)
+
+    async def _handle(self, index: int, consumer: str, queue: JobQueue,
+                      entry: JobEntry) -> None:
         self.busy.add(entry.job_id)
-        beat = asyncio.create_task(self._heartbeat(consumer, entry))
+        beat = asyncio.create_task(self._heartbeat(consumer, queue, entry))
+        started = time.perf_counter()
         try:
             if entry.type == "sweep":
                 await self._run_sweep(index, consumer, entry)
             else:
                 await self._run_backtest(index, consumer, entry)
-            await self._queue.ack(entry)
+            await queue.ack(entry)
+            with contextlib.suppress(Exception):
+                await self._lanes.record(entry.type, time.perf_counter() - started)
         except TakenOver:
             logger.warning("%s job %s was taken over by another worker; its result is "
                            "dropped here", entry.type, entry.job_id)
@@ -150,11 +207,11 @@ class Runner:
                 await beat
             self.busy.discard(entry.job_id)
 
-    async def _heartbeat(self, consumer: str, entry: JobEntry) -> None:
+    async def _heartbeat(self, consumer: str, queue: JobQueue, entry: JobEntry) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
-                await self._queue.heartbeat(consumer, entry)
+                await queue.heartbeat(consumer, entry)
             except Exception as exc:
                 logger.warning("heartbeat of %s failed: %s", entry.job_id, exc)
 
@@ -220,17 +277,21 @@ class Runner:
             metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
             fingerprint=pb.Fingerprint(**_snake(fp.to_dict())),
             optimistic_fills=out.optimistic_fills, elapsed=convert.duration(elapsed))
+        columns = equity_columns(loaded.frame.time_ms, out)
         stored = await self._store.succeed_backtest(
             job, result=convert.to_json(result), digest=fp.digest,
-            trades=trade_rows(loaded.frame.time_ms, out.trades),
-            equity=equity_columns(loaded.frame.time_ms, out))
+            trades=trade_rows(loaded.frame.time_ms, out.trades), equity=columns)
         if not stored:
             raise TakenOver(job.id)
         clock.lap("store")
+        curve = equity_to_pb(f"{name}/equityCurve", columns,
+                             common_pb2.COLUMN_LAYOUT_PACKED,
+                             CurveRequest(max_points=DEFAULT_POINTS, page=None))
         final = pb.BacktestEvent(
             backtest=name, state=common_pb2.JOB_STATE_SUCCEEDED,
             completed=pb.BacktestCompleted(
-                outcome=convert.outcome(JobState.SUCCEEDED, None), result=result))
+                outcome=convert.outcome(JobState.SUCCEEDED, None), result=result,
+                equity_curve=curve))
         await self._publish_final_backtest(job.id, final)
         clock.lap("publish")
         logger.info("backtest %s of %d bars: %s", job.id, bars, clock,
@@ -344,8 +405,9 @@ class Runner:
                     min_interval_s=s.progress_interval_s))
             finally:
                 discard(ref)
-        except engine.Cancelled:
-            await self._end_sweep(job, JobState.CANCELLED, None)
+        except engine.Cancelled as exc:
+            points, folds = self._finished(job, exc.partial, loaded.frame.time_ms, spec)
+            await self._end_sweep(job, JobState.CANCELLED, None, points=points, folds=folds)
             return
         except Exception as exc:
             if not isinstance(exc, DomainError | ValueError):
@@ -353,17 +415,8 @@ class Runner:
             await self._end_sweep(job, JobState.FAILED,
                                   convert.error_status(exc, f"sweeps/{job.id}"))
             return
-        times = loaded.frame.time_ms
-        points: list[dict[str, Any]] = []
-        folds: list[dict[str, Any]] = []
-        if wf is None:
-            ranked = sorted(found, key=lambda p: _rank(p.metrics, job.objective))
-            points = [convert.to_json(pb.SweepPoint(
-                parameters=p.params, metrics=convert.metrics_to_pb(p.metrics))) for p in ranked]
-            unit, total = "combinations", len(found)
-        else:
-            folds = [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms)) for f in found]
-            unit, total = "folds", len(found)
+        points, folds = self._finished(job, found, loaded.frame.time_ms, spec)
+        unit, total = ("combinations", len(found)) if wf is None else ("folds", len(found))
         progress = convert.to_json(common_pb2.Progress(fraction=1.0, done=total, total=total,
                                                        unit=unit, message="done"))
         if not await self._store.succeed_sweep(job, points=points, folds=folds,
@@ -376,8 +429,22 @@ class Runner:
             f"sweep of {job.strategy_version} finished: {total} {unit}", "SEVERITY_INFO",
             {"strategyVersion": job.strategy_version, unit: total})
 
+    @staticmethod
+    def _finished(job: SweepJob, found: Sequence[Any], times: np.ndarray, spec: RunSpec,
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Stored form of finished points (ranked best first) or folds."""
+        if job.walk_forward:
+            return [], [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms))
+                        for f in found]
+        ranked = sorted(found, key=lambda p: _rank(p.metrics, job.objective))
+        return [convert.to_json(pb.SweepPoint(
+            parameters=p.params, metrics=convert.metrics_to_pb(p.metrics)))
+            for p in ranked], []
+
     async def _end_sweep(self, job: SweepJob, state: JobState,
-                         status: status_pb2.Status | None) -> None:
+                         status: status_pb2.Status | None, *,
+                         points: list[dict[str, Any]] | None = None,
+                         folds: list[dict[str, Any]] | None = None) -> None:
         # The stored progress is the queued snapshot (running progress only goes through
         # Redis): keep where the sweep stopped, so its last event and GetSweep say so.
         latest = await self._bus.latest(job.id)
@@ -385,7 +452,8 @@ class Runner:
         ended = await self._store.end_sweep(
             job.id, state, None if status is None else convert.status_to_json(status),
             worker=job.worker, attempts=job.attempts,
-            progress=convert.to_json(reached) if reached and reached.total else None)
+            progress=convert.to_json(reached) if reached and reached.total else None,
+            points=points, folds=folds)
         if ended is not None:
             await self._publish_final_sweep(job.id, convert.final_sweep_event(ended))
 

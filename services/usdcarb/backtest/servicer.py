@@ -70,7 +70,9 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
                                              next_page_token=page.next_page_token)
 
     async def GetEquityCurve(self, request: pb.GetEquityCurveRequest, context: Any) -> Any:
-        return await self._app.equity_curve(request.name, request.max_points, request.layout)
+        return await self._app.equity_curve(request.name, request.max_points, request.layout,
+                                            page_size=request.page_size,
+                                            page_token=request.page_token)
 
     async def CreateSweep(self, request: pb.CreateSweepRequest, context: Any) -> Any:
         job = await self._app.create_sweep(

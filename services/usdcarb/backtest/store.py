@@ -281,17 +281,21 @@ class BacktestStore(PooledStore):
         self, job_id: str, state: JobState, error: dict[str, Any] | None, *,
         worker: str | None = None, attempts: int | None = None,
         from_states: Sequence[str] = tuple(_ACTIVE), progress: dict[str, Any] | None = None,
+        points: list[dict[str, Any]] | None = None, folds: list[dict[str, Any]] | None = None,
     ) -> SweepJob | None:
-        """Move an active sweep to FAILED/CANCELLED (with the ``progress`` it reached, if
-        given); None when it was not in ``from_states`` or no longer that worker's."""
-        args: list[Any] = [job_id, state.value, error, list(from_states), progress]
+        """Move an active sweep to FAILED/CANCELLED (with the ``progress`` it reached and
+        the ``points`` or ``folds`` it finished, if given); None when it was not in
+        ``from_states`` or no longer that worker's."""
+        args: list[Any] = [job_id, state.value, error, list(from_states), progress,
+                           points or None, folds or None]
         guard = ""
         if worker is not None:
             args += [worker, attempts]
-            guard = " AND worker = $6 AND attempts = $7"
+            guard = " AND worker = $8 AND attempts = $9"
         row = await self._pool.fetchrow(
             f"""UPDATE sweeps SET state = $2, error = $3, end_time = now(),
-                       progress = coalesce($5::jsonb, progress)
+                       progress = coalesce($5::jsonb, progress),
+                       points = coalesce($6::jsonb, points), folds = coalesce($7::jsonb, folds)
                 WHERE id = $1 AND state = ANY($4::text[]){guard}
                 RETURNING {_SWEEP_COLUMNS}""", *args)
         return None if row is None else _sweep(row)

@@ -20,11 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from usdcarb.backtest import engine
 from usdcarb.backtest.convert import metrics_to_pb, timestamp
-from usdcarb.backtest.engine import BacktestOutput, EngineConfig, MarketFrame, Progress
+from usdcarb.backtest.engine import BacktestOutput, EngineConfig, Progress
 from usdcarb.backtest.handoff import FrameRef, read_frame, send_curves
 from usdcarb.backtest.progress import Channels, SyncProgress
 from usdcarb.v1 import backtest_pb2 as pb
@@ -169,24 +167,11 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
 
 
 def warm_up() -> str:
-    """Import the engine and compile its kernels on a tiny run (numba JIT or cache)."""
-    n = 64
-    t = np.arange(n, dtype=np.int64) * 60_000
-    a = 1.0 + 0.002 * np.sin(np.arange(n))
-    b = 1.0 + 0.002 * np.cos(np.arange(n))
-    market = MarketFrame(time_ms=t, series=(
-        engine.Series("vena", "USDC/USDT", a, np.ones(n)),
-        engine.Series("venb", "USDC/USDT", b, np.ones(n))))
-    balances = {"USDC": 1e6, "USDT": 1e6}
-    config = EngineConfig(venues=tuple(
-        engine.VenueCosts(venue=v, taker_fee_bps=1.0, initial_balances=balances)
-        for v in ("vena", "venb")))
-    params = {"symbol": "USDC/USDT", "venueA": "vena", "venueB": "venb", "entryBps": 10,
-              "exitBps": 2, "quantity": 100}
-    engine.run_backtest("cross-exchange-spread", params, config, market)
-    engine.run_sweep("cross-exchange-spread", params, {"entryBps": [5.0, 10.0]}, config,
-                     market)
-    return engine.ENGINE_VERSION
+    """Load every kernel specialisation the service calls (compiled at setup into numba's
+    on-disk cache; compiled here on a cold cache), so no job ever compiles."""
+    from usdcarb.backtest.engine.warm import warm_up as warm_engine
+
+    return warm_engine()
 
 
 def exit_with_parent(parent_pid: int) -> None:

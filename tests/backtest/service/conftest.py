@@ -99,8 +99,9 @@ async def env(service_pool: Any, redis_server: Any) -> AsyncIterator[Env]:
             components = build(pool, redis, s, worker_name=name,
                                token=DevServiceToken("backtest"))
             await components.start()
-            server = await start_in_process([SERVICE], components.register, settings=s,
-                                            on_close=[components.close])
+            server = await start_in_process(
+                [SERVICE], components.register, settings=s, on_close=[components.close],
+                health_checks={"engine": components.runner.ready_check})
             started.append((components, server))
             return components, server
 

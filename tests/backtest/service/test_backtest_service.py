@@ -60,6 +60,9 @@ async def test_run_backtest_streams_progress_and_ends_with_the_result(env: Any) 
     events = await run(env, version)
     assert [e.sequence for e in events] == sorted({e.sequence for e in events})
     assert events[0].state == common_pb2.JOB_STATE_QUEUED
+    queued = events[0].progress
+    assert queued.HasField("queue") and queued.queue.ahead >= 0
+    assert "ahead in the backtest lane" in queued.progress.message
     progress = [e for e in events if e.HasField("progress")
                 and e.state == common_pb2.JOB_STATE_RUNNING and e.progress.progress.total]
     assert progress, "expected progress events with bars"
@@ -98,19 +101,32 @@ async def test_run_backtest_streams_progress_and_ends_with_the_result(env: Any) 
     assert fees == pytest.approx(result.metrics.fees_paid, rel=1e-9)
 
     packed = await env.backtest.GetEquityCurve(pb.GetEquityCurveRequest(
-        name=f"{last.backtest}/equityCurve"))
+        name=f"{last.backtest}/equityCurve", page_size=5000))
     assert packed.count == 3000 and len(packed.equity) == 3000
+    assert packed.total_points == 3000 and not packed.next_page_token and not packed.reduced
     le = await env.backtest.GetEquityCurve(pb.GetEquityCurveRequest(
-        name=f"{last.backtest}/equityCurve", layout=common_pb2.COLUMN_LAYOUT_LE_BYTES))
+        name=f"{last.backtest}/equityCurve", layout=common_pb2.COLUMN_LAYOUT_LE_BYTES,
+        page_size=5000))
     assert np.array_equal(np.frombuffer(le.equity_le, "<f8"), np.asarray(packed.equity))
     assert np.frombuffer(le.time_ms_le, "<i8")[0] == START_MS
+    # By default the curve is reduced (3,000 bars > 2,000 points), extremes kept; the
+    # stream's last event carried the same reduced curve.
+    reduced = await env.backtest.GetEquityCurve(pb.GetEquityCurveRequest(
+        name=f"{last.backtest}/equityCurve"))
+    assert reduced.reduced and reduced.count <= 2000 and reduced.total_points == 3000
+    assert max(reduced.drawdown) == max(packed.drawdown)
+    assert last.completed.equity_curve == reduced
     small = await env.backtest.GetEquityCurve(pb.GetEquityCurveRequest(
         name=f"{last.backtest}/equityCurve", max_points=10))
-    assert small.count == 10 and small.equity[-1] == packed.equity[-1]
-    assert small.time_ms[0] == packed.time_ms[299]
+    assert small.count <= 10 and small.equity[-1] == packed.equity[-1]
+    assert small.time_ms[0] == packed.time_ms[0]
+    assert min(small.equity) == min(packed.equity) and max(small.equity) == max(packed.equity)
 
-    v = await env.strategy.GetStrategyVersion(spb.GetStrategyVersionRequest(name=version))
-    assert v.state == spb.VERSION_STATE_BACKTESTED
+    async def backtested() -> bool:   # the version moves after the last event
+        v = await env.strategy.GetStrategyVersion(spb.GetStrategyVersionRequest(name=version))
+        return bool(v.state == spb.VERSION_STATE_BACKTESTED)
+
+    await eventually(backtested, within_s=5)
 
     async def published() -> bool:
         entries = await env.redis.xrange(EVENTS)
@@ -196,7 +212,8 @@ async def test_bad_input_is_refused_and_writes_nothing(env: Any) -> None:
     listed = await env.backtest.ListBacktests(pb.ListBacktestsRequest())
     assert list(listed.backtests) == []
     assert await env.pool.fetchval("SELECT count(*) FROM sweeps") == 0
-    assert await env.redis.xlen(env.components.runner._queue.stream) == 0
+    assert await env.redis.xlen(env.components.runner._queue.backtests.stream) == 0
+    assert await env.redis.xlen(env.components.runner._queue.sweeps.stream) == 0
 
 
 async def test_create_get_list_and_idempotent_request_ids(env: Any) -> None:
@@ -307,7 +324,7 @@ async def ghost_takes(env: Any, version: str, attempts: int) -> str:
     job = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(
         backtest=pb.Backtest(strategy_version=version, config=config())), metadata=caller())
     job_id = job.name.split("/")[1]
-    entry = await env.components.runner._queue.claim("ghost-0", block_ms=100)
+    entry = await env.components.runner._queue.backtests.claim("ghost-0", block_ms=100)
     assert entry is not None and entry.job_id == job_id
     started, ok = await env.components.runner._store.start_backtest(
         job_id, "ghost-0", 5, lost_worker_error(5, 5))

@@ -218,24 +218,38 @@ class Backtest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class BacktestProgress(_message.Message):
-    __slots__ = ("progress", "bar_time", "equity", "partial_metrics")
+    __slots__ = ("progress", "bar_time", "equity", "partial_metrics", "queue")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     BAR_TIME_FIELD_NUMBER: _ClassVar[int]
     EQUITY_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
     progress: _common_pb2.Progress
     bar_time: _timestamp_pb2.Timestamp
     equity: float
     partial_metrics: BacktestMetrics
-    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., bar_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equity: _Optional[float] = ..., partial_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
+    queue: QueuePosition
+    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., bar_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equity: _Optional[float] = ..., partial_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., queue: _Optional[_Union[QueuePosition, _Mapping]] = ...) -> None: ...
+
+class QueuePosition(_message.Message):
+    __slots__ = ("ahead", "estimate", "warming_up")
+    AHEAD_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    WARMING_UP_FIELD_NUMBER: _ClassVar[int]
+    ahead: int
+    estimate: _duration_pb2.Duration
+    warming_up: bool
+    def __init__(self, ahead: _Optional[int] = ..., estimate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., warming_up: _Optional[bool] = ...) -> None: ...
 
 class BacktestCompleted(_message.Message):
-    __slots__ = ("outcome", "result")
+    __slots__ = ("outcome", "result", "equity_curve")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_CURVE_FIELD_NUMBER: _ClassVar[int]
     outcome: _common_pb2.Outcome
     result: BacktestResult
-    def __init__(self, outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ...) -> None: ...
+    equity_curve: EquityCurve
+    def __init__(self, outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ..., result: _Optional[_Union[BacktestResult, _Mapping]] = ..., equity_curve: _Optional[_Union[EquityCurve, _Mapping]] = ...) -> None: ...
 
 class BacktestEvent(_message.Message):
     __slots__ = ("backtest", "sequence", "state", "progress", "completed")
@@ -356,17 +370,21 @@ class ListBacktestTradesResponse(_message.Message):
     def __init__(self, trades: _Optional[_Iterable[_Union[Trade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetEquityCurveRequest(_message.Message):
-    __slots__ = ("name", "max_points", "layout")
+    __slots__ = ("name", "max_points", "layout", "page_size", "page_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     max_points: int
     layout: _common_pb2.ColumnLayout
-    def __init__(self, name: _Optional[str] = ..., max_points: _Optional[int] = ..., layout: _Optional[_Union[_common_pb2.ColumnLayout, str]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., max_points: _Optional[int] = ..., layout: _Optional[_Union[_common_pb2.ColumnLayout, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class EquityCurve(_message.Message):
-    __slots__ = ("name", "time_ms", "equity", "drawdown", "exposure", "time_ms_le", "equity_le", "drawdown_le", "exposure_le", "count")
+    __slots__ = ("name", "time_ms", "equity", "drawdown", "exposure", "time_ms_le", "equity_le", "drawdown_le", "exposure_le", "count", "total_points", "reduced", "offset", "next_page_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     EQUITY_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +395,10 @@ class EquityCurve(_message.Message):
     DRAWDOWN_LE_FIELD_NUMBER: _ClassVar[int]
     EXPOSURE_LE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REDUCED_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     time_ms: _containers.RepeatedScalarFieldContainer[int]
     equity: _containers.RepeatedScalarFieldContainer[float]
@@ -387,7 +409,11 @@ class EquityCurve(_message.Message):
     drawdown_le: bytes
     exposure_le: bytes
     count: int
-    def __init__(self, name: _Optional[str] = ..., time_ms: _Optional[_Iterable[int]] = ..., equity: _Optional[_Iterable[float]] = ..., drawdown: _Optional[_Iterable[float]] = ..., exposure: _Optional[_Iterable[float]] = ..., time_ms_le: _Optional[bytes] = ..., equity_le: _Optional[bytes] = ..., drawdown_le: _Optional[bytes] = ..., exposure_le: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+    total_points: int
+    reduced: bool
+    offset: int
+    next_page_token: str
+    def __init__(self, name: _Optional[str] = ..., time_ms: _Optional[_Iterable[int]] = ..., equity: _Optional[_Iterable[float]] = ..., drawdown: _Optional[_Iterable[float]] = ..., exposure: _Optional[_Iterable[float]] = ..., time_ms_le: _Optional[bytes] = ..., equity_le: _Optional[bytes] = ..., drawdown_le: _Optional[bytes] = ..., exposure_le: _Optional[bytes] = ..., count: _Optional[int] = ..., total_points: _Optional[int] = ..., reduced: _Optional[bool] = ..., offset: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ParameterAxis(_message.Message):
     __slots__ = ("path", "values")
@@ -480,18 +506,20 @@ class Sweep(_message.Message):
     def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., axes: _Optional[_Iterable[_Union[ParameterAxis, _Mapping]]] = ..., objective: _Optional[str] = ..., walk_forward: _Optional[_Union[WalkForwardSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., folds: _Optional[_Iterable[_Union[WalkForwardFold, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class SweepEvent(_message.Message):
-    __slots__ = ("sweep", "sequence", "state", "progress", "outcome")
+    __slots__ = ("sweep", "sequence", "state", "progress", "outcome", "queue")
     SWEEP_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
     sweep: str
     sequence: int
     state: _common_pb2.JobState
     progress: _common_pb2.Progress
     outcome: _common_pb2.Outcome
-    def __init__(self, sweep: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ...) -> None: ...
+    queue: QueuePosition
+    def __init__(self, sweep: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ..., queue: _Optional[_Union[QueuePosition, _Mapping]] = ...) -> None: ...
 
 class CreateSweepRequest(_message.Message):
     __slots__ = ("sweep", "request_id")

@@ -5,6 +5,7 @@ See ``loop`` for the strategy rules, ``kernel`` for fills, inventory and transfe
 ``metrics`` for the figures and ``sweep`` for grids and walk-forward.
 """
 
+from . import _cache  # noqa: F401  (first: numba's cache directory, before numba loads)
 from .model import (
     ENGINE_VERSION,
     BacktestOutput,

@@ -145,10 +145,10 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
     """Fill legs ``0..n-1`` of a group at bar ``i`` whole, or return False."""
     for k in range(n):
         s = g_ser[k]
-        c = L.closes[s][i]
+        c = L.closes[s, i]
         sl = L.ser_slip[s]
         if L.ser_imp[s] > 0.0:
-            sl = sl + _impact(L.ser_imp[s], g_qty[k], L.vols[s][i])
+            sl = sl + _impact(L.ser_imp[s], g_qty[k], L.vols[s, i])
         px = c * (1.0 + sl) if g_side[k] > 0 else c * (1.0 - sl)
         g_px[k] = px
         g_not[k] = g_qty[k] * px
@@ -185,7 +185,7 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
             fs[F_QCASH] += side * g_qty[k]
         vq = _val(L, marks, qs)
         fs[F_FEES] += fee * vq
-        fs[F_SLIP] += g_qty[k] * abs(g_px[k] - L.closes[s][i]) * vq
+        fs[F_SLIP] += g_qty[k] * abs(g_px[k] - L.closes[s, i]) * vq
         fs[F_TURN] += notional * vq
         minbal[qs] = min(minbal[qs], bal[qs])
         minbal[bs] = min(minbal[bs], bal[bs])
@@ -197,7 +197,7 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
             T.qty[j] = g_qty[k]
             T.px[j] = g_px[k]
             T.fee[j] = fee
-            T.slip[j] = g_qty[k] * abs(g_px[k] - L.closes[s][i])
+            T.slip[j] = g_qty[k] * abs(g_px[k] - L.closes[s, i])
             T.rt[j] = st[S_RT] + 1
             T.sig[j] = st[S_SIGBAR]
             T.edge[j] = edge

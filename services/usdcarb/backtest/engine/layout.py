@@ -28,8 +28,8 @@ from .params import KIND_CODES, KIND_TRI
 class Layout(NamedTuple):
     """Read-only kernel inputs (a numba-compatible named tuple of arrays)."""
 
-    closes: tuple[F64, ...] | F64    # one array per series (a 2-D array in sweeps)
-    vols: tuple[F64, ...] | F64
+    closes: F64            # [series, bar], C-contiguous (one compiled type for every kind)
+    vols: F64              # [series, bar]
     time_ms: I64
     ser_base: I64          # series -> slot of its base asset on its venue
     ser_quote: I64         # series -> slot of its quote asset on its venue
@@ -147,9 +147,9 @@ def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
         if asset == q:
             qcash += init[k]
     layout = Layout(
-        closes=tuple(np.ascontiguousarray(s.close, np.float64) for s in used),
-        vols=tuple(np.ascontiguousarray(s.volume, np.float64) for s in used),
-        time_ms=np.ascontiguousarray(market.time_ms, np.int64),
+        closes=rows([s.close for s in used]),
+        vols=rows([s.volume for s in used]),
+        time_ms=_owned(np.ascontiguousarray(market.time_ms, np.int64)),
         ser_base=np.array([slots.index((s.venue, s.base)) if (s.venue, s.base) in slots else -1
                            for s in used], np.int64),
         ser_quote=np.array([slots.index((s.venue, s.quote)) if (s.venue, s.quote) in slots
@@ -174,6 +174,38 @@ def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
     )
     return Plan(layout=layout, kind=code, series=tuple(used), slots=tuple(slots),
                 init_bal=init, init_qcash=qcash)
+
+
+def _owned(a: Any) -> Any:
+    """``a`` itself when writable, else a copy: a read-only array is another numba type
+    (another compiled specialisation, compiled on the request path)."""
+    return a if a.flags.writeable else a.copy()
+
+
+def rows(columns: list[F64]) -> F64:
+    """Return ``columns`` as one C-contiguous float64 [series, bar] array.
+
+    Every kind and series count then runs the same compiled kernel (a tuple of arrays
+    would be a new type, and a new compile, per series count). Without a copy when the
+    columns already are consecutive rows of one writable 2-D array (``handoff.read_frame``
+    reads a frame that way); otherwise stacked.
+    """
+    first = columns[0] if columns else None
+    base = None if first is None else first.base
+    if (first is not None and isinstance(base, np.ndarray) and base.dtype == np.float64
+            and base.flags.c_contiguous and base.flags.writeable):
+        flat = base.reshape(-1)   # a view: the owner is C-contiguous
+        n = first.shape[0]
+        origin = flat.__array_interface__["data"][0]
+        at = first.__array_interface__["data"][0]
+        start, rest = divmod(at - origin, 8)
+        if rest == 0 and start + len(columns) * n <= flat.size and all(
+                c.base is base and c.dtype == np.float64 and c.shape == (n,)
+                and c.flags.c_contiguous and c.__array_interface__["data"][0] == at + 8 * k * n
+                for k, c in enumerate(columns)):
+            view: F64 = flat[start:start + len(columns) * n].reshape(len(columns), n)
+            return view
+    return np.ascontiguousarray(np.stack([np.asarray(c, np.float64) for c in columns]))
 
 
 def _pricing(market: MarketFrame, venue: str, asset: str, q: str) -> tuple[Series, bool] | None:

@@ -172,7 +172,7 @@ def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # ty
         net = 1.0
         for k in range(3):
             s = tri_ser[d, k]
-            c = closes[s][i]
+            c = closes[s, i]
             rate = 1.0 / c if tri_side[d, k] > 0 else c
             gross *= rate
             net *= rate * (1.0 - ser_fee[s])
@@ -204,12 +204,12 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
             s = L.tri_ser[d, k]
             g_ser[k] = s
             g_side[k] = L.tri_side[d, k]
-            c = L.closes[s][i]
+            c = L.closes[s, i]
             f = L.ser_fee[s]
             if g_side[k] > 0:
                 sl = L.ser_slip[s]
                 if L.ser_imp[s] > 0.0:
-                    sl = sl + _impact(L.ser_imp[s], amt / c, L.vols[s][i])
+                    sl = sl + _impact(L.ser_imp[s], amt / c, L.vols[s, i])
                 qty = amt / (c * (1.0 + sl) * (1.0 + f))
                 g_qty[k] = qty
                 amt = qty
@@ -217,7 +217,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
                 g_qty[k] = amt
                 sl = L.ser_slip[s]
                 if L.ser_imp[s] > 0.0:
-                    sl = sl + _impact(L.ser_imp[s], amt, L.vols[s][i])
+                    sl = sl + _impact(L.ser_imp[s], amt, L.vols[s, i])
                 px = c * (1.0 - sl)
                 amt = amt * px - amt * px * f
         _open_trip(L, bal, rtbal, fs)
@@ -259,7 +259,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
         st[S_ENTRYBAR] = i
         fs[F_ENTRY_EDGE] = edge
         fs[F_ENTRY_NOTIONAL] = g_not[0] * _val(L, marks, L.ser_quote[g_ser[0]])
-        fs[F_ENTRY_PX] = L.closes[g_ser[0]][i]
+        fs[F_ENTRY_PX] = L.closes[g_ser[0], i]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -469,7 +469,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 tradable = False
         if nser > 2:
             for s in range(2, nser):
-                c = closes[s][i]
+                c = closes[s, i]
                 if c == c:
                     marks[s] = c
                 elif s < nleg:

@@ -117,7 +117,18 @@ class Progress:
 
 
 class Cancelled(Exception):
-    """The caller's progress callback asked to stop."""
+    """The caller's progress callback asked to stop.
+
+    ``partial`` holds what was finished before it stopped: a sweep's points (grid order)
+    or a walk-forward's folds. It survives pickling (the engine runs in a child process).
+    """
+
+    def __init__(self, message: str = "", partial: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.partial = tuple(partial)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.partial))
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,7 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
     PP = np.array(pvecs).reshape(total, -1)
     out = np.zeros((total, NM))
     minbals = np.zeros((total, len(plan.slots)))
-    # numba's parallel loops take arrays, not tuples of arrays: stack the columns once.
-    lay = plan.layout._replace(closes=np.stack(list(plan.layout.closes)),
-                               vols=np.stack(list(plan.layout.vols)))
+    lay = plan.layout
     batch = total if on_progress is None else max(1, 2 * numba.get_num_threads())
     for lo in range(0, total, batch):
         hi = min(total, lo + batch)
@@ -92,7 +90,13 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
         finally:
             numba.set_parallel_chunksize(previous)
         if on_progress is not None and on_progress(hi, total) is False:
-            raise Cancelled(f"cancelled after {hi} of {total} combinations")
+            raise Cancelled(f"cancelled after {hi} of {total} combinations",
+                            tuple(_points(plan, paths, combos[:hi], out, minbals)))
+    return _points(plan, paths, combos, out, minbals)
+
+
+def _points(plan: Any, paths: list[str], combos: Sequence[tuple[float, ...]], out: Any,
+            minbals: Any) -> list[SweepPoint]:
     lim = plan.layout.slot_lim
     return [SweepPoint(params=dict(zip(paths, c, strict=True)),
                        metrics=as_dict(out[j], utilization(plan.slots, plan.init_bal, lim,
@@ -142,8 +146,11 @@ def run_walk_forward(kind: str, base_params: Mapping[str, Any],
         # not wait for a whole fold.
         within = None if on_progress is None else (
             lambda _done, _total, folds_done=index: on_progress(folds_done, len(starts)))
-        points = run_sweep(kind, base, axes, config, market.slice(*is_rng),
-                           on_progress=within)
+        try:
+            points = run_sweep(kind, base, axes, config, market.slice(*is_rng),
+                               on_progress=within)
+        except Cancelled as exc:
+            raise Cancelled(str(exc), tuple(folds)) from None
         best = max(range(len(points)), key=lambda j: (_score(points[j].metrics, objective), -j))
         chosen = points[best]
         values = {k: chosen.params[p] for k, p in zip(keys, chosen.params, strict=True)}
@@ -153,5 +160,6 @@ def run_walk_forward(kind: str, base_params: Mapping[str, Any],
                           chosen_params=dict(chosen.params),
                           in_sample_metrics=chosen.metrics, out_of_sample_metrics=oos.metrics))
         if on_progress is not None and on_progress(index + 1, len(starts)) is False:
-            raise Cancelled(f"cancelled after {index + 1} of {len(starts)} folds")
+            raise Cancelled(f"cancelled after {index + 1} of {len(starts)} folds",
+                            tuple(folds))
     return folds

@@ -1108,8 +1108,10 @@ type BacktestProgress struct {
 	Equity float64 `protobuf:"fixed64,3,opt,name=equity,proto3" json:"equity,omitempty"`
 	// Figures so far.
 	PartialMetrics *BacktestMetrics `protobuf:"bytes,4,opt,name=partial_metrics,json=partialMetrics,proto3" json:"partial_metrics,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// While the job is QUEUED: where it stands in its lane.
+	Queue         *QueuePosition `protobuf:"bytes,5,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BacktestProgress) Reset() {
@@ -1170,20 +1172,97 @@ func (x *BacktestProgress) GetPartialMetrics() *BacktestMetrics {
 	return nil
 }
 
+func (x *BacktestProgress) GetQueue() *QueuePosition {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+// Where a queued job stands. Backtests and sweeps wait in separate lanes, so a
+// backtest never waits behind a sweep.
+type QueuePosition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs of the same lane ahead of this one (queued or running).
+	Ahead int64 `protobuf:"varint,1,opt,name=ahead,proto3" json:"ahead,omitempty"`
+	// Estimated wait before it starts, from the lane's recent run times.
+	Estimate *durationpb.Duration `protobuf:"bytes,2,opt,name=estimate,proto3" json:"estimate,omitempty"`
+	// True while no worker slot is ready yet (the engine is still loading or compiling
+	// its kernels); the job starts once one is.
+	WarmingUp     bool `protobuf:"varint,3,opt,name=warming_up,json=warmingUp,proto3" json:"warming_up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuePosition) Reset() {
+	*x = QueuePosition{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuePosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuePosition) ProtoMessage() {}
+
+func (x *QueuePosition) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuePosition.ProtoReflect.Descriptor instead.
+func (*QueuePosition) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *QueuePosition) GetAhead() int64 {
+	if x != nil {
+		return x.Ahead
+	}
+	return 0
+}
+
+func (x *QueuePosition) GetEstimate() *durationpb.Duration {
+	if x != nil {
+		return x.Estimate
+	}
+	return nil
+}
+
+func (x *QueuePosition) GetWarmingUp() bool {
+	if x != nil {
+		return x.WarmingUp
+	}
+	return false
+}
+
 // The last event of a backtest stream.
 type BacktestCompleted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How it ended.
 	Outcome *Outcome `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	// The result when the outcome is OK.
-	Result        *BacktestResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Result *BacktestResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// The equity curve reduced as GetEquityCurve does by default (max_points 0), when the
+	// outcome is OK and the worker published it (a stream rebuilt from the store after
+	// the event expired leaves it out: ask GetEquityCurve).
+	EquityCurve   *EquityCurve `protobuf:"bytes,3,opt,name=equity_curve,json=equityCurve,proto3" json:"equity_curve,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BacktestCompleted) Reset() {
 	*x = BacktestCompleted{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1274,7 @@ func (x *BacktestCompleted) String() string {
 func (*BacktestCompleted) ProtoMessage() {}
 
 func (x *BacktestCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1287,7 @@ func (x *BacktestCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestCompleted.ProtoReflect.Descriptor instead.
 func (*BacktestCompleted) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{10}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BacktestCompleted) GetOutcome() *Outcome {
@@ -1221,6 +1300,13 @@ func (x *BacktestCompleted) GetOutcome() *Outcome {
 func (x *BacktestCompleted) GetResult() *BacktestResult {
 	if x != nil {
 		return x.Result
+	}
+	return nil
+}
+
+func (x *BacktestCompleted) GetEquityCurve() *EquityCurve {
+	if x != nil {
+		return x.EquityCurve
 	}
 	return nil
 }
@@ -1247,7 +1333,7 @@ type BacktestEvent struct {
 
 func (x *BacktestEvent) Reset() {
 	*x = BacktestEvent{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1345,7 @@ func (x *BacktestEvent) String() string {
 func (*BacktestEvent) ProtoMessage() {}
 
 func (x *BacktestEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1358,7 @@ func (x *BacktestEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestEvent.ProtoReflect.Descriptor instead.
 func (*BacktestEvent) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{11}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BacktestEvent) GetBacktest() string {
@@ -1356,7 +1442,7 @@ type RunBacktestRequest struct {
 
 func (x *RunBacktestRequest) Reset() {
 	*x = RunBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1454,7 @@ func (x *RunBacktestRequest) String() string {
 func (*RunBacktestRequest) ProtoMessage() {}
 
 func (x *RunBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1467,7 @@ func (x *RunBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBacktestRequest.ProtoReflect.Descriptor instead.
 func (*RunBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{12}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunBacktestRequest) GetStrategyVersion() string {
@@ -1425,7 +1511,7 @@ type CreateBacktestRequest struct {
 
 func (x *CreateBacktestRequest) Reset() {
 	*x = CreateBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1523,7 @@ func (x *CreateBacktestRequest) String() string {
 func (*CreateBacktestRequest) ProtoMessage() {}
 
 func (x *CreateBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1536,7 @@ func (x *CreateBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBacktestRequest.ProtoReflect.Descriptor instead.
 func (*CreateBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{13}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateBacktestRequest) GetBacktest() *Backtest {
@@ -1478,7 +1564,7 @@ type GetBacktestRequest struct {
 
 func (x *GetBacktestRequest) Reset() {
 	*x = GetBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1576,7 @@ func (x *GetBacktestRequest) String() string {
 func (*GetBacktestRequest) ProtoMessage() {}
 
 func (x *GetBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1589,7 @@ func (x *GetBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBacktestRequest.ProtoReflect.Descriptor instead.
 func (*GetBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{14}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetBacktestRequest) GetName() string {
@@ -1530,7 +1616,7 @@ type ListBacktestsRequest struct {
 
 func (x *ListBacktestsRequest) Reset() {
 	*x = ListBacktestsRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1628,7 @@ func (x *ListBacktestsRequest) String() string {
 func (*ListBacktestsRequest) ProtoMessage() {}
 
 func (x *ListBacktestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1641,7 @@ func (x *ListBacktestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestsRequest.ProtoReflect.Descriptor instead.
 func (*ListBacktestsRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{15}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListBacktestsRequest) GetPageSize() int32 {
@@ -1599,7 +1685,7 @@ type ListBacktestsResponse struct {
 
 func (x *ListBacktestsResponse) Reset() {
 	*x = ListBacktestsResponse{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1697,7 @@ func (x *ListBacktestsResponse) String() string {
 func (*ListBacktestsResponse) ProtoMessage() {}
 
 func (x *ListBacktestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1710,7 @@ func (x *ListBacktestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestsResponse.ProtoReflect.Descriptor instead.
 func (*ListBacktestsResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{16}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListBacktestsResponse) GetBacktests() []*Backtest {
@@ -1652,7 +1738,7 @@ type CancelBacktestRequest struct {
 
 func (x *CancelBacktestRequest) Reset() {
 	*x = CancelBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1750,7 @@ func (x *CancelBacktestRequest) String() string {
 func (*CancelBacktestRequest) ProtoMessage() {}
 
 func (x *CancelBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1763,7 @@ func (x *CancelBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBacktestRequest.ProtoReflect.Descriptor instead.
 func (*CancelBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{17}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelBacktestRequest) GetName() string {
@@ -1700,7 +1786,7 @@ type WatchBacktestRequest struct {
 
 func (x *WatchBacktestRequest) Reset() {
 	*x = WatchBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1798,7 @@ func (x *WatchBacktestRequest) String() string {
 func (*WatchBacktestRequest) ProtoMessage() {}
 
 func (x *WatchBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1811,7 @@ func (x *WatchBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBacktestRequest.ProtoReflect.Descriptor instead.
 func (*WatchBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{18}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchBacktestRequest) GetName() string {
@@ -1773,7 +1859,7 @@ type Trade struct {
 
 func (x *Trade) Reset() {
 	*x = Trade{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1871,7 @@ func (x *Trade) String() string {
 func (*Trade) ProtoMessage() {}
 
 func (x *Trade) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1884,7 @@ func (x *Trade) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trade.ProtoReflect.Descriptor instead.
 func (*Trade) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{19}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Trade) GetTime() *timestamppb.Timestamp {
@@ -1893,7 +1979,7 @@ type ListBacktestTradesRequest struct {
 
 func (x *ListBacktestTradesRequest) Reset() {
 	*x = ListBacktestTradesRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +1991,7 @@ func (x *ListBacktestTradesRequest) String() string {
 func (*ListBacktestTradesRequest) ProtoMessage() {}
 
 func (x *ListBacktestTradesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2004,7 @@ func (x *ListBacktestTradesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestTradesRequest.ProtoReflect.Descriptor instead.
 func (*ListBacktestTradesRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{20}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListBacktestTradesRequest) GetParent() string {
@@ -1955,7 +2041,7 @@ type ListBacktestTradesResponse struct {
 
 func (x *ListBacktestTradesResponse) Reset() {
 	*x = ListBacktestTradesResponse{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2053,7 @@ func (x *ListBacktestTradesResponse) String() string {
 func (*ListBacktestTradesResponse) ProtoMessage() {}
 
 func (x *ListBacktestTradesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2066,7 @@ func (x *ListBacktestTradesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestTradesResponse.ProtoReflect.Descriptor instead.
 func (*ListBacktestTradesResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{21}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListBacktestTradesResponse) GetTrades() []*Trade {
@@ -2002,17 +2088,26 @@ type GetEquityCurveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "backtests/{backtest}/equityCurve".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Downsample to at most this many points (0 = every bar), keeping each bucket's last.
+	// Reduce the curve to at most this many points (0 = 2,000; otherwise 8 to 100,000):
+	// the bars split into buckets and each keeps its lowest and highest equity and its
+	// deepest drawdown (every drawdown extreme survives), plus the first and last bar. A
+	// curve of no more points than this comes whole. Not used when reading pages.
 	MaxPoints int32 `protobuf:"varint,2,opt,name=max_points,json=maxPoints,proto3" json:"max_points,omitempty"`
 	// Column layout on the wire.
-	Layout        ColumnLayout `protobuf:"varint,3,opt,name=layout,proto3,enum=usdcarb.v1.ColumnLayout" json:"layout,omitempty"`
+	Layout ColumnLayout `protobuf:"varint,3,opt,name=layout,proto3,enum=usdcarb.v1.ColumnLayout" json:"layout,omitempty"`
+	// Full resolution in pages: bars per page (default 50,000, at most 100,000) when
+	// page_size or page_token is set; with both unset the reduced curve is returned.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Full resolution: next_page_token of the previous page, or empty for the first page
+	// (with page_size set).
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetEquityCurveRequest) Reset() {
 	*x = GetEquityCurveRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2119,7 @@ func (x *GetEquityCurveRequest) String() string {
 func (*GetEquityCurveRequest) ProtoMessage() {}
 
 func (x *GetEquityCurveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2132,7 @@ func (x *GetEquityCurveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEquityCurveRequest.ProtoReflect.Descriptor instead.
 func (*GetEquityCurveRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{22}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetEquityCurveRequest) GetName() string {
@@ -2059,6 +2154,20 @@ func (x *GetEquityCurveRequest) GetLayout() ColumnLayout {
 		return x.Layout
 	}
 	return ColumnLayout_COLUMN_LAYOUT_UNSPECIFIED
+}
+
+func (x *GetEquityCurveRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetEquityCurveRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 // An equity curve, column by column.
@@ -2083,14 +2192,23 @@ type EquityCurve struct {
 	// float64 little-endian.
 	ExposureLe []byte `protobuf:"bytes,9,opt,name=exposure_le,json=exposureLe,proto3" json:"exposure_le,omitempty"`
 	// Number of points (either layout).
-	Count         int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	Count int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	// Bars of the stored (full resolution) curve.
+	TotalPoints int64 `protobuf:"varint,11,opt,name=total_points,json=totalPoints,proto3" json:"total_points,omitempty"`
+	// True when the points are a reduction of the stored curve (see max_points).
+	Reduced bool `protobuf:"varint,12,opt,name=reduced,proto3" json:"reduced,omitempty"`
+	// Full resolution pages: index of this page's first bar in the stored curve.
+	Offset int64 `protobuf:"varint,13,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Full resolution pages: token of the next page; empty on the last page and on a
+	// reduced curve. Pages concatenate to the stored curve bit for bit.
+	NextPageToken string `protobuf:"bytes,14,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EquityCurve) Reset() {
 	*x = EquityCurve{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2220,7 @@ func (x *EquityCurve) String() string {
 func (*EquityCurve) ProtoMessage() {}
 
 func (x *EquityCurve) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2233,7 @@ func (x *EquityCurve) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EquityCurve.ProtoReflect.Descriptor instead.
 func (*EquityCurve) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{23}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EquityCurve) GetName() string {
@@ -2188,6 +2306,34 @@ func (x *EquityCurve) GetCount() int64 {
 	return 0
 }
 
+func (x *EquityCurve) GetTotalPoints() int64 {
+	if x != nil {
+		return x.TotalPoints
+	}
+	return 0
+}
+
+func (x *EquityCurve) GetReduced() bool {
+	if x != nil {
+		return x.Reduced
+	}
+	return false
+}
+
+func (x *EquityCurve) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *EquityCurve) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // One parameter swept over a list of values.
 type ParameterAxis struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2201,7 +2347,7 @@ type ParameterAxis struct {
 
 func (x *ParameterAxis) Reset() {
 	*x = ParameterAxis{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2359,7 @@ func (x *ParameterAxis) String() string {
 func (*ParameterAxis) ProtoMessage() {}
 
 func (x *ParameterAxis) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2372,7 @@ func (x *ParameterAxis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParameterAxis.ProtoReflect.Descriptor instead.
 func (*ParameterAxis) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{24}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ParameterAxis) GetPath() string {
@@ -2258,7 +2404,7 @@ type WalkForwardSpec struct {
 
 func (x *WalkForwardSpec) Reset() {
 	*x = WalkForwardSpec{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2416,7 @@ func (x *WalkForwardSpec) String() string {
 func (*WalkForwardSpec) ProtoMessage() {}
 
 func (x *WalkForwardSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2429,7 @@ func (x *WalkForwardSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WalkForwardSpec.ProtoReflect.Descriptor instead.
 func (*WalkForwardSpec) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{25}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WalkForwardSpec) GetInSample() *durationpb.Duration {
@@ -2320,7 +2466,7 @@ type SweepPoint struct {
 
 func (x *SweepPoint) Reset() {
 	*x = SweepPoint{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2478,7 @@ func (x *SweepPoint) String() string {
 func (*SweepPoint) ProtoMessage() {}
 
 func (x *SweepPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2491,7 @@ func (x *SweepPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepPoint.ProtoReflect.Descriptor instead.
 func (*SweepPoint) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{26}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SweepPoint) GetParameters() map[string]float64 {
@@ -2383,7 +2529,7 @@ type WalkForwardFold struct {
 
 func (x *WalkForwardFold) Reset() {
 	*x = WalkForwardFold{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2541,7 @@ func (x *WalkForwardFold) String() string {
 func (*WalkForwardFold) ProtoMessage() {}
 
 func (x *WalkForwardFold) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2554,7 @@ func (x *WalkForwardFold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WalkForwardFold.ProtoReflect.Descriptor instead.
 func (*WalkForwardFold) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{27}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WalkForwardFold) GetIndex() int32 {
@@ -2472,7 +2618,8 @@ type Sweep struct {
 	State JobState `protobuf:"varint,7,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`
 	// Latest progress.
 	Progress *Progress `protobuf:"bytes,8,opt,name=progress,proto3" json:"progress,omitempty"`
-	// Figures of every combination (grid mode), best first.
+	// Figures of every combination (grid mode), best first; a sweep cancelled or failed
+	// part-way keeps those it finished.
 	Points []*SweepPoint `protobuf:"bytes,9,rep,name=points,proto3" json:"points,omitempty"`
 	// Folds (walk-forward mode).
 	Folds []*WalkForwardFold `protobuf:"bytes,10,rep,name=folds,proto3" json:"folds,omitempty"`
@@ -2492,7 +2639,7 @@ type Sweep struct {
 
 func (x *Sweep) Reset() {
 	*x = Sweep{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2651,7 @@ func (x *Sweep) String() string {
 func (*Sweep) ProtoMessage() {}
 
 func (x *Sweep) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2664,7 @@ func (x *Sweep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sweep.ProtoReflect.Descriptor instead.
 func (*Sweep) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{28}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Sweep) GetName() string {
@@ -2637,14 +2784,16 @@ type SweepEvent struct {
 	// Combinations (or folds) done so far.
 	Progress *Progress `protobuf:"bytes,4,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Set on the last message only.
-	Outcome       *Outcome `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Outcome *Outcome `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// While the sweep is QUEUED: where it stands in the sweep lane.
+	Queue         *QueuePosition `protobuf:"bytes,6,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SweepEvent) Reset() {
 	*x = SweepEvent{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2805,7 @@ func (x *SweepEvent) String() string {
 func (*SweepEvent) ProtoMessage() {}
 
 func (x *SweepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2818,7 @@ func (x *SweepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepEvent.ProtoReflect.Descriptor instead.
 func (*SweepEvent) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{29}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SweepEvent) GetSweep() string {
@@ -2707,6 +2856,13 @@ func (x *SweepEvent) GetOutcome() *Outcome {
 	return nil
 }
 
+func (x *SweepEvent) GetQueue() *QueuePosition {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
 // Request of CreateSweep.
 type CreateSweepRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2720,7 +2876,7 @@ type CreateSweepRequest struct {
 
 func (x *CreateSweepRequest) Reset() {
 	*x = CreateSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2888,7 @@ func (x *CreateSweepRequest) String() string {
 func (*CreateSweepRequest) ProtoMessage() {}
 
 func (x *CreateSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2901,7 @@ func (x *CreateSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSweepRequest.ProtoReflect.Descriptor instead.
 func (*CreateSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{30}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateSweepRequest) GetSweep() *Sweep {
@@ -2773,7 +2929,7 @@ type GetSweepRequest struct {
 
 func (x *GetSweepRequest) Reset() {
 	*x = GetSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2941,7 @@ func (x *GetSweepRequest) String() string {
 func (*GetSweepRequest) ProtoMessage() {}
 
 func (x *GetSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2954,7 @@ func (x *GetSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSweepRequest.ProtoReflect.Descriptor instead.
 func (*GetSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{31}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetSweepRequest) GetName() string {
@@ -2821,7 +2977,7 @@ type ListSweepsRequest struct {
 
 func (x *ListSweepsRequest) Reset() {
 	*x = ListSweepsRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2833,7 +2989,7 @@ func (x *ListSweepsRequest) String() string {
 func (*ListSweepsRequest) ProtoMessage() {}
 
 func (x *ListSweepsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2846,7 +3002,7 @@ func (x *ListSweepsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSweepsRequest.ProtoReflect.Descriptor instead.
 func (*ListSweepsRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{32}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSweepsRequest) GetPageSize() int32 {
@@ -2876,7 +3032,7 @@ type ListSweepsResponse struct {
 
 func (x *ListSweepsResponse) Reset() {
 	*x = ListSweepsResponse{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2888,7 +3044,7 @@ func (x *ListSweepsResponse) String() string {
 func (*ListSweepsResponse) ProtoMessage() {}
 
 func (x *ListSweepsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2901,7 +3057,7 @@ func (x *ListSweepsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSweepsResponse.ProtoReflect.Descriptor instead.
 func (*ListSweepsResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{33}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListSweepsResponse) GetSweeps() []*Sweep {
@@ -2929,7 +3085,7 @@ type CancelSweepRequest struct {
 
 func (x *CancelSweepRequest) Reset() {
 	*x = CancelSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3097,7 @@ func (x *CancelSweepRequest) String() string {
 func (*CancelSweepRequest) ProtoMessage() {}
 
 func (x *CancelSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3110,7 @@ func (x *CancelSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelSweepRequest.ProtoReflect.Descriptor instead.
 func (*CancelSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{34}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CancelSweepRequest) GetName() string {
@@ -2977,7 +3133,7 @@ type WatchSweepRequest struct {
 
 func (x *WatchSweepRequest) Reset() {
 	*x = WatchSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3145,7 @@ func (x *WatchSweepRequest) String() string {
 func (*WatchSweepRequest) ProtoMessage() {}
 
 func (x *WatchSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3158,7 @@ func (x *WatchSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSweepRequest.ProtoReflect.Descriptor instead.
 func (*WatchSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{35}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchSweepRequest) GetName() string {
@@ -3123,15 +3279,22 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12 \n" +
 	"\battempts\x18\f \x01(\x05B\x04\xe2A\x01\x03R\battempts\x12\x1a\n" +
 	"\x05owner\x18\r \x01(\tB\x04\xe2A\x01\x03R\x05owner:/\xeaA,\n" +
-	"\x14usdcarb.dev/Backtest\x12\x14backtests/{backtest}\"\xd9\x01\n" +
+	"\x14usdcarb.dev/Backtest\x12\x14backtests/{backtest}\"\x8a\x02\n" +
 	"\x10BacktestProgress\x120\n" +
 	"\bprogress\x18\x01 \x01(\v2\x14.usdcarb.v1.ProgressR\bprogress\x125\n" +
 	"\bbar_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\abarTime\x12\x16\n" +
 	"\x06equity\x18\x03 \x01(\x01R\x06equity\x12D\n" +
-	"\x0fpartial_metrics\x18\x04 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\x0epartialMetrics\"v\n" +
+	"\x0fpartial_metrics\x18\x04 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\x0epartialMetrics\x12/\n" +
+	"\x05queue\x18\x05 \x01(\v2\x19.usdcarb.v1.QueuePositionR\x05queue\"{\n" +
+	"\rQueuePosition\x12\x14\n" +
+	"\x05ahead\x18\x01 \x01(\x03R\x05ahead\x125\n" +
+	"\bestimate\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bestimate\x12\x1d\n" +
+	"\n" +
+	"warming_up\x18\x03 \x01(\bR\twarmingUp\"\xb2\x01\n" +
 	"\x11BacktestCompleted\x12-\n" +
 	"\aoutcome\x18\x01 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome\x122\n" +
-	"\x06result\x18\x02 \x01(\v2\x1a.usdcarb.v1.BacktestResultR\x06result\"\xf7\x01\n" +
+	"\x06result\x18\x02 \x01(\v2\x1a.usdcarb.v1.BacktestResultR\x06result\x12:\n" +
+	"\fequity_curve\x18\x03 \x01(\v2\x17.usdcarb.v1.EquityCurveR\vequityCurve\"\xf7\x01\n" +
 	"\rBacktestEvent\x12\x1a\n" +
 	"\bbacktest\x18\x01 \x01(\tR\bbacktest\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12*\n" +
@@ -3187,12 +3350,15 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
 	"\x1aListBacktestTradesResponse\x12)\n" +
 	"\x06trades\x18\x01 \x03(\v2\x11.usdcarb.v1.TradeR\x06trades\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbe\x01\n" +
 	"\x15GetEquityCurveRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12\x1d\n" +
 	"\n" +
 	"max_points\x18\x02 \x01(\x05R\tmaxPoints\x120\n" +
-	"\x06layout\x18\x03 \x01(\x0e2\x18.usdcarb.v1.ColumnLayoutR\x06layout\"\xf0\x02\n" +
+	"\x06layout\x18\x03 \x01(\x0e2\x18.usdcarb.v1.ColumnLayoutR\x06layout\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xed\x03\n" +
 	"\vEquityCurve\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x17\n" +
 	"\atime_ms\x18\x02 \x03(\x03R\x06timeMs\x12\x16\n" +
@@ -3207,7 +3373,11 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\vexposure_le\x18\t \x01(\fR\n" +
 	"exposureLe\x12\x14\n" +
 	"\x05count\x18\n" +
-	" \x01(\x03R\x05count:K\xeaAH\n" +
+	" \x01(\x03R\x05count\x12!\n" +
+	"\ftotal_points\x18\v \x01(\x03R\vtotalPoints\x12\x18\n" +
+	"\areduced\x18\f \x01(\bR\areduced\x12\x16\n" +
+	"\x06offset\x18\r \x01(\x03R\x06offset\x12&\n" +
+	"\x0fnext_page_token\x18\x0e \x01(\tR\rnextPageToken:K\xeaAH\n" +
 	"\x17usdcarb.dev/EquityCurve\x12 backtests/{backtest}/equityCurve2\vequityCurve\"G\n" +
 	"\rParameterAxis\x12\x18\n" +
 	"\x04path\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04path\x12\x1c\n" +
@@ -3254,14 +3424,15 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\bend_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12\x1a\n" +
 	"\x05owner\x18\x0f \x01(\tB\x04\xe2A\x01\x03R\x05owner:&\xeaA#\n" +
-	"\x11usdcarb.dev/Sweep\x12\x0esweeps/{sweep}\"\xcb\x01\n" +
+	"\x11usdcarb.dev/Sweep\x12\x0esweeps/{sweep}\"\xfc\x01\n" +
 	"\n" +
 	"SweepEvent\x12\x14\n" +
 	"\x05sweep\x18\x01 \x01(\tR\x05sweep\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12*\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x14.usdcarb.v1.JobStateR\x05state\x120\n" +
 	"\bprogress\x18\x04 \x01(\v2\x14.usdcarb.v1.ProgressR\bprogress\x12-\n" +
-	"\aoutcome\x18\x05 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome\"b\n" +
+	"\aoutcome\x18\x05 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome\x12/\n" +
+	"\x05queue\x18\x06 \x01(\v2\x19.usdcarb.v1.QueuePositionR\x05queue\"b\n" +
 	"\x12CreateSweepRequest\x12-\n" +
 	"\x05sweep\x18\x01 \x01(\v2\x11.usdcarb.v1.SweepB\x04\xe2A\x01\x02R\x05sweep\x12\x1d\n" +
 	"\n" +
@@ -3321,7 +3492,7 @@ func file_usdcarb_v1_backtest_proto_rawDescGZIP() []byte {
 }
 
 var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_usdcarb_v1_backtest_proto_goTypes = []any{
 	(FillPolicy)(0),                    // 0: usdcarb.v1.FillPolicy
 	(Side)(0),                          // 1: usdcarb.v1.Side
@@ -3335,139 +3506,144 @@ var file_usdcarb_v1_backtest_proto_goTypes = []any{
 	(*Fingerprint)(nil),                // 9: usdcarb.v1.Fingerprint
 	(*Backtest)(nil),                   // 10: usdcarb.v1.Backtest
 	(*BacktestProgress)(nil),           // 11: usdcarb.v1.BacktestProgress
-	(*BacktestCompleted)(nil),          // 12: usdcarb.v1.BacktestCompleted
-	(*BacktestEvent)(nil),              // 13: usdcarb.v1.BacktestEvent
-	(*RunBacktestRequest)(nil),         // 14: usdcarb.v1.RunBacktestRequest
-	(*CreateBacktestRequest)(nil),      // 15: usdcarb.v1.CreateBacktestRequest
-	(*GetBacktestRequest)(nil),         // 16: usdcarb.v1.GetBacktestRequest
-	(*ListBacktestsRequest)(nil),       // 17: usdcarb.v1.ListBacktestsRequest
-	(*ListBacktestsResponse)(nil),      // 18: usdcarb.v1.ListBacktestsResponse
-	(*CancelBacktestRequest)(nil),      // 19: usdcarb.v1.CancelBacktestRequest
-	(*WatchBacktestRequest)(nil),       // 20: usdcarb.v1.WatchBacktestRequest
-	(*Trade)(nil),                      // 21: usdcarb.v1.Trade
-	(*ListBacktestTradesRequest)(nil),  // 22: usdcarb.v1.ListBacktestTradesRequest
-	(*ListBacktestTradesResponse)(nil), // 23: usdcarb.v1.ListBacktestTradesResponse
-	(*GetEquityCurveRequest)(nil),      // 24: usdcarb.v1.GetEquityCurveRequest
-	(*EquityCurve)(nil),                // 25: usdcarb.v1.EquityCurve
-	(*ParameterAxis)(nil),              // 26: usdcarb.v1.ParameterAxis
-	(*WalkForwardSpec)(nil),            // 27: usdcarb.v1.WalkForwardSpec
-	(*SweepPoint)(nil),                 // 28: usdcarb.v1.SweepPoint
-	(*WalkForwardFold)(nil),            // 29: usdcarb.v1.WalkForwardFold
-	(*Sweep)(nil),                      // 30: usdcarb.v1.Sweep
-	(*SweepEvent)(nil),                 // 31: usdcarb.v1.SweepEvent
-	(*CreateSweepRequest)(nil),         // 32: usdcarb.v1.CreateSweepRequest
-	(*GetSweepRequest)(nil),            // 33: usdcarb.v1.GetSweepRequest
-	(*ListSweepsRequest)(nil),          // 34: usdcarb.v1.ListSweepsRequest
-	(*ListSweepsResponse)(nil),         // 35: usdcarb.v1.ListSweepsResponse
-	(*CancelSweepRequest)(nil),         // 36: usdcarb.v1.CancelSweepRequest
-	(*WatchSweepRequest)(nil),          // 37: usdcarb.v1.WatchSweepRequest
-	nil,                                // 38: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	nil,                                // 39: usdcarb.v1.SweepPoint.ParametersEntry
-	nil,                                // 40: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	(*TimeRange)(nil),                  // 41: usdcarb.v1.TimeRange
-	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
-	(JobState)(0),                      // 43: usdcarb.v1.JobState
-	(*Progress)(nil),                   // 44: usdcarb.v1.Progress
-	(*status.Status)(nil),              // 45: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
-	(*Outcome)(nil),                    // 47: usdcarb.v1.Outcome
-	(ColumnLayout)(0),                  // 48: usdcarb.v1.ColumnLayout
+	(*QueuePosition)(nil),              // 12: usdcarb.v1.QueuePosition
+	(*BacktestCompleted)(nil),          // 13: usdcarb.v1.BacktestCompleted
+	(*BacktestEvent)(nil),              // 14: usdcarb.v1.BacktestEvent
+	(*RunBacktestRequest)(nil),         // 15: usdcarb.v1.RunBacktestRequest
+	(*CreateBacktestRequest)(nil),      // 16: usdcarb.v1.CreateBacktestRequest
+	(*GetBacktestRequest)(nil),         // 17: usdcarb.v1.GetBacktestRequest
+	(*ListBacktestsRequest)(nil),       // 18: usdcarb.v1.ListBacktestsRequest
+	(*ListBacktestsResponse)(nil),      // 19: usdcarb.v1.ListBacktestsResponse
+	(*CancelBacktestRequest)(nil),      // 20: usdcarb.v1.CancelBacktestRequest
+	(*WatchBacktestRequest)(nil),       // 21: usdcarb.v1.WatchBacktestRequest
+	(*Trade)(nil),                      // 22: usdcarb.v1.Trade
+	(*ListBacktestTradesRequest)(nil),  // 23: usdcarb.v1.ListBacktestTradesRequest
+	(*ListBacktestTradesResponse)(nil), // 24: usdcarb.v1.ListBacktestTradesResponse
+	(*GetEquityCurveRequest)(nil),      // 25: usdcarb.v1.GetEquityCurveRequest
+	(*EquityCurve)(nil),                // 26: usdcarb.v1.EquityCurve
+	(*ParameterAxis)(nil),              // 27: usdcarb.v1.ParameterAxis
+	(*WalkForwardSpec)(nil),            // 28: usdcarb.v1.WalkForwardSpec
+	(*SweepPoint)(nil),                 // 29: usdcarb.v1.SweepPoint
+	(*WalkForwardFold)(nil),            // 30: usdcarb.v1.WalkForwardFold
+	(*Sweep)(nil),                      // 31: usdcarb.v1.Sweep
+	(*SweepEvent)(nil),                 // 32: usdcarb.v1.SweepEvent
+	(*CreateSweepRequest)(nil),         // 33: usdcarb.v1.CreateSweepRequest
+	(*GetSweepRequest)(nil),            // 34: usdcarb.v1.GetSweepRequest
+	(*ListSweepsRequest)(nil),          // 35: usdcarb.v1.ListSweepsRequest
+	(*ListSweepsResponse)(nil),         // 36: usdcarb.v1.ListSweepsResponse
+	(*CancelSweepRequest)(nil),         // 37: usdcarb.v1.CancelSweepRequest
+	(*WatchSweepRequest)(nil),          // 38: usdcarb.v1.WatchSweepRequest
+	nil,                                // 39: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	nil,                                // 40: usdcarb.v1.SweepPoint.ParametersEntry
+	nil,                                // 41: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	(*TimeRange)(nil),                  // 42: usdcarb.v1.TimeRange
+	(*durationpb.Duration)(nil),        // 43: google.protobuf.Duration
+	(JobState)(0),                      // 44: usdcarb.v1.JobState
+	(*Progress)(nil),                   // 45: usdcarb.v1.Progress
+	(*status.Status)(nil),              // 46: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(*Outcome)(nil),                    // 48: usdcarb.v1.Outcome
+	(ColumnLayout)(0),                  // 49: usdcarb.v1.ColumnLayout
 }
 var file_usdcarb_v1_backtest_proto_depIdxs = []int32{
 	2,  // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
 	3,  // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
 	3,  // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
-	41, // 3: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
+	42, // 3: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
 	4,  // 4: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
 	5,  // 5: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
 	0,  // 6: usdcarb.v1.BacktestConfig.fill_policy:type_name -> usdcarb.v1.FillPolicy
-	42, // 7: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
-	42, // 8: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
-	38, // 9: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	43, // 7: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
+	43, // 8: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
+	39, // 9: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
 	7,  // 10: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
 	9,  // 11: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
-	42, // 12: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
+	43, // 12: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
 	6,  // 13: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
-	43, // 14: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
-	44, // 15: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
+	44, // 14: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
+	45, // 15: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
 	8,  // 16: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
-	45, // 17: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
-	46, // 18: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
-	46, // 19: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
-	46, // 20: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
-	44, // 21: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
-	46, // 22: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
+	46, // 17: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
+	47, // 18: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
+	47, // 19: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
+	47, // 20: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
+	45, // 21: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
+	47, // 22: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
 	7,  // 23: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	47, // 24: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
-	8,  // 25: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
-	43, // 26: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
-	11, // 27: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
-	12, // 28: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
-	6,  // 29: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
-	42, // 30: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
-	10, // 31: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
-	43, // 32: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
-	10, // 33: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
-	46, // 34: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
-	1,  // 35: usdcarb.v1.Trade.side:type_name -> usdcarb.v1.Side
-	21, // 36: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
-	48, // 37: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
-	42, // 38: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
-	42, // 39: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
-	42, // 40: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
-	39, // 41: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
-	7,  // 42: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	41, // 43: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
-	41, // 44: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
-	40, // 45: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	7,  // 46: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	7,  // 47: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	6,  // 48: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
-	26, // 49: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
-	27, // 50: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
-	43, // 51: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
-	44, // 52: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
-	28, // 53: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
-	29, // 54: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
-	45, // 55: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
-	46, // 56: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
-	46, // 57: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
-	43, // 58: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
-	44, // 59: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
-	47, // 60: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
-	30, // 61: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
-	30, // 62: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
-	14, // 63: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
-	15, // 64: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
-	16, // 65: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
-	17, // 66: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
-	19, // 67: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
-	20, // 68: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
-	22, // 69: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
-	24, // 70: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
-	32, // 71: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
-	33, // 72: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
-	34, // 73: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
-	36, // 74: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
-	37, // 75: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
-	13, // 76: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
-	10, // 77: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
-	10, // 78: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
-	18, // 79: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
-	10, // 80: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
-	13, // 81: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
-	23, // 82: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
-	25, // 83: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
-	30, // 84: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
-	30, // 85: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
-	35, // 86: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
-	30, // 87: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
-	31, // 88: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
-	76, // [76:89] is the sub-list for method output_type
-	63, // [63:76] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	12, // 24: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
+	43, // 25: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
+	48, // 26: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
+	8,  // 27: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
+	26, // 28: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
+	44, // 29: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
+	11, // 30: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
+	13, // 31: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
+	6,  // 32: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
+	43, // 33: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
+	10, // 34: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
+	44, // 35: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
+	10, // 36: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
+	47, // 37: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
+	1,  // 38: usdcarb.v1.Trade.side:type_name -> usdcarb.v1.Side
+	22, // 39: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
+	49, // 40: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
+	43, // 41: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
+	43, // 42: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
+	43, // 43: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
+	40, // 44: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
+	7,  // 45: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	42, // 46: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
+	42, // 47: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
+	41, // 48: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	7,  // 49: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	7,  // 50: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	6,  // 51: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
+	27, // 52: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
+	28, // 53: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
+	44, // 54: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
+	45, // 55: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
+	29, // 56: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
+	30, // 57: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
+	46, // 58: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
+	47, // 59: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
+	47, // 60: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
+	44, // 61: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
+	45, // 62: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
+	48, // 63: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
+	12, // 64: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
+	31, // 65: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
+	31, // 66: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
+	15, // 67: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
+	16, // 68: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
+	17, // 69: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
+	18, // 70: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
+	20, // 71: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
+	21, // 72: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
+	23, // 73: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
+	25, // 74: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
+	33, // 75: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
+	34, // 76: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
+	35, // 77: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
+	37, // 78: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
+	38, // 79: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
+	14, // 80: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
+	10, // 81: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
+	10, // 82: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
+	19, // 83: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
+	10, // 84: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
+	14, // 85: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
+	24, // 86: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
+	26, // 87: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
+	31, // 88: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
+	31, // 89: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
+	36, // 90: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
+	31, // 91: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
+	32, // 92: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
+	80, // [80:93] is the sub-list for method output_type
+	67, // [67:80] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_backtest_proto_init() }
@@ -3476,7 +3652,7 @@ func file_usdcarb_v1_backtest_proto_init() {
 		return
 	}
 	file_usdcarb_v1_common_proto_init()
-	file_usdcarb_v1_backtest_proto_msgTypes[11].OneofWrappers = []any{
+	file_usdcarb_v1_backtest_proto_msgTypes[12].OneofWrappers = []any{
 		(*BacktestEvent_Progress)(nil),
 		(*BacktestEvent_Completed)(nil),
 	}
@@ -3486,7 +3662,7 @@ func file_usdcarb_v1_backtest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_backtest_proto_rawDesc), len(file_usdcarb_v1_backtest_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

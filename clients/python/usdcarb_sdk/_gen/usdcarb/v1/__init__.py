@@ -68,6 +68,7 @@ __all__ = (
     "GetJwksRequest",
     "GetJwksResponse",
     "GetQualitySummaryRequest",
+    "GetSeriesVerdictRequest",
     "GetStrategyKindRequest",
     "GetStrategyRequest",
     "GetStrategyVersionRequest",
@@ -137,6 +138,7 @@ __all__ = (
     "Provenance",
     "QualitySummary",
     "QuarantinedBar",
+    "QueuePosition",
     "RedeliverDeliveriesRequest",
     "RedeliverDeliveriesResponse",
     "RefreshTokenRequest",
@@ -148,6 +150,8 @@ __all__ = (
     "RunBacktestRequest",
     "SeriesFilter",
     "SeriesKey",
+    "SeriesVerdict",
+    "SeriesVerdictKind",
     "Severity",
     "Side",
     "SlippageModel",
@@ -186,6 +190,7 @@ __all__ = (
     "ValidationIssue",
     "ValidationServiceStub",
     "VenueConfig",
+    "VerdictSpan",
     "VersionState",
     "WalkForwardFold",
     "WalkForwardSpec",
@@ -424,6 +429,11 @@ class EventType(betterproto2.Enum):
     A test event from TestChannel.
     """
 
+    SERIES_VERDICT_CHANGED = 11
+    """
+    A series' verdict spans changed (a stale, aliased or suspect span appeared or went).
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -438,6 +448,7 @@ class EventType(betterproto2.Enum):
             8: "EVENT_TYPE_DEPLOYMENT_CHANGED",
             9: "EVENT_TYPE_VERSION_STATE_CHANGED",
             10: "EVENT_TYPE_TEST",
+            11: "EVENT_TYPE_SERIES_VERDICT_CHANGED",
         }
 
     @classmethod
@@ -454,6 +465,7 @@ class EventType(betterproto2.Enum):
             "EVENT_TYPE_DEPLOYMENT_CHANGED": 8,
             "EVENT_TYPE_VERSION_STATE_CHANGED": 9,
             "EVENT_TYPE_TEST": 10,
+            "EVENT_TYPE_SERIES_VERDICT_CHANGED": 11,
         }
 
 
@@ -871,6 +883,57 @@ class RuleScope(betterproto2.Enum):
             "RULE_SCOPE_BAR": 1,
             "RULE_SCOPE_SERIES": 2,
             "RULE_SCOPE_CROSS_VENUE": 3,
+        }
+
+
+class SeriesVerdictKind(betterproto2.Enum):
+    """
+    What a span of a series is good for.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    USABLE = 1
+    """
+    Independent, live prices: use them.
+    """
+
+    STALE = 2
+    """
+    Flat price and no volume for longer than the configured bound: not a live price.
+    """
+
+    ALIASED = 3
+    """
+    Identical (or nearly) to another named series: not an independent price.
+    """
+
+    SUSPECT = 4
+    """
+    The series' own rules flagged bars here: usable with care.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "SERIES_VERDICT_KIND_UNSPECIFIED",
+            1: "SERIES_VERDICT_KIND_USABLE",
+            2: "SERIES_VERDICT_KIND_STALE",
+            3: "SERIES_VERDICT_KIND_ALIASED",
+            4: "SERIES_VERDICT_KIND_SUSPECT",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "SERIES_VERDICT_KIND_UNSPECIFIED": 0,
+            "SERIES_VERDICT_KIND_USABLE": 1,
+            "SERIES_VERDICT_KIND_STALE": 2,
+            "SERIES_VERDICT_KIND_ALIASED": 3,
+            "SERIES_VERDICT_KIND_SUSPECT": 4,
         }
 
 
@@ -1303,6 +1366,15 @@ class BacktestCompleted(betterproto2.Message):
     The result when the outcome is OK.
     """
 
+    equity_curve: "EquityCurve | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The equity curve reduced as GetEquityCurve does by default (max_points 0), when the
+    outcome is OK and the worker published it (a stream rebuilt from the store after
+    the event expired leaves it out: ask GetEquityCurve).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "BacktestCompleted", BacktestCompleted)
 
@@ -1561,6 +1633,11 @@ class BacktestProgress(betterproto2.Message):
     )
     """
     Figures so far.
+    """
+
+    queue: "QueuePosition | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    While the job is QUEUED: where it stands in its lane.
     """
 
 
@@ -2472,6 +2549,27 @@ class EquityCurve(betterproto2.Message):
     Number of points (either layout).
     """
 
+    total_points: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
+    """
+    Bars of the stored (full resolution) curve.
+    """
+
+    reduced: "bool" = betterproto2.field(12, betterproto2.TYPE_BOOL)
+    """
+    True when the points are a reduction of the stored curve (see max_points).
+    """
+
+    offset: "int" = betterproto2.field(13, betterproto2.TYPE_INT64)
+    """
+    Full resolution pages: index of this page's first bar in the stored curve.
+    """
+
+    next_page_token: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    Full resolution pages: token of the next page; empty on the last page and on a
+    reduced curve. Pages concatenate to the stored curve bit for bit.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "EquityCurve", EquityCurve)
 
@@ -2899,7 +2997,10 @@ class GetEquityCurveRequest(betterproto2.Message):
 
     max_points: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
     """
-    Downsample to at most this many points (0 = every bar), keeping each bucket's last.
+    Reduce the curve to at most this many points (0 = 2,000; otherwise 8 to 100,000):
+    the bars split into buckets and each keeps its lowest and highest equity and its
+    deepest drawdown (every drawdown extreme survives), plus the first and last bar. A
+    curve of no more points than this comes whole. Not used when reading pages.
     """
 
     layout: "ColumnLayout" = betterproto2.field(
@@ -2907,6 +3008,18 @@ class GetEquityCurveRequest(betterproto2.Message):
     )
     """
     Column layout on the wire.
+    """
+
+    page_size: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    Full resolution in pages: bars per page (default 50,000, at most 100,000) when
+    page_size or page_token is set; with both unset the reduced curve is returned.
+    """
+
+    page_token: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Full resolution: next_page_token of the previous page, or empty for the first page
+    (with page_size set).
     """
 
 
@@ -2974,6 +3087,28 @@ class GetQualitySummaryRequest(betterproto2.Message):
 
 default_message_pool.register_message(
     "usdcarb.v1", "GetQualitySummaryRequest", GetQualitySummaryRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class GetSeriesVerdictRequest(betterproto2.Message):
+    """
+    Request of GetSeriesVerdict.
+    """
+
+    series: "SeriesKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The series.
+    """
+
+    range: "TimeRange | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The range (default: everything stored).
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "GetSeriesVerdictRequest", GetSeriesVerdictRequest
 )
 
 
@@ -4648,6 +4783,35 @@ default_message_pool.register_message("usdcarb.v1", "QuarantinedBar", Quarantine
 
 
 @dataclass(eq=False, repr=False)
+class QueuePosition(betterproto2.Message):
+    """
+    Where a queued job stands. Backtests and sweeps wait in separate lanes, so a
+    backtest never waits behind a sweep.
+    """
+
+    ahead: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Jobs of the same lane ahead of this one (queued or running).
+    """
+
+    estimate: "datetime.timedelta | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    Estimated wait before it starts, from the lane's recent run times.
+    """
+
+    warming_up: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    True while no worker slot is ready yet (the engine is still loading or compiling
+    its kernels); the job starts once one is.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "QueuePosition", QueuePosition)
+
+
+@dataclass(eq=False, repr=False)
 class RedeliverDeliveriesRequest(betterproto2.Message):
     """
     Request of RedeliverDeliveries.
@@ -4859,6 +5023,38 @@ class SeriesKey(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "SeriesKey", SeriesKey)
+
+
+@dataclass(eq=False, repr=False)
+class SeriesVerdict(betterproto2.Message):
+    """
+    The verdict of one series over a range.
+    """
+
+    series: "SeriesKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The series.
+    """
+
+    range: "TimeRange | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The range judged.
+    """
+
+    verdict: "SeriesVerdictKind" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: SeriesVerdictKind(0)
+    )
+    """
+    The worst verdict of the spans in the range (ALIASED > STALE > SUSPECT > USABLE).
+    """
+
+    spans: "list[VerdictSpan]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The stored spans overlapping the range, oldest first.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "SeriesVerdict", SeriesVerdict)
 
 
 @dataclass(eq=False, repr=False)
@@ -5396,7 +5592,8 @@ class Sweep(betterproto2.Message):
 
     points: "list[SweepPoint]" = betterproto2.field(9, betterproto2.TYPE_MESSAGE, repeated=True)
     """
-    Figures of every combination (grid mode), best first.
+    Figures of every combination (grid mode), best first; a sweep cancelled or failed
+    part-way keeps those it finished.
     """
 
     folds: "list[WalkForwardFold]" = betterproto2.field(
@@ -5472,6 +5669,11 @@ class SweepEvent(betterproto2.Message):
     outcome: "Outcome | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Set on the last message only.
+    """
+
+    queue: "QueuePosition | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    While the sweep is QUEUED: where it stands in the sweep lane.
     """
 
 
@@ -6095,6 +6297,55 @@ class VenueConfig(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "VenueConfig", VenueConfig)
+
+
+@dataclass(eq=False, repr=False)
+class VerdictSpan(betterproto2.Message):
+    """
+    A verdict over a span of a series.
+    """
+
+    verdict: "SeriesVerdictKind" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: SeriesVerdictKind(0)
+    )
+    """
+    The verdict (never USABLE: a span without a verdict is usable).
+    """
+
+    range: "TimeRange | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Bars opening in this range.
+    """
+
+    bars: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    Bars the verdict rests on (flat bars, traded bars compared, flagged bars).
+    """
+
+    reason: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    "expected X, got Y".
+    """
+
+    twin: "SeriesKey | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    For ALIASED: the series this one repeats.
+    """
+
+    match_ratio: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    For ALIASED: share of traded bars identical to the twin's.
+    """
+
+    update_time: "datetime.datetime | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the span was last recomputed.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "VerdictSpan", VerdictSpan)
 
 
 @dataclass(eq=False, repr=False)
@@ -7204,6 +7455,17 @@ class ValidationServiceStub:
             "/usdcarb.v1.ValidationService/GetQualitySummary",
             GetQualitySummaryRequest.SerializeToString,
             QualitySummary.FromString,
+        )(message)
+
+    def get_series_verdict(self, message: "GetSeriesVerdictRequest") -> "SeriesVerdict":
+        """
+        The verdict of a series over a range (usable, stale, aliased, suspect) and its spans.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.ValidationService/GetSeriesVerdict",
+            GetSeriesVerdictRequest.SerializeToString,
+            SeriesVerdict.FromString,
         )(message)
 
 
