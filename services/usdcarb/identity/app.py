@@ -36,6 +36,7 @@ from usdcarb.platform.errors import (
     Unauthenticated,
     expected,
 )
+from usdcarb.platform.ownership import require_owner
 from usdcarb.platform.service_auth import credential_matches
 
 BAD_CREDENTIALS = "invalid username or password"
@@ -466,7 +467,9 @@ class IdentityApp:
         if len(parts) != 4 or parts[0] != "users" or parts[2] != "apiKeys" or not parts[3]:
             raise InvalidArgument.for_field("name", "'users/{user}/apiKeys/{api_key}'", name)
         user_id = domain.user_id_from_name("/".join(parts[:2]), actor.subject)
-        domain.require_self_or_admin(user_id, actor.subject, actor.roles)
+        # The owner is the user in the key's name (the row is looked up by it), so it is
+        # checked before the read: a non-owner learns nothing about which keys exist.
+        require_owner(f"users/{user_id}", resource=f"users/{user_id}/apiKeys/{parts[3]}")
         async with self._store.transaction() as conn:
             key = await self._store.get_api_key(user_id, parts[3], conn=conn)
             await self._store.revoke_api_key(conn, user_id, key.id, self._clock())

@@ -47,6 +47,11 @@ class ApiKeyRecord:
     def name(self) -> str:
         return f"users/{self.user_id}/apiKeys/{self.id}"
 
+    @property
+    def owner(self) -> str:
+        """The subject the key belongs to: the user it acts as, whoever created it."""
+        return f"users/{self.user_id}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class RefreshRecord:

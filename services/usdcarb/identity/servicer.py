@@ -56,6 +56,7 @@ def key_to_pb(k: ApiKeyRecord) -> pb.ApiKey:
         name=k.name, display_name=k.display_name, roles=[ROLE_TO_PB[r] for r in k.roles],
         prefix=k.prefix, expire_time=_ts(k.expire_time), revoke_time=_ts(k.revoke_time),
         create_time=_ts(k.create_time), last_used_time=_ts(k.last_used_time),
+        owner=k.owner,
     )
 
 
