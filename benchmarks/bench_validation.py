@@ -95,10 +95,51 @@ async def measure(dsn: str, repeats: int) -> list[tuple[str, float, float]]:
     return out
 
 
+def new_rules_cost(n: int) -> tuple[float, float]:
+    """Domain throughput on ``n`` bars: today's rules (validate_stored with one other
+    venue) and the new ones on top (series verdicts against an alias candidate, and the
+    implied cross of a stablecoin pair from two legs). Return both in bars/s."""
+    from usdcarb.validation.domain.implied_cross import implied_cross
+    from usdcarb.validation.domain.model import Bars, Thresholds
+    from usdcarb.validation.domain.validate import validate_stored
+    from usdcarb.validation.domain.verdicts import series_spans
+
+    def bars_of(a: dict[str, np.ndarray]) -> Bars:
+        return Bars.of(a["open_time_ms"], a["open"], a["high"], a["low"], a["close"],
+                       a["volume"])
+
+    th = Thresholds()
+    own = bars_of(arrays(n))
+    rng = np.random.default_rng(2)
+    other = bars_of({k: (v * (1 + rng.normal(0, 1e-4, n)) if k != "open_time_ms" else v)
+                     for k, v in arrays(n).items()})
+    t0, t1 = int(own.open_time_ms[0]), int(own.open_time_ms[-1]) + M
+    t = time.perf_counter()
+    _, findings = validate_stored(own, tf_ms=M, now_ms=t1 + M, start_ms=t0, end_ms=t1,
+                                  others={"other": other}, th=th)
+    today = time.perf_counter() - t
+    t = time.perf_counter()
+    series_spans(own, M, ("binance", "USDC/USDT"), {("binance", "USDC/USD"): other},
+                 [f.bar_time_ms for f in findings if f.index >= 0], th)
+    implied_cross(own, np.arange(n, dtype=np.int64), [(other, own)], th)
+    extra = time.perf_counter() - t
+    return rate(n, today), rate(n, today + extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--new-rules-bars", type=int, default=1_000_000)
+    parser.add_argument("--new-rules-only", action="store_true",
+                        help="only the domain comparison of today's rules and the new ones")
     args, _ = parser.parse_known_args(argv)
+    today, with_new = new_rules_cost(args.new_rules_bars)
+    print(f"{'rules on ' + format(args.new_rules_bars, ',') + ' bars':<30}{'bars/s':>14}")
+    print(f"{'today (validate_stored, 2 venues)':<36}{today:>14,.0f}")
+    print(f"{'today + verdicts + implied cross':<36}{with_new:>14,.0f}")
+    print(f"new rules cost {today / with_new - 1:.1%} of today's time (target <= 25 %)")
+    if args.new_rules_only:
+        return 0
     root = scratch_dir("usdcarb-bench-validation-")
     server = PostgresServer(root / "pg", fast=True)
     try:

@@ -10,7 +10,7 @@ bad bar is a one-bar departure from the local spread.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -69,7 +69,8 @@ def median_returns(times: I64, others: Mapping[str, Bars]) -> F64:
 
 
 def departures(d: F64, *, neighbours: int, window: int, z: float, min_dev: float,
-               min_scale: float, long_window: int = 0) -> tuple[F64, F64, F64]:
+               min_scale: float, long_window: int = 0,
+               block_scale: bool = False) -> tuple[F64, F64, F64]:
     """Judge a log spread ``d`` against its local level: return (base, excess, limit).
 
     The local level comes from the neighbours alone, on each side: a bar is judged
@@ -77,7 +78,10 @@ def departures(d: F64, *, neighbours: int, window: int, z: float, min_dev: float
     is not a bad bar, while a one-bar departure is far from both sides. A bar departs
     when ``excess`` > ``limit`` (NaN where the spread is unknown). The scale is the
     rolling MAD of the residual over ``window`` (and ``long_window`` when set, so a calm
-    hour inside a turbulent day does not look calm), floored at ``min_scale``.
+    hour inside a turbulent day does not look calm), floored at ``min_scale``. With
+    ``block_scale`` the rolling median is replaced by the largest median of |residual|
+    over the row's block of ``window // 2`` rows and its two neighbours: linear time,
+    and never a smaller scale than a calm block next to a turbulent one would give.
     """
     k = neighbours
     shifted = np.full((2 * k, len(d)), np.nan)
@@ -86,16 +90,51 @@ def departures(d: F64, *, neighbours: int, window: int, z: float, min_dev: float
             shifted[row, -lag:] = d[:lag]
         else:
             shifted[row, :-lag] = d[lag:]
-    left, right = _nanmedian(shifted[:k]), _nanmedian(shifted[k:])
+    left, right = _median_rows(shifted[:k]), _median_rows(shifted[k:])
     use_left = np.isnan(right) | (np.abs(d - left) <= np.abs(d - right))
     base = np.where(use_left, left, right)
     resid = pd.Series(d - base)
     scale = np.full(len(d), min_scale)
+    if block_scale:
+        return base, resid.abs().to_numpy(), np.maximum(
+            min_dev, z * np.fmax(MAD_TO_SIGMA * _block_mad(resid.abs().to_numpy(), window),
+                                 scale))
     for w in (window, long_window) if long_window else (window,):
         mad = resid.abs().rolling(w, center=True, min_periods=min(5, w)).median()
         scale = np.fmax(MAD_TO_SIGMA * mad.to_numpy(), scale)
     excess = np.abs(resid.to_numpy())
     return base, excess, np.maximum(min_dev, z * scale)
+
+
+def _median_rows(matrix: F64) -> F64:
+    """Column medians ignoring NaN (NaN where a column has none), for a few rows: a
+    sort along the rows instead of numpy's general nanmedian."""
+    if matrix.shape[0] == 0:
+        return np.full(matrix.shape[1], np.nan)
+    srt = np.sort(matrix, axis=0)  # NaN last
+    count = np.isfinite(matrix).sum(axis=0)
+    lo = np.clip((count - 1) // 2, 0, None)[None, :]
+    hi = np.clip(count // 2, 0, None)[None, :]
+    med = (np.take_along_axis(srt, lo, 0) + np.take_along_axis(srt, hi, 0))[0] / 2
+    return np.where(count > 0, med, np.nan)
+
+
+def _block_mad(abs_resid: F64, window: int) -> F64:
+    """Per row, the largest NaN-ignoring median of ``abs_resid`` over its block of
+    ``window // 2`` rows and the blocks either side (NaN-only blocks give NaN)."""
+    n = len(abs_resid)
+    b = max(window // 2, 1)
+    blocks = -(-n // b)
+    padded = np.full(blocks * b, np.nan)
+    padded[:n] = abs_resid
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(padded.reshape(blocks, b), axis=1)
+    around = np.vstack([med, np.r_[np.nan, med[:-1]], np.r_[med[1:], np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        best = np.nanmax(around, axis=0)
+    return np.asarray(np.repeat(best, b)[:n], np.float64)
 
 
 def venues_present(times: I64, others: Mapping[str, Bars]) -> npt.NDArray[np.int64]:
@@ -105,13 +144,13 @@ def venues_present(times: I64, others: Mapping[str, Bars]) -> npt.NDArray[np.int
 
 def deviations(bars: Bars, positions: I64, others: Mapping[str, Bars],
                th: Thresholds, *, own_flagged: Mask | None = None,
-               other_flagged: Mask | None = None) -> list[Finding]:
+               other_flagged: Callable[[], Mask] | None = None) -> list[Finding]:
     """Flag closes that leave the local spread to the other venues' median close.
 
     With a single other venue at a time, a departure is symmetric: it is named on this
     venue unless the other venue's own series rules flag that bar and this venue's do
-    not (``other_flagged``/``own_flagged``, per row of ``bars``), so only the bad
-    venue of two is named.
+    not (``own_flagged`` per row of ``bars``; ``other_flagged`` computes the other's,
+    only when a single-venue departure needs it), so only the bad venue of two is named.
     """
     out: list[Finding] = []
     if not len(bars) or not others:
@@ -124,10 +163,11 @@ def deviations(bars: Bars, positions: I64, others: Mapping[str, Bars],
         z=th.deviation_z, min_dev=th.deviation_min, min_scale=th.deviation_min_scale)
     with np.errstate(invalid="ignore"):
         hit = (excess > limit) & (positions >= 0)
-    if other_flagged is not None:
+    if other_flagged is not None and hit.any():
         single = venues_present(bars.open_time_ms, others) == 1
         own = own_flagged if own_flagged is not None else np.zeros(len(bars), bool)
-        hit &= ~(single & other_flagged & ~own)
+        if (hit & single & ~own).any():
+            hit &= ~(single & other_flagged() & ~own)
     for j in np.flatnonzero(hit):
         t = int(bars.open_time_ms[j])
         out.append(finding(DEVIATION, int(positions[j]), t,

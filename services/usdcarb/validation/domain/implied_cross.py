@@ -49,6 +49,10 @@ def implied_close(times: I64, legs: Sequence[tuple[Bars, Bars]]) -> F64:
     """Median over leg pairs (numerator, denominator) of num close / den close at ``times``."""
     if not legs:
         return np.full(len(times), np.nan)
+    if len(legs) == 1:
+        num1, den1 = (aligned_closes(times, {"": b})[0] for b in legs[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(num1 / den1, np.float64)
     num = aligned_closes(times, {str(i): n for i, (n, _) in enumerate(legs)})
     den = aligned_closes(times, {str(i): d for i, (_, d) in enumerate(legs)})
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
@@ -69,7 +73,8 @@ def implied_cross(bars: Bars, positions: I64, legs: Sequence[tuple[Bars, Bars]],
     rows = np.flatnonzero(np.isfinite(d) & (bars.volume > 0))
     base, excess, limit = departures(
         d[rows], neighbours=th.deviation_neighbours, window=th.cross_window, z=th.cross_z,
-        min_dev=th.cross_min, min_scale=th.cross_min_scale, long_window=th.cross_long_window)
+        min_dev=th.cross_min, min_scale=th.cross_min_scale, long_window=th.cross_long_window,
+        block_scale=True)
     # Peg-aware: off peg, books are stressed and venues disagree more, so the bound
     # widens with the implied cross's distance from 1; and a print that moves toward the
     # implied cross (a lagging venue catching up with a depeg) is never bad data.

@@ -162,7 +162,7 @@ class Thresholds:
     cross_min: float = 0.01  # divergence from the local divergence level beyond 1 %
     cross_z: float = 12.0
     cross_window: int = 121
-    cross_long_window: int = 1441
+    cross_long_window: int = 0  # optional second, longer scale window (0: none)
     cross_off_peg: float = 0.5  # bound widens by this x |log implied cross|
     cross_min_scale: float = 1e-3
 

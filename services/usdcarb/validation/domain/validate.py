@@ -73,7 +73,8 @@ def series_checks(series: Bars, positions: I64, *, tf_ms: int, others: Mapping[s
         if len(others) == 1:
             # Two venues: a departure is named on the one whose own rules flag it.
             own_flagged = np.isin(series.open_time_ms, [f.bar_time_ms for f in own_spikes])
-            other_flagged = _spiked(series.open_time_ms, next(iter(others.values())), th)
+            other = next(iter(others.values()))
+            other_flagged = lambda: _spiked(series.open_time_ms, other, th)  # noqa: E731
         findings += deviations(series, positions, others, th, own_flagged=own_flagged,
                                other_flagged=other_flagged)
         findings += clock_skew(series, tf_ms, others, th, report_time_ms=report_time_ms)
