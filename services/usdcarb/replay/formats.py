@@ -73,6 +73,10 @@ def _int(params: Mapping[str, str], name: str, reply: Reply) -> int | None:
         raise BadRequest(reply) from None
 
 
+def _iso(ms: int) -> str:
+    return str(np.datetime64(int(ms) // 1000, "s")) + "Z"
+
+
 def _num(x: float) -> str:
     return repr(float(x))
 
@@ -114,6 +118,12 @@ class Exchange(ABC):
     def bad_request(self, message: str) -> Reply:
         return _json(400, {"error": message})
 
+    time_path = ""  # the exchange's server-time endpoint ccxt's fetch_time calls
+
+    def render_time(self, now_ms: int) -> Reply:
+        """The exchange's server-time response at ``now_ms`` (the replay clock)."""
+        raise NotImplementedError
+
     @abstractmethod
     def rate_limited(self) -> Reply:
         raise NotImplementedError
@@ -147,6 +157,10 @@ class Binance(Exchange):
     """GET /api/v3/klines?symbol&interval[&startTime][&endTime][&limit] (ascending)."""
 
     id, host, max_limit = "binance", "api.binance.com", 1000
+    time_path = "/api/v3/time"
+
+    def render_time(self, now_ms: int) -> Reply:
+        return _json(200, {"serverTime": now_ms})
     markets: ClassVar[Mapping[str, str]] = {"BTCUSDC": "BTC/USDC", "BTCUSDT": "BTC/USDT", "USDCUSDT": "USDC/USDT"}
     timeframes: ClassVar[Mapping[str, str]] = {"1m": "1m", "5m": "5m", "15m": "15m", "1h": "1h", "4h": "4h", "1d": "1d"}
 
@@ -184,6 +198,10 @@ class Coinbase(Exchange):
     start inclusive, end exclusive; at most 350 candles; newest first)."""
 
     id, host, max_limit, newest_first = "coinbase", "api.coinbase.com", 350, True
+    time_path = "/v2/time"
+
+    def render_time(self, now_ms: int) -> Reply:
+        return _json(200, {"data": {"epoch": now_ms // 1000, "iso": _iso(now_ms)}})
     markets: ClassVar[Mapping[str, str]] = {"BTC-USD": "BTC/USD", "BTC-USDT": "BTC/USDT", "USDT-USD": "USDT/USD",
                "BTC-USDC": "BTC/USDC", "USDC-USD": "USDC/USD"}
     timeframes: ClassVar[Mapping[str, str]] = {"ONE_MINUTE": "1m", "FIVE_MINUTE": "5m", "FIFTEEN_MINUTE": "15m",
@@ -224,6 +242,10 @@ class Kraken(Exchange):
     bars relative to now exist; ascending; ``last`` is the newest bar's time."""
 
     id, host, max_limit = "kraken", "api.kraken.com", 720
+    time_path = "/0/public/Time"
+
+    def render_time(self, now_ms: int) -> Reply:
+        return _json(200, {"error": [], "result": {"unixtime": now_ms // 1000, "rfc1123": _iso(now_ms)}})
     markets: ClassVar[Mapping[str, str]] = {"XXBTZUSD": "BTC/USD", "XBTUSDC": "BTC/USDC", "XBTUSDT": "BTC/USDT",
                "USDCUSD": "USDC/USD", "USDTZUSD": "USDT/USD"}
     timeframes: ClassVar[Mapping[str, str]] = {"1": "1m", "5": "5m", "15": "15m", "60": "1h", "240": "4h", "1440": "1d"}
@@ -258,6 +280,10 @@ class Okx(Exchange):
     (before/after: exclusive ms bounds; newest ``limit`` bars; newest first)."""
 
     id, host, max_limit, newest_first = "okx", "www.okx.com", 300, True
+    time_path = "/api/v5/public/time"
+
+    def render_time(self, now_ms: int) -> Reply:
+        return _json(200, {"code": "0", "msg": "", "data": [{"ts": str(now_ms)}]})
     markets: ClassVar[Mapping[str, str]] = {"BTC-USDC": "BTC/USDC", "USDC-USDT": "USDC/USDT", "BTC-USDT": "BTC/USDT"}
     timeframes: ClassVar[Mapping[str, str]] = {"1m": "1m", "5m": "5m", "15m": "15m", "1H": "1h", "4H": "4h", "1Dutc": "1d"}
 
@@ -293,6 +319,10 @@ class Bybit(Exchange):
     with start: the oldest ``limit`` bars from start; else the newest; newest first)."""
 
     id, host, max_limit, newest_first = "bybit", "api.bybit.com", 1000, True
+    time_path = "/v5/market/time"
+
+    def render_time(self, now_ms: int) -> Reply:
+        return _json(200, {"retCode": 0, "retMsg": "OK", "result": {"timeSecond": str(now_ms // 1000), "timeNano": str(now_ms * 1_000_000)}, "retExtInfo": {}, "time": now_ms})
     markets: ClassVar[Mapping[str, str]] = {"BTCUSDC": "BTC/USDC", "USDCUSDT": "USDC/USDT", "BTCUSDT": "BTC/USDT"}
     timeframes: ClassVar[Mapping[str, str]] = {"1": "1m", "5": "5m", "15": "15m", "60": "1h", "240": "4h", "D": "1d"}
 

@@ -1,7 +1,9 @@
 """The replay HTTP server: loopback only, asyncio streams, HTTP/1.1 keep-alive.
 
 URL layout: ``http://127.0.0.1:PORT/<exchange host>/<exchange path>?<query>``, which is
-what rewriting ccxt's ``urls['api']`` produces. Admin endpoints under ``/_replay/``:
+what rewriting ccxt's ``urls['api']`` produces. Each exchange's OHLCV endpoint and its
+server-time endpoint (``fetch_time``: the replay clock, in the exchange's own format) are
+answered. Admin endpoints under ``/_replay/``:
 
 * ``GET  /_replay/catalog``  every series served, with its source and label
 * ``GET  /_replay/stats``    request counters per exchange and status
@@ -214,6 +216,8 @@ class ReplayServer:
         exchange = EXCHANGES.get(host)
         if exchange is None:
             return Reply(404, b'{"error":"unknown host"}')
+        if exchange.time_path and "/" + rest == exchange.time_path:
+            return exchange.render_time(self.clock_ms)
         market_id = exchange.route("/" + rest)
         if market_id is None:
             self.stats.statuses[exchange.id][404] += 1
