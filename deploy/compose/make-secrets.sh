@@ -21,7 +21,7 @@ put USDCARB_IDENTITY_SERVICE_KEY "$(random)"
 put USDCARB_IDENTITY_BOOTSTRAP_ADMIN_PASSWORD "$(random)"
 key=$(cat "$dir/USDCARB_IDENTITY_SERVICE_KEY")
 for svc in ingestion backtest; do
-  upper=$(echo "$svc" | tr a-z A-Z)
+  upper=$(echo "$svc" | tr '[:lower:]' '[:upper:]')
   put "USDCARB_${upper}_SERVICE_CREDENTIAL" "$("$python" -c 'import sys
 from usdcarb.platform.service_auth import derive_credential
 print(derive_credential(sys.argv[1], sys.argv[2]), end="")' "$key" "$svc")"

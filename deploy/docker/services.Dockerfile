@@ -5,6 +5,7 @@
 # Build from the repository root:
 #   docker build -f deploy/docker/services.Dockerfile \
 #     --build-arg PYTHON_IMAGE="$(. deploy/docker/base-images.env; echo "$PYTHON_IMAGE")" .
+# checkov:skip=CKV_DOCKER_7: FROM reads an ARG whose value is the fixed version in deploy/docker/base-images.env (tests/deploy refuses latest or untagged there)
 ARG PYTHON_IMAGE
 
 # ---------------------------------------------------------------- build: dependencies

@@ -22,43 +22,48 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate  # type: ignore[import-untyped]
+import kubernetes_validate
 import yaml
+
+
+def standalone(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Return ``schema`` with the definitions it reaches under ``$defs``, linked locally."""
+    prefixes = ("/api/_definitions.json#/$defs/", "#/$defs/")  # kind files, definitions
+    reached: dict[str, Any] = {}
+
+    def relink(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            prefix = next((p for p in prefixes if isinstance(ref, str) and ref.startswith(p)),
+                          None)
+            if isinstance(ref, str) and prefix is not None:
+                name = ref[len(prefix):]
+                if name not in reached:
+                    reached[name] = None  # mark before recursing (recursive types)
+                    reached[name] = relink(copy.deepcopy(defs[name]))
+                node = {**node, "$ref": f"#/$defs/{name}"}
+            return {k: relink(v) if k != "$ref" else v for k, v in node.items()}
+        if isinstance(node, list):
+            return [relink(v) for v in node]
+        return node
+
+    out: dict[str, Any] = relink(schema)
+    out.pop("$id", None)  # a relative $id would re-base the local refs
+    if reached:
+        out["$defs"] = reached
+    return out
 
 
 def k8s_schemas(out: Path, version: str) -> int:
     src = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     src = src / f"v{version}-local-strict"
     defs = json.loads((src / "_definitions.json").read_text())["$defs"]
-    prefixes = ("/api/_definitions.json#/$defs/", "#/$defs/")  # kind files, definitions
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     for path in sorted(src.glob("*.json")):
         if path.name.startswith("_") or path.name == "all.json":
             continue
-        schema = json.loads(path.read_text())
-        reached: dict[str, Any] = {}
-
-        def relink(node: Any) -> Any:
-            if isinstance(node, dict):
-                ref = node.get("$ref")
-                prefix = next((p for p in prefixes if isinstance(ref, str)
-                               and ref.startswith(p)), None)
-                if isinstance(ref, str) and prefix is not None:
-                    name = ref[len(prefix):]
-                    if name not in reached:
-                        reached[name] = None  # mark before recursing (recursive types)
-                        reached[name] = relink(copy.deepcopy(defs[name]))
-                    node = {**node, "$ref": f"#/$defs/{name}"}
-                return {k: relink(v) if k != "$ref" else v for k, v in node.items()}
-            if isinstance(node, list):
-                return [relink(v) for v in node]
-            return node
-
-        schema = relink(schema)
-        schema.pop("$id", None)  # a relative $id would re-base the local refs
-        if reached:
-            schema["$defs"] = reached
+        schema = standalone(json.loads(path.read_text()), defs)
         (out / path.name).write_text(json.dumps(schema))
         count += 1
     return count
