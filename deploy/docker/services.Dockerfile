@@ -36,11 +36,11 @@ COPY clients/python ./clients/python
 # Public half of the DEV-ONLY key (identity publishes it only when publish_dev_key=true,
 # which ENV=prod refuses); the private key never enters an image.
 COPY gateway/dev-keys/DEV-ONLY-jwks.json ./gateway/dev-keys/DEV-ONLY-jwks.json
-COPY deploy/docker/healthcheck.py deploy/docker/warm_numba.py deploy/docker/entrypoint.sh /opt/usdcarb/bin/
+COPY deploy/docker/healthcheck.py deploy/docker/entrypoint.sh /opt/usdcarb/bin/
 # Compile the backtest engine's numba kernels now, so a new pod serves its first backtest
 # at once. Kubernetes mounts the root filesystem read-only and numba only uses a cache
 # directory it can write: the backtest pod's init container copies this one to a volume.
-RUN NUMBA_CACHE_DIR=/opt/usdcarb/numba-cache python /opt/usdcarb/bin/warm_numba.py \
+RUN NUMBA_CACHE_DIR=/opt/usdcarb/numba-cache python -m usdcarb.backtest.engine.warm \
  && python -m compileall -q services gen/python clients/python \
  && mkdir -p /var/cache/numba \
  && cp -a /opt/usdcarb/numba-cache/. /var/cache/numba/ \

@@ -121,7 +121,7 @@ def test_services_image_is_non_root_with_a_grpc_healthcheck() -> None:
     final = text.rsplit("\nFROM ", 1)[1]
     assert re.search(r"^USER 10001:10001$", final, re.M)
     assert re.search(r"^HEALTHCHECK .*\n.*healthcheck\.py", final, re.M)
-    assert "warm_numba.py" in final and "gcc" not in final
+    assert "python -m usdcarb.backtest.engine.warm" in final and "gcc" not in final
 
 
 def test_compose_checker_refuses_defects() -> None:
