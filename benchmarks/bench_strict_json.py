@@ -59,7 +59,7 @@ async def _serve_backend(port: int, strict: bool) -> None:
             async def intercept_service(self, continuation: Any, details: Any) -> Any:
                 return await continuation(details)
 
-        interceptors.RequestCheckInterceptor = Off  # type: ignore[misc,assignment]
+        interceptors.RequestCheckInterceptor = Off  # type: ignore[attr-defined]
 
     class Strategies(strategy_pb2_grpc.StrategyServiceServicer):
         async def CreateStrategy(self, request: Any, context: Any) -> Any:

@@ -36,7 +36,7 @@ def _count(dsn: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def admin(stack: StackInfo) -> str:
-    return admin_token(stack, source="127.0.0.13")
+    return str(admin_token(stack, source="127.0.0.13"))
 
 
 @pytest.fixture(scope="module")
