@@ -59,3 +59,16 @@ async def test_only_owner_or_admin_cancels_an_ingest_job(make_ingestion: MakeIng
         await ing.stub.CancelIngestJob(pb.CancelIngestJobRequest(name="ingestJobs/nope"),
                                        metadata=trader("users/bob"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_ingest_jobs_by_owner(make_ingestion: MakeIngestion) -> None:
+    ing = await make_ingestion(worker_concurrency=0)
+    mine = await ing.stub.CreateIngestJob(job_request("binance", "USDC/USDT", START, END))
+    theirs = await ing.stub.CreateIngestJob(job_request("okx", "USDC/USDT", START, END),
+                                            metadata=trader("users/bob"))
+    listed = await ing.stub.ListIngestJobs(pb.ListIngestJobsRequest(owner="users/me"))
+    assert [j.name for j in listed.ingest_jobs] == [mine.name]
+    listed = await ing.stub.ListIngestJobs(pb.ListIngestJobsRequest(owner="users/bob"))
+    assert [j.name for j in listed.ingest_jobs] == [theirs.name]
+    listed = await ing.stub.ListIngestJobs(pb.ListIngestJobsRequest())
+    assert {j.name for j in listed.ingest_jobs} == {mine.name, theirs.name}

@@ -171,3 +171,24 @@ async def test_rows_from_before_owners_are_admin_only(env: Any) -> None:
         strategy=pb.Strategy(name=s.name, display_name="x"),
         update_mask=field_mask_pb2.FieldMask(paths=["display_name"])), metadata=admin())
     assert got.display_name == "x" and got.owner == ""
+
+
+async def test_list_strategies_by_owner(env: Any) -> None:
+    stub, _ = env
+    await seed(stub, "alices")
+    await stub.CreateStrategy(pb.CreateStrategyRequest(
+        strategy_id="bobs", strategy=pb.Strategy(
+            display_name="bob's", kind=pb.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD)),
+        metadata=as_(BOB))
+    everyone = await stub.ListStrategies(pb.ListStrategiesRequest())
+    assert {s.name for s in everyone.strategies} == {"strategies/alices", "strategies/bobs"}
+    mine = await stub.ListStrategies(pb.ListStrategiesRequest(owner="users/me"))
+    assert [s.name for s in mine.strategies] == ["strategies/alices"]
+    bobs = await stub.ListStrategies(pb.ListStrategiesRequest(owner=BOB, page_size=1))
+    assert [s.name for s in bobs.strategies] == ["strategies/bobs"]
+    assert not bobs.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # a token is bound to its filters
+        page = await stub.ListStrategies(pb.ListStrategiesRequest(page_size=1))
+        await stub.ListStrategies(pb.ListStrategiesRequest(
+            page_size=1, owner="users/me", page_token=page.next_page_token))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

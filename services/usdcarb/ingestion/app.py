@@ -17,7 +17,7 @@ from usdcarb.ingestion.store import IngestStore
 from usdcarb.marketdata.reader import Candles
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound, expected
-from usdcarb.platform.ownership import require_owner
+from usdcarb.platform.ownership import owner_filter, require_owner
 
 MODES = ("INGEST_MODE_BACKFILL", "INGEST_MODE_INCREMENTAL")
 MAX_BARS = 1_000_000
@@ -141,13 +141,15 @@ class IngestionApp:
         return await self._store.get_job(job_id_of(name))
 
     async def list_jobs(self, *, page_size: int, page_token: str, state: str | None,
-                        exchange: str | None) -> tuple[list[JobRecord], str]:
+                        exchange: str | None, owner: str = "") -> tuple[list[JobRecord], str]:
         size = paging.page_size(page_size, default=50, maximum=1000)
-        filters = {"state": state, "exchange": exchange}
+        by = owner_filter(owner)
+        filters = {"state": state, "exchange": exchange,
+                   **({"owner": by} if by is not None else {})}
         key = paging.decode_token(page_token, filters)
         after = (datetime.fromisoformat(str(key[0])), str(key[1])) if key else None
         jobs = await self._store.list_jobs(limit=size + 1, after=after, state=state,
-                                           exchange=exchange)
+                                           exchange=exchange, owner=by)
         token = ""
         if len(jobs) > size:
             jobs = jobs[:size]

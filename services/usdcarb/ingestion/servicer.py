@@ -139,7 +139,7 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         jobs, token = await self._app.list_jobs(
             page_size=request.page_size, page_token=request.page_token,
             state=cpb.JobState.Name(request.state) if request.state else None,
-            exchange=request.exchange or None)
+            exchange=request.exchange or None, owner=request.owner)
         return pb.ListIngestJobsResponse(ingest_jobs=[job_to_pb(j) for j in jobs],
                                          next_page_token=token)
 

@@ -95,14 +95,17 @@ class IngestStore:
         return _job(row)
 
     async def list_jobs(self, *, limit: int, after: tuple[datetime, str] | None,
-                        state: str | None, exchange: str | None) -> list[JobRecord]:
+                        state: str | None, exchange: str | None,
+                        owner: str | None = None) -> list[JobRecord]:
         """Jobs newest first, keyset-paged on (create_time, id)."""
         rows = await self._pool.fetch(
             f"""SELECT {_JOB_COLUMNS} FROM ingest_jobs
                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR exchange = $2)
                   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4))
+                  AND ($6::text IS NULL OR owner = $6)
                 ORDER BY create_time DESC, id DESC LIMIT $5""",
-            state, exchange, after[0] if after else None, after[1] if after else "", limit)
+            state, exchange, after[0] if after else None, after[1] if after else "", limit,
+            owner)
         return [_job(r) for r in rows]
 
     async def cancel_job(self, job_id: str, authorize: Callable[[str], None]) -> JobRecord:

@@ -57,6 +57,13 @@ def require_owner(owner: str, *, resource: str, caller: Caller | None = None) ->
     )
 
 
+def owner_filter(value: str) -> str | None:
+    """Resolve a list request's ``owner`` filter: None for all, "users/me" the caller."""
+    if not value:
+        return None
+    return get_caller().subject if value == "users/me" else value
+
+
 def new_owner() -> str:
     """Return the subject that owns a resource the current caller creates now."""
     return get_caller().subject

@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound, expected
 from usdcarb.platform.events import DomainEvent
-from usdcarb.platform.ownership import require_owner
+from usdcarb.platform.ownership import owner_filter, require_owner
 from usdcarb.strategy import domain
 from usdcarb.strategy.domain import ParameterChange, VersionState
 from usdcarb.strategy.kinds import BY_ENUM, BY_SLUG, KINDS, KindSpec
@@ -121,7 +121,7 @@ class StrategyApp:
         return await self._store.get_strategy(sid)
 
     async def list_strategies(
-        self, *, page_size: int, page_token: str, kind: str | None, label: str
+        self, *, page_size: int, page_token: str, kind: str | None, label: str, owner: str = ""
     ) -> Page[StrategyRecord]:
         size = paging.page_size(page_size)
         label_kv = None
@@ -130,11 +130,12 @@ class StrategyApp:
                 raise InvalidArgument.for_field("label", "'key=value'", label)
             k, v = label.split("=", 1)
             label_kv = (k, v)
-        filters = {"kind": kind, "label": label}
+        by = owner_filter(owner)
+        filters = {"kind": kind, "label": label, **({"owner": by} if by is not None else {})}
         key = paging.decode_token(page_token, filters)
         after = (datetime.fromisoformat(key[0]), str(key[1])) if key else None
         rows = await self._store.list_strategies(
-            limit=size + 1, after=after, kind=kind, label=label_kv
+            limit=size + 1, after=after, kind=kind, label=label_kv, owner=by
         )
         return _page(rows, size, lambda r: [r.create_time, r.id], filters)
 

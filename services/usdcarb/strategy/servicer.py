@@ -107,7 +107,7 @@ class StrategyServicer(pb_grpc.StrategyServiceServicer):
         page = await self._app.list_strategies(
             page_size=request.page_size, page_token=request.page_token,
             kind=_enum_name(pb.StrategyKind, request.kind) if request.kind else None,
-            label=request.label,
+            label=request.label, owner=request.owner,
         )
         return pb.ListStrategiesResponse(
             strategies=[strategy_to_pb(s) for s in page.items],

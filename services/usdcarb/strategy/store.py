@@ -93,7 +93,7 @@ class StrategyStore(PooledStore):
 
     async def list_strategies(
         self, *, limit: int, after: tuple[datetime, str] | None, kind: str | None,
-        label: tuple[str, str] | None,
+        label: tuple[str, str] | None, owner: str | None = None,
     ) -> list[StrategyRecord]:
         """Newest first; ``after`` is the (create_time, id) of the last row served."""
         clauses, args = ["TRUE"], []
@@ -106,6 +106,9 @@ class StrategyStore(PooledStore):
         if label is not None:
             args.append({label[0]: label[1]})
             clauses.append(f"s.labels @> ${len(args)}")
+        if owner is not None:
+            args.append(owner)
+            clauses.append(f"s.owner = ${len(args)}")
         args.append(limit)
         sql = (f"SELECT {_STRATEGY_COLUMNS} FROM strategies s WHERE {' AND '.join(clauses)} "
                f"ORDER BY s.create_time DESC, s.id DESC LIMIT ${len(args)}")

@@ -175,16 +175,18 @@ class GetIngestJobRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListIngestJobsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "exchange")
+    __slots__ = ("page_size", "page_token", "state", "exchange", "owner")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: _common_pb2.JobState
     exchange: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., exchange: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., exchange: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListIngestJobsResponse(_message.Message):
     __slots__ = ("ingest_jobs", "next_page_token")

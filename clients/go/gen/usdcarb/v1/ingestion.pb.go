@@ -990,7 +990,9 @@ type ListIngestJobsRequest struct {
 	// Only jobs in this state.
 	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`
 	// Only jobs of this exchange.
-	Exchange      string `protobuf:"bytes,4,opt,name=exchange,proto3" json:"exchange,omitempty"`
+	Exchange string `protobuf:"bytes,4,opt,name=exchange,proto3" json:"exchange,omitempty"`
+	// Only jobs owned by this subject ("users/{user}"); "users/me" is the caller.
+	Owner         string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1049,6 +1051,13 @@ func (x *ListIngestJobsRequest) GetState() JobState {
 func (x *ListIngestJobsRequest) GetExchange() string {
 	if x != nil {
 		return x.Exchange
+	}
+	return ""
+}
+
+func (x *ListIngestJobsRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
 	}
 	return ""
 }
@@ -1510,13 +1519,14 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"/\n" +
 	"\x13GetIngestJobRequest\x12\x18\n" +
-	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\x9b\x01\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\xb1\x01\n" +
 	"\x15ListIngestJobsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12*\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x14.usdcarb.v1.JobStateR\x05state\x12\x1a\n" +
-	"\bexchange\x18\x04 \x01(\tR\bexchange\"x\n" +
+	"\bexchange\x18\x04 \x01(\tR\bexchange\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\"x\n" +
 	"\x16ListIngestJobsResponse\x126\n" +
 	"\vingest_jobs\x18\x01 \x03(\v2\x15.usdcarb.v1.IngestJobR\n" +
 	"ingestJobs\x12&\n" +

@@ -1446,7 +1446,9 @@ type ListStrategiesRequest struct {
 	// Only strategies of this kind.
 	Kind StrategyKind `protobuf:"varint,3,opt,name=kind,proto3,enum=usdcarb.v1.StrategyKind" json:"kind,omitempty"`
 	// Only strategies with this label, "key=value".
-	Label         string `protobuf:"bytes,4,opt,name=label,proto3" json:"label,omitempty"`
+	Label string `protobuf:"bytes,4,opt,name=label,proto3" json:"label,omitempty"`
+	// Only strategies owned by this subject ("users/{user}"); "users/me" is the caller.
+	Owner         string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1505,6 +1507,13 @@ func (x *ListStrategiesRequest) GetKind() StrategyKind {
 func (x *ListStrategiesRequest) GetLabel() string {
 	if x != nil {
 		return x.Label
+	}
+	return ""
+}
+
+func (x *ListStrategiesRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
 	}
 	return ""
 }
@@ -2544,13 +2553,14 @@ const file_usdcarb_v1_strategy_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\".\n" +
 	"\x12GetStrategyRequest\x12\x18\n" +
-	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\x97\x01\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\xad\x01\n" +
 	"\x15ListStrategiesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12,\n" +
 	"\x04kind\x18\x03 \x01(\x0e2\x18.usdcarb.v1.StrategyKindR\x04kind\x12\x14\n" +
-	"\x05label\x18\x04 \x01(\tR\x05label\"v\n" +
+	"\x05label\x18\x04 \x01(\tR\x05label\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\"v\n" +
 	"\x16ListStrategiesResponse\x124\n" +
 	"\n" +
 	"strategies\x18\x01 \x03(\v2\x14.usdcarb.v1.StrategyR\n" +

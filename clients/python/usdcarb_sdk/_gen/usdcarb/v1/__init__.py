@@ -3905,6 +3905,11 @@ class ListIngestJobsRequest(betterproto2.Message):
     Only jobs of this exchange.
     """
 
+    owner: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Only jobs owned by this subject ("users/{user}"); "users/me" is the caller.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "ListIngestJobsRequest", ListIngestJobsRequest)
 
@@ -4083,6 +4088,11 @@ class ListStrategiesRequest(betterproto2.Message):
     label: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
     Only strategies with this label, "key=value".
+    """
+
+    owner: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Only strategies owned by this subject ("users/{user}"); "users/me" is the caller.
     """
 
 
