@@ -8,7 +8,13 @@ from google.rpc import error_details_pb2
 
 from usdcarb.platform.errors import PermissionDenied, Unauthenticated
 from usdcarb.platform.identity import ANONYMOUS, Caller, current_caller
-from usdcarb.platform.ownership import NOT_OWNER, may_write, new_owner, require_owner
+from usdcarb.platform.ownership import (
+    NOT_OWNER,
+    may_write,
+    new_owner,
+    owner_filter,
+    require_owner,
+)
 from usdcarb.platform.status import domain_status, unpack_details
 
 pytestmark = pytest.mark.unit
@@ -69,3 +75,13 @@ def test_require_owner_reads_the_current_rpc_caller() -> None:
         current_caller.reset(token)
     with pytest.raises(Unauthenticated):
         require_owner("users/alice", resource="backtests/b1")
+
+
+def test_owner_filter_resolves_users_me_to_the_caller() -> None:
+    token = current_caller.set(ALICE)
+    try:
+        assert owner_filter("") is None
+        assert owner_filter("users/me") == "users/alice"
+        assert owner_filter("users/bob") == "users/bob"
+    finally:
+        current_caller.reset(token)
