@@ -166,6 +166,15 @@ def as_param(name: str, where: str, schema: Schema, required: bool = False) -> S
     return describe(param, schema.pop("description", "")) | {"schema": schema}
 
 
+def names_message(pattern: str, message: str) -> bool:
+    """Whether a resource name pattern names instances of ``message`` (a full name): its
+    last collection, singular (``versions`` in ``strategies/*/versions/*``), or its last
+    literal segment for a singleton (``equityCurve``), is within the message's name."""
+    segs = pattern.split("/")
+    noun = singular(segs[-2]) if segs[-1] == "*" and len(segs) > 1 else segs[-1]
+    return noun.lower() in message.rsplit(".", 1)[-1].lower()
+
+
 def name_regex(segs: list[str], k: int) -> str:
     """A regex matching a resource name of pattern ``segs`` that captures its k-th ``*``."""
     out, n = [], 0
@@ -530,11 +539,13 @@ class Generator:
 
         A resource message's name pattern comes from an operation that binds ``name`` to a
         pattern and answers with that message (``GetStrategy``: ``strategies/*`` ->
-        ``Strategy``). Every operation answering with such a message links to every other
+        ``Strategy``), when the pattern's collection names it (``TestChannel`` binds
+        ``channels/*`` but answers with a ``Delivery``). Every operation answering with such a message links to every other
         operation whose path variables all lie within that pattern (the pattern itself, or
         it followed by literal segments); each path parameter is cut out of the response's
         ``name`` with a regular expression (``$response.body#/name#regex:...``, the
-        extractor schemathesis reads).
+        extractor schemathesis reads). A list answering with a repeated field of such
+        messages links the same way from its first item (``#/strategies/0/name``).
         """
         def answer(op: Schema) -> str:
             if "x-usdcarb-streaming" in op:
@@ -547,11 +558,18 @@ class Generator:
             out = answer(paths[path][verb])
             props = self.schemas.get(out, {}).get("properties", {})
             for fpath, pattern, _ in variables:
-                if fpath == "name" and "*" in pattern.split("/") and "name" in props:
+                if fpath == "name" and "*" in pattern.split("/") and "name" in props \
+                        and names_message(pattern, out):
                     patterns.setdefault(out, pattern)
         for (path, verb), _ in self.variables.items():
             source = paths[path][verb]
-            resource = patterns.get(answer(source))
+            pointer, resource = "/name", patterns.get(answer(source))
+            if resource is None and answer(source):
+                items = [(f.json_name, patterns[f.type_name.lstrip(".")])
+                         for f in self.messages[f".{answer(source)}"][0].field
+                         if f.label == FD.LABEL_REPEATED and f.type_name.lstrip(".") in patterns]
+                if len(items) == 1:
+                    pointer, resource = f"/{items[0][0]}/0/name", items[0][1]
             if resource is None:
                 continue
             segs = resource.split("/")
@@ -566,7 +584,7 @@ class Generator:
                         params = {}
                         break
                     for k, name in enumerate(names):
-                        params[name] = "$response.body#/name#regex:" + name_regex(segs, k)
+                        params[name] = f"$response.body#{pointer}#regex:" + name_regex(segs, k)
                 if params and target is not source:
                     found[str(target["operationId"])] = {
                         "operationId": target["operationId"], "parameters": params}

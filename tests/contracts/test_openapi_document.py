@@ -196,6 +196,11 @@ def test_create_get_update_delete_are_linked() -> None:
         "strategy": "$response.body#/name#regex:^strategies/([^/]+)$"}
     get = ops["StrategyService_GetStrategy"]["responses"]["200"]["links"]
     assert {"StrategyService_UpdateStrategy", "StrategyService_DeleteStrategy"} <= set(get)
+    # A list links from its first item; an operation naming another resource does not.
+    listed = ops["StrategyService_ListStrategies"]["responses"]["200"]["links"]
+    assert listed["StrategyService_GetStrategy"]["parameters"] == {
+        "strategy": "$response.body#/strategies/0/name#regex:^strategies/([^/]+)$"}
+    assert "links" not in ops["NotificationService_TestChannel"]["responses"]["200"]
     for oid, op in ops.items():
         for link in op["responses"]["200"].get("links", {}).values():
             assert link["operationId"] in ops, (oid, link)

@@ -260,7 +260,8 @@ def test_each_operation_lists_its_error_statuses(spec: dict[str, Any]) -> None:
     assert by_id["PingService_Ping"] == ["5XX"]
 
 
-def test_links_chain_a_created_resource_to_the_operations_on_it(spec: dict[str, Any]) -> None:
+def test_links_chain_a_created_resource_to_the_operations_on_it(
+        spec: dict[str, Any], plugin: ModuleType) -> None:
     _, _, create = ops(spec)["ThingService_CreatePart"]
     links = create["responses"]["200"]["links"]
     assert sorted(links) == ["ThingService_CancelPart", "ThingService_GetPart",
@@ -280,6 +281,14 @@ def test_links_chain_a_created_resource_to_the_operations_on_it(spec: dict[str, 
                for _, _, op in ops(spec).values())
     _, _, watch = ops(spec)["ThingService_WatchThing"]
     assert "links" not in watch["responses"]["200"]
+    # A list links from its first item.
+    _, _, listed = ops(spec)["ThingService_ListParts"]
+    assert listed["responses"]["200"]["links"]["ThingService_GetPart"]["parameters"]["part"] == (
+        "$response.body#/parts/0/name#regex:^things/[^/]+/parts/([^/]+)$")
+    assert [plugin.names_message(p, m) for p, m in (
+        ("strategies/*/versions/*", "usdcarb.v1.StrategyVersion"),
+        ("channels/*", "usdcarb.v1.Delivery"),
+        ("backtests/*/equityCurve", "usdcarb.v1.EquityCurve"))] == [True, False, True]
 
 
 def test_plugin_name_regex(plugin: ModuleType) -> None:
