@@ -22,7 +22,7 @@ from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import curve_request, equity_to_pb
 from usdcarb.backtest.jobs import Lanes
 from usdcarb.backtest.lanes import LaneInfo, queued_message
-from usdcarb.backtest.loading import data_gaps, series_to_load
+from usdcarb.backtest.loading import coverage_gaps, data_gaps, series_to_load
 from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.store import BacktestStore
@@ -52,6 +52,7 @@ class AppSettings:
     market_table: str = "ingestion.market_data"
     max_bars: int = 20_000_000
     max_sweep_points: int = 10_000
+    min_coverage: float = 0.5  # least share of the range a traded series' bars must span
     backtest_slots: int = 1   # this replica's worker slots taking backtests (estimates)
     sweep_slots: int = 1      # ... and taking sweeps
 
@@ -103,6 +104,12 @@ class BacktestApp:
                                start=spec.start, end=spec.end, table=self.settings.market_table)
         if gaps:
             raise FailedPrecondition(gaps, reason="NO_MARKET_DATA")
+        thin = await coverage_gaps(self._store.pool, legs, timeframe=spec.timeframe,
+                                   timeframe_ms=spec.timeframe_ms, start=spec.start,
+                                   end=spec.end, table=self.settings.market_table,
+                                   minimum=self.settings.min_coverage)
+        if thin:
+            raise FailedPrecondition(thin, reason="RANGE_MOSTLY_EMPTY")
         await series_to_load(self._store.pool, version.kind, version.parameters, spec.engine,
                              timeframe=spec.timeframe, start=spec.start, end=spec.end,
                              table=self.settings.market_table)

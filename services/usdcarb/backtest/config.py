@@ -29,6 +29,12 @@ TIMEFRAMES: dict[str, int] = {
     "1d": 86_400_000,
 }
 MS_PER_YEAR = 365 * 86_400_000
+# Documented bounds (proto/usdcarb/v1/backtest.proto): outside them INVALID_ARGUMENT.
+MAX_BPS = 1_000.0              # fees and slippage: 10% of notional or price
+MAX_LATENCY_BARS = 10_000
+MAX_DELAY_BARS = 100_000
+MAX_AMOUNT = 1e15
+MAX_PERIODS_PER_YEAR = 527_040.0   # 1m bars in a leap year
 VENUE = re.compile(r"^[a-z][a-z0-9]{1,31}$")
 ASSET = re.compile(r"^[A-Z0-9]{2,12}$")
 FILLS = {pb.FILL_POLICY_UNSPECIFIED: "next", pb.FILL_POLICY_NEXT_BAR: "next",
@@ -86,9 +92,14 @@ class _Violations:
     def add(self, field: str, what: str, got: object) -> None:
         self.items.append((field, expected(what, got)))
 
-    def number(self, field: str, value: float, *, minimum: float = 0.0) -> None:
-        if not math.isfinite(value) or value < minimum:
-            self.add(field, f"a finite number >= {minimum:g}", value)
+    def number(self, field: str, value: float, *, minimum: float = 0.0,
+               maximum: float = MAX_AMOUNT) -> None:
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            self.add(field, f"a number from {minimum:g} to {maximum:g}", value)
+
+    def whole(self, field: str, value: int, maximum: int) -> None:
+        if not 0 <= value <= maximum:
+            self.add(field, f"a whole number from 0 to {maximum:,}", value)
 
 
 def _amounts(
@@ -101,8 +112,9 @@ def _amounts(
             v.add(f"{f}.asset", "an asset code like 'USDC'", item.asset)
         elif item.asset in out:
             v.add(f"{f}.asset", "each asset once", item.asset)
-        if not math.isfinite(item.amount) or (not signed and item.amount < 0):
-            v.add(f"{f}.amount", "a finite number" + ("" if signed else " >= 0"), item.amount)
+        low = -MAX_AMOUNT if signed else 0.0
+        if not math.isfinite(item.amount) or not low <= item.amount <= MAX_AMOUNT:
+            v.add(f"{f}.amount", f"a number from {low:g} to {MAX_AMOUNT:g}", item.amount)
         out[item.asset] = float(item.amount)
     return out
 
@@ -145,12 +157,12 @@ def parse_config(
         elif vc.venue in seen:
             v.add(f"{f}.venue", "each venue once", vc.venue)
         seen.add(vc.venue)
-        v.number(f"{f}.maker_fee_bps", vc.maker_fee_bps)
-        v.number(f"{f}.taker_fee_bps", vc.taker_fee_bps)
-        v.number(f"{f}.slippage.fixed_bps", vc.slippage.fixed_bps)
-        v.number(f"{f}.slippage.volume_impact_bps", vc.slippage.volume_impact_bps)
-        if vc.latency_bars < 0:
-            v.add(f"{f}.latency_bars", "a number >= 0", vc.latency_bars)
+        v.number(f"{f}.maker_fee_bps", vc.maker_fee_bps, maximum=MAX_BPS)
+        v.number(f"{f}.taker_fee_bps", vc.taker_fee_bps, maximum=MAX_BPS)
+        v.number(f"{f}.slippage.fixed_bps", vc.slippage.fixed_bps, maximum=MAX_BPS)
+        v.number(f"{f}.slippage.volume_impact_bps", vc.slippage.volume_impact_bps,
+                 maximum=MAX_BPS)
+        v.whole(f"{f}.latency_bars", vc.latency_bars, MAX_LATENCY_BARS)
         initial = _amounts(vc.initial_balances, f"{f}.initial_balances", v, signed=False)
         minimum = _amounts(vc.min_balances, f"{f}.min_balances", v, signed=True)
         for asset in sorted(traded.get(vc.venue, set()) | set(initial)):
@@ -189,8 +201,7 @@ def parse_config(
         if not ASSET.match(t.asset):
             v.add(f"{f}.asset", "an asset code like 'USDC'", t.asset)
         v.number(f"{f}.fee", t.fee)
-        if t.delay_bars < 0:
-            v.add(f"{f}.delay_bars", "a number >= 0", t.delay_bars)
+        v.whole(f"{f}.delay_bars", t.delay_bars, MAX_DELAY_BARS)
         transfers.append(Transfer(from_venue=t.from_venue, to_venue=t.to_venue, asset=t.asset,
                                   fee=t.fee, delay_bars=t.delay_bars))
         canonical_transfers.append({"fromVenue": t.from_venue, "toVenue": t.to_venue,
@@ -202,8 +213,9 @@ def parse_config(
     if not ASSET.match(quote):
         v.add(f"{field}.quote_asset", "an asset code like 'USDT'", cfg.quote_asset)
     ppy = cfg.periods_per_year
-    if not math.isfinite(ppy) or ppy < 0:
-        v.add(f"{field}.periods_per_year", "a finite number >= 0 (0: from the timeframe)", ppy)
+    if not math.isfinite(ppy) or not (ppy == 0 or 1 <= ppy <= MAX_PERIODS_PER_YEAR):
+        v.add(f"{field}.periods_per_year",
+              f"0 (from the timeframe) or a number from 1 to {MAX_PERIODS_PER_YEAR:,.0f}", ppy)
     if v.items:
         raise InvalidArgument(v.items)
     periods = ppy or MS_PER_YEAR / tf_ms

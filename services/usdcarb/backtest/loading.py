@@ -115,6 +115,31 @@ async def data_gaps(
     ]
 
 
+async def coverage_gaps(
+    pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, timeframe_ms: int,
+    start: datetime, end: datetime, table: str, minimum: float,
+) -> list[tuple[str, str, str]]:
+    """Return a precondition violation for each series whose bars span less than
+    ``minimum`` of [start, end) (first to last bar; a 10-year range over 3 days of data
+    would otherwise simulate millions of empty bars and annualise over them)."""
+    sql = (f"SELECT min(ts), max(ts) FROM {check_table(table)} WHERE exchange = $1 "
+           "AND symbol = $2 AND timeframe = $3 AND ts >= $4 AND ts < $5")
+    spans = await asyncio.gather(*(
+        pool.fetchrow(sql, venue, symbol, timeframe, start, end) for venue, symbol in keys))
+    whole = _ms(end) - _ms(start)
+    out = []
+    for (venue, symbol), row in zip(keys, spans, strict=True):
+        if row is None or row[0] is None:
+            continue   # no bars at all: data_gaps reports it
+        covered = (_ms(row[1]) - _ms(row[0]) + timeframe_ms) / whole
+        if covered < minimum:
+            out.append(("RANGE_COVERAGE", series_label(venue, symbol, timeframe),
+                        f"expected bars spanning at least {minimum:.0%} of "
+                        f"[{start.isoformat()}, {end.isoformat()}), got {covered:.2%} "
+                        f"({row[0].isoformat()} .. {row[1].isoformat()}); narrow the range"))
+    return out
+
+
 async def series_to_load(
     pool: Any, kind: str, params: Any, config: EngineConfig, *, timeframe: str,
     start: datetime, end: datetime, table: str,

@@ -134,9 +134,10 @@ func (Side) EnumDescriptor() ([]byte, []int) {
 // Slippage charged on every fill, adverse to the trade.
 type SlippageModel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Fixed slippage in basis points of price.
+	// Fixed slippage in basis points of price (0 to 1,000).
 	FixedBps float64 `protobuf:"fixed64,1,opt,name=fixed_bps,json=fixedBps,proto3" json:"fixed_bps,omitempty"`
-	// Extra slippage in basis points per 1% of the bar's volume taken by the fill.
+	// Extra slippage in basis points per 1% of the bar's volume taken by the fill
+	// (0 to 1,000).
 	VolumeImpactBps float64 `protobuf:"fixed64,2,opt,name=volume_impact_bps,json=volumeImpactBps,proto3" json:"volume_impact_bps,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -248,16 +249,17 @@ type VenueConfig struct {
 	Venue string `protobuf:"bytes,1,opt,name=venue,proto3" json:"venue,omitempty"`
 	// Maker fee in basis points of notional. Kept with the config and its fingerprint;
 	// engine 1.x fills every leg as a taker order at the bar's close, so no fill pays it.
+	// 0 to 1,000.
 	MakerFeeBps float64 `protobuf:"fixed64,2,opt,name=maker_fee_bps,json=makerFeeBps,proto3" json:"maker_fee_bps,omitempty"`
-	// Taker fee in basis points of notional (arbitrage legs are taker fills).
+	// Taker fee in basis points of notional (arbitrage legs are taker fills); 0 to 1,000.
 	TakerFeeBps float64 `protobuf:"fixed64,3,opt,name=taker_fee_bps,json=takerFeeBps,proto3" json:"taker_fee_bps,omitempty"`
 	// Slippage model.
 	Slippage *SlippageModel `protobuf:"bytes,4,opt,name=slippage,proto3" json:"slippage,omitempty"`
 	// Order latency in bars, added to the fill policy's delay. The legs of one order fill
 	// together, so an order waits for the slowest of its venues (legging risk between
-	// venues is not simulated).
+	// venues is not simulated). 0 to 10,000.
 	LatencyBars int32 `protobuf:"varint,5,opt,name=latency_bars,json=latencyBars,proto3" json:"latency_bars,omitempty"`
-	// Starting balances on this venue.
+	// Starting balances on this venue (each at most 1e15).
 	InitialBalances []*AssetAmount `protobuf:"bytes,6,rep,name=initial_balances,json=initialBalances,proto3" json:"initial_balances,omitempty"`
 	// Lower bounds on balances (negative allows borrowing); absent means 0.
 	MinBalances   []*AssetAmount `protobuf:"bytes,7,rep,name=min_balances,json=minBalances,proto3" json:"min_balances,omitempty"`
@@ -353,9 +355,9 @@ type TransferRoute struct {
 	ToVenue string `protobuf:"bytes,2,opt,name=to_venue,json=toVenue,proto3" json:"to_venue,omitempty"`
 	// Asset moved, e.g. "USDC".
 	Asset string `protobuf:"bytes,3,opt,name=asset,proto3" json:"asset,omitempty"`
-	// Flat fee in units of the asset.
+	// Flat fee in units of the asset (0 to 1e15).
 	Fee float64 `protobuf:"fixed64,4,opt,name=fee,proto3" json:"fee,omitempty"`
-	// Bars before the funds arrive.
+	// Bars before the funds arrive (0 to 100,000).
 	DelayBars     int32 `protobuf:"varint,5,opt,name=delay_bars,json=delayBars,proto3" json:"delay_bars,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -429,7 +431,8 @@ func (x *TransferRoute) GetDelayBars() int32 {
 // Everything besides the strategy's parameters that decides a backtest's result.
 type BacktestConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The simulated period.
+	// The simulated period. Refused (FAILED_PRECONDITION, reason RANGE_MOSTLY_EMPTY, with
+	// each series' coverage) when a traded series' bars span less than half of it.
 	Range *TimeRange `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
 	// Bar length, e.g. "1m".
 	Timeframe string `protobuf:"bytes,2,opt,name=timeframe,proto3" json:"timeframe,omitempty"`
@@ -441,7 +444,8 @@ type BacktestConfig struct {
 	FillPolicy FillPolicy `protobuf:"varint,5,opt,name=fill_policy,json=fillPolicy,proto3,enum=usdcarb.v1.FillPolicy" json:"fill_policy,omitempty"`
 	// Quote asset in which equity and PnL are reported, e.g. "USDT".
 	QuoteAsset string `protobuf:"bytes,6,opt,name=quote_asset,json=quoteAsset,proto3" json:"quote_asset,omitempty"`
-	// Annualisation basis for ratios, in periods per year (default from the timeframe).
+	// Annualisation basis for ratios, in periods per year: 0 (the default, from the
+	// timeframe: 525,600 for 1m) or 1 to 527,040 (1m bars in a leap year).
 	PeriodsPerYear float64 `protobuf:"fixed64,7,opt,name=periods_per_year,json=periodsPerYear,proto3" json:"periods_per_year,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

@@ -1387,7 +1387,8 @@ class BacktestConfig(betterproto2.Message):
 
     range: "TimeRange | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
-    The simulated period.
+    The simulated period. Refused (FAILED_PRECONDITION, reason RANGE_MOSTLY_EMPTY, with
+    each series' coverage) when a traded series' bars span less than half of it.
     """
 
     timeframe: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
@@ -1421,7 +1422,8 @@ class BacktestConfig(betterproto2.Message):
 
     periods_per_year: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
     """
-    Annualisation basis for ratios, in periods per year (default from the timeframe).
+    Annualisation basis for ratios, in periods per year: 0 (the default, from the
+    timeframe: 525,600 for 1m) or 1 to 527,040 (1m bars in a leap year).
     """
 
 
@@ -5075,12 +5077,13 @@ class SlippageModel(betterproto2.Message):
 
     fixed_bps: "float" = betterproto2.field(1, betterproto2.TYPE_DOUBLE)
     """
-    Fixed slippage in basis points of price.
+    Fixed slippage in basis points of price (0 to 1,000).
     """
 
     volume_impact_bps: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
     """
-    Extra slippage in basis points per 1% of the bar's volume taken by the fill.
+    Extra slippage in basis points per 1% of the bar's volume taken by the fill
+    (0 to 1,000).
     """
 
 
@@ -5880,12 +5883,12 @@ class TransferRoute(betterproto2.Message):
 
     fee: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
     """
-    Flat fee in units of the asset.
+    Flat fee in units of the asset (0 to 1e15).
     """
 
     delay_bars: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
     """
-    Bars before the funds arrive.
+    Bars before the funds arrive (0 to 100,000).
     """
 
 
@@ -6270,11 +6273,12 @@ class VenueConfig(betterproto2.Message):
     """
     Maker fee in basis points of notional. Kept with the config and its fingerprint;
     engine 1.x fills every leg as a taker order at the bar's close, so no fill pays it.
+    0 to 1,000.
     """
 
     taker_fee_bps: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
     """
-    Taker fee in basis points of notional (arbitrage legs are taker fills).
+    Taker fee in basis points of notional (arbitrage legs are taker fills); 0 to 1,000.
     """
 
     slippage: "SlippageModel | None" = betterproto2.field(
@@ -6288,14 +6292,14 @@ class VenueConfig(betterproto2.Message):
     """
     Order latency in bars, added to the fill policy's delay. The legs of one order fill
     together, so an order waits for the slowest of its venues (legging risk between
-    venues is not simulated).
+    venues is not simulated). 0 to 10,000.
     """
 
     initial_balances: "list[AssetAmount]" = betterproto2.field(
         6, betterproto2.TYPE_MESSAGE, repeated=True
     )
     """
-    Starting balances on this venue.
+    Starting balances on this venue (each at most 1e15).
     """
 
     min_balances: "list[AssetAmount]" = betterproto2.field(
