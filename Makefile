@@ -66,7 +66,8 @@ $(GOTOOLS_STAMP):
 # ---------------------------------------------------------------- deployment checks
 # Pinned tools of `make deploy-check` (deploy/README.md): Go ones into .tools/bin, Python
 # ones into their own venv (checkov's dependency pins must not meet the project's), CRD
-# and Compose schemas from pinned Go modules.
+# and Compose schemas from pinned Go modules. KEDA, Argo Rollouts and compose-go: the
+# newest releases whose `go` directive the local Go (1.26.8, GOTOOLCHAIN=local) accepts.
 KUSTOMIZE_VERSION      := v5.8.2
 KUBECONFORM_VERSION    := v0.8.0
 ACTIONLINT_VERSION     := v1.7.12
@@ -96,6 +97,7 @@ $(DEPLOY_TOOLS_STAMP):
 
 deploy-check: venv deploy-tools ## validate deploy/, istio/, workflows offline (kustomize, kubeconform, hadolint, actionlint, compose schema, checkov, envoy, contract tests)
 	DEPLOY_VENV=$(DEPLOY_VENV) K8S_SCHEMA_VERSION=$(K8S_SCHEMA_VERSION) \
+	DEPLOY_CONTRACT_TESTS=$(or $(DEPLOY_CONTRACT_TESTS),yes) \
 	SCHEMAS=$(ROOT)/.cache/deploy/schemas-$(K8S_SCHEMA_VERSION)-$(ISTIO_API_VERSION)-$(KEDA_VERSION)-$(ARGO_ROLLOUTS_VERSION)-$(shell sha1sum deploy/tools/schemas.py | cut -c1-8) \
 	COMPOSE_SPEC=$(GOMODCACHE_DIR)/github.com/compose-spec/compose-go/v2@$(COMPOSE_GO_VERSION)/schema/compose-spec.json \
 	CRD_FILES="$(GOMODCACHE_DIR)/istio.io/api@$(ISTIO_API_VERSION)/kubernetes/customresourcedefinitions.gen.yaml \
@@ -121,6 +123,8 @@ check-generated: generate ## fail if generated code differs from what is committ
 
 # ---------------------------------------------------------------- tests
 .PHONY: test lint test-unit test-integration test-e2e
+# tests/deploy run once, with the suite below, not again inside deploy-check.
+test: DEPLOY_CONTRACT_TESTS := no
 test: setup lint-proto check-generated lint deploy-check ## the full suite: contracts, unit, integration, end-to-end
 	cd clients/go && go vet ./... && go test ./...
 	$(PY) -m pytest tests

@@ -54,8 +54,11 @@ step "gateway config for the Kubernetes topology: envoy --mode validate"
 sh deploy/gateway/render.sh k8s gen/descriptor/usdcarb.binpb "$out/envoy-k8s.yaml" "$py"
 sh deploy/gateway/render.sh compose gen/descriptor/usdcarb.binpb "$out/envoy-compose.yaml" "$py"
 for cfg in "$out/envoy-k8s.yaml" "$out/envoy-compose.yaml"; do
-  .venv/bin/envoy --mode validate -c "$cfg" --log-level error
+  .venv/bin/envoy --mode validate -c "$cfg" --log-level critical
 done
 
-step "contract tests on the rendered manifests (tests/deploy)"
-"$py" -m pytest -q -p no:cacheprovider tests/deploy
+# `make test` runs tests/deploy with the whole suite; alone, deploy-check runs them here.
+if [ "${DEPLOY_CONTRACT_TESTS:-yes}" = yes ]; then
+  step "contract tests on the rendered manifests (tests/deploy)"
+  "$py" -m pytest -q -p no:cacheprovider tests/deploy
+fi
