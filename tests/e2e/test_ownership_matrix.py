@@ -28,6 +28,7 @@ from grpc_status import rpc_status
 from identity.gatewaykit import admin_token, call, create_user
 from usdcarb.devstack.stack import StackInfo
 from usdcarb.gateway.devtoken import mint_dev_token
+from usdcarb.platform.ownership import OWNED_WRITES
 from usdcarb.v1 import (
     backtest_pb2,
     backtest_pb2_grpc,
@@ -293,3 +294,8 @@ def test_owner_and_admin_write_another_user_is_refused_and_changes_nothing(
     second = w.make(stack, owner)
     ok, what, _ = _act(stack, w, transport, second, boss, "admin")
     assert ok, f"{w.rpc} by an admin over {transport}: {what}"
+
+
+def test_the_matrix_covers_every_owned_write() -> None:
+    covered = {m for m in OWNED_WRITES if m.split("/")[1] in {w.rpc for w in WRITES}}
+    assert covered == set(OWNED_WRITES) and len(WRITES) == len(OWNED_WRITES)

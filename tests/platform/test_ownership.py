@@ -6,10 +6,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from usdcarb.platform import authz
 from usdcarb.platform.errors import PermissionDenied, Unauthenticated
 from usdcarb.platform.identity import ANONYMOUS, Caller, current_caller
 from usdcarb.platform.ownership import (
     NOT_OWNER,
+    OWNED_WRITES,
     may_write,
     new_owner,
     owner_filter,
@@ -85,3 +87,25 @@ def test_owner_filter_resolves_users_me_to_the_caller() -> None:
         assert owner_filter("users/bob") == "users/bob"
     finally:
         current_caller.reset(token)
+
+
+# Writes that create a new top-level resource (the caller becomes its owner) or that are
+# not about an owned resource at all.
+NOT_OWNED = {
+    "StrategyService": {"CreateStrategy"},
+    "BacktestService": {"RunBacktest", "CreateBacktest", "CreateSweep"},
+    "IngestionService": {"CreateIngestJob"},
+}
+READ_PREFIXES = ("Get", "List", "Watch", "Diff", "Stream")
+
+
+def test_every_write_of_an_owned_resource_is_in_the_ownership_table() -> None:
+    writes = {
+        method for method in authz.METHOD_ROLES
+        for service, created in NOT_OWNED.items()
+        if method.startswith(f"usdcarb.v1.{service}/")
+        and not method.split("/")[1].startswith(READ_PREFIXES)
+        and method.split("/")[1] not in created
+    } | {"usdcarb.v1.IdentityService/RevokeApiKey"}
+    assert writes == set(OWNED_WRITES)
+    assert set(OWNED_WRITES) <= set(authz.METHOD_ROLES)

@@ -23,12 +23,32 @@ here: docs/api.md states the read rule. Standard library only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 from usdcarb.platform.errors import PermissionDenied, Unauthenticated
 from usdcarb.platform.identity import Caller, get_caller
 
 NOT_OWNER: Final = "NOT_OWNER"
+
+
+def _methods(service: str, **methods: str) -> dict[str, str]:
+    return {f"usdcarb.v1.{service}/{m}": resource for m, resource in methods.items()}
+
+
+# The ownership dimension of the authorization table (``authz.METHOD_ROLES``): each write
+# RPC checked against an owner, and the resource whose owner it needs. The e2e ownership
+# matrix covers exactly these; tests/platform/test_ownership.py fails when a new write RPC
+# of an owned resource appears without a row here.
+OWNED_WRITES: Final[Mapping[str, str]] = MappingProxyType({
+    **_methods("StrategyService", UpdateStrategy="Strategy", DeleteStrategy="Strategy",
+               CreateStrategyVersion="Strategy", TransitionStrategyVersion="StrategyVersion",
+               CreateDeployment="StrategyVersion", StopDeployment="Deployment"),
+    **_methods("BacktestService", CancelBacktest="Backtest", CancelSweep="Sweep"),
+    **_methods("IngestionService", CancelIngestJob="IngestJob"),
+    **_methods("IdentityService", RevokeApiKey="ApiKey"),
+})
 
 
 def may_write(owner: str, caller: Caller) -> bool:
