@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2
 from testkit import eventually
 from usdcarb.devstack import free_port
 from usdcarb.devstack.stack import REPO, StackInfo
+from usdcarb.gateway.devtoken import mint_dev_token
 from usdcarb.v1 import strategy_pb2 as pb
 from usdcarb.v1 import strategy_pb2_grpc
 
@@ -24,22 +25,23 @@ pytestmark = pytest.mark.e2e
 
 async def test_sigterm_drains_in_flight_calls(stack: StackInfo) -> None:
     port = free_port()
+    # A strategy replica set up as the stack's own (peers, stores, its certificate).
     env = {**os.environ, "PYTHONPATH": f"{REPO}/services:{REPO}/gen/python",
-           "USDCARB_STRATEGY_DATABASE_URL": stack.dsn, "USDCARB_STRATEGY_GRPC_PORT": str(port),
-           "USDCARB_STRATEGY_METRICS_PORT": "-1", "USDCARB_STRATEGY_SHUTDOWN_GRACE_S": "15",
-           **stack.tls_env("strategy")}
+           **stack.service_env("strategy"), "USDCARB_STRATEGY_GRPC_PORT": str(port),
+           "USDCARB_STRATEGY_METRICS_PORT": "-1", "USDCARB_STRATEGY_SHUTDOWN_GRACE_S": "15"}
     # Popen only forks; it does not block the loop.
     proc = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "usdcarb.strategy.main"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sid = f"drain-{uuid.uuid4().hex[:8]}"
+    auth = (("authorization", f"Bearer {mint_dev_token('users/drain', ['trader'])}"),)
     try:
         async with stack.aio_channel("strategy", port=port) as channel:
             stub = strategy_pb2_grpc.StrategyServiceStub(channel)
             await stub.CreateStrategy(
                 pb.CreateStrategyRequest(strategy_id=sid, strategy=pb.Strategy(
                     display_name="drain", kind=pb.STRATEGY_KIND_PEG_REVERSION)),
-                wait_for_ready=True, timeout=30)
+                metadata=auth, wait_for_ready=True, timeout=30)
             # Hold the strategy's row lock so the update below is in flight for as long
             # as the test wants; SIGTERM arrives while it waits.
             conn = await asyncpg.connect(stack.dsn)
@@ -48,7 +50,8 @@ async def test_sigterm_drains_in_flight_calls(stack: StackInfo) -> None:
             await conn.execute("SELECT 1 FROM strategy.strategies WHERE id = $1 FOR UPDATE", sid)
             call = asyncio.ensure_future(stub.UpdateStrategy(pb.UpdateStrategyRequest(
                 strategy=pb.Strategy(name=f"strategies/{sid}", description="drained"),
-                update_mask=field_mask_pb2.FieldMask(paths=["description"])), timeout=30))
+                update_mask=field_mask_pb2.FieldMask(paths=["description"])), metadata=auth,
+                timeout=30))
             await eventually(lambda: conn.fetchval(
                 "SELECT count(*) FROM pg_locks WHERE NOT granted"), within_s=10)
             proc.send_signal(signal.SIGTERM)

@@ -57,7 +57,13 @@ def call(stack: StackInfo, method: str, path: str, body: Any = None, *, token: s
     if data is not None:
         sent["content-type"] = "application/json"
     try:
-        conn.request(method, path, body=data, headers=sent)
+        try:
+            conn.request(method, path, body=data, headers=sent)
+        except OSError:
+            # The gateway may answer before it has read the whole body (413) and close;
+            # the answer is already on the wire, as curl would show: read it.
+            if data is None or len(data) < 1024 * 1024:
+                raise
         resp = conn.getresponse()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:

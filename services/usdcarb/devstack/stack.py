@@ -115,10 +115,18 @@ class StackInfo:
         return grpc.aio.secure_channel(target, credentials, options=options)
 
     def tls_env(self, service: str) -> dict[str, str]:
-        """Return the environment of one more ``service`` process joining this stack: its
+        """Return the TLS settings of one more ``service`` process joining this stack: its
         certificate from the dev CA (or plaintext on a plaintext stack)."""
         pki = tls.DevPki(Path(self.ca).parent) if self.ca else None
         return _tls_env(f"USDCARB_{service.upper()}_", service, pki)
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """Return the settings of one more ``service`` process (a replica) joining this
+        stack as its own process runs: peers, database, Redis, TLS (not its ports)."""
+        pki = tls.DevPki(Path(self.ca).parent) if self.ca else None
+        ports = {n: self.processes[n].port for n in SERVICES if n in self.processes}
+        return {**_peers(service, ports),
+                **_service_settings(service, self.dsn, self.redis_url, pki)}
 
     def save(self, path: Path) -> None:
         data = {**self.__dict__, "processes": {k: v.__dict__ for k, v in self.processes.items()}}
@@ -284,23 +292,14 @@ class Stack:
     ) -> ProcessInfo:
         port, metrics = ports[name], free_port()
         prefix = f"USDCARB_{name.upper()}_"
-        # Every service learns where the others are: USDCARB_<SVC>_<OTHER>_ADDRESS.
-        peers = {f"{prefix}{other.upper()}_ADDRESS": f"127.0.0.1:{p}"
-                 for other, p in ports.items() if other != name}
         env = {
-            **peers,
+            **_peers(name, ports),
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
                 str(REPO / p) for p in ("services", "gen/python", "clients/python")),
-            f"{prefix}ENV": "dev",
+            **_service_settings(name, dsn, redis_url, pki),
             f"{prefix}GRPC_PORT": str(port),
             f"{prefix}METRICS_PORT": str(metrics),
-            f"{prefix}DATABASE_URL": dsn,
-            f"{prefix}REDIS_URL": redis_url,
-            f"{prefix}LOG_JSON": "true",
-            # Refused calls reach identity's audit log (identity records its own).
-            f"{prefix}AUDIT_STREAM": "false" if name == "identity" else "true",
-            **_tls_env(prefix, name, pki),
             **self.extra_env,
         }
         log = (self.logs / f"{name}.log").open("ab")
@@ -440,6 +439,28 @@ class Stack:
             return {}
         info = StackInfo.load(self.state_file)
         return {name: _alive(p) for name, p in info.processes.items()}
+
+
+def _peers(name: str, ports: Mapping[str, int]) -> dict[str, str]:
+    """Every service learns where the others are: USDCARB_<SVC>_<OTHER>_ADDRESS."""
+    prefix = f"USDCARB_{name.upper()}_"
+    return {f"{prefix}{other.upper()}_ADDRESS": f"127.0.0.1:{p}"
+            for other, p in ports.items() if other != name}
+
+
+def _service_settings(name: str, dsn: str, redis_url: str,
+                      pki: tls.DevPki | None) -> dict[str, str]:
+    """The settings a service of the stack runs with (besides its ports and peers)."""
+    prefix = f"USDCARB_{name.upper()}_"
+    return {
+        f"{prefix}ENV": "dev",
+        f"{prefix}DATABASE_URL": dsn,
+        f"{prefix}REDIS_URL": redis_url,
+        f"{prefix}LOG_JSON": "true",
+        # Refused calls reach identity's audit log (identity records its own).
+        f"{prefix}AUDIT_STREAM": "false" if name == "identity" else "true",
+        **_tls_env(prefix, name, pki),
+    }
 
 
 def _tls_env(prefix: str, name: str, pki: tls.DevPki | None) -> dict[str, str]:

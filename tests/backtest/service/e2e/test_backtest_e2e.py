@@ -219,13 +219,11 @@ def replicas(stack: StackInfo) -> Iterator[Any]:
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in
                                              ("services", "gen/python", "clients/python")),
-               "USDCARB_BACKTEST_ENV": "dev", "USDCARB_BACKTEST_GRPC_PORT": str(port),
-               "USDCARB_BACKTEST_METRICS_PORT": "-1",
-               "USDCARB_BACKTEST_DATABASE_URL": stack.dsn,
-               "USDCARB_BACKTEST_REDIS_URL": stack.redis_url,
-               "USDCARB_BACKTEST_STRATEGY_ADDRESS": f"127.0.0.1:{stack.processes['strategy'].port}",
+               # As the stack runs backtest (peers, stores, its certificate), on its own port.
+               **stack.service_env("backtest"),
+               "USDCARB_BACKTEST_GRPC_PORT": str(port), "USDCARB_BACKTEST_METRICS_PORT": "-1",
                "USDCARB_BACKTEST_REDIS_PREFIX": prefix, "USDCARB_BACKTEST_CLAIM_IDLE_S": "2",
-               "USDCARB_BACKTEST_LOG_JSON": "false", **stack.tls_env("backtest")}
+               "USDCARB_BACKTEST_LOG_JSON": "false"}
         log = open(f"{stack.root}/logs/bt-replica-{name}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "usdcarb.backtest.main"], env=env,
                                 cwd=REPO, stdout=log, stderr=log, start_new_session=True)
@@ -255,6 +253,7 @@ def replicas(stack: StackInfo) -> Iterator[Any]:
 def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
         stack: StackInfo, token: str, version: str, replicas: Any) -> None:
     victim, port = replicas("victim")
+    auth = (("authorization", f"Bearer {token}"),)
     # A walk-forward of ~28 folds x 2,000 combinations runs for several seconds.
     sweep = pb.Sweep(
         strategy_version=version,
@@ -265,8 +264,10 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
                                         out_of_sample=duration_pb2.Duration(seconds=500 * 60)))
     with stack.channel("backtest", port=port) as ch:
         stub = backtest_pb2_grpc.BacktestServiceStub(ch)
-        created = stub.CreateSweep(pb.CreateSweepRequest(sweep=sweep), timeout=30)
-        for event in stub.WatchSweep(pb.WatchSweepRequest(name=created.name), timeout=120):
+        created = stub.CreateSweep(pb.CreateSweepRequest(sweep=sweep), metadata=auth,
+                                   timeout=30)
+        for event in stub.WatchSweep(pb.WatchSweepRequest(name=created.name),
+                                      metadata=auth, timeout=120):
             if event.state == common_pb2.JOB_STATE_RUNNING and event.progress.done > 0:
                 break
     os.kill(victim.pid, signal.SIGKILL)
@@ -274,8 +275,10 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
     _, port2 = replicas("survivor")
     with stack.channel("backtest", port=port2) as ch:
         stub = backtest_pb2_grpc.BacktestServiceStub(ch)
-        events = list(stub.WatchSweep(pb.WatchSweepRequest(name=created.name), timeout=240))
-        got = stub.GetSweep(pb.GetSweepRequest(name=created.name), timeout=30)
+        events = list(stub.WatchSweep(pb.WatchSweepRequest(name=created.name),
+                                     metadata=auth, timeout=240))
+        got = stub.GetSweep(pb.GetSweepRequest(name=created.name), metadata=auth,
+                             timeout=30)
     assert events[-1].HasField("outcome")
     assert got.state in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED)
     if got.state == common_pb2.JOB_STATE_FAILED:
