@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt_async
 from aiolimiter import AsyncLimiter
@@ -28,6 +28,7 @@ from ccxt.base.errors import BadResponse, NetworkError
 from usdcarb.ingestion.domain import EXCHANGES, ExchangeSpec
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Markets this platform ingests, by exchange: unified symbol -> the exchange's market id.
 MARKETS: dict[str, dict[str, str]] = {
@@ -153,20 +154,39 @@ class ExchangeClient:
     async def fetch_page(self, symbol: str, timeframe: str, since_ms: int | None,
                          limit: int) -> tuple[list[list[Any]], int]:
         """Return (rows, retries) for one page; see the module contract."""
+
+        async def page() -> list[list[Any]]:
+            rows = await self._ex.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+            if self._ex.last_json_response is None:
+                raise MalformedResponse("expected a JSON body, got an unparsable one")
+            return _check_rows(rows)
+
+        return await self._call(f"{symbol} {timeframe} since {since_ms}", page)
+
+    async def server_time_ms(self) -> tuple[int, int]:
+        """Return (the exchange's clock in ms, retries), from its server-time endpoint:
+        job ranges and cursors follow the exchange's clock, never this machine's."""
+
+        async def now() -> int:
+            value = await self._ex.fetch_time()
+            if not isinstance(value, int) or value <= 0:
+                raise MalformedResponse(f"expected a server time in ms, got {value!r:.80}")
+            return value
+
+        return await self._call("server time", now)
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         retries = 0
         while True:
             try:
                 if self._limiter is not None:
                     async with self._limiter:
                         pass
-                rows = await self._ex.fetch_ohlcv(symbol, timeframe, since_ms, limit)
-                if self._ex.last_json_response is None:
-                    raise MalformedResponse("expected a JSON body, got an unparsable one")
-                return _check_rows(rows), retries
+                return await call(), retries
             except (NetworkError, BadResponse, MalformedResponse, TypeError, ValueError,
                     IndexError, KeyError) as exc:
                 if retries + 1 >= self._retry.attempts:
-                    raise FetchFailed(f"{self.spec.id} {symbol} {timeframe} since {since_ms}: "
+                    raise FetchFailed(f"{self.spec.id} {what}: "
                                       f"{type(exc).__name__} after {retries + 1} attempts",
                                       transient=True) from exc
                 delay = self._retry.delay(retries)
@@ -177,7 +197,7 @@ class ExchangeClient:
                 retries += 1
                 await self._sleep(delay)
             except ccxt_async.BaseError as exc:
-                raise FetchFailed(f"{self.spec.id} {symbol} {timeframe}: {type(exc).__name__}: "
+                raise FetchFailed(f"{self.spec.id} {what}: {type(exc).__name__}: "
                                   f"{str(exc)[:200]}", transient=False) from exc
 
 

@@ -166,8 +166,8 @@ class Worker:
 
     async def _fail(self, job: JobRecord, stats: JobStats, exc: Exception) -> None:
         transient = isinstance(exc, FetchFailed) and exc.transient
-        error = {"code": 14 if transient else 13,
-                 "message": str(exc)[:500] if isinstance(exc, FetchFailed | ValueError)
+        error = {"code": 5 if isinstance(exc, NoBars) else 14 if transient else 13,
+                 "message": str(exc)[:500] if isinstance(exc, FetchFailed | ValueError | NoBars)
                  else f"internal error ({type(exc).__name__})"}
         progress = dict(job.progress, message=f"failed: {error['message']}")
         with contextlib.suppress(*_DB_TRANSIENT):
@@ -192,10 +192,11 @@ class Worker:
         except Exception as exc:  # events are best effort: never fail a job on them
             logger.warning("could not publish %s: %s", type_, exc)
 
-    def _range(self, job: JobRecord, last_stored_ms: int | None) -> tuple[int | None, int]:
-        """Return (first bar time to fetch or None for 'the latest', exclusive end)."""
+    def _range(self, job: JobRecord, last_stored_ms: int | None, now: int
+               ) -> tuple[int | None, int]:
+        """Return (first bar time to fetch or None for 'the latest', exclusive end);
+        ``now`` is the exchange's clock."""
         tf = domain.timeframe_ms(job.timeframe)
-        now = self._now_ms()
         end_ms = domain.align_down(now, tf)
         if job.end_time is not None:
             end_ms = min(end_ms, int(job.end_time.timestamp() * 1000))
@@ -220,13 +221,19 @@ class Worker:
         if job.mode == "INGEST_MODE_INCREMENTAL":
             last_stored = await self._db("last bar", lambda: self._store.last_bar_ms(
                 job.exchange, job.symbol, job.timeframe))
-        since, end_ms = self._range(job, last_stored)
+        # The exchange's clock bounds the range and every cursor, never this machine's:
+        # an exchange (or the replay server) behind our clock has no bars after its now.
+        exchange_now, retries = await client.server_time_ms()
+        stats.add(requests=1 + retries, retries=retries)
+        since, end_ms = self._range(job, last_stored, exchange_now)
         start_ms = since if since is not None else end_ms - spec.max_bars_per_request * tf
         if job.start_time is not None and job.mode == "INGEST_MODE_BACKFILL":
             start_ms = int(job.start_time.timestamp() * 1000)
         prev_bar = None if job.cursor_time is None else int(job.cursor_time.timestamp() * 1000)
         gaps_total = 0
-        if since is not None and since >= end_ms:
+        anchored = job.cursor_time is not None or last_stored is not None
+        empty_range = since is not None and since >= end_ms
+        if empty_range:
             fetch = None
         else:
             fetch = asyncio.create_task(client.fetch_page(
@@ -274,16 +281,22 @@ class Worker:
                 fetch.cancel()
                 with contextlib.suppress(BaseException):
                     await fetch
-        info = domain.progress(start_ms, end_ms, end_ms, tf, stats.values["bars_stored"])
+        v = stats.values
+        warning = outcome_warning(job, v, empty_range=empty_range, anchored=anchored,
+                                  start_ms=start_ms, end_ms=end_ms, exchange_now=exchange_now)
+        info = domain.progress(start_ms, end_ms, end_ms, tf, v["bars_stored"])
+        message = (f"done: {v['bars_stored']} new bars stored, already stored: "
+                   f"{v['bars_duplicate']}, {v['bars_quarantined']} quarantined")
         prog = {"fraction": 1.0, "done": info.total, "total": info.total, "unit": "bars",
-                "message": f"done: {stats.values['bars_stored']} bars stored, "
-                           f"{stats.values['bars_quarantined']} quarantined"}
+                "message": f"{message}; warning: {warning}" if warning else message}
         if await self._db("finish", lambda: self._store.finish_job(
                 job=job, owner=self.owner, state="JOB_STATE_SUCCEEDED", stats=stats,
                 progress=prog, error=None)):
-            await self._event(job, "EVENT_TYPE_INGESTION_SUCCEEDED", "SEVERITY_INFO",
+            await self._event(job, "EVENT_TYPE_INGESTION_SUCCEEDED",
+                              "SEVERITY_WARNING" if warning else "SEVERITY_INFO",
                               f"ingested {stats.values['bars_stored']} bars of {job.exchange} "
-                              f"{job.symbol} {job.timeframe}", stats)
+                              f"{job.symbol} {job.timeframe}" + (f" ({warning})" if warning
+                                                                 else ""), stats)
             if gaps_total:
                 await self._event(job, "EVENT_TYPE_GAP_DETECTED", "SEVERITY_WARNING",
                                   f"{gaps_total} gaps in {job.exchange} {job.symbol} "
@@ -330,6 +343,36 @@ class Worker:
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, self._config.retry_max_s)
         raise AssertionError("unreachable")
+
+
+class NoBars(Exception):
+    """The exchange returned no bar at all for a job's range (the job ends FAILED)."""
+
+
+def outcome_warning(job: JobRecord, v: dict[str, int], *, empty_range: bool, anchored: bool,
+                    start_ms: int, end_ms: int, exchange_now: int) -> str:
+    """Decide how a job that fetched nothing ends (documented in docs/api.md).
+
+    * The range is empty at the exchange's clock (an incremental job already up to
+      date, or a range after the exchange's now): SUCCEEDED with a warning.
+    * An incremental job with something stored before, whose exchange printed nothing
+      since (a quiet market omits empty minutes): SUCCEEDED with a warning.
+    * Otherwise, no bar at all from the exchange over the range: raise ``NoBars`` (the
+      job ends FAILED, NOT_FOUND: the market is not traded or not served there).
+    Return the warning, or "" when bars were fetched.
+    """
+    def when(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+    if empty_range:
+        return (f"nothing to fetch: the range ends at {when(end_ms)}, at or before where it "
+                f"starts, by the exchange's clock ({when(exchange_now)})")
+    if v["bars_fetched"] > 0:
+        return ""
+    if job.mode == "INGEST_MODE_INCREMENTAL" and anchored:
+        return f"no new bars from the exchange up to its clock ({when(exchange_now)})"
+    raise NoBars(f"expected bars of {job.exchange} {job.symbol} {job.timeframe} in "
+                 f"[{when(start_ms)}, {when(end_ms)}), got none from the exchange")
 
 
 def utc_ms(value: datetime | None) -> int | None:
