@@ -6,6 +6,7 @@ NOT_OWNER and changes nothing; an admin and the backtest service principal pass.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from testkit import eventually
 from usdcarb.platform.testing import authed_channel, bearer, start_in_process
 from usdcarb.strategy.main import SERVICE, build
 from usdcarb.v1 import strategy_pb2 as pb
@@ -192,3 +194,33 @@ async def test_list_strategies_by_owner(env: Any) -> None:
         await stub.ListStrategies(pb.ListStrategiesRequest(
             page_size=1, owner="users/me", page_token=page.next_page_token))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _blocked_on_a_row_lock(pool: Any) -> bool:
+    return bool(await pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN "
+        "('transactionid', 'tuple')"))
+
+
+async def test_the_owner_is_read_under_the_writes_row_lock(env: Any) -> None:
+    """A change of owner committed while a write waits is what the write checks: no
+    check-then-write race (the check does not run on a row read before the lock)."""
+    stub, pool = env
+    s, _ = await seed(stub, "raced")
+    await pool.execute("UPDATE strategies SET owner = $1 WHERE id = 'raced'", BOB)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT 1 FROM strategies WHERE id = 'raced' FOR UPDATE")
+        bobs_update = asyncio.ensure_future(stub.UpdateStrategy(pb.UpdateStrategyRequest(
+            strategy=pb.Strategy(name=s.name, display_name="bob was here"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"])), metadata=as_(BOB)))
+        await eventually(lambda: _blocked_on_a_row_lock(pool))
+        assert not bobs_update.done()
+        await conn.execute("UPDATE strategies SET owner = $1 WHERE id = 'raced'", ALICE)
+        await tx.commit()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bobs_update
+    not_owner(info.value, s.name)
+    assert await pool.fetchval("SELECT display_name FROM strategies WHERE id = 'raced'") == (
+        "spread")
