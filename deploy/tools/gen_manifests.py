@@ -353,9 +353,10 @@ def network_policies(callers: dict[str, set[str]]) -> list[dict[str, Any]]:
     for target, sources in sorted(callers.items()):
         port = GATEWAY_PORT if target == "gateway" else grpc_port(target)
         if target == "gateway":
+            # Istio's ingress gateway, and this namespace's sidecars fetching the JWKS.
             peers: list[dict[str, Any]] = [{"namespaceSelector": {"matchLabels": {
                 "kubernetes.io/metadata.name": "istio-system"}}, "podSelector": {
-                "matchLabels": {"istio": "ingressgateway"}}}]
+                "matchLabels": {"istio": "ingressgateway"}}}, {"podSelector": {}}]
         else:
             peers = [{"podSelector": {"matchLabels": selector(s)}} for s in sorted(sources)]
         docs.append({
@@ -425,8 +426,16 @@ def authorization_policies() -> list[dict[str, Any]]:
     docs.append({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                  "metadata": {"name": "gateway", "labels": labels("gateway")},
                  "spec": {"selector": {"matchLabels": selector("gateway")}, "action": "ALLOW",
-                          "rules": [{"from": [{"source": {"principals": [INGRESS_SA]}}],
-                                     "to": [{"operation": {"ports": [str(GATEWAY_PORT)]}}]}]}})
+                          "rules": [
+                              {"from": [{"source": {"principals": [INGRESS_SA]}}],
+                               "to": [{"operation": {"ports": [str(GATEWAY_PORT)]}}]},
+                              # Every sidecar fetches the JWKS of RequestAuthentication
+                              # through the gateway (PILOT_JWT_ENABLE_REMOTE_JWKS=envoy).
+                              {"from": [{"source": {"principals": sorted(
+                                  principal(s) for s in [*SETTINGS, "ratelimit"])}}],
+                               "to": [{"operation": {"ports": [str(GATEWAY_PORT)],
+                                                     "methods": ["GET"],
+                                                     "paths": [JWKS_PATH]}}]}]}})
     return docs
 
 
