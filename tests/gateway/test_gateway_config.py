@@ -26,6 +26,7 @@ from usdcarb.gateway.config import (
     write_envoy_config,
 )
 from usdcarb.gateway.devtoken import DEV_JWKS, DevTokenRefused, mint_dev_token
+from usdcarb.platform import authz
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +123,10 @@ def test_every_method_gets_a_grpc_route_and_every_http_rule_a_rest_route() -> No
     }
     for svc in services:
         for method in svc.methods:
+            key = f"{svc.full_name}/{method.name}"
+            if key in authz.MESH_ONLY:  # service credentials: never reachable at the edge
+                assert f"grpc:{key}" not in names and f"rest:{key}" not in names
+                continue
             grpc_route = route_named(bootstrap, f"grpc:{svc.full_name}/{method.name}")
             assert grpc_route["match"] == {"path": svc.grpc_path(method), "grpc": {}}
             assert grpc_route["route"]["cluster"] == svc.short_name
@@ -292,7 +297,10 @@ def test_public_methods_and_health_need_no_jwt_and_everything_else_does() -> Non
         )
     }
     provider = jwt_filter["providers"]["usdcarb"]
-    assert provider["forward"] is False
+    # The original token goes on: every service verifies it again (zero trust inside).
+    assert provider["forward"] is True
+    assert "forward_payload_header" not in provider
+    assert "/usdcarb.v1.IdentityService/IssueServiceToken" not in open_paths
     assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
     assert provider["local_jwks"] == {"filename": str(DEV_JWKS)}
     assert provider["clock_skew_seconds"] == 30
