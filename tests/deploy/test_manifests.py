@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from usdcarb.backtest.jobs import GROUP
@@ -274,3 +275,34 @@ def test_prod_rolls_out_blue_green_with_analysis(
             assert hpas[name]["spec"]["scaleTargetRef"]["kind"] == "Rollout"
     assert objects(docs, "ScaledObject")["backtest"]["spec"]["scaleTargetRef"]["kind"] == \
         "Rollout"
+
+
+def settings_fields(service: str) -> set[str]:
+    gen = generator()
+    cls = gen.RateLimitSettings if service == "ratelimit" else gen.SETTINGS[service]
+    return {f"USDCARB_{service.upper()}_{name.upper()}" for name in cls.model_fields}
+
+
+def test_every_variable_the_manifests_set_is_a_setting(docs: list[dict[str, Any]]) -> None:
+    """Settings ignore unknown variables, so a misspelt one would silently do nothing."""
+    for name, dep in objects(docs, "Deployment").items():
+        if name == "gateway":
+            continue
+        known = settings_fields(name)
+        unknown = set(config(docs, name)) - known
+        unknown |= {v["name"] for v in container(dep).get("env", [])} - known
+        assert not unknown, f"{name}: not settings of the service: {sorted(unknown)}"
+
+
+def test_every_variable_compose_sets_is_a_setting() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/compose/compose.yaml").read_text())
+    for name, svc in compose["services"].items():
+        command = svc.get("command", [])
+        if command[:2] != ["python", "-m"] or not command[2].endswith(".main"):
+            continue
+        service = command[2].split(".")[1]
+        known = settings_fields(service)
+        given = set(svc.get("environment", {})) | {s for s in svc.get("secrets", [])
+                                                   if s.startswith("USDCARB_")}
+        assert given - known == set(), f"{name}: not settings: {sorted(given - known)}"
+        assert f"USDCARB_{service.upper()}_GRPC_PORT" in given
