@@ -259,7 +259,7 @@ class Runner:
                     config=spec.engine, market=ref, redis_url=s.redis_url,
                     channels=self._bus.channels, progress_every=progress_every(bars),
                     min_interval_s=s.progress_interval_s))
-                out = take_curves(ref, out)
+                out = await asyncio.to_thread(take_curves, ref, out)
             finally:
                 discard(ref)
         except engine.Cancelled:
@@ -277,16 +277,22 @@ class Runner:
             metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
             fingerprint=pb.Fingerprint(**_snake(fp.to_dict())),
             optimistic_fills=out.optimistic_fills, elapsed=convert.duration(elapsed))
-        columns = equity_columns(loaded.frame.time_ms, out)
+        # Column bytes, the reduced curve: CPU work kept off the event loop.
+        times = loaded.frame.time_ms
+        columns, trades = await asyncio.gather(
+            asyncio.to_thread(equity_columns, times, out),
+            asyncio.to_thread(trade_rows, times, out.trades))
+        curve_task = asyncio.create_task(asyncio.to_thread(
+            equity_to_pb, f"{name}/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
+            CurveRequest(max_points=DEFAULT_POINTS, page=None)))
+        clock.lap("columns")
         stored = await self._store.succeed_backtest(
-            job, result=convert.to_json(result), digest=fp.digest,
-            trades=trade_rows(loaded.frame.time_ms, out.trades), equity=columns)
+            job, result=convert.to_json(result), digest=fp.digest, trades=trades,
+            equity=columns)
+        curve = await curve_task
         if not stored:
             raise TakenOver(job.id)
         clock.lap("store")
-        curve = equity_to_pb(f"{name}/equityCurve", columns,
-                             common_pb2.COLUMN_LAYOUT_PACKED,
-                             CurveRequest(max_points=DEFAULT_POINTS, page=None))
         final = pb.BacktestEvent(
             backtest=name, state=common_pb2.JOB_STATE_SUCCEEDED,
             completed=pb.BacktestCompleted(
