@@ -82,15 +82,19 @@ def rewrite_urls(api: Any, base_url: str, hostname: str | None) -> Any:
     return api
 
 
-def create_exchange(exchange_id: str, replay_url: str = "", timeout_ms: int = 10_000) -> Any:
-    """Create a ccxt async exchange (ccxt's own throttle off: pacing is ours)."""
+def create_exchange(exchange_id: str, replay_url: str = "", timeout_ms: int = 10_000, *,
+                    markets: bool = True) -> Any:
+    """Create a ccxt async exchange (ccxt's own throttle off: pacing is ours); with
+    ``markets`` False, markets come from the exchange's own list (``load_markets``)."""
     cls = getattr(ccxt_async, exchange_id)
     ex = cls({"enableRateLimit": False, "timeout": timeout_ms,
               "options": {"fetchMarkets": {"types": ["spot"]}}})
     ex.enableLastJsonResponse = True
     if replay_url:
         ex.urls["api"] = rewrite_urls(ex.urls["api"], replay_url, getattr(ex, "hostname", None))
-    ex.set_markets([market_dict(exchange_id, s, i) for s, i in MARKETS[exchange_id].items()])
+    if markets:
+        ex.set_markets([market_dict(exchange_id, s, i)
+                        for s, i in MARKETS[exchange_id].items()])
     return ex
 
 

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from usdcarb.replay.data import TIMEFRAME_MS, Catalog
 from usdcarb.replay.formats import EXCHANGES, BadRequest, Reply, Row, rows_of, select
+from usdcarb.replay.markets import markets_reply, recorded_ids
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +219,11 @@ class ReplayServer:
             return Reply(404, b'{"error":"unknown host"}')
         if exchange.time_path and "/" + rest == exchange.time_path:
             return exchange.render_time(self.clock_ms)
+        recorded = recorded_ids(exchange.markets, (
+            s.symbol for s in self.catalog if s.exchange == exchange.id))
+        listing = markets_reply(exchange.id, "/" + rest, params, recorded)
+        if listing is not None:
+            return listing
         market_id = exchange.route("/" + rest)
         if market_id is None:
             self.stats.statuses[exchange.id][404] += 1

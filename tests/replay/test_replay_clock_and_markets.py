@@ -1,5 +1,6 @@
-"""The replay server answers each exchange's server-time endpoint, in its own format,
-with the replay clock: ccxt's ``fetch_time`` reads the exchange's clock, not ours."""
+"""The replay server answers each exchange's server-time endpoint with the replay clock
+(ccxt's ``fetch_time`` reads the exchange's clock, not ours) and its market-list
+endpoints with the recorded markets (ccxt's ``load_markets``), in its own format."""
 
 from __future__ import annotations
 
@@ -37,5 +38,20 @@ async def test_fetch_time_reads_the_replay_clock(server: ReplayServer, exchange:
         assert await ex.fetch_time() == CLOCK - CLOCK % resolution_ms
         server.clock_ms = CLOCK + 3_600_000
         assert await ex.fetch_time() == CLOCK + 3_600_000 - CLOCK % resolution_ms
+    finally:
+        await ex.close()
+
+
+@pytest.mark.parametrize("exchange", ["binance", "coinbase", "kraken", "okx", "bybit"])
+async def test_load_markets_lists_the_recorded_markets_in_the_exchange_format(
+        server: ReplayServer, catalog: Catalog, exchange: str) -> None:
+    ex = create_exchange(exchange, server.url, markets=False)
+    try:
+        markets = await ex.load_markets()
+        recorded = {s.symbol for s in catalog if s.exchange == exchange}
+        assert recorded and set(markets) == recorded
+        for symbol, market in markets.items():
+            assert market["spot"] and market["active"] is not False
+            assert (market["base"], market["quote"]) == tuple(symbol.split("/"))
     finally:
         await ex.close()
