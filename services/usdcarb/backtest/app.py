@@ -29,7 +29,7 @@ from usdcarb.backtest.store import BacktestStore
 from usdcarb.backtest.strategy_client import ResolvedVersion, StrategyClient
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, expected
-from usdcarb.platform.ownership import require_owner
+from usdcarb.platform.ownership import owner_filter, require_owner
 from usdcarb.strategy.kinds import BY_SLUG
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
@@ -161,13 +161,15 @@ class BacktestApp:
         return event.progress.progress if event.HasField("progress") else None
 
     async def list_backtests(self, *, page_size: int, page_token: str, state: str | None,
-                             strategy: str) -> Page[BacktestJob]:
+                             strategy: str, owner: str = "") -> Page[BacktestJob]:
         size = paging.page_size(page_size)
-        filters = {"state": state, "strategy": strategy}
+        by = owner_filter(owner)
+        filters = {"state": state, "strategy": strategy,
+                   **({"owner": by} if by is not None else {})}
         key = paging.decode_token(page_token, filters)
         after = (datetime.fromisoformat(key[0]), str(key[1])) if key else None
         rows = await self._store.list_backtests(limit=size + 1, after=after, state=state,
-                                                strategy=strategy)
+                                                strategy=strategy, owner=by)
         return _page(rows, size, lambda r: [r.create_time, r.id], filters)
 
     async def cancel_backtest(self, name: str) -> BacktestJob:
@@ -378,12 +380,14 @@ class BacktestApp:
     async def get_sweep(self, name: str) -> SweepJob:
         return await self._store.get_sweep(parse_name(name, "sweeps"))
 
-    async def list_sweeps(self, *, page_size: int, page_token: str) -> Page[SweepJob]:
+    async def list_sweeps(self, *, page_size: int, page_token: str,
+                          owner: str = "") -> Page[SweepJob]:
         size = paging.page_size(page_size)
-        filters: dict[str, Any] = {}
+        by = owner_filter(owner)
+        filters: dict[str, Any] = {"owner": by} if by is not None else {}
         key = paging.decode_token(page_token, filters)
         after = (datetime.fromisoformat(key[0]), str(key[1])) if key else None
-        rows = await self._store.list_sweeps(limit=size + 1, after=after)
+        rows = await self._store.list_sweeps(limit=size + 1, after=after, owner=by)
         return _page(rows, size, lambda r: [r.create_time, r.id], filters)
 
     async def cancel_sweep(self, name: str) -> SweepJob:

@@ -49,7 +49,7 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
     async def ListBacktests(self, request: pb.ListBacktestsRequest, context: Any) -> Any:
         page = await self._app.list_backtests(
             page_size=request.page_size, page_token=request.page_token,
-            state=_state(request.state), strategy=request.strategy)
+            state=_state(request.state), strategy=request.strategy, owner=request.owner)
         return pb.ListBacktestsResponse(
             backtests=[convert.backtest_to_pb(j) for j in page.items],
             next_page_token=page.next_page_token)
@@ -85,7 +85,7 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
 
     async def ListSweeps(self, request: pb.ListSweepsRequest, context: Any) -> Any:
         page = await self._app.list_sweeps(page_size=request.page_size,
-                                           page_token=request.page_token)
+                                           page_token=request.page_token, owner=request.owner)
         return pb.ListSweepsResponse(sweeps=[convert.sweep_to_pb(j) for j in page.items],
                                      next_page_token=page.next_page_token)
 

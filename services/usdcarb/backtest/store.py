@@ -75,7 +75,7 @@ class BacktestStore(PooledStore):
 
     async def list_backtests(
         self, *, limit: int, after: tuple[datetime, str] | None, state: str | None,
-        strategy: str,
+        strategy: str, owner: str | None = None,
     ) -> list[BacktestJob]:
         """Newest first; ``after`` is the (create_time, id) of the last row served."""
         clauses: list[str] = ["TRUE"]
@@ -90,6 +90,9 @@ class BacktestStore(PooledStore):
             args += [strategy, strategy + "/%"]
             clauses.append(f"(strategy_version = ${len(args) - 1} "
                            f"OR strategy_version LIKE ${len(args)})")
+        if owner is not None:
+            args.append(owner)
+            clauses.append(f"owner = ${len(args)}")
         args.append(limit)
         rows = await self._pool.fetch(
             f"SELECT {_BACKTEST_COLUMNS} FROM backtests WHERE {' AND '.join(clauses)} "
@@ -227,13 +230,16 @@ class BacktestStore(PooledStore):
         return _sweep(row)
 
     async def list_sweeps(
-        self, *, limit: int, after: tuple[datetime, str] | None
+        self, *, limit: int, after: tuple[datetime, str] | None, owner: str | None = None
     ) -> list[SweepJob]:
         args: list[Any] = []
         where = "TRUE"
         if after is not None:
             args += [after[0], after[1]]
             where = "(create_time, id) < ($1, $2)"
+        if owner is not None:
+            args.append(owner)
+            where += f" AND owner = ${len(args)}"
         args.append(limit)
         rows = await self._pool.fetch(
             f"SELECT {_SWEEP_COLUMNS} FROM sweeps WHERE {where} "

@@ -48,9 +48,14 @@ async def test_only_owner_or_admin_cancels_backtests_and_sweeps(env: Any) -> Non
         strategy_version=version, config=config(),
         axes=[pb.ParameterAxis(path="crossExchangeSpread.entryBps", values=big),
               pb.ParameterAxis(path="exitBps", values=[0.5, 1, 2, 3, 4])])), metadata=caller())
-    queued = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(
+    real = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(
         backtest=pb.Backtest(strategy_version=version, config=config())), metadata=caller())
-    assert (sweep.owner, queued.owner) == ("alice", "alice")
+    assert (sweep.owner, real.owner) == ("alice", "alice")
+    # A job that stays QUEUED whatever the lanes do: a row no worker was ever told about.
+    await env.pool.execute(
+        "INSERT INTO backtests (id, strategy_version, config, creator, owner) "
+        "VALUES ('bt-held', $1, '{}', 'alice', 'alice')", version)
+    queued = await env.backtest.GetBacktest(pb.GetBacktestRequest(name="backtests/bt-held"))
     async for event in env.backtest.WatchSweep(pb.WatchSweepRequest(name=sweep.name),
                                                metadata=caller()):
         if event.progress.done > 0 and event.state == common_pb2.JOB_STATE_RUNNING:
@@ -64,9 +69,16 @@ async def test_only_owner_or_admin_cancels_backtests_and_sweeps(env: Any) -> Non
         "SELECT id, state FROM backtests UNION ALL SELECT id, state FROM sweeps"))
     assert states[queued.name.split("/")[1]] == "JOB_STATE_QUEUED"
     assert states[sweep.name.split("/")[1]] == "JOB_STATE_RUNNING"
-    # Bob may still read them (research is readable by the team).
+    # Bob may still read them (research is readable by the team), and list his own.
     got = await env.backtest.GetSweep(pb.GetSweepRequest(name=sweep.name), metadata=bob)
     assert got.owner == "alice"
+    for who, expected in ((bob, set()), (caller(), {queued.name, real.name})):
+        listed = await env.backtest.ListBacktests(
+            pb.ListBacktestsRequest(owner="users/me"), metadata=who)
+        assert {b.name for b in listed.backtests} == expected
+    listed_sweeps = await env.backtest.ListSweeps(pb.ListSweepsRequest(owner="alice"),
+                                                  metadata=bob)
+    assert [s.name for s in listed_sweeps.sweeps] == [sweep.name]
     admin = bearer("root", ("admin",))
     cancelled = await env.backtest.CancelBacktest(
         pb.CancelBacktestRequest(name=queued.name), metadata=admin)

@@ -292,16 +292,18 @@ class GetBacktestRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListBacktestsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "strategy")
+    __slots__ = ("page_size", "page_token", "state", "strategy", "owner")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: _common_pb2.JobState
     strategy: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., strategy: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., strategy: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListBacktestsResponse(_message.Message):
     __slots__ = ("backtests", "next_page_token")
@@ -536,12 +538,14 @@ class GetSweepRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListSweepsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "owner")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListSweepsResponse(_message.Message):
     __slots__ = ("sweeps", "next_page_token")

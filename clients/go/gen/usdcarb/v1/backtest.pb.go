@@ -1613,7 +1613,9 @@ type ListBacktestsRequest struct {
 	// Only jobs in this state.
 	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`
 	// Only jobs of this strategy ("strategies/{strategy}") or version.
-	Strategy      string `protobuf:"bytes,4,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Strategy string `protobuf:"bytes,4,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// Only jobs owned by this subject ("users/{user}"); "users/me" is the caller.
+	Owner         string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1672,6 +1674,13 @@ func (x *ListBacktestsRequest) GetState() JobState {
 func (x *ListBacktestsRequest) GetStrategy() string {
 	if x != nil {
 		return x.Strategy
+	}
+	return ""
+}
+
+func (x *ListBacktestsRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
 	}
 	return ""
 }
@@ -2974,7 +2983,9 @@ type ListSweepsRequest struct {
 	// Maximum number of results (default 50, at most 1000).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only sweeps owned by this subject ("users/{user}"); "users/me" is the caller.
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3019,6 +3030,13 @@ func (x *ListSweepsRequest) GetPageSize() int32 {
 func (x *ListSweepsRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListSweepsRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
 	}
 	return ""
 }
@@ -3317,13 +3335,14 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\".\n" +
 	"\x12GetBacktestRequest\x12\x18\n" +
-	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\x9a\x01\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\xb0\x01\n" +
 	"\x14ListBacktestsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12*\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x14.usdcarb.v1.JobStateR\x05state\x12\x1a\n" +
-	"\bstrategy\x18\x04 \x01(\tR\bstrategy\"s\n" +
+	"\bstrategy\x18\x04 \x01(\tR\bstrategy\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\"s\n" +
 	"\x15ListBacktestsResponse\x122\n" +
 	"\tbacktests\x18\x01 \x03(\v2\x14.usdcarb.v1.BacktestR\tbacktests\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n" +
@@ -3442,11 +3461,12 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"+\n" +
 	"\x0fGetSweepRequest\x12\x18\n" +
-	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"O\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"e\n" +
 	"\x11ListSweepsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"g\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"g\n" +
 	"\x12ListSweepsResponse\x12)\n" +
 	"\x06sweeps\x18\x01 \x03(\v2\x11.usdcarb.v1.SweepR\x06sweeps\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +

@@ -3582,6 +3582,11 @@ class ListBacktestsRequest(betterproto2.Message):
     Only jobs of this strategy ("strategies/{strategy}") or version.
     """
 
+    owner: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Only jobs owned by this subject ("users/{user}"); "users/me" is the caller.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "ListBacktestsRequest", ListBacktestsRequest)
 
@@ -4279,6 +4284,11 @@ class ListSweepsRequest(betterproto2.Message):
     page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
     Token from a previous response's next_page_token.
+    """
+
+    owner: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Only sweeps owned by this subject ("users/{user}"); "users/me" is the caller.
     """
 
 
