@@ -1,0 +1,252 @@
+"""What TLS costs at the gateway: REST through HTTPS + mutual TLS against plaintext, one run.
+
+REST ``GET /v1/strategies/{id}`` with a JWT through Envoy (JWT check, route
+authorization, transcoding) to a grpc.aio StrategyService backend with the platform's
+interceptors (which verify the token again), measured with wrk (``apt-get install wrk``):
+
+- **plaintext**: HTTP/1.1 to Envoy, h2c to a plaintext backend (the path before TLS);
+- **tls**: HTTPS to Envoy (the dev CA's localhost certificate), mutual TLS to a backend
+  that requires Envoy's client certificate — what the dev stack runs.
+
+Everything else is the same config. wrk keeps its connections open, as SDKs and browsers
+do, so this is the per-request cost of encryption; handshakes are amortised. Rounds
+alternate the two and the best of each is kept (a shared, noisy 2-core machine).
+
+    python benchmarks/bench_gateway_tls.py [--seconds 5] [--rounds 3] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for _path in ("services", "gen/python", "clients/python"):
+    if str(REPO / _path) not in sys.path:
+        sys.path.insert(0, str(REPO / _path))
+
+from usdcarb.devstack import free_port, scratch_dir  # noqa: E402
+from usdcarb.gateway.config import GatewayConfig, GatewayTls, write_envoy_config  # noqa: E402
+from usdcarb.platform import tls  # noqa: E402
+
+SERVICES = ("ingestion", "validation", "strategy", "backtest", "notification", "identity")
+PATH = "/v1/strategies/bench"
+DEV_JWKS = REPO / "gateway/dev-keys/DEV-ONLY-jwks.json"
+
+
+# ---------------------------------------------------------------- backend (child process)
+
+async def _serve_backend(port: int, pki_root: str) -> None:
+    from usdcarb.platform.server import run_service
+    from usdcarb.platform.settings import PlatformSettings
+    from usdcarb.v1 import strategy_pb2, strategy_pb2_grpc
+
+    class Strategies(strategy_pb2_grpc.StrategyServiceServicer):
+        async def GetStrategy(self, request: Any, context: Any) -> Any:
+            return strategy_pb2.Strategy(name=request.name, display_name="bench",
+                                         kind=strategy_pb2.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD)
+
+    files: dict[str, Any] = {"plaintext": True}
+    if pki_root:
+        pki = tls.DevPki(Path(pki_root))
+        files = {"plaintext": False, "tls_cert_file": pki.cert("backend"),
+                 "tls_key_file": pki.key("backend"), "tls_ca_file": pki.ca}
+    settings = PlatformSettings(env="test", grpc_port=port, metrics_port=-1,
+                                log_level="WARNING", jwks_file=DEV_JWKS, **files)
+    names = [f"usdcarb.v1.{s.capitalize()}Service" for s in SERVICES]
+    await run_service(names, lambda server: strategy_pb2_grpc.add_StrategyServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        Strategies(), server), settings)
+
+
+# ---------------------------------------------------------------- orchestration
+
+def _wait(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {url} to answer within {timeout}s")
+        time.sleep(0.1)
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected port {port} to listen within {timeout}s")
+        time.sleep(0.1)
+
+
+def _envoy(root: Path, name: str, backend: int, files: GatewayTls | None) -> tuple[Any, int]:
+    port, admin = free_port(), free_port()
+    cfg = GatewayConfig(
+        listen_port=port, admin_port=admin, upstreams={s: f"127.0.0.1:{backend}" for s in SERVICES},
+        descriptor_path=REPO / "gen/descriptor/usdcarb.binpb", jwks_file=DEV_JWKS,
+        route_authorization=True, access_log_path="/dev/null", introspection_backend=None,
+        tls=files)
+    config = write_envoy_config(cfg, root / f"{name}.yaml")
+    log = (root / f"{name}.log").open("ab")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("envoy")), "-c", str(config), "--disable-hot-restart",
+         "--base-id", str(os.getpid() % 10000 * 10 + (3 if files else 4)),
+         "--log-level", "error", "--concurrency", "1"],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    try:
+        _wait(f"http://127.0.0.1:{admin}/ready")
+    except RuntimeError:
+        _stop(proc)
+        tail = (root / f"{name}.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"expected envoy {name} ready, got:\n{tail}") from None
+    # Ready once the backend cluster is healthy (over mTLS for the TLS gateway).
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters", timeout=2) as r:
+            text = r.read().decode()
+        if f"strategy::127.0.0.1:{backend}::health_flags::healthy" in text:
+            return proc, port
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {name}'s backend healthy:\n{text}")
+        time.sleep(0.1)
+
+
+def _stop(proc: Any) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _wrk(url: str, token: str, seconds: int, connections: int) -> tuple[float, int]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+         "-H", f"authorization: Bearer {token}", url + PATH],
+        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if errors:
+        raise RuntimeError(f"wrk saw socket errors on {url}: {errors.group(0)}")
+    return rps, int(bad.group(1)) if bad else 0
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _probe(url: str, token: str, context: ssl.SSLContext | None) -> int:
+    req = urllib.request.Request(url + PATH, headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5, context=context) as r:
+        return int(r.status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--pki", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_backend:
+        asyncio.run(_serve_backend(args.serve_backend, args.pki))
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk): skipped")
+        return 1
+    from usdcarb.gateway.devtoken import mint_dev_token
+
+    root = scratch_dir("usdcarb-bench-tls-")
+    procs: list[Any] = []
+    try:
+        pki = tls.ensure_dev_pki(root / "tls", {
+            "gateway": tls.LOCALHOST, "envoy": ("envoy",), "backend": SERVICES})
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            str(REPO / d) for d in ("services", "gen/python", "clients/python"))}
+        ports = {"plaintext": free_port(), "tls": free_port()}
+        for name, port in ports.items():
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--serve-backend", str(port),
+                 "--pki", str(pki.root) if name == "tls" else ""],
+                env=env, stdin=subprocess.DEVNULL, start_new_session=True))
+        for port in ports.values():
+            _wait_port(port)
+        backends = dict(zip(ports, procs, strict=True))
+        token = mint_dev_token("users/bench", ["viewer"], ttl=3600)
+        results: dict[str, list[float]] = {"plaintext": [], "tls": []}
+        # CPU seconds and requests over every round: less noisy than throughput on a
+        # shared machine, where other work steals the cores between rounds.
+        cpu: dict[str, dict[str, float]] = {"plaintext": {}, "tls": {}}
+        served: dict[str, float] = {"plaintext": 0.0, "tls": 0.0}
+        for _ in range(args.rounds):
+            for name in ("plaintext", "tls"):
+                files = GatewayTls.from_dir(pki.root) if name == "tls" else None
+                envoy, port = _envoy(root, name, ports[name], files)
+                scheme = "https" if files else "http"
+                url = f"{scheme}://127.0.0.1:{port}"
+                try:
+                    status = _probe(url, token, tls.ssl_context(pki.ca) if files else None)
+                    if status != 200:
+                        raise RuntimeError(f"{name}: expected 200 from the probe, got {status}")
+                    _wrk(url, token, 1, args.connections)  # warm-up
+                    pids = {"envoy": envoy.pid, "backend": backends[name].pid}
+                    before = {k: _cpu_s(v) for k, v in pids.items()}
+                    rps, bad = _wrk(url, token, args.seconds, args.connections)
+                    if bad:
+                        raise RuntimeError(f"{name}: {bad} non-2xx responses")
+                    served[name] += rps * args.seconds
+                    for k, v in pids.items():
+                        cpu[name][k] = cpu[name].get(k, 0.0) + _cpu_s(v) - before[k]
+                    results[name].append(rps)
+                finally:
+                    _stop(envoy)
+        plain, secured = max(results["plaintext"]), max(results["tls"])
+        print(f"REST GET {PATH} with a JWT via Envoy (route authorization, in-service token "
+              f"check), wrk -c{args.connections} keep-alive, {args.seconds}s x {args.rounds} "
+              f"rounds (best of each)")
+        print(f"  plaintext (HTTP/1.1, h2c upstream)  {plain:9.0f} req/s   rounds "
+              f"{[round(r) for r in results['plaintext']]}")
+        print(f"  TLS (HTTPS, mTLS upstream)          {secured:9.0f} req/s   rounds "
+              f"{[round(r) for r in results['tls']]}")
+        per_request = {name: sum(used.values()) / served[name] * 1e6
+                       for name, used in cpu.items()}
+        for name, used in cpu.items():
+            print(f"  CPU per request ({name}, all rounds): " + ", ".join(
+                f"{k} {v / served[name] * 1e6:.0f} us" for k, v in used.items())
+                + f", total {per_request[name]:.0f} us")
+        print(f"  ratio {secured / plain:.2f}: TLS costs {1 - secured / plain:.0%} of throughput "
+              f"(issue 9 aim: TLS + in-service verification together <= 15%)")
+        print(f"  CPU per request TLS / plaintext: "
+              f"{per_request['tls'] / per_request['plaintext']:.2f}")
+        return 0
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
