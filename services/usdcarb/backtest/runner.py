@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from usdcarb.backtest import convert, engine
+from usdcarb.backtest.colcodec import encode_columns
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
@@ -282,13 +283,14 @@ class Runner:
         columns, trades = await asyncio.gather(
             asyncio.to_thread(equity_columns, times, out),
             asyncio.to_thread(trade_rows, times, out.trades))
+        compact = await asyncio.to_thread(encode_columns, columns)
         curve_task = asyncio.create_task(asyncio.to_thread(
             equity_to_pb, f"{name}/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
             CurveRequest(max_points=DEFAULT_POINTS, page=None)))
         clock.lap("columns")
         stored = await self._store.succeed_backtest(
             job, result=convert.to_json(result), digest=fp.digest, trades=trades,
-            equity=columns)
+            equity=compact)
         curve = await curve_task
         if not stored:
             raise TakenOver(job.id)

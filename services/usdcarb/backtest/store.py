@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from usdcarb.backtest.colcodec import decode_columns
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
 from usdcarb.backtest.trade_columns import INSERT_SQL, PAGE_SQL, decode_page, encode_trades
 from usdcarb.platform.db import PooledStore
@@ -201,9 +202,9 @@ class BacktestStore(PooledStore):
             "WHERE backtest_id = $1", job_id)
         if row is None:
             return None
-        return EquityColumns(points=row["points"], time_ms=bytes(row["time_ms"]),
-                             equity=bytes(row["equity"]), drawdown=bytes(row["drawdown"]),
-                             exposure=bytes(row["exposure"]))
+        return decode_columns(EquityColumns(
+            points=row["points"], time_ms=bytes(row["time_ms"]), equity=bytes(row["equity"]),
+            drawdown=bytes(row["drawdown"]), exposure=bytes(row["exposure"])))
 
     # -- sweeps -------------------------------------------------------------------
     async def insert_sweep(self, job: SweepJob) -> tuple[SweepJob, bool]:
