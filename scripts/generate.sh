@@ -28,3 +28,7 @@ touch gen/python/usdcarb/v1/__init__.py
 
 # docs/api.md: the RPC tables are generated from the contracts too.
 .venv/bin/python scripts/gen_api_docs.py >/dev/null
+
+# deploy/ and istio/: Kubernetes base, Istio policies and prod Rollouts follow the contracts,
+# the role table's service grants and the services' ports (make deploy-check fails if stale).
+.venv/bin/python deploy/tools/gen_manifests.py >/dev/null
