@@ -23,7 +23,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from usdcarb.notification.domain import Backoff, DeliveryState, Verdict, delivery_id
-from usdcarb.notification.model import ChannelRecord, DeliveryRecord, StoredEvent
+from usdcarb.notification.model import ChannelRecord, DeliveryRecord, Result, StoredEvent
 from usdcarb.notification.senders import Senders
 from usdcarb.notification.store import NotificationStore
 from usdcarb.platform.events import DomainEvent
@@ -112,13 +112,68 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
 
 
+class ResultWriter:
+    """Store attempts' results in batches: one UPDATE for all results that arrived while
+    the previous one ran (one round trip per delivery would bound throughput)."""
+
+    def __init__(self, store: NotificationStore, owner: str, *, batch: int = 500) -> None:
+        self._store = store
+        self._owner = owner
+        self._batch = batch
+        self._queue: list[tuple[Result, asyncio.Future[DeliveryRecord | None]]] = []
+        self._ready = asyncio.Event()
+        self._running = False
+
+    async def write(self, result: Result) -> DeliveryRecord | None:
+        """Queue ``result``; return the stored row (None if the lease was lost)."""
+        if not self._running:  # no batching loop (a replica whose engine is off)
+            return (await self._store.record_attempts(self._owner, [result])).get(result.id)
+        done: asyncio.Future[DeliveryRecord | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((result, done))
+        self._ready.set()
+        return await done
+
+    async def run(self) -> None:
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+            for _, done in self._queue:
+                done.cancel()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                taken, self._queue = self._queue[:self._batch], self._queue[self._batch:]
+                try:
+                    stored = await self._store.record_attempts(self._owner,
+                                                               [r for r, _ in taken])
+                    delay = 0.2
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("results: %s: %s; retrying in %.1fs",
+                                   type(exc).__name__, exc, delay)
+                    self._queue = taken + self._queue
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                for result, done in taken:
+                    if not done.done():
+                        done.set_result(stored.get(result.id))
+
+
 class Deliverer:
     """Lease due deliveries and attempt them, ``per_channel`` at a time per channel."""
 
     def __init__(self, store: NotificationStore, senders: Senders, *, owner: str,
                  backoff: Backoff, per_channel: int = 4, max_in_flight: int = 256,
                  lease_s: float = 60.0, poll_s: float = 0.5, default_max_attempts: int = 5,
-                 channel_cache_s: float = 1.0) -> None:
+                 channel_cache_s: float = 1.0, claim_interval_s: float = 0.005) -> None:
         self._store = store
         self._senders = senders
         self.owner = owner
@@ -129,10 +184,12 @@ class Deliverer:
         self._poll_s = poll_s
         self._default_max_attempts = default_max_attempts
         self._channel_cache_s = channel_cache_s
+        self._claim_interval_s = claim_interval_s
         self._channels: dict[str, tuple[float, ChannelRecord]] = {}
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup = asyncio.Event()
+        self._writer = ResultWriter(store, owner)
 
     def wake(self) -> None:
         """Look for due deliveries now (new rows were written)."""
@@ -164,9 +221,8 @@ class Deliverer:
         if state is not DeliveryState.DELIVERED:
             logger.info("delivery %s attempt %d: %s -> %s", delivery.name, attempts,
                         sent.error, state.value)
-        return await self._store.record_attempt(
-            delivery.id, self.owner, state=state, response_code=sent.code, error=sent.error,
-            retry_in_s=retry_in)
+        return await self._writer.write(Result(id=delivery.id, state=state, code=sent.code,
+                                               error=sent.error, retry_in_s=retry_in))
 
     async def deliver_now(self, ids: list[str]) -> list[DeliveryRecord]:
         """Lease the named deliveries and attempt them now (TestChannel)."""
@@ -218,15 +274,31 @@ class Deliverer:
     async def run(self) -> None:
         """Deliver until cancelled: on a wake-up, or every ``poll_s`` for retries and
         rows other replicas wrote."""
-        delay = 0.2
+        writer = asyncio.create_task(self._writer.run(), name="delivery-results")
+        try:
+            await self._deliver()
+        finally:
+            writer.cancel()
+
+    async def _deliver(self) -> None:
+        delay, last_claim = 0.2, 0.0
         while True:
             try:
+                # Under load, completions wake the loop one by one: one claim per
+                # ``claim_interval_s`` takes them together instead of one query each.
+                wait = last_claim + self._claim_interval_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 self._wakeup.clear()
+                last_claim = time.monotonic()
                 started = await self.step()
                 delay = 0.2
                 if not started:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races the wake-up, and the loop would outlive close().
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._poll_s)
+                        async with asyncio.timeout(self._poll_s):
+                            await self._wakeup.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

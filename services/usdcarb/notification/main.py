@@ -51,7 +51,7 @@ class NotificationSettings(PlatformSettings):
                                "empty: host name and process id.")
     claim_idle_s: float = Field(default=30.0, gt=0, description="Seconds a stream entry may "
                                 "stay unacknowledged before another replica reclaims it.")
-    per_channel_concurrency: int = Field(default=4, ge=1, le=256, description="Attempts one "
+    per_channel_concurrency: int = Field(default=8, ge=1, le=256, description="Attempts one "
                                          "replica runs at once per channel.")
     max_in_flight: int = Field(default=256, ge=1, description="Attempts one replica runs at once.")
     lease_s: float = Field(default=60.0, gt=0, description="Seconds a replica holds a delivery "

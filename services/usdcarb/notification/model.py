@@ -106,10 +106,11 @@ class DeliveryRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Attempt:
-    """What one attempt ended with."""
+class Result:
+    """What one attempt of a delivery ended with, as stored."""
 
-    delivered: bool
-    retry_in_s: float | None  # None: delivered or dead-lettered
-    response_code: int
+    id: str
+    state: DeliveryState
+    code: int
     error: str
+    retry_in_s: float | None  # PENDING only: when to try again

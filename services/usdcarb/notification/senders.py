@@ -85,6 +85,8 @@ class WebhookSender:
         self._max_connections = max_connections
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        # One event goes to many subscriptions: its JSON body is built once.
+        self._bodies: dict[str, bytes] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -98,7 +100,11 @@ class WebhookSender:
             await self._session.close()
 
     async def send(self, channel: ChannelRecord, delivery: DeliveryRecord) -> Sent:
-        body = convert.event_json(delivery.event).encode()
+        body = self._bodies.get(delivery.event.id)
+        if body is None:
+            if len(self._bodies) >= 1024:
+                self._bodies.clear()
+            body = self._bodies[delivery.event.id] = convert.event_json(delivery.event).encode()
         now = datetime.now(UTC)
         signatures = " ".join(Webhook(s).sign(delivery.id, now, body)
                               for s in channel.signing_secrets(now))

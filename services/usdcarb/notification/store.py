@@ -18,6 +18,7 @@ from usdcarb.notification.domain import DeliveryState
 from usdcarb.notification.model import (
     ChannelRecord,
     DeliveryRecord,
+    Result,
     StoredEvent,
     SubscriptionRecord,
 )
@@ -224,16 +225,23 @@ class NotificationStore(PooledStore):
         more than ``per_channel`` in flight on this replica (``in_flight`` counts them).
         ``ids`` leases those rows whenever they are due or not (TestChannel)."""
         busy = in_flight or {}
+        saturated = [c for c, n in busy.items() if n >= per_channel]
         rows = await self._pool.fetch(
-            f"""WITH candidates AS (
+            f"""WITH due AS (
+                    -- A bounded window of the oldest due rows (the partial index), without
+                    -- the channels this replica has no room for.
+                    SELECT id, channel_id, next_attempt_time FROM deliveries
+                    WHERE state = '{_PENDING}'
+                      AND (lease_until IS NULL OR lease_until < now())
+                      AND CASE WHEN $5::text[] IS NULL THEN next_attempt_time <= now()
+                               ELSE id = ANY($5::text[]) END
+                      AND channel_id <> ALL($8::text[])
+                    ORDER BY next_attempt_time LIMIT $2 * 8
+                ), candidates AS (
                     SELECT id FROM (
                         SELECT id, channel_id, next_attempt_time, row_number() OVER (
                             PARTITION BY channel_id ORDER BY next_attempt_time) AS rank
-                        FROM deliveries
-                        WHERE state = '{_PENDING}'
-                          AND (lease_until IS NULL OR lease_until < now())
-                          AND CASE WHEN $5::text[] IS NULL THEN next_attempt_time <= now()
-                                   ELSE id = ANY($5::text[]) END
+                        FROM due
                     ) ranked
                     LEFT JOIN unnest($4::text[], $7::int[]) AS busy(channel_id, n) USING (channel_id)
                     WHERE rank <= $3 - coalesce(busy.n, 0)
@@ -249,22 +257,28 @@ class NotificationStore(PooledStore):
                 FROM locked WHERE d.id = locked.id
                 RETURNING {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}""",
             owner, limit, per_channel, list(busy), None if ids is None else list(ids), lease_s,
-            list(busy.values()))
+            list(busy.values()), saturated)
         return [_delivery(r) for r in rows]
 
-    async def record_attempt(self, delivery_id: str, owner: str, *, state: DeliveryState,
-                             response_code: int, error: str,
-                             retry_in_s: float | None) -> DeliveryRecord | None:
-        """Store an attempt's result if ``owner`` still holds the lease; release it."""
-        row = await self._pool.fetchrow(
-            f"""UPDATE deliveries SET state = $3, attempts = attempts + 1, response_code = $4,
-                       last_error = $5, lease_owner = NULL, lease_until = NULL,
-                       end_time = CASE WHEN $3 = '{_PENDING}' THEN NULL ELSE now() END,
-                       next_attempt_time = CASE WHEN $3 = '{_PENDING}'
-                           THEN now() + make_interval(secs => $6) ELSE NULL END
-                WHERE id = $1 AND lease_owner = $2 RETURNING {_DELIVERY_COLUMNS}""",
-            delivery_id, owner, state.value, response_code, error[:2000], retry_in_s or 0.0)
-        return None if row is None else _delivery(row)
+    async def record_attempts(self, owner: str, results: Sequence[Result],
+                              ) -> dict[str, DeliveryRecord]:
+        """Store attempts' results, in one statement, for the rows ``owner`` still leases
+        (a row whose lease ran out may be another replica's now); release them."""
+        rows = await self._pool.fetch(
+            f"""UPDATE deliveries d
+                SET state = r.state, attempts = d.attempts + 1, response_code = r.code,
+                    last_error = r.error, lease_owner = NULL, lease_until = NULL,
+                    end_time = CASE WHEN r.state = '{_PENDING}' THEN NULL ELSE now() END,
+                    next_attempt_time = CASE WHEN r.state = '{_PENDING}'
+                        THEN now() + make_interval(secs => r.retry_in) ELSE NULL END
+                FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::float8[])
+                     AS r(id, state, code, error, retry_in)
+                WHERE d.id = r.id AND d.lease_owner = $1
+                RETURNING {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}""",
+            owner, [r.id for r in results], [r.state.value for r in results],
+            [r.code for r in results], [r.error[:2000] for r in results],
+            [r.retry_in_s or 0.0 for r in results])
+        return {row["id"]: _delivery(row) for row in rows}
 
     async def redeliver(self, conn: Any, channel_id: str,
                         delivery_id: str | None) -> list[DeliveryRecord]:
