@@ -1,7 +1,8 @@
 """Honest ingestion outcomes, driving the worker directly against the replay server
 (real March 2023 data): cursors follow the exchange's (replay) clock, a job the exchange
-answers with nothing ends FAILED, an empty range ends SUCCEEDED with a warning, and a
-re-run reports what was already stored."""
+answers with nothing ends FAILED, an empty range ends SUCCEEDED with a warning, a
+re-run reports what was already stored, and markets come from the exchange's own list
+(ccxt load_markets) with an unknown one refused before any job exists."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typing import Any
 import pytest
 from tests.ingestion.conftest import ms
 
+from usdcarb.ingestion.app import IngestionApp
+from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.model import JobRecord
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.ingestion.validation import AcceptAll
 from usdcarb.ingestion.worker import Worker, WorkerConfig
+from usdcarb.platform.errors import InvalidArgument
 from usdcarb.replay.server import ReplayServer
 
 pytestmark = pytest.mark.integration
@@ -78,12 +82,12 @@ async def test_a_kraken_incremental_cursor_stays_within_the_replay_clock(
 
 
 async def test_an_exchange_answering_empty_pages_ends_the_job_failed(runner: Runner) -> None:
-    # Coinbase lists USDC-USD, but nothing was recorded for it: every page comes back empty.
-    job = await runner.run("coinbase", "USDC/USD", start="2023-03-10T00:00:00",
-                           end="2023-03-10T12:00:00")
+    # February 2023 was not recorded: every page of the range comes back empty.
+    job = await runner.run("coinbase", "BTC/USD", start="2023-02-10T00:00:00",
+                           end="2023-02-10T12:00:00")
     assert job.state == "JOB_STATE_FAILED", job
     assert job.error is not None and job.error["code"] == 5  # NOT_FOUND
-    assert job.error["message"].startswith("expected bars of coinbase USDC/USD 1m in ")
+    assert job.error["message"].startswith("expected bars of coinbase BTC/USD 1m in ")
     assert job.error["message"].endswith("got none from the exchange")
     assert job.stats["requests"] > 1 and job.stats["bars_fetched"] == 0
 
@@ -106,3 +110,25 @@ async def test_a_rerun_reports_the_bars_already_stored(runner: Runner) -> None:
     again = await runner.run("binance", "USDC/USDT", **span)
     assert again.state == "JOB_STATE_SUCCEEDED"
     assert again.progress["message"].startswith("done: 0 new bars stored, already stored: 360")
+
+
+async def test_markets_come_from_load_markets_and_an_unknown_one_is_refused_up_front(
+        service_pool: Any, replay: ReplayServer) -> None:
+    store = IngestStore(await service_pool("ingestion"))
+    directory = MarketDirectory(replay_url=replay.url)
+    app = IngestionApp(store, markets=directory)
+    # Coinbase's recorded markets, listed by its own products endpoint (ids as Coinbase's).
+    assert await directory.symbols("coinbase") == {
+        "BTC/USD": "BTC-USD", "BTC/USDT": "BTC-USDT", "USDT/USD": "USDT-USD"}
+    assert (await directory.symbols("kraken"))["BTC/USD"] == "XXBTZUSD"
+    with pytest.raises(InvalidArgument) as err:  # in the fixed table, not in its list
+        await app.create_job(exchange="coinbase", symbol="USDC/USD", timeframe="1m",
+                             mode="INGEST_MODE_BACKFILL", start=utc("2023-03-10T00:00:00"),
+                             end=utc("2023-03-11T00:00:00"), creator="users/t", request_id="")
+    assert [v.field for v in err.value.field_violations] == ["ingest_job.series.symbol"]
+    assert "a market of coinbase (BTC/USD, BTC/USDT, USDT/USD)" in str(err.value)
+    job = await app.create_job(exchange="coinbase", symbol="BTC/USD", timeframe="1m",
+                               mode="INGEST_MODE_BACKFILL", start=utc("2023-03-10T00:00:00"),
+                               end=utc("2023-03-11T00:00:00"), creator="users/t",
+                               request_id="")
+    assert job.state == "JOB_STATE_QUEUED"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,6 +12,7 @@ import numpy as np
 from usdcarb.ingestion import domain
 from usdcarb.ingestion.domain import EXCHANGES, ExchangeSpec
 from usdcarb.ingestion.exchanges import MARKETS
+from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.model import JobRecord, SeriesCoverage
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.marketdata.reader import Candles
@@ -60,14 +61,18 @@ def exchange_of(name: str, field: str) -> ExchangeSpec:
     return EXCHANGES[parts[1]]
 
 
-def check_series(exchange: str, symbol: str, timeframe: str, prefix: str) -> None:
+def check_series(exchange: str, symbol: str, timeframe: str, prefix: str,
+                 markets: Mapping[str, str] | None = None) -> None:
+    """Refuse an unknown exchange, market (of ``markets``, the exchange's own list, else
+    the fixed table) or timeframe."""
     violations = []
+    listed = markets if markets is not None else MARKETS.get(exchange, {})
     if exchange not in EXCHANGES:
         violations.append((f"{prefix}.exchange", expected(f"one of {sorted(EXCHANGES)}",
                                                           exchange)))
-    elif symbol not in MARKETS[exchange]:
+    elif symbol not in listed:
         violations.append((f"{prefix}.symbol", expected(
-            f"a market of {exchange} ({', '.join(sorted(MARKETS[exchange]))})", symbol)))
+            f"a market of {exchange} ({', '.join(sorted(listed))})", symbol)))
     if exchange in EXCHANGES and timeframe not in EXCHANGES[exchange].timeframes:
         violations.append((f"{prefix}.timeframe", expected(
             f"one of {list(EXCHANGES[exchange].timeframes)}", timeframe)))
@@ -90,10 +95,17 @@ class IngestionApp:
     """Jobs, markets and candles."""
 
     def __init__(self, store: IngestStore, *, on_job_created: Callable[[], None] = lambda: None,
-                 watch_poll_s: float = 0.2) -> None:
+                 watch_poll_s: float = 0.2, markets: MarketDirectory | None = None) -> None:
         self._store = store
+        self._markets = markets
         self._on_created = on_job_created
         self._poll = watch_poll_s
+
+    async def _listed(self, exchange: str) -> Mapping[str, str]:
+        """The exchange's markets: its own list (``load_markets``), else the fixed table."""
+        if self._markets is None:
+            return MARKETS[exchange]
+        return await self._markets.symbols(exchange)
 
     @staticmethod
     def exchanges() -> list[ExchangeSpec]:
@@ -105,12 +117,13 @@ class IngestionApp:
         size = paging.page_size(page_size, default=100, maximum=1000)
         filters = {"parent": parent, "asset": asset}
         after = paging.decode_token(page_token, filters)
-        symbols = sorted(s for s in MARKETS[spec.id] if not asset or asset in s.split("/"))
+        listed = await self._listed(spec.id)
+        symbols = sorted(s for s in listed if not asset or asset in s.split("/"))
         if after:
             symbols = [s for s in symbols if s > str(after[0])]
         page = symbols[:size]
         coverage = await self._store.coverage(spec.id)
-        markets = [MarketInfo(spec.id, s, MARKETS[spec.id][s],
+        markets = [MarketInfo(spec.id, s, listed[s],
                               tuple(c for c in coverage if c.symbol == s)) for s in page]
         token = paging.encode_token([page[-1]], filters) if len(symbols) > size else ""
         return markets, token
@@ -118,7 +131,8 @@ class IngestionApp:
     async def create_job(self, *, exchange: str, symbol: str, timeframe: str, mode: str,
                          start: datetime | None, end: datetime | None, creator: str,
                          request_id: str) -> JobRecord:
-        check_series(exchange, symbol, timeframe, "ingest_job.series")
+        check_series(exchange, symbol, timeframe, "ingest_job.series",
+                     await self._listed(exchange) if exchange in EXCHANGES else None)
         if mode not in MODES:
             raise InvalidArgument.for_field("ingest_job.mode", f"one of {MODES}", mode)
         if mode == "INGEST_MODE_BACKFILL":

@@ -7,8 +7,9 @@ with exponential backoff and jitter; raise ``FetchFailed`` when retries are exha
 the error is not transient.
 
 With ``replay_url`` set every API URL points at the replay server
-(``http://127.0.0.1:PORT/<original host>/<original path>``) and markets come from the
-static table below through ``set_markets`` (no loadMarkets round trips).
+(``http://127.0.0.1:PORT/<original host>/<original path>``), which answers the market
+lists too: markets come from ccxt's ``load_markets()`` (``ingestion.markets``); the
+static table below is only the fallback of callers that pass ``markets=True``.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ class ExchangeClient:
                  on_retry: Callable[[str, BaseException], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.spec = spec
-        self._ex = create_exchange(spec.id, replay_url, timeout_ms)
+        # Markets from the exchange's own list: ccxt loads them (load_markets) on the
+        # first call, inside the retry policy of that call.
+        self._ex = create_exchange(spec.id, replay_url, timeout_ms, markets=False)
         self._limiter = (pacer or Pacer()).limiter(spec)
         self._retry = retry or RetryPolicy()
         self._on_retry = on_retry

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from usdcarb.ingestion.app import IngestionApp
+from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.servicer import IngestionServicer
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.ingestion.validation import AcceptAll, CandleValidator, RemoteValidator
@@ -89,7 +90,8 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             poll_s=settings.poll_s, replay_url=settings.replay_url,
             rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s), redis=redis)
-    app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None))
+    app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None),
+                       markets=MarketDirectory(replay_url=settings.replay_url))
     servicer = IngestionServicer(app)
 
     def register(server: Any) -> None:
