@@ -105,11 +105,22 @@ class _DefaultToken(grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
         return await continuation(self._details(details), request)
 
 
+class _DefaultStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """``_DefaultToken`` for server-streaming calls: grpc.aio files each interceptor under
+    the first call kind it implements only (if/elif), so streams need an object of their own."""
+
+    def __init__(self, inner: _DefaultToken) -> None:
+        self._inner = inner
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._inner.intercept_unary_stream(continuation, details, request)
+
+
 def authed_channel(address: str, subject: str = "users/tester",
                    roles: Sequence[str] = ("trader",)) -> Any:
     """Open a channel whose calls carry a DEV-ONLY token for ``subject`` unless they bring one."""
-    return grpc.aio.insecure_channel(
-        address, interceptors=[_DefaultToken(bearer(subject, roles))])
+    token = _DefaultToken(bearer(subject, roles))
+    return grpc.aio.insecure_channel(address, interceptors=[token, _DefaultStreamToken(token)])
 
 
 class DevServiceToken:
