@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from usdcarb.backtest import convert, engine
+from usdcarb.backtest.chunks import ChunkBoard, grid_points, spans
 from usdcarb.backtest.colcodec import encode_columns
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
@@ -75,6 +76,7 @@ class RunnerSettings:
     heartbeat_s: float = 2.0
     max_bars: int = 20_000_000
     ready_ttl_s: float = 15.0   # a replica's readiness mark outlives it by at most this
+    chunk_points: int = 250     # grid sweeps larger than this run in chunks (0: never)
 
 
 SWEEP_BLOCK_MS = 250   # a slot serving both lanes looks at the backtest lane this often
@@ -93,6 +95,7 @@ class Runner:
                  lanes: LaneInfo, strategy: StrategyClient, redis: Any,
                  settings: RunnerSettings, name: str | None = None) -> None:
         self._store, self._bus, self._queue, self._lanes = store, bus, queue, lanes
+        self._chunks = ChunkBoard(redis, bus.channels)
         self._strategy, self._redis, self.settings = strategy, redis, settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
@@ -194,6 +197,8 @@ class Runner:
         try:
             if entry.type == "sweep":
                 await self._run_sweep(index, consumer, entry)
+            elif entry.type == "sweep-chunk":
+                await self._run_chunk(index, consumer, entry)
             else:
                 await self._run_backtest(index, consumer, entry)
             await queue.ack(entry)
@@ -395,6 +400,10 @@ class Runner:
         if await self._bus.cancel_requested(job.id):
             await self._end_sweep(job, JobState.CANCELLED, None)
             return
+        grid = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
+        if not job.walk_forward and 0 < s.chunk_points < grid_points(grid):
+            await self._split_sweep(job, grid_points(grid))
+            return
         await self._bus.publish(job.id, pb.SweepEvent(
             sweep=job.name, state=common_pb2.JOB_STATE_RUNNING,
             progress=common_pb2.Progress(message=f"attempt {job.attempts}: loading market data"),
@@ -423,8 +432,13 @@ class Runner:
             await self._end_sweep(job, JobState.FAILED,
                                   convert.error_status(exc, f"sweeps/{job.id}"))
             return
-        points, folds = self._finished(job, found, loaded.frame.time_ms, spec)
-        unit, total = ("combinations", len(found)) if wf is None else ("folds", len(found))
+        await self._succeed_sweep(job, found, loaded.frame.time_ms, spec)
+
+    async def _succeed_sweep(self, job: SweepJob, found: Sequence[Any], times: Any,
+                             spec: RunSpec | None) -> None:
+        points, folds = self._finished(job, found, times, spec)
+        unit, total = ("folds", len(found)) if job.walk_forward else ("combinations",
+                                                                      len(found))
         progress = convert.to_json(common_pb2.Progress(fraction=1.0, done=total, total=total,
                                                        unit=unit, message="done"))
         if not await self._store.succeed_sweep(job, points=points, folds=folds,
@@ -432,16 +446,89 @@ class Runner:
             raise TakenOver(job.id)
         ended = await self._store.get_sweep(job.id)
         await self._publish_final_sweep(job.id, convert.final_sweep_event(ended))
+        # The summary a notification reports: the best points, or each fold's
+        # out-of-sample result of a walk-forward.
+        summary: dict[str, Any] = {"strategyVersion": job.strategy_version, unit: total,
+                                   "objective": job.objective, "best": points[:3]}
+        if folds:
+            summary["outOfSample"] = [
+                {"index": f.get("index"), "chosenParameters": f.get("chosenParameters"),
+                 "metrics": f.get("outOfSampleMetrics")} for f in folds[:20]]
         await self._domain_event(
             "EVENT_TYPE_SWEEP_FINISHED", job.name,
             f"sweep of {job.strategy_version} finished: {total} {unit}", "SEVERITY_INFO",
-            {"strategyVersion": job.strategy_version, unit: total})
+            summary)
+
+    # -- sweeps in chunks (chunks.py) ---------------------------------------------
+    async def _split_sweep(self, job: SweepJob, total: int) -> None:
+        parts = spans(total, self.settings.chunk_points)
+        await self._chunks.open(job.id, job.attempts, len(parts))
+        for lo, hi in parts:
+            await self._queue.sweeps.enqueue("sweep-chunk", job.id, lo=str(lo), hi=str(hi),
+                                             attempt=str(job.attempts))
+        await self._bus.publish(job.id, pb.SweepEvent(
+            sweep=job.name, state=common_pb2.JOB_STATE_RUNNING,
+            progress=common_pb2.Progress(
+                done=0, total=total, unit="combinations",
+                message=f"attempt {job.attempts}: {len(parts)} chunks of up to "
+                        f"{self.settings.chunk_points} combinations queued")).SerializeToString())
+
+    async def _run_chunk(self, index: int, consumer: str, entry: JobEntry) -> None:
+        s = self.settings
+        lo, hi = int(entry.fields["lo"]), int(entry.fields["hi"])
+        attempt = int(entry.fields["attempt"])
+        job = await self._store.get_sweep(entry.job_id)
+        if job.state != JobState.RUNNING or job.attempts != attempt:
+            return   # the sweep ended, or a later attempt re-split it
+        grid = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
+        found: list[Any] = []
+        if not await self._bus.cancel_requested(job.id):
+            try:
+                spec = self._spec(job.config, job.strategy_kind, job.parameters)
+                loaded = await self._load(job.strategy_kind, job.parameters, spec)
+                ref = await asyncio.to_thread(write_frame, loaded.frame)
+                try:
+                    found = await self._execute(index, run_sweep_task, SweepTask(
+                        job_id=job.id, kind=job.strategy_kind, params=job.parameters,
+                        axes=grid, config=spec.engine, market=ref, objective=job.objective,
+                        walk_forward=None, redis_url=s.redis_url, channels=self._bus.channels,
+                        min_interval_s=s.progress_interval_s, span=(lo, hi)))
+                finally:
+                    discard(ref)
+            except engine.Cancelled as exc:
+                found = list(exc.partial)
+            except Exception as exc:
+                if not isinstance(exc, DomainError | ValueError):
+                    logger.error("sweep %s chunk %d failed unexpectedly", job.id, lo,
+                                 exc_info=exc)
+                await self._end_sweep(job, JobState.FAILED,
+                                      convert.error_status(exc, f"sweeps/{job.id}"))
+                return
+        counted = await self._chunks.put(job.id, attempt, lo, found, consumer)
+        if counted is None:
+            return
+        left, done = counted
+        total = grid_points(grid)
+        await self._bus.publish(job.id, pb.SweepEvent(
+            sweep=job.name, state=common_pb2.JOB_STATE_RUNNING,
+            progress=common_pb2.Progress(fraction=done / total, done=done, total=total,
+                                         unit="combinations", message="sweeping in chunks"),
+        ).SerializeToString())
+        if left > 0:
+            return
+        merged, _by = await self._chunks.take(job.id, attempt)
+        if await self._bus.cancel_requested(job.id) or len(merged) < total:
+            points, folds = self._finished(job, merged, None, None)
+            await self._end_sweep(job, JobState.CANCELLED, None, points=points, folds=folds)
+            return
+        await self._succeed_sweep(job, merged, None, None)
 
     @staticmethod
-    def _finished(job: SweepJob, found: Sequence[Any], times: np.ndarray, spec: RunSpec,
+    def _finished(job: SweepJob, found: Sequence[Any], times: Any, spec: RunSpec | None,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Stored form of finished points (ranked best first) or folds."""
         if job.walk_forward:
+            assert spec is not None
             return [], [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms))
                         for f in found]
         ranked = sorted(found, key=lambda p: _rank(p.metrics, job.objective))

@@ -18,7 +18,8 @@ _TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "EVENT_TYPE_BACKTEST_SUCCEEDED": ("Backtest finished", (
         "strategy_version", "total_return", "sharpe", "max_drawdown", "trades")),
     "EVENT_TYPE_BACKTEST_FAILED": ("Backtest failed", ("strategy_version", "error")),
-    "EVENT_TYPE_SWEEP_FINISHED": ("Sweep finished", ("state", "points", "best", "objective")),
+    "EVENT_TYPE_SWEEP_FINISHED": ("Sweep finished", (
+        "strategyVersion", "combinations", "folds", "objective", "best", "outOfSample")),
     "EVENT_TYPE_INGESTION_SUCCEEDED": ("Ingestion finished", (
         "exchange", "symbol", "timeframe", "bars_stored", "bars_quarantined")),
     "EVENT_TYPE_INGESTION_FAILED": ("Ingestion failed", ("exchange", "symbol", "error")),
