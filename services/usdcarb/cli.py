@@ -2,6 +2,7 @@
 
 Subcommands:
   backfill    start an ingest job through the gateway and follow it with a progress bar
+  data        quality: the quality report of a series (coverage, gaps, verdicts, history)
   dev-token   print a development JWT (USDCARB_ENV dev/test only)
   notify      channels | subscriptions | deliveries | watch (notifications)
   stack       up | down | status of the local mesh
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from usdcarb.ingestion.cli import main as backfill
 
         return backfill(rest)
+    if command == "data":
+        from usdcarb.validation.cli import main as data
+
+        return data(rest)
     if command == "notify":
         from usdcarb.notification.cli import main as notify
 

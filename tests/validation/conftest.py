@@ -52,6 +52,7 @@ class Env:
     stub: Any = None
     schema: str = ""
     loaded: list[str] = field(default_factory=list)
+    address: str = ""
 
     async def load(self, exchange: str, symbol: str, frame: pd.DataFrame, *,
                    timeframe: str = "1m", provenance: int = 1, source: str = "") -> None:
@@ -79,6 +80,7 @@ async def env(service_pool: Callable[[str], Awaitable[asyncpg.Pool]]) -> AsyncIt
     e = Env(market, f"{schema}.market_data", quality, events, schema=schema)
     register = build(quality, events, table=e.table)
     async with await start_in_process([SERVICE], register) as server:
+        e.address = server.address
         async with server.channel() as channel:
             e.stub = validation_pb2_grpc.ValidationServiceStub(channel)
             yield e

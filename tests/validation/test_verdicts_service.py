@@ -5,6 +5,8 @@ depeg lows are not flagged by any new rule."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pandas as pd
 import pytest
 
@@ -157,3 +159,40 @@ async def test_the_real_depeg_is_not_flagged_by_any_new_rule(env: Env) -> None:
         cross_venue=True))
     assert ms("2023-03-03 01:47") in {f.bar_time.ToMilliseconds() for f in calm.findings
                                       if f.rule == "cross.implied_cross"}
+
+
+async def test_the_quality_report_carries_verdicts_and_their_history_api_and_cli(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    usd = real_frame("kraken_btcusd")
+    await env.load("kraken", "BTC/USD", usd)
+    await env.load("kraken", "BTC/USDC", usd)  # the planted alias
+    alias = key("kraken", "BTC/USDC")
+    await env.stub.ValidateRange(pb.ValidateRangeRequest(series=alias, range=MARCH))
+    report = await env.stub.GetQualitySummary(pb.GetQualitySummaryRequest(
+        series=alias, range=MARCH))
+    assert report.verdict == pb.SERIES_VERDICT_KIND_ALIASED
+    assert [(s.verdict, s.twin.symbol) for s in report.verdict_spans] == [
+        (pb.SERIES_VERDICT_KIND_ALIASED, "BTC/USD")]
+    assert [(c.change, c.span.verdict) for c in report.verdict_history] == [
+        ("added", pb.SERIES_VERDICT_KIND_ALIASED)]
+    assert report.open_gaps > 0 and report.filled_gaps == 0 and report.unfilled_gaps == 0
+    filled = await env.stub.FillGaps(pb.FillGapsRequest(series=alias))
+    assert filled.bars_filled == 0  # no other venue has BTC/USDC: every gap is unfillable
+    after = await env.stub.GetQualitySummary(pb.GetQualitySummaryRequest(
+        series=alias, range=MARCH))
+    assert after.unfilled_gaps == report.open_gaps
+
+    from usdcarb.platform.testing import bearer
+    from usdcarb.validation.cli import main as data
+
+    token = bearer("users/viewer", ("viewer",))[0][1].removeprefix("Bearer ")
+    code = await asyncio.to_thread(data, [
+        "quality", "--exchange", "kraken", "--symbol", "BTC/USDC", "--start", "2023-03-01",
+        "--end", "2023-03-22", "--gateway", f"http://{env.address}", "--token", token])
+    out = capsys.readouterr().out
+    assert code == 1  # aliased: not an independent price
+    assert out.splitlines()[1] == "verdict: ALIASED"
+    assert "twin kraken:BTC/USD (100.0%)" in out
+    assert f"{after.unfilled_gaps} unfilled" in out
+    assert "added ALIASED 2023-03-01T00:00Z" in out

@@ -71,6 +71,16 @@ class RangeResult:
 
 
 @dataclass(frozen=True)
+class QualityReport:
+    """A quality summary with the verdicts over its range and the verdict history."""
+
+    summary: QualitySummary
+    verdict: VerdictKind
+    spans: list[tuple[Span, datetime]]
+    history: list[tuple[str, Span, datetime]]
+
+
+@dataclass(frozen=True)
 class FillResult:
     """Gaps considered by FillGaps, with their new state, and bars written."""
 
@@ -414,6 +424,13 @@ class ValidationApp:
                          quarantined=quarantined,
                          gaps=[GapCount(g.state, g.missing, g.filled) for g in gaps],
                          issues_by_severity=by_sev, issues_by_rule=by_rule)
+
+    async def quality_report(self, series: Series, start_ms: int | None, end_ms: int | None
+                             ) -> QualityReport:
+        """The quality summary with the series' verdict spans and verdict history."""
+        summary = await self.quality_summary(series, start_ms, end_ms)
+        kind, spans = await self._verdicts.get(series, summary.start_ms, summary.end_ms)
+        return QualityReport(summary, kind, spans, await self._verdicts.history(series))
 
 
 def _projected(g: GapRecord, o: Any) -> GapRecord:

@@ -104,7 +104,8 @@ def summary_to_pb(series: Series, q: QualitySummary) -> pb.QualitySummary:
         filled_bars=q.filled_bars, quarantined_bars=q.quarantined_bars, open_gaps=q.open_gaps,
         missing_bars=q.missing_bars, coverage=q.coverage,
         issues_by_severity=q.issues_by_severity, issues_by_rule=q.issues_by_rule,
-        zero_volume_bars=q.zero_volume_bars)
+        zero_volume_bars=q.zero_volume_bars, filled_gaps=q.filled_gaps,
+        unfilled_gaps=q.unfilled_gaps)
 
 
 def span_to_pb(series: Series, s: Span, when: datetime) -> pb.VerdictSpan:
@@ -200,7 +201,16 @@ class ValidationServicer(pb_grpc.ValidationServiceServicer):
     async def GetQualitySummary(self, request: pb.GetQualitySummaryRequest, context: Any) -> Any:
         series = series_from_pb(request.series)
         start, end = range_from_pb(request, "range")
-        return summary_to_pb(series, await self._app.quality_summary(series, start, end))
+        report = await self._app.quality_report(series, start, end)
+        out = summary_to_pb(series, report.summary)
+        out.verdict = pb.SeriesVerdictKind.Value(report.verdict.value)
+        out.verdict_spans.extend(span_to_pb(series, s, when) for s, when in report.spans)
+        for change, span, when in report.history:
+            at = timestamp_pb2.Timestamp()
+            at.FromDatetime(when)
+            out.verdict_history.append(pb.VerdictChange(
+                change=change, span=span_to_pb(series, span, when), change_time=at))
+        return out
 
     async def GetSeriesVerdict(self, request: pb.GetSeriesVerdictRequest, context: Any) -> Any:
         series = series_from_pb(request.series)

@@ -103,6 +103,9 @@ class Verdicts:
         spans = await self._store.spans(series, start_ms, end_ms)
         return overall([s for s, _ in spans], start_ms, end_ms), spans
 
+    async def history(self, series: Series) -> list[tuple[str, Span, datetime]]:
+        return await self._store.history(series)
+
     async def _announce(self, series: Series, lo: int, hi: int, old: Sequence[Span],
                         new: Sequence[Span], added: Sequence[Span],
                         removed: Sequence[Span]) -> None:

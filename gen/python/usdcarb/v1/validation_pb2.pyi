@@ -278,7 +278,7 @@ class GetQualitySummaryRequest(_message.Message):
     def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ...) -> None: ...
 
 class QualitySummary(_message.Message):
-    __slots__ = ("series", "range", "expected_bars", "original_bars", "filled_bars", "quarantined_bars", "open_gaps", "missing_bars", "coverage", "issues_by_severity", "issues_by_rule", "zero_volume_bars")
+    __slots__ = ("series", "range", "expected_bars", "original_bars", "filled_bars", "quarantined_bars", "open_gaps", "missing_bars", "coverage", "issues_by_severity", "issues_by_rule", "zero_volume_bars", "verdict", "verdict_spans", "verdict_history", "filled_gaps", "unfilled_gaps")
     class IssuesBySeverityEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +305,11 @@ class QualitySummary(_message.Message):
     ISSUES_BY_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     ISSUES_BY_RULE_FIELD_NUMBER: _ClassVar[int]
     ZERO_VOLUME_BARS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_SPANS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    FILLED_GAPS_FIELD_NUMBER: _ClassVar[int]
+    UNFILLED_GAPS_FIELD_NUMBER: _ClassVar[int]
     series: _common_pb2.SeriesKey
     range: _common_pb2.TimeRange
     expected_bars: int
@@ -317,7 +322,22 @@ class QualitySummary(_message.Message):
     issues_by_severity: _containers.ScalarMap[str, int]
     issues_by_rule: _containers.ScalarMap[str, int]
     zero_volume_bars: int
-    def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., expected_bars: _Optional[int] = ..., original_bars: _Optional[int] = ..., filled_bars: _Optional[int] = ..., quarantined_bars: _Optional[int] = ..., open_gaps: _Optional[int] = ..., missing_bars: _Optional[int] = ..., coverage: _Optional[float] = ..., issues_by_severity: _Optional[_Mapping[str, int]] = ..., issues_by_rule: _Optional[_Mapping[str, int]] = ..., zero_volume_bars: _Optional[int] = ...) -> None: ...
+    verdict: SeriesVerdictKind
+    verdict_spans: _containers.RepeatedCompositeFieldContainer[VerdictSpan]
+    verdict_history: _containers.RepeatedCompositeFieldContainer[VerdictChange]
+    filled_gaps: int
+    unfilled_gaps: int
+    def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., expected_bars: _Optional[int] = ..., original_bars: _Optional[int] = ..., filled_bars: _Optional[int] = ..., quarantined_bars: _Optional[int] = ..., open_gaps: _Optional[int] = ..., missing_bars: _Optional[int] = ..., coverage: _Optional[float] = ..., issues_by_severity: _Optional[_Mapping[str, int]] = ..., issues_by_rule: _Optional[_Mapping[str, int]] = ..., zero_volume_bars: _Optional[int] = ..., verdict: _Optional[_Union[SeriesVerdictKind, str]] = ..., verdict_spans: _Optional[_Iterable[_Union[VerdictSpan, _Mapping]]] = ..., verdict_history: _Optional[_Iterable[_Union[VerdictChange, _Mapping]]] = ..., filled_gaps: _Optional[int] = ..., unfilled_gaps: _Optional[int] = ...) -> None: ...
+
+class VerdictChange(_message.Message):
+    __slots__ = ("change", "span", "change_time")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    SPAN_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    change: str
+    span: VerdictSpan
+    change_time: _timestamp_pb2.Timestamp
+    def __init__(self, change: _Optional[str] = ..., span: _Optional[_Union[VerdictSpan, _Mapping]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class VerdictSpan(_message.Message):
     __slots__ = ("verdict", "range", "bars", "reason", "twin", "match_ratio", "update_time")

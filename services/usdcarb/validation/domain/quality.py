@@ -34,6 +34,8 @@ class QualitySummary:
     missing_bars: int
     coverage: float
     zero_volume_bars: int
+    filled_gaps: int = 0
+    unfilled_gaps: int = 0
     issues_by_severity: dict[str, int] = field(default_factory=dict)
     issues_by_rule: dict[str, int] = field(default_factory=dict)
 
@@ -62,5 +64,8 @@ def summarize(bars: Bars, *, tf_ms: int, start_ms: int, end_ms: int, quarantined
         missing_bars=sum(max(0, g.missing - g.filled) for g in open_gaps),
         coverage=(original + filled) / expected if expected else 0.0,
         zero_volume_bars=int(np.count_nonzero(bars.volume == 0)),
+        filled_gaps=sum(1 for g in gaps if g.state == GapState.FILLED),
+        unfilled_gaps=sum(1 for g in gaps if g.state in (GapState.UNFILLABLE,
+                                                           GapState.PARTIALLY_FILLED)),
         issues_by_severity=dict(issues_by_severity), issues_by_rule=dict(issues_by_rule),
     )

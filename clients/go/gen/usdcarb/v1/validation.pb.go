@@ -1607,8 +1607,18 @@ type QualitySummary struct {
 	IssuesByRule map[string]int64 `protobuf:"bytes,11,rep,name=issues_by_rule,json=issuesByRule,proto3" json:"issues_by_rule,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Bars with zero volume.
 	ZeroVolumeBars int64 `protobuf:"varint,12,opt,name=zero_volume_bars,json=zeroVolumeBars,proto3" json:"zero_volume_bars,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The worst verdict of the series over the range.
+	Verdict SeriesVerdictKind `protobuf:"varint,13,opt,name=verdict,proto3,enum=usdcarb.v1.SeriesVerdictKind" json:"verdict,omitempty"`
+	// Stale, aliased and suspect spans overlapping the range, oldest first.
+	VerdictSpans []*VerdictSpan `protobuf:"bytes,14,rep,name=verdict_spans,json=verdictSpans,proto3" json:"verdict_spans,omitempty"`
+	// The latest verdict changes of the series (spans that appeared or went), newest first.
+	VerdictHistory []*VerdictChange `protobuf:"bytes,15,rep,name=verdict_history,json=verdictHistory,proto3" json:"verdict_history,omitempty"`
+	// Gaps whose every bar was filled.
+	FilledGaps int64 `protobuf:"varint,16,opt,name=filled_gaps,json=filledGaps,proto3" json:"filled_gaps,omitempty"`
+	// Gaps no source could fill (some or all of their bars).
+	UnfilledGaps  int64 `protobuf:"varint,17,opt,name=unfilled_gaps,json=unfilledGaps,proto3" json:"unfilled_gaps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QualitySummary) Reset() {
@@ -1725,6 +1735,105 @@ func (x *QualitySummary) GetZeroVolumeBars() int64 {
 	return 0
 }
 
+func (x *QualitySummary) GetVerdict() SeriesVerdictKind {
+	if x != nil {
+		return x.Verdict
+	}
+	return SeriesVerdictKind_SERIES_VERDICT_KIND_UNSPECIFIED
+}
+
+func (x *QualitySummary) GetVerdictSpans() []*VerdictSpan {
+	if x != nil {
+		return x.VerdictSpans
+	}
+	return nil
+}
+
+func (x *QualitySummary) GetVerdictHistory() []*VerdictChange {
+	if x != nil {
+		return x.VerdictHistory
+	}
+	return nil
+}
+
+func (x *QualitySummary) GetFilledGaps() int64 {
+	if x != nil {
+		return x.FilledGaps
+	}
+	return 0
+}
+
+func (x *QualitySummary) GetUnfilledGaps() int64 {
+	if x != nil {
+		return x.UnfilledGaps
+	}
+	return 0
+}
+
+// A verdict span that appeared or went.
+type VerdictChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "added" or "removed".
+	Change string `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// The span.
+	Span *VerdictSpan `protobuf:"bytes,2,opt,name=span,proto3" json:"span,omitempty"`
+	// When.
+	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerdictChange) Reset() {
+	*x = VerdictChange{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerdictChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerdictChange) ProtoMessage() {}
+
+func (x *VerdictChange) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerdictChange.ProtoReflect.Descriptor instead.
+func (*VerdictChange) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VerdictChange) GetChange() string {
+	if x != nil {
+		return x.Change
+	}
+	return ""
+}
+
+func (x *VerdictChange) GetSpan() *VerdictSpan {
+	if x != nil {
+		return x.Span
+	}
+	return nil
+}
+
+func (x *VerdictChange) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
 // A verdict over a span of a series.
 type VerdictSpan struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1748,7 +1857,7 @@ type VerdictSpan struct {
 
 func (x *VerdictSpan) Reset() {
 	*x = VerdictSpan{}
-	mi := &file_usdcarb_v1_validation_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1869,7 @@ func (x *VerdictSpan) String() string {
 func (*VerdictSpan) ProtoMessage() {}
 
 func (x *VerdictSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_validation_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1882,7 @@ func (x *VerdictSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerdictSpan.ProtoReflect.Descriptor instead.
 func (*VerdictSpan) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{20}
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VerdictSpan) GetVerdict() SeriesVerdictKind {
@@ -1838,7 +1947,7 @@ type GetSeriesVerdictRequest struct {
 
 func (x *GetSeriesVerdictRequest) Reset() {
 	*x = GetSeriesVerdictRequest{}
-	mi := &file_usdcarb_v1_validation_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1959,7 @@ func (x *GetSeriesVerdictRequest) String() string {
 func (*GetSeriesVerdictRequest) ProtoMessage() {}
 
 func (x *GetSeriesVerdictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_validation_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1972,7 @@ func (x *GetSeriesVerdictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSeriesVerdictRequest.ProtoReflect.Descriptor instead.
 func (*GetSeriesVerdictRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{21}
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSeriesVerdictRequest) GetSeries() *SeriesKey {
@@ -1897,7 +2006,7 @@ type SeriesVerdict struct {
 
 func (x *SeriesVerdict) Reset() {
 	*x = SeriesVerdict{}
-	mi := &file_usdcarb_v1_validation_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2018,7 @@ func (x *SeriesVerdict) String() string {
 func (*SeriesVerdict) ProtoMessage() {}
 
 func (x *SeriesVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_validation_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2031,7 @@ func (x *SeriesVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeriesVerdict.ProtoReflect.Descriptor instead.
 func (*SeriesVerdict) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{22}
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SeriesVerdict) GetSeries() *SeriesKey {
@@ -2068,7 +2177,7 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"barsFilled\"|\n" +
 	"\x18GetQualitySummaryRequest\x123\n" +
 	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x04\xe2A\x01\x02R\x06series\x12+\n" +
-	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\"\xc2\x05\n" +
+	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\"\xc3\a\n" +
 	"\x0eQualitySummary\x12-\n" +
 	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyR\x06series\x12+\n" +
 	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\x12#\n" +
@@ -2083,13 +2192,24 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\x12issues_by_severity\x18\n" +
 	" \x03(\v20.usdcarb.v1.QualitySummary.IssuesBySeverityEntryR\x10issuesBySeverity\x12R\n" +
 	"\x0eissues_by_rule\x18\v \x03(\v2,.usdcarb.v1.QualitySummary.IssuesByRuleEntryR\fissuesByRule\x12(\n" +
-	"\x10zero_volume_bars\x18\f \x01(\x03R\x0ezeroVolumeBars\x1aC\n" +
+	"\x10zero_volume_bars\x18\f \x01(\x03R\x0ezeroVolumeBars\x127\n" +
+	"\averdict\x18\r \x01(\x0e2\x1d.usdcarb.v1.SeriesVerdictKindR\averdict\x12<\n" +
+	"\rverdict_spans\x18\x0e \x03(\v2\x17.usdcarb.v1.VerdictSpanR\fverdictSpans\x12B\n" +
+	"\x0fverdict_history\x18\x0f \x03(\v2\x19.usdcarb.v1.VerdictChangeR\x0everdictHistory\x12\x1f\n" +
+	"\vfilled_gaps\x18\x10 \x01(\x03R\n" +
+	"filledGaps\x12#\n" +
+	"\runfilled_gaps\x18\x11 \x01(\x03R\funfilledGaps\x1aC\n" +
 	"\x15IssuesBySeverityEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a?\n" +
 	"\x11IssuesByRuleEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xa8\x02\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x91\x01\n" +
+	"\rVerdictChange\x12\x16\n" +
+	"\x06change\x18\x01 \x01(\tR\x06change\x12+\n" +
+	"\x04span\x18\x02 \x01(\v2\x17.usdcarb.v1.VerdictSpanR\x04span\x12;\n" +
+	"\vchange_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"changeTime\"\xa8\x02\n" +
 	"\vVerdictSpan\x127\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x1d.usdcarb.v1.SeriesVerdictKindR\averdict\x12+\n" +
 	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\x12\x12\n" +
@@ -2149,7 +2269,7 @@ func file_usdcarb_v1_validation_proto_rawDescGZIP() []byte {
 }
 
 var file_usdcarb_v1_validation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_usdcarb_v1_validation_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_usdcarb_v1_validation_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_usdcarb_v1_validation_proto_goTypes = []any{
 	(RuleScope)(0),                       // 0: usdcarb.v1.RuleScope
 	(GapState)(0),                        // 1: usdcarb.v1.GapState
@@ -2174,86 +2294,92 @@ var file_usdcarb_v1_validation_proto_goTypes = []any{
 	(*FillGapsResponse)(nil),             // 20: usdcarb.v1.FillGapsResponse
 	(*GetQualitySummaryRequest)(nil),     // 21: usdcarb.v1.GetQualitySummaryRequest
 	(*QualitySummary)(nil),               // 22: usdcarb.v1.QualitySummary
-	(*VerdictSpan)(nil),                  // 23: usdcarb.v1.VerdictSpan
-	(*GetSeriesVerdictRequest)(nil),      // 24: usdcarb.v1.GetSeriesVerdictRequest
-	(*SeriesVerdict)(nil),                // 25: usdcarb.v1.SeriesVerdict
-	nil,                                  // 26: usdcarb.v1.QualitySummary.IssuesBySeverityEntry
-	nil,                                  // 27: usdcarb.v1.QualitySummary.IssuesByRuleEntry
-	(*timestamppb.Timestamp)(nil),        // 28: google.protobuf.Timestamp
-	(Severity)(0),                        // 29: usdcarb.v1.Severity
-	(*CandleBatch)(nil),                  // 30: usdcarb.v1.CandleBatch
-	(*SeriesKey)(nil),                    // 31: usdcarb.v1.SeriesKey
-	(*TimeRange)(nil),                    // 32: usdcarb.v1.TimeRange
+	(*VerdictChange)(nil),                // 23: usdcarb.v1.VerdictChange
+	(*VerdictSpan)(nil),                  // 24: usdcarb.v1.VerdictSpan
+	(*GetSeriesVerdictRequest)(nil),      // 25: usdcarb.v1.GetSeriesVerdictRequest
+	(*SeriesVerdict)(nil),                // 26: usdcarb.v1.SeriesVerdict
+	nil,                                  // 27: usdcarb.v1.QualitySummary.IssuesBySeverityEntry
+	nil,                                  // 28: usdcarb.v1.QualitySummary.IssuesByRuleEntry
+	(*timestamppb.Timestamp)(nil),        // 29: google.protobuf.Timestamp
+	(Severity)(0),                        // 30: usdcarb.v1.Severity
+	(*CandleBatch)(nil),                  // 31: usdcarb.v1.CandleBatch
+	(*SeriesKey)(nil),                    // 32: usdcarb.v1.SeriesKey
+	(*TimeRange)(nil),                    // 33: usdcarb.v1.TimeRange
 }
 var file_usdcarb_v1_validation_proto_depIdxs = []int32{
-	28, // 0: usdcarb.v1.Finding.bar_time:type_name -> google.protobuf.Timestamp
+	29, // 0: usdcarb.v1.Finding.bar_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: usdcarb.v1.Finding.scope:type_name -> usdcarb.v1.RuleScope
-	29, // 2: usdcarb.v1.Finding.severity:type_name -> usdcarb.v1.Severity
-	30, // 3: usdcarb.v1.ValidateCandlesRequest.batch:type_name -> usdcarb.v1.CandleBatch
+	30, // 2: usdcarb.v1.Finding.severity:type_name -> usdcarb.v1.Severity
+	31, // 3: usdcarb.v1.ValidateCandlesRequest.batch:type_name -> usdcarb.v1.CandleBatch
 	3,  // 4: usdcarb.v1.ValidateCandlesResponse.findings:type_name -> usdcarb.v1.Finding
-	31, // 5: usdcarb.v1.ValidateRangeRequest.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 6: usdcarb.v1.ValidateRangeRequest.range:type_name -> usdcarb.v1.TimeRange
+	32, // 5: usdcarb.v1.ValidateRangeRequest.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 6: usdcarb.v1.ValidateRangeRequest.range:type_name -> usdcarb.v1.TimeRange
 	3,  // 7: usdcarb.v1.ValidateRangeResponse.findings:type_name -> usdcarb.v1.Finding
 	15, // 8: usdcarb.v1.ValidateRangeResponse.gaps:type_name -> usdcarb.v1.Gap
-	31, // 9: usdcarb.v1.ValidationIssue.series:type_name -> usdcarb.v1.SeriesKey
+	32, // 9: usdcarb.v1.ValidationIssue.series:type_name -> usdcarb.v1.SeriesKey
 	3,  // 10: usdcarb.v1.ValidationIssue.finding:type_name -> usdcarb.v1.Finding
-	28, // 11: usdcarb.v1.ValidationIssue.detect_time:type_name -> google.protobuf.Timestamp
-	32, // 12: usdcarb.v1.SeriesFilter.range:type_name -> usdcarb.v1.TimeRange
+	29, // 11: usdcarb.v1.ValidationIssue.detect_time:type_name -> google.protobuf.Timestamp
+	33, // 12: usdcarb.v1.SeriesFilter.range:type_name -> usdcarb.v1.TimeRange
 	9,  // 13: usdcarb.v1.ListValidationIssuesRequest.filter:type_name -> usdcarb.v1.SeriesFilter
-	29, // 14: usdcarb.v1.ListValidationIssuesRequest.min_severity:type_name -> usdcarb.v1.Severity
+	30, // 14: usdcarb.v1.ListValidationIssuesRequest.min_severity:type_name -> usdcarb.v1.Severity
 	8,  // 15: usdcarb.v1.ListValidationIssuesResponse.issues:type_name -> usdcarb.v1.ValidationIssue
-	31, // 16: usdcarb.v1.QuarantinedBar.series:type_name -> usdcarb.v1.SeriesKey
-	28, // 17: usdcarb.v1.QuarantinedBar.quarantine_time:type_name -> google.protobuf.Timestamp
+	32, // 16: usdcarb.v1.QuarantinedBar.series:type_name -> usdcarb.v1.SeriesKey
+	29, // 17: usdcarb.v1.QuarantinedBar.quarantine_time:type_name -> google.protobuf.Timestamp
 	9,  // 18: usdcarb.v1.ListQuarantinedBarsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
 	12, // 19: usdcarb.v1.ListQuarantinedBarsResponse.bars:type_name -> usdcarb.v1.QuarantinedBar
-	31, // 20: usdcarb.v1.Gap.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 21: usdcarb.v1.Gap.range:type_name -> usdcarb.v1.TimeRange
+	32, // 20: usdcarb.v1.Gap.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 21: usdcarb.v1.Gap.range:type_name -> usdcarb.v1.TimeRange
 	1,  // 22: usdcarb.v1.Gap.state:type_name -> usdcarb.v1.GapState
-	28, // 23: usdcarb.v1.Gap.detect_time:type_name -> google.protobuf.Timestamp
+	29, // 23: usdcarb.v1.Gap.detect_time:type_name -> google.protobuf.Timestamp
 	9,  // 24: usdcarb.v1.ListGapsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
 	1,  // 25: usdcarb.v1.ListGapsRequest.state:type_name -> usdcarb.v1.GapState
 	15, // 26: usdcarb.v1.ListGapsResponse.gaps:type_name -> usdcarb.v1.Gap
-	31, // 27: usdcarb.v1.FillGapsRequest.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 28: usdcarb.v1.FillGapsRequest.range:type_name -> usdcarb.v1.TimeRange
+	32, // 27: usdcarb.v1.FillGapsRequest.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 28: usdcarb.v1.FillGapsRequest.range:type_name -> usdcarb.v1.TimeRange
 	18, // 29: usdcarb.v1.FillGapsRequest.sources:type_name -> usdcarb.v1.FillSource
 	15, // 30: usdcarb.v1.FillGapsResponse.gaps:type_name -> usdcarb.v1.Gap
-	31, // 31: usdcarb.v1.GetQualitySummaryRequest.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 32: usdcarb.v1.GetQualitySummaryRequest.range:type_name -> usdcarb.v1.TimeRange
-	31, // 33: usdcarb.v1.QualitySummary.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 34: usdcarb.v1.QualitySummary.range:type_name -> usdcarb.v1.TimeRange
-	26, // 35: usdcarb.v1.QualitySummary.issues_by_severity:type_name -> usdcarb.v1.QualitySummary.IssuesBySeverityEntry
-	27, // 36: usdcarb.v1.QualitySummary.issues_by_rule:type_name -> usdcarb.v1.QualitySummary.IssuesByRuleEntry
-	2,  // 37: usdcarb.v1.VerdictSpan.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
-	32, // 38: usdcarb.v1.VerdictSpan.range:type_name -> usdcarb.v1.TimeRange
-	31, // 39: usdcarb.v1.VerdictSpan.twin:type_name -> usdcarb.v1.SeriesKey
-	28, // 40: usdcarb.v1.VerdictSpan.update_time:type_name -> google.protobuf.Timestamp
-	31, // 41: usdcarb.v1.GetSeriesVerdictRequest.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 42: usdcarb.v1.GetSeriesVerdictRequest.range:type_name -> usdcarb.v1.TimeRange
-	31, // 43: usdcarb.v1.SeriesVerdict.series:type_name -> usdcarb.v1.SeriesKey
-	32, // 44: usdcarb.v1.SeriesVerdict.range:type_name -> usdcarb.v1.TimeRange
-	2,  // 45: usdcarb.v1.SeriesVerdict.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
-	23, // 46: usdcarb.v1.SeriesVerdict.spans:type_name -> usdcarb.v1.VerdictSpan
-	4,  // 47: usdcarb.v1.ValidationService.ValidateCandles:input_type -> usdcarb.v1.ValidateCandlesRequest
-	6,  // 48: usdcarb.v1.ValidationService.ValidateRange:input_type -> usdcarb.v1.ValidateRangeRequest
-	10, // 49: usdcarb.v1.ValidationService.ListValidationIssues:input_type -> usdcarb.v1.ListValidationIssuesRequest
-	13, // 50: usdcarb.v1.ValidationService.ListQuarantinedBars:input_type -> usdcarb.v1.ListQuarantinedBarsRequest
-	16, // 51: usdcarb.v1.ValidationService.ListGaps:input_type -> usdcarb.v1.ListGapsRequest
-	19, // 52: usdcarb.v1.ValidationService.FillGaps:input_type -> usdcarb.v1.FillGapsRequest
-	21, // 53: usdcarb.v1.ValidationService.GetQualitySummary:input_type -> usdcarb.v1.GetQualitySummaryRequest
-	24, // 54: usdcarb.v1.ValidationService.GetSeriesVerdict:input_type -> usdcarb.v1.GetSeriesVerdictRequest
-	5,  // 55: usdcarb.v1.ValidationService.ValidateCandles:output_type -> usdcarb.v1.ValidateCandlesResponse
-	7,  // 56: usdcarb.v1.ValidationService.ValidateRange:output_type -> usdcarb.v1.ValidateRangeResponse
-	11, // 57: usdcarb.v1.ValidationService.ListValidationIssues:output_type -> usdcarb.v1.ListValidationIssuesResponse
-	14, // 58: usdcarb.v1.ValidationService.ListQuarantinedBars:output_type -> usdcarb.v1.ListQuarantinedBarsResponse
-	17, // 59: usdcarb.v1.ValidationService.ListGaps:output_type -> usdcarb.v1.ListGapsResponse
-	20, // 60: usdcarb.v1.ValidationService.FillGaps:output_type -> usdcarb.v1.FillGapsResponse
-	22, // 61: usdcarb.v1.ValidationService.GetQualitySummary:output_type -> usdcarb.v1.QualitySummary
-	25, // 62: usdcarb.v1.ValidationService.GetSeriesVerdict:output_type -> usdcarb.v1.SeriesVerdict
-	55, // [55:63] is the sub-list for method output_type
-	47, // [47:55] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	32, // 31: usdcarb.v1.GetQualitySummaryRequest.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 32: usdcarb.v1.GetQualitySummaryRequest.range:type_name -> usdcarb.v1.TimeRange
+	32, // 33: usdcarb.v1.QualitySummary.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 34: usdcarb.v1.QualitySummary.range:type_name -> usdcarb.v1.TimeRange
+	27, // 35: usdcarb.v1.QualitySummary.issues_by_severity:type_name -> usdcarb.v1.QualitySummary.IssuesBySeverityEntry
+	28, // 36: usdcarb.v1.QualitySummary.issues_by_rule:type_name -> usdcarb.v1.QualitySummary.IssuesByRuleEntry
+	2,  // 37: usdcarb.v1.QualitySummary.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
+	24, // 38: usdcarb.v1.QualitySummary.verdict_spans:type_name -> usdcarb.v1.VerdictSpan
+	23, // 39: usdcarb.v1.QualitySummary.verdict_history:type_name -> usdcarb.v1.VerdictChange
+	24, // 40: usdcarb.v1.VerdictChange.span:type_name -> usdcarb.v1.VerdictSpan
+	29, // 41: usdcarb.v1.VerdictChange.change_time:type_name -> google.protobuf.Timestamp
+	2,  // 42: usdcarb.v1.VerdictSpan.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
+	33, // 43: usdcarb.v1.VerdictSpan.range:type_name -> usdcarb.v1.TimeRange
+	32, // 44: usdcarb.v1.VerdictSpan.twin:type_name -> usdcarb.v1.SeriesKey
+	29, // 45: usdcarb.v1.VerdictSpan.update_time:type_name -> google.protobuf.Timestamp
+	32, // 46: usdcarb.v1.GetSeriesVerdictRequest.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 47: usdcarb.v1.GetSeriesVerdictRequest.range:type_name -> usdcarb.v1.TimeRange
+	32, // 48: usdcarb.v1.SeriesVerdict.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 49: usdcarb.v1.SeriesVerdict.range:type_name -> usdcarb.v1.TimeRange
+	2,  // 50: usdcarb.v1.SeriesVerdict.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
+	24, // 51: usdcarb.v1.SeriesVerdict.spans:type_name -> usdcarb.v1.VerdictSpan
+	4,  // 52: usdcarb.v1.ValidationService.ValidateCandles:input_type -> usdcarb.v1.ValidateCandlesRequest
+	6,  // 53: usdcarb.v1.ValidationService.ValidateRange:input_type -> usdcarb.v1.ValidateRangeRequest
+	10, // 54: usdcarb.v1.ValidationService.ListValidationIssues:input_type -> usdcarb.v1.ListValidationIssuesRequest
+	13, // 55: usdcarb.v1.ValidationService.ListQuarantinedBars:input_type -> usdcarb.v1.ListQuarantinedBarsRequest
+	16, // 56: usdcarb.v1.ValidationService.ListGaps:input_type -> usdcarb.v1.ListGapsRequest
+	19, // 57: usdcarb.v1.ValidationService.FillGaps:input_type -> usdcarb.v1.FillGapsRequest
+	21, // 58: usdcarb.v1.ValidationService.GetQualitySummary:input_type -> usdcarb.v1.GetQualitySummaryRequest
+	25, // 59: usdcarb.v1.ValidationService.GetSeriesVerdict:input_type -> usdcarb.v1.GetSeriesVerdictRequest
+	5,  // 60: usdcarb.v1.ValidationService.ValidateCandles:output_type -> usdcarb.v1.ValidateCandlesResponse
+	7,  // 61: usdcarb.v1.ValidationService.ValidateRange:output_type -> usdcarb.v1.ValidateRangeResponse
+	11, // 62: usdcarb.v1.ValidationService.ListValidationIssues:output_type -> usdcarb.v1.ListValidationIssuesResponse
+	14, // 63: usdcarb.v1.ValidationService.ListQuarantinedBars:output_type -> usdcarb.v1.ListQuarantinedBarsResponse
+	17, // 64: usdcarb.v1.ValidationService.ListGaps:output_type -> usdcarb.v1.ListGapsResponse
+	20, // 65: usdcarb.v1.ValidationService.FillGaps:output_type -> usdcarb.v1.FillGapsResponse
+	22, // 66: usdcarb.v1.ValidationService.GetQualitySummary:output_type -> usdcarb.v1.QualitySummary
+	26, // 67: usdcarb.v1.ValidationService.GetSeriesVerdict:output_type -> usdcarb.v1.SeriesVerdict
+	60, // [60:68] is the sub-list for method output_type
+	52, // [52:60] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_validation_proto_init() }
@@ -2268,7 +2394,7 @@ func file_usdcarb_v1_validation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_validation_proto_rawDesc), len(file_usdcarb_v1_validation_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -190,6 +190,7 @@ __all__ = (
     "ValidationIssue",
     "ValidationServiceStub",
     "VenueConfig",
+    "VerdictChange",
     "VerdictSpan",
     "VersionState",
     "WalkForwardFold",
@@ -4738,6 +4739,37 @@ class QualitySummary(betterproto2.Message):
     Bars with zero volume.
     """
 
+    verdict: "SeriesVerdictKind" = betterproto2.field(
+        13, betterproto2.TYPE_ENUM, default_factory=lambda: SeriesVerdictKind(0)
+    )
+    """
+    The worst verdict of the series over the range.
+    """
+
+    verdict_spans: "list[VerdictSpan]" = betterproto2.field(
+        14, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Stale, aliased and suspect spans overlapping the range, oldest first.
+    """
+
+    verdict_history: "list[VerdictChange]" = betterproto2.field(
+        15, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The latest verdict changes of the series (spans that appeared or went), newest first.
+    """
+
+    filled_gaps: "int" = betterproto2.field(16, betterproto2.TYPE_INT64)
+    """
+    Gaps whose every bar was filled.
+    """
+
+    unfilled_gaps: "int" = betterproto2.field(17, betterproto2.TYPE_INT64)
+    """
+    Gaps no source could fill (some or all of their bars).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "QualitySummary", QualitySummary)
 
@@ -6321,6 +6353,33 @@ class VenueConfig(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "VenueConfig", VenueConfig)
+
+
+@dataclass(eq=False, repr=False)
+class VerdictChange(betterproto2.Message):
+    """
+    A verdict span that appeared or went.
+    """
+
+    change: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "added" or "removed".
+    """
+
+    span: "VerdictSpan | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The span.
+    """
+
+    change_time: "datetime.datetime | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "VerdictChange", VerdictChange)
 
 
 @dataclass(eq=False, repr=False)
