@@ -32,6 +32,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_VERSION_STATE_CHANGED: _ClassVar[EventType]
     EVENT_TYPE_TEST: _ClassVar[EventType]
     EVENT_TYPE_SERIES_VERDICT_CHANGED: _ClassVar[EventType]
+    EVENT_TYPE_DATA_QUALITY_DIGEST: _ClassVar[EventType]
 
 class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ EVENT_TYPE_DEPLOYMENT_CHANGED: EventType
 EVENT_TYPE_VERSION_STATE_CHANGED: EventType
 EVENT_TYPE_TEST: EventType
 EVENT_TYPE_SERIES_VERDICT_CHANGED: EventType
+EVENT_TYPE_DATA_QUALITY_DIGEST: EventType
 DELIVERY_STATE_UNSPECIFIED: DeliveryState
 DELIVERY_STATE_PENDING: DeliveryState
 DELIVERY_STATE_DELIVERED: DeliveryState

@@ -55,6 +55,8 @@ const (
 	EventType_EVENT_TYPE_TEST EventType = 10
 	// A series' verdict spans changed (a stale, aliased or suspect span appeared or went).
 	EventType_EVENT_TYPE_SERIES_VERDICT_CHANGED EventType = 11
+	// The daily data-quality digest: coverage, gaps and quarantines per series over a day.
+	EventType_EVENT_TYPE_DATA_QUALITY_DIGEST EventType = 12
 )
 
 // Enum value maps for EventType.
@@ -72,6 +74,7 @@ var (
 		9:  "EVENT_TYPE_VERSION_STATE_CHANGED",
 		10: "EVENT_TYPE_TEST",
 		11: "EVENT_TYPE_SERIES_VERDICT_CHANGED",
+		12: "EVENT_TYPE_DATA_QUALITY_DIGEST",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":            0,
@@ -86,6 +89,7 @@ var (
 		"EVENT_TYPE_VERSION_STATE_CHANGED":  9,
 		"EVENT_TYPE_TEST":                   10,
 		"EVENT_TYPE_SERIES_VERDICT_CHANGED": 11,
+		"EVENT_TYPE_DATA_QUALITY_DIGEST":    12,
 	}
 )
 
@@ -2050,7 +2054,7 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x17SubscribeEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.usdcarb.v1.EventR\x05event\x12A\n" +
 	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n" +
-	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\x8b\x03\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\xaf\x03\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dEVENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n" +
@@ -2064,7 +2068,8 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	" EVENT_TYPE_VERSION_STATE_CHANGED\x10\t\x12\x13\n" +
 	"\x0fEVENT_TYPE_TEST\x10\n" +
 	"\x12%\n" +
-	"!EVENT_TYPE_SERIES_VERDICT_CHANGED\x10\v*\x8b\x01\n" +
+	"!EVENT_TYPE_SERIES_VERDICT_CHANGED\x10\v\x12\"\n" +
+	"\x1eEVENT_TYPE_DATA_QUALITY_DIGEST\x10\f*\x8b\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +
