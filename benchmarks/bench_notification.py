@@ -85,7 +85,7 @@ def _replica(dsn: str, redis_url: str, root: Path) -> subprocess.Popen[bytes]:
         f"{p}ENV": "test", f"{p}PLAINTEXT": "true", f"{p}GRPC_PORT": str(free_port()),
         f"{p}METRICS_PORT": "-1", f"{p}DATABASE_URL": dsn, f"{p}REDIS_URL": redis_url,
         f"{p}EVENTS_STREAM": STREAM, f"{p}PORT_FILE": str(root / "notification.port"),
-        f"{p}LOG_LEVEL": "WARNING", f"{p}JWKS_FILE": str(DEV_JWKS)}
+        f"{p}LOG_LEVEL": "WARNING", f"{p}DIGEST_HOUR_UTC": "-1", f"{p}JWKS_FILE": str(DEV_JWKS)}
     log = (root / "notification.log").open("ab")
     try:
         return subprocess.Popen([sys.executable, "-m", "usdcarb.notification.main"], env=env,

@@ -75,7 +75,7 @@ async def env(service_pool: Any, redis_server: Any, smtp: SmtpServer) -> AsyncIt
         redis_url=redis_server.url,
         events_stream=f"test:events:{uuid.uuid4().hex[:8]}", smtp_port=smtp.port,
         backoff_base_s=0.2, poll_s=0.05, claim_idle_s=1.0, webhook_timeout_s=1.0, lease_s=3.0,
-        heartbeat_s=0.5))
+        heartbeat_s=0.5, digest_hour_utc=-1))
     started: list[tuple[Components, InProcessServer]] = []
 
     async def start_replica(name: str | None = None,

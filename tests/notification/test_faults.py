@@ -45,7 +45,7 @@ def start_replica(name: str, dsn: str, redis_url: str, stream: str, root: Path,
         f"{p}EVENTS_STREAM": stream, f"{p}CONSUMER_NAME": name, f"{p}CLAIM_IDLE_S": "2",
         f"{p}LEASE_S": "3", f"{p}WEBHOOK_TIMEOUT_S": "1", f"{p}POLL_S": "0.05",
         f"{p}BACKOFF_BASE_S": "0.2", f"{p}PORT_FILE": str(root / f"{name}.port"),
-        f"{p}LOG_JSON": "false", f"{p}JWKS_FILE": str(DEV_JWKS)}
+        f"{p}LOG_JSON": "false", f"{p}DIGEST_HOUR_UTC": "-1", f"{p}JWKS_FILE": str(DEV_JWKS)}
     log = (root / f"{name}.log").open("ab")
     try:
         return subprocess.Popen([sys.executable, "-m", "usdcarb.notification.main"], env=env,

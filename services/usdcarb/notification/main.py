@@ -21,6 +21,7 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, model_validator
 
 from usdcarb.notification.app import NotificationApp
+from usdcarb.notification.digest import DigestScheduler, QualityReader
 from usdcarb.notification.domain import Backoff
 from usdcarb.notification.engine import Deliverer, Dispatcher
 from usdcarb.notification.feed import EventFeed
@@ -80,6 +81,12 @@ class NotificationSettings(PlatformSettings):
     smtp_validate_certs: bool = Field(default=True, description="Verify the SMTP server's "
                                       "certificate.")
     smtp_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one SMTP send.")
+    digest_hour_utc: int = Field(default=6, ge=-1, le=23, description="UTC hour at which the "
+                                 "previous day's data-quality digest is published; -1 off.")
+    market_table: str = Field(default="ingestion.market_data", description="Market data "
+                              "hypertable the digest counts bars in (read-only).")
+    validation_schema: str = Field(default="validation", description="Schema of validation's "
+                                   "gap and quarantine tables the digest reads (read-only).")
 
     @model_validator(mode="after")
     def _lease_outlasts_attempts(self) -> Self:
@@ -99,11 +106,14 @@ class Components:
     deliverer: Deliverer
     feed: EventFeed
     senders: Senders
+    digest: DigestScheduler | None
     tasks: list[asyncio.Task[None]]
 
     async def start(self) -> None:
         self.tasks += [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
                        asyncio.create_task(self.deliverer.run(), name="deliverer")]
+        if self.digest is not None:
+            self.tasks.append(asyncio.create_task(self.digest.run(), name="digest"))
 
     async def close(self) -> None:
         self.feed.closing.set()
@@ -139,12 +149,16 @@ def build(pool: Any, redis: Any, settings: NotificationSettings) -> Components:
         return await events.publish(redis, event, stream=s.events_stream)
 
     app = NotificationApp(store, deliverer, env=s.env, publish=publish)
+    digest = None if s.digest_hour_utc < 0 else DigestScheduler(
+        redis, QualityReader(pool, market_table=s.market_table,
+                             validation_schema=s.validation_schema),
+        publish, hour_utc=s.digest_hour_utc)
     servicer = NotificationServicer(app, feed)
     return Components(
         register=lambda server: notification_pb2_grpc.add_NotificationServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server),
         app=app, dispatcher=dispatcher, deliverer=deliverer, feed=feed, senders=senders,
-        tasks=[])
+        digest=digest, tasks=[])
 
 
 async def serve(settings: NotificationSettings) -> None:
