@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pandas as pd
 import pytest
 
@@ -14,7 +15,7 @@ from usdcarb.v1 import common_pb2 as cpb
 from usdcarb.v1 import validation_pb2 as pb
 
 from .conftest import Env, real_frame
-from .helpers import time_range
+from .helpers import batch_of, time_range
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +197,35 @@ async def test_the_quality_report_carries_verdicts_and_their_history_api_and_cli
     assert "twin kraken:BTC/USD (100.0%)" in out
     assert f"{after.unfilled_gaps} unfilled" in out
     assert "added ALIASED 2023-03-01T00:00Z" in out
+
+
+async def test_gaps_are_repaired_by_policy_as_recorded_pages_reveal_them(env: Env) -> None:
+    own = real_frame("coinbase_usdtusd")
+    own = own[(own.open_time_ms >= ms("2023-03-10")) & (own.open_time_ms < ms("2023-03-12"))]
+    other = real_frame("kraken_usdtusd")
+    await env.load("kraken", "USDT/USD", other)
+    series = key("coinbase", "USDT/USD")
+    assert (await env.stub.GetGapPolicy(pb.GetGapPolicyRequest(series=series))).policy == \
+        pb.GAP_POLICY_OFF
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.stub.SetGapPolicy(pb.SetGapPolicyRequest(gap_policy=pb.SeriesGapPolicy(
+            series=series, policy=pb.GAP_POLICY_FINER_TIMEFRAME, finer_timeframe="5m")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    set_ = await env.stub.SetGapPolicy(pb.SetGapPolicyRequest(gap_policy=pb.SeriesGapPolicy(
+        series=series, policy=pb.GAP_POLICY_BEST_VENUE)))
+    assert set_.policy == pb.GAP_POLICY_BEST_VENUE and set_.HasField("update_time")
+
+    for start in range(0, len(own), 300):  # as ingestion does: validate, then store
+        page = own.iloc[start:start + 300]
+        got = await env.stub.ValidateCandles(pb.ValidateCandlesRequest(
+            batch=batch_of(series, page), record=True))
+        await env.load("coinbase", "USDT/USD", page[list(got.accepted)])
+    times = set(own.open_time_ms.tolist())
+    interior = set(range(min(times), max(times), M)) - times
+    fillable = interior & set(other.open_time_ms.tolist())
+    assert fillable
+    rows = await env.market.fetch(
+        f"SELECT (extract(epoch FROM ts) * 1000)::bigint AS t, provenance, source "
+        f"FROM {env.table} WHERE exchange = 'coinbase' AND provenance <> 1")
+    assert {r["t"] for r in rows} == fillable
+    assert {(r["provenance"], r["source"]) for r in rows} == {(2, "kraken")}

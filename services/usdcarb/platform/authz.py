@@ -67,9 +67,9 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
     **_service(
         "ValidationService",
         ListValidationIssues=VIEWER, ListQuarantinedBars=VIEWER, ListGaps=VIEWER,
-        GetQualitySummary=VIEWER, GetSeriesVerdict=VIEWER,
+        GetQualitySummary=VIEWER, GetSeriesVerdict=VIEWER, GetGapPolicy=VIEWER,
         ValidateCandles=ANALYST, ValidateRange=ANALYST,
-        FillGaps=TRADER,
+        FillGaps=TRADER, SetGapPolicy=TRADER,
     ),
     **_service(
         "NotificationService",

@@ -38,12 +38,13 @@ from usdcarb.validation.domain.validate import Verdict, validate_batch, validate
 from usdcarb.validation.domain.verdicts import Span, VerdictKind
 from usdcarb.validation.model import GapRecord, IssueRecord, QuarantineRecord, Series, Window
 from usdcarb.validation.store import MarketData, QualityStore
-from usdcarb.validation.verdict_store import VerdictStore
+from usdcarb.validation.verdict_store import GapPolicyStore, VerdictStore
 from usdcarb.validation.verdicting import Verdicts
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 OPEN_STATES = (GapState.OPEN, GapState.PARTIALLY_FILLED, GapState.UNFILLABLE)
+GAP_POLICIES = ("GAP_POLICY_OFF", "GAP_POLICY_BEST_VENUE", "GAP_POLICY_FINER_TIMEFRAME")
 COLUMNS = ("open_time_ms", "open", "high", "low", "close", "volume")
 
 
@@ -142,6 +143,7 @@ class ValidationApp:
         self._context = context_bars
         self._lookback = gap_lookback_bars
         self._verdicts = Verdicts(VerdictStore(quality.pool), market, events, self._th)
+        self._policies = GapPolicyStore(quality.pool)
 
     # -- validation -------------------------------------------------------------------
     async def validate_candles(self, series: Series, batch: Bars, *, record: bool,
@@ -168,7 +170,46 @@ class ValidationApp:
             if usable.size:
                 await self._verdicts.refresh(series, tf, lo, hi,
                                              fresh=batch.take(verdict.accepted))
+                await self._repair(series, lo, hi)
         return verdict
+
+    async def _repair(self, series: Series, lo: int, hi: int) -> None:
+        """Fill the open gaps of [lo, hi) per the series' gap policy (OFF: nothing)."""
+        policy, finer, _ = await self._policies.get(series)
+        if policy == "GAP_POLICY_OFF":
+            return
+        if policy == "GAP_POLICY_FINER_TIMEFRAME":
+            sources: list[tuple[str, str]] = [("", finer)]
+        else:
+            sources = [(v, "") for v in await self._market.venues(
+                series.symbol, series.timeframe, series.exchange)]
+        if not sources:
+            return
+        try:
+            await self.fill_gaps(series, lo, hi, sources=sources, dry_run=False,
+                                 best_first=policy == "GAP_POLICY_BEST_VENUE")
+        except Exception:
+            # The page is validated and recorded; a failed repair must not fail it
+            # (FillGaps, or the next page, repairs the gaps later).
+            logger.exception("gap repair of %s by %s failed", series, policy)
+
+    async def set_gap_policy(self, series: Series, policy: str, finer: str
+                             ) -> tuple[str, str, datetime | None]:
+        tf = check_series(series, "gap_policy.series")
+        if policy not in GAP_POLICIES:
+            raise InvalidArgument.for_field("gap_policy.policy", f"one of {GAP_POLICIES}",
+                                            policy or "GAP_POLICY_UNSPECIFIED")
+        if policy == "GAP_POLICY_FINER_TIMEFRAME":
+            self._check_sources(series, tf, [("", finer)])
+        elif finer:
+            raise InvalidArgument.for_field(
+                "gap_policy.finer_timeframe", "empty unless the policy is FINER_TIMEFRAME",
+                finer)
+        return policy, finer, await self._policies.set(series, policy, finer)
+
+    async def gap_policy(self, series: Series) -> tuple[str, str, datetime | None]:
+        check_series(series, "series")
+        return await self._policies.get(series)
 
     async def _record_batch(self, series: Series, tf: int, batch: Bars, verdict: Verdict,
                             stored: Bars) -> None:
@@ -320,9 +361,11 @@ class ValidationApp:
 
     # -- repair -----------------------------------------------------------------------
     async def fill_gaps(self, series: Series, start_ms: int | None, end_ms: int | None, *,
-                        sources: Sequence[tuple[str, str]], dry_run: bool) -> FillResult:
+                        sources: Sequence[tuple[str, str]], dry_run: bool,
+                        best_first: bool = False) -> FillResult:
         """Fill the recorded, not yet filled gaps of a series from ``sources``
-        ((exchange, finer timeframe) pairs, in order; default every other venue)."""
+        ((exchange, finer timeframe) pairs, in order; default every other venue); with
+        ``best_first`` the source with the most usable bars in the gaps goes first."""
         tf = check_series(series, "series")
         check_range(start_ms, end_ms, "range", required=False)
         self._check_sources(series, tf, sources)
@@ -342,6 +385,9 @@ class ValidationApp:
             present = (await self._market.read(series, *span, conn=conn)).open_time_ms
             offered = [await self._source(conn, series, tf, ex, fine, span)
                        for ex, fine in picked]
+            if best_first:
+                holes = np.concatenate([np.arange(g.start_ms, g.end_ms, tf) for g in gaps])
+                offered.sort(key=lambda o: -int(np.isin(o.bars.open_time_ms, holes).sum()))
             plan = plan_fill(
                 [GapToFill(g.id, g.start_ms, g.end_ms, g.missing, g.filled) for g in gaps],
                 present, tf, offered, self._th, now)

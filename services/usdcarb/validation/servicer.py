@@ -120,6 +120,15 @@ def span_to_pb(series: Series, s: Span, when: datetime) -> pb.VerdictSpan:
                           twin=twin, match_ratio=s.match_ratio, update_time=update)
 
 
+def _policy_pb(series: Series, policy: str, finer: str, when: datetime | None
+               ) -> pb.SeriesGapPolicy:
+    out = pb.SeriesGapPolicy(series=series_to_pb(series), policy=pb.GapPolicy.Value(policy),
+                             finer_timeframe=finer)
+    if when is not None:
+        out.update_time.FromDatetime(when)
+    return out
+
+
 def window_from_pb(f: pb.SeriesFilter) -> Window:
     start, end = range_from_pb(f, "range")
     return Window(f.exchange, f.symbol, f.timeframe, start, end)
@@ -211,6 +220,17 @@ class ValidationServicer(pb_grpc.ValidationServiceServicer):
             out.verdict_history.append(pb.VerdictChange(
                 change=change, span=span_to_pb(series, span, when), change_time=at))
         return out
+
+    async def SetGapPolicy(self, request: pb.SetGapPolicyRequest, context: Any) -> Any:
+        p = request.gap_policy
+        series = series_from_pb(p.series)
+        policy, finer, when = await self._app.set_gap_policy(
+            series, _enum_name(pb.GapPolicy, p.policy, "gap_policy.policy"), p.finer_timeframe)
+        return _policy_pb(series, policy, finer, when)
+
+    async def GetGapPolicy(self, request: pb.GetGapPolicyRequest, context: Any) -> Any:
+        series = series_from_pb(request.series)
+        return _policy_pb(series, *await self._app.gap_policy(series))
 
     async def GetSeriesVerdict(self, request: pb.GetSeriesVerdictRequest, context: Any) -> Any:
         series = series_from_pb(request.series)

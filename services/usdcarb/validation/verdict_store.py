@@ -1,4 +1,5 @@
-"""PostgreSQL store of series verdicts (asyncpg): spans per series, and their history.
+"""PostgreSQL stores of series verdicts (spans per series, and their history) and of
+gap repair policies (asyncpg).
 
 Contract: ``replace`` makes the stored spans overlapping [lo, hi) equal to the given
 ones, in the caller's transaction, and records each span that appeared or went in
@@ -103,3 +104,27 @@ class VerdictStore(PooledStore):
         return [(r["change"], Span(VerdictKind(r["verdict"]), to_ms(r["start_time"]),
                                    to_ms(r["end_time"]), 0, r["reason"], r["twin"]),
                  r["change_time"]) for r in rows]
+
+
+class GapPolicyStore(PooledStore):
+    """Gap repair policies per series."""
+
+    async def get(self, series: Series) -> tuple[str, str, datetime | None]:
+        """(policy, finer timeframe, update time); ("GAP_POLICY_OFF", "", None) if unset."""
+        row = await self._pool.fetchrow(
+            "SELECT * FROM gap_policies WHERE exchange = $1 AND symbol = $2 AND timeframe = $3",
+            series.exchange, series.symbol, series.timeframe)
+        if row is None:
+            return "GAP_POLICY_OFF", "", None
+        return row["policy"], row["finer_timeframe"], row["update_time"]
+
+    async def set(self, series: Series, policy: str, finer: str) -> datetime:
+        when: datetime = await self._pool.fetchval(
+            """INSERT INTO gap_policies (exchange, symbol, timeframe, policy, finer_timeframe)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (exchange, symbol, timeframe) DO UPDATE
+                   SET policy = excluded.policy, finer_timeframe = excluded.finer_timeframe,
+                       update_time = now()
+               RETURNING update_time""",
+            series.exchange, series.symbol, series.timeframe, policy, finer)
+        return when

@@ -36,6 +36,13 @@ class SeriesVerdictKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERIES_VERDICT_KIND_STALE: _ClassVar[SeriesVerdictKind]
     SERIES_VERDICT_KIND_ALIASED: _ClassVar[SeriesVerdictKind]
     SERIES_VERDICT_KIND_SUSPECT: _ClassVar[SeriesVerdictKind]
+
+class GapPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GAP_POLICY_UNSPECIFIED: _ClassVar[GapPolicy]
+    GAP_POLICY_OFF: _ClassVar[GapPolicy]
+    GAP_POLICY_BEST_VENUE: _ClassVar[GapPolicy]
+    GAP_POLICY_FINER_TIMEFRAME: _ClassVar[GapPolicy]
 RULE_SCOPE_UNSPECIFIED: RuleScope
 RULE_SCOPE_BAR: RuleScope
 RULE_SCOPE_SERIES: RuleScope
@@ -50,6 +57,10 @@ SERIES_VERDICT_KIND_USABLE: SeriesVerdictKind
 SERIES_VERDICT_KIND_STALE: SeriesVerdictKind
 SERIES_VERDICT_KIND_ALIASED: SeriesVerdictKind
 SERIES_VERDICT_KIND_SUSPECT: SeriesVerdictKind
+GAP_POLICY_UNSPECIFIED: GapPolicy
+GAP_POLICY_OFF: GapPolicy
+GAP_POLICY_BEST_VENUE: GapPolicy
+GAP_POLICY_FINER_TIMEFRAME: GapPolicy
 
 class Finding(_message.Message):
     __slots__ = ("index", "bar_time", "rule", "scope", "severity", "message", "value", "threshold")
@@ -376,3 +387,27 @@ class SeriesVerdict(_message.Message):
     verdict: SeriesVerdictKind
     spans: _containers.RepeatedCompositeFieldContainer[VerdictSpan]
     def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., verdict: _Optional[_Union[SeriesVerdictKind, str]] = ..., spans: _Optional[_Iterable[_Union[VerdictSpan, _Mapping]]] = ...) -> None: ...
+
+class SeriesGapPolicy(_message.Message):
+    __slots__ = ("series", "policy", "finer_timeframe", "update_time")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    FINER_TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    series: _common_pb2.SeriesKey
+    policy: GapPolicy
+    finer_timeframe: str
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., policy: _Optional[_Union[GapPolicy, str]] = ..., finer_timeframe: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetGapPolicyRequest(_message.Message):
+    __slots__ = ("gap_policy",)
+    GAP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    gap_policy: SeriesGapPolicy
+    def __init__(self, gap_policy: _Optional[_Union[SeriesGapPolicy, _Mapping]] = ...) -> None: ...
+
+class GetGapPolicyRequest(_message.Message):
+    __slots__ = ("series",)
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    series: _common_pb2.SeriesKey
+    def __init__(self, series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ...) -> None: ...

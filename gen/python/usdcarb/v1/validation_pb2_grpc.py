@@ -75,6 +75,16 @@ class ValidationServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_validation__pb2.GetSeriesVerdictRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_validation__pb2.SeriesVerdict.FromString,
                 _registered_method=True)
+        self.SetGapPolicy = channel.unary_unary(
+                '/usdcarb.v1.ValidationService/SetGapPolicy',
+                request_serializer=usdcarb_dot_v1_dot_validation__pb2.SetGapPolicyRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_validation__pb2.SeriesGapPolicy.FromString,
+                _registered_method=True)
+        self.GetGapPolicy = channel.unary_unary(
+                '/usdcarb.v1.ValidationService/GetGapPolicy',
+                request_serializer=usdcarb_dot_v1_dot_validation__pb2.GetGapPolicyRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_validation__pb2.SeriesGapPolicy.FromString,
+                _registered_method=True)
 
 
 class ValidationServiceServicer:
@@ -137,6 +147,20 @@ class ValidationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetGapPolicy(self, request, context):
+        """Set how the gaps of a series are repaired as ingested pages reveal them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGapPolicy(self, request, context):
+        """The gap repair policy of a series (OFF unless set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ValidationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +203,16 @@ def add_ValidationServiceServicer_to_server(servicer, server):
                     servicer.GetSeriesVerdict,
                     request_deserializer=usdcarb_dot_v1_dot_validation__pb2.GetSeriesVerdictRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_validation__pb2.SeriesVerdict.SerializeToString,
+            ),
+            'SetGapPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGapPolicy,
+                    request_deserializer=usdcarb_dot_v1_dot_validation__pb2.SetGapPolicyRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_validation__pb2.SeriesGapPolicy.SerializeToString,
+            ),
+            'GetGapPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGapPolicy,
+                    request_deserializer=usdcarb_dot_v1_dot_validation__pb2.GetGapPolicyRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_validation__pb2.SeriesGapPolicy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +432,60 @@ class ValidationService:
             '/usdcarb.v1.ValidationService/GetSeriesVerdict',
             usdcarb_dot_v1_dot_validation__pb2.GetSeriesVerdictRequest.SerializeToString,
             usdcarb_dot_v1_dot_validation__pb2.SeriesVerdict.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGapPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.ValidationService/SetGapPolicy',
+            usdcarb_dot_v1_dot_validation__pb2.SetGapPolicyRequest.SerializeToString,
+            usdcarb_dot_v1_dot_validation__pb2.SeriesGapPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGapPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.ValidationService/GetGapPolicy',
+            usdcarb_dot_v1_dot_validation__pb2.GetGapPolicyRequest.SerializeToString,
+            usdcarb_dot_v1_dot_validation__pb2.SeriesGapPolicy.FromString,
             options,
             channel_credentials,
             insecure,

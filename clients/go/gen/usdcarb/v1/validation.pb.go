@@ -202,6 +202,63 @@ func (SeriesVerdictKind) EnumDescriptor() ([]byte, []int) {
 	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{2}
 }
 
+// How the gaps of a series are repaired automatically.
+type GapPolicy int32
+
+const (
+	// Not set.
+	GapPolicy_GAP_POLICY_UNSPECIFIED GapPolicy = 0
+	// No automatic repair (FillGaps still works).
+	GapPolicy_GAP_POLICY_OFF GapPolicy = 1
+	// From the other venues' usable bars, the venue covering most of the gaps first.
+	GapPolicy_GAP_POLICY_BEST_VENUE GapPolicy = 2
+	// By aggregating a finer timeframe of the same venue.
+	GapPolicy_GAP_POLICY_FINER_TIMEFRAME GapPolicy = 3
+)
+
+// Enum value maps for GapPolicy.
+var (
+	GapPolicy_name = map[int32]string{
+		0: "GAP_POLICY_UNSPECIFIED",
+		1: "GAP_POLICY_OFF",
+		2: "GAP_POLICY_BEST_VENUE",
+		3: "GAP_POLICY_FINER_TIMEFRAME",
+	}
+	GapPolicy_value = map[string]int32{
+		"GAP_POLICY_UNSPECIFIED":     0,
+		"GAP_POLICY_OFF":             1,
+		"GAP_POLICY_BEST_VENUE":      2,
+		"GAP_POLICY_FINER_TIMEFRAME": 3,
+	}
+)
+
+func (x GapPolicy) Enum() *GapPolicy {
+	p := new(GapPolicy)
+	*p = x
+	return p
+}
+
+func (x GapPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GapPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_validation_proto_enumTypes[3].Descriptor()
+}
+
+func (GapPolicy) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_validation_proto_enumTypes[3]
+}
+
+func (x GapPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GapPolicy.Descriptor instead.
+func (GapPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{3}
+}
+
 // One finding about one bar (or a range of a series).
 type Finding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2062,6 +2119,171 @@ func (x *SeriesVerdict) GetSpans() []*VerdictSpan {
 	return nil
 }
 
+// The gap repair policy of one series.
+type SeriesGapPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The series.
+	Series *SeriesKey `protobuf:"bytes,1,opt,name=series,proto3" json:"series,omitempty"`
+	// The policy.
+	Policy GapPolicy `protobuf:"varint,2,opt,name=policy,proto3,enum=usdcarb.v1.GapPolicy" json:"policy,omitempty"`
+	// For FINER_TIMEFRAME: the timeframe aggregated, e.g. "1m" for a "5m" series.
+	FinerTimeframe string `protobuf:"bytes,3,opt,name=finer_timeframe,json=finerTimeframe,proto3" json:"finer_timeframe,omitempty"`
+	// When it was last set.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeriesGapPolicy) Reset() {
+	*x = SeriesGapPolicy{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeriesGapPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeriesGapPolicy) ProtoMessage() {}
+
+func (x *SeriesGapPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeriesGapPolicy.ProtoReflect.Descriptor instead.
+func (*SeriesGapPolicy) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SeriesGapPolicy) GetSeries() *SeriesKey {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *SeriesGapPolicy) GetPolicy() GapPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return GapPolicy_GAP_POLICY_UNSPECIFIED
+}
+
+func (x *SeriesGapPolicy) GetFinerTimeframe() string {
+	if x != nil {
+		return x.FinerTimeframe
+	}
+	return ""
+}
+
+func (x *SeriesGapPolicy) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// Request of SetGapPolicy.
+type SetGapPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy to set.
+	GapPolicy     *SeriesGapPolicy `protobuf:"bytes,1,opt,name=gap_policy,json=gapPolicy,proto3" json:"gap_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGapPolicyRequest) Reset() {
+	*x = SetGapPolicyRequest{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGapPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGapPolicyRequest) ProtoMessage() {}
+
+func (x *SetGapPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGapPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetGapPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetGapPolicyRequest) GetGapPolicy() *SeriesGapPolicy {
+	if x != nil {
+		return x.GapPolicy
+	}
+	return nil
+}
+
+// Request of GetGapPolicy.
+type GetGapPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The series.
+	Series        *SeriesKey `protobuf:"bytes,1,opt,name=series,proto3" json:"series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGapPolicyRequest) Reset() {
+	*x = GetGapPolicyRequest{}
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGapPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGapPolicyRequest) ProtoMessage() {}
+
+func (x *GetGapPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_validation_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGapPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetGapPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_validation_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetGapPolicyRequest) GetSeries() *SeriesKey {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
 var File_usdcarb_v1_validation_proto protoreflect.FileDescriptor
 
 const file_usdcarb_v1_validation_proto_rawDesc = "" +
@@ -2227,7 +2449,18 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyR\x06series\x12+\n" +
 	"\x05range\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\x127\n" +
 	"\averdict\x18\x03 \x01(\x0e2\x1d.usdcarb.v1.SeriesVerdictKindR\averdict\x12-\n" +
-	"\x05spans\x18\x04 \x03(\v2\x17.usdcarb.v1.VerdictSpanR\x05spans*n\n" +
+	"\x05spans\x18\x04 \x03(\v2\x17.usdcarb.v1.VerdictSpanR\x05spans\"\xe7\x01\n" +
+	"\x0fSeriesGapPolicy\x123\n" +
+	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x04\xe2A\x01\x02R\x06series\x123\n" +
+	"\x06policy\x18\x02 \x01(\x0e2\x15.usdcarb.v1.GapPolicyB\x04\xe2A\x01\x02R\x06policy\x12'\n" +
+	"\x0ffiner_timeframe\x18\x03 \x01(\tR\x0efinerTimeframe\x12A\n" +
+	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"updateTime\"W\n" +
+	"\x13SetGapPolicyRequest\x12@\n" +
+	"\n" +
+	"gap_policy\x18\x01 \x01(\v2\x1b.usdcarb.v1.SeriesGapPolicyB\x04\xe2A\x01\x02R\tgapPolicy\"J\n" +
+	"\x13GetGapPolicyRequest\x123\n" +
+	"\x06series\x18\x01 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x04\xe2A\x01\x02R\x06series*n\n" +
 	"\tRuleScope\x12\x1a\n" +
 	"\x16RULE_SCOPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRULE_SCOPE_BAR\x10\x01\x12\x15\n" +
@@ -2244,7 +2477,12 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\x1aSERIES_VERDICT_KIND_USABLE\x10\x01\x12\x1d\n" +
 	"\x19SERIES_VERDICT_KIND_STALE\x10\x02\x12\x1f\n" +
 	"\x1bSERIES_VERDICT_KIND_ALIASED\x10\x03\x12\x1f\n" +
-	"\x1bSERIES_VERDICT_KIND_SUSPECT\x10\x042\xb7\a\n" +
+	"\x1bSERIES_VERDICT_KIND_SUSPECT\x10\x04*v\n" +
+	"\tGapPolicy\x12\x1a\n" +
+	"\x16GAP_POLICY_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eGAP_POLICY_OFF\x10\x01\x12\x19\n" +
+	"\x15GAP_POLICY_BEST_VENUE\x10\x02\x12\x1e\n" +
+	"\x1aGAP_POLICY_FINER_TIMEFRAME\x10\x032\x8a\t\n" +
 	"\x11ValidationService\x12{\n" +
 	"\x0fValidateCandles\x12\".usdcarb.v1.ValidateCandlesRequest\x1a#.usdcarb.v1.ValidateCandlesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/candles:validate\x12y\n" +
 	"\rValidateRange\x12 .usdcarb.v1.ValidateRangeRequest\x1a!.usdcarb.v1.ValidateRangeResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/series:validateRange\x12\x87\x01\n" +
@@ -2254,7 +2492,9 @@ const file_usdcarb_v1_validation_proto_rawDesc = "" +
 	"\x12\b/v1/gaps\x12_\n" +
 	"\bFillGaps\x12\x1b.usdcarb.v1.FillGapsRequest\x1a\x1c.usdcarb.v1.FillGapsResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/gaps:fill\x12q\n" +
 	"\x11GetQualitySummary\x12$.usdcarb.v1.GetQualitySummaryRequest\x1a\x1a.usdcarb.v1.QualitySummary\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/qualitySummary\x12m\n" +
-	"\x10GetSeriesVerdict\x12#.usdcarb.v1.GetSeriesVerdictRequest\x1a\x19.usdcarb.v1.SeriesVerdict\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/seriesVerdictB@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
+	"\x10GetSeriesVerdict\x12#.usdcarb.v1.GetSeriesVerdictRequest\x1a\x19.usdcarb.v1.SeriesVerdict\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/seriesVerdict\x12l\n" +
+	"\fSetGapPolicy\x12\x1f.usdcarb.v1.SetGapPolicyRequest\x1a\x1b.usdcarb.v1.SeriesGapPolicy\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/gapPolicies:set\x12c\n" +
+	"\fGetGapPolicy\x12\x1f.usdcarb.v1.GetGapPolicyRequest\x1a\x1b.usdcarb.v1.SeriesGapPolicy\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/gapPolicyB@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
 
 var (
 	file_usdcarb_v1_validation_proto_rawDescOnce sync.Once
@@ -2268,118 +2508,131 @@ func file_usdcarb_v1_validation_proto_rawDescGZIP() []byte {
 	return file_usdcarb_v1_validation_proto_rawDescData
 }
 
-var file_usdcarb_v1_validation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_usdcarb_v1_validation_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_usdcarb_v1_validation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_usdcarb_v1_validation_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_usdcarb_v1_validation_proto_goTypes = []any{
 	(RuleScope)(0),                       // 0: usdcarb.v1.RuleScope
 	(GapState)(0),                        // 1: usdcarb.v1.GapState
 	(SeriesVerdictKind)(0),               // 2: usdcarb.v1.SeriesVerdictKind
-	(*Finding)(nil),                      // 3: usdcarb.v1.Finding
-	(*ValidateCandlesRequest)(nil),       // 4: usdcarb.v1.ValidateCandlesRequest
-	(*ValidateCandlesResponse)(nil),      // 5: usdcarb.v1.ValidateCandlesResponse
-	(*ValidateRangeRequest)(nil),         // 6: usdcarb.v1.ValidateRangeRequest
-	(*ValidateRangeResponse)(nil),        // 7: usdcarb.v1.ValidateRangeResponse
-	(*ValidationIssue)(nil),              // 8: usdcarb.v1.ValidationIssue
-	(*SeriesFilter)(nil),                 // 9: usdcarb.v1.SeriesFilter
-	(*ListValidationIssuesRequest)(nil),  // 10: usdcarb.v1.ListValidationIssuesRequest
-	(*ListValidationIssuesResponse)(nil), // 11: usdcarb.v1.ListValidationIssuesResponse
-	(*QuarantinedBar)(nil),               // 12: usdcarb.v1.QuarantinedBar
-	(*ListQuarantinedBarsRequest)(nil),   // 13: usdcarb.v1.ListQuarantinedBarsRequest
-	(*ListQuarantinedBarsResponse)(nil),  // 14: usdcarb.v1.ListQuarantinedBarsResponse
-	(*Gap)(nil),                          // 15: usdcarb.v1.Gap
-	(*ListGapsRequest)(nil),              // 16: usdcarb.v1.ListGapsRequest
-	(*ListGapsResponse)(nil),             // 17: usdcarb.v1.ListGapsResponse
-	(*FillSource)(nil),                   // 18: usdcarb.v1.FillSource
-	(*FillGapsRequest)(nil),              // 19: usdcarb.v1.FillGapsRequest
-	(*FillGapsResponse)(nil),             // 20: usdcarb.v1.FillGapsResponse
-	(*GetQualitySummaryRequest)(nil),     // 21: usdcarb.v1.GetQualitySummaryRequest
-	(*QualitySummary)(nil),               // 22: usdcarb.v1.QualitySummary
-	(*VerdictChange)(nil),                // 23: usdcarb.v1.VerdictChange
-	(*VerdictSpan)(nil),                  // 24: usdcarb.v1.VerdictSpan
-	(*GetSeriesVerdictRequest)(nil),      // 25: usdcarb.v1.GetSeriesVerdictRequest
-	(*SeriesVerdict)(nil),                // 26: usdcarb.v1.SeriesVerdict
-	nil,                                  // 27: usdcarb.v1.QualitySummary.IssuesBySeverityEntry
-	nil,                                  // 28: usdcarb.v1.QualitySummary.IssuesByRuleEntry
-	(*timestamppb.Timestamp)(nil),        // 29: google.protobuf.Timestamp
-	(Severity)(0),                        // 30: usdcarb.v1.Severity
-	(*CandleBatch)(nil),                  // 31: usdcarb.v1.CandleBatch
-	(*SeriesKey)(nil),                    // 32: usdcarb.v1.SeriesKey
-	(*TimeRange)(nil),                    // 33: usdcarb.v1.TimeRange
+	(GapPolicy)(0),                       // 3: usdcarb.v1.GapPolicy
+	(*Finding)(nil),                      // 4: usdcarb.v1.Finding
+	(*ValidateCandlesRequest)(nil),       // 5: usdcarb.v1.ValidateCandlesRequest
+	(*ValidateCandlesResponse)(nil),      // 6: usdcarb.v1.ValidateCandlesResponse
+	(*ValidateRangeRequest)(nil),         // 7: usdcarb.v1.ValidateRangeRequest
+	(*ValidateRangeResponse)(nil),        // 8: usdcarb.v1.ValidateRangeResponse
+	(*ValidationIssue)(nil),              // 9: usdcarb.v1.ValidationIssue
+	(*SeriesFilter)(nil),                 // 10: usdcarb.v1.SeriesFilter
+	(*ListValidationIssuesRequest)(nil),  // 11: usdcarb.v1.ListValidationIssuesRequest
+	(*ListValidationIssuesResponse)(nil), // 12: usdcarb.v1.ListValidationIssuesResponse
+	(*QuarantinedBar)(nil),               // 13: usdcarb.v1.QuarantinedBar
+	(*ListQuarantinedBarsRequest)(nil),   // 14: usdcarb.v1.ListQuarantinedBarsRequest
+	(*ListQuarantinedBarsResponse)(nil),  // 15: usdcarb.v1.ListQuarantinedBarsResponse
+	(*Gap)(nil),                          // 16: usdcarb.v1.Gap
+	(*ListGapsRequest)(nil),              // 17: usdcarb.v1.ListGapsRequest
+	(*ListGapsResponse)(nil),             // 18: usdcarb.v1.ListGapsResponse
+	(*FillSource)(nil),                   // 19: usdcarb.v1.FillSource
+	(*FillGapsRequest)(nil),              // 20: usdcarb.v1.FillGapsRequest
+	(*FillGapsResponse)(nil),             // 21: usdcarb.v1.FillGapsResponse
+	(*GetQualitySummaryRequest)(nil),     // 22: usdcarb.v1.GetQualitySummaryRequest
+	(*QualitySummary)(nil),               // 23: usdcarb.v1.QualitySummary
+	(*VerdictChange)(nil),                // 24: usdcarb.v1.VerdictChange
+	(*VerdictSpan)(nil),                  // 25: usdcarb.v1.VerdictSpan
+	(*GetSeriesVerdictRequest)(nil),      // 26: usdcarb.v1.GetSeriesVerdictRequest
+	(*SeriesVerdict)(nil),                // 27: usdcarb.v1.SeriesVerdict
+	(*SeriesGapPolicy)(nil),              // 28: usdcarb.v1.SeriesGapPolicy
+	(*SetGapPolicyRequest)(nil),          // 29: usdcarb.v1.SetGapPolicyRequest
+	(*GetGapPolicyRequest)(nil),          // 30: usdcarb.v1.GetGapPolicyRequest
+	nil,                                  // 31: usdcarb.v1.QualitySummary.IssuesBySeverityEntry
+	nil,                                  // 32: usdcarb.v1.QualitySummary.IssuesByRuleEntry
+	(*timestamppb.Timestamp)(nil),        // 33: google.protobuf.Timestamp
+	(Severity)(0),                        // 34: usdcarb.v1.Severity
+	(*CandleBatch)(nil),                  // 35: usdcarb.v1.CandleBatch
+	(*SeriesKey)(nil),                    // 36: usdcarb.v1.SeriesKey
+	(*TimeRange)(nil),                    // 37: usdcarb.v1.TimeRange
 }
 var file_usdcarb_v1_validation_proto_depIdxs = []int32{
-	29, // 0: usdcarb.v1.Finding.bar_time:type_name -> google.protobuf.Timestamp
+	33, // 0: usdcarb.v1.Finding.bar_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: usdcarb.v1.Finding.scope:type_name -> usdcarb.v1.RuleScope
-	30, // 2: usdcarb.v1.Finding.severity:type_name -> usdcarb.v1.Severity
-	31, // 3: usdcarb.v1.ValidateCandlesRequest.batch:type_name -> usdcarb.v1.CandleBatch
-	3,  // 4: usdcarb.v1.ValidateCandlesResponse.findings:type_name -> usdcarb.v1.Finding
-	32, // 5: usdcarb.v1.ValidateRangeRequest.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 6: usdcarb.v1.ValidateRangeRequest.range:type_name -> usdcarb.v1.TimeRange
-	3,  // 7: usdcarb.v1.ValidateRangeResponse.findings:type_name -> usdcarb.v1.Finding
-	15, // 8: usdcarb.v1.ValidateRangeResponse.gaps:type_name -> usdcarb.v1.Gap
-	32, // 9: usdcarb.v1.ValidationIssue.series:type_name -> usdcarb.v1.SeriesKey
-	3,  // 10: usdcarb.v1.ValidationIssue.finding:type_name -> usdcarb.v1.Finding
-	29, // 11: usdcarb.v1.ValidationIssue.detect_time:type_name -> google.protobuf.Timestamp
-	33, // 12: usdcarb.v1.SeriesFilter.range:type_name -> usdcarb.v1.TimeRange
-	9,  // 13: usdcarb.v1.ListValidationIssuesRequest.filter:type_name -> usdcarb.v1.SeriesFilter
-	30, // 14: usdcarb.v1.ListValidationIssuesRequest.min_severity:type_name -> usdcarb.v1.Severity
-	8,  // 15: usdcarb.v1.ListValidationIssuesResponse.issues:type_name -> usdcarb.v1.ValidationIssue
-	32, // 16: usdcarb.v1.QuarantinedBar.series:type_name -> usdcarb.v1.SeriesKey
-	29, // 17: usdcarb.v1.QuarantinedBar.quarantine_time:type_name -> google.protobuf.Timestamp
-	9,  // 18: usdcarb.v1.ListQuarantinedBarsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
-	12, // 19: usdcarb.v1.ListQuarantinedBarsResponse.bars:type_name -> usdcarb.v1.QuarantinedBar
-	32, // 20: usdcarb.v1.Gap.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 21: usdcarb.v1.Gap.range:type_name -> usdcarb.v1.TimeRange
+	34, // 2: usdcarb.v1.Finding.severity:type_name -> usdcarb.v1.Severity
+	35, // 3: usdcarb.v1.ValidateCandlesRequest.batch:type_name -> usdcarb.v1.CandleBatch
+	4,  // 4: usdcarb.v1.ValidateCandlesResponse.findings:type_name -> usdcarb.v1.Finding
+	36, // 5: usdcarb.v1.ValidateRangeRequest.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 6: usdcarb.v1.ValidateRangeRequest.range:type_name -> usdcarb.v1.TimeRange
+	4,  // 7: usdcarb.v1.ValidateRangeResponse.findings:type_name -> usdcarb.v1.Finding
+	16, // 8: usdcarb.v1.ValidateRangeResponse.gaps:type_name -> usdcarb.v1.Gap
+	36, // 9: usdcarb.v1.ValidationIssue.series:type_name -> usdcarb.v1.SeriesKey
+	4,  // 10: usdcarb.v1.ValidationIssue.finding:type_name -> usdcarb.v1.Finding
+	33, // 11: usdcarb.v1.ValidationIssue.detect_time:type_name -> google.protobuf.Timestamp
+	37, // 12: usdcarb.v1.SeriesFilter.range:type_name -> usdcarb.v1.TimeRange
+	10, // 13: usdcarb.v1.ListValidationIssuesRequest.filter:type_name -> usdcarb.v1.SeriesFilter
+	34, // 14: usdcarb.v1.ListValidationIssuesRequest.min_severity:type_name -> usdcarb.v1.Severity
+	9,  // 15: usdcarb.v1.ListValidationIssuesResponse.issues:type_name -> usdcarb.v1.ValidationIssue
+	36, // 16: usdcarb.v1.QuarantinedBar.series:type_name -> usdcarb.v1.SeriesKey
+	33, // 17: usdcarb.v1.QuarantinedBar.quarantine_time:type_name -> google.protobuf.Timestamp
+	10, // 18: usdcarb.v1.ListQuarantinedBarsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
+	13, // 19: usdcarb.v1.ListQuarantinedBarsResponse.bars:type_name -> usdcarb.v1.QuarantinedBar
+	36, // 20: usdcarb.v1.Gap.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 21: usdcarb.v1.Gap.range:type_name -> usdcarb.v1.TimeRange
 	1,  // 22: usdcarb.v1.Gap.state:type_name -> usdcarb.v1.GapState
-	29, // 23: usdcarb.v1.Gap.detect_time:type_name -> google.protobuf.Timestamp
-	9,  // 24: usdcarb.v1.ListGapsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
+	33, // 23: usdcarb.v1.Gap.detect_time:type_name -> google.protobuf.Timestamp
+	10, // 24: usdcarb.v1.ListGapsRequest.filter:type_name -> usdcarb.v1.SeriesFilter
 	1,  // 25: usdcarb.v1.ListGapsRequest.state:type_name -> usdcarb.v1.GapState
-	15, // 26: usdcarb.v1.ListGapsResponse.gaps:type_name -> usdcarb.v1.Gap
-	32, // 27: usdcarb.v1.FillGapsRequest.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 28: usdcarb.v1.FillGapsRequest.range:type_name -> usdcarb.v1.TimeRange
-	18, // 29: usdcarb.v1.FillGapsRequest.sources:type_name -> usdcarb.v1.FillSource
-	15, // 30: usdcarb.v1.FillGapsResponse.gaps:type_name -> usdcarb.v1.Gap
-	32, // 31: usdcarb.v1.GetQualitySummaryRequest.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 32: usdcarb.v1.GetQualitySummaryRequest.range:type_name -> usdcarb.v1.TimeRange
-	32, // 33: usdcarb.v1.QualitySummary.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 34: usdcarb.v1.QualitySummary.range:type_name -> usdcarb.v1.TimeRange
-	27, // 35: usdcarb.v1.QualitySummary.issues_by_severity:type_name -> usdcarb.v1.QualitySummary.IssuesBySeverityEntry
-	28, // 36: usdcarb.v1.QualitySummary.issues_by_rule:type_name -> usdcarb.v1.QualitySummary.IssuesByRuleEntry
+	16, // 26: usdcarb.v1.ListGapsResponse.gaps:type_name -> usdcarb.v1.Gap
+	36, // 27: usdcarb.v1.FillGapsRequest.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 28: usdcarb.v1.FillGapsRequest.range:type_name -> usdcarb.v1.TimeRange
+	19, // 29: usdcarb.v1.FillGapsRequest.sources:type_name -> usdcarb.v1.FillSource
+	16, // 30: usdcarb.v1.FillGapsResponse.gaps:type_name -> usdcarb.v1.Gap
+	36, // 31: usdcarb.v1.GetQualitySummaryRequest.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 32: usdcarb.v1.GetQualitySummaryRequest.range:type_name -> usdcarb.v1.TimeRange
+	36, // 33: usdcarb.v1.QualitySummary.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 34: usdcarb.v1.QualitySummary.range:type_name -> usdcarb.v1.TimeRange
+	31, // 35: usdcarb.v1.QualitySummary.issues_by_severity:type_name -> usdcarb.v1.QualitySummary.IssuesBySeverityEntry
+	32, // 36: usdcarb.v1.QualitySummary.issues_by_rule:type_name -> usdcarb.v1.QualitySummary.IssuesByRuleEntry
 	2,  // 37: usdcarb.v1.QualitySummary.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
-	24, // 38: usdcarb.v1.QualitySummary.verdict_spans:type_name -> usdcarb.v1.VerdictSpan
-	23, // 39: usdcarb.v1.QualitySummary.verdict_history:type_name -> usdcarb.v1.VerdictChange
-	24, // 40: usdcarb.v1.VerdictChange.span:type_name -> usdcarb.v1.VerdictSpan
-	29, // 41: usdcarb.v1.VerdictChange.change_time:type_name -> google.protobuf.Timestamp
+	25, // 38: usdcarb.v1.QualitySummary.verdict_spans:type_name -> usdcarb.v1.VerdictSpan
+	24, // 39: usdcarb.v1.QualitySummary.verdict_history:type_name -> usdcarb.v1.VerdictChange
+	25, // 40: usdcarb.v1.VerdictChange.span:type_name -> usdcarb.v1.VerdictSpan
+	33, // 41: usdcarb.v1.VerdictChange.change_time:type_name -> google.protobuf.Timestamp
 	2,  // 42: usdcarb.v1.VerdictSpan.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
-	33, // 43: usdcarb.v1.VerdictSpan.range:type_name -> usdcarb.v1.TimeRange
-	32, // 44: usdcarb.v1.VerdictSpan.twin:type_name -> usdcarb.v1.SeriesKey
-	29, // 45: usdcarb.v1.VerdictSpan.update_time:type_name -> google.protobuf.Timestamp
-	32, // 46: usdcarb.v1.GetSeriesVerdictRequest.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 47: usdcarb.v1.GetSeriesVerdictRequest.range:type_name -> usdcarb.v1.TimeRange
-	32, // 48: usdcarb.v1.SeriesVerdict.series:type_name -> usdcarb.v1.SeriesKey
-	33, // 49: usdcarb.v1.SeriesVerdict.range:type_name -> usdcarb.v1.TimeRange
+	37, // 43: usdcarb.v1.VerdictSpan.range:type_name -> usdcarb.v1.TimeRange
+	36, // 44: usdcarb.v1.VerdictSpan.twin:type_name -> usdcarb.v1.SeriesKey
+	33, // 45: usdcarb.v1.VerdictSpan.update_time:type_name -> google.protobuf.Timestamp
+	36, // 46: usdcarb.v1.GetSeriesVerdictRequest.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 47: usdcarb.v1.GetSeriesVerdictRequest.range:type_name -> usdcarb.v1.TimeRange
+	36, // 48: usdcarb.v1.SeriesVerdict.series:type_name -> usdcarb.v1.SeriesKey
+	37, // 49: usdcarb.v1.SeriesVerdict.range:type_name -> usdcarb.v1.TimeRange
 	2,  // 50: usdcarb.v1.SeriesVerdict.verdict:type_name -> usdcarb.v1.SeriesVerdictKind
-	24, // 51: usdcarb.v1.SeriesVerdict.spans:type_name -> usdcarb.v1.VerdictSpan
-	4,  // 52: usdcarb.v1.ValidationService.ValidateCandles:input_type -> usdcarb.v1.ValidateCandlesRequest
-	6,  // 53: usdcarb.v1.ValidationService.ValidateRange:input_type -> usdcarb.v1.ValidateRangeRequest
-	10, // 54: usdcarb.v1.ValidationService.ListValidationIssues:input_type -> usdcarb.v1.ListValidationIssuesRequest
-	13, // 55: usdcarb.v1.ValidationService.ListQuarantinedBars:input_type -> usdcarb.v1.ListQuarantinedBarsRequest
-	16, // 56: usdcarb.v1.ValidationService.ListGaps:input_type -> usdcarb.v1.ListGapsRequest
-	19, // 57: usdcarb.v1.ValidationService.FillGaps:input_type -> usdcarb.v1.FillGapsRequest
-	21, // 58: usdcarb.v1.ValidationService.GetQualitySummary:input_type -> usdcarb.v1.GetQualitySummaryRequest
-	25, // 59: usdcarb.v1.ValidationService.GetSeriesVerdict:input_type -> usdcarb.v1.GetSeriesVerdictRequest
-	5,  // 60: usdcarb.v1.ValidationService.ValidateCandles:output_type -> usdcarb.v1.ValidateCandlesResponse
-	7,  // 61: usdcarb.v1.ValidationService.ValidateRange:output_type -> usdcarb.v1.ValidateRangeResponse
-	11, // 62: usdcarb.v1.ValidationService.ListValidationIssues:output_type -> usdcarb.v1.ListValidationIssuesResponse
-	14, // 63: usdcarb.v1.ValidationService.ListQuarantinedBars:output_type -> usdcarb.v1.ListQuarantinedBarsResponse
-	17, // 64: usdcarb.v1.ValidationService.ListGaps:output_type -> usdcarb.v1.ListGapsResponse
-	20, // 65: usdcarb.v1.ValidationService.FillGaps:output_type -> usdcarb.v1.FillGapsResponse
-	22, // 66: usdcarb.v1.ValidationService.GetQualitySummary:output_type -> usdcarb.v1.QualitySummary
-	26, // 67: usdcarb.v1.ValidationService.GetSeriesVerdict:output_type -> usdcarb.v1.SeriesVerdict
-	60, // [60:68] is the sub-list for method output_type
-	52, // [52:60] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	25, // 51: usdcarb.v1.SeriesVerdict.spans:type_name -> usdcarb.v1.VerdictSpan
+	36, // 52: usdcarb.v1.SeriesGapPolicy.series:type_name -> usdcarb.v1.SeriesKey
+	3,  // 53: usdcarb.v1.SeriesGapPolicy.policy:type_name -> usdcarb.v1.GapPolicy
+	33, // 54: usdcarb.v1.SeriesGapPolicy.update_time:type_name -> google.protobuf.Timestamp
+	28, // 55: usdcarb.v1.SetGapPolicyRequest.gap_policy:type_name -> usdcarb.v1.SeriesGapPolicy
+	36, // 56: usdcarb.v1.GetGapPolicyRequest.series:type_name -> usdcarb.v1.SeriesKey
+	5,  // 57: usdcarb.v1.ValidationService.ValidateCandles:input_type -> usdcarb.v1.ValidateCandlesRequest
+	7,  // 58: usdcarb.v1.ValidationService.ValidateRange:input_type -> usdcarb.v1.ValidateRangeRequest
+	11, // 59: usdcarb.v1.ValidationService.ListValidationIssues:input_type -> usdcarb.v1.ListValidationIssuesRequest
+	14, // 60: usdcarb.v1.ValidationService.ListQuarantinedBars:input_type -> usdcarb.v1.ListQuarantinedBarsRequest
+	17, // 61: usdcarb.v1.ValidationService.ListGaps:input_type -> usdcarb.v1.ListGapsRequest
+	20, // 62: usdcarb.v1.ValidationService.FillGaps:input_type -> usdcarb.v1.FillGapsRequest
+	22, // 63: usdcarb.v1.ValidationService.GetQualitySummary:input_type -> usdcarb.v1.GetQualitySummaryRequest
+	26, // 64: usdcarb.v1.ValidationService.GetSeriesVerdict:input_type -> usdcarb.v1.GetSeriesVerdictRequest
+	29, // 65: usdcarb.v1.ValidationService.SetGapPolicy:input_type -> usdcarb.v1.SetGapPolicyRequest
+	30, // 66: usdcarb.v1.ValidationService.GetGapPolicy:input_type -> usdcarb.v1.GetGapPolicyRequest
+	6,  // 67: usdcarb.v1.ValidationService.ValidateCandles:output_type -> usdcarb.v1.ValidateCandlesResponse
+	8,  // 68: usdcarb.v1.ValidationService.ValidateRange:output_type -> usdcarb.v1.ValidateRangeResponse
+	12, // 69: usdcarb.v1.ValidationService.ListValidationIssues:output_type -> usdcarb.v1.ListValidationIssuesResponse
+	15, // 70: usdcarb.v1.ValidationService.ListQuarantinedBars:output_type -> usdcarb.v1.ListQuarantinedBarsResponse
+	18, // 71: usdcarb.v1.ValidationService.ListGaps:output_type -> usdcarb.v1.ListGapsResponse
+	21, // 72: usdcarb.v1.ValidationService.FillGaps:output_type -> usdcarb.v1.FillGapsResponse
+	23, // 73: usdcarb.v1.ValidationService.GetQualitySummary:output_type -> usdcarb.v1.QualitySummary
+	27, // 74: usdcarb.v1.ValidationService.GetSeriesVerdict:output_type -> usdcarb.v1.SeriesVerdict
+	28, // 75: usdcarb.v1.ValidationService.SetGapPolicy:output_type -> usdcarb.v1.SeriesGapPolicy
+	28, // 76: usdcarb.v1.ValidationService.GetGapPolicy:output_type -> usdcarb.v1.SeriesGapPolicy
+	67, // [67:77] is the sub-list for method output_type
+	57, // [57:67] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_validation_proto_init() }
@@ -2393,8 +2646,8 @@ func file_usdcarb_v1_validation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_validation_proto_rawDesc), len(file_usdcarb_v1_validation_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   26,
+			NumEnums:      4,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

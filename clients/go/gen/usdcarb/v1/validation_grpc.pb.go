@@ -27,6 +27,8 @@ const (
 	ValidationService_FillGaps_FullMethodName             = "/usdcarb.v1.ValidationService/FillGaps"
 	ValidationService_GetQualitySummary_FullMethodName    = "/usdcarb.v1.ValidationService/GetQualitySummary"
 	ValidationService_GetSeriesVerdict_FullMethodName     = "/usdcarb.v1.ValidationService/GetSeriesVerdict"
+	ValidationService_SetGapPolicy_FullMethodName         = "/usdcarb.v1.ValidationService/SetGapPolicy"
+	ValidationService_GetGapPolicy_FullMethodName         = "/usdcarb.v1.ValidationService/GetGapPolicy"
 )
 
 // ValidationServiceClient is the client API for ValidationService service.
@@ -51,6 +53,10 @@ type ValidationServiceClient interface {
 	GetQualitySummary(ctx context.Context, in *GetQualitySummaryRequest, opts ...grpc.CallOption) (*QualitySummary, error)
 	// The verdict of a series over a range (usable, stale, aliased, suspect) and its spans.
 	GetSeriesVerdict(ctx context.Context, in *GetSeriesVerdictRequest, opts ...grpc.CallOption) (*SeriesVerdict, error)
+	// Set how the gaps of a series are repaired as ingested pages reveal them.
+	SetGapPolicy(ctx context.Context, in *SetGapPolicyRequest, opts ...grpc.CallOption) (*SeriesGapPolicy, error)
+	// The gap repair policy of a series (OFF unless set).
+	GetGapPolicy(ctx context.Context, in *GetGapPolicyRequest, opts ...grpc.CallOption) (*SeriesGapPolicy, error)
 }
 
 type validationServiceClient struct {
@@ -141,6 +147,26 @@ func (c *validationServiceClient) GetSeriesVerdict(ctx context.Context, in *GetS
 	return out, nil
 }
 
+func (c *validationServiceClient) SetGapPolicy(ctx context.Context, in *SetGapPolicyRequest, opts ...grpc.CallOption) (*SeriesGapPolicy, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SeriesGapPolicy)
+	err := c.cc.Invoke(ctx, ValidationService_SetGapPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *validationServiceClient) GetGapPolicy(ctx context.Context, in *GetGapPolicyRequest, opts ...grpc.CallOption) (*SeriesGapPolicy, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SeriesGapPolicy)
+	err := c.cc.Invoke(ctx, ValidationService_GetGapPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ValidationServiceServer is the server API for ValidationService service.
 // All implementations must embed UnimplementedValidationServiceServer
 // for forward compatibility.
@@ -163,6 +189,10 @@ type ValidationServiceServer interface {
 	GetQualitySummary(context.Context, *GetQualitySummaryRequest) (*QualitySummary, error)
 	// The verdict of a series over a range (usable, stale, aliased, suspect) and its spans.
 	GetSeriesVerdict(context.Context, *GetSeriesVerdictRequest) (*SeriesVerdict, error)
+	// Set how the gaps of a series are repaired as ingested pages reveal them.
+	SetGapPolicy(context.Context, *SetGapPolicyRequest) (*SeriesGapPolicy, error)
+	// The gap repair policy of a series (OFF unless set).
+	GetGapPolicy(context.Context, *GetGapPolicyRequest) (*SeriesGapPolicy, error)
 	mustEmbedUnimplementedValidationServiceServer()
 }
 
@@ -196,6 +226,12 @@ func (UnimplementedValidationServiceServer) GetQualitySummary(context.Context, *
 }
 func (UnimplementedValidationServiceServer) GetSeriesVerdict(context.Context, *GetSeriesVerdictRequest) (*SeriesVerdict, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetSeriesVerdict not implemented")
+}
+func (UnimplementedValidationServiceServer) SetGapPolicy(context.Context, *SetGapPolicyRequest) (*SeriesGapPolicy, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetGapPolicy not implemented")
+}
+func (UnimplementedValidationServiceServer) GetGapPolicy(context.Context, *GetGapPolicyRequest) (*SeriesGapPolicy, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetGapPolicy not implemented")
 }
 func (UnimplementedValidationServiceServer) mustEmbedUnimplementedValidationServiceServer() {}
 func (UnimplementedValidationServiceServer) testEmbeddedByValue()                           {}
@@ -362,6 +398,42 @@ func _ValidationService_GetSeriesVerdict_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ValidationService_SetGapPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetGapPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ValidationServiceServer).SetGapPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ValidationService_SetGapPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ValidationServiceServer).SetGapPolicy(ctx, req.(*SetGapPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ValidationService_GetGapPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetGapPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ValidationServiceServer).GetGapPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ValidationService_GetGapPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ValidationServiceServer).GetGapPolicy(ctx, req.(*GetGapPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ValidationService_ServiceDesc is the grpc.ServiceDesc for ValidationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -400,6 +472,14 @@ var ValidationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSeriesVerdict",
 			Handler:    _ValidationService_GetSeriesVerdict_Handler,
+		},
+		{
+			MethodName: "SetGapPolicy",
+			Handler:    _ValidationService_SetGapPolicy_Handler,
+		},
+		{
+			MethodName: "GetGapPolicy",
+			Handler:    _ValidationService_GetGapPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -58,12 +58,14 @@ __all__ = (
     "Finding",
     "Fingerprint",
     "Gap",
+    "GapPolicy",
     "GapState",
     "GetBacktestRequest",
     "GetCandlesRequest",
     "GetChannelRequest",
     "GetDeploymentRequest",
     "GetEquityCurveRequest",
+    "GetGapPolicyRequest",
     "GetIngestJobRequest",
     "GetJwksRequest",
     "GetJwksResponse",
@@ -149,9 +151,11 @@ __all__ = (
     "RuleScope",
     "RunBacktestRequest",
     "SeriesFilter",
+    "SeriesGapPolicy",
     "SeriesKey",
     "SeriesVerdict",
     "SeriesVerdictKind",
+    "SetGapPolicyRequest",
     "Severity",
     "Side",
     "SlippageModel",
@@ -435,6 +439,11 @@ class EventType(betterproto2.Enum):
     A series' verdict spans changed (a stale, aliased or suspect span appeared or went).
     """
 
+    DATA_QUALITY_DIGEST = 12
+    """
+    The daily data-quality digest: coverage, gaps and quarantines per series over a day.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -450,6 +459,7 @@ class EventType(betterproto2.Enum):
             9: "EVENT_TYPE_VERSION_STATE_CHANGED",
             10: "EVENT_TYPE_TEST",
             11: "EVENT_TYPE_SERIES_VERDICT_CHANGED",
+            12: "EVENT_TYPE_DATA_QUALITY_DIGEST",
         }
 
     @classmethod
@@ -467,6 +477,7 @@ class EventType(betterproto2.Enum):
             "EVENT_TYPE_VERSION_STATE_CHANGED": 9,
             "EVENT_TYPE_TEST": 10,
             "EVENT_TYPE_SERIES_VERDICT_CHANGED": 11,
+            "EVENT_TYPE_DATA_QUALITY_DIGEST": 12,
         }
 
 
@@ -504,6 +515,50 @@ class FillPolicy(betterproto2.Enum):
             "FILL_POLICY_UNSPECIFIED": 0,
             "FILL_POLICY_NEXT_BAR": 1,
             "FILL_POLICY_SAME_BAR": 2,
+        }
+
+
+class GapPolicy(betterproto2.Enum):
+    """
+    How the gaps of a series are repaired automatically.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    OFF = 1
+    """
+    No automatic repair (FillGaps still works).
+    """
+
+    BEST_VENUE = 2
+    """
+    From the other venues' usable bars, the venue covering most of the gaps first.
+    """
+
+    FINER_TIMEFRAME = 3
+    """
+    By aggregating a finer timeframe of the same venue.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "GAP_POLICY_UNSPECIFIED",
+            1: "GAP_POLICY_OFF",
+            2: "GAP_POLICY_BEST_VENUE",
+            3: "GAP_POLICY_FINER_TIMEFRAME",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "GAP_POLICY_UNSPECIFIED": 0,
+            "GAP_POLICY_OFF": 1,
+            "GAP_POLICY_BEST_VENUE": 2,
+            "GAP_POLICY_FINER_TIMEFRAME": 3,
         }
 
 
@@ -3030,6 +3085,21 @@ default_message_pool.register_message("usdcarb.v1", "GetEquityCurveRequest", Get
 
 
 @dataclass(eq=False, repr=False)
+class GetGapPolicyRequest(betterproto2.Message):
+    """
+    Request of GetGapPolicy.
+    """
+
+    series: "SeriesKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The series.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "GetGapPolicyRequest", GetGapPolicyRequest)
+
+
+@dataclass(eq=False, repr=False)
 class GetIngestJobRequest(betterproto2.Message):
     """
     Request of GetIngestJob.
@@ -5055,6 +5125,40 @@ default_message_pool.register_message("usdcarb.v1", "SeriesFilter", SeriesFilter
 
 
 @dataclass(eq=False, repr=False)
+class SeriesGapPolicy(betterproto2.Message):
+    """
+    The gap repair policy of one series.
+    """
+
+    series: "SeriesKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The series.
+    """
+
+    policy: "GapPolicy" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: GapPolicy(0)
+    )
+    """
+    The policy.
+    """
+
+    finer_timeframe: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    For FINER_TIMEFRAME: the timeframe aggregated, e.g. "1m" for a "5m" series.
+    """
+
+    update_time: "datetime.datetime | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When it was last set.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "SeriesGapPolicy", SeriesGapPolicy)
+
+
+@dataclass(eq=False, repr=False)
 class SeriesKey(betterproto2.Message):
     """
     One market series: a symbol on an exchange at a timeframe.
@@ -5109,6 +5213,23 @@ class SeriesVerdict(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "SeriesVerdict", SeriesVerdict)
+
+
+@dataclass(eq=False, repr=False)
+class SetGapPolicyRequest(betterproto2.Message):
+    """
+    Request of SetGapPolicy.
+    """
+
+    gap_policy: "SeriesGapPolicy | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The policy to set.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "SetGapPolicyRequest", SetGapPolicyRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -7549,6 +7670,28 @@ class ValidationServiceStub:
             "/usdcarb.v1.ValidationService/GetSeriesVerdict",
             GetSeriesVerdictRequest.SerializeToString,
             SeriesVerdict.FromString,
+        )(message)
+
+    def set_gap_policy(self, message: "SetGapPolicyRequest") -> "SeriesGapPolicy":
+        """
+        Set how the gaps of a series are repaired as ingested pages reveal them.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.ValidationService/SetGapPolicy",
+            SetGapPolicyRequest.SerializeToString,
+            SeriesGapPolicy.FromString,
+        )(message)
+
+    def get_gap_policy(self, message: "GetGapPolicyRequest") -> "SeriesGapPolicy":
+        """
+        The gap repair policy of a series (OFF unless set).
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.ValidationService/GetGapPolicy",
+            GetGapPolicyRequest.SerializeToString,
+            SeriesGapPolicy.FromString,
         )(message)
 
 
