@@ -22,7 +22,12 @@ from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import curve_request, equity_to_pb
 from usdcarb.backtest.jobs import Lanes
 from usdcarb.backtest.lanes import LaneInfo, queued_message
-from usdcarb.backtest.loading import coverage_gaps, data_gaps, series_to_load
+from usdcarb.backtest.loading import (
+    coverage_gaps,
+    data_gaps,
+    series_to_load,
+    verdict_violations,
+)
 from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.store import BacktestStore
@@ -50,6 +55,7 @@ class Page(Generic[T]):
 @dataclass(frozen=True, kw_only=True)
 class AppSettings:
     market_table: str = "ingestion.market_data"
+    verdict_table: str = "validation.series_verdicts"  # validation's series verdicts
     max_bars: int = 20_000_000
     max_sweep_points: int = 10_000
     min_coverage: float = 0.5  # least share of the range a traded series' bars must span
@@ -110,6 +116,12 @@ class BacktestApp:
                                    minimum=self.settings.min_coverage)
         if thin:
             raise FailedPrecondition(thin, reason="RANGE_MOSTLY_EMPTY")
+        if not config.allow_unusable_data:
+            unusable = await verdict_violations(
+                self._store.pool, legs, timeframe=spec.timeframe, start=spec.start,
+                end=spec.end, table=self.settings.verdict_table)
+            if unusable:
+                raise FailedPrecondition(unusable, reason="UNUSABLE_MARKET_DATA")
         await series_to_load(self._store.pool, version.kind, version.parameters, spec.engine,
                              timeframe=spec.timeframe, start=spec.start, end=spec.end,
                              table=self.settings.market_table)

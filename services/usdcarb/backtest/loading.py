@@ -140,6 +140,43 @@ async def coverage_gaps(
     return out
 
 
+async def verdict_violations(
+    pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, start: datetime,
+    end: datetime, table: str,
+) -> list[tuple[str, str, str]]:
+    """Return a precondition violation for each STALE or ALIASED span (validation's
+    series verdicts, ``table``) of a traded series overlapping [start, end); two legs
+    that are aliases of one another are named as such. No verdict table: none."""
+    if not keys or not await pool.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                           check_table(table)):
+        return []
+    rows = await pool.fetch(
+        f"SELECT exchange, symbol, verdict, start_time, end_time, twin, match_ratio, reason "
+        f"FROM {table} WHERE timeframe = $1 AND start_time < $3 AND end_time > $2 "
+        "AND verdict IN ('SERIES_VERDICT_KIND_STALE', 'SERIES_VERDICT_KIND_ALIASED') "
+        "AND (exchange, symbol) IN (SELECT * FROM unnest($4::text[], $5::text[])) "
+        "ORDER BY exchange, symbol, start_time",
+        timeframe, start, end, [k[0] for k in keys], [k[1] for k in keys])
+    legs = {f"{venue}:{symbol}" for venue, symbol in keys}
+    out = []
+    for r in rows:
+        label = series_label(r["exchange"], r["symbol"], timeframe)
+        span = f"from {r['start_time'].isoformat()} to {r['end_time'].isoformat()}"
+        if r["verdict"] == "SERIES_VERDICT_KIND_STALE":
+            out.append(("STALE_MARKET_DATA", label,
+                        f"expected a live market, got a stale span {span}: {r['reason']}"))
+        elif r["twin"] in legs:
+            out.append(("ALIASED_LEGS", label,
+                        f"expected independent legs, got {label} identical to the leg "
+                        f"{r['twin']}:{timeframe} ({r['match_ratio']:.1%} of traded bars) "
+                        f"{span}"))
+        else:
+            out.append(("ALIASED_MARKET_DATA", label,
+                        f"expected an independent price, got a copy of {r['twin']}:"
+                        f"{timeframe} ({r['match_ratio']:.1%} of traded bars) {span}"))
+    return out
+
+
 async def series_to_load(
     pool: Any, kind: str, params: Any, config: EngineConfig, *, timeframe: str,
     start: datetime, end: datetime, table: str,

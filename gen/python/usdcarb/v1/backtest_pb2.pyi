@@ -83,7 +83,7 @@ class TransferRoute(_message.Message):
     def __init__(self, from_venue: _Optional[str] = ..., to_venue: _Optional[str] = ..., asset: _Optional[str] = ..., fee: _Optional[float] = ..., delay_bars: _Optional[int] = ...) -> None: ...
 
 class BacktestConfig(_message.Message):
-    __slots__ = ("range", "timeframe", "venues", "transfers", "fill_policy", "quote_asset", "periods_per_year")
+    __slots__ = ("range", "timeframe", "venues", "transfers", "fill_policy", "quote_asset", "periods_per_year", "allow_unusable_data")
     RANGE_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     VENUES_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class BacktestConfig(_message.Message):
     FILL_POLICY_FIELD_NUMBER: _ClassVar[int]
     QUOTE_ASSET_FIELD_NUMBER: _ClassVar[int]
     PERIODS_PER_YEAR_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNUSABLE_DATA_FIELD_NUMBER: _ClassVar[int]
     range: _common_pb2.TimeRange
     timeframe: str
     venues: _containers.RepeatedCompositeFieldContainer[VenueConfig]
@@ -98,7 +99,8 @@ class BacktestConfig(_message.Message):
     fill_policy: FillPolicy
     quote_asset: str
     periods_per_year: float
-    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., timeframe: _Optional[str] = ..., venues: _Optional[_Iterable[_Union[VenueConfig, _Mapping]]] = ..., transfers: _Optional[_Iterable[_Union[TransferRoute, _Mapping]]] = ..., fill_policy: _Optional[_Union[FillPolicy, str]] = ..., quote_asset: _Optional[str] = ..., periods_per_year: _Optional[float] = ...) -> None: ...
+    allow_unusable_data: bool
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., timeframe: _Optional[str] = ..., venues: _Optional[_Iterable[_Union[VenueConfig, _Mapping]]] = ..., transfers: _Optional[_Iterable[_Union[TransferRoute, _Mapping]]] = ..., fill_policy: _Optional[_Union[FillPolicy, str]] = ..., quote_asset: _Optional[str] = ..., periods_per_year: _Optional[float] = ..., allow_unusable_data: _Optional[bool] = ...) -> None: ...
 
 class BacktestMetrics(_message.Message):
     __slots__ = ("total_return", "annualized_return", "volatility", "sharpe", "sortino", "calmar", "max_drawdown", "max_drawdown_duration", "win_rate", "profit_factor", "expectancy", "round_trips", "avg_round_trip_duration", "turnover", "fees_paid", "exposure", "total_pnl", "slippage_paid", "theoretical_edge_bps", "realized_edge_bps", "capture_rate", "inventory_utilization", "rejected_fills")

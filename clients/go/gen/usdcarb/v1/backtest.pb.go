@@ -447,8 +447,13 @@ type BacktestConfig struct {
 	// Annualisation basis for ratios, in periods per year: 0 (the default, from the
 	// timeframe: 525,600 for 1m) or 1 to 527,040 (1m bars in a leap year).
 	PeriodsPerYear float64 `protobuf:"fixed64,7,opt,name=periods_per_year,json=periodsPerYear,proto3" json:"periods_per_year,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Run even where a traded series is stale or two traded legs are aliases of one book
+	// (validation's series verdicts), for research: the override is recorded with the
+	// config. Without it such a run is refused with FAILED_PRECONDITION, reason
+	// UNUSABLE_MARKET_DATA, naming each series and span.
+	AllowUnusableData bool `protobuf:"varint,8,opt,name=allow_unusable_data,json=allowUnusableData,proto3" json:"allow_unusable_data,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *BacktestConfig) Reset() {
@@ -528,6 +533,13 @@ func (x *BacktestConfig) GetPeriodsPerYear() float64 {
 		return x.PeriodsPerYear
 	}
 	return 0
+}
+
+func (x *BacktestConfig) GetAllowUnusableData() bool {
+	if x != nil {
+		return x.AllowUnusableData
+	}
+	return false
 }
 
 // A backtest's figures.
@@ -3224,7 +3236,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x05asset\x18\x03 \x01(\tB\x04\xe2A\x01\x02R\x05asset\x12\x10\n" +
 	"\x03fee\x18\x04 \x01(\x01R\x03fee\x12\x1d\n" +
 	"\n" +
-	"delay_bars\x18\x05 \x01(\x05R\tdelayBars\"\xcf\x02\n" +
+	"delay_bars\x18\x05 \x01(\x05R\tdelayBars\"\xff\x02\n" +
 	"\x0eBacktestConfig\x121\n" +
 	"\x05range\x18\x01 \x01(\v2\x15.usdcarb.v1.TimeRangeB\x04\xe2A\x01\x02R\x05range\x12\x1c\n" +
 	"\ttimeframe\x18\x02 \x01(\tR\ttimeframe\x12/\n" +
@@ -3234,7 +3246,8 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"fillPolicy\x12\x1f\n" +
 	"\vquote_asset\x18\x06 \x01(\tR\n" +
 	"quoteAsset\x12(\n" +
-	"\x10periods_per_year\x18\a \x01(\x01R\x0eperiodsPerYear\"\x84\b\n" +
+	"\x10periods_per_year\x18\a \x01(\x01R\x0eperiodsPerYear\x12.\n" +
+	"\x13allow_unusable_data\x18\b \x01(\bR\x11allowUnusableData\"\x84\b\n" +
 	"\x0fBacktestMetrics\x12!\n" +
 	"\ftotal_return\x18\x01 \x01(\x01R\vtotalReturn\x12+\n" +
 	"\x11annualized_return\x18\x02 \x01(\x01R\x10annualizedReturn\x12\x1e\n" +

@@ -1482,6 +1482,14 @@ class BacktestConfig(betterproto2.Message):
     timeframe: 525,600 for 1m) or 1 to 527,040 (1m bars in a leap year).
     """
 
+    allow_unusable_data: "bool" = betterproto2.field(8, betterproto2.TYPE_BOOL)
+    """
+    Run even where a traded series is stale or two traded legs are aliases of one book
+    (validation's series verdicts), for research: the override is recorded with the
+    config. Without it such a run is refused with FAILED_PRECONDITION, reason
+    UNUSABLE_MARKET_DATA, naming each series and span.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "BacktestConfig", BacktestConfig)
 
