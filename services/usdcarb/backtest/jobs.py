@@ -19,7 +19,8 @@ Contract:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -31,11 +32,13 @@ GROUP = "backtest-workers"
 
 @dataclass(frozen=True)
 class JobEntry:
-    """One delivered job: its stream entry id, type ("backtest" | "sweep") and job id."""
+    """One delivered job: its stream entry id, type ("backtest" | "sweep" |
+    "sweep-chunk"), job id and any other fields (a chunk's span and attempt)."""
 
     entry_id: str
     type: str
     job_id: str
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 def _text(value: Any) -> str:
@@ -44,7 +47,8 @@ def _text(value: Any) -> str:
 
 def _entry(entry_id: Any, fields: dict[Any, Any]) -> JobEntry:
     f = {_text(k): _text(v) for k, v in fields.items()}
-    return JobEntry(_text(entry_id), f.get("type", "backtest"), f.get("id", ""))
+    return JobEntry(_text(entry_id), f.get("type", "backtest"), f.get("id", ""),
+                    {k: v for k, v in f.items() if k not in ("type", "id")})
 
 
 class JobQueue:
@@ -64,8 +68,8 @@ class JobQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def enqueue(self, type_: str, job_id: str) -> str:
-        entry_id = await self._redis.xadd(self.stream, {"type": type_, "id": job_id})
+    async def enqueue(self, type_: str, job_id: str, **extra: str) -> str:
+        entry_id = await self._redis.xadd(self.stream, {"type": type_, "id": job_id, **extra})
         return _text(entry_id)
 
     async def length(self) -> int:

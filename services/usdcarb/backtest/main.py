@@ -65,6 +65,9 @@ class BacktestSettings(PlatformSettings):
     max_bars: int = Field(default=20_000_000, ge=1, description="Most bars one run may span.")
     max_sweep_points: int = Field(default=10_000, ge=1,
                                   description="Most parameter combinations of one sweep.")
+    sweep_chunk_points: int = Field(
+        default=250, ge=0, le=100_000, description="Grid sweeps of more combinations run "
+        "in chunks of this many, which any slot of any replica takes (0: never split).")
     progress_interval_s: float = Field(
         default=0.1, ge=0, description="Least seconds between progress events a run emits.")
 
@@ -110,7 +113,7 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                         market_table=settings.market_table, redis_url=settings.redis_url,
                         progress_interval_s=settings.progress_interval_s,
                         heartbeat_s=max(0.2, settings.claim_idle_s / 4),
-                        max_bars=settings.max_bars))
+                        max_bars=settings.max_bars, chunk_points=settings.sweep_chunk_points))
     app = BacktestApp(store=store, bus=bus, queue=queue, lanes=lanes, strategy=strategy,
                       settings=AppSettings(market_table=settings.market_table,
                                            max_bars=settings.max_bars,

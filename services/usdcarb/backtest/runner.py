@@ -79,7 +79,8 @@ class RunnerSettings:
     chunk_points: int = 250     # grid sweeps larger than this run in chunks (0: never)
 
 
-SWEEP_BLOCK_MS = 250   # a slot serving both lanes looks at the backtest lane this often
+WARM_UP_TRIES = 3
+SWEEP_BLOCK_MS = 250   # a slot serving both lanes looks at the sweep lane this often
 
 
 class Runner:
@@ -103,6 +104,7 @@ class Runner:
         self.busy: set[str] = set()
         self._warm = 0
         self.ready = asyncio.Event()  # set once every slot has warmed up its process
+        self._stopping = False
 
     @property
     def backtest_slots(self) -> int:
@@ -138,6 +140,9 @@ class Runner:
 
     async def stop(self) -> None:
         """Stop taking jobs; a job in flight stays pending and is reclaimed elsewhere."""
+        # The flag, not only the cancel: a cancel that lands inside a Redis call can be
+        # swallowed by the client, and a slot must never claim a job after this.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         # Bounded: shutdown must finish within the service's grace even if a slot is
@@ -156,21 +161,35 @@ class Runner:
         consumer = f"{self.name}-{index}"
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        try:
-            version = await loop.run_in_executor(self._executors[index], warm_up)
-            logger.info("worker %s ready in %.2f s (engine %s)", consumer,
-                        time.perf_counter() - started, version)
-        except Exception:
-            logger.exception("worker %s warm-up failed; jobs will compile on first use",
-                             consumer)
+        for attempt in range(1, WARM_UP_TRIES + 1):
+            if self._stopping:
+                return
+            try:
+                version = await loop.run_in_executor(self._executors[index], warm_up)
+                logger.info("worker %s ready in %.2f s (engine %s)", consumer,
+                            time.perf_counter() - started, version)
+                break
+            except BrokenProcessPool:
+                # The engine process died (killed; a cache file being rewritten by
+                # another process while this one loaded it): a new one tries again.
+                logger.warning("worker %s engine process died warming up (try %d of %d)",
+                               consumer, attempt, WARM_UP_TRIES)
+                if self._stopping:
+                    return
+                _kill(self._executors[index])
+                self._executors[index] = _new_executor()
+            except Exception:
+                logger.exception("worker %s warm-up failed; jobs will compile on first use",
+                                 consumer)
+                break
         self._warm += 1
         if self._warm == self.settings.processes:
             self.ready.set()
-        while True:
+        while not self._stopping:
             try:
                 claimed = await self._claim(index, consumer)
-                if claimed is None:
-                    continue
+                if claimed is None or self._stopping:
+                    continue   # (stopping: the entry stays pending for another replica)
                 await self._handle(index, consumer, *claimed)
             except asyncio.CancelledError:
                 raise
@@ -183,10 +202,12 @@ class Runner:
         if self.settings.processes > 1 and index == 0:   # the backtest-only slot
             entry = await lanes.backtests.claim(consumer)
             return None if entry is None else (lanes.backtests, entry)
-        entry = await lanes.backtests.claim(consumer, block_ms=None)
+        # Wait on the backtest lane (a backtest starts at once), then look at the sweep
+        # lane without waiting (a sweep starts within SWEEP_BLOCK_MS).
+        entry = await lanes.backtests.claim(consumer, block_ms=SWEEP_BLOCK_MS)
         if entry is not None:
             return lanes.backtests, entry
-        entry = await lanes.sweeps.claim(consumer, block_ms=SWEEP_BLOCK_MS)
+        entry = await lanes.sweeps.claim(consumer, block_ms=None)
         return None if entry is None else (lanes.sweeps, entry)
 
     async def _handle(self, index: int, consumer: str, queue: JobQueue,

@@ -69,6 +69,7 @@ class SweepTask:
     redis_url: str
     channels: Channels
     min_interval_s: float
+    span: tuple[int, int] | None = None   # a chunk: grid positions [lo, hi), no events
 
 
 class _Reporter:
@@ -148,7 +149,7 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
         final = done >= total
         if reporter.cancelled(final):
             return False
-        if reporter.due(final):
+        if task.span is None and reporter.due(final):   # a chunk's parent reports
             event = pb.SweepEvent(
                 sweep=name, state=common_pb2.JOB_STATE_RUNNING,
                 progress=common_pb2.Progress(fraction=done / max(total, 1), done=done,
@@ -158,7 +159,7 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
 
     if task.walk_forward is None:
         return list(engine.run_sweep(task.kind, task.params, task.axes, task.config,
-                                     market, on_progress=on_progress))
+                                     market, on_progress=on_progress, span=task.span))
     ins, oos, step = task.walk_forward
     return list(engine.run_walk_forward(
         task.kind, task.params, task.axes, task.config, market, in_sample_bars=ins,

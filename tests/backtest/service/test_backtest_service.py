@@ -241,19 +241,25 @@ async def test_create_get_list_and_idempotent_request_ids(env: Any) -> None:
 
 async def test_cancel_a_queued_backtest_and_a_running_sweep_frees_the_worker(
         env: Any) -> None:
+    # One slot and the sweep in one piece: the slot stays busy with it. (Split in chunks,
+    # as by default, a backtest would run at the sweep's next chunk boundary instead.)
+    await env.components.runner.stop()
+    await env.start_replica("whole", worker_processes=1, sweep_chunk_points=0)
     version = await env.version()
     big = [float(x) for x in range(5, 405)]  # a long grid keeps the only worker busy
     sweep = await env.backtest.CreateSweep(pb.CreateSweepRequest(sweep=pb.Sweep(
         strategy_version=version, config=config(),
         axes=[pb.ParameterAxis(path="crossExchangeSpread.entryBps", values=big),
               pb.ParameterAxis(path="exitBps", values=[0.5, 1, 2, 3, 4])])), metadata=caller())
-    queued = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(
-        backtest=pb.Backtest(strategy_version=version, config=config())), metadata=caller())
     seen: list[pb.SweepEvent] = []
     async for event in env.backtest.WatchSweep(pb.WatchSweepRequest(name=sweep.name)):
         seen.append(event)
         if event.progress.done > 0 and event.state == common_pb2.JOB_STATE_RUNNING:
             break
+    # Backtests go first in a slot's next claim, so this one is queued behind a sweep
+    # only because the sweep already runs.
+    queued = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(
+        backtest=pb.Backtest(strategy_version=version, config=config())), metadata=caller())
     cancelled = await env.backtest.CancelBacktest(pb.CancelBacktestRequest(name=queued.name),
                                                   metadata=caller())  # by its owner
     assert cancelled.state == common_pb2.JOB_STATE_CANCELLED

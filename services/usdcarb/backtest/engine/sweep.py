@@ -64,9 +64,13 @@ def grid(kind: str, axes: Mapping[str, Sequence[float]]) -> tuple[list[str], lis
 
 def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequence[float]],
               config: EngineConfig, market: MarketFrame, *,
-              on_progress: Callable[[int, int], bool] | None = None) -> list[SweepPoint]:
-    """Run every combination of ``axes`` over ``base_params``, in parallel, in grid order."""
+              on_progress: Callable[[int, int], bool] | None = None,
+              span: tuple[int, int] | None = None) -> list[SweepPoint]:
+    """Run every combination of ``axes`` over ``base_params``, in parallel, in grid order
+    (only those of grid positions [lo, hi) with ``span``: a chunk of a larger sweep)."""
     paths, keys, combos = grid(kind, axes)
+    if span is not None:
+        combos = combos[span[0]:span[1]]
     base = normalized(kind, base_params)
     pvecs = [param_vector(kind, with_values(kind, base, dict(zip(keys, c, strict=True))))
              for c in combos]
