@@ -68,7 +68,7 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
     from usdcarb.backtest import engine
     from usdcarb.backtest.config import parse_config
     from usdcarb.backtest.loading import align, snapshot_hash
-    from usdcarb.backtest.runner import equity_columns, trade_rows
+    from usdcarb.backtest.results import equity_columns, trade_rows
     from usdcarb.marketdata.cache import CandleCache
     from usdcarb.marketdata.reader import read_candles
     from usdcarb.platform.db import create_pool

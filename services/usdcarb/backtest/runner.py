@@ -25,7 +25,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
@@ -39,8 +38,16 @@ from usdcarb.backtest.handoff import discard, take_curves, write_frame
 from usdcarb.backtest.jobs import JobEntry, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import Loaded, load_market, series_to_load
-from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
+from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
+from usdcarb.backtest.results import (
+    equity_columns,
+    fold_to_pb,
+    rank,
+    snake,
+    trade_rows,
+    walk_forward_bars,
+)
 from usdcarb.backtest.store import BacktestStore
 from usdcarb.backtest.strategy_client import StrategyClient
 from usdcarb.backtest.worker import (
@@ -302,7 +309,7 @@ class Runner:
                          engine_version=out.engine_version)
         result = pb.BacktestResult(
             metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
-            fingerprint=pb.Fingerprint(**_snake(fp.to_dict())),
+            fingerprint=pb.Fingerprint(**snake(fp.to_dict())),
             optimistic_fills=out.optimistic_fills, elapsed=convert.duration(elapsed))
         # Column bytes, the reduced curve: CPU work kept off the event loop.
         times = loaded.frame.time_ms
@@ -552,7 +559,7 @@ class Runner:
             assert spec is not None
             return [], [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms))
                         for f in found]
-        ranked = sorted(found, key=lambda p: _rank(p.metrics, job.objective))
+        ranked = sorted(found, key=lambda p: rank(p.metrics, job.objective))
         return [convert.to_json(pb.SweepPoint(
             parameters=p.params, metrics=convert.metrics_to_pb(p.metrics)))
             for p in ranked], []
@@ -608,60 +615,3 @@ def _kill(executor: ProcessPoolExecutor) -> None:
         with contextlib.suppress(Exception):
             process.kill()
     executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _snake(d: dict[str, str]) -> dict[str, str]:
-    return {"".join("_" + c.lower() if c.isupper() else c for c in k): v for k, v in d.items()}
-
-
-# Objectives where a smaller figure is better (the engine's walk-forward agrees).
-LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_duration_s", "volatility",
-                             "fees_paid", "slippage_paid", "rejected_fills"})
-
-
-def _rank(metrics: dict[str, Any], objective: str) -> tuple[int, float]:
-    """Sort key: best first, NaN last."""
-    value = convert.metric_value(metrics, objective)
-    if value != value:
-        return (1, 0.0)
-    return (0, value if objective in LOWER_IS_BETTER else -value)
-
-
-def trade_rows(time_ms: np.ndarray, trades: engine.TradeLog) -> TradeRows:
-    bars = np.asarray(trades.bar, dtype=np.int64)
-    return TradeRows(time_ms=time_ms[bars], venue=trades.venue, symbol=trades.symbol,
-                     side=trades.side, quantity=trades.quantity, price=trades.price,
-                     fee=trades.fee, slippage=trades.slippage, round_trip=trades.round_trip,
-                     signal_bar=trades.signal_bar, signal_edge_bps=trades.signal_edge_bps)
-
-
-def equity_columns(time_ms: np.ndarray, out: engine.BacktestOutput) -> EquityColumns:
-    def le(a: Any, dtype: str) -> bytes:
-        return np.ascontiguousarray(a, dtype=dtype).tobytes()
-
-    return EquityColumns(points=len(time_ms), time_ms=le(time_ms, "<i8"),
-                         equity=le(out.equity, "<f8"), drawdown=le(out.drawdown, "<f8"),
-                         exposure=le(out.exposure, "<f8"))
-
-
-def walk_forward_bars(spec_json: dict[str, Any], spec: RunSpec) -> tuple[int, int, int]:
-    wf = json_format.ParseDict(spec_json, pb.WalkForwardSpec())
-    ins = spec.bars_for(wf.in_sample.ToMilliseconds())
-    oos = spec.bars_for(wf.out_of_sample.ToMilliseconds())
-    step = spec.bars_for(wf.step.ToMilliseconds()) if wf.HasField("step") else oos
-    return ins, oos, step or oos
-
-
-def fold_to_pb(fold: engine.Fold, time_ms: np.ndarray, timeframe_ms: int) -> pb.WalkForwardFold:
-    def window(bounds: tuple[int, int]) -> common_pb2.TimeRange:
-        start, end = bounds
-        end_ms = int(time_ms[end]) if end < len(time_ms) else int(time_ms[-1]) + timeframe_ms
-        return common_pb2.TimeRange(start_time=convert.timestamp(int(time_ms[start])),
-                                    end_time=convert.timestamp(end_ms))
-
-    return pb.WalkForwardFold(
-        index=fold.index + 1, in_sample=window(fold.in_sample),  # the engine counts from 0
-        out_of_sample=window(fold.out_of_sample), chosen_parameters=fold.chosen_params,
-        in_sample_metrics=convert.metrics_to_pb(fold.in_sample_metrics),
-        out_of_sample_metrics=convert.metrics_to_pb(fold.out_of_sample_metrics))
-
