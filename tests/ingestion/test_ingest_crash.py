@@ -24,6 +24,7 @@ from tests.testkit import eventually
 from usdcarb.devstack import PostgresServer, scratch_dir
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.platform.db import create_pool
+from usdcarb.platform.testing import DEV_JWKS
 from usdcarb.replay.data import Catalog
 from usdcarb.replay.server import ReplayServer
 
@@ -55,7 +56,9 @@ async def ingestion_process(dsn: str, replay: ReplayServer, log: Path) -> AsyncI
         "USDCARB_INGESTION_REPLAY_URL": replay.url, "USDCARB_INGESTION_RATE_LIMIT_SCALE": "0",
         "USDCARB_INGESTION_LEASE_S": "2", "USDCARB_INGESTION_POLL_S": "0.1",
         "USDCARB_INGESTION_EVENTS": "false", "USDCARB_INGESTION_LOG_JSON": "false",
-        "USDCARB_INGESTION_LOG_LEVEL": "WARNING", "USDCARB_INGESTION_PLAINTEXT": "true"}
+        "USDCARB_INGESTION_LOG_LEVEL": "WARNING", "USDCARB_INGESTION_PLAINTEXT": "true",
+        # No identity here: callers' tokens are checked against the DEV-ONLY key.
+        "USDCARB_INGESTION_JWKS_FILE": str(DEV_JWKS)}
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "usdcarb.ingestion.main", env=env,

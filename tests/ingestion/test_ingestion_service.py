@@ -10,6 +10,7 @@ import pytest
 from tests.ingestion.conftest import MakeIngestion, job_request, ts
 
 from usdcarb.ingestion import cli
+from usdcarb.platform.testing import bearer
 from usdcarb.v1 import common_pb2 as cpb
 from usdcarb.v1 import ingestion_pb2 as pb
 
@@ -131,7 +132,8 @@ async def test_cli_backfill_draws_progress_until_the_outcome(
     args = cli.parse_args(["--exchange", "binance", "--symbol", "USDC/USDT", "--start",
                            "2023-03-10", "--end", "2023-03-10T06:00", "--gateway",
                            f"http://{ing.address}",  # a plaintext in-process server
-                           "--token", "not-checked-in-process"])
+                           "--token", bearer("users/cli", ("trader",))[0][1].removeprefix(
+                               "Bearer ")])
     assert await cli.backfill(args, out) == 0
     text = out.getvalue()
     assert "ingestJobs/" in text and "100.0%" in text and "succeeded" in text
