@@ -29,11 +29,11 @@ def grpcurl_binary() -> str:
     return found
 
 
-def grpcurl(stack: StackInfo, token: str, *args: str) -> str:
+def grpcurl(stack: StackInfo, token: str | None, *args: str) -> str:
     transport = ["-cacert", stack.ca] if stack.ca else ["-plaintext"]
+    auth = ["-H", f"authorization: Bearer {token}"] if token else []
     result = subprocess.run(
-        [grpcurl_binary(), *transport, "-H", f"authorization: Bearer {token}",
-         stack.gateway_target, *args],
+        [grpcurl_binary(), *transport, *auth, stack.gateway_target, *args],
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -51,3 +51,16 @@ def test_grpcurl_describes_each_service_through_the_gateway(
 ) -> None:
     described = grpcurl(stack, admin_token(stack, source="127.0.0.14"), "describe", service)
     assert f"{service} is a service:" in described and "rpc " in described
+
+
+def test_reflection_is_public_like_health_but_calls_are_not(stack: StackInfo) -> None:
+    # Public at the edge and in the services (the allow-list: tokens, JWKS, health, reflection).
+    assert set(api_service_names()) <= set(grpcurl(stack, None, "list").split())
+    described = grpcurl(stack, None, "describe", "usdcarb.v1.StrategyService")
+    assert "rpc ListStrategies" in described
+    transport = ["-cacert", stack.ca] if stack.ca else ["-plaintext"]
+    refused = subprocess.run(
+        [grpcurl_binary(), *transport, stack.gateway_target,
+         "usdcarb.v1.StrategyService/ListStrategyKinds"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode != 0 and "Unauthenticated" in refused.stderr

@@ -408,6 +408,9 @@ def _jwt_rules(services: Sequence[Service]) -> list[dict[str, Any]]:
                     }
                 )
     rules.append({"match": {"prefix": HEALTH_PREFIX}})
+    # Reflection is public like health (the API's shape is no secret: the OpenAPI document
+    # is published too), so `grpcurl <gateway> list|describe` works before a login.
+    rules += [{"match": {"prefix": prefix}} for prefix in REFLECTION_PREFIXES]
     # Everything else, including paths no route serves, needs a valid token.
     rules.append({"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}})
     return rules
