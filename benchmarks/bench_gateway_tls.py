@@ -1,12 +1,15 @@
-"""What TLS costs at the gateway: REST through HTTPS + mutual TLS against plaintext, one run.
+"""What the zero-trust edge costs: TLS and in-service token verification, in one run.
 
 REST ``GET /v1/strategies/{id}`` with a JWT through Envoy (JWT check, route
 authorization, transcoding) to a grpc.aio StrategyService backend with the platform's
 interceptors (which verify the token again), measured with wrk (``apt-get install wrk``):
 
-- **plaintext**: HTTP/1.1 to Envoy, h2c to a plaintext backend (the path before TLS);
-- **tls**: HTTPS to Envoy (the dev CA's localhost certificate), mutual TLS to a backend
-  that requires Envoy's client certificate — what the dev stack runs.
+- **before**: HTTP/1.1 to Envoy, h2c to a plaintext backend that reads the token's claims
+  without verifying them — the path before issue 9, when services trusted Envoy's claims;
+- **plaintext**: the same, with the backend verifying the token itself (signature, claims,
+  cached per token until it expires) — what every service does now;
+- **tls**: HTTPS to Envoy (the dev CA's localhost certificate), mutual TLS to a verifying
+  backend that requires Envoy's client certificate — what the dev stack runs.
 
 Everything else is the same config. wrk keeps its connections open, as SDKs and browsers
 do, so this is the per-request cost of encryption; handshakes are amortised. Rounds
@@ -47,9 +50,13 @@ DEV_JWKS = REPO / "gateway/dev-keys/DEV-ONLY-jwks.json"
 
 # ---------------------------------------------------------------- backend (child process)
 
-async def _serve_backend(port: int, pki_root: str) -> None:
+async def _serve_backend(port: int, pki_root: str, trust_claims: bool) -> None:
+    import jwt
+
+    from usdcarb.platform.identity import Caller, caller_from_claims
     from usdcarb.platform.server import run_service
     from usdcarb.platform.settings import PlatformSettings
+    from usdcarb.platform.tokens import TokenVerifier, file_keys
     from usdcarb.v1 import strategy_pb2, strategy_pb2_grpc
 
     class Strategies(strategy_pb2_grpc.StrategyServiceServicer):
@@ -64,9 +71,17 @@ async def _serve_backend(port: int, pki_root: str) -> None:
                  "tls_key_file": pki.key("backend"), "tls_ca_file": pki.ca}
     settings = PlatformSettings(env="test", grpc_port=port, metrics_port=-1,
                                 log_level="WARNING", jwks_file=DEV_JWKS, **files)
+    class ClaimsOnly(TokenVerifier):
+        """Verification off (this benchmark's baseline only): claims read, never checked."""
+
+        async def verify(self, token: str) -> Caller:
+            return caller_from_claims(jwt.decode(token, options={"verify_signature": False}))
+
+    verifier = (ClaimsOnly(file_keys(DEV_JWKS), issuer="", audience="") if trust_claims
+                else None)
     names = [f"usdcarb.v1.{s.capitalize()}Service" for s in SERVICES]
     await run_service(names, lambda server: strategy_pb2_grpc.add_StrategyServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        Strategies(), server), settings)
+        Strategies(), server), settings, verifier=verifier)
 
 
 # ---------------------------------------------------------------- orchestration
@@ -170,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
     p.add_argument("--pki", default="", help=argparse.SUPPRESS)
+    p.add_argument("--trust-claims", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_backend:
-        asyncio.run(_serve_backend(args.serve_backend, args.pki))
+        asyncio.run(_serve_backend(args.serve_backend, args.pki, args.trust_claims))
         return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk): skipped")
@@ -186,23 +202,24 @@ def main(argv: list[str] | None = None) -> int:
             "gateway": tls.LOCALHOST, "envoy": ("envoy",), "backend": SERVICES})
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             str(REPO / d) for d in ("services", "gen/python", "clients/python"))}
-        ports = {"plaintext": free_port(), "tls": free_port()}
+        ports = {"before": free_port(), "plaintext": free_port(), "tls": free_port()}
         for name, port in ports.items():
             procs.append(subprocess.Popen(
                 [sys.executable, __file__, "--serve-backend", str(port),
-                 "--pki", str(pki.root) if name == "tls" else ""],
+                 "--pki", str(pki.root) if name == "tls" else "",
+                 *(["--trust-claims"] if name == "before" else [])],
                 env=env, stdin=subprocess.DEVNULL, start_new_session=True))
         for port in ports.values():
             _wait_port(port)
         backends = dict(zip(ports, procs, strict=True))
         token = mint_dev_token("users/bench", ["viewer"], ttl=3600)
-        results: dict[str, list[float]] = {"plaintext": [], "tls": []}
+        results: dict[str, list[float]] = {name: [] for name in ports}
         # CPU seconds and requests over every round: less noisy than throughput on a
         # shared machine, where other work steals the cores between rounds.
-        cpu: dict[str, dict[str, float]] = {"plaintext": {}, "tls": {}}
-        served: dict[str, float] = {"plaintext": 0.0, "tls": 0.0}
+        cpu: dict[str, dict[str, float]] = {name: {} for name in ports}
+        served: dict[str, float] = dict.fromkeys(ports, 0.0)
         for _ in range(args.rounds):
-            for name in ("plaintext", "tls"):
+            for name in ports:
                 files = GatewayTls.from_dir(pki.root) if name == "tls" else None
                 envoy, port = _envoy(root, name, ports[name], files)
                 scheme = "https" if files else "http"
@@ -223,24 +240,28 @@ def main(argv: list[str] | None = None) -> int:
                     results[name].append(rps)
                 finally:
                     _stop(envoy)
-        plain, secured = max(results["plaintext"]), max(results["tls"])
-        print(f"REST GET {PATH} with a JWT via Envoy (route authorization, in-service token "
-              f"check), wrk -c{args.connections} keep-alive, {args.seconds}s x {args.rounds} "
-              f"rounds (best of each)")
-        print(f"  plaintext (HTTP/1.1, h2c upstream)  {plain:9.0f} req/s   rounds "
-              f"{[round(r) for r in results['plaintext']]}")
-        print(f"  TLS (HTTPS, mTLS upstream)          {secured:9.0f} req/s   rounds "
-              f"{[round(r) for r in results['tls']]}")
+        best = {name: max(rounds) for name, rounds in results.items()}
+        print(f"REST GET {PATH} with a JWT via Envoy (route authorization), wrk "
+              f"-c{args.connections} keep-alive, {args.seconds}s x {args.rounds} rounds "
+              f"(best of each)")
+        labels = {"before": "before (plaintext, claims trusted)",
+                  "plaintext": "plaintext, in-service verification",
+                  "tls": "TLS (HTTPS, mTLS upstream) + verif."}
+        for name, label in labels.items():
+            print(f"  {label:38s} {best[name]:9.0f} req/s   rounds "
+                  f"{[round(r) for r in results[name]]}")
         per_request = {name: sum(used.values()) / served[name] * 1e6
                        for name, used in cpu.items()}
         for name, used in cpu.items():
             print(f"  CPU per request ({name}, all rounds): " + ", ".join(
                 f"{k} {v / served[name] * 1e6:.0f} us" for k, v in used.items())
                 + f", total {per_request[name]:.0f} us")
-        print(f"  ratio {secured / plain:.2f}: TLS costs {1 - secured / plain:.0%} of throughput "
-              f"(issue 9 aim: TLS + in-service verification together <= 15%)")
-        print(f"  CPU per request TLS / plaintext: "
-              f"{per_request['tls'] / per_request['plaintext']:.2f}")
+        for label, num, den in (("in-service verification", "plaintext", "before"),
+                                ("TLS", "tls", "plaintext"),
+                                ("TLS + in-service verification", "tls", "before")):
+            print(f"  {label}: throughput ratio {best[num] / best[den]:.2f}, CPU per request "
+                  f"ratio {per_request[num] / per_request[den]:.2f}")
+        print("  (issue 9 aim: TLS + in-service verification together cost <= 15% of throughput)")
         return 0
     finally:
         for proc in reversed(procs):
