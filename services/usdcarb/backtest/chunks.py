@@ -5,7 +5,8 @@ it into spans [lo, hi) of the grid order, queued as "sweep-chunk" entries (with 
 sweep's attempt) in the sweep lane. Each chunk's points go to a Redis hash of the
 attempt (``put``: written once per span, so a chunk re-run after its worker died cannot
 count twice) and the slot that puts the last span merges them in grid order and ends
-the sweep. Every point is computed by the same kernel from the same initial state
+the sweep. On a cancel, the first span to see it ends the sweep CANCELLED with the points
+recorded by then (a span running elsewhere at that moment is not waited for). Every point is computed by the same kernel from the same initial state
 whatever span it is in, so a chunked sweep equals a single-worker one bit for bit
 (floats travel as JSON reprs, which round-trip exactly).
 """

@@ -542,10 +542,14 @@ class Runner:
             progress=common_pb2.Progress(fraction=done / total, done=done, total=total,
                                          unit="combinations", message="sweeping in chunks"),
         ).SerializeToString())
-        if left > 0:
+        cancelled = await self._bus.cancel_requested(job.id)
+        if left > 0 and not cancelled:
             return
+        # The last span merges; on a cancel the first span to see it ends the sweep at
+        # once with the points finished so far (its own partial ones included), so a
+        # cancel never waits for the queued spans to drain (they find the sweep ended).
         merged, _by = await self._chunks.take(job.id, attempt)
-        if await self._bus.cancel_requested(job.id) or len(merged) < total:
+        if cancelled or len(merged) < total:
             points, folds = self._finished(job, merged, None, None)
             await self._end_sweep(job, JobState.CANCELLED, None, points=points, folds=folds)
             return
