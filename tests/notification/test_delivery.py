@@ -211,3 +211,21 @@ async def test_subscribe_events_sends_heartbeats_and_refuses_bad_cursors(env: En
                                                 metadata=caller(ALICE)):
             pass
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_cursor_older_than_the_trimmed_events_is_refused(env: Env) -> None:
+    ids = [await env.publish(subject=f"backtests/b{i}") for i in range(3)]
+    await env.redis.xtrim(env.settings.events_stream, maxlen=1, approximate=False)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in env.stub.SubscribeEvents(pb.SubscribeEventsRequest(after_id=ids[0]),
+                                                metadata=caller(ALICE)):
+            pass
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    call = env.stub.SubscribeEvents(pb.SubscribeEventsRequest(after_id=ids[2]),
+                                    metadata=caller(ALICE))
+    later = await env.publish(subject="backtests/later")
+    async for msg in call:
+        if msg.HasField("event"):
+            assert msg.event.id == later
+            call.cancel()
+            break

@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from usdcarb.notification.domain import Filter
 from usdcarb.notification.model import StoredEvent
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, expected
@@ -51,12 +53,23 @@ class EventFeed:
         if not after_id:
             last = await self._redis.xrevrange(self._stream, count=1)
             return _text(last[0][0]) if last else "0-0"
-        first = await self._redis.xrange(self._stream, count=1)
-        if first and after_id not in ("0", "0-0") and \
-                _id_key(after_id) < _id_key(_text(first[0][0])):
-            # The events after the cursor were trimmed: resuming would silently skip them.
+        if after_id in ("0", "0-0"):
+            return "0-0"
+        try:
+            info = await self._redis.xinfo_stream(self._stream)
+        except ResponseError:  # no stream yet: nothing was ever removed
+            return after_id
+        # Lost events: deleted ones after the cursor, or (trimming does not move
+        # max-deleted-entry-id) a cursor older than the oldest entry once any was removed.
+        deleted = _text(info.get("max-deleted-entry-id") or b"0-0")
+        first = info.get("first-entry")
+        removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+        oldest = _text(first[0]) if first else _text(info.get("last-generated-id") or b"0-0")
+        if _id_key(after_id) < _id_key(deleted) or (
+                removed and _id_key(after_id) < _id_key(oldest)):
+            # Resuming would silently skip events: say so instead.
             raise FailedPrecondition([("CURSOR", after_id, expected(
-                f"an id at or after the oldest retained {_text(first[0][0])}", after_id))],
+                f"an id at or after the oldest retained event {oldest}", after_id))],
                 reason="CURSOR_EXPIRED")
         return after_id
 

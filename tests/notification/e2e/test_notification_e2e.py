@@ -174,6 +174,20 @@ def test_a_finished_backtest_reaches_webhook_and_email_through_the_gateway(
                 seen = event
                 break
     assert seen is not None and seen["id"] == payload["id"]
+    # And as Server-Sent Events for a caller that asks for them, resumed after an id.
+    before = str(int(payload["id"].split("-")[0]) - 1)
+    req = urllib.request.Request(
+        stack.gateway + f"/v1/events:subscribe?afterId={before}"
+        "&eventTypes=EVENT_TYPE_BACKTEST_SUCCEEDED",
+        headers={"authorization": f"Bearer {token}", "accept": "text/event-stream"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for raw in resp:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                message = json.loads(line.removeprefix("data: "))
+                assert message["event"]["id"] == payload["id"]
+                break
 
 
 def test_bad_channels_are_refused_through_the_gateway(stack: StackInfo, token: str) -> None:
