@@ -146,6 +146,31 @@ async def test_gaps_are_counted_and_reported_as_events(
         await redis.aclose()
 
 
+async def test_with_a_validation_service_its_gap_events_are_the_only_ones(
+        make_ingestion: MakeIngestion, redis_server: Any) -> None:
+    # One event per fact: the validation service records and announces gaps, so the
+    # ingestion job that found them says only that it succeeded.
+    from usdcarb.platform.events import STREAM, DomainEvent
+    from usdcarb.platform.redis import create_redis
+
+    redis = await create_redis(redis_server.url)
+    try:
+        last = await redis.xrevrange(STREAM, count=1)
+        start_id = last[0][0] if last else "-"
+        ing = await make_ingestion(redis=redis, validation=True)
+        job = await ing.stub.CreateIngestJob(job_request(
+            "coinbase", "USDT/USD", "2023-03-10T00:00:00", "2023-03-12T00:00:00"))
+        done = await ing.wait(job.name)
+        assert done.job.stats.gaps_found > 0
+        entries = await redis.xrange(STREAM, min=start_id)
+        mine = [DomainEvent.from_fields(f) for _, f in entries]
+        mine = [e for e in mine if e.subject == job.name]
+        assert [e.type for e in mine] == ["EVENT_TYPE_INGESTION_SUCCEEDED"]
+        assert await ing.quality.fetchval("SELECT count(*) FROM data_gaps") > 0
+    finally:
+        await redis.aclose()
+
+
 async def test_an_original_bar_replaces_a_gap_filled_one(make_ingestion: MakeIngestion) -> None:
     ing = await make_ingestion()
     t = datetime(2023, 3, 10, 0, 5, tzinfo=UTC)

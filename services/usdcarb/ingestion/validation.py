@@ -30,6 +30,11 @@ class ValidationUnavailable(Exception):
 
 
 class CandleValidator(Protocol):
+    # Whether the validator records findings and gaps itself (and announces them as
+    # events): then ingestion must not announce the same gaps again (one event per fact).
+    @property
+    def records_findings(self) -> bool: ...
+
     async def validate(self, exchange: str, symbol: str, timeframe: str,
                        bars: Bars) -> Verdict: ...
 
@@ -38,6 +43,8 @@ class CandleValidator(Protocol):
 
 class AcceptAll:
     """No remote validation: the worker's own per-bar sanity rules are the only gate."""
+
+    records_findings = False
 
     async def validate(self, exchange: str, symbol: str, timeframe: str,
                        bars: Bars) -> Verdict:
@@ -63,6 +70,11 @@ class RemoteValidator:
             self._channel)
         self._timeout = timeout_s
         self.unimplemented = False
+
+    @property
+    def records_findings(self) -> bool:
+        """The service records findings and gaps (record=true) unless it is not deployed."""
+        return not self.unimplemented
 
     async def close(self) -> None:
         await self._channel.close()

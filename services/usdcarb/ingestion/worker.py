@@ -297,7 +297,9 @@ class Worker:
                               f"ingested {stats.values['bars_stored']} bars of {job.exchange} "
                               f"{job.symbol} {job.timeframe}" + (f" ({warning})" if warning
                                                                  else ""), stats)
-            if gaps_total:
+            if gaps_total and not self._validator.records_findings:
+                # With a validation service the gaps are its facts: it records and announces
+                # them (one event per fact); ingestion announces them only without one.
                 await self._event(job, "EVENT_TYPE_GAP_DETECTED", "SEVERITY_WARNING",
                                   f"{gaps_total} gaps in {job.exchange} {job.symbol} "
                                   f"{job.timeframe}", stats, gaps=gaps_total)
