@@ -56,17 +56,33 @@ def require_shared_data(path: Path = SHARED_DATA) -> Path:
     pytest.skip(message)
 
 
+_TRUSTED_CAS: list[str] = []
+
+
 def trust_stack(info: Any) -> None:
     """Make this test process call ``info``'s gateway (a StackInfo) as its clients do: over
     HTTPS trusting the stack's dev CA. ``urllib.request.urlopen`` (the global opener)
     and the SDK (``USDCARB_CA_FILE``) then need nothing else; gRPC tests open channels
     with ``info.channel()`` (gateway) or ``info.channel("strategy")`` (a service's port,
-    with the stack's client certificate)."""
-    context = info.ssl_context()
-    if context is None:  # a plaintext stack
+    with the stack's client certificate).
+
+    A session may run several stacks (some test folders start their own), each with its
+    own CA: every CA trusted so far stays trusted, so a later stack does not cut the
+    tests of an earlier one off."""
+    if not info.ca:  # a plaintext stack
         return
+    import ssl
+    import tempfile
     import urllib.request
 
+    pem = Path(info.ca).read_text()  # kept: a stack's folder goes when it stops
+    if pem not in _TRUSTED_CAS:
+        _TRUSTED_CAS.append(pem)
+    context = ssl.create_default_context()
+    for ca in _TRUSTED_CAS:
+        context.load_verify_locations(cadata=ca)
     urllib.request.install_opener(
         urllib.request.build_opener(urllib.request.HTTPSHandler(context=context)))
-    os.environ["USDCARB_CA_FILE"] = info.ca
+    bundle = Path(tempfile.gettempdir()) / f"usdcarb-test-cas-{os.getpid()}.pem"
+    bundle.write_text("".join(_TRUSTED_CAS))
+    os.environ["USDCARB_CA_FILE"] = str(bundle)

@@ -269,20 +269,19 @@ def test_native_grpc_streaming_through_envoy(channel: Any, token: str) -> None:
     assert events[-1].WhichOneof("event") == "completed"
 
 
-def test_health_is_public_and_reflection_needs_a_token(channel: Any, token: str) -> None:
+def test_health_and_reflection_are_public_but_calls_are_not(channel: Any) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     reply = health.Check(health_pb2.HealthCheckRequest(service="usdcarb.v1.StrategyService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    # Reflection is on the public allow-list with health (issue 9): no token needed.
     reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
-    with pytest.raises(grpc.RpcError) as err:
-        list(reflect.ServerReflectionInfo(iter([request])))
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    (answer,) = reflect.ServerReflectionInfo(
-        iter([request]), metadata=[("authorization", f"Bearer {token}")]
-    )
+    (answer,) = reflect.ServerReflectionInfo(iter([request]))
     names = {s.name for s in answer.list_services_response.service}
     assert "usdcarb.v1.StrategyService" in names
+    with pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary("/usdcarb.v1.StrategyService/ListStrategyKinds")(b"")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_dead_backend_fails_fast_with_503(gateway: Any, token: str) -> None:
