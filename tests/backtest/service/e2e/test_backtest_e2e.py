@@ -195,7 +195,10 @@ def test_rest_cancel_stops_a_running_sweep_and_frees_the_worker(
                          {"strategyVersion": version, "config": config_json(START_MS, END_MS)})
     assert code == 200, waiting
     code, cancelled = http(stack, "POST", f"/v1/{sweep['name']}:cancel", token, {})
-    assert code == 200 and cancelled["state"] == "JOB_STATE_CANCELLED", cancelled
+    # A sweep split into chunks stops when its running chunks see the cancel: the reply may
+    # still say RUNNING; the watch below ends with the outcome either way.
+    assert code == 200 and cancelled["state"] in ("JOB_STATE_CANCELLED",
+                                                  "JOB_STATE_RUNNING"), cancelled
     events = ndjson(stack, "GET", f"/v1/{sweep['name']}:watch", token)
     assert events[-1]["outcome"]["result"] == "RESULT_CANCELLED"
     stopped = events[-1]["progress"]  # where the work stopped, not the queued snapshot
