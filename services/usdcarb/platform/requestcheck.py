@@ -21,9 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from usdcarb.platform import strictjson
 from usdcarb.platform.errors import InvalidArgument
+from usdcarb.platform.textcheck import nul_fields
 
 __all__ = ["RequestCheckInterceptor", "Undecodable"]
 
@@ -97,6 +99,10 @@ def check_request(method: str, request: Any, raw_body: str | bytes | None,
             [("", "expected a well-formed protobuf message of the method's request type, "
                   "got bytes that do not decode")],
             reason="UNDECODABLE_REQUEST")
+    # Query and path parameters are checked only here, decoded: NUL would reach PostgreSQL.
+    nul = nul_fields(request) if isinstance(request, Message) else []
+    if nul:
+        raise InvalidArgument(nul, reason="NUL_IN_TEXT")
 
 
 def _wrap(handler: Any, method: str, raw_body: str | bytes | None, transcoded: bool) -> Any:
