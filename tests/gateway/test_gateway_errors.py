@@ -134,6 +134,21 @@ def test_a_get_carries_no_body_header(gateway: Any, backend: Any, auth: dict[str
     assert JSON_BODY_HEADER not in backend.recorder.last("GetStrategy")
 
 
+def test_header_names_grpc_cannot_carry_are_dropped_not_a_500(
+    gateway: Any, backend: Any, auth: dict[str, str],
+) -> None:
+    # "!" and "$" are legal in HTTP names but not in gRPC metadata keys: the service's gRPC
+    # stack would refuse the whole call (INTERNAL, 500). They are dropped like unknown headers.
+    odd = {"ab!c": "x", "we$rd": "y", "x-kept": "z"}
+    assert call(gateway, "GET", "/v1/strategies/h1", None, {**auth, **odd}).status == 200
+    seen = backend.recorder.last("GetStrategy")
+    assert "ab!c" not in seen and "we$rd" not in seen and seen["x-kept"] == "z"
+    body = json.dumps({"displayName": "h", "kind": "STRATEGY_KIND_PEG_REVERSION"}).encode()
+    assert call(gateway, "POST", "/v1/strategies", body,
+                {**auth, **odd, "content-type": "application/json"}).status == 200
+    assert "ab!c" not in backend.recorder.last("CreateStrategy")
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "Envoy 1.40's transcoder writes nothing for an error trailer once a message went out "
     "(the REST response ends 200 after the last event), and no filter the gateway can "

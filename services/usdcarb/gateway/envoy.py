@@ -49,8 +49,28 @@ JSON_BODY_HEADER = "x-usdcarb-json-body"
 # Largest REST JSON body the gateway accepts (413 above): it travels base64 in a header,
 # which the services' gRPC metadata limit must hold (platform server settings).
 MAX_JSON_BODY_BYTES = 256 * 1024
-JSON_BODY_LUA = f"""
+# gRPC metadata keys are [0-9a-z_.-] (HTTP/2 lowercases names); HTTP allows more ("!", "$",
+# "~", ...), and the service's gRPC stack refuses such a request outright (INTERNAL, 500).
+# Such headers mean nothing to the API, so they are dropped, as any unknown header is ignored.
+DROP_BAD_HEADER_NAMES_LUA = """
+local function drop_bad_header_names(handle)
+  local bad = {}
+  for key, _ in pairs(handle:headers()) do
+    if string.sub(key, 1, 1) ~= ":" and string.find(key, "[^0-9a-z_.%-]") then
+      bad[#bad + 1] = key
+    end
+  end
+  for _, key in ipairs(bad) do handle:headers():remove(key) end
+end
+"""
+HEADERS_ONLY_LUA = DROP_BAD_HEADER_NAMES_LUA + """
 function envoy_on_request(handle)
+  drop_bad_header_names(handle)
+end
+"""
+JSON_BODY_LUA = DROP_BAD_HEADER_NAMES_LUA + f"""
+function envoy_on_request(handle)
+  drop_bad_header_names(handle)
   local headers = handle:headers()
   local ctype = headers:get("content-type") or ""
   if string.sub(ctype, 1, 16) == "application/grpc" then return end
@@ -543,11 +563,13 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
                 ),
             }
         )
-    # Only REST routes with a body run it (LuaPerRoute): it hands the raw body on.
+    # Every request drops header names gRPC cannot carry; REST routes with a body also
+    # hand the raw body on (LuaPerRoute "json_body", which does both).
     filters.append({
         "name": LUA,
         "typed_config": _any(
             "envoy.extensions.filters.http.lua.v3.Lua",
+            default_source_code={"inline_string": HEADERS_ONLY_LUA},
             source_codes={"json_body": {"inline_string": JSON_BODY_LUA}},
         ),
     })
