@@ -188,7 +188,8 @@ class BacktestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelSweep(self, request, context):
-        """Cancel a sweep.
+        """Cancel a sweep; it keeps the points it finished. A sweep split into chunks may still
+        answer RUNNING until its running chunks stop; its watch ends with RESULT_CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

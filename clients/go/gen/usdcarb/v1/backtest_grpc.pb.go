@@ -65,7 +65,8 @@ type BacktestServiceClient interface {
 	GetSweep(ctx context.Context, in *GetSweepRequest, opts ...grpc.CallOption) (*Sweep, error)
 	// List sweeps, newest first.
 	ListSweeps(ctx context.Context, in *ListSweepsRequest, opts ...grpc.CallOption) (*ListSweepsResponse, error)
-	// Cancel a sweep.
+	// Cancel a sweep; it keeps the points it finished. A sweep split into chunks may still
+	// answer RUNNING until its running chunks stop; its watch ends with RESULT_CANCELLED.
 	CancelSweep(ctx context.Context, in *CancelSweepRequest, opts ...grpc.CallOption) (*Sweep, error)
 	// Follow a sweep's progress, ending with its outcome.
 	WatchSweep(ctx context.Context, in *WatchSweepRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SweepEvent], error)
@@ -267,7 +268,8 @@ type BacktestServiceServer interface {
 	GetSweep(context.Context, *GetSweepRequest) (*Sweep, error)
 	// List sweeps, newest first.
 	ListSweeps(context.Context, *ListSweepsRequest) (*ListSweepsResponse, error)
-	// Cancel a sweep.
+	// Cancel a sweep; it keeps the points it finished. A sweep split into chunks may still
+	// answer RUNNING until its running chunks stop; its watch ends with RESULT_CANCELLED.
 	CancelSweep(context.Context, *CancelSweepRequest) (*Sweep, error)
 	// Follow a sweep's progress, ending with its outcome.
 	WatchSweep(*WatchSweepRequest, grpc.ServerStreamingServer[SweepEvent]) error

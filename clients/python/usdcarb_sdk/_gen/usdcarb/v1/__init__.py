@@ -6872,7 +6872,8 @@ class BacktestServiceStub:
 
     def cancel_sweep(self, message: "CancelSweepRequest") -> "Sweep":
         """
-        Cancel a sweep.
+        Cancel a sweep; it keeps the points it finished. A sweep split into chunks may still
+        answer RUNNING until its running chunks stop; its watch ends with RESULT_CANCELLED.
         """
 
         return self._channel.unary_unary(
