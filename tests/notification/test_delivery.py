@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 from notification.conftest import Env
 from notification.nt_helpers import caller, new_secret
 from testkit import eventually
+from usdcarb.platform import events
 from usdcarb.v1 import common_pb2 as cpb
 from usdcarb.v1 import notification_pb2 as pb
 
@@ -61,6 +62,23 @@ async def test_a_matching_event_reaches_the_webhook_signed_and_the_email_inbox(e
     [d] = await deliveries(env, hook.name)
     assert got.id == d.name.rsplit("/", 1)[1], "webhook-id is the delivery id"
     assert len(receiver.received) == 1 and len(env.smtp.messages) == 1
+
+
+async def test_an_event_appended_twice_by_a_retried_publish_is_delivered_once(
+        env: Env) -> None:
+    receiver = await env.receiver()
+    hook, _ = await env.webhook(receiver, event_types=[pb.EVENT_TYPE_BACKTEST_SUCCEEDED])
+    event = events.DomainEvent(type="EVENT_TYPE_BACKTEST_SUCCEEDED", source="test",
+                               subject="backtests/twice", summary="twice")
+    for _ in range(2):  # the first XADD landed but its reply was lost; the publisher retried
+        await events.publish(env.redis, event, stream=env.settings.events_stream)
+    await env.publish(subject="backtests/after")  # a later, distinct event
+
+    await eventually(lambda: len(receiver.received) == 2)
+    await asyncio.sleep(0.5)  # nothing more arrives
+    assert sorted(r.payload["subject"] for r in receiver.received if r.payload) == [
+        "backtests/after", "backtests/twice"]
+    assert len(await deliveries(env, hook.name)) == 2
 
 
 async def test_503_three_times_then_200_is_delivered_after_four_growing_waits(env: Env) -> None:

@@ -79,7 +79,9 @@ class Dispatcher:
             except (KeyError, ValueError) as exc:  # never block the stream on one bad entry
                 logger.error("dropping malformed event %s: %s", _text(entry_id), exc)
         subscriptions = await self._store.enabled_subscriptions() if events else []
-        rows = [(delivery_id(e.id, s.id), s.channel_id, s.id, e)
+        # Keyed by the event's own key when it has one: an event appended twice (a publish
+        # retried across a Redis restart) is still delivered once per subscription.
+        rows = [(delivery_id(e.event.key or e.id, s.id), s.channel_id, s.id, e)
                 for e in events for s in subscriptions
                 if s.filter.matches(type_=e.event.type, severity=e.event.severity,
                                     subject=e.event.subject)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,9 @@ class DomainEvent:
     severity: str = "SEVERITY_INFO"
     data: Mapping[str, Any] = field(default_factory=dict)
     time_ms: int = 0
+    # Made once per fact: a publish retried after a lost reply (the XADD may have landed)
+    # appends the same key again, and consumers treat both entries as one event.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -36,6 +40,7 @@ class DomainEvent:
             "summary": self.summary, "severity": self.severity,
             "data": json.dumps(dict(self.data), sort_keys=True, default=str),
             "time_ms": str(self.time_ms or int(time.time() * 1000)),
+            "key": self.key,
         }
 
     @classmethod
@@ -44,7 +49,7 @@ class DomainEvent:
              else v) for k, v in fields.items()}
         return cls(type=f["type"], source=f["source"], subject=f["subject"],
                    summary=f["summary"], severity=f["severity"], data=json.loads(f["data"]),
-                   time_ms=int(f["time_ms"]))
+                   time_ms=int(f["time_ms"]), key=f.get("key", ""))
 
 
 async def publish(redis: Any, event: DomainEvent, *, stream: str = STREAM) -> str:
