@@ -3,6 +3,8 @@ numeric knobs outside their documented bounds are INVALID_ARGUMENT, before any j
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 END_MS = START_MS + BARS * 60_000
 YEAR_MS = 365 * 86_400_000
+VERDICTS_DDL = (Path(__file__).resolve().parents[3] / "services/usdcarb/validation/migrations"
+                / "0003_series_verdicts.sql").read_text()
 
 
 async def _refused(env: Any, version: str, cfg: dict[str, Any]) -> grpc.aio.AioRpcError:
@@ -79,3 +83,34 @@ async def test_knobs_outside_their_bounds_are_invalid_argument(
               _detail(err, error_details_pb2.BadRequest).field_violations}
     assert f"backtest.{field}" in fields, fields
     assert fields[f"backtest.{field}"].startswith("expected "), fields
+
+
+async def test_a_leg_over_a_stale_span_is_refused_naming_it_unless_overridden(env: Any) -> None:
+    """Issue 15 through CreateBacktest: validation's verdicts (here a STALE span on one leg,
+    as validation stores it) refuse the run with the span named; the recorded override
+    lets a researcher run it anyway."""
+    schema = await env.market_pool.fetchval("SELECT current_schema()")
+    table = f"{schema}.series_verdicts"
+    async with env.market_pool.acquire() as conn:
+        await conn.execute(VERDICTS_DDL)  # validation's own table, in this test's schema
+        await conn.execute(
+            f"""INSERT INTO {table} (exchange, symbol, timeframe, verdict, start_time,
+                   end_time, bars, reason)
+                VALUES ('venueb', 'USDC/USDT', '1m', 'SERIES_VERDICT_KIND_STALE', to_timestamp($1 / 1000.0),
+                        to_timestamp($2 / 1000.0), 900, 'flat price, no volume')""",
+            START_MS + 600_000, START_MS + 600_000 + 900 * 60_000)
+    app = env.components.app
+    app.settings = dataclasses.replace(app.settings, verdict_table=table)
+    version = await env.version()
+    cfg = config_json(START_MS, END_MS)
+    err = await _refused(env, version, cfg)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _detail(err, error_details_pb2.ErrorInfo).reason == "UNUSABLE_MARKET_DATA"
+    (violation,) = _detail(err, error_details_pb2.PreconditionFailure).violations
+    assert violation.subject == "venueb:USDC/USDT:1m" and "STALE" in violation.type + \
+        violation.description, violation
+    assert await env.pool.fetchval("SELECT count(*) FROM backtests") == 0
+    ok = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(backtest=pb.Backtest(
+        strategy_version=version, config=json_format.ParseDict(
+            {**cfg, "allowUnusableData": True}, pb.BacktestConfig()))), metadata=caller())
+    assert ok.name.startswith("backtests/")
