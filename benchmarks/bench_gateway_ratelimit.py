@@ -17,19 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in ("services", "gen/python", "clients/python"):
+for _path in ("services", "gen/python", "clients/python", "benchmarks"):
     if str(REPO / _path) not in sys.path:
         sys.path.insert(0, str(REPO / _path))
+
+from gatewaykit import cpu_seconds, stop, wait_http, wait_port, wrk  # noqa: E402
 
 from usdcarb.devstack import RedisServer, free_port, scratch_dir  # noqa: E402
 from usdcarb.gateway.config import GatewayConfig, write_envoy_config  # noqa: E402
@@ -68,30 +68,10 @@ async def _serve_backend(port: int) -> None:
 
 # ---------------------------------------------------------------- orchestration
 
-def _wait(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"expected {url} to answer within {timeout}s")
-        time.sleep(0.1)
 
 
-def _wait_port(port: int, timeout: float = 30) -> None:
-    import socket
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"expected port {port} to listen within {timeout}s")
-        time.sleep(0.1)
+
+
 
 
 def _envoy(root: Path, name: str, backend: int, ratelimit: int | None) -> tuple[Any, int]:
@@ -110,33 +90,17 @@ def _envoy(root: Path, name: str, backend: int, ratelimit: int | None) -> tuple[
          "--log-level", "error", "--concurrency", "1"],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
-    _wait(f"http://127.0.0.1:{admin}/ready")
+    wait_http(f"http://127.0.0.1:{admin}/ready")
     return proc, port
 
 
-def _stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
-def _wrk(port: int, token: str, seconds: int, connections: int) -> tuple[float, int]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-         "-H", f"authorization: Bearer {token}", f"http://127.0.0.1:{port}{PATH}"],
-        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rps, int(bad.group(1)) if bad else 0
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+
 
 
 def _probe(port: int, token: str) -> tuple[int, dict[str, str]]:
@@ -182,33 +146,36 @@ def main(argv: list[str] | None = None) -> int:
                 "USDCARB_RATELIMIT_METRICS_PORT": "-1", "USDCARB_RATELIMIT_REDIS_URL": redis.url,
                 "USDCARB_RATELIMIT_LIMITS_FILE": str(limits),
                 "USDCARB_RATELIMIT_LOG_LEVEL": "WARNING"}))
-        _wait_port(backend)
-        _wait_port(rls)
+        wait_port(backend)
+        wait_port(rls)
         token = mint_dev_token("users/bench", ["viewer"], ttl=3600)
+        auth = {"authorization": f"Bearer {token}"}
         results: dict[str, list[float]] = {"jwt": [], "jwt+ratelimit": []}
         cpu: dict[str, dict[str, float]] = {}
         for _ in range(args.rounds):
             for name, limited in (("jwt", None), ("jwt+ratelimit", rls)):
                 envoy, port = _envoy(root, name.replace("+", "-"), backend, limited)
+                url = f"http://127.0.0.1:{port}{PATH}"
                 try:
                     status, headers = _probe(port, token)
                     if status != 200:
                         raise RuntimeError(f"{name}: expected 200 from the probe, got {status}")
                     if limited and "x-ratelimit-remaining" not in headers:
                         raise RuntimeError("expected x-ratelimit headers through the RLS")
-                    _wrk(port, token, 1, args.connections)  # warm-up
+                    wrk(url, seconds=1, connections=args.connections, headers=auth)  # warm-up
                     pids = {"envoy": envoy.pid, "backend": procs[0].pid, "rls": procs[1].pid,
                             "redis": redis.pid or 0}
-                    before = {k: _cpu_s(v) for k, v in pids.items()}
-                    rps, bad = _wrk(port, token, args.seconds, args.connections)
+                    before = {k: cpu_seconds(v) for k, v in pids.items()}
+                    rps, bad = wrk(url, seconds=args.seconds, connections=args.connections,
+                                   headers=auth)
                     if bad:
                         raise RuntimeError(f"{name}: {bad} non-2xx responses")
                     requests = rps * args.seconds
-                    cpu[name] = {k: (_cpu_s(v) - before[k]) / requests * 1e6
+                    cpu[name] = {k: (cpu_seconds(v) - before[k]) / requests * 1e6
                                  for k, v in pids.items()}
                     results[name].append(rps)
                 finally:
-                    _stop(envoy)
+                    stop(envoy)
         plain, limited_best = max(results["jwt"]), max(results["jwt+ratelimit"])
         cost = 1 - limited_best / plain
         print(f"REST GET {PATH} via Envoy, wrk -c{args.connections}, {args.seconds}s x "
@@ -223,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         redis.stop()
         shutil.rmtree(root, ignore_errors=True)
 

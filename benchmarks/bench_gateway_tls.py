@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in ("services", "gen/python", "clients/python"):
+for _path in ("services", "gen/python", "clients/python", "benchmarks"):
     if str(REPO / _path) not in sys.path:
         sys.path.insert(0, str(REPO / _path))
+
+from gatewaykit import cpu_seconds, stop, wait_http, wait_port, wrk  # noqa: E402
 
 from usdcarb.devstack import free_port, scratch_dir  # noqa: E402
 from usdcarb.gateway.config import GatewayConfig, GatewayTls, write_envoy_config  # noqa: E402
@@ -86,29 +86,10 @@ async def _serve_backend(port: int, pki_root: str, trust_claims: bool) -> None:
 
 # ---------------------------------------------------------------- orchestration
 
-def _wait(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"expected {url} to answer within {timeout}s")
-        time.sleep(0.1)
 
 
-def _wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"expected port {port} to listen within {timeout}s")
-        time.sleep(0.1)
+
+
 
 
 def _envoy(root: Path, name: str, backend: int, files: GatewayTls | None) -> tuple[Any, int]:
@@ -127,9 +108,9 @@ def _envoy(root: Path, name: str, backend: int, files: GatewayTls | None) -> tup
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     try:
-        _wait(f"http://127.0.0.1:{admin}/ready")
+        wait_http(f"http://127.0.0.1:{admin}/ready")
     except RuntimeError:
-        _stop(proc)
+        stop(proc)
         tail = (root / f"{name}.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"expected envoy {name} ready, got:\n{tail}") from None
     # Ready once the backend cluster is healthy (over mTLS for the TLS gateway).
@@ -144,32 +125,13 @@ def _envoy(root: Path, name: str, backend: int, files: GatewayTls | None) -> tup
         time.sleep(0.1)
 
 
-def _stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
-def _wrk(url: str, token: str, seconds: int, connections: int) -> tuple[float, int]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-         "-H", f"authorization: Bearer {token}", url + PATH],
-        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    if errors:
-        raise RuntimeError(f"wrk saw socket errors on {url}: {errors.group(0)}")
-    return rps, int(bad.group(1)) if bad else 0
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+
 
 
 def _probe(url: str, token: str, context: ssl.SSLContext | None) -> int:
@@ -210,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                  *(["--trust-claims"] if name == "before" else [])],
                 env=env, stdin=subprocess.DEVNULL, start_new_session=True))
         for port in ports.values():
-            _wait_port(port)
+            wait_port(port)
         backends = dict(zip(ports, procs, strict=True))
         token = mint_dev_token("users/bench", ["viewer"], ttl=3600)
+        auth = {"authorization": f"Bearer {token}"}
         results: dict[str, list[float]] = {name: [] for name in ports}
         # CPU seconds and requests over every round: less noisy than throughput on a
         # shared machine, where other work steals the cores between rounds.
@@ -228,18 +191,19 @@ def main(argv: list[str] | None = None) -> int:
                     status = _probe(url, token, tls.ssl_context(pki.ca) if files else None)
                     if status != 200:
                         raise RuntimeError(f"{name}: expected 200 from the probe, got {status}")
-                    _wrk(url, token, 1, args.connections)  # warm-up
+                    wrk(url + PATH, seconds=1, connections=args.connections, headers=auth)  # warm-up
                     pids = {"envoy": envoy.pid, "backend": backends[name].pid}
-                    before = {k: _cpu_s(v) for k, v in pids.items()}
-                    rps, bad = _wrk(url, token, args.seconds, args.connections)
+                    before = {k: cpu_seconds(v) for k, v in pids.items()}
+                    rps, bad = wrk(url + PATH, seconds=args.seconds,
+                                   connections=args.connections, headers=auth)
                     if bad:
                         raise RuntimeError(f"{name}: {bad} non-2xx responses")
                     served[name] += rps * args.seconds
                     for k, v in pids.items():
-                        cpu[name][k] = cpu[name].get(k, 0.0) + _cpu_s(v) - before[k]
+                        cpu[name][k] = cpu[name].get(k, 0.0) + cpu_seconds(v) - before[k]
                     results[name].append(rps)
                 finally:
-                    _stop(envoy)
+                    stop(envoy)
         best = {name: max(rounds) for name, rounds in results.items()}
         print(f"REST GET {PATH} with a JWT via Envoy (route authorization), wrk "
               f"-c{args.connections} keep-alive, {args.seconds}s x {args.rounds} rounds "
@@ -265,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 

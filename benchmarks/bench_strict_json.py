@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -31,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in ("services", "gen/python", "clients/python"):
+for _path in ("services", "gen/python", "clients/python", "benchmarks"):
     if str(REPO / _path) not in sys.path:
         sys.path.insert(0, str(REPO / _path))
+
+from gatewaykit import cpu_seconds, stop, wrk  # noqa: E402
 
 from usdcarb.devstack import free_port, scratch_dir  # noqa: E402
 from usdcarb.gateway.config import GatewayConfig, render_envoy_yaml  # noqa: E402
@@ -114,30 +115,13 @@ def _envoy(root: Path, name: str, backend: int, strict: bool) -> tuple[Any, int]
         time.sleep(0.1)
 
 
-def _stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
-def _wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, int]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
-         url + PATH], capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if re.search(r"Socket errors:.*", out):
-        raise RuntimeError(f"wrk saw socket errors on {url}:\n{out}")
-    return rps, int(bad.group(1)) if bad else 0
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+
 
 
 def _probe(url: str, token: str, body: str) -> tuple[int, str]:
@@ -197,18 +181,20 @@ def main(argv: list[str] | None = None) -> int:
                     typo, text = _probe(url, token, BODY.replace("displayName", "displayNme"))
                     if (typo == 400) != (name == "strict"):
                         raise RuntimeError(f"{name}: unknown field answered {typo} {text[:200]}")
-                    _wrk(url, script, 1, args.connections)  # warm-up
+                    wrk(url + PATH, script=script, seconds=1,
+                        connections=args.connections)  # warm-up
                     pids = {"envoy": envoy.pid, "backend": procs[name].pid}
-                    before = {k: _cpu_s(v) for k, v in pids.items()}
-                    rps, bad = _wrk(url, script, args.seconds, args.connections)
+                    before = {k: cpu_seconds(v) for k, v in pids.items()}
+                    rps, bad = wrk(url + PATH, script=script, seconds=args.seconds,
+                                   connections=args.connections)
                     if bad:
                         raise RuntimeError(f"{name}: {bad} non-2xx responses")
                     requests = rps * args.seconds
-                    cpu[name] = {k: (_cpu_s(v) - before[k]) / requests * 1e6
+                    cpu[name] = {k: (cpu_seconds(v) - before[k]) / requests * 1e6
                                  for k, v in pids.items()}
                     results[name].append(rps)
                 finally:
-                    _stop(envoy)
+                    stop(envoy)
         off, strict = max(results["off"]), max(results["strict"])
         print(f"REST POST {PATH} ({len(BODY)}-byte body) with a JWT via Envoy, wrk "
               f"-c{args.connections} keep-alive, {args.seconds}s x {args.rounds} rounds (best)")
@@ -223,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 
