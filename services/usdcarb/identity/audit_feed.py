@@ -9,18 +9,17 @@ touches the identity service's health or its other RPCs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
-
 from usdcarb.identity.model import AuditRecord
 from usdcarb.identity.store import IdentityStore
-from usdcarb.platform.audit import AUDIT_STREAM, DeniedCall, as_text
+from usdcarb.platform.audit import AUDIT_STREAM, DeniedCall
+from usdcarb.platform.streams import Entry, GroupReader
 
 logger = logging.getLogger(__name__)
 
@@ -40,59 +39,25 @@ class AuditFeed:
 
     def __init__(self, redis: Any, store: IdentityStore, *, batch: int = 200,
                  block_ms: int = 1000, claim_idle_ms: int = 30_000) -> None:
-        self._redis = redis
         self._store = store
-        self._batch = batch
-        self._block_ms = block_ms
-        self._claim_idle_ms = claim_idle_ms
         self.consumer = f"identity-{socket.gethostname()}-{os.getpid()}"
+        self._reader = GroupReader(redis, stream=AUDIT_STREAM, group=GROUP,
+                                   consumer=self.consumer, batch=batch, block_ms=block_ms,
+                                   claim_idle_ms=claim_idle_ms)
         self.recorded = 0
 
     async def ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(AUDIT_STREAM, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._reader.ensure_group()
 
     async def step(self) -> int:
         """Record one batch (entries left by a dead replica first); return its size."""
-        claimed = await self._redis.xautoclaim(
-            AUDIT_STREAM, GROUP, self.consumer, min_idle_time=self._claim_idle_ms,
-            start_id="0-0", count=self._batch)
-        entries = [e for e in claimed[1] if e and e[1]]
-        if not entries:
-            reply = await self._redis.xreadgroup(GROUP, self.consumer, {AUDIT_STREAM: ">"},
-                                                 count=self._batch, block=self._block_ms)
-            entries = [e for _, got in reply or [] for e in got]
-        if not entries:
-            return 0
-        ids = [e[0] for e in entries]
-        events = [(as_text(entry_id), record_of(DeniedCall.from_fields(fields)))
-                  for entry_id, fields in entries]
-        self.recorded += await self._store.insert_audit_once(events)
-        await self._redis.xack(AUDIT_STREAM, GROUP, *ids)
-        return len(entries)
+        return await self._reader.step(self._record)
 
     async def run(self) -> None:
         """Record until cancelled; wait and retry while Redis or PostgreSQL is away."""
-        delay, ready = 0.5, False
-        while True:
-            try:
-                if not ready:
-                    await self.ensure_group()
-                    ready = True
-                await self.step()
-                delay = 0.5
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, ConnectionError) as exc:
-                ready = ready and "NOGROUP" not in str(exc)
-                logger.warning("audit feed: %s: %s; retrying in %.1fs",
-                               type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                logger.exception("audit feed: recording failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self._reader.run(self._record, name="audit feed", first_delay_s=0.5)
+
+    async def _record(self, entries: Sequence[Entry]) -> None:
+        events = [(entry_id, record_of(DeniedCall.from_fields(fields)))
+                  for entry_id, fields in entries]
+        self.recorded += await self._store.insert_audit_once(events)

@@ -17,24 +17,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
-
-from redis.exceptions import RedisError, ResponseError
 
 from usdcarb.notification.domain import Backoff, DeliveryState, Verdict, delivery_id
 from usdcarb.notification.model import ChannelRecord, DeliveryRecord, Result, StoredEvent
 from usdcarb.notification.senders import Senders
 from usdcarb.notification.store import NotificationStore
 from usdcarb.platform.events import DomainEvent
+from usdcarb.platform.streams import Entry, GroupReader
 
 logger = logging.getLogger(__name__)
 
 GROUP = "notification"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Dispatcher:
@@ -43,41 +38,29 @@ class Dispatcher:
     def __init__(self, redis: Any, store: NotificationStore, *, stream: str, consumer: str,
                  on_new: Callable[[], None], batch: int = 500, block_ms: int = 1000,
                  claim_idle_ms: int = 30_000) -> None:
-        self._redis = redis
         self._store = store
-        self._stream = stream
-        self._consumer = consumer
         self._on_new = on_new
-        self._batch = batch
-        self._block_ms = block_ms
-        self._claim_idle_ms = claim_idle_ms
+        self._reader = GroupReader(redis, stream=stream, group=GROUP, consumer=consumer,
+                                   batch=batch, block_ms=block_ms, claim_idle_ms=claim_idle_ms)
 
     async def ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._reader.ensure_group()
 
     async def step(self) -> int:
         """Handle one batch (entries a dead replica left first); return its size."""
-        claimed = await self._redis.xautoclaim(
-            self._stream, GROUP, self._consumer, min_idle_time=self._claim_idle_ms,
-            start_id="0-0", count=self._batch)
-        entries = [e for e in claimed[1] if e and e[1]]
-        if not entries:
-            reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"},
-                                                 count=self._batch, block=self._block_ms)
-            entries = [e for _, got in reply or [] for e in got]
-        if not entries:
-            return 0
+        return await self._reader.step(self._dispatch)
+
+    async def run(self) -> None:
+        """Dispatch until cancelled; wait and retry while Redis or PostgreSQL is away."""
+        await self._reader.run(self._dispatch, name="dispatcher")
+
+    async def _dispatch(self, entries: Sequence[Entry]) -> None:
         events = []
         for entry_id, fields in entries:
             try:
-                events.append(StoredEvent(id=_text(entry_id),
-                                          event=DomainEvent.from_fields(fields)))
+                events.append(StoredEvent(id=entry_id, event=DomainEvent.from_fields(fields)))
             except (KeyError, ValueError) as exc:  # never block the stream on one bad entry
-                logger.error("dropping malformed event %s: %s", _text(entry_id), exc)
+                logger.error("dropping malformed event %s: %s", entry_id, exc)
         subscriptions = await self._store.enabled_subscriptions() if events else []
         # Keyed by the event's own key when it has one: an event appended twice (a publish
         # retried across a Redis restart) is still delivered once per subscription.
@@ -87,31 +70,6 @@ class Dispatcher:
                                     subject=e.event.subject)]
         if await self._store.insert_deliveries(rows):
             self._on_new()
-        await self._redis.xack(self._stream, GROUP, *[e[0] for e in entries])
-        return len(entries)
-
-    async def run(self) -> None:
-        """Dispatch until cancelled; wait and retry while Redis or PostgreSQL is away."""
-        delay, ready = 0.2, False
-        while True:
-            try:
-                if not ready:
-                    await self.ensure_group()
-                    ready = True
-                await self.step()
-                delay = 0.2
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, ConnectionError) as exc:
-                ready = ready and "NOGROUP" not in str(exc)
-                logger.warning("dispatcher: %s: %s; retrying in %.1fs",
-                               type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                logger.exception("dispatcher failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
 
 class ResultWriter:
