@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -99,6 +100,11 @@ async def env(service_pool: Any, redis_server: Any, smtp: SmtpServer) -> AsyncIt
             e.stub = notification_pb2_grpc.NotificationServiceStub(channel)
             yield e
     finally:
+        # As a replica stops (notification.main): open SubscribeEvents streams end with
+        # their Outcome first, then the server stops.
+        for components, _ in started:
+            components.feed.closing.set()
+        await asyncio.sleep(0.3)
         for _, srv in reversed(started):
             await srv.stop(0)
         for r in e.receivers:
