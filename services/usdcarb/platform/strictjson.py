@@ -57,11 +57,11 @@ _STRING_WKT = {"google.protobuf.Timestamp", "google.protobuf.Duration",
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """A JSON object names one key twice (json.loads would keep the last silently)."""
 
 
 class _NonFinite(ValueError):
-    pass
+    """A JSON number is NaN or infinite (json.loads accepts them; proto3 JSON does not)."""
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

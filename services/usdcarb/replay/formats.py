@@ -120,6 +120,7 @@ class Exchange(ABC):
 
     time_path = ""  # the exchange's server-time endpoint ccxt's fetch_time calls
 
+    @abstractmethod
     def render_time(self, now_ms: int) -> Reply:
         """The exchange's server-time response at ``now_ms`` (the replay clock)."""
         raise NotImplementedError
