@@ -52,15 +52,6 @@ def file_keys(path: Path) -> KeySource:
     return fetch
 
 
-def static_keys(keys: Iterable[Mapping[str, Any]]) -> KeySource:
-    """Return a source that always answers ``keys`` (identity's own key ring, tests)."""
-    frozen = list(keys)
-
-    async def fetch() -> Sequence[Mapping[str, Any]]:
-        return frozen
-    return fetch
-
-
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """Return the token of the one ``authorization: Bearer`` header, None without one.
 
