@@ -6,25 +6,43 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
 
-rm -rf gen/python/usdcarb gen/openapi gen/descriptor clients/python/usdcarb_sdk/_gen clients/go/gen
-buf generate "$@"
-buf generate --template buf.gen.sdk.yaml
+# Generate into a staging tree, then sync file by file (scripts/sync_tree.py): gen/ never
+# disappears under a test or service that runs meanwhile.
+root=$PWD
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r proto buf.yaml buf.gen.yaml buf.gen.sdk.yaml pyproject.toml "$stage"/
+ln -s "$root/.venv" "$stage/.venv"
+ln -s "$root/.tools" "$stage/.tools"
+ln -s "$root/scripts" "$stage/scripts"
+mkdir -p "$stage/services/usdcarb"
+ln -s "$root/services/usdcarb/ratelimit" "$stage/services/usdcarb/ratelimit" 2>/dev/null || true
+(
+  cd "$stage"
+  buf generate "$@"
+  buf generate --template buf.gen.sdk.yaml
 
-# Envoy's grpc_json_transcoder reads a self-contained descriptor set.
-mkdir -p gen/descriptor
-buf build --exclude-source-info -o gen/descriptor/usdcarb.binpb
+  # Envoy's grpc_json_transcoder reads a self-contained descriptor set.
+  mkdir -p gen/descriptor
+  buf build --exclude-source-info -o gen/descriptor/usdcarb.binpb
 
-# Envoy's rate limit service API: a minimal wire-compatible copy of rls.proto, kept out of
-# the buf module (it is Envoy's contract, not ours) and compiled with grpcio-tools' protoc.
-rm -rf gen/python/envoy_rls
-grpc_proto=$(.venv/bin/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
-.venv/bin/python -m grpc_tools.protoc -I services/usdcarb/ratelimit/proto -I "$grpc_proto" \
-  --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
-  services/usdcarb/ratelimit/proto/envoy_rls/rls.proto
-touch gen/python/envoy_rls/__init__.py
+  # Envoy's rate limit service API: a minimal wire-compatible copy of rls.proto, kept out of
+  # the buf module (it is Envoy's contract, not ours) and compiled with grpcio-tools' protoc.
+  if [ -d services/usdcarb/ratelimit/proto ]; then
+    grpc_proto=$(.venv/bin/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+    .venv/bin/python -m grpc_tools.protoc -I services/usdcarb/ratelimit/proto -I "$grpc_proto" \
+      --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
+      services/usdcarb/ratelimit/proto/envoy_rls/rls.proto
+    touch gen/python/envoy_rls/__init__.py
+  fi
 
-# Package markers: gen/python/usdcarb is completed by services/usdcarb (pkgutil.extend_path).
-touch gen/python/usdcarb/v1/__init__.py
+  # Package markers: gen/python/usdcarb is completed by services/usdcarb (pkgutil.extend_path).
+  touch gen/python/usdcarb/v1/__init__.py
+)
+for dir in gen/python gen/openapi gen/descriptor clients/python/usdcarb_sdk/_gen clients/go/gen; do
+  mkdir -p "$stage/$dir"
+  python3 scripts/sync_tree.py "$stage/$dir" "$dir" >/dev/null
+done
 
 # docs/api.md: the RPC tables are generated from the contracts too.
 .venv/bin/python scripts/gen_api_docs.py >/dev/null
