@@ -14,8 +14,10 @@ PG_MAJOR=15
 PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 LOG="$BUILD_DIR/setup.log"
 
-# wrk: the HTTP load generator of the gateway benchmarks.
-BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server wrk)
+# wrk: the HTTP load generator of the gateway benchmarks. prometheus (+ promtool) and
+# prometheus-alertmanager: the stack's monitoring (services/usdcarb/observability); their
+# own systemd units are never used, the devstack runs them on free loopback ports.
+BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server wrk prometheus prometheus-alertmanager)
 BUILD_PACKAGES=(cmake gcc make libssl-dev dpkg-dev)
 
 say() { printf 'setup-system: %s\n' "$*"; }
