@@ -212,8 +212,11 @@ def read_sample(path: Path) -> Series:
 
 
 # The demo's samples: three days around the depeg low, re-encoded from the recordings.
-SAMPLE_SERIES = (("binance", "USDC/USDT"), ("binance", "BTC/USDC"), ("bybit", "BTC/USDC"),
-                 ("kraken", "USDC/USD"))
+# Binance.US's three markets let a triangle run on one venue (BTC/USDC, BTC/USDT,
+# USDC/USDT); USDC/USDT (Binance.US) and USDC/USD (Kraken) are USDC's USDT and USD quotes
+# for peg reversion; BTC/USDC on two venues is the cross-exchange spread.
+SAMPLE_SERIES = (("binance", "USDC/USDT"), ("binance", "BTC/USDC"), ("binance", "BTC/USDT"),
+                 ("bybit", "BTC/USDC"), ("kraken", "USDC/USD"))
 SAMPLE_START_MS = 1_678_406_400_000  # 2023-03-10T00:00Z
 SAMPLE_END_MS = 1_678_665_600_000  # 2023-03-13T00:00Z
 
