@@ -17,7 +17,9 @@ LOG="$BUILD_DIR/setup.log"
 # wrk: the HTTP load generator of the gateway benchmarks. prometheus (+ promtool) and
 # prometheus-alertmanager: the stack's monitoring (services/usdcarb/observability); their
 # own systemd units are never used, the devstack runs them on free loopback ports.
-BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server wrk prometheus prometheus-alertmanager)
+# chromium: the headless browser that opens the HTML reports in tests (tests/cli).
+BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server wrk prometheus prometheus-alertmanager
+  chromium)
 BUILD_PACKAGES=(cmake gcc make libssl-dev dpkg-dev)
 
 say() { printf 'setup-system: %s\n' "$*"; }
