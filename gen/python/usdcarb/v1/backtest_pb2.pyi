@@ -22,6 +22,25 @@ class FillPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FILL_POLICY_NEXT_BAR: _ClassVar[FillPolicy]
     FILL_POLICY_SAME_BAR: _ClassVar[FillPolicy]
 
+class LegMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEG_MODE_UNSPECIFIED: _ClassVar[LegMode]
+    LEG_MODE_ALL_OR_NOTHING: _ClassVar[LegMode]
+    LEG_MODE_INDEPENDENT: _ClassVar[LegMode]
+
+class OneLegPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ONE_LEG_POLICY_UNSPECIFIED: _ClassVar[OneLegPolicy]
+    ONE_LEG_POLICY_HEDGE: _ClassVar[OneLegPolicy]
+    ONE_LEG_POLICY_RETRY: _ClassVar[OneLegPolicy]
+    ONE_LEG_POLICY_UNWIND: _ClassVar[OneLegPolicy]
+
+class OrderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_TYPE_UNSPECIFIED: _ClassVar[OrderType]
+    ORDER_TYPE_TAKER: _ClassVar[OrderType]
+    ORDER_TYPE_MAKER: _ClassVar[OrderType]
+
 class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SIDE_UNSPECIFIED: _ClassVar[Side]
@@ -30,6 +49,16 @@ class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 FILL_POLICY_UNSPECIFIED: FillPolicy
 FILL_POLICY_NEXT_BAR: FillPolicy
 FILL_POLICY_SAME_BAR: FillPolicy
+LEG_MODE_UNSPECIFIED: LegMode
+LEG_MODE_ALL_OR_NOTHING: LegMode
+LEG_MODE_INDEPENDENT: LegMode
+ONE_LEG_POLICY_UNSPECIFIED: OneLegPolicy
+ONE_LEG_POLICY_HEDGE: OneLegPolicy
+ONE_LEG_POLICY_RETRY: OneLegPolicy
+ONE_LEG_POLICY_UNWIND: OneLegPolicy
+ORDER_TYPE_UNSPECIFIED: OrderType
+ORDER_TYPE_TAKER: OrderType
+ORDER_TYPE_MAKER: OrderType
 SIDE_UNSPECIFIED: Side
 SIDE_BUY: Side
 SIDE_SELL: Side
@@ -51,7 +80,7 @@ class AssetAmount(_message.Message):
     def __init__(self, asset: _Optional[str] = ..., amount: _Optional[float] = ...) -> None: ...
 
 class VenueConfig(_message.Message):
-    __slots__ = ("venue", "maker_fee_bps", "taker_fee_bps", "slippage", "latency_bars", "initial_balances", "min_balances")
+    __slots__ = ("venue", "maker_fee_bps", "taker_fee_bps", "slippage", "latency_bars", "initial_balances", "min_balances", "latency_ms", "participation_cap")
     VENUE_FIELD_NUMBER: _ClassVar[int]
     MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +88,8 @@ class VenueConfig(_message.Message):
     LATENCY_BARS_FIELD_NUMBER: _ClassVar[int]
     INITIAL_BALANCES_FIELD_NUMBER: _ClassVar[int]
     MIN_BALANCES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPATION_CAP_FIELD_NUMBER: _ClassVar[int]
     venue: str
     maker_fee_bps: float
     taker_fee_bps: float
@@ -66,7 +97,33 @@ class VenueConfig(_message.Message):
     latency_bars: int
     initial_balances: _containers.RepeatedCompositeFieldContainer[AssetAmount]
     min_balances: _containers.RepeatedCompositeFieldContainer[AssetAmount]
-    def __init__(self, venue: _Optional[str] = ..., maker_fee_bps: _Optional[float] = ..., taker_fee_bps: _Optional[float] = ..., slippage: _Optional[_Union[SlippageModel, _Mapping]] = ..., latency_bars: _Optional[int] = ..., initial_balances: _Optional[_Iterable[_Union[AssetAmount, _Mapping]]] = ..., min_balances: _Optional[_Iterable[_Union[AssetAmount, _Mapping]]] = ...) -> None: ...
+    latency_ms: int
+    participation_cap: float
+    def __init__(self, venue: _Optional[str] = ..., maker_fee_bps: _Optional[float] = ..., taker_fee_bps: _Optional[float] = ..., slippage: _Optional[_Union[SlippageModel, _Mapping]] = ..., latency_bars: _Optional[int] = ..., initial_balances: _Optional[_Iterable[_Union[AssetAmount, _Mapping]]] = ..., min_balances: _Optional[_Iterable[_Union[AssetAmount, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., participation_cap: _Optional[float] = ...) -> None: ...
+
+class ExecutionConfig(_message.Message):
+    __slots__ = ("leg_mode", "one_leg_policy", "retry_bars", "order_type", "maker_timeout_bars")
+    LEG_MODE_FIELD_NUMBER: _ClassVar[int]
+    ONE_LEG_POLICY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BARS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MAKER_TIMEOUT_BARS_FIELD_NUMBER: _ClassVar[int]
+    leg_mode: LegMode
+    one_leg_policy: OneLegPolicy
+    retry_bars: int
+    order_type: OrderType
+    maker_timeout_bars: int
+    def __init__(self, leg_mode: _Optional[_Union[LegMode, str]] = ..., one_leg_policy: _Optional[_Union[OneLegPolicy, str]] = ..., retry_bars: _Optional[int] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., maker_timeout_bars: _Optional[int] = ...) -> None: ...
+
+class RobustnessSpec(_message.Message):
+    __slots__ = ("enabled", "extra_latency_bars", "cost_multipliers")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_LATENCY_BARS_FIELD_NUMBER: _ClassVar[int]
+    COST_MULTIPLIERS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    extra_latency_bars: _containers.RepeatedScalarFieldContainer[int]
+    cost_multipliers: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, enabled: _Optional[bool] = ..., extra_latency_bars: _Optional[_Iterable[int]] = ..., cost_multipliers: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TransferRoute(_message.Message):
     __slots__ = ("from_venue", "to_venue", "asset", "fee", "delay_bars")
@@ -83,7 +140,7 @@ class TransferRoute(_message.Message):
     def __init__(self, from_venue: _Optional[str] = ..., to_venue: _Optional[str] = ..., asset: _Optional[str] = ..., fee: _Optional[float] = ..., delay_bars: _Optional[int] = ...) -> None: ...
 
 class BacktestConfig(_message.Message):
-    __slots__ = ("range", "timeframe", "venues", "transfers", "fill_policy", "quote_asset", "periods_per_year", "allow_unusable_data")
+    __slots__ = ("range", "timeframe", "venues", "transfers", "fill_policy", "quote_asset", "periods_per_year", "allow_unusable_data", "execution", "robustness")
     RANGE_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     VENUES_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +149,8 @@ class BacktestConfig(_message.Message):
     QUOTE_ASSET_FIELD_NUMBER: _ClassVar[int]
     PERIODS_PER_YEAR_FIELD_NUMBER: _ClassVar[int]
     ALLOW_UNUSABLE_DATA_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    ROBUSTNESS_FIELD_NUMBER: _ClassVar[int]
     range: _common_pb2.TimeRange
     timeframe: str
     venues: _containers.RepeatedCompositeFieldContainer[VenueConfig]
@@ -100,10 +159,30 @@ class BacktestConfig(_message.Message):
     quote_asset: str
     periods_per_year: float
     allow_unusable_data: bool
-    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., timeframe: _Optional[str] = ..., venues: _Optional[_Iterable[_Union[VenueConfig, _Mapping]]] = ..., transfers: _Optional[_Iterable[_Union[TransferRoute, _Mapping]]] = ..., fill_policy: _Optional[_Union[FillPolicy, str]] = ..., quote_asset: _Optional[str] = ..., periods_per_year: _Optional[float] = ..., allow_unusable_data: _Optional[bool] = ...) -> None: ...
+    execution: ExecutionConfig
+    robustness: RobustnessSpec
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., timeframe: _Optional[str] = ..., venues: _Optional[_Iterable[_Union[VenueConfig, _Mapping]]] = ..., transfers: _Optional[_Iterable[_Union[TransferRoute, _Mapping]]] = ..., fill_policy: _Optional[_Union[FillPolicy, str]] = ..., quote_asset: _Optional[str] = ..., periods_per_year: _Optional[float] = ..., allow_unusable_data: _Optional[bool] = ..., execution: _Optional[_Union[ExecutionConfig, _Mapping]] = ..., robustness: _Optional[_Union[RobustnessSpec, _Mapping]] = ...) -> None: ...
+
+class PnlAttribution(_message.Message):
+    __slots__ = ("trading_pnl", "inventory_revaluation", "fees", "slippage", "transfer_costs", "legging", "total_pnl")
+    TRADING_PNL_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_REVALUATION_FIELD_NUMBER: _ClassVar[int]
+    FEES_FIELD_NUMBER: _ClassVar[int]
+    SLIPPAGE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_COSTS_FIELD_NUMBER: _ClassVar[int]
+    LEGGING_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PNL_FIELD_NUMBER: _ClassVar[int]
+    trading_pnl: float
+    inventory_revaluation: float
+    fees: float
+    slippage: float
+    transfer_costs: float
+    legging: float
+    total_pnl: float
+    def __init__(self, trading_pnl: _Optional[float] = ..., inventory_revaluation: _Optional[float] = ..., fees: _Optional[float] = ..., slippage: _Optional[float] = ..., transfer_costs: _Optional[float] = ..., legging: _Optional[float] = ..., total_pnl: _Optional[float] = ...) -> None: ...
 
 class BacktestMetrics(_message.Message):
-    __slots__ = ("total_return", "annualized_return", "volatility", "sharpe", "sortino", "calmar", "max_drawdown", "max_drawdown_duration", "win_rate", "profit_factor", "expectancy", "round_trips", "avg_round_trip_duration", "turnover", "fees_paid", "exposure", "total_pnl", "slippage_paid", "theoretical_edge_bps", "realized_edge_bps", "capture_rate", "inventory_utilization", "rejected_fills")
+    __slots__ = ("total_return", "annualized_return", "volatility", "sharpe", "sortino", "calmar", "max_drawdown", "max_drawdown_duration", "win_rate", "profit_factor", "expectancy", "round_trips", "avg_round_trip_duration", "turnover", "fees_paid", "exposure", "total_pnl", "slippage_paid", "theoretical_edge_bps", "realized_edge_bps", "capture_rate", "inventory_utilization", "rejected_fills", "attribution", "legged_trades", "fill_ratio", "partial_fills", "excess_return", "excess_pnl", "excess_sharpe", "excess_max_drawdown", "excess_volatility")
     class InventoryUtilizationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +213,15 @@ class BacktestMetrics(_message.Message):
     CAPTURE_RATE_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FILLS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    LEGGED_TRADES_FIELD_NUMBER: _ClassVar[int]
+    FILL_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FILLS_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_RETURN_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_PNL_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
     total_return: float
     annualized_return: float
     volatility: float
@@ -157,23 +245,56 @@ class BacktestMetrics(_message.Message):
     capture_rate: float
     inventory_utilization: _containers.ScalarMap[str, float]
     rejected_fills: int
-    def __init__(self, total_return: _Optional[float] = ..., annualized_return: _Optional[float] = ..., volatility: _Optional[float] = ..., sharpe: _Optional[float] = ..., sortino: _Optional[float] = ..., calmar: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., max_drawdown_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., expectancy: _Optional[float] = ..., round_trips: _Optional[int] = ..., avg_round_trip_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnover: _Optional[float] = ..., fees_paid: _Optional[float] = ..., exposure: _Optional[float] = ..., total_pnl: _Optional[float] = ..., slippage_paid: _Optional[float] = ..., theoretical_edge_bps: _Optional[float] = ..., realized_edge_bps: _Optional[float] = ..., capture_rate: _Optional[float] = ..., inventory_utilization: _Optional[_Mapping[str, float]] = ..., rejected_fills: _Optional[int] = ...) -> None: ...
+    attribution: PnlAttribution
+    legged_trades: int
+    fill_ratio: float
+    partial_fills: int
+    excess_return: float
+    excess_pnl: float
+    excess_sharpe: float
+    excess_max_drawdown: float
+    excess_volatility: float
+    def __init__(self, total_return: _Optional[float] = ..., annualized_return: _Optional[float] = ..., volatility: _Optional[float] = ..., sharpe: _Optional[float] = ..., sortino: _Optional[float] = ..., calmar: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., max_drawdown_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., expectancy: _Optional[float] = ..., round_trips: _Optional[int] = ..., avg_round_trip_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnover: _Optional[float] = ..., fees_paid: _Optional[float] = ..., exposure: _Optional[float] = ..., total_pnl: _Optional[float] = ..., slippage_paid: _Optional[float] = ..., theoretical_edge_bps: _Optional[float] = ..., realized_edge_bps: _Optional[float] = ..., capture_rate: _Optional[float] = ..., inventory_utilization: _Optional[_Mapping[str, float]] = ..., rejected_fills: _Optional[int] = ..., attribution: _Optional[_Union[PnlAttribution, _Mapping]] = ..., legged_trades: _Optional[int] = ..., fill_ratio: _Optional[float] = ..., partial_fills: _Optional[int] = ..., excess_return: _Optional[float] = ..., excess_pnl: _Optional[float] = ..., excess_sharpe: _Optional[float] = ..., excess_max_drawdown: _Optional[float] = ..., excess_volatility: _Optional[float] = ...) -> None: ...
+
+class RobustnessScenario(_message.Message):
+    __slots__ = ("label", "extra_latency_bars", "cost_multiplier", "metrics")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_LATENCY_BARS_FIELD_NUMBER: _ClassVar[int]
+    COST_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    extra_latency_bars: int
+    cost_multiplier: float
+    metrics: BacktestMetrics
+    def __init__(self, label: _Optional[str] = ..., extra_latency_bars: _Optional[int] = ..., cost_multiplier: _Optional[float] = ..., metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
+
+class RobustnessPanel(_message.Message):
+    __slots__ = ("scenarios",)
+    SCENARIOS_FIELD_NUMBER: _ClassVar[int]
+    scenarios: _containers.RepeatedCompositeFieldContainer[RobustnessScenario]
+    def __init__(self, scenarios: _Optional[_Iterable[_Union[RobustnessScenario, _Mapping]]] = ...) -> None: ...
 
 class BacktestResult(_message.Message):
-    __slots__ = ("metrics", "trade_count", "bars", "fingerprint", "optimistic_fills", "elapsed")
+    __slots__ = ("metrics", "trade_count", "bars", "fingerprint", "optimistic_fills", "elapsed", "baseline_metrics", "robustness", "execution_model")
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
     BARS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     OPTIMISTIC_FILLS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    ROBUSTNESS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_MODEL_FIELD_NUMBER: _ClassVar[int]
     metrics: BacktestMetrics
     trade_count: int
     bars: int
     fingerprint: Fingerprint
     optimistic_fills: bool
     elapsed: _duration_pb2.Duration
-    def __init__(self, metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., trade_count: _Optional[int] = ..., bars: _Optional[int] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., optimistic_fills: _Optional[bool] = ..., elapsed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    baseline_metrics: BacktestMetrics
+    robustness: RobustnessPanel
+    execution_model: str
+    def __init__(self, metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., trade_count: _Optional[int] = ..., bars: _Optional[int] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., optimistic_fills: _Optional[bool] = ..., elapsed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., baseline_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., robustness: _Optional[_Union[RobustnessPanel, _Mapping]] = ..., execution_model: _Optional[str] = ...) -> None: ...
 
 class Fingerprint(_message.Message):
     __slots__ = ("strategy_version_id", "data_snapshot_hash", "config_hash", "engine_version", "digest")
@@ -388,7 +509,7 @@ class GetEquityCurveRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., max_points: _Optional[int] = ..., layout: _Optional[_Union[_common_pb2.ColumnLayout, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class EquityCurve(_message.Message):
-    __slots__ = ("name", "time_ms", "equity", "drawdown", "exposure", "time_ms_le", "equity_le", "drawdown_le", "exposure_le", "count", "total_points", "reduced", "offset", "next_page_token")
+    __slots__ = ("name", "time_ms", "equity", "drawdown", "exposure", "time_ms_le", "equity_le", "drawdown_le", "exposure_le", "count", "total_points", "reduced", "offset", "next_page_token", "baseline", "baseline_le")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     EQUITY_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +524,8 @@ class EquityCurve(_message.Message):
     REDUCED_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_LE_FIELD_NUMBER: _ClassVar[int]
     name: str
     time_ms: _containers.RepeatedScalarFieldContainer[int]
     equity: _containers.RepeatedScalarFieldContainer[float]
@@ -417,7 +540,9 @@ class EquityCurve(_message.Message):
     reduced: bool
     offset: int
     next_page_token: str
-    def __init__(self, name: _Optional[str] = ..., time_ms: _Optional[_Iterable[int]] = ..., equity: _Optional[_Iterable[float]] = ..., drawdown: _Optional[_Iterable[float]] = ..., exposure: _Optional[_Iterable[float]] = ..., time_ms_le: _Optional[bytes] = ..., equity_le: _Optional[bytes] = ..., drawdown_le: _Optional[bytes] = ..., exposure_le: _Optional[bytes] = ..., count: _Optional[int] = ..., total_points: _Optional[int] = ..., reduced: _Optional[bool] = ..., offset: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    baseline: _containers.RepeatedScalarFieldContainer[float]
+    baseline_le: bytes
+    def __init__(self, name: _Optional[str] = ..., time_ms: _Optional[_Iterable[int]] = ..., equity: _Optional[_Iterable[float]] = ..., drawdown: _Optional[_Iterable[float]] = ..., exposure: _Optional[_Iterable[float]] = ..., time_ms_le: _Optional[bytes] = ..., equity_le: _Optional[bytes] = ..., drawdown_le: _Optional[bytes] = ..., exposure_le: _Optional[bytes] = ..., count: _Optional[int] = ..., total_points: _Optional[int] = ..., reduced: _Optional[bool] = ..., offset: _Optional[int] = ..., next_page_token: _Optional[str] = ..., baseline: _Optional[_Iterable[float]] = ..., baseline_le: _Optional[bytes] = ...) -> None: ...
 
 class ParameterAxis(_message.Message):
     __slots__ = ("path", "values")
@@ -436,6 +561,77 @@ class WalkForwardSpec(_message.Message):
     out_of_sample: _duration_pb2.Duration
     step: _duration_pb2.Duration
     def __init__(self, in_sample: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., out_of_sample: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class CrossValidationSpec(_message.Message):
+    __slots__ = ("folds", "purge", "embargo")
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
+    EMBARGO_FIELD_NUMBER: _ClassVar[int]
+    folds: int
+    purge: _duration_pb2.Duration
+    embargo: _duration_pb2.Duration
+    def __init__(self, folds: _Optional[int] = ..., purge: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., embargo: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class CrossValidationFold(_message.Message):
+    __slots__ = ("index", "test", "train", "chosen_parameters", "train_metrics", "test_metrics")
+    class ChosenParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_METRICS_FIELD_NUMBER: _ClassVar[int]
+    TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    test: _common_pb2.TimeRange
+    train: _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]
+    chosen_parameters: _containers.ScalarMap[str, float]
+    train_metrics: BacktestMetrics
+    test_metrics: BacktestMetrics
+    def __init__(self, index: _Optional[int] = ..., test: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., train: _Optional[_Iterable[_Union[_common_pb2.TimeRange, _Mapping]]] = ..., chosen_parameters: _Optional[_Mapping[str, float]] = ..., train_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., test_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
+
+class OutOfSampleSummary(_message.Message):
+    __slots__ = ("objective", "mean_in_sample", "mean_out_of_sample", "decay", "folds_decayed", "folds")
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_IN_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_OUT_OF_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    DECAY_FIELD_NUMBER: _ClassVar[int]
+    FOLDS_DECAYED_FIELD_NUMBER: _ClassVar[int]
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
+    objective: str
+    mean_in_sample: float
+    mean_out_of_sample: float
+    decay: float
+    folds_decayed: int
+    folds: int
+    def __init__(self, objective: _Optional[str] = ..., mean_in_sample: _Optional[float] = ..., mean_out_of_sample: _Optional[float] = ..., decay: _Optional[float] = ..., folds_decayed: _Optional[int] = ..., folds: _Optional[int] = ...) -> None: ...
+
+class DeflatedSharpe(_message.Message):
+    __slots__ = ("sharpe", "trials", "trials_variance", "expected_max_sharpe", "skewness", "kurtosis", "observations", "deflated_sharpe", "annualized_sharpe")
+    SHARPE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_MAX_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    SKEWNESS_FIELD_NUMBER: _ClassVar[int]
+    KURTOSIS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFLATED_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    ANNUALIZED_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    sharpe: float
+    trials: int
+    trials_variance: float
+    expected_max_sharpe: float
+    skewness: float
+    kurtosis: float
+    observations: int
+    deflated_sharpe: float
+    annualized_sharpe: float
+    def __init__(self, sharpe: _Optional[float] = ..., trials: _Optional[int] = ..., trials_variance: _Optional[float] = ..., expected_max_sharpe: _Optional[float] = ..., skewness: _Optional[float] = ..., kurtosis: _Optional[float] = ..., observations: _Optional[int] = ..., deflated_sharpe: _Optional[float] = ..., annualized_sharpe: _Optional[float] = ...) -> None: ...
 
 class SweepPoint(_message.Message):
     __slots__ = ("parameters", "metrics")
@@ -476,7 +672,7 @@ class WalkForwardFold(_message.Message):
     def __init__(self, index: _Optional[int] = ..., in_sample: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., out_of_sample: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., chosen_parameters: _Optional[_Mapping[str, float]] = ..., in_sample_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., out_of_sample_metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ...) -> None: ...
 
 class Sweep(_message.Message):
-    __slots__ = ("name", "strategy_version", "config", "axes", "objective", "walk_forward", "state", "progress", "points", "folds", "error", "creator", "create_time", "end_time", "owner")
+    __slots__ = ("name", "strategy_version", "config", "axes", "objective", "walk_forward", "state", "progress", "points", "folds", "error", "creator", "create_time", "end_time", "owner", "cross_validation", "deflated_sharpe", "out_of_sample", "cv_folds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -492,6 +688,10 @@ class Sweep(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    CROSS_VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    DEFLATED_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     strategy_version: str
     config: BacktestConfig
@@ -507,7 +707,11 @@ class Sweep(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     owner: str
-    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., axes: _Optional[_Iterable[_Union[ParameterAxis, _Mapping]]] = ..., objective: _Optional[str] = ..., walk_forward: _Optional[_Union[WalkForwardSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., folds: _Optional[_Iterable[_Union[WalkForwardFold, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
+    cross_validation: CrossValidationSpec
+    deflated_sharpe: DeflatedSharpe
+    out_of_sample: OutOfSampleSummary
+    cv_folds: _containers.RepeatedCompositeFieldContainer[CrossValidationFold]
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., axes: _Optional[_Iterable[_Union[ParameterAxis, _Mapping]]] = ..., objective: _Optional[str] = ..., walk_forward: _Optional[_Union[WalkForwardSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., folds: _Optional[_Iterable[_Union[WalkForwardFold, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., cross_validation: _Optional[_Union[CrossValidationSpec, _Mapping]] = ..., deflated_sharpe: _Optional[_Union[DeflatedSharpe, _Mapping]] = ..., out_of_sample: _Optional[_Union[OutOfSampleSummary, _Mapping]] = ..., cv_folds: _Optional[_Iterable[_Union[CrossValidationFold, _Mapping]]] = ...) -> None: ...
 
 class SweepEvent(_message.Message):
     __slots__ = ("sweep", "sequence", "state", "progress", "outcome", "queue")

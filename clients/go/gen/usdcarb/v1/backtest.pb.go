@@ -78,6 +78,179 @@ func (FillPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{0}
 }
 
+// How the legs of one order fill.
+type LegMode int32
+
+const (
+	// Same as LEG_MODE_ALL_OR_NOTHING.
+	LegMode_LEG_MODE_UNSPECIFIED LegMode = 0
+	// Every leg fills together on one bar, at that bar's closes, or none does (engine 1.x
+	// behaviour; results are labelled "all-or-nothing").
+	LegMode_LEG_MODE_ALL_OR_NOTHING LegMode = 1
+	// Each leg fills on its own venue: on the first bar at or after signal + fill delay +
+	// that venue's latency where its market has a close, limited by the venue's
+	// participation cap. Legs can land on different bars and prices (legging risk).
+	LegMode_LEG_MODE_INDEPENDENT LegMode = 2
+)
+
+// Enum value maps for LegMode.
+var (
+	LegMode_name = map[int32]string{
+		0: "LEG_MODE_UNSPECIFIED",
+		1: "LEG_MODE_ALL_OR_NOTHING",
+		2: "LEG_MODE_INDEPENDENT",
+	}
+	LegMode_value = map[string]int32{
+		"LEG_MODE_UNSPECIFIED":    0,
+		"LEG_MODE_ALL_OR_NOTHING": 1,
+		"LEG_MODE_INDEPENDENT":    2,
+	}
+)
+
+func (x LegMode) Enum() *LegMode {
+	p := new(LegMode)
+	*p = x
+	return p
+}
+
+func (x LegMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LegMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_backtest_proto_enumTypes[1].Descriptor()
+}
+
+func (LegMode) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_backtest_proto_enumTypes[1]
+}
+
+func (x LegMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LegMode.Descriptor instead.
+func (LegMode) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{1}
+}
+
+// What happens when some legs of an order filled and another did not (fully).
+type OneLegPolicy int32
+
+const (
+	// Same as ONE_LEG_POLICY_HEDGE.
+	OneLegPolicy_ONE_LEG_POLICY_UNSPECIFIED OneLegPolicy = 0
+	// Fill the missing quantity at the next bar of its market, as a taker, without the
+	// participation cap.
+	OneLegPolicy_ONE_LEG_POLICY_HEDGE OneLegPolicy = 1
+	// Try the missing quantity again on each of the next retry_bars bars of its market
+	// (under the cap); what is still missing then is unwound.
+	OneLegPolicy_ONE_LEG_POLICY_RETRY OneLegPolicy = 2
+	// Reverse the filled legs' excess over the least-filled leg at the next bar of each
+	// one's market, so the legs match again (the order ends partly filled).
+	OneLegPolicy_ONE_LEG_POLICY_UNWIND OneLegPolicy = 3
+)
+
+// Enum value maps for OneLegPolicy.
+var (
+	OneLegPolicy_name = map[int32]string{
+		0: "ONE_LEG_POLICY_UNSPECIFIED",
+		1: "ONE_LEG_POLICY_HEDGE",
+		2: "ONE_LEG_POLICY_RETRY",
+		3: "ONE_LEG_POLICY_UNWIND",
+	}
+	OneLegPolicy_value = map[string]int32{
+		"ONE_LEG_POLICY_UNSPECIFIED": 0,
+		"ONE_LEG_POLICY_HEDGE":       1,
+		"ONE_LEG_POLICY_RETRY":       2,
+		"ONE_LEG_POLICY_UNWIND":      3,
+	}
+)
+
+func (x OneLegPolicy) Enum() *OneLegPolicy {
+	p := new(OneLegPolicy)
+	*p = x
+	return p
+}
+
+func (x OneLegPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OneLegPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_backtest_proto_enumTypes[2].Descriptor()
+}
+
+func (OneLegPolicy) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_backtest_proto_enumTypes[2]
+}
+
+func (x OneLegPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OneLegPolicy.Descriptor instead.
+func (OneLegPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{2}
+}
+
+// Taker or passive (maker) orders.
+type OrderType int32
+
+const (
+	// Same as ORDER_TYPE_TAKER.
+	OrderType_ORDER_TYPE_UNSPECIFIED OrderType = 0
+	// Market orders at the bar's close plus slippage, paying the taker fee.
+	OrderType_ORDER_TYPE_TAKER OrderType = 1
+	// A limit order per leg at the signal bar's close: it fills at its limit price, with
+	// no slippage, paying the maker fee, on the first bar from its due bar on whose close
+	// trades through it (strictly below a buy's limit, above a sell's), or not at all
+	// once maker_timeout_bars have passed. BacktestMetrics.fill_ratio reports the share
+	// of legs filled.
+	OrderType_ORDER_TYPE_MAKER OrderType = 2
+)
+
+// Enum value maps for OrderType.
+var (
+	OrderType_name = map[int32]string{
+		0: "ORDER_TYPE_UNSPECIFIED",
+		1: "ORDER_TYPE_TAKER",
+		2: "ORDER_TYPE_MAKER",
+	}
+	OrderType_value = map[string]int32{
+		"ORDER_TYPE_UNSPECIFIED": 0,
+		"ORDER_TYPE_TAKER":       1,
+		"ORDER_TYPE_MAKER":       2,
+	}
+)
+
+func (x OrderType) Enum() *OrderType {
+	p := new(OrderType)
+	*p = x
+	return p
+}
+
+func (x OrderType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OrderType) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_backtest_proto_enumTypes[3].Descriptor()
+}
+
+func (OrderType) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_backtest_proto_enumTypes[3]
+}
+
+func (x OrderType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OrderType.Descriptor instead.
+func (OrderType) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{3}
+}
+
 // Side of a fill.
 type Side int32
 
@@ -115,11 +288,11 @@ func (x Side) String() string {
 }
 
 func (Side) Descriptor() protoreflect.EnumDescriptor {
-	return file_usdcarb_v1_backtest_proto_enumTypes[1].Descriptor()
+	return file_usdcarb_v1_backtest_proto_enumTypes[4].Descriptor()
 }
 
 func (Side) Type() protoreflect.EnumType {
-	return &file_usdcarb_v1_backtest_proto_enumTypes[1]
+	return &file_usdcarb_v1_backtest_proto_enumTypes[4]
 }
 
 func (x Side) Number() protoreflect.EnumNumber {
@@ -128,7 +301,7 @@ func (x Side) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Side.Descriptor instead.
 func (Side) EnumDescriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{1}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{4}
 }
 
 // Slippage charged on every fill, adverse to the trade.
@@ -247,24 +420,33 @@ type VenueConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Exchange id, e.g. "binance".
 	Venue string `protobuf:"bytes,1,opt,name=venue,proto3" json:"venue,omitempty"`
-	// Maker fee in basis points of notional. Kept with the config and its fingerprint;
-	// engine 1.x fills every leg as a taker order at the bar's close, so no fill pays it.
+	// Maker fee in basis points of notional, paid by passive fills
+	// (ExecutionConfig.order_type ORDER_TYPE_MAKER); taker fills pay taker_fee_bps.
 	// 0 to 1,000.
 	MakerFeeBps float64 `protobuf:"fixed64,2,opt,name=maker_fee_bps,json=makerFeeBps,proto3" json:"maker_fee_bps,omitempty"`
 	// Taker fee in basis points of notional (arbitrage legs are taker fills); 0 to 1,000.
 	TakerFeeBps float64 `protobuf:"fixed64,3,opt,name=taker_fee_bps,json=takerFeeBps,proto3" json:"taker_fee_bps,omitempty"`
 	// Slippage model.
 	Slippage *SlippageModel `protobuf:"bytes,4,opt,name=slippage,proto3" json:"slippage,omitempty"`
-	// Order latency in bars, added to the fill policy's delay. The legs of one order fill
-	// together, so an order waits for the slowest of its venues (legging risk between
-	// venues is not simulated). 0 to 10,000.
+	// Order latency in bars, added to the fill policy's delay. With
+	// LEG_MODE_ALL_OR_NOTHING (the default) the legs of one order fill together, so an
+	// order waits for the slowest of its venues; with LEG_MODE_INDEPENDENT each leg waits
+	// for its own venue's latency. 0 to 10,000.
 	LatencyBars int32 `protobuf:"varint,5,opt,name=latency_bars,json=latencyBars,proto3" json:"latency_bars,omitempty"`
 	// Starting balances on this venue (each at most 1e15).
 	InitialBalances []*AssetAmount `protobuf:"bytes,6,rep,name=initial_balances,json=initialBalances,proto3" json:"initial_balances,omitempty"`
 	// Lower bounds on balances (negative allows borrowing); absent means 0.
-	MinBalances   []*AssetAmount `protobuf:"bytes,7,rep,name=min_balances,json=minBalances,proto3" json:"min_balances,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MinBalances []*AssetAmount `protobuf:"bytes,7,rep,name=min_balances,json=minBalances,proto3" json:"min_balances,omitempty"`
+	// Order latency in milliseconds (0 to 86,400,000), mapped onto bars as
+	// ceil(latency_ms / bar length) and added to latency_bars.
+	LatencyMs int32 `protobuf:"varint,8,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// LEG_MODE_INDEPENDENT only: the largest share of a bar's volume one leg may take on
+	// that bar (0 = no cap, else above 0 and at most 1). A leg larger than the cap fills
+	// partially; its remainder is handled by the one-leg policy. A bar without volume
+	// fills nothing under a cap.
+	ParticipationCap float64 `protobuf:"fixed64,9,opt,name=participation_cap,json=participationCap,proto3" json:"participation_cap,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *VenueConfig) Reset() {
@@ -346,6 +528,169 @@ func (x *VenueConfig) GetMinBalances() []*AssetAmount {
 	return nil
 }
 
+func (x *VenueConfig) GetLatencyMs() int32 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *VenueConfig) GetParticipationCap() float64 {
+	if x != nil {
+		return x.ParticipationCap
+	}
+	return 0
+}
+
+// Execution model: how legs fill and what an order is.
+type ExecutionConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default LEG_MODE_ALL_OR_NOTHING.
+	LegMode LegMode `protobuf:"varint,1,opt,name=leg_mode,json=legMode,proto3,enum=usdcarb.v1.LegMode" json:"leg_mode,omitempty"`
+	// LEG_MODE_INDEPENDENT only; default ONE_LEG_POLICY_HEDGE.
+	OneLegPolicy OneLegPolicy `protobuf:"varint,2,opt,name=one_leg_policy,json=oneLegPolicy,proto3,enum=usdcarb.v1.OneLegPolicy" json:"one_leg_policy,omitempty"`
+	// ONE_LEG_POLICY_RETRY: bars to retry (1 to 10,000; default 1).
+	RetryBars int32 `protobuf:"varint,3,opt,name=retry_bars,json=retryBars,proto3" json:"retry_bars,omitempty"`
+	// Default ORDER_TYPE_TAKER.
+	OrderType OrderType `protobuf:"varint,4,opt,name=order_type,json=orderType,proto3,enum=usdcarb.v1.OrderType" json:"order_type,omitempty"`
+	// ORDER_TYPE_MAKER: bars an unfilled limit order rests after its due bar before it is
+	// cancelled (0 to 10,000; default 0: only the due bar).
+	MakerTimeoutBars int32 `protobuf:"varint,5,opt,name=maker_timeout_bars,json=makerTimeoutBars,proto3" json:"maker_timeout_bars,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ExecutionConfig) Reset() {
+	*x = ExecutionConfig{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecutionConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecutionConfig) ProtoMessage() {}
+
+func (x *ExecutionConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecutionConfig.ProtoReflect.Descriptor instead.
+func (*ExecutionConfig) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExecutionConfig) GetLegMode() LegMode {
+	if x != nil {
+		return x.LegMode
+	}
+	return LegMode_LEG_MODE_UNSPECIFIED
+}
+
+func (x *ExecutionConfig) GetOneLegPolicy() OneLegPolicy {
+	if x != nil {
+		return x.OneLegPolicy
+	}
+	return OneLegPolicy_ONE_LEG_POLICY_UNSPECIFIED
+}
+
+func (x *ExecutionConfig) GetRetryBars() int32 {
+	if x != nil {
+		return x.RetryBars
+	}
+	return 0
+}
+
+func (x *ExecutionConfig) GetOrderType() OrderType {
+	if x != nil {
+		return x.OrderType
+	}
+	return OrderType_ORDER_TYPE_UNSPECIFIED
+}
+
+func (x *ExecutionConfig) GetMakerTimeoutBars() int32 {
+	if x != nil {
+		return x.MakerTimeoutBars
+	}
+	return 0
+}
+
+// A robustness panel: the same run again under harsher conditions, one change at a time.
+type RobustnessSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ask for the panel (backtests only; a sweep with it is INVALID_ARGUMENT).
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// Extra latency in bars added to every venue, one scenario each (empty = [1, 2]; each
+	// 1 to 10,000).
+	ExtraLatencyBars []int32 `protobuf:"varint,2,rep,packed,name=extra_latency_bars,json=extraLatencyBars,proto3" json:"extra_latency_bars,omitempty"`
+	// Multipliers of every fee and slippage, one scenario each (empty = [1.5, 2]; each
+	// above 0 and at most 100).
+	CostMultipliers []float64 `protobuf:"fixed64,3,rep,packed,name=cost_multipliers,json=costMultipliers,proto3" json:"cost_multipliers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RobustnessSpec) Reset() {
+	*x = RobustnessSpec{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RobustnessSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RobustnessSpec) ProtoMessage() {}
+
+func (x *RobustnessSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RobustnessSpec.ProtoReflect.Descriptor instead.
+func (*RobustnessSpec) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RobustnessSpec) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *RobustnessSpec) GetExtraLatencyBars() []int32 {
+	if x != nil {
+		return x.ExtraLatencyBars
+	}
+	return nil
+}
+
+func (x *RobustnessSpec) GetCostMultipliers() []float64 {
+	if x != nil {
+		return x.CostMultipliers
+	}
+	return nil
+}
+
 // A route for moving an asset between venues.
 type TransferRoute struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -365,7 +710,7 @@ type TransferRoute struct {
 
 func (x *TransferRoute) Reset() {
 	*x = TransferRoute{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[3]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +722,7 @@ func (x *TransferRoute) String() string {
 func (*TransferRoute) ProtoMessage() {}
 
 func (x *TransferRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[3]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +735,7 @@ func (x *TransferRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferRoute.ProtoReflect.Descriptor instead.
 func (*TransferRoute) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{3}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TransferRoute) GetFromVenue() string {
@@ -452,13 +797,17 @@ type BacktestConfig struct {
 	// config. Without it such a run is refused with FAILED_PRECONDITION, reason
 	// UNUSABLE_MARKET_DATA, naming each series and span.
 	AllowUnusableData bool `protobuf:"varint,8,opt,name=allow_unusable_data,json=allowUnusableData,proto3" json:"allow_unusable_data,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Execution model (default: all legs together or not at all, taker fills).
+	Execution *ExecutionConfig `protobuf:"bytes,9,opt,name=execution,proto3" json:"execution,omitempty"`
+	// Robustness panel to compute beside the result (BacktestResult.robustness).
+	Robustness    *RobustnessSpec `protobuf:"bytes,10,opt,name=robustness,proto3" json:"robustness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BacktestConfig) Reset() {
 	*x = BacktestConfig{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[4]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +819,7 @@ func (x *BacktestConfig) String() string {
 func (*BacktestConfig) ProtoMessage() {}
 
 func (x *BacktestConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[4]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +832,7 @@ func (x *BacktestConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestConfig.ProtoReflect.Descriptor instead.
 func (*BacktestConfig) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{4}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BacktestConfig) GetRange() *TimeRange {
@@ -542,6 +891,126 @@ func (x *BacktestConfig) GetAllowUnusableData() bool {
 	return false
 }
 
+func (x *BacktestConfig) GetExecution() *ExecutionConfig {
+	if x != nil {
+		return x.Execution
+	}
+	return nil
+}
+
+func (x *BacktestConfig) GetRobustness() *RobustnessSpec {
+	if x != nil {
+		return x.Robustness
+	}
+	return nil
+}
+
+// Where total PnL came from, in the quote asset. Each part is its signed contribution
+// (costs are negative) and the parts sum to total_pnl (within float rounding).
+type PnlAttribution struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Spreads captured: the residual of total_pnl after every other part, i.e. the
+	// trades' PnL at reference prices (the closes of the bar each order's first leg
+	// filled), before costs. 0 for a run that never trades.
+	TradingPnl float64 `protobuf:"fixed64,1,opt,name=trading_pnl,json=tradingPnl,proto3" json:"trading_pnl,omitempty"`
+	// Revaluation of the initial balances of non-quote assets, held (the hold
+	// baseline's PnL): Σ initial balance × (last price − first price).
+	InventoryRevaluation float64 `protobuf:"fixed64,2,opt,name=inventory_revaluation,json=inventoryRevaluation,proto3" json:"inventory_revaluation,omitempty"`
+	// Fees paid, negative.
+	Fees float64 `protobuf:"fixed64,3,opt,name=fees,proto3" json:"fees,omitempty"`
+	// Slippage paid, negative.
+	Slippage float64 `protobuf:"fixed64,4,opt,name=slippage,proto3" json:"slippage,omitempty"`
+	// Transfer fees paid, negative.
+	TransferCosts float64 `protobuf:"fixed64,5,opt,name=transfer_costs,json=transferCosts,proto3" json:"transfer_costs,omitempty"`
+	// Legging loss (LEG_MODE_INDEPENDENT), negative when legging cost money: for every
+	// fill of an order away from its reference bar (late legs, hedges, retries,
+	// unwinds), side × quantity × (reference close − fill bar's close).
+	Legging float64 `protobuf:"fixed64,6,opt,name=legging,proto3" json:"legging,omitempty"`
+	// equity_end − equity_start, equal to BacktestMetrics.total_pnl.
+	TotalPnl      float64 `protobuf:"fixed64,7,opt,name=total_pnl,json=totalPnl,proto3" json:"total_pnl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PnlAttribution) Reset() {
+	*x = PnlAttribution{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PnlAttribution) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PnlAttribution) ProtoMessage() {}
+
+func (x *PnlAttribution) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PnlAttribution.ProtoReflect.Descriptor instead.
+func (*PnlAttribution) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PnlAttribution) GetTradingPnl() float64 {
+	if x != nil {
+		return x.TradingPnl
+	}
+	return 0
+}
+
+func (x *PnlAttribution) GetInventoryRevaluation() float64 {
+	if x != nil {
+		return x.InventoryRevaluation
+	}
+	return 0
+}
+
+func (x *PnlAttribution) GetFees() float64 {
+	if x != nil {
+		return x.Fees
+	}
+	return 0
+}
+
+func (x *PnlAttribution) GetSlippage() float64 {
+	if x != nil {
+		return x.Slippage
+	}
+	return 0
+}
+
+func (x *PnlAttribution) GetTransferCosts() float64 {
+	if x != nil {
+		return x.TransferCosts
+	}
+	return 0
+}
+
+func (x *PnlAttribution) GetLegging() float64 {
+	if x != nil {
+		return x.Legging
+	}
+	return 0
+}
+
+func (x *PnlAttribution) GetTotalPnl() float64 {
+	if x != nil {
+		return x.TotalPnl
+	}
+	return 0
+}
+
 // A backtest's figures.
 type BacktestMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -591,13 +1060,33 @@ type BacktestMetrics struct {
 	InventoryUtilization map[string]float64 `protobuf:"bytes,22,rep,name=inventory_utilization,json=inventoryUtilization,proto3" json:"inventory_utilization,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// Signals not filled because a venue lacked balance.
 	RejectedFills int64 `protobuf:"varint,23,opt,name=rejected_fills,json=rejectedFills,proto3" json:"rejected_fills,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Total PnL split into its sources.
+	Attribution *PnlAttribution `protobuf:"bytes,24,opt,name=attribution,proto3" json:"attribution,omitempty"`
+	// Orders whose legs did not all fill on one bar in full (LEG_MODE_INDEPENDENT).
+	LeggedTrades int64 `protobuf:"varint,25,opt,name=legged_trades,json=leggedTrades,proto3" json:"legged_trades,omitempty"`
+	// ORDER_TYPE_MAKER: share of posted legs that filled (1 for taker runs).
+	FillRatio float64 `protobuf:"fixed64,26,opt,name=fill_ratio,json=fillRatio,proto3" json:"fill_ratio,omitempty"`
+	// Leg fills smaller than their order (participation cap).
+	PartialFills int64 `protobuf:"varint,27,opt,name=partial_fills,json=partialFills,proto3" json:"partial_fills,omitempty"`
+	// Excess over the hold baseline (the same initial balances, never traded), as a
+	// fraction of initial equity: (equity_end − baseline_end) / equity_start.
+	ExcessReturn float64 `protobuf:"fixed64,28,opt,name=excess_return,json=excessReturn,proto3" json:"excess_return,omitempty"`
+	// Excess PnL over the hold baseline, in the quote asset.
+	ExcessPnl float64 `protobuf:"fixed64,29,opt,name=excess_pnl,json=excessPnl,proto3" json:"excess_pnl,omitempty"`
+	// Annualised Sharpe ratio of the excess curve, initial equity + equity − baseline
+	// (per-bar returns as for sharpe). 0 for a run that never trades.
+	ExcessSharpe float64 `protobuf:"fixed64,30,opt,name=excess_sharpe,json=excessSharpe,proto3" json:"excess_sharpe,omitempty"`
+	// Largest drawdown of the excess curve, as a positive fraction.
+	ExcessMaxDrawdown float64 `protobuf:"fixed64,31,opt,name=excess_max_drawdown,json=excessMaxDrawdown,proto3" json:"excess_max_drawdown,omitempty"`
+	// Annualised volatility of the excess curve.
+	ExcessVolatility float64 `protobuf:"fixed64,32,opt,name=excess_volatility,json=excessVolatility,proto3" json:"excess_volatility,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BacktestMetrics) Reset() {
 	*x = BacktestMetrics{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[5]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +1098,7 @@ func (x *BacktestMetrics) String() string {
 func (*BacktestMetrics) ProtoMessage() {}
 
 func (x *BacktestMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[5]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +1111,7 @@ func (x *BacktestMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestMetrics.ProtoReflect.Descriptor instead.
 func (*BacktestMetrics) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{5}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BacktestMetrics) GetTotalReturn() float64 {
@@ -786,6 +1275,188 @@ func (x *BacktestMetrics) GetRejectedFills() int64 {
 	return 0
 }
 
+func (x *BacktestMetrics) GetAttribution() *PnlAttribution {
+	if x != nil {
+		return x.Attribution
+	}
+	return nil
+}
+
+func (x *BacktestMetrics) GetLeggedTrades() int64 {
+	if x != nil {
+		return x.LeggedTrades
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetFillRatio() float64 {
+	if x != nil {
+		return x.FillRatio
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetPartialFills() int64 {
+	if x != nil {
+		return x.PartialFills
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetExcessReturn() float64 {
+	if x != nil {
+		return x.ExcessReturn
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetExcessPnl() float64 {
+	if x != nil {
+		return x.ExcessPnl
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetExcessSharpe() float64 {
+	if x != nil {
+		return x.ExcessSharpe
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetExcessMaxDrawdown() float64 {
+	if x != nil {
+		return x.ExcessMaxDrawdown
+	}
+	return 0
+}
+
+func (x *BacktestMetrics) GetExcessVolatility() float64 {
+	if x != nil {
+		return x.ExcessVolatility
+	}
+	return 0
+}
+
+// One scenario of a robustness panel.
+type RobustnessScenario struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What changed, e.g. "latency +1 bar" or "costs x1.5".
+	Label string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	// Latency in bars added to every venue.
+	ExtraLatencyBars int32 `protobuf:"varint,2,opt,name=extra_latency_bars,json=extraLatencyBars,proto3" json:"extra_latency_bars,omitempty"`
+	// Multiplier applied to every fee and slippage.
+	CostMultiplier float64 `protobuf:"fixed64,3,opt,name=cost_multiplier,json=costMultiplier,proto3" json:"cost_multiplier,omitempty"`
+	// Figures of the run under this scenario.
+	Metrics       *BacktestMetrics `protobuf:"bytes,4,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RobustnessScenario) Reset() {
+	*x = RobustnessScenario{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RobustnessScenario) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RobustnessScenario) ProtoMessage() {}
+
+func (x *RobustnessScenario) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RobustnessScenario.ProtoReflect.Descriptor instead.
+func (*RobustnessScenario) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RobustnessScenario) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *RobustnessScenario) GetExtraLatencyBars() int32 {
+	if x != nil {
+		return x.ExtraLatencyBars
+	}
+	return 0
+}
+
+func (x *RobustnessScenario) GetCostMultiplier() float64 {
+	if x != nil {
+		return x.CostMultiplier
+	}
+	return 0
+}
+
+func (x *RobustnessScenario) GetMetrics() *BacktestMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// The same backtest under harsher conditions (RobustnessSpec).
+type RobustnessPanel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Scenarios: latencies first, then cost multipliers, in the order asked.
+	Scenarios     []*RobustnessScenario `protobuf:"bytes,1,rep,name=scenarios,proto3" json:"scenarios,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RobustnessPanel) Reset() {
+	*x = RobustnessPanel{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RobustnessPanel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RobustnessPanel) ProtoMessage() {}
+
+func (x *RobustnessPanel) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RobustnessPanel.ProtoReflect.Descriptor instead.
+func (*RobustnessPanel) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RobustnessPanel) GetScenarios() []*RobustnessScenario {
+	if x != nil {
+		return x.Scenarios
+	}
+	return nil
+}
+
 // The stored result of a finished backtest.
 type BacktestResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -800,14 +1471,22 @@ type BacktestResult struct {
 	// True when fills used same-bar prices (FILL_POLICY_SAME_BAR): optimistic.
 	OptimisticFills bool `protobuf:"varint,5,opt,name=optimistic_fills,json=optimisticFills,proto3" json:"optimistic_fills,omitempty"`
 	// Wall time the engine took.
-	Elapsed       *durationpb.Duration `protobuf:"bytes,6,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Elapsed *durationpb.Duration `protobuf:"bytes,6,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
+	// Figures of the hold baseline: the same initial balances, never traded, marked at
+	// the same prices. metrics are the strategy's own (absolute) figures; their excess_*
+	// fields are over this baseline.
+	BaselineMetrics *BacktestMetrics `protobuf:"bytes,7,opt,name=baseline_metrics,json=baselineMetrics,proto3" json:"baseline_metrics,omitempty"`
+	// The robustness panel, when the config asked for one.
+	Robustness *RobustnessPanel `protobuf:"bytes,8,opt,name=robustness,proto3" json:"robustness,omitempty"`
+	// The execution model, in words, e.g. "all-or-nothing legs, taker fills, next bar".
+	ExecutionModel string `protobuf:"bytes,9,opt,name=execution_model,json=executionModel,proto3" json:"execution_model,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BacktestResult) Reset() {
 	*x = BacktestResult{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[6]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1498,7 @@ func (x *BacktestResult) String() string {
 func (*BacktestResult) ProtoMessage() {}
 
 func (x *BacktestResult) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[6]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1511,7 @@ func (x *BacktestResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestResult.ProtoReflect.Descriptor instead.
 func (*BacktestResult) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{6}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BacktestResult) GetMetrics() *BacktestMetrics {
@@ -877,6 +1556,27 @@ func (x *BacktestResult) GetElapsed() *durationpb.Duration {
 	return nil
 }
 
+func (x *BacktestResult) GetBaselineMetrics() *BacktestMetrics {
+	if x != nil {
+		return x.BaselineMetrics
+	}
+	return nil
+}
+
+func (x *BacktestResult) GetRobustness() *RobustnessPanel {
+	if x != nil {
+		return x.Robustness
+	}
+	return nil
+}
+
+func (x *BacktestResult) GetExecutionModel() string {
+	if x != nil {
+		return x.ExecutionModel
+	}
+	return ""
+}
+
 // What a backtest result depends on.
 type Fingerprint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -896,7 +1596,7 @@ type Fingerprint struct {
 
 func (x *Fingerprint) Reset() {
 	*x = Fingerprint{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[7]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1608,7 @@ func (x *Fingerprint) String() string {
 func (*Fingerprint) ProtoMessage() {}
 
 func (x *Fingerprint) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[7]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1621,7 @@ func (x *Fingerprint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fingerprint.ProtoReflect.Descriptor instead.
 func (*Fingerprint) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{7}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Fingerprint) GetStrategyVersionId() string {
@@ -994,7 +1694,7 @@ type Backtest struct {
 
 func (x *Backtest) Reset() {
 	*x = Backtest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[8]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1706,7 @@ func (x *Backtest) String() string {
 func (*Backtest) ProtoMessage() {}
 
 func (x *Backtest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[8]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1719,7 @@ func (x *Backtest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backtest.ProtoReflect.Descriptor instead.
 func (*Backtest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{8}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Backtest) GetName() string {
@@ -1132,7 +1832,7 @@ type BacktestProgress struct {
 
 func (x *BacktestProgress) Reset() {
 	*x = BacktestProgress{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[9]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1844,7 @@ func (x *BacktestProgress) String() string {
 func (*BacktestProgress) ProtoMessage() {}
 
 func (x *BacktestProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[9]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1857,7 @@ func (x *BacktestProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestProgress.ProtoReflect.Descriptor instead.
 func (*BacktestProgress) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{9}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BacktestProgress) GetProgress() *Progress {
@@ -1212,7 +1912,7 @@ type QueuePosition struct {
 
 func (x *QueuePosition) Reset() {
 	*x = QueuePosition{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1924,7 @@ func (x *QueuePosition) String() string {
 func (*QueuePosition) ProtoMessage() {}
 
 func (x *QueuePosition) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[10]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1937,7 @@ func (x *QueuePosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuePosition.ProtoReflect.Descriptor instead.
 func (*QueuePosition) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{10}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *QueuePosition) GetAhead() int64 {
@@ -1278,7 +1978,7 @@ type BacktestCompleted struct {
 
 func (x *BacktestCompleted) Reset() {
 	*x = BacktestCompleted{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1990,7 @@ func (x *BacktestCompleted) String() string {
 func (*BacktestCompleted) ProtoMessage() {}
 
 func (x *BacktestCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[11]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +2003,7 @@ func (x *BacktestCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestCompleted.ProtoReflect.Descriptor instead.
 func (*BacktestCompleted) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{11}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BacktestCompleted) GetOutcome() *Outcome {
@@ -1349,7 +2049,7 @@ type BacktestEvent struct {
 
 func (x *BacktestEvent) Reset() {
 	*x = BacktestEvent{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +2061,7 @@ func (x *BacktestEvent) String() string {
 func (*BacktestEvent) ProtoMessage() {}
 
 func (x *BacktestEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[12]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +2074,7 @@ func (x *BacktestEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BacktestEvent.ProtoReflect.Descriptor instead.
 func (*BacktestEvent) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{12}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BacktestEvent) GetBacktest() string {
@@ -1458,7 +2158,7 @@ type RunBacktestRequest struct {
 
 func (x *RunBacktestRequest) Reset() {
 	*x = RunBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +2170,7 @@ func (x *RunBacktestRequest) String() string {
 func (*RunBacktestRequest) ProtoMessage() {}
 
 func (x *RunBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[13]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +2183,7 @@ func (x *RunBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBacktestRequest.ProtoReflect.Descriptor instead.
 func (*RunBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{13}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunBacktestRequest) GetStrategyVersion() string {
@@ -1527,7 +2227,7 @@ type CreateBacktestRequest struct {
 
 func (x *CreateBacktestRequest) Reset() {
 	*x = CreateBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +2239,7 @@ func (x *CreateBacktestRequest) String() string {
 func (*CreateBacktestRequest) ProtoMessage() {}
 
 func (x *CreateBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[14]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +2252,7 @@ func (x *CreateBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBacktestRequest.ProtoReflect.Descriptor instead.
 func (*CreateBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{14}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateBacktestRequest) GetBacktest() *Backtest {
@@ -1580,7 +2280,7 @@ type GetBacktestRequest struct {
 
 func (x *GetBacktestRequest) Reset() {
 	*x = GetBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +2292,7 @@ func (x *GetBacktestRequest) String() string {
 func (*GetBacktestRequest) ProtoMessage() {}
 
 func (x *GetBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[15]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +2305,7 @@ func (x *GetBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBacktestRequest.ProtoReflect.Descriptor instead.
 func (*GetBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{15}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetBacktestRequest) GetName() string {
@@ -1634,7 +2334,7 @@ type ListBacktestsRequest struct {
 
 func (x *ListBacktestsRequest) Reset() {
 	*x = ListBacktestsRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +2346,7 @@ func (x *ListBacktestsRequest) String() string {
 func (*ListBacktestsRequest) ProtoMessage() {}
 
 func (x *ListBacktestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[16]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +2359,7 @@ func (x *ListBacktestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestsRequest.ProtoReflect.Descriptor instead.
 func (*ListBacktestsRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{16}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListBacktestsRequest) GetPageSize() int32 {
@@ -1710,7 +2410,7 @@ type ListBacktestsResponse struct {
 
 func (x *ListBacktestsResponse) Reset() {
 	*x = ListBacktestsResponse{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2422,7 @@ func (x *ListBacktestsResponse) String() string {
 func (*ListBacktestsResponse) ProtoMessage() {}
 
 func (x *ListBacktestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[17]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2435,7 @@ func (x *ListBacktestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestsResponse.ProtoReflect.Descriptor instead.
 func (*ListBacktestsResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{17}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListBacktestsResponse) GetBacktests() []*Backtest {
@@ -1763,7 +2463,7 @@ type CancelBacktestRequest struct {
 
 func (x *CancelBacktestRequest) Reset() {
 	*x = CancelBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +2475,7 @@ func (x *CancelBacktestRequest) String() string {
 func (*CancelBacktestRequest) ProtoMessage() {}
 
 func (x *CancelBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[18]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +2488,7 @@ func (x *CancelBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBacktestRequest.ProtoReflect.Descriptor instead.
 func (*CancelBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{18}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelBacktestRequest) GetName() string {
@@ -1811,7 +2511,7 @@ type WatchBacktestRequest struct {
 
 func (x *WatchBacktestRequest) Reset() {
 	*x = WatchBacktestRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +2523,7 @@ func (x *WatchBacktestRequest) String() string {
 func (*WatchBacktestRequest) ProtoMessage() {}
 
 func (x *WatchBacktestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[19]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +2536,7 @@ func (x *WatchBacktestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBacktestRequest.ProtoReflect.Descriptor instead.
 func (*WatchBacktestRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{19}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchBacktestRequest) GetName() string {
@@ -1884,7 +2584,7 @@ type Trade struct {
 
 func (x *Trade) Reset() {
 	*x = Trade{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2596,7 @@ func (x *Trade) String() string {
 func (*Trade) ProtoMessage() {}
 
 func (x *Trade) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[20]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2609,7 @@ func (x *Trade) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trade.ProtoReflect.Descriptor instead.
 func (*Trade) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{20}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Trade) GetTime() *timestamppb.Timestamp {
@@ -2004,7 +2704,7 @@ type ListBacktestTradesRequest struct {
 
 func (x *ListBacktestTradesRequest) Reset() {
 	*x = ListBacktestTradesRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2716,7 @@ func (x *ListBacktestTradesRequest) String() string {
 func (*ListBacktestTradesRequest) ProtoMessage() {}
 
 func (x *ListBacktestTradesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[21]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2729,7 @@ func (x *ListBacktestTradesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestTradesRequest.ProtoReflect.Descriptor instead.
 func (*ListBacktestTradesRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{21}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListBacktestTradesRequest) GetParent() string {
@@ -2066,7 +2766,7 @@ type ListBacktestTradesResponse struct {
 
 func (x *ListBacktestTradesResponse) Reset() {
 	*x = ListBacktestTradesResponse{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2778,7 @@ func (x *ListBacktestTradesResponse) String() string {
 func (*ListBacktestTradesResponse) ProtoMessage() {}
 
 func (x *ListBacktestTradesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[22]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2791,7 @@ func (x *ListBacktestTradesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBacktestTradesResponse.ProtoReflect.Descriptor instead.
 func (*ListBacktestTradesResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{22}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListBacktestTradesResponse) GetTrades() []*Trade {
@@ -2132,7 +2832,7 @@ type GetEquityCurveRequest struct {
 
 func (x *GetEquityCurveRequest) Reset() {
 	*x = GetEquityCurveRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2844,7 @@ func (x *GetEquityCurveRequest) String() string {
 func (*GetEquityCurveRequest) ProtoMessage() {}
 
 func (x *GetEquityCurveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[23]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2857,7 @@ func (x *GetEquityCurveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEquityCurveRequest.ProtoReflect.Descriptor instead.
 func (*GetEquityCurveRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{23}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetEquityCurveRequest) GetName() string {
@@ -2227,13 +2927,17 @@ type EquityCurve struct {
 	// Full resolution pages: token of the next page; empty on the last page and on a
 	// reduced curve. Pages concatenate to the stored curve bit for bit.
 	NextPageToken string `protobuf:"bytes,14,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Equity of the hold baseline at the same bars (PACKED layout).
+	Baseline []float64 `protobuf:"fixed64,15,rep,packed,name=baseline,proto3" json:"baseline,omitempty"`
+	// LE_BYTES layout: float64 little-endian baseline.
+	BaselineLe    []byte `protobuf:"bytes,16,opt,name=baseline_le,json=baselineLe,proto3" json:"baseline_le,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EquityCurve) Reset() {
 	*x = EquityCurve{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2949,7 @@ func (x *EquityCurve) String() string {
 func (*EquityCurve) ProtoMessage() {}
 
 func (x *EquityCurve) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[24]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2962,7 @@ func (x *EquityCurve) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EquityCurve.ProtoReflect.Descriptor instead.
 func (*EquityCurve) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{24}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EquityCurve) GetName() string {
@@ -2359,10 +3063,28 @@ func (x *EquityCurve) GetNextPageToken() string {
 	return ""
 }
 
+func (x *EquityCurve) GetBaseline() []float64 {
+	if x != nil {
+		return x.Baseline
+	}
+	return nil
+}
+
+func (x *EquityCurve) GetBaselineLe() []byte {
+	if x != nil {
+		return x.BaselineLe
+	}
+	return nil
+}
+
 // One parameter swept over a list of values.
 type ParameterAxis struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Dotted path of a numeric parameter, e.g. "crossExchangeSpread.entryBps".
+	// Dotted path of a numeric parameter, e.g. "crossExchangeSpread.entryBps", or of
+	// an execution cost applied to every venue: "execution.feeMultiplier" (every maker
+	// and taker fee × value, above 0 and at most 100), "execution.slippageMultiplier"
+	// (fixed and volume-impact slippage × value, likewise) or
+	// "execution.extraLatencyBars" (latency in bars added, an integer 0 to 10,000).
 	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	// Values to try.
 	Values        []float64 `protobuf:"fixed64,2,rep,packed,name=values,proto3" json:"values,omitempty"`
@@ -2372,7 +3094,7 @@ type ParameterAxis struct {
 
 func (x *ParameterAxis) Reset() {
 	*x = ParameterAxis{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +3106,7 @@ func (x *ParameterAxis) String() string {
 func (*ParameterAxis) ProtoMessage() {}
 
 func (x *ParameterAxis) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[25]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +3119,7 @@ func (x *ParameterAxis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParameterAxis.ProtoReflect.Descriptor instead.
 func (*ParameterAxis) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{25}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ParameterAxis) GetPath() string {
@@ -2429,7 +3151,7 @@ type WalkForwardSpec struct {
 
 func (x *WalkForwardSpec) Reset() {
 	*x = WalkForwardSpec{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +3163,7 @@ func (x *WalkForwardSpec) String() string {
 func (*WalkForwardSpec) ProtoMessage() {}
 
 func (x *WalkForwardSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[26]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +3176,7 @@ func (x *WalkForwardSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WalkForwardSpec.ProtoReflect.Descriptor instead.
 func (*WalkForwardSpec) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{26}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WalkForwardSpec) GetInSample() *durationpb.Duration {
@@ -2478,6 +3200,378 @@ func (x *WalkForwardSpec) GetStep() *durationpb.Duration {
 	return nil
 }
 
+// Purged, embargoed k-fold cross-validation of a sweep (López de Prado): the range is
+// cut into `folds` contiguous blocks; for each block the grid is run on the rest
+// (training) and the best combination by the objective is evaluated on the block (test).
+type CrossValidationSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Number of folds (2 to 20).
+	Folds int32 `protobuf:"varint,1,opt,name=folds,proto3" json:"folds,omitempty"`
+	// Dropped from the training set right before each test block (≥ 0; default 0).
+	Purge *durationpb.Duration `protobuf:"bytes,2,opt,name=purge,proto3" json:"purge,omitempty"`
+	// Dropped from the training set right after each test block (≥ 0; default 0).
+	Embargo       *durationpb.Duration `protobuf:"bytes,3,opt,name=embargo,proto3" json:"embargo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CrossValidationSpec) Reset() {
+	*x = CrossValidationSpec{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CrossValidationSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CrossValidationSpec) ProtoMessage() {}
+
+func (x *CrossValidationSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CrossValidationSpec.ProtoReflect.Descriptor instead.
+func (*CrossValidationSpec) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CrossValidationSpec) GetFolds() int32 {
+	if x != nil {
+		return x.Folds
+	}
+	return 0
+}
+
+func (x *CrossValidationSpec) GetPurge() *durationpb.Duration {
+	if x != nil {
+		return x.Purge
+	}
+	return nil
+}
+
+func (x *CrossValidationSpec) GetEmbargo() *durationpb.Duration {
+	if x != nil {
+		return x.Embargo
+	}
+	return nil
+}
+
+// One k-fold fold.
+type CrossValidationFold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fold number, from 1.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The test block.
+	Test *TimeRange `protobuf:"bytes,2,opt,name=test,proto3" json:"test,omitempty"`
+	// Training windows: the range less the test block, its purge and its embargo.
+	Train []*TimeRange `protobuf:"bytes,3,rep,name=train,proto3" json:"train,omitempty"`
+	// Combination chosen on the training windows.
+	ChosenParameters map[string]float64 `protobuf:"bytes,4,rep,name=chosen_parameters,json=chosenParameters,proto3" json:"chosen_parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Training figures of the chosen combination: each figure the bar-weighted mean over
+	// the training windows (each simulated from a fresh state).
+	TrainMetrics *BacktestMetrics `protobuf:"bytes,5,opt,name=train_metrics,json=trainMetrics,proto3" json:"train_metrics,omitempty"`
+	// Test figures of the chosen combination.
+	TestMetrics   *BacktestMetrics `protobuf:"bytes,6,opt,name=test_metrics,json=testMetrics,proto3" json:"test_metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CrossValidationFold) Reset() {
+	*x = CrossValidationFold{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CrossValidationFold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CrossValidationFold) ProtoMessage() {}
+
+func (x *CrossValidationFold) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CrossValidationFold.ProtoReflect.Descriptor instead.
+func (*CrossValidationFold) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CrossValidationFold) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *CrossValidationFold) GetTest() *TimeRange {
+	if x != nil {
+		return x.Test
+	}
+	return nil
+}
+
+func (x *CrossValidationFold) GetTrain() []*TimeRange {
+	if x != nil {
+		return x.Train
+	}
+	return nil
+}
+
+func (x *CrossValidationFold) GetChosenParameters() map[string]float64 {
+	if x != nil {
+		return x.ChosenParameters
+	}
+	return nil
+}
+
+func (x *CrossValidationFold) GetTrainMetrics() *BacktestMetrics {
+	if x != nil {
+		return x.TrainMetrics
+	}
+	return nil
+}
+
+func (x *CrossValidationFold) GetTestMetrics() *BacktestMetrics {
+	if x != nil {
+		return x.TestMetrics
+	}
+	return nil
+}
+
+// In-sample against out-of-sample figures of the chosen combinations.
+type OutOfSampleSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sweep's objective.
+	Objective string `protobuf:"bytes,1,opt,name=objective,proto3" json:"objective,omitempty"`
+	// Mean in-sample (training) objective of the chosen combinations.
+	MeanInSample float64 `protobuf:"fixed64,2,opt,name=mean_in_sample,json=meanInSample,proto3" json:"mean_in_sample,omitempty"`
+	// Mean out-of-sample (test) objective of the same combinations.
+	MeanOutOfSample float64 `protobuf:"fixed64,3,opt,name=mean_out_of_sample,json=meanOutOfSample,proto3" json:"mean_out_of_sample,omitempty"`
+	// 1 − mean_out_of_sample / mean_in_sample (0 when mean_in_sample is 0): the share of
+	// the in-sample figure lost out of sample.
+	Decay float64 `protobuf:"fixed64,4,opt,name=decay,proto3" json:"decay,omitempty"`
+	// Folds whose out-of-sample objective was worse than in sample.
+	FoldsDecayed int32 `protobuf:"varint,5,opt,name=folds_decayed,json=foldsDecayed,proto3" json:"folds_decayed,omitempty"`
+	// Folds.
+	Folds         int32 `protobuf:"varint,6,opt,name=folds,proto3" json:"folds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutOfSampleSummary) Reset() {
+	*x = OutOfSampleSummary{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutOfSampleSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutOfSampleSummary) ProtoMessage() {}
+
+func (x *OutOfSampleSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutOfSampleSummary.ProtoReflect.Descriptor instead.
+func (*OutOfSampleSummary) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *OutOfSampleSummary) GetObjective() string {
+	if x != nil {
+		return x.Objective
+	}
+	return ""
+}
+
+func (x *OutOfSampleSummary) GetMeanInSample() float64 {
+	if x != nil {
+		return x.MeanInSample
+	}
+	return 0
+}
+
+func (x *OutOfSampleSummary) GetMeanOutOfSample() float64 {
+	if x != nil {
+		return x.MeanOutOfSample
+	}
+	return 0
+}
+
+func (x *OutOfSampleSummary) GetDecay() float64 {
+	if x != nil {
+		return x.Decay
+	}
+	return 0
+}
+
+func (x *OutOfSampleSummary) GetFoldsDecayed() int32 {
+	if x != nil {
+		return x.FoldsDecayed
+	}
+	return 0
+}
+
+func (x *OutOfSampleSummary) GetFolds() int32 {
+	if x != nil {
+		return x.Folds
+	}
+	return 0
+}
+
+// Deflated Sharpe ratio of a grid's best point (Bailey & López de Prado, 2014): the
+// probability that its true Sharpe ratio is above the best Sharpe expected from
+// `trials` unskilled trials. Sharpe ratios here are per bar (not annualised).
+type DeflatedSharpe struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per-bar Sharpe ratio of the best point by sharpe.
+	Sharpe float64 `protobuf:"fixed64,1,opt,name=sharpe,proto3" json:"sharpe,omitempty"`
+	// Number of trials (grid points).
+	Trials int64 `protobuf:"varint,2,opt,name=trials,proto3" json:"trials,omitempty"`
+	// Variance of the per-bar Sharpe ratios across trials.
+	TrialsVariance float64 `protobuf:"fixed64,3,opt,name=trials_variance,json=trialsVariance,proto3" json:"trials_variance,omitempty"`
+	// Expected maximum per-bar Sharpe of `trials` trials with no skill:
+	// sqrt(V)·((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e))), γ Euler-Mascheroni.
+	ExpectedMaxSharpe float64 `protobuf:"fixed64,4,opt,name=expected_max_sharpe,json=expectedMaxSharpe,proto3" json:"expected_max_sharpe,omitempty"`
+	// Skewness of the best point's per-bar returns.
+	Skewness float64 `protobuf:"fixed64,5,opt,name=skewness,proto3" json:"skewness,omitempty"`
+	// Kurtosis (not excess) of the best point's per-bar returns.
+	Kurtosis float64 `protobuf:"fixed64,6,opt,name=kurtosis,proto3" json:"kurtosis,omitempty"`
+	// Bars (returns) of the best point.
+	Observations int64 `protobuf:"varint,7,opt,name=observations,proto3" json:"observations,omitempty"`
+	// The deflated Sharpe ratio, a probability in [0, 1]:
+	// Φ((SR − SR0)·sqrt(T − 1) / sqrt(1 − skew·SR + (kurt − 1)/4·SR²)).
+	DeflatedSharpe float64 `protobuf:"fixed64,8,opt,name=deflated_sharpe,json=deflatedSharpe,proto3" json:"deflated_sharpe,omitempty"`
+	// The annualised Sharpe ratio of the best point (BacktestMetrics.sharpe).
+	AnnualizedSharpe float64 `protobuf:"fixed64,9,opt,name=annualized_sharpe,json=annualizedSharpe,proto3" json:"annualized_sharpe,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DeflatedSharpe) Reset() {
+	*x = DeflatedSharpe{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeflatedSharpe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeflatedSharpe) ProtoMessage() {}
+
+func (x *DeflatedSharpe) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeflatedSharpe.ProtoReflect.Descriptor instead.
+func (*DeflatedSharpe) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DeflatedSharpe) GetSharpe() float64 {
+	if x != nil {
+		return x.Sharpe
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetTrials() int64 {
+	if x != nil {
+		return x.Trials
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetTrialsVariance() float64 {
+	if x != nil {
+		return x.TrialsVariance
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetExpectedMaxSharpe() float64 {
+	if x != nil {
+		return x.ExpectedMaxSharpe
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetSkewness() float64 {
+	if x != nil {
+		return x.Skewness
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetKurtosis() float64 {
+	if x != nil {
+		return x.Kurtosis
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetObservations() int64 {
+	if x != nil {
+		return x.Observations
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetDeflatedSharpe() float64 {
+	if x != nil {
+		return x.DeflatedSharpe
+	}
+	return 0
+}
+
+func (x *DeflatedSharpe) GetAnnualizedSharpe() float64 {
+	if x != nil {
+		return x.AnnualizedSharpe
+	}
+	return 0
+}
+
 // The figures of one parameter combination.
 type SweepPoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2491,7 +3585,7 @@ type SweepPoint struct {
 
 func (x *SweepPoint) Reset() {
 	*x = SweepPoint{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +3597,7 @@ func (x *SweepPoint) String() string {
 func (*SweepPoint) ProtoMessage() {}
 
 func (x *SweepPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[27]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +3610,7 @@ func (x *SweepPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepPoint.ProtoReflect.Descriptor instead.
 func (*SweepPoint) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{27}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SweepPoint) GetParameters() map[string]float64 {
@@ -2554,7 +3648,7 @@ type WalkForwardFold struct {
 
 func (x *WalkForwardFold) Reset() {
 	*x = WalkForwardFold{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +3660,7 @@ func (x *WalkForwardFold) String() string {
 func (*WalkForwardFold) ProtoMessage() {}
 
 func (x *WalkForwardFold) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[28]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +3673,7 @@ func (x *WalkForwardFold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WalkForwardFold.ProtoReflect.Descriptor instead.
 func (*WalkForwardFold) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{28}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WalkForwardFold) GetIndex() int32 {
@@ -2657,14 +3751,23 @@ type Sweep struct {
 	// When it ended.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
-	Owner         string `protobuf:"bytes,15,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,15,opt,name=owner,proto3" json:"owner,omitempty"`
+	// When set, run purged, embargoed k-fold cross-validation over the config's range
+	// instead of one grid (not together with walk_forward).
+	CrossValidation *CrossValidationSpec `protobuf:"bytes,16,opt,name=cross_validation,json=crossValidation,proto3" json:"cross_validation,omitempty"`
+	// Grid mode: the deflated Sharpe ratio of the best point for the number of trials.
+	DeflatedSharpe *DeflatedSharpe `protobuf:"bytes,17,opt,name=deflated_sharpe,json=deflatedSharpe,proto3" json:"deflated_sharpe,omitempty"`
+	// Walk-forward or k-fold mode: in-sample vs out-of-sample decay of the objective.
+	OutOfSample *OutOfSampleSummary `protobuf:"bytes,18,opt,name=out_of_sample,json=outOfSample,proto3" json:"out_of_sample,omitempty"`
+	// Folds (k-fold mode).
+	CvFolds       []*CrossValidationFold `protobuf:"bytes,19,rep,name=cv_folds,json=cvFolds,proto3" json:"cv_folds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sweep) Reset() {
 	*x = Sweep{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2676,7 +3779,7 @@ func (x *Sweep) String() string {
 func (*Sweep) ProtoMessage() {}
 
 func (x *Sweep) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[29]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2689,7 +3792,7 @@ func (x *Sweep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sweep.ProtoReflect.Descriptor instead.
 func (*Sweep) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{29}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Sweep) GetName() string {
@@ -2797,6 +3900,34 @@ func (x *Sweep) GetOwner() string {
 	return ""
 }
 
+func (x *Sweep) GetCrossValidation() *CrossValidationSpec {
+	if x != nil {
+		return x.CrossValidation
+	}
+	return nil
+}
+
+func (x *Sweep) GetDeflatedSharpe() *DeflatedSharpe {
+	if x != nil {
+		return x.DeflatedSharpe
+	}
+	return nil
+}
+
+func (x *Sweep) GetOutOfSample() *OutOfSampleSummary {
+	if x != nil {
+		return x.OutOfSample
+	}
+	return nil
+}
+
+func (x *Sweep) GetCvFolds() []*CrossValidationFold {
+	if x != nil {
+		return x.CvFolds
+	}
+	return nil
+}
+
 // One message of a sweep stream.
 type SweepEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2818,7 +3949,7 @@ type SweepEvent struct {
 
 func (x *SweepEvent) Reset() {
 	*x = SweepEvent{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +3961,7 @@ func (x *SweepEvent) String() string {
 func (*SweepEvent) ProtoMessage() {}
 
 func (x *SweepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[30]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +3974,7 @@ func (x *SweepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepEvent.ProtoReflect.Descriptor instead.
 func (*SweepEvent) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{30}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SweepEvent) GetSweep() string {
@@ -2901,7 +4032,7 @@ type CreateSweepRequest struct {
 
 func (x *CreateSweepRequest) Reset() {
 	*x = CreateSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +4044,7 @@ func (x *CreateSweepRequest) String() string {
 func (*CreateSweepRequest) ProtoMessage() {}
 
 func (x *CreateSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[31]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +4057,7 @@ func (x *CreateSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSweepRequest.ProtoReflect.Descriptor instead.
 func (*CreateSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{31}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateSweepRequest) GetSweep() *Sweep {
@@ -2954,7 +4085,7 @@ type GetSweepRequest struct {
 
 func (x *GetSweepRequest) Reset() {
 	*x = GetSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +4097,7 @@ func (x *GetSweepRequest) String() string {
 func (*GetSweepRequest) ProtoMessage() {}
 
 func (x *GetSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[32]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +4110,7 @@ func (x *GetSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSweepRequest.ProtoReflect.Descriptor instead.
 func (*GetSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{32}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetSweepRequest) GetName() string {
@@ -3004,7 +4135,7 @@ type ListSweepsRequest struct {
 
 func (x *ListSweepsRequest) Reset() {
 	*x = ListSweepsRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +4147,7 @@ func (x *ListSweepsRequest) String() string {
 func (*ListSweepsRequest) ProtoMessage() {}
 
 func (x *ListSweepsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[33]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +4160,7 @@ func (x *ListSweepsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSweepsRequest.ProtoReflect.Descriptor instead.
 func (*ListSweepsRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{33}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListSweepsRequest) GetPageSize() int32 {
@@ -3066,7 +4197,7 @@ type ListSweepsResponse struct {
 
 func (x *ListSweepsResponse) Reset() {
 	*x = ListSweepsResponse{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +4209,7 @@ func (x *ListSweepsResponse) String() string {
 func (*ListSweepsResponse) ProtoMessage() {}
 
 func (x *ListSweepsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[34]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +4222,7 @@ func (x *ListSweepsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSweepsResponse.ProtoReflect.Descriptor instead.
 func (*ListSweepsResponse) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{34}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListSweepsResponse) GetSweeps() []*Sweep {
@@ -3119,7 +4250,7 @@ type CancelSweepRequest struct {
 
 func (x *CancelSweepRequest) Reset() {
 	*x = CancelSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +4262,7 @@ func (x *CancelSweepRequest) String() string {
 func (*CancelSweepRequest) ProtoMessage() {}
 
 func (x *CancelSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[35]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +4275,7 @@ func (x *CancelSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelSweepRequest.ProtoReflect.Descriptor instead.
 func (*CancelSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{35}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CancelSweepRequest) GetName() string {
@@ -3167,7 +4298,7 @@ type WatchSweepRequest struct {
 
 func (x *WatchSweepRequest) Reset() {
 	*x = WatchSweepRequest{}
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[36]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +4310,7 @@ func (x *WatchSweepRequest) String() string {
 func (*WatchSweepRequest) ProtoMessage() {}
 
 func (x *WatchSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usdcarb_v1_backtest_proto_msgTypes[36]
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +4323,7 @@ func (x *WatchSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSweepRequest.ProtoReflect.Descriptor instead.
 func (*WatchSweepRequest) Descriptor() ([]byte, []int) {
-	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{36}
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchSweepRequest) GetName() string {
@@ -3220,7 +4351,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x11volume_impact_bps\x18\x02 \x01(\x01R\x0fvolumeImpactBps\"G\n" +
 	"\vAssetAmount\x12\x1a\n" +
 	"\x05asset\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x05asset\x12\x1c\n" +
-	"\x06amount\x18\x02 \x01(\x01B\x04\xe2A\x01\x02R\x06amount\"\xcb\x02\n" +
+	"\x06amount\x18\x02 \x01(\x01B\x04\xe2A\x01\x02R\x06amount\"\x97\x03\n" +
 	"\vVenueConfig\x12\x1a\n" +
 	"\x05venue\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x05venue\x12\"\n" +
 	"\rmaker_fee_bps\x18\x02 \x01(\x01R\vmakerFeeBps\x12\"\n" +
@@ -3228,7 +4359,22 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\bslippage\x18\x04 \x01(\v2\x19.usdcarb.v1.SlippageModelR\bslippage\x12!\n" +
 	"\flatency_bars\x18\x05 \x01(\x05R\vlatencyBars\x12B\n" +
 	"\x10initial_balances\x18\x06 \x03(\v2\x17.usdcarb.v1.AssetAmountR\x0finitialBalances\x12:\n" +
-	"\fmin_balances\x18\a \x03(\v2\x17.usdcarb.v1.AssetAmountR\vminBalances\"\xa2\x01\n" +
+	"\fmin_balances\x18\a \x03(\v2\x17.usdcarb.v1.AssetAmountR\vminBalances\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\b \x01(\x05R\tlatencyMs\x12+\n" +
+	"\x11participation_cap\x18\t \x01(\x01R\x10participationCap\"\x84\x02\n" +
+	"\x0fExecutionConfig\x12.\n" +
+	"\bleg_mode\x18\x01 \x01(\x0e2\x13.usdcarb.v1.LegModeR\alegMode\x12>\n" +
+	"\x0eone_leg_policy\x18\x02 \x01(\x0e2\x18.usdcarb.v1.OneLegPolicyR\foneLegPolicy\x12\x1d\n" +
+	"\n" +
+	"retry_bars\x18\x03 \x01(\x05R\tretryBars\x124\n" +
+	"\n" +
+	"order_type\x18\x04 \x01(\x0e2\x15.usdcarb.v1.OrderTypeR\torderType\x12,\n" +
+	"\x12maker_timeout_bars\x18\x05 \x01(\x05R\x10makerTimeoutBars\"\x83\x01\n" +
+	"\x0eRobustnessSpec\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12,\n" +
+	"\x12extra_latency_bars\x18\x02 \x03(\x05R\x10extraLatencyBars\x12)\n" +
+	"\x10cost_multipliers\x18\x03 \x03(\x01R\x0fcostMultipliers\"\xa2\x01\n" +
 	"\rTransferRoute\x12#\n" +
 	"\n" +
 	"from_venue\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tfromVenue\x12\x1f\n" +
@@ -3236,7 +4382,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x05asset\x18\x03 \x01(\tB\x04\xe2A\x01\x02R\x05asset\x12\x10\n" +
 	"\x03fee\x18\x04 \x01(\x01R\x03fee\x12\x1d\n" +
 	"\n" +
-	"delay_bars\x18\x05 \x01(\x05R\tdelayBars\"\xff\x02\n" +
+	"delay_bars\x18\x05 \x01(\x05R\tdelayBars\"\xf6\x03\n" +
 	"\x0eBacktestConfig\x121\n" +
 	"\x05range\x18\x01 \x01(\v2\x15.usdcarb.v1.TimeRangeB\x04\xe2A\x01\x02R\x05range\x12\x1c\n" +
 	"\ttimeframe\x18\x02 \x01(\tR\ttimeframe\x12/\n" +
@@ -3247,7 +4393,22 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\vquote_asset\x18\x06 \x01(\tR\n" +
 	"quoteAsset\x12(\n" +
 	"\x10periods_per_year\x18\a \x01(\x01R\x0eperiodsPerYear\x12.\n" +
-	"\x13allow_unusable_data\x18\b \x01(\bR\x11allowUnusableData\"\x84\b\n" +
+	"\x13allow_unusable_data\x18\b \x01(\bR\x11allowUnusableData\x129\n" +
+	"\texecution\x18\t \x01(\v2\x1b.usdcarb.v1.ExecutionConfigR\texecution\x12:\n" +
+	"\n" +
+	"robustness\x18\n" +
+	" \x01(\v2\x1a.usdcarb.v1.RobustnessSpecR\n" +
+	"robustness\"\xf4\x01\n" +
+	"\x0ePnlAttribution\x12\x1f\n" +
+	"\vtrading_pnl\x18\x01 \x01(\x01R\n" +
+	"tradingPnl\x123\n" +
+	"\x15inventory_revaluation\x18\x02 \x01(\x01R\x14inventoryRevaluation\x12\x12\n" +
+	"\x04fees\x18\x03 \x01(\x01R\x04fees\x12\x1a\n" +
+	"\bslippage\x18\x04 \x01(\x01R\bslippage\x12%\n" +
+	"\x0etransfer_costs\x18\x05 \x01(\x01R\rtransferCosts\x12\x18\n" +
+	"\alegging\x18\x06 \x01(\x01R\alegging\x12\x1b\n" +
+	"\ttotal_pnl\x18\a \x01(\x01R\btotalPnl\"\xf1\n" +
+	"\n" +
 	"\x0fBacktestMetrics\x12!\n" +
 	"\ftotal_return\x18\x01 \x01(\x01R\vtotalReturn\x12+\n" +
 	"\x11annualized_return\x18\x02 \x01(\x01R\x10annualizedReturn\x12\x1e\n" +
@@ -3277,10 +4438,28 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x11realized_edge_bps\x18\x14 \x01(\x01R\x0frealizedEdgeBps\x12!\n" +
 	"\fcapture_rate\x18\x15 \x01(\x01R\vcaptureRate\x12j\n" +
 	"\x15inventory_utilization\x18\x16 \x03(\v25.usdcarb.v1.BacktestMetrics.InventoryUtilizationEntryR\x14inventoryUtilization\x12%\n" +
-	"\x0erejected_fills\x18\x17 \x01(\x03R\rrejectedFills\x1aG\n" +
+	"\x0erejected_fills\x18\x17 \x01(\x03R\rrejectedFills\x12<\n" +
+	"\vattribution\x18\x18 \x01(\v2\x1a.usdcarb.v1.PnlAttributionR\vattribution\x12#\n" +
+	"\rlegged_trades\x18\x19 \x01(\x03R\fleggedTrades\x12\x1d\n" +
+	"\n" +
+	"fill_ratio\x18\x1a \x01(\x01R\tfillRatio\x12#\n" +
+	"\rpartial_fills\x18\x1b \x01(\x03R\fpartialFills\x12#\n" +
+	"\rexcess_return\x18\x1c \x01(\x01R\fexcessReturn\x12\x1d\n" +
+	"\n" +
+	"excess_pnl\x18\x1d \x01(\x01R\texcessPnl\x12#\n" +
+	"\rexcess_sharpe\x18\x1e \x01(\x01R\fexcessSharpe\x12.\n" +
+	"\x13excess_max_drawdown\x18\x1f \x01(\x01R\x11excessMaxDrawdown\x12+\n" +
+	"\x11excess_volatility\x18  \x01(\x01R\x10excessVolatility\x1aG\n" +
 	"\x19InventoryUtilizationEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x97\x02\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xb8\x01\n" +
+	"\x12RobustnessScenario\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12,\n" +
+	"\x12extra_latency_bars\x18\x02 \x01(\x05R\x10extraLatencyBars\x12'\n" +
+	"\x0fcost_multiplier\x18\x03 \x01(\x01R\x0ecostMultiplier\x125\n" +
+	"\ametrics\x18\x04 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\ametrics\"O\n" +
+	"\x0fRobustnessPanel\x12<\n" +
+	"\tscenarios\x18\x01 \x03(\v2\x1e.usdcarb.v1.RobustnessScenarioR\tscenarios\"\xc5\x03\n" +
 	"\x0eBacktestResult\x125\n" +
 	"\ametrics\x18\x01 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\ametrics\x12\x1f\n" +
 	"\vtrade_count\x18\x02 \x01(\x03R\n" +
@@ -3288,7 +4467,12 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x04bars\x18\x03 \x01(\x03R\x04bars\x129\n" +
 	"\vfingerprint\x18\x04 \x01(\v2\x17.usdcarb.v1.FingerprintR\vfingerprint\x12)\n" +
 	"\x10optimistic_fills\x18\x05 \x01(\bR\x0foptimisticFills\x123\n" +
-	"\aelapsed\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"\xcb\x01\n" +
+	"\aelapsed\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\x12F\n" +
+	"\x10baseline_metrics\x18\a \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\x0fbaselineMetrics\x12;\n" +
+	"\n" +
+	"robustness\x18\b \x01(\v2\x1b.usdcarb.v1.RobustnessPanelR\n" +
+	"robustness\x12'\n" +
+	"\x0fexecution_model\x18\t \x01(\tR\x0eexecutionModel\"\xcb\x01\n" +
 	"\vFingerprint\x12.\n" +
 	"\x13strategy_version_id\x18\x01 \x01(\tR\x11strategyVersionId\x12,\n" +
 	"\x12data_snapshot_hash\x18\x02 \x01(\tR\x10dataSnapshotHash\x12\x1f\n" +
@@ -3394,7 +4578,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x06layout\x18\x03 \x01(\x0e2\x18.usdcarb.v1.ColumnLayoutR\x06layout\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\xed\x03\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xaa\x04\n" +
 	"\vEquityCurve\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12\x17\n" +
 	"\atime_ms\x18\x02 \x03(\x03R\x06timeMs\x12\x16\n" +
@@ -3413,7 +4597,10 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\ftotal_points\x18\v \x01(\x03R\vtotalPoints\x12\x18\n" +
 	"\areduced\x18\f \x01(\bR\areduced\x12\x16\n" +
 	"\x06offset\x18\r \x01(\x03R\x06offset\x12&\n" +
-	"\x0fnext_page_token\x18\x0e \x01(\tR\rnextPageToken:K\xeaAH\n" +
+	"\x0fnext_page_token\x18\x0e \x01(\tR\rnextPageToken\x12\x1a\n" +
+	"\bbaseline\x18\x0f \x03(\x01R\bbaseline\x12\x1f\n" +
+	"\vbaseline_le\x18\x10 \x01(\fR\n" +
+	"baselineLe:K\xeaAH\n" +
 	"\x17usdcarb.dev/EquityCurve\x12 backtests/{backtest}/equityCurve2\vequityCurve\"G\n" +
 	"\rParameterAxis\x12\x18\n" +
 	"\x04path\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04path\x12\x1c\n" +
@@ -3421,7 +4608,38 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x0fWalkForwardSpec\x12<\n" +
 	"\tin_sample\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x02R\binSample\x12C\n" +
 	"\rout_of_sample\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x02R\voutOfSample\x12-\n" +
-	"\x04step\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04step\"\xca\x01\n" +
+	"\x04step\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04step\"\x97\x01\n" +
+	"\x13CrossValidationSpec\x12\x1a\n" +
+	"\x05folds\x18\x01 \x01(\x05B\x04\xe2A\x01\x02R\x05folds\x12/\n" +
+	"\x05purge\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05purge\x123\n" +
+	"\aembargo\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\aembargo\"\xae\x03\n" +
+	"\x13CrossValidationFold\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12)\n" +
+	"\x04test\x18\x02 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x04test\x12+\n" +
+	"\x05train\x18\x03 \x03(\v2\x15.usdcarb.v1.TimeRangeR\x05train\x12b\n" +
+	"\x11chosen_parameters\x18\x04 \x03(\v25.usdcarb.v1.CrossValidationFold.ChosenParametersEntryR\x10chosenParameters\x12@\n" +
+	"\rtrain_metrics\x18\x05 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\ftrainMetrics\x12>\n" +
+	"\ftest_metrics\x18\x06 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\vtestMetrics\x1aC\n" +
+	"\x15ChosenParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd6\x01\n" +
+	"\x12OutOfSampleSummary\x12\x1c\n" +
+	"\tobjective\x18\x01 \x01(\tR\tobjective\x12$\n" +
+	"\x0emean_in_sample\x18\x02 \x01(\x01R\fmeanInSample\x12+\n" +
+	"\x12mean_out_of_sample\x18\x03 \x01(\x01R\x0fmeanOutOfSample\x12\x14\n" +
+	"\x05decay\x18\x04 \x01(\x01R\x05decay\x12#\n" +
+	"\rfolds_decayed\x18\x05 \x01(\x05R\ffoldsDecayed\x12\x14\n" +
+	"\x05folds\x18\x06 \x01(\x05R\x05folds\"\xcb\x02\n" +
+	"\x0eDeflatedSharpe\x12\x16\n" +
+	"\x06sharpe\x18\x01 \x01(\x01R\x06sharpe\x12\x16\n" +
+	"\x06trials\x18\x02 \x01(\x03R\x06trials\x12'\n" +
+	"\x0ftrials_variance\x18\x03 \x01(\x01R\x0etrialsVariance\x12.\n" +
+	"\x13expected_max_sharpe\x18\x04 \x01(\x01R\x11expectedMaxSharpe\x12\x1a\n" +
+	"\bskewness\x18\x05 \x01(\x01R\bskewness\x12\x1a\n" +
+	"\bkurtosis\x18\x06 \x01(\x01R\bkurtosis\x12\"\n" +
+	"\fobservations\x18\a \x01(\x03R\fobservations\x12'\n" +
+	"\x0fdeflated_sharpe\x18\b \x01(\x01R\x0edeflatedSharpe\x12+\n" +
+	"\x11annualized_sharpe\x18\t \x01(\x01R\x10annualizedSharpe\"\xca\x01\n" +
 	"\n" +
 	"SweepPoint\x12F\n" +
 	"\n" +
@@ -3440,7 +4658,7 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x15out_of_sample_metrics\x18\x06 \x01(\v2\x1b.usdcarb.v1.BacktestMetricsR\x12outOfSampleMetrics\x1aC\n" +
 	"\x15ChosenParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xac\x06\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xcf\b\n" +
 	"\x05Sweep\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12O\n" +
 	"\x10strategy_version\x18\x02 \x01(\tB$\xe2A\x01\x02\xfaA\x1d\n" +
@@ -3459,7 +4677,11 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12;\n" +
 	"\bend_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime\x12\x1a\n" +
-	"\x05owner\x18\x0f \x01(\tB\x04\xe2A\x01\x03R\x05owner:&\xeaA#\n" +
+	"\x05owner\x18\x0f \x01(\tB\x04\xe2A\x01\x03R\x05owner\x12J\n" +
+	"\x10cross_validation\x18\x10 \x01(\v2\x1f.usdcarb.v1.CrossValidationSpecR\x0fcrossValidation\x12I\n" +
+	"\x0fdeflated_sharpe\x18\x11 \x01(\v2\x1a.usdcarb.v1.DeflatedSharpeB\x04\xe2A\x01\x03R\x0edeflatedSharpe\x12H\n" +
+	"\rout_of_sample\x18\x12 \x01(\v2\x1e.usdcarb.v1.OutOfSampleSummaryB\x04\xe2A\x01\x03R\voutOfSample\x12@\n" +
+	"\bcv_folds\x18\x13 \x03(\v2\x1f.usdcarb.v1.CrossValidationFoldB\x04\xe2A\x01\x03R\acvFolds:&\xeaA#\n" +
 	"\x11usdcarb.dev/Sweep\x12\x0esweeps/{sweep}\"\xfc\x01\n" +
 	"\n" +
 	"SweepEvent\x12\x14\n" +
@@ -3492,7 +4714,20 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"FillPolicy\x12\x1b\n" +
 	"\x17FILL_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FILL_POLICY_NEXT_BAR\x10\x01\x12\x18\n" +
-	"\x14FILL_POLICY_SAME_BAR\x10\x02*9\n" +
+	"\x14FILL_POLICY_SAME_BAR\x10\x02*Z\n" +
+	"\aLegMode\x12\x18\n" +
+	"\x14LEG_MODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17LEG_MODE_ALL_OR_NOTHING\x10\x01\x12\x18\n" +
+	"\x14LEG_MODE_INDEPENDENT\x10\x02*}\n" +
+	"\fOneLegPolicy\x12\x1e\n" +
+	"\x1aONE_LEG_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ONE_LEG_POLICY_HEDGE\x10\x01\x12\x18\n" +
+	"\x14ONE_LEG_POLICY_RETRY\x10\x02\x12\x19\n" +
+	"\x15ONE_LEG_POLICY_UNWIND\x10\x03*S\n" +
+	"\tOrderType\x12\x1a\n" +
+	"\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ORDER_TYPE_TAKER\x10\x01\x12\x14\n" +
+	"\x10ORDER_TYPE_MAKER\x10\x02*9\n" +
 	"\x04Side\x12\x14\n" +
 	"\x10SIDE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bSIDE_BUY\x10\x01\x12\r\n" +
@@ -3528,159 +4763,193 @@ func file_usdcarb_v1_backtest_proto_rawDescGZIP() []byte {
 	return file_usdcarb_v1_backtest_proto_rawDescData
 }
 
-var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_usdcarb_v1_backtest_proto_goTypes = []any{
 	(FillPolicy)(0),                    // 0: usdcarb.v1.FillPolicy
-	(Side)(0),                          // 1: usdcarb.v1.Side
-	(*SlippageModel)(nil),              // 2: usdcarb.v1.SlippageModel
-	(*AssetAmount)(nil),                // 3: usdcarb.v1.AssetAmount
-	(*VenueConfig)(nil),                // 4: usdcarb.v1.VenueConfig
-	(*TransferRoute)(nil),              // 5: usdcarb.v1.TransferRoute
-	(*BacktestConfig)(nil),             // 6: usdcarb.v1.BacktestConfig
-	(*BacktestMetrics)(nil),            // 7: usdcarb.v1.BacktestMetrics
-	(*BacktestResult)(nil),             // 8: usdcarb.v1.BacktestResult
-	(*Fingerprint)(nil),                // 9: usdcarb.v1.Fingerprint
-	(*Backtest)(nil),                   // 10: usdcarb.v1.Backtest
-	(*BacktestProgress)(nil),           // 11: usdcarb.v1.BacktestProgress
-	(*QueuePosition)(nil),              // 12: usdcarb.v1.QueuePosition
-	(*BacktestCompleted)(nil),          // 13: usdcarb.v1.BacktestCompleted
-	(*BacktestEvent)(nil),              // 14: usdcarb.v1.BacktestEvent
-	(*RunBacktestRequest)(nil),         // 15: usdcarb.v1.RunBacktestRequest
-	(*CreateBacktestRequest)(nil),      // 16: usdcarb.v1.CreateBacktestRequest
-	(*GetBacktestRequest)(nil),         // 17: usdcarb.v1.GetBacktestRequest
-	(*ListBacktestsRequest)(nil),       // 18: usdcarb.v1.ListBacktestsRequest
-	(*ListBacktestsResponse)(nil),      // 19: usdcarb.v1.ListBacktestsResponse
-	(*CancelBacktestRequest)(nil),      // 20: usdcarb.v1.CancelBacktestRequest
-	(*WatchBacktestRequest)(nil),       // 21: usdcarb.v1.WatchBacktestRequest
-	(*Trade)(nil),                      // 22: usdcarb.v1.Trade
-	(*ListBacktestTradesRequest)(nil),  // 23: usdcarb.v1.ListBacktestTradesRequest
-	(*ListBacktestTradesResponse)(nil), // 24: usdcarb.v1.ListBacktestTradesResponse
-	(*GetEquityCurveRequest)(nil),      // 25: usdcarb.v1.GetEquityCurveRequest
-	(*EquityCurve)(nil),                // 26: usdcarb.v1.EquityCurve
-	(*ParameterAxis)(nil),              // 27: usdcarb.v1.ParameterAxis
-	(*WalkForwardSpec)(nil),            // 28: usdcarb.v1.WalkForwardSpec
-	(*SweepPoint)(nil),                 // 29: usdcarb.v1.SweepPoint
-	(*WalkForwardFold)(nil),            // 30: usdcarb.v1.WalkForwardFold
-	(*Sweep)(nil),                      // 31: usdcarb.v1.Sweep
-	(*SweepEvent)(nil),                 // 32: usdcarb.v1.SweepEvent
-	(*CreateSweepRequest)(nil),         // 33: usdcarb.v1.CreateSweepRequest
-	(*GetSweepRequest)(nil),            // 34: usdcarb.v1.GetSweepRequest
-	(*ListSweepsRequest)(nil),          // 35: usdcarb.v1.ListSweepsRequest
-	(*ListSweepsResponse)(nil),         // 36: usdcarb.v1.ListSweepsResponse
-	(*CancelSweepRequest)(nil),         // 37: usdcarb.v1.CancelSweepRequest
-	(*WatchSweepRequest)(nil),          // 38: usdcarb.v1.WatchSweepRequest
-	nil,                                // 39: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	nil,                                // 40: usdcarb.v1.SweepPoint.ParametersEntry
-	nil,                                // 41: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	(*TimeRange)(nil),                  // 42: usdcarb.v1.TimeRange
-	(*durationpb.Duration)(nil),        // 43: google.protobuf.Duration
-	(JobState)(0),                      // 44: usdcarb.v1.JobState
-	(*Progress)(nil),                   // 45: usdcarb.v1.Progress
-	(*status.Status)(nil),              // 46: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
-	(*Outcome)(nil),                    // 48: usdcarb.v1.Outcome
-	(ColumnLayout)(0),                  // 49: usdcarb.v1.ColumnLayout
+	(LegMode)(0),                       // 1: usdcarb.v1.LegMode
+	(OneLegPolicy)(0),                  // 2: usdcarb.v1.OneLegPolicy
+	(OrderType)(0),                     // 3: usdcarb.v1.OrderType
+	(Side)(0),                          // 4: usdcarb.v1.Side
+	(*SlippageModel)(nil),              // 5: usdcarb.v1.SlippageModel
+	(*AssetAmount)(nil),                // 6: usdcarb.v1.AssetAmount
+	(*VenueConfig)(nil),                // 7: usdcarb.v1.VenueConfig
+	(*ExecutionConfig)(nil),            // 8: usdcarb.v1.ExecutionConfig
+	(*RobustnessSpec)(nil),             // 9: usdcarb.v1.RobustnessSpec
+	(*TransferRoute)(nil),              // 10: usdcarb.v1.TransferRoute
+	(*BacktestConfig)(nil),             // 11: usdcarb.v1.BacktestConfig
+	(*PnlAttribution)(nil),             // 12: usdcarb.v1.PnlAttribution
+	(*BacktestMetrics)(nil),            // 13: usdcarb.v1.BacktestMetrics
+	(*RobustnessScenario)(nil),         // 14: usdcarb.v1.RobustnessScenario
+	(*RobustnessPanel)(nil),            // 15: usdcarb.v1.RobustnessPanel
+	(*BacktestResult)(nil),             // 16: usdcarb.v1.BacktestResult
+	(*Fingerprint)(nil),                // 17: usdcarb.v1.Fingerprint
+	(*Backtest)(nil),                   // 18: usdcarb.v1.Backtest
+	(*BacktestProgress)(nil),           // 19: usdcarb.v1.BacktestProgress
+	(*QueuePosition)(nil),              // 20: usdcarb.v1.QueuePosition
+	(*BacktestCompleted)(nil),          // 21: usdcarb.v1.BacktestCompleted
+	(*BacktestEvent)(nil),              // 22: usdcarb.v1.BacktestEvent
+	(*RunBacktestRequest)(nil),         // 23: usdcarb.v1.RunBacktestRequest
+	(*CreateBacktestRequest)(nil),      // 24: usdcarb.v1.CreateBacktestRequest
+	(*GetBacktestRequest)(nil),         // 25: usdcarb.v1.GetBacktestRequest
+	(*ListBacktestsRequest)(nil),       // 26: usdcarb.v1.ListBacktestsRequest
+	(*ListBacktestsResponse)(nil),      // 27: usdcarb.v1.ListBacktestsResponse
+	(*CancelBacktestRequest)(nil),      // 28: usdcarb.v1.CancelBacktestRequest
+	(*WatchBacktestRequest)(nil),       // 29: usdcarb.v1.WatchBacktestRequest
+	(*Trade)(nil),                      // 30: usdcarb.v1.Trade
+	(*ListBacktestTradesRequest)(nil),  // 31: usdcarb.v1.ListBacktestTradesRequest
+	(*ListBacktestTradesResponse)(nil), // 32: usdcarb.v1.ListBacktestTradesResponse
+	(*GetEquityCurveRequest)(nil),      // 33: usdcarb.v1.GetEquityCurveRequest
+	(*EquityCurve)(nil),                // 34: usdcarb.v1.EquityCurve
+	(*ParameterAxis)(nil),              // 35: usdcarb.v1.ParameterAxis
+	(*WalkForwardSpec)(nil),            // 36: usdcarb.v1.WalkForwardSpec
+	(*CrossValidationSpec)(nil),        // 37: usdcarb.v1.CrossValidationSpec
+	(*CrossValidationFold)(nil),        // 38: usdcarb.v1.CrossValidationFold
+	(*OutOfSampleSummary)(nil),         // 39: usdcarb.v1.OutOfSampleSummary
+	(*DeflatedSharpe)(nil),             // 40: usdcarb.v1.DeflatedSharpe
+	(*SweepPoint)(nil),                 // 41: usdcarb.v1.SweepPoint
+	(*WalkForwardFold)(nil),            // 42: usdcarb.v1.WalkForwardFold
+	(*Sweep)(nil),                      // 43: usdcarb.v1.Sweep
+	(*SweepEvent)(nil),                 // 44: usdcarb.v1.SweepEvent
+	(*CreateSweepRequest)(nil),         // 45: usdcarb.v1.CreateSweepRequest
+	(*GetSweepRequest)(nil),            // 46: usdcarb.v1.GetSweepRequest
+	(*ListSweepsRequest)(nil),          // 47: usdcarb.v1.ListSweepsRequest
+	(*ListSweepsResponse)(nil),         // 48: usdcarb.v1.ListSweepsResponse
+	(*CancelSweepRequest)(nil),         // 49: usdcarb.v1.CancelSweepRequest
+	(*WatchSweepRequest)(nil),          // 50: usdcarb.v1.WatchSweepRequest
+	nil,                                // 51: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	nil,                                // 52: usdcarb.v1.CrossValidationFold.ChosenParametersEntry
+	nil,                                // 53: usdcarb.v1.SweepPoint.ParametersEntry
+	nil,                                // 54: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	(*TimeRange)(nil),                  // 55: usdcarb.v1.TimeRange
+	(*durationpb.Duration)(nil),        // 56: google.protobuf.Duration
+	(JobState)(0),                      // 57: usdcarb.v1.JobState
+	(*Progress)(nil),                   // 58: usdcarb.v1.Progress
+	(*status.Status)(nil),              // 59: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
+	(*Outcome)(nil),                    // 61: usdcarb.v1.Outcome
+	(ColumnLayout)(0),                  // 62: usdcarb.v1.ColumnLayout
 }
 var file_usdcarb_v1_backtest_proto_depIdxs = []int32{
-	2,  // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
-	3,  // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
-	3,  // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
-	42, // 3: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
-	4,  // 4: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
-	5,  // 5: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
-	0,  // 6: usdcarb.v1.BacktestConfig.fill_policy:type_name -> usdcarb.v1.FillPolicy
-	43, // 7: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
-	43, // 8: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
-	39, // 9: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	7,  // 10: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	9,  // 11: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
-	43, // 12: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
-	6,  // 13: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
-	44, // 14: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
-	45, // 15: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
-	8,  // 16: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
-	46, // 17: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
-	47, // 18: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
-	47, // 19: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
-	47, // 20: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
-	45, // 21: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
-	47, // 22: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
-	7,  // 23: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	12, // 24: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
-	43, // 25: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
-	48, // 26: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
-	8,  // 27: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
-	26, // 28: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
-	44, // 29: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
-	11, // 30: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
-	13, // 31: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
-	6,  // 32: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
-	43, // 33: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
-	10, // 34: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
-	44, // 35: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
-	10, // 36: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
-	47, // 37: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
-	1,  // 38: usdcarb.v1.Trade.side:type_name -> usdcarb.v1.Side
-	22, // 39: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
-	49, // 40: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
-	43, // 41: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
-	43, // 42: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
-	43, // 43: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
-	40, // 44: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
-	7,  // 45: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	42, // 46: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
-	42, // 47: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
-	41, // 48: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	7,  // 49: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	7,  // 50: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	6,  // 51: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
-	27, // 52: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
-	28, // 53: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
-	44, // 54: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
-	45, // 55: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
-	29, // 56: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
-	30, // 57: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
-	46, // 58: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
-	47, // 59: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
-	47, // 60: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
-	44, // 61: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
-	45, // 62: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
-	48, // 63: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
-	12, // 64: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
-	31, // 65: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
-	31, // 66: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
-	15, // 67: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
-	16, // 68: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
-	17, // 69: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
-	18, // 70: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
-	20, // 71: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
-	21, // 72: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
-	23, // 73: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
-	25, // 74: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
-	33, // 75: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
-	34, // 76: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
-	35, // 77: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
-	37, // 78: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
-	38, // 79: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
-	14, // 80: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
-	10, // 81: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
-	10, // 82: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
-	19, // 83: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
-	10, // 84: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
-	14, // 85: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
-	24, // 86: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
-	26, // 87: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
-	31, // 88: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
-	31, // 89: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
-	36, // 90: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
-	31, // 91: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
-	32, // 92: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
-	80, // [80:93] is the sub-list for method output_type
-	67, // [67:80] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	5,   // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
+	6,   // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
+	6,   // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
+	1,   // 3: usdcarb.v1.ExecutionConfig.leg_mode:type_name -> usdcarb.v1.LegMode
+	2,   // 4: usdcarb.v1.ExecutionConfig.one_leg_policy:type_name -> usdcarb.v1.OneLegPolicy
+	3,   // 5: usdcarb.v1.ExecutionConfig.order_type:type_name -> usdcarb.v1.OrderType
+	55,  // 6: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
+	7,   // 7: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
+	10,  // 8: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
+	0,   // 9: usdcarb.v1.BacktestConfig.fill_policy:type_name -> usdcarb.v1.FillPolicy
+	8,   // 10: usdcarb.v1.BacktestConfig.execution:type_name -> usdcarb.v1.ExecutionConfig
+	9,   // 11: usdcarb.v1.BacktestConfig.robustness:type_name -> usdcarb.v1.RobustnessSpec
+	56,  // 12: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
+	56,  // 13: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
+	51,  // 14: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	12,  // 15: usdcarb.v1.BacktestMetrics.attribution:type_name -> usdcarb.v1.PnlAttribution
+	13,  // 16: usdcarb.v1.RobustnessScenario.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	14,  // 17: usdcarb.v1.RobustnessPanel.scenarios:type_name -> usdcarb.v1.RobustnessScenario
+	13,  // 18: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	17,  // 19: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
+	56,  // 20: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
+	13,  // 21: usdcarb.v1.BacktestResult.baseline_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	15,  // 22: usdcarb.v1.BacktestResult.robustness:type_name -> usdcarb.v1.RobustnessPanel
+	11,  // 23: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
+	57,  // 24: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
+	58,  // 25: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
+	16,  // 26: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
+	59,  // 27: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
+	60,  // 28: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
+	60,  // 29: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
+	60,  // 30: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
+	58,  // 31: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
+	60,  // 32: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
+	13,  // 33: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	20,  // 34: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
+	56,  // 35: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
+	61,  // 36: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
+	16,  // 37: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
+	34,  // 38: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
+	57,  // 39: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
+	19,  // 40: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
+	21,  // 41: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
+	11,  // 42: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
+	56,  // 43: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
+	18,  // 44: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
+	57,  // 45: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
+	18,  // 46: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
+	60,  // 47: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
+	4,   // 48: usdcarb.v1.Trade.side:type_name -> usdcarb.v1.Side
+	30,  // 49: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
+	62,  // 50: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
+	56,  // 51: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
+	56,  // 52: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
+	56,  // 53: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
+	56,  // 54: usdcarb.v1.CrossValidationSpec.purge:type_name -> google.protobuf.Duration
+	56,  // 55: usdcarb.v1.CrossValidationSpec.embargo:type_name -> google.protobuf.Duration
+	55,  // 56: usdcarb.v1.CrossValidationFold.test:type_name -> usdcarb.v1.TimeRange
+	55,  // 57: usdcarb.v1.CrossValidationFold.train:type_name -> usdcarb.v1.TimeRange
+	52,  // 58: usdcarb.v1.CrossValidationFold.chosen_parameters:type_name -> usdcarb.v1.CrossValidationFold.ChosenParametersEntry
+	13,  // 59: usdcarb.v1.CrossValidationFold.train_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	13,  // 60: usdcarb.v1.CrossValidationFold.test_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	53,  // 61: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
+	13,  // 62: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	55,  // 63: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
+	55,  // 64: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
+	54,  // 65: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	13,  // 66: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	13,  // 67: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	11,  // 68: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
+	35,  // 69: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
+	36,  // 70: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
+	57,  // 71: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
+	58,  // 72: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
+	41,  // 73: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
+	42,  // 74: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
+	59,  // 75: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
+	60,  // 76: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
+	60,  // 77: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
+	37,  // 78: usdcarb.v1.Sweep.cross_validation:type_name -> usdcarb.v1.CrossValidationSpec
+	40,  // 79: usdcarb.v1.Sweep.deflated_sharpe:type_name -> usdcarb.v1.DeflatedSharpe
+	39,  // 80: usdcarb.v1.Sweep.out_of_sample:type_name -> usdcarb.v1.OutOfSampleSummary
+	38,  // 81: usdcarb.v1.Sweep.cv_folds:type_name -> usdcarb.v1.CrossValidationFold
+	57,  // 82: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
+	58,  // 83: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
+	61,  // 84: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
+	20,  // 85: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
+	43,  // 86: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
+	43,  // 87: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
+	23,  // 88: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
+	24,  // 89: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
+	25,  // 90: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
+	26,  // 91: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
+	28,  // 92: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
+	29,  // 93: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
+	31,  // 94: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
+	33,  // 95: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
+	45,  // 96: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
+	46,  // 97: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
+	47,  // 98: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
+	49,  // 99: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
+	50,  // 100: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
+	22,  // 101: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
+	18,  // 102: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
+	18,  // 103: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
+	27,  // 104: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
+	18,  // 105: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
+	22,  // 106: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
+	32,  // 107: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
+	34,  // 108: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
+	43,  // 109: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
+	43,  // 110: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
+	48,  // 111: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
+	43,  // 112: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
+	44,  // 113: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
+	101, // [101:114] is the sub-list for method output_type
+	88,  // [88:101] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_backtest_proto_init() }
@@ -3689,7 +4958,7 @@ func file_usdcarb_v1_backtest_proto_init() {
 		return
 	}
 	file_usdcarb_v1_common_proto_init()
-	file_usdcarb_v1_backtest_proto_msgTypes[12].OneofWrappers = []any{
+	file_usdcarb_v1_backtest_proto_msgTypes[17].OneofWrappers = []any{
 		(*BacktestEvent_Progress)(nil),
 		(*BacktestEvent_Completed)(nil),
 	}
@@ -3698,8 +4967,8 @@ func file_usdcarb_v1_backtest_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_backtest_proto_rawDesc), len(file_usdcarb_v1_backtest_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   40,
+			NumEnums:      5,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,9 @@ __all__ = (
     "CreateSweepRequest",
     "CreateUserRequest",
     "CrossExchangeSpreadParams",
+    "CrossValidationFold",
+    "CrossValidationSpec",
+    "DeflatedSharpe",
     "DeleteChannelRequest",
     "DeleteStrategyRequest",
     "DeleteSubscriptionRequest",
@@ -51,6 +54,7 @@ __all__ = (
     "EventType",
     "Exchange",
     "ExchangeApiKeyRequest",
+    "ExecutionConfig",
     "FillGapsRequest",
     "FillGapsResponse",
     "FillPolicy",
@@ -86,6 +90,7 @@ __all__ = (
     "IssueServiceTokenRequest",
     "JobState",
     "Jwk",
+    "LegMode",
     "ListApiKeysRequest",
     "ListApiKeysResponse",
     "ListAuditEventsRequest",
@@ -130,12 +135,16 @@ __all__ = (
     "LogoutRequest",
     "Market",
     "NotificationServiceStub",
+    "OneLegPolicy",
+    "OrderType",
+    "OutOfSampleSummary",
     "Outcome",
     "OutcomeResult",
     "ParameterAxis",
     "ParameterChange",
     "ParameterChangeChangeType",
     "PegReversionParams",
+    "PnlAttribution",
     "Progress",
     "Provenance",
     "QualitySummary",
@@ -145,6 +154,9 @@ __all__ = (
     "RedeliverDeliveriesResponse",
     "RefreshTokenRequest",
     "RevokeApiKeyRequest",
+    "RobustnessPanel",
+    "RobustnessScenario",
+    "RobustnessSpec",
     "Role",
     "RoleInfo",
     "RotateWebhookSecretRequest",
@@ -444,6 +456,16 @@ class EventType(betterproto2.Enum):
     The daily data-quality digest: coverage, gaps and quarantines per series over a day.
     """
 
+    ALERT_FIRING = 13
+    """
+    A Prometheus alert began firing (from Alertmanager; subject "alerts/<alertname>").
+    """
+
+    ALERT_RESOLVED = 14
+    """
+    A Prometheus alert that fired is resolved.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -460,6 +482,8 @@ class EventType(betterproto2.Enum):
             10: "EVENT_TYPE_TEST",
             11: "EVENT_TYPE_SERIES_VERDICT_CHANGED",
             12: "EVENT_TYPE_DATA_QUALITY_DIGEST",
+            13: "EVENT_TYPE_ALERT_FIRING",
+            14: "EVENT_TYPE_ALERT_RESOLVED",
         }
 
     @classmethod
@@ -478,6 +502,8 @@ class EventType(betterproto2.Enum):
             "EVENT_TYPE_TEST": 10,
             "EVENT_TYPE_SERIES_VERDICT_CHANGED": 11,
             "EVENT_TYPE_DATA_QUALITY_DIGEST": 12,
+            "EVENT_TYPE_ALERT_FIRING": 13,
+            "EVENT_TYPE_ALERT_RESOLVED": 14,
         }
 
 
@@ -705,6 +731,134 @@ class JobState(betterproto2.Enum):
             "JOB_STATE_SUCCEEDED": 3,
             "JOB_STATE_FAILED": 4,
             "JOB_STATE_CANCELLED": 5,
+        }
+
+
+class LegMode(betterproto2.Enum):
+    """
+    How the legs of one order fill.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Same as LEG_MODE_ALL_OR_NOTHING.
+    """
+
+    ALL_OR_NOTHING = 1
+    """
+    Every leg fills together on one bar, at that bar's closes, or none does (engine 1.x
+    behaviour; results are labelled "all-or-nothing").
+    """
+
+    INDEPENDENT = 2
+    """
+    Each leg fills on its own venue: on the first bar at or after signal + fill delay +
+    that venue's latency where its market has a close, limited by the venue's
+    participation cap. Legs can land on different bars and prices (legging risk).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "LEG_MODE_UNSPECIFIED",
+            1: "LEG_MODE_ALL_OR_NOTHING",
+            2: "LEG_MODE_INDEPENDENT",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "LEG_MODE_UNSPECIFIED": 0,
+            "LEG_MODE_ALL_OR_NOTHING": 1,
+            "LEG_MODE_INDEPENDENT": 2,
+        }
+
+
+class OneLegPolicy(betterproto2.Enum):
+    """
+    What happens when some legs of an order filled and another did not (fully).
+    """
+
+    UNSPECIFIED = 0
+    """
+    Same as ONE_LEG_POLICY_HEDGE.
+    """
+
+    HEDGE = 1
+    """
+    Fill the missing quantity at the next bar of its market, as a taker, without the
+    participation cap.
+    """
+
+    RETRY = 2
+    """
+    Try the missing quantity again on each of the next retry_bars bars of its market
+    (under the cap); what is still missing then is unwound.
+    """
+
+    UNWIND = 3
+    """
+    Reverse the filled legs' excess over the least-filled leg at the next bar of each
+    one's market, so the legs match again (the order ends partly filled).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ONE_LEG_POLICY_UNSPECIFIED",
+            1: "ONE_LEG_POLICY_HEDGE",
+            2: "ONE_LEG_POLICY_RETRY",
+            3: "ONE_LEG_POLICY_UNWIND",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ONE_LEG_POLICY_UNSPECIFIED": 0,
+            "ONE_LEG_POLICY_HEDGE": 1,
+            "ONE_LEG_POLICY_RETRY": 2,
+            "ONE_LEG_POLICY_UNWIND": 3,
+        }
+
+
+class OrderType(betterproto2.Enum):
+    """
+    Taker or passive (maker) orders.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Same as ORDER_TYPE_TAKER.
+    """
+
+    TAKER = 1
+    """
+    Market orders at the bar's close plus slippage, paying the taker fee.
+    """
+
+    MAKER = 2
+    """
+    A limit order per leg at the signal bar's close: it fills at its limit price, with
+    no slippage, paying the maker fee, on the first bar from its due bar on whose close
+    trades through it (strictly below a buy's limit, above a sell's), or not at all
+    once maker_timeout_bars have passed. BacktestMetrics.fill_ratio reports the share
+    of legs filled.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ORDER_TYPE_UNSPECIFIED",
+            1: "ORDER_TYPE_TAKER",
+            2: "ORDER_TYPE_MAKER",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ORDER_TYPE_UNSPECIFIED": 0,
+            "ORDER_TYPE_TAKER": 1,
+            "ORDER_TYPE_MAKER": 2,
         }
 
 
@@ -1490,6 +1644,20 @@ class BacktestConfig(betterproto2.Message):
     UNUSABLE_MARKET_DATA, naming each series and span.
     """
 
+    execution: "ExecutionConfig | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Execution model (default: all legs together or not at all, taker fills).
+    """
+
+    robustness: "RobustnessSpec | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Robustness panel to compute beside the result (BacktestResult.robustness).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "BacktestConfig", BacktestConfig)
 
@@ -1667,6 +1835,55 @@ class BacktestMetrics(betterproto2.Message):
     Signals not filled because a venue lacked balance.
     """
 
+    attribution: "PnlAttribution | None" = betterproto2.field(
+        24, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Total PnL split into its sources.
+    """
+
+    legged_trades: "int" = betterproto2.field(25, betterproto2.TYPE_INT64)
+    """
+    Orders whose legs did not all fill on one bar in full (LEG_MODE_INDEPENDENT).
+    """
+
+    fill_ratio: "float" = betterproto2.field(26, betterproto2.TYPE_DOUBLE)
+    """
+    ORDER_TYPE_MAKER: share of posted legs that filled (1 for taker runs).
+    """
+
+    partial_fills: "int" = betterproto2.field(27, betterproto2.TYPE_INT64)
+    """
+    Leg fills smaller than their order (participation cap).
+    """
+
+    excess_return: "float" = betterproto2.field(28, betterproto2.TYPE_DOUBLE)
+    """
+    Excess over the hold baseline (the same initial balances, never traded), as a
+    fraction of initial equity: (equity_end − baseline_end) / equity_start.
+    """
+
+    excess_pnl: "float" = betterproto2.field(29, betterproto2.TYPE_DOUBLE)
+    """
+    Excess PnL over the hold baseline, in the quote asset.
+    """
+
+    excess_sharpe: "float" = betterproto2.field(30, betterproto2.TYPE_DOUBLE)
+    """
+    Annualised Sharpe ratio of the excess curve, initial equity + equity − baseline
+    (per-bar returns as for sharpe). 0 for a run that never trades.
+    """
+
+    excess_max_drawdown: "float" = betterproto2.field(31, betterproto2.TYPE_DOUBLE)
+    """
+    Largest drawdown of the excess curve, as a positive fraction.
+    """
+
+    excess_volatility: "float" = betterproto2.field(32, betterproto2.TYPE_DOUBLE)
+    """
+    Annualised volatility of the excess curve.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "BacktestMetrics", BacktestMetrics)
 
@@ -1750,6 +1967,27 @@ class BacktestResult(betterproto2.Message):
     )
     """
     Wall time the engine took.
+    """
+
+    baseline_metrics: "BacktestMetrics | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Figures of the hold baseline: the same initial balances, never traded, marked at
+    the same prices. metrics are the strategy's own (absolute) figures; their excess_*
+    fields are over this baseline.
+    """
+
+    robustness: "RobustnessPanel | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The robustness panel, when the config asked for one.
+    """
+
+    execution_model: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    The execution model, in words, e.g. "all-or-nothing legs, taker fills, next bar".
     """
 
 
@@ -2311,6 +2549,145 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class CrossValidationFold(betterproto2.Message):
+    """
+    One k-fold fold.
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Fold number, from 1.
+    """
+
+    test: "TimeRange | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The test block.
+    """
+
+    train: "list[TimeRange]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Training windows: the range less the test block, its purge and its embargo.
+    """
+
+    chosen_parameters: "dict[str, float]" = betterproto2.field(
+        4,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+    """
+    Combination chosen on the training windows.
+    """
+
+    train_metrics: "BacktestMetrics | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Training figures of the chosen combination: each figure the bar-weighted mean over
+    the training windows (each simulated from a fresh state).
+    """
+
+    test_metrics: "BacktestMetrics | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Test figures of the chosen combination.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "CrossValidationFold", CrossValidationFold)
+
+
+@dataclass(eq=False, repr=False)
+class CrossValidationSpec(betterproto2.Message):
+    """
+    Purged, embargoed k-fold cross-validation of a sweep (López de Prado): the range is
+    cut into `folds` contiguous blocks; for each block the grid is run on the rest
+    (training) and the best combination by the objective is evaluated on the block (test).
+    """
+
+    folds: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Number of folds (2 to 20).
+    """
+
+    purge: "datetime.timedelta | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    Dropped from the training set right before each test block (≥ 0; default 0).
+    """
+
+    embargo: "datetime.timedelta | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    Dropped from the training set right after each test block (≥ 0; default 0).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "CrossValidationSpec", CrossValidationSpec)
+
+
+@dataclass(eq=False, repr=False)
+class DeflatedSharpe(betterproto2.Message):
+    """
+    Deflated Sharpe ratio of a grid's best point (Bailey & López de Prado, 2014): the
+    probability that its true Sharpe ratio is above the best Sharpe expected from
+    `trials` unskilled trials. Sharpe ratios here are per bar (not annualised).
+    """
+
+    sharpe: "float" = betterproto2.field(1, betterproto2.TYPE_DOUBLE)
+    """
+    Per-bar Sharpe ratio of the best point by sharpe.
+    """
+
+    trials: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Number of trials (grid points).
+    """
+
+    trials_variance: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Variance of the per-bar Sharpe ratios across trials.
+    """
+
+    expected_max_sharpe: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    Expected maximum per-bar Sharpe of `trials` trials with no skill:
+    sqrt(V)·((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e))), γ Euler-Mascheroni.
+    """
+
+    skewness: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
+    """
+    Skewness of the best point's per-bar returns.
+    """
+
+    kurtosis: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    Kurtosis (not excess) of the best point's per-bar returns.
+    """
+
+    observations: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+    """
+    Bars (returns) of the best point.
+    """
+
+    deflated_sharpe: "float" = betterproto2.field(8, betterproto2.TYPE_DOUBLE)
+    """
+    The deflated Sharpe ratio, a probability in [0, 1]:
+    Φ((SR − SR0)·sqrt(T − 1) / sqrt(1 − skew·SR + (kurt − 1)/4·SR²)).
+    """
+
+    annualized_sharpe: "float" = betterproto2.field(9, betterproto2.TYPE_DOUBLE)
+    """
+    The annualised Sharpe ratio of the best point (BacktestMetrics.sharpe).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "DeflatedSharpe", DeflatedSharpe)
+
+
+@dataclass(eq=False, repr=False)
 class DeleteChannelRequest(betterproto2.Message):
     """
     Request of DeleteChannel.
@@ -2636,6 +3013,16 @@ class EquityCurve(betterproto2.Message):
     reduced curve. Pages concatenate to the stored curve bit for bit.
     """
 
+    baseline: "list[float]" = betterproto2.field(15, betterproto2.TYPE_DOUBLE, repeated=True)
+    """
+    Equity of the hold baseline at the same bars (PACKED layout).
+    """
+
+    baseline_le: "bytes" = betterproto2.field(16, betterproto2.TYPE_BYTES)
+    """
+    LE_BYTES layout: float64 little-endian baseline.
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "EquityCurve", EquityCurve)
 
@@ -2751,6 +3138,48 @@ class ExchangeApiKeyRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "ExchangeApiKeyRequest", ExchangeApiKeyRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutionConfig(betterproto2.Message):
+    """
+    Execution model: how legs fill and what an order is.
+    """
+
+    leg_mode: "LegMode" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: LegMode(0)
+    )
+    """
+    Default LEG_MODE_ALL_OR_NOTHING.
+    """
+
+    one_leg_policy: "OneLegPolicy" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: OneLegPolicy(0)
+    )
+    """
+    LEG_MODE_INDEPENDENT only; default ONE_LEG_POLICY_HEDGE.
+    """
+
+    retry_bars: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    ONE_LEG_POLICY_RETRY: bars to retry (1 to 10,000; default 1).
+    """
+
+    order_type: "OrderType" = betterproto2.field(
+        4, betterproto2.TYPE_ENUM, default_factory=lambda: OrderType(0)
+    )
+    """
+    Default ORDER_TYPE_TAKER.
+    """
+
+    maker_timeout_bars: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    ORDER_TYPE_MAKER: bars an unfilled limit order rests after its due bar before it is
+    cancelled (0 to 10,000; default 0: only the due bar).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ExecutionConfig", ExecutionConfig)
 
 
 @dataclass(eq=False, repr=False)
@@ -4603,6 +5032,47 @@ default_message_pool.register_message("usdcarb.v1", "Outcome", Outcome)
 
 
 @dataclass(eq=False, repr=False)
+class OutOfSampleSummary(betterproto2.Message):
+    """
+    In-sample against out-of-sample figures of the chosen combinations.
+    """
+
+    objective: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The sweep's objective.
+    """
+
+    mean_in_sample: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
+    """
+    Mean in-sample (training) objective of the chosen combinations.
+    """
+
+    mean_out_of_sample: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Mean out-of-sample (test) objective of the same combinations.
+    """
+
+    decay: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    1 − mean_out_of_sample / mean_in_sample (0 when mean_in_sample is 0): the share of
+    the in-sample figure lost out of sample.
+    """
+
+    folds_decayed: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    Folds whose out-of-sample objective was worse than in sample.
+    """
+
+    folds: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
+    """
+    Folds.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "OutOfSampleSummary", OutOfSampleSummary)
+
+
+@dataclass(eq=False, repr=False)
 class ParameterAxis(betterproto2.Message):
     """
     One parameter swept over a list of values.
@@ -4610,7 +5080,11 @@ class ParameterAxis(betterproto2.Message):
 
     path: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    Dotted path of a numeric parameter, e.g. "crossExchangeSpread.entryBps".
+    Dotted path of a numeric parameter, e.g. "crossExchangeSpread.entryBps", or of
+    an execution cost applied to every venue: "execution.feeMultiplier" (every maker
+    and taker fee × value, above 0 and at most 100), "execution.slippageMultiplier"
+    (fixed and volume-impact slippage × value, likewise) or
+    "execution.extraLatencyBars" (latency in bars added, an integer 0 to 10,000).
     """
 
     values: "list[float]" = betterproto2.field(2, betterproto2.TYPE_DOUBLE, repeated=True)
@@ -4706,6 +5180,57 @@ class PegReversionParams(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "PegReversionParams", PegReversionParams)
+
+
+@dataclass(eq=False, repr=False)
+class PnlAttribution(betterproto2.Message):
+    """
+    Where total PnL came from, in the quote asset. Each part is its signed contribution
+    (costs are negative) and the parts sum to total_pnl (within float rounding).
+    """
+
+    trading_pnl: "float" = betterproto2.field(1, betterproto2.TYPE_DOUBLE)
+    """
+    Spreads captured: the residual of total_pnl after every other part, i.e. the
+    trades' PnL at reference prices (the closes of the bar each order's first leg
+    filled), before costs. 0 for a run that never trades.
+    """
+
+    inventory_revaluation: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
+    """
+    Revaluation of the initial balances of non-quote assets, held (the hold
+    baseline's PnL): Σ initial balance × (last price − first price).
+    """
+
+    fees: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Fees paid, negative.
+    """
+
+    slippage: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    Slippage paid, negative.
+    """
+
+    transfer_costs: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
+    """
+    Transfer fees paid, negative.
+    """
+
+    legging: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    Legging loss (LEG_MODE_INDEPENDENT), negative when legging cost money: for every
+    fill of an order away from its reference bar (late legs, hedges, retries,
+    unwinds), side × quantity × (reference close − fill bar's close).
+    """
+
+    total_pnl: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+    """
+    equity_end − equity_start, equal to BacktestMetrics.total_pnl.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "PnlAttribution", PnlAttribution)
 
 
 @dataclass(eq=False, repr=False)
@@ -5016,6 +5541,82 @@ class RevokeApiKeyRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "RevokeApiKeyRequest", RevokeApiKeyRequest)
+
+
+@dataclass(eq=False, repr=False)
+class RobustnessPanel(betterproto2.Message):
+    """
+    The same backtest under harsher conditions (RobustnessSpec).
+    """
+
+    scenarios: "list[RobustnessScenario]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Scenarios: latencies first, then cost multipliers, in the order asked.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "RobustnessPanel", RobustnessPanel)
+
+
+@dataclass(eq=False, repr=False)
+class RobustnessScenario(betterproto2.Message):
+    """
+    One scenario of a robustness panel.
+    """
+
+    label: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    What changed, e.g. "latency +1 bar" or "costs x1.5".
+    """
+
+    extra_latency_bars: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    Latency in bars added to every venue.
+    """
+
+    cost_multiplier: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Multiplier applied to every fee and slippage.
+    """
+
+    metrics: "BacktestMetrics | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Figures of the run under this scenario.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "RobustnessScenario", RobustnessScenario)
+
+
+@dataclass(eq=False, repr=False)
+class RobustnessSpec(betterproto2.Message):
+    """
+    A robustness panel: the same run again under harsher conditions, one change at a time.
+    """
+
+    enabled: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+    """
+    Ask for the panel (backtests only; a sweep with it is INVALID_ARGUMENT).
+    """
+
+    extra_latency_bars: "list[int]" = betterproto2.field(2, betterproto2.TYPE_INT32, repeated=True)
+    """
+    Extra latency in bars added to every venue, one scenario each (empty = [1, 2]; each
+    1 to 10,000).
+    """
+
+    cost_multipliers: "list[float]" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, repeated=True)
+    """
+    Multipliers of every fee and slippage, one scenario each (empty = [1.5, 2]; each
+    above 0 and at most 100).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "RobustnessSpec", RobustnessSpec)
 
 
 @dataclass(eq=False, repr=False)
@@ -5818,6 +6419,35 @@ class Sweep(betterproto2.Message):
     Subject of the owner: only the owner or an admin may change it (docs/api.md, Ownership).
     """
 
+    cross_validation: "CrossValidationSpec | None" = betterproto2.field(
+        16, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    When set, run purged, embargoed k-fold cross-validation over the config's range
+    instead of one grid (not together with walk_forward).
+    """
+
+    deflated_sharpe: "DeflatedSharpe | None" = betterproto2.field(
+        17, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Grid mode: the deflated Sharpe ratio of the best point for the number of trials.
+    """
+
+    out_of_sample: "OutOfSampleSummary | None" = betterproto2.field(
+        18, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Walk-forward or k-fold mode: in-sample vs out-of-sample decay of the objective.
+    """
+
+    cv_folds: "list[CrossValidationFold]" = betterproto2.field(
+        19, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Folds (k-fold mode).
+    """
+
 
 default_message_pool.register_message("usdcarb.v1", "Sweep", Sweep)
 
@@ -6442,8 +7072,8 @@ class VenueConfig(betterproto2.Message):
 
     maker_fee_bps: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
     """
-    Maker fee in basis points of notional. Kept with the config and its fingerprint;
-    engine 1.x fills every leg as a taker order at the bar's close, so no fill pays it.
+    Maker fee in basis points of notional, paid by passive fills
+    (ExecutionConfig.order_type ORDER_TYPE_MAKER); taker fills pay taker_fee_bps.
     0 to 1,000.
     """
 
@@ -6461,9 +7091,10 @@ class VenueConfig(betterproto2.Message):
 
     latency_bars: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
     """
-    Order latency in bars, added to the fill policy's delay. The legs of one order fill
-    together, so an order waits for the slowest of its venues (legging risk between
-    venues is not simulated). 0 to 10,000.
+    Order latency in bars, added to the fill policy's delay. With
+    LEG_MODE_ALL_OR_NOTHING (the default) the legs of one order fill together, so an
+    order waits for the slowest of its venues; with LEG_MODE_INDEPENDENT each leg waits
+    for its own venue's latency. 0 to 10,000.
     """
 
     initial_balances: "list[AssetAmount]" = betterproto2.field(
@@ -6478,6 +7109,20 @@ class VenueConfig(betterproto2.Message):
     )
     """
     Lower bounds on balances (negative allows borrowing); absent means 0.
+    """
+
+    latency_ms: "int" = betterproto2.field(8, betterproto2.TYPE_INT32)
+    """
+    Order latency in milliseconds (0 to 86,400,000), mapped onto bars as
+    ceil(latency_ms / bar length) and added to latency_bars.
+    """
+
+    participation_cap: "float" = betterproto2.field(9, betterproto2.TYPE_DOUBLE)
+    """
+    LEG_MODE_INDEPENDENT only: the largest share of a bar's volume one leg may take on
+    that bar (0 = no cap, else above 0 and at most 1). A leg larger than the cap fills
+    partially; its remainder is handled by the one-leg policy. A bar without volume
+    fills nothing under a cap.
     """
 
 
