@@ -316,7 +316,8 @@ class Runner:
         columns, trades = await asyncio.gather(
             asyncio.to_thread(equity_columns, times, out),
             asyncio.to_thread(trade_rows, times, out.trades))
-        compact = await asyncio.to_thread(encode_columns, columns)
+        compact = await asyncio.to_thread(encode_columns, columns,
+                                          out.extras.get("initial_equity"))
         curve_task = asyncio.create_task(asyncio.to_thread(
             equity_to_pb, f"{name}/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
             CurveRequest(max_points=DEFAULT_POINTS, page=None)))
