@@ -33,6 +33,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_TEST: _ClassVar[EventType]
     EVENT_TYPE_SERIES_VERDICT_CHANGED: _ClassVar[EventType]
     EVENT_TYPE_DATA_QUALITY_DIGEST: _ClassVar[EventType]
+    EVENT_TYPE_ALERT_FIRING: _ClassVar[EventType]
+    EVENT_TYPE_ALERT_RESOLVED: _ClassVar[EventType]
 
 class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -53,6 +55,8 @@ EVENT_TYPE_VERSION_STATE_CHANGED: EventType
 EVENT_TYPE_TEST: EventType
 EVENT_TYPE_SERIES_VERDICT_CHANGED: EventType
 EVENT_TYPE_DATA_QUALITY_DIGEST: EventType
+EVENT_TYPE_ALERT_FIRING: EventType
+EVENT_TYPE_ALERT_RESOLVED: EventType
 DELIVERY_STATE_UNSPECIFIED: DeliveryState
 DELIVERY_STATE_PENDING: DeliveryState
 DELIVERY_STATE_DELIVERED: DeliveryState

@@ -57,6 +57,10 @@ const (
 	EventType_EVENT_TYPE_SERIES_VERDICT_CHANGED EventType = 11
 	// The daily data-quality digest: coverage, gaps and quarantines per series over a day.
 	EventType_EVENT_TYPE_DATA_QUALITY_DIGEST EventType = 12
+	// A Prometheus alert began firing (from Alertmanager; subject "alerts/<alertname>").
+	EventType_EVENT_TYPE_ALERT_FIRING EventType = 13
+	// A Prometheus alert that fired is resolved.
+	EventType_EVENT_TYPE_ALERT_RESOLVED EventType = 14
 )
 
 // Enum value maps for EventType.
@@ -75,6 +79,8 @@ var (
 		10: "EVENT_TYPE_TEST",
 		11: "EVENT_TYPE_SERIES_VERDICT_CHANGED",
 		12: "EVENT_TYPE_DATA_QUALITY_DIGEST",
+		13: "EVENT_TYPE_ALERT_FIRING",
+		14: "EVENT_TYPE_ALERT_RESOLVED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":            0,
@@ -90,6 +96,8 @@ var (
 		"EVENT_TYPE_TEST":                   10,
 		"EVENT_TYPE_SERIES_VERDICT_CHANGED": 11,
 		"EVENT_TYPE_DATA_QUALITY_DIGEST":    12,
+		"EVENT_TYPE_ALERT_FIRING":           13,
+		"EVENT_TYPE_ALERT_RESOLVED":         14,
 	}
 )
 
@@ -2054,7 +2062,7 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x17SubscribeEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.usdcarb.v1.EventR\x05event\x12A\n" +
 	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n" +
-	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\xaf\x03\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\xeb\x03\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dEVENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n" +
@@ -2069,7 +2077,9 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x0fEVENT_TYPE_TEST\x10\n" +
 	"\x12%\n" +
 	"!EVENT_TYPE_SERIES_VERDICT_CHANGED\x10\v\x12\"\n" +
-	"\x1eEVENT_TYPE_DATA_QUALITY_DIGEST\x10\f*\x8b\x01\n" +
+	"\x1eEVENT_TYPE_DATA_QUALITY_DIGEST\x10\f\x12\x1b\n" +
+	"\x17EVENT_TYPE_ALERT_FIRING\x10\r\x12\x1d\n" +
+	"\x19EVENT_TYPE_ALERT_RESOLVED\x10\x0e*\x8b\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +
