@@ -1,0 +1,1 @@
+"""Monitoring of the mesh: Prometheus, Alertmanager, rules and Grafana dashboards."""
