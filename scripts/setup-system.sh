@@ -20,6 +20,9 @@ LOG="$BUILD_DIR/setup.log"
 # chromium: the headless browser that opens the HTML reports in tests (tests/cli).
 BASE_PACKAGES=(postgresql-15 postgresql-contrib redis-server wrk prometheus prometheus-alertmanager
   chromium)
+# pgbackrest: WAL archiving, backups and point-in-time restore of the stack's cluster
+# (services/usdcarb/devstack/pgbackrest.py, docs/backup-and-restore.md).
+BASE_PACKAGES+=(pgbackrest)
 BUILD_PACKAGES=(cmake gcc make libssl-dev dpkg-dev)
 
 say() { printf 'setup-system: %s\n' "$*"; }
