@@ -88,7 +88,8 @@ def candles_to_frame(batch: v1.CandleBatch) -> pd.DataFrame:
 
 
 def equity_to_frame(curve: v1.EquityCurve) -> pd.DataFrame:
-    """Return an equity curve as a DataFrame (equity, drawdown, exposure) indexed by time."""
+    """Return an equity curve as a DataFrame (equity, drawdown, exposure, and baseline
+    when the curve carries the hold baseline) indexed by time."""
     le = len(curve.time_ms_le) > 0
     if le:
         count = len(curve.time_ms_le) // 8
@@ -102,6 +103,11 @@ def equity_to_frame(curve: v1.EquityCurve) -> pd.DataFrame:
                 for name in EQUITY_COLUMNS}
     if curve.count and curve.count != count:
         raise ValueError(f"expected {curve.count} points as the curve's count says, got {count}")
+    # The hold baseline (same balances, never traded) at the same bars, when the server
+    # sends it (engine 2.x).
+    baseline = curve.baseline_le if le else curve.baseline
+    if len(baseline):
+        data["baseline"] = _column(baseline, "<f8", count, "baseline")
     return pd.DataFrame(data, index=_time_index(times, "time"))
 
 
