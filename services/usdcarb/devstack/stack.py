@@ -32,6 +32,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from usdcarb.devstack.ports import DevstackError, free_port
 from usdcarb.devstack.postgres import PostgresServer
 from usdcarb.devstack.redis import RedisServer
+from usdcarb.observability import monitoring
+from usdcarb.observability.monitoring import MonitoringSettings
 from usdcarb.platform import tls
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class StackInfo:
     ca: str = ""
     client_cert: str = ""
     client_key: str = ""
+    # Prometheus' and Alertmanager's base URLs; empty: the stack runs without them.
+    prometheus: str = ""
+    alertmanager: str = ""
 
     @property
     def gateway_target(self) -> str:
@@ -185,6 +190,7 @@ class Stack:
         self, root: Path, *, gateway_port: int = 8080, admin_port: int = 0,
         fast_postgres: bool = False, env: Mapping[str, str] | None = None,
         replay_data: Path | None = None, tls: bool = True,
+        monitoring: MonitoringSettings | None = None,
     ) -> None:
         self.root = root.resolve()
         # TLS on: HTTPS at the gateway, mutual TLS between Envoy and services and between
@@ -197,6 +203,10 @@ class Stack:
         self.fast_postgres = fast_postgres
         self.extra_env = dict(env or {})
         self.replay_data = replay_data
+        # Prometheus + Alertmanager with these intervals; None (the default of test
+        # stacks, `stack up --no-monitoring`) leaves them out.
+        self.monitoring = monitoring
+        self.monitoring_dir = self.root / "monitoring"
         self.state_file = self.root / "stack.json"
         self.logs = self.root / "logs"
 
@@ -234,6 +244,8 @@ class Stack:
                 "USDCARB_INGESTION_REPLAY_URL", f"http://127.0.0.1:{processes['replay'].port}")
             self.extra_env.setdefault("USDCARB_INGESTION_RATE_LIMIT_SCALE", "0.1")
             ports = {name: free_port() for name in SERVICES}
+            if self.monitoring is not None:
+                self._alert_receiver_env(free_port())
             for name in SERVICES:
                 processes[name] = self._start_service(name, ports, dsn, redis.url, pki)
             for name in SERVICES:
@@ -259,6 +271,8 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise DevstackError("expected the gateway to fetch the JWKS in time")
                 time.sleep(0.1)
+            if self.monitoring is not None:
+                processes.update(self._start_monitoring(self.monitoring, processes, pki))
         except BaseException:
             partial = StackInfo(str(self.root), "", "", "", "", processes)
             partial.save(self.state_file)
@@ -271,9 +285,107 @@ class Stack:
             ca=str(pki.ca) if pki else "",
             client_cert=str(pki.cert(CLIENT)) if pki else "",
             client_key=str(pki.key(CLIENT)) if pki else "",
+            prometheus=(f"http://127.0.0.1:{processes['prometheus'].port}"
+                        if "prometheus" in processes else ""),
+            alertmanager=(f"http://127.0.0.1:{processes['alertmanager'].port}"
+                          if "alertmanager" in processes else ""),
         )
         info.save(self.state_file)
         return info
+
+    # ----------------------------------------------------------------- monitoring
+    def _alert_receiver_env(self, port: int) -> None:
+        """Open the notification service's alert receiver for Alertmanager: a port and a
+        fresh bearer token only the two of them read."""
+        token = self.monitoring_dir / "alert-token"
+        monitoring.new_token(token)
+        self.extra_env["USDCARB_NOTIFICATION_ALERT_PORT"] = str(port)
+        self.extra_env["USDCARB_NOTIFICATION_ALERT_TOKEN_FILE"] = str(token)
+
+    def _start_monitoring(self, settings: MonitoringSettings,
+                          processes: Mapping[str, ProcessInfo],
+                          pki: tls.DevPki | None) -> dict[str, ProcessInfo]:
+        """Start Alertmanager, then Prometheus scraping every process of the stack."""
+        d = self.monitoring_dir
+        (d / "prometheus-data").mkdir(parents=True, exist_ok=True)
+        (d / "alertmanager-data").mkdir(parents=True, exist_ok=True)
+        prom_port, am_port = free_port(), free_port()
+        scheme = "https" if pki else "http"
+        alert_port = int(self.extra_env["USDCARB_NOTIFICATION_ALERT_PORT"])
+        processes["notification"].extra["alert_port"] = alert_port
+        receiver = monitoring.AlertReceiver(
+            url=f"{scheme}://127.0.0.1:{alert_port}{monitoring.ALERT_PATH}",
+            token_file=Path(self.extra_env["USDCARB_NOTIFICATION_ALERT_TOKEN_FILE"]),
+            ca_file=pki.ca if pki else None, cert_file=pki.cert("alertmanager") if pki else None,
+            key_file=pki.key("alertmanager") if pki else None)
+        am_config = d / "alertmanager.yml"
+        am_config.write_text(json.dumps(monitoring.alertmanager_config(settings, receiver),
+                                        indent=1))
+        targets = d / "targets.json"
+        monitoring.write_targets(targets, processes)
+        rules = d / "rules"
+        monitoring.copy_rules(rules, settings.alert_for_override_s)
+        prom_config = d / "prometheus.yml"
+        prom_config.write_text(json.dumps(monitoring.prometheus_config(
+            settings=settings, rules_dir=rules, targets_file=targets,
+            alertmanager_port=am_port, prometheus_port=prom_port), indent=1))
+        started: dict[str, ProcessInfo] = {}
+        am_log = self.logs / "alertmanager.log"
+        am = self._spawn([monitoring.binary(monitoring.ALERTMANAGER),
+                          f"--config.file={am_config}",
+                          f"--storage.path={d / 'alertmanager-data'}",
+                          f"--web.listen-address=127.0.0.1:{am_port}",
+                          "--cluster.listen-address=",  # no gossip port: one instance
+                          "--log.level=warn"], am_log)
+        started["alertmanager"] = _started(am, str(am_config), am_log, port=am_port)
+        prom_log = self.logs / "prometheus.log"
+        prom = self._spawn([monitoring.binary(monitoring.PROMETHEUS),
+                            f"--config.file={prom_config}",
+                            f"--storage.tsdb.path={d / 'prometheus-data'}",
+                            f"--storage.tsdb.retention.time={settings.retention}",
+                            f"--web.listen-address=127.0.0.1:{prom_port}",
+                            "--web.enable-lifecycle", "--log.level=warn"], prom_log)
+        started["prometheus"] = _started(prom, str(prom_config), prom_log, port=prom_port)
+        monitoring.wait_ready(f"http://127.0.0.1:{am_port}/-/ready", am, am_log)
+        monitoring.wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prom, prom_log)
+        return started
+
+    def _spawn(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        log = log_path.open("ab")
+        try:
+            return subprocess.Popen(args, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log, start_new_session=True)
+        finally:
+            log.close()
+
+    # ----------------------------------------------------------------- one service
+    def stop_service(self, name: str) -> None:
+        """Stop one service of the running stack (SIGTERM, as a crash-free restart would)."""
+        info = StackInfo.load(self.state_file)
+        proc = info.processes[name]
+        if _alive(proc):
+            os.kill(proc.pid, signal.SIGTERM)
+        _wait_gone(proc, 20.0)
+
+    def start_service(self, name: str) -> ProcessInfo:
+        """Start one stopped service again on its former ports and wait until it serves."""
+        info = StackInfo.load(self.state_file)
+        old = info.processes[name]
+        if _alive(old):
+            return old
+        pki = tls.DevPki(Path(info.ca).parent) if info.ca else None
+        ports = {n: info.processes[n].port for n in SERVICES if n in info.processes}
+        if "alert_port" in old.extra:  # the same receiver port and token as before
+            self.extra_env["USDCARB_NOTIFICATION_ALERT_PORT"] = str(old.extra["alert_port"])
+            self.extra_env["USDCARB_NOTIFICATION_ALERT_TOKEN_FILE"] = str(
+                self.monitoring_dir / "alert-token")
+        proc = self._start_service(name, ports, info.dsn, info.redis_url, pki,
+                                   metrics_port=old.extra.get("metrics_port"))
+        proc.extra = {**old.extra, **proc.extra}
+        self._wait_serving(name, proc, pki)
+        info.processes[name] = proc
+        info.save(self.state_file)
+        return proc
 
     def _pki(self) -> tls.DevPki:
         """The dev CA and its certificates (kept while valid): the gateway's for localhost,
@@ -281,6 +393,8 @@ class Stack:
         leaves: dict[str, tuple[str, ...]] = {
             "gateway": tls.LOCALHOST, "envoy": ("envoy",), CLIENT: (CLIENT,)}
         leaves.update({name: tls.service_names(name) for name in SERVICES})
+        if self.monitoring is not None:
+            leaves["alertmanager"] = ("alertmanager",)  # its client certificate to notification
         return tls.ensure_dev_pki(self.pki_root, leaves)
 
     def _postgres(self) -> PostgresServer:
@@ -288,9 +402,9 @@ class Stack:
 
     def _start_service(
         self, name: str, ports: Mapping[str, int], dsn: str, redis_url: str,
-        pki: tls.DevPki | None,
+        pki: tls.DevPki | None, *, metrics_port: int | None = None,
     ) -> ProcessInfo:
-        port, metrics = ports[name], free_port()
+        port, metrics = ports[name], metrics_port or free_port()
         prefix = f"USDCARB_{name.upper()}_"
         env = {
             **_peers(name, ports),
@@ -419,7 +533,7 @@ class Stack:
             return
         info = StackInfo.load(self.state_file)
         procs = info.processes
-        order = ["envoy", *SERVICES, "replay"]
+        order = ["prometheus", "alertmanager", "envoy", *SERVICES, "replay"]
         for name in order:
             if name in procs and _alive(procs[name]):
                 os.kill(procs[name].pid, signal.SIGTERM)
@@ -495,9 +609,13 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("USDCARB_GATEWAY_PORT", "8080")))
     parser.add_argument("--plaintext", action="store_true",
                         help="no TLS anywhere (default: HTTPS gateway, mutual TLS inside)")
+    parser.add_argument("--no-monitoring", action="store_true",
+                        default=os.environ.get("USDCARB_MONITORING", "1") in ("0", "no", "false"),
+                        help="leave Prometheus and Alertmanager out (USDCARB_MONITORING=0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    stack = Stack(args.root, gateway_port=args.gateway_port, tls=not args.plaintext)
+    stack = Stack(args.root, gateway_port=args.gateway_port, tls=not args.plaintext,
+                  monitoring=None if args.no_monitoring else MonitoringSettings())
     if args.command == "up":
         started = time.monotonic()
         info = stack.up()
@@ -516,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
                     info.processes["replay"].port)
         logger.info("  postgres %s", info.dsn)
         logger.info("  redis    %s", info.redis_url)
+        if info.prometheus:
+            logger.info("  prometheus   %s  (rules: deploy/monitoring/prometheus/rules)",
+                        info.prometheus)
+            logger.info("  alertmanager %s  (→ notification's alert receiver)", info.alertmanager)
         logger.info("  logs     %s", Path(info.root) / "logs")
     elif args.command == "down":
         stack.down()

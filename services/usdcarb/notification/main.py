@@ -20,6 +20,7 @@ from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from usdcarb.notification.alerts import AlertReceiver, server_ssl_context
 from usdcarb.notification.app import NotificationApp
 from usdcarb.notification.digest import DigestScheduler, QualityReader
 from usdcarb.notification.domain import Backoff
@@ -87,6 +88,18 @@ class NotificationSettings(PlatformSettings):
                               "hypertable the digest counts bars in (read-only).")
     validation_schema: str = Field(default="validation", description="Schema of validation's "
                                    "gap and quarantine tables the digest reads (read-only).")
+    alert_port: int = Field(default=-1, ge=-1, le=65535, description="Port of the Alertmanager "
+                            "webhook receiver (usdcarb.notification.alerts) on grpc_host; "
+                            "-1 off, 0 any free port.")
+    alert_token_file: Path | None = Field(default=None, description="File (0600) holding the "
+                                          "bearer token Alertmanager presents; required "
+                                          "with alert_port.")
+
+    @model_validator(mode="after")
+    def _alert_token_with_port(self) -> Self:
+        if self.alert_port >= 0 and self.alert_token_file is None:
+            raise ValueError("expected alert_token_file with alert_port, got none")
+        return self
 
     @model_validator(mode="after")
     def _lease_outlasts_attempts(self) -> Self:
@@ -108,8 +121,11 @@ class Components:
     senders: Senders
     digest: DigestScheduler | None
     tasks: list[asyncio.Task[None]]
+    alerts: AlertReceiver | None = None
 
     async def start(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.start()
         self.tasks += [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
                        asyncio.create_task(self.deliverer.run(), name="deliverer")]
         if self.digest is not None:
@@ -120,6 +136,8 @@ class Components:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.alerts is not None:
+            await self.alerts.stop()
         await self.deliverer.stop()
         await self.senders.close()
 
@@ -154,11 +172,21 @@ def build(pool: Any, redis: Any, settings: NotificationSettings) -> Components:
                              validation_schema=s.validation_schema),
         publish, hour_utc=s.digest_hour_utc)
     servicer = NotificationServicer(app, feed)
+    alerts = None
+    if s.alert_port >= 0 and s.alert_token_file is not None:
+        tls = None
+        if not s.plaintext:
+            if s.tls_cert_file is None or s.tls_key_file is None or s.tls_ca_file is None:
+                raise ValueError("expected tls_cert_file, tls_key_file and tls_ca_file for the "
+                                 "alert receiver's mutual TLS, got some missing")
+            tls = server_ssl_context(s.tls_cert_file, s.tls_key_file, s.tls_ca_file)
+        alerts = AlertReceiver(publish, s.alert_token_file, host=s.grpc_host, port=s.alert_port,
+                               ssl_context=tls)
     return Components(
         register=lambda server: notification_pb2_grpc.add_NotificationServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server),
         app=app, dispatcher=dispatcher, deliverer=deliverer, feed=feed, senders=senders,
-        digest=digest, tasks=[])
+        digest=digest, tasks=[], alerts=alerts)
 
 
 async def serve(settings: NotificationSettings) -> None:
