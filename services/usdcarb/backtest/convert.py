@@ -25,7 +25,8 @@ from usdcarb.v1 import common_pb2
 
 _DURATIONS = {"max_drawdown_duration_s": "max_drawdown_duration",
               "avg_round_trip_duration_s": "avg_round_trip_duration"}
-_INTS = ("round_trips", "rejected_fills")
+_INTS = ("round_trips", "rejected_fills", "legged_trades", "partial_fills")
+_ATTRIBUTION = tuple(f.name for f in pb.PnlAttribution.DESCRIPTOR.fields)
 _FLOATS = tuple(
     f.name for f in pb.BacktestMetrics.DESCRIPTOR.fields
     if f.type == f.TYPE_DOUBLE)
@@ -67,6 +68,10 @@ def metrics_to_pb(metrics: Mapping[str, Any]) -> pb.BacktestMetrics:
             getattr(out, name).CopyFrom(duration(float(metrics[key])))
     for venue, value in dict(metrics.get("inventory_utilization") or {}).items():
         out.inventory_utilization[str(venue)] = float(value)
+    attribution = metrics.get("attribution")
+    if attribution:
+        for name in _ATTRIBUTION:
+            setattr(out.attribution, name, float(attribution.get(name, 0.0)))
     return out
 
 

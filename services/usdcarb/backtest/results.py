@@ -24,7 +24,8 @@ def snake(d: dict[str, str]) -> dict[str, str]:
 
 # Objectives where a smaller figure is better (the engine's walk-forward agrees).
 LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_duration_s", "volatility",
-                             "fees_paid", "slippage_paid", "rejected_fills"})
+                             "fees_paid", "slippage_paid", "rejected_fills",
+                             "excess_max_drawdown", "excess_volatility"})
 
 
 def rank(metrics: dict[str, Any], objective: str) -> tuple[int, float]:
@@ -33,6 +34,22 @@ def rank(metrics: dict[str, Any], objective: str) -> tuple[int, float]:
     if value != value:
         return (1, 0.0)
     return (0, value if objective in LOWER_IS_BETTER else -value)
+
+
+def backtest_result(out: engine.BacktestOutput, *, bars: int, fingerprint: pb.Fingerprint,
+                    elapsed: float) -> pb.BacktestResult:
+    """The stored result of a finished run: figures, hold baseline, robustness panel."""
+    result = pb.BacktestResult(
+        metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
+        fingerprint=fingerprint, optimistic_fills=out.optimistic_fills,
+        elapsed=convert.duration(elapsed), execution_model=out.execution_model)
+    if out.baseline_metrics:
+        result.baseline_metrics.CopyFrom(convert.metrics_to_pb(out.baseline_metrics))
+    for label, latency, multiplier, metrics in out.robustness:
+        result.robustness.scenarios.append(pb.RobustnessScenario(
+            label=label, extra_latency_bars=latency, cost_multiplier=multiplier,
+            metrics=convert.metrics_to_pb(metrics)))
+    return result
 
 
 def trade_rows(time_ms: np.ndarray, trades: engine.TradeLog) -> TradeRows:

@@ -39,6 +39,16 @@ class Result:
     rejected: int = 0
     transfers: int = 0
     fees: float = 0.0
+    slip: float = 0.0
+    xfee: float = 0.0
+    legging: float = 0.0
+    # the hold baseline per bar, whether it is constant, initial equity
+    baseline: list[float] = field(default_factory=list)
+    constant: bool = True
+    init_equity: float = 0.0
+    # trades' PnL valued directly: each fill's change of balances at the last marks
+    direct_trading: float = 0.0
+    attribution: dict[str, float] = field(default_factory=dict)
 
 
 def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
@@ -163,6 +173,7 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
                     bal[src] -= amount + t.fee
                     if t.asset == q:
                         qcash -= t.fee
+                    res.xfee += t.fee * val(src)
                     res.transfers += 1
                     started = True
                     if t.delay_bars == 0:
@@ -186,6 +197,7 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
             elif bk[1] == q:
                 qcash += side * qty
             res.fees += fee * val(qk)
+            res.slip += qty * abs(px - float(s.close[i])) * val(qk)
             res.fills.append(Fill(i, s.venue, s.symbol, side, qty, px, fee,
                                   qty * abs(px - float(s.close[i])), st["rt"] + 1, st["sig"],
                                   edge))
@@ -326,6 +338,42 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
                 cur = legs[m].base if side > 0 else legs[m].quote
             loops.append(steps)
 
+    bal_init = dict(bal)
+    qcash_init = qcash
+    res.constant = all(bal_init[k] == 0.0 for k in slots if k[1] != q)
+    res.init_equity = qcash_init
+    for k in slots:
+        if k[1] != q:
+            res.init_equity += bal_init[k] * val(k)
+
+    def summed(cash: float, balances: dict[tuple[str, str], float],
+               in_flight: bool) -> float:
+        """cash + Σ_series (its slots' balances, slot order, then in flight) · mark."""
+        coef = [0.0] * len(series)
+        coefi = [0.0] * len(series)
+        for k in slots:
+            if k[1] != q:
+                j, inv = price_of[k]
+                if inv:
+                    coefi[j] += balances[k]
+                else:
+                    coef[j] += balances[k]
+        for r in routes if in_flight else []:
+            t = r["t"]
+            if t.asset != q and r["arr"] >= 0:
+                j, inv = price_of[(t.to_venue, t.asset)]
+                if inv:
+                    coefi[j] += r["amt"]
+                else:
+                    coef[j] += r["amt"]
+        eq = cash
+        for j in range(len(series)):
+            eq += coef[j] * marks[j]
+        for j in range(len(series)):
+            if coefi[j] != 0.0:
+                eq += coefi[j] / marks[j]
+        return eq
+
     n = len(fr)
     for i in range(n):
         for r in routes:
@@ -344,31 +392,9 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
                 signal(i)
                 if st["pending"] and i >= st["due"]:
                     execute(i)
-        # equity = quote cash + Σ_series (Σ its slots' balances, slot order, then in-flight) · mark
-        coef = [0.0] * len(series)
-        coefi = [0.0] * len(series)
-        for k in slots:
-            if k[1] != q:
-                j, inv = price_of[k]
-                if inv:
-                    coefi[j] += bal[k]
-                else:
-                    coef[j] += bal[k]
-        for r in routes:
-            t = r["t"]
-            if t.asset != q and r["arr"] >= 0:
-                j, inv = price_of[(t.to_venue, t.asset)]
-                if inv:
-                    coefi[j] += r["amt"]
-                else:
-                    coef[j] += r["amt"]
-        eq = qcash
-        for j in range(len(series)):
-            eq += coef[j] * marks[j]
-        for j in range(len(series)):
-            if coefi[j] != 0.0:
-                eq += coefi[j] / marks[j]
+        eq = summed(qcash, bal, True)
         res.equity.append(eq)
+        res.baseline.append(summed(qcash_init, bal_init, False))
         if st["held"] != 0:
             gross = 0.0
             for s in legs:
@@ -376,4 +402,19 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
             res.exposure.append(gross / eq if eq > 0.0 else 0.0)
         else:
             res.exposure.append(0.0)
+    # Attribution: each part from its own tally; trading PnL is what is left.
+    total = res.equity[-1] - res.init_equity
+    reval = (res.baseline[-1] if not res.constant else res.init_equity) - res.init_equity
+    parts = {"inventory_revaluation": reval, "fees": -res.fees, "slippage": -res.slip,
+             "transfer_costs": -res.xfee, "legging": res.legging}
+    trading = total
+    for value in parts.values():
+        trading -= value
+    res.attribution = {"trading_pnl": trading, **parts, "total_pnl": total}
+    # Trading PnL valued directly: each fill's change of balances at the last marks.
+    for f in res.fills:
+        s_ = fr.get(f.venue, f.symbol)
+        value_b = val((f.venue, s_.base))
+        value_q = val((f.venue, s_.quote))
+        res.direct_trading += f.side * f.qty * value_b - (f.side * f.qty * f.px + f.fee) * value_q
     return res

@@ -131,7 +131,52 @@ def _check_equal(kind: str, params: dict[str, Any], cfg: EngineConfig, fr: Marke
     if ref.rt_pnl:
         assert m["win_rate"] == sum(p > 0 for p in ref.rt_pnl) / len(ref.rt_pnl)
         assert m["expectancy"] == pytest.approx(sum(ref.rt_pnl) / len(ref.rt_pnl), rel=1e-9)
+    check_baseline_and_attribution(kind, out, ref, cfg, fr)
     return out
+
+
+def check_baseline_and_attribution(kind: str, out: Any, ref: Any, cfg: EngineConfig,
+                                   fr: MarketFrame) -> None:
+    """Hold baseline, excess figures and PnL attribution agree with the reference."""
+    m = out.metrics
+    init = out.extras["initial_equity"]
+    assert init == ref.init_equity
+    if ref.constant:
+        assert np.all(out.baseline_curve() == init)
+        for key in ("sharpe", "max_drawdown", "volatility"):
+            assert m[f"excess_{key}"] == m[key]
+    else:
+        np.testing.assert_array_equal(out.baseline_curve(), np.array(ref.baseline))
+        # the excess curve's figures, replayed over the reference's curves
+        x = np.array([init + (e - b) for e, b in zip(ref.equity, ref.baseline, strict=True)])
+        fs, st = np.zeros(NF), np.zeros(NS, np.int64)
+        start_curve(fs, st, init, int(fr.time_ms[0]))
+        replay_curve(x, fr.time_ms, fs, st)
+        xf = dict(zip(NAMES, finalize(fs, st, len(fr), int(fr.time_ms[-1]), init, x[-1],
+                                      cfg.periods_per_year), strict=True))
+        for key in ("sharpe", "max_drawdown", "volatility"):
+            assert m[f"excess_{key}"] == xf[key], key
+    assert m["excess_pnl"] == ref.equity[-1] - (init if ref.constant else ref.baseline[-1])
+    assert m["excess_return"] == (m["excess_pnl"] / init if init > 0 else 0.0)
+    hold = out.baseline_metrics
+    assert hold["round_trips"] == 0 and hold["fees_paid"] == 0.0
+    assert hold["total_pnl"] == m["attribution"]["inventory_revaluation"]
+    att = m["attribution"]
+    assert att == ref.attribution
+    assert att["total_pnl"] == m["total_pnl"]
+    parts = [v for k, v in att.items() if k != "total_pnl"]
+    scale = max(1.0, sum(abs(v) for v in parts))
+    assert abs(sum(parts) - att["total_pnl"]) <= 1e-9 * scale
+    if ref.transfers == 0:
+        # Valued directly, fill by fill at the last marks, trades and the held
+        # inventory make up the whole PnL; where every leg is quoted in the quote asset
+        # (fees and slippage worth the same when paid and at the end) the direct trading
+        # PnL is the attribution's, costs included.
+        assert abs(ref.direct_trading + att["inventory_revaluation"] - att["total_pnl"]) \
+            <= 1e-9 * scale
+        if kind != "triangular":
+            costs = att["fees"] + att["slippage"]
+            assert abs(ref.direct_trading - (att["trading_pnl"] + costs)) <= 1e-9 * scale
 
 
 @pytest.mark.parametrize("fill", ["next", "same"])

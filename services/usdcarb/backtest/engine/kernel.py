@@ -41,12 +41,17 @@ F_RTQ0, F_ENTRY_EDGE, F_ENTRY_NOTIONAL, F_PEND_EDGE, F_ENTRY_PX, F_XFEE, F_DURMS
 # running curve statistics (see metrics.py): previous equity, Σr, Σr², Σmin(r,0)², peak,
 # max drawdown, Σequity
 F_PREV, F_SR, F_SR2, F_SD2, F_PEAK, F_MAXDD, F_SUMEQ = range(16, 23)
-NF = 23
+# legging: the signed contribution of legging to PnL (independent legs; see legs.py)
+F_LEG = 23
+NF = 24
 # int state
 S_HELD, S_TARGET, S_PENDING, S_DUE, S_SIGBAR, S_ENTRYBAR, S_RT, S_WINS, S_REJ = range(9)
 S_NTR, S_EXPO, S_LASTFILL, S_NXFER, S_PEND_DIR = range(9, 14)
 S_PEAK_T, S_MAXDUR, S_UNDER = range(14, 17)   # time of the peak, longest underwater (ms)
-NS = 17
+# orders legged (not every leg filled in full on one bar), leg fills short of their order,
+# maker legs posted and filled (legs.py)
+S_LEGGED, S_PARTIAL, S_POSTED, S_MFILLED = range(17, 21)
+NS = 21
 MAX_LEGS_PER_BAR = 6
 K_SPREAD, K_PEG, K_TRI = 0, 1, 2
 

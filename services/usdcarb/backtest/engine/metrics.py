@@ -26,6 +26,7 @@ from .kernel import (
     F_FEES,
     F_GLOSS,
     F_GWIN,
+    F_LEG,
     F_MAXDD,
     F_PEAK,
     F_PREV,
@@ -40,9 +41,13 @@ from .kernel import (
     F_TURN,
     F_XFEE,
     S_EXPO,
+    S_LEGGED,
     S_MAXDUR,
+    S_MFILLED,
     S_NXFER,
+    S_PARTIAL,
     S_PEAK_T,
+    S_POSTED,
     S_REJ,
     S_RT,
     S_UNDER,
@@ -54,10 +59,12 @@ NAMES = ("total_return", "annualized_return", "volatility", "sharpe", "sortino",
          "max_drawdown", "max_drawdown_duration_s", "win_rate", "profit_factor", "expectancy",
          "round_trips", "avg_round_trip_duration_s", "turnover", "fees_paid", "exposure",
          "total_pnl", "slippage_paid", "theoretical_edge_bps", "realized_edge_bps",
-         "capture_rate", "rejected_fills", "transfers", "transfer_fees")
+         "capture_rate", "rejected_fills", "transfers", "transfer_fees", "legged_trades",
+         "fill_ratio", "partial_fills", "legging")
 NM = len(NAMES)
-INT_NAMES = frozenset({"round_trips", "rejected_fills", "transfers"})
-EXTRA_NAMES = ("transfers", "transfer_fees")
+INT_NAMES = frozenset({"round_trips", "rejected_fills", "transfers", "legged_trades",
+                       "partial_fills"})
+EXTRA_NAMES = ("transfers", "transfer_fees", "legging")
 
 
 def start_curve(fs: F64, st: npt.NDArray[np.int64], init: float, t0: int) -> None:
@@ -134,6 +141,10 @@ def finalize(fs, st, n, t_last, init, eq_last, ppy):  # type: ignore[no-untyped-
     out[21] = st[S_REJ]
     out[22] = st[S_NXFER]
     out[23] = fs[F_XFEE]
+    out[24] = st[S_LEGGED]
+    out[25] = st[S_MFILLED] / st[S_POSTED] if st[S_POSTED] > 0 else 1.0
+    out[26] = st[S_PARTIAL]
+    out[27] = fs[F_LEG]
     return out
 
 

@@ -165,6 +165,20 @@ class BacktestOutput:
     # Added beyond the contract: figures that have no BacktestMetrics field
     # (transfers started and their fees in the quote asset, initial equity, bars).
     extras: dict[str, float] = field(default_factory=dict)
+    # The hold baseline's equity per bar (baseline.py; None when it is constant at the
+    # initial equity: see ``baseline_curve``) and its figures.
+    baseline: F64 | None = None
+    baseline_metrics: dict[str, Any] = field(default_factory=dict)
+    # The execution model in words (BacktestResult.execution_model).
+    execution_model: str = ""
+    # The robustness panel: (label, extra latency bars, cost multiplier, metrics).
+    robustness: tuple[tuple[str, int, float, dict[str, Any]], ...] = ()
+
+    def baseline_curve(self) -> F64:
+        """The hold baseline's equity per bar."""
+        if self.baseline is not None:
+            return self.baseline
+        return np.full(len(self.equity), self.extras.get("initial_equity", 0.0))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from .baseline import (
+    baseline_curve,
+    constant,
+    excess_figures,
+    excess_of_own,
+    hold_figures,
+    with_excess,
+)
 from .kernel import (
     F_FEES,
     F_MAXDD,
@@ -106,6 +114,12 @@ def figures(state: tuple[Any, ...], n: int, t_last: int, init_eq: float,
     return out
 
 
+def execution_model(config: EngineConfig) -> str:
+    """The execution model in words, e.g. "all-or-nothing legs, taker fills, next bar"."""
+    fill = "next bar" if config.fill == "next" else "same bar (optimistic)"
+    return f"all-or-nothing legs, taker fills, {fill}"
+
+
 def prepare(kind: str, params: Mapping[str, Any], config: EngineConfig,
             market: MarketFrame) -> tuple[Plan, dict[str, Any]]:
     p = normalized(kind, params)
@@ -128,6 +142,7 @@ def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
     lay = plan.layout
     n = len(lay.time_ms)
     state, init_eq = fresh_state(plan)
+    marks0 = state[3].copy()
     equity = np.empty(n)
     exposure = np.empty(n)
     drawdown = np.empty(n)
@@ -152,8 +167,20 @@ def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
             if on_progress(Progress(end, n, float(equity[end - 1]), partial)) is False:
                 raise Cancelled(f"cancelled after {end} of {n} bars")
         done = end
-    vec = figures(state, n, int(lay.time_ms[-1]), init_eq, float(config.periods_per_year))
+    ppy = float(config.periods_per_year)
+    vec = figures(state, n, int(lay.time_ms[-1]), init_eq, ppy)
     util = utilization(plan.slots, plan.init_bal, lay.slot_lim, state[1])
+    venues = sorted({v for v, _ in plan.slots})
+    if constant(lay, plan.init_bal):
+        baseline: F64 | None = None
+        bl_end = init_eq
+        xvec = excess_of_own(vec, init_eq)
+    else:
+        baseline = np.empty(n)
+        baseline_curve(lay, plan.init_bal, marks0, plan.init_qcash, baseline)
+        bl_end = float(baseline[-1])
+        xvec = excess_figures(equity, baseline, init_eq, lay.time_ms, ppy)
+    hold = hold_figures(baseline, init_eq, n, lay.time_ms, ppy, venues)
     ntr = int(state[5][S_NTR])
     names_v = np.array([s.venue for s in plan.series], dtype=object)
     names_s = np.array([s.symbol for s in plan.series], dtype=object)
@@ -166,6 +193,9 @@ def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
     ext = extras(vec)
     ext["initial_equity"] = init_eq
     ext["bars"] = float(n)
-    return BacktestOutput(equity=equity, drawdown=drawdown, exposure=exposure, trades=log,
-                          metrics=as_dict(vec, util), optimistic_fills=config.fill == "same",
-                          engine_version=ENGINE_VERSION, extras=ext)
+    return BacktestOutput(
+        equity=equity, drawdown=drawdown, exposure=exposure, trades=log,
+        metrics=with_excess(as_dict(vec, util), xvec, vec, init_eq, bl_end),
+        optimistic_fills=config.fill == "same", engine_version=ENGINE_VERSION, extras=ext,
+        baseline=baseline,
+        baseline_metrics=hold, execution_model=execution_model(config))

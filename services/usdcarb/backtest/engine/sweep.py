@@ -10,29 +10,44 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from .baseline import (
+    XN,
+    XNAMES,
+    baseline_curve,
+    constant,
+    excess_figures,
+    excess_of_own,
+    with_excess,
+)
 from .kernel import F_PREV
 from .layout import build_plan
 from .loop import run_range
-from .metrics import NAMES, NM, as_dict, finalize, utilization
+from .metrics import EXTRA_NAMES, NAMES, NM, as_dict, finalize, utilization
 from .model import Cancelled, EngineConfig, Fold, MarketFrame, SweepPoint
 from .params import axis_key, normalized, param_vector, series_of, with_values
 from .run import Trades, fresh_state
 
 # Figures where less is better when chosen as a walk-forward objective.
 LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_duration_s", "volatility",
-                             "fees_paid", "slippage_paid", "rejected_fills"})
+                             "fees_paid", "slippage_paid", "rejected_fills",
+                             "excess_max_drawdown", "excess_volatility"})
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _sweep_kernel(L, PP, bal0, marks0, fs0, st0, nroutes, nslots, init_eq, ppy,  # type: ignore[no-untyped-def]
-                  out, minbals):
-    """Run combination c with parameters PP[c] from the initial state, for every c."""
+                  out, minbals, baseline, xout):
+    """Run combination c with parameters PP[c] from the initial state, for every c.
+
+    With a moving hold ``baseline`` (empty when it is constant) each combination keeps
+    its equity curve for the excess figures (``xout[c]``), which need it bar by bar.
+    """
     n = L.time_ms.shape[0]
     for c in prange(PP.shape[0]):
         S = (bal0.copy(), bal0.copy(), bal0.copy(), marks0.copy(), fs0.copy(), st0.copy(),
@@ -42,8 +57,15 @@ def _sweep_kernel(L, PP, bal0, marks0, fs0, st0, nroutes, nslots, init_eq, ppy, 
         T = Trades(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int8),
                    np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1, np.int64),
                    np.zeros(1, np.int64), np.zeros(1))
-        none = np.empty(0)
-        run_range(L, PP[c], 0, n, S, none, none, none, False, T)
+        if baseline.shape[0] > 0:
+            eq = np.empty(n)
+            ex = np.empty(n)
+            dd = np.empty(n)
+            run_range(L, PP[c], 0, n, S, eq, ex, dd, False, T)
+            xout[c, :] = excess_figures(eq, baseline, init_eq, L.time_ms, ppy)
+        else:
+            none = np.empty(0)
+            run_range(L, PP[c], 0, n, S, none, none, none, False, T)
         out[c, :] = finalize(S[4], S[5], n, L.time_ms[n - 1], init_eq, S[4][F_PREV], ppy)
         minbals[c, :] = S[1]
 
@@ -81,6 +103,17 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
     out = np.zeros((total, NM))
     minbals = np.zeros((total, len(plan.slots)))
     lay = plan.layout
+    ppy = float(config.periods_per_year)
+    n = len(lay.time_ms)
+    xout = np.zeros((total, XN))
+    if constant(lay, plan.init_bal):
+        baseline = np.empty(0)
+        bl_end = init_eq
+    else:
+        baseline = np.empty(n)
+        baseline_curve(lay, plan.init_bal, S0[3], plan.init_qcash, baseline)
+        bl_end = float(baseline[-1])
+    ctx = _Ctx(plan, init_eq, bl_end, baseline.shape[0] == 0)
     batch = total if on_progress is None else max(1, 2 * numba.get_num_threads())
     for lo in range(0, total, batch):
         hi = min(total, lo + batch)
@@ -89,23 +122,35 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
         previous = numba.set_parallel_chunksize(1)
         try:
             _sweep_kernel(lay, PP[lo:hi], S0[0], S0[3], S0[4], S0[5], len(lay.r_from),
-                          len(plan.slots), init_eq, float(config.periods_per_year),
-                          out[lo:hi], minbals[lo:hi])
+                          len(plan.slots), init_eq, ppy, out[lo:hi], minbals[lo:hi],
+                          baseline, xout[lo:hi])
         finally:
             numba.set_parallel_chunksize(previous)
         if on_progress is not None and on_progress(hi, total) is False:
             raise Cancelled(f"cancelled after {hi} of {total} combinations",
-                            tuple(_points(plan, paths, combos[:hi], out, minbals)))
-    return _points(plan, paths, combos, out, minbals)
+                            tuple(_points(ctx, paths, combos[:hi], out, minbals, xout)))
+    return _points(ctx, paths, combos, out, minbals, xout)
 
 
-def _points(plan: Any, paths: list[str], combos: Sequence[tuple[float, ...]], out: Any,
-            minbals: Any) -> list[SweepPoint]:
+@dataclass(frozen=True)
+class _Ctx:
+    plan: Any
+    init_eq: float
+    baseline_end: float
+    constant: bool
+
+
+def _points(ctx: _Ctx, paths: list[str], combos: Sequence[tuple[float, ...]], out: Any,
+            minbals: Any, xout: Any) -> list[SweepPoint]:
+    plan = ctx.plan
     lim = plan.layout.slot_lim
-    return [SweepPoint(params=dict(zip(paths, c, strict=True)),
-                       metrics=as_dict(out[j], utilization(plan.slots, plan.init_bal, lim,
-                                                           minbals[j])))
-            for j, c in enumerate(combos)]
+    points = []
+    for j, c in enumerate(combos):
+        figures = as_dict(out[j], utilization(plan.slots, plan.init_bal, lim, minbals[j]))
+        xvec = excess_of_own(out[j], ctx.init_eq) if ctx.constant else xout[j]
+        points.append(SweepPoint(params=dict(zip(paths, c, strict=True)), metrics=with_excess(
+            figures, xvec, out[j], ctx.init_eq, ctx.baseline_end)))
+    return points
 
 
 def _score(metrics: Mapping[str, Any], objective: str) -> float:
@@ -129,7 +174,7 @@ def run_walk_forward(kind: str, base_params: Mapping[str, Any],
     """
     from .run import run_backtest
 
-    if objective not in NAMES or objective in ("transfers", "transfer_fees"):
+    if objective not in (*NAMES, *XNAMES) or objective in EXTRA_NAMES:
         raise ValueError(f"expected an objective among the metrics, got {objective!r}")
     if in_sample_bars < 2 or out_of_sample_bars < 1 or step_bars < 1:
         raise ValueError(f"expected in_sample_bars ≥ 2, out_of_sample_bars ≥ 1 and "
