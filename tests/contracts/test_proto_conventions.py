@@ -478,6 +478,7 @@ def test_outcome_locations_are_the_documented_ones() -> None:
         "BacktestService.WatchSweep": ["outcome"],
         "IngestionService.WatchIngestJob": ["outcome"],
         "IngestionService.StreamCandles": ["outcome"],
+        "IngestionService.WatchArchiveImport": ["outcome"],
         "NotificationService.SubscribeEvents": ["outcome"],
     }
 

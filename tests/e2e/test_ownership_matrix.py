@@ -118,6 +118,16 @@ def make_ingest_job(stack: StackInfo, owner: str) -> str:
     return f"ingestJobs/{job}"
 
 
+def make_archive_import(stack: StackInfo, owner: str) -> str:
+    job = f"own{uuid.uuid4().hex[:16]}"  # RUNNING under a lease no worker may take over
+    sql(stack, "INSERT INTO ingestion.archive_imports (id, layout, location, exchange, symbol, "
+               "market_id, timeframe, state, lease_owner, lease_until, creator, owner) VALUES "
+               "($1, 'binance_spot', 'http://127.0.0.1:9/none', 'binance', 'USDC/USDT', "
+               "'USDCUSDT', '1m', 'JOB_STATE_RUNNING', 'ghost', now() + interval '1 hour', "
+               "$2, $2)", job, owner)
+    return f"archiveImports/{job}"
+
+
 def make_api_key(stack: StackInfo, owner: str) -> str:
     expire = (datetime.now(UTC) + timedelta(days=7)).isoformat().replace("+00:00", "Z")
     made = rest_ok(stack, "POST", f"/v1/{owner}/apiKeys", {
@@ -219,6 +229,10 @@ WRITES = [
           lambda ch, n, md: ingestion_pb2_grpc.IngestionServiceStub(ch).CancelIngestJob(
               ingestion_pb2.CancelIngestJobRequest(name=n), metadata=md, timeout=10),
           _job_row("ingestion.ingest_jobs")),
+    Write("CancelArchiveImport", make_archive_import, lambda n: ("POST", f"/v1/{n}:cancel", {}),
+          lambda ch, n, md: ingestion_pb2_grpc.IngestionServiceStub(ch).CancelArchiveImport(
+              ingestion_pb2.CancelArchiveImportRequest(name=n), metadata=md, timeout=10),
+          _job_row("ingestion.archive_imports")),
     Write("RevokeApiKey", make_api_key, lambda n: ("POST", f"/v1/{n}:revoke", {}),
           lambda ch, n, md: identity_pb2_grpc.IdentityServiceStub(ch).RevokeApiKey(
               identity_pb2.RevokeApiKeyRequest(name=n), metadata=md, timeout=10),

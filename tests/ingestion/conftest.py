@@ -123,6 +123,17 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
                     await task
 
             stack.push_async_callback(stop)
+        if parts.archive_worker is not None:
+            archive_task = asyncio.create_task(parts.archive_worker.run())
+
+            async def stop_archive(worker: Any = parts.archive_worker,
+                                   task: Any = archive_task) -> None:
+                await worker.stop()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            stack.push_async_callback(stop_archive)
         stack.push_async_callback(parts.validator.close)
         return Ingestion(ingestion_pb2_grpc.IngestionServiceStub(channel), pool, parts.worker,
                          replay, settings, server.address, quality)

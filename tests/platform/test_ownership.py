@@ -94,7 +94,7 @@ def test_owner_filter_resolves_users_me_to_the_caller() -> None:
 NOT_OWNED = {
     "StrategyService": {"CreateStrategy"},
     "BacktestService": {"RunBacktest", "CreateBacktest", "CreateSweep"},
-    "IngestionService": {"CreateIngestJob"},
+    "IngestionService": {"CreateIngestJob", "CreateArchiveImport"},
 }
 READ_PREFIXES = ("Get", "List", "Watch", "Diff", "Stream")
 

@@ -16,6 +16,9 @@ from typing import Any
 from pydantic import Field
 
 from usdcarb.ingestion.app import IngestionApp
+from usdcarb.ingestion.archive_app import ArchiveApp
+from usdcarb.ingestion.archive_store import ArchiveStore
+from usdcarb.ingestion.archive_worker import ArchiveWorker, ArchiveWorkerConfig
 from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.servicer import IngestionServicer
 from usdcarb.ingestion.store import IngestStore
@@ -60,6 +63,12 @@ class IngestionSettings(PlatformSettings):
     retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
     events: bool = Field(default=True, description="Publish domain events to Redis.")
+    archive_concurrency: int = Field(default=2, ge=0, description=(
+        "Archive imports one process runs at once; 0 runs none (API only)."))
+    archive_downloads: int = Field(default=4, ge=1, description=(
+        "Archive files one import downloads ahead of the one it stores."))
+    archive_dir: str = Field(default="", description=(
+        "Directory whose files file:// archive sources may name; empty = URLs only."))
 
 
 @dataclass
@@ -68,6 +77,7 @@ class Components:
     worker: Worker | None
     validator: CandleValidator
     register: Register
+    archive_worker: ArchiveWorker | None = None
 
 
 def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
@@ -92,13 +102,22 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s), redis=redis)
     app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None),
                        markets=MarketDirectory(replay_url=settings.replay_url))
-    servicer = IngestionServicer(app)
+    archive_store = ArchiveStore(pool)
+    archive_worker = None
+    if settings.archive_concurrency:
+        archive_worker = ArchiveWorker(archive_store, ArchiveWorkerConfig(
+            concurrency=settings.archive_concurrency, downloads=settings.archive_downloads,
+            lease_s=settings.lease_s, poll_s=settings.poll_s,
+            retry_base_s=settings.retry_base_s))
+    archives = ArchiveApp(archive_store, archive_dir=settings.archive_dir,
+                          on_created=archive_worker.wake if archive_worker else (lambda: None))
+    servicer = IngestionServicer(app, archives)
 
     def register(server: Any) -> None:
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server)
 
-    return Components(app, worker, validator, register)
+    return Components(app, worker, validator, register, archive_worker)
 
 
 async def serve(settings: IngestionSettings) -> None:
@@ -112,14 +131,19 @@ async def serve(settings: IngestionSettings) -> None:
     redis = await create_redis(settings.redis_url) if settings.events else None
     parts = build(pool, settings, redis=redis)
     task = asyncio.create_task(parts.worker.run()) if parts.worker else None
+    archive_task = (asyncio.create_task(parts.archive_worker.run())
+                    if parts.archive_worker else None)
 
     async def stop_worker() -> None:
         if parts.worker is not None:
             await parts.worker.stop()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if parts.archive_worker is not None:
+            await parts.archive_worker.stop()
+        for t in (task, archive_task):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         await parts.validator.close()
         if redis is not None:
             await redis.aclose()

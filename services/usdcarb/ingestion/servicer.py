@@ -11,6 +11,9 @@ from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
 from usdcarb.ingestion.app import CandleRead, IngestionApp, MarketInfo
+from usdcarb.ingestion.archive_app import ArchiveApp
+from usdcarb.ingestion.archive_store import STATS_KEYS as ARCHIVE_STATS
+from usdcarb.ingestion.archive_store import ImportRecord
 from usdcarb.ingestion.domain import ExchangeSpec
 from usdcarb.ingestion.model import STATS_KEYS, JobRecord
 from usdcarb.platform.identity import get_caller
@@ -75,6 +78,40 @@ def job_to_pb(j: JobRecord) -> pb.IngestJob:
         end_time=_ts(j.finish_time))
 
 
+_LAYOUT_PB = {"binance_spot": pb.ARCHIVE_LAYOUT_BINANCE_SPOT,
+              "binance_usdm": pb.ARCHIVE_LAYOUT_BINANCE_USDM,
+              "kraken_ohlcvt": pb.ARCHIVE_LAYOUT_KRAKEN_OHLCVT}
+_GRANULARITY_PB = {"auto": pb.ARCHIVE_GRANULARITY_UNSPECIFIED,
+                   "daily": pb.ARCHIVE_GRANULARITY_DAILY,
+                   "monthly": pb.ARCHIVE_GRANULARITY_MONTHLY}
+_ARCHIVE_STATS_PB = tuple(k for k in ARCHIVE_STATS if k != "files_skipped")
+
+
+def import_to_pb(r: ImportRecord) -> pb.ArchiveImport:
+    p = r.progress or {}
+    rng = None
+    if r.start_time is not None or r.end_time is not None:
+        rng = cpb.TimeRange(start_time=_ts(r.start_time), end_time=_ts(r.end_time))
+    return pb.ArchiveImport(
+        name=r.name,
+        source=pb.ArchiveSource(layout=_LAYOUT_PB[r.layout], location=r.location,
+                                granularity=_GRANULARITY_PB[r.granularity]),
+        series=cpb.SeriesKey(exchange=r.exchange, symbol=r.symbol, timeframe=r.timeframe),
+        range=rng, state=cpb.JobState.Value(r.state),
+        progress=cpb.Progress(fraction=float(p.get("fraction", 0.0)), done=int(p.get("done", 0)),
+                              total=int(p.get("total", 0)), unit=str(p.get("unit", "files")),
+                              message=str(p.get("message", ""))),
+        stats=pb.ArchiveImportStats(**{k: int(r.stats.get(k, 0)) for k in _ARCHIVE_STATS_PB}),
+        files=[pb.ArchiveFile(key=f.key, location=f.location, stored=f.state == "STORED",
+                              reason=f.reason, message=f.message, bars_read=f.bars_read,
+                              bars_stored=f.bars_stored, bars_duplicate=f.bars_duplicate,
+                              bars_quarantined=f.bars_quarantined, sha256=f.sha256)
+               for f in r.files],
+        error=error_to_pb(r.error), creator=r.creator, owner=r.owner,
+        create_time=_ts(r.create_time), update_time=_ts(r.update_time),
+        end_time=_ts(r.finish_time))
+
+
 def batch_to_pb(series: cpb.SeriesKey, read: CandleRead, layout: int,
                 with_source: bool) -> cpb.CandleBatch:
     c = read.candles
@@ -107,8 +144,9 @@ def batch_to_pb(series: cpb.SeriesKey, read: CandleRead, layout: int,
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
     """usdcarb.v1.IngestionService."""
 
-    def __init__(self, app: IngestionApp) -> None:
+    def __init__(self, app: IngestionApp, archives: ArchiveApp) -> None:
         self._app = app
+        self._archives = archives
 
     async def ListExchanges(self, request: pb.ListExchangesRequest, context: Any) -> Any:
         return pb.ListExchangesResponse(exchanges=[exchange_to_pb(s)
@@ -175,3 +213,41 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
             yield pb.StreamCandlesResponse(
                 batch=batch_to_pb(s, read, request.layout, request.include_provenance))
         yield pb.StreamCandlesResponse(outcome=cpb.Outcome(result=cpb.Outcome.RESULT_OK))
+
+    async def CreateArchiveImport(self, request: pb.CreateArchiveImportRequest,
+                                  context: Any) -> Any:
+        a = request.archive_import
+        has_range = a.HasField("range")
+        rec = await self._archives.create(
+            layout=pb.ArchiveLayout.Name(a.source.layout), location=a.source.location,
+            granularity=pb.ArchiveGranularity.Name(a.source.granularity),
+            exchange=a.series.exchange, symbol=a.series.symbol, timeframe=a.series.timeframe,
+            start=_dt(a.range.start_time, has_range and a.range.HasField("start_time")),
+            end=_dt(a.range.end_time, has_range and a.range.HasField("end_time")),
+            creator=get_caller().subject, request_id=request.request_id)
+        return import_to_pb(rec)
+
+    async def GetArchiveImport(self, request: pb.GetArchiveImportRequest, context: Any) -> Any:
+        return import_to_pb(await self._archives.get(request.name))
+
+    async def ListArchiveImports(self, request: pb.ListArchiveImportsRequest,
+                                 context: Any) -> Any:
+        recs, token = await self._archives.list(
+            page_size=request.page_size, page_token=request.page_token,
+            state=cpb.JobState.Name(request.state) if request.state else None,
+            owner=request.owner)
+        return pb.ListArchiveImportsResponse(archive_imports=[import_to_pb(r) for r in recs],
+                                             next_page_token=token)
+
+    async def CancelArchiveImport(self, request: pb.CancelArchiveImportRequest,
+                                  context: Any) -> Any:
+        return import_to_pb(await self._archives.cancel(request.name))
+
+    async def WatchArchiveImport(self, request: pb.WatchArchiveImportRequest,
+                                 context: Any) -> AsyncIterator[pb.ArchiveImportEvent]:
+        async for rec in self._archives.watch(request.name, request.after_sequence):
+            event = pb.ArchiveImportEvent(archive_import=import_to_pb(rec), sequence=rec.version)
+            if rec.terminal:
+                event.outcome.CopyFrom(cpb.Outcome(result=_OUTCOME[rec.state],
+                                                   error=error_to_pb(rec.error)))
+            yield event

@@ -63,6 +63,8 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
         ListExchanges=VIEWER, ListMarkets=VIEWER, GetIngestJob=VIEWER, ListIngestJobs=VIEWER,
         WatchIngestJob=VIEWER, GetCandles=VIEWER, StreamCandles=VIEWER,
         CreateIngestJob=TRADER, CancelIngestJob=TRADER,
+        GetArchiveImport=VIEWER, ListArchiveImports=VIEWER, WatchArchiveImport=VIEWER,
+        CreateArchiveImport=TRADER, CancelArchiveImport=TRADER,
     ),
     **_service(
         "ValidationService",

@@ -46,7 +46,8 @@ OWNED_WRITES: Final[Mapping[str, str]] = MappingProxyType({
                CreateStrategyVersion="Strategy", TransitionStrategyVersion="StrategyVersion",
                CreateDeployment="StrategyVersion", StopDeployment="Deployment"),
     **_methods("BacktestService", CancelBacktest="Backtest", CancelSweep="Sweep"),
-    **_methods("IngestionService", CancelIngestJob="IngestJob"),
+    **_methods("IngestionService", CancelIngestJob="IngestJob",
+               CancelArchiveImport="ArchiveImport"),
     **_methods("IdentityService", RevokeApiKey="ApiKey"),
 })
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from usdcarb.replay.archives import ArchiveMirror
 from usdcarb.replay.data import load_catalog, write_samples
 from usdcarb.replay.server import RECORDING_END_MS, ReplayServer
 
@@ -47,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def serve() -> None:
         server = await ReplayServer(catalog, host=args.host, port=args.port,
-                                    clock_ms=clock).start()
+                                    clock_ms=clock,
+                                    archives=ArchiveMirror(catalog, args.data)).start()
         if args.port_file is not None:
             tmp = args.port_file.with_suffix(".tmp")
             tmp.write_text(str(server.port))

@@ -81,7 +81,8 @@ def _index_ms(frame: pd.DataFrame) -> npt.NDArray[np.int64]:
 def load_parquet(path: Path, exchange: str, symbol: str, source: str, note: str = "") -> Series:
     """Read one of the 1-minute parquet recordings (index = bar open time, UTC)."""
     frame = pd.read_parquet(path)
-    extra = [c for c in ("quote_volume", "trades", "n_trades") if c in frame.columns]
+    extra = [c for c in ("close_time", "quote_volume", "trades", "n_trades", "taker_buy_base",
+                         "taker_buy_quote", "ignore") if c in frame.columns]
     return _series(exchange, symbol, "1m", frame, _index_ms(frame), source, note, extra)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from usdcarb.replay.archives import ARCHIVE_FAULTS, ArchiveMirror
 from usdcarb.replay.data import TIMEFRAME_MS, Catalog
 from usdcarb.replay.formats import EXCHANGES, BadRequest, Reply, Row, rows_of, select
 from usdcarb.replay.markets import markets_reply, recorded_ids
@@ -59,6 +60,8 @@ class Faults:
     corrupt_index: int = -1  # which bar of the page (-1: the middle one)
     skip_pages: int = 0  # page faults (truncate..corrupt) leave the next N pages alone
     corrupt_kind: str = "nan"
+    # Bulk archives (replay/archives.py): zip file name -> one of ARCHIVE_FAULTS.
+    archive: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def applies(self, exchange: str) -> bool:
         return not self.exchange or self.exchange == exchange
@@ -123,10 +126,12 @@ class ReplayServer:
     """Serve a Catalog in each exchange's wire format; see the module docstring."""
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
-                 clock_ms: int = RECORDING_END_MS, seed: int = 7) -> None:
+                 clock_ms: int = RECORDING_END_MS, seed: int = 7,
+                 archives: ArchiveMirror | None = None) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"expected a loopback host, got {host!r}")
         self.catalog = catalog
+        self.archives = archives if archives is not None else ArchiveMirror(catalog)
         self.host, self.port = host, port
         self.clock_ms = clock_ms
         self.faults = Faults()
@@ -214,6 +219,8 @@ class ReplayServer:
         if path.startswith("/_replay/"):
             return self._admin(method, path, body)
         host, _, rest = path.lstrip("/").partition("/")
+        if self.archives.handles(host):
+            return await self._archive(host, rest)
         exchange = EXCHANGES.get(host)
         if exchange is None:
             return Reply(404, b'{"error":"unknown host"}')
@@ -263,12 +270,24 @@ class ReplayServer:
             body = body[: len(body) // 2]
         return Reply(200, body)
 
+    async def _archive(self, host: str, rest: str) -> Reply:
+        key = f"archive:{host}"
+        self.stats.requests[key] += 1
+        faults = self.faults
+        if faults.latency_ms > 0 and faults.applies("binance" if "binance" in host else
+                                                    "kraken"):
+            await asyncio.sleep(faults.latency_ms / 1000)
+        served = self.archives.serve(host, rest, faults.archive)
+        self.stats.statuses[key][served.status] += 1
+        return Reply(served.status, served.body, {"Content-Type": served.content_type})
+
     def _admin(self, method: str, path: str, body: bytes) -> Reply:
         def ok(obj: object) -> Reply:
             return Reply(200, json.dumps(obj).encode())
 
         if path == "/_replay/catalog":
-            return ok({"series": self.catalog.describe(), "clock_ms": self.clock_ms})
+            return ok({"series": self.catalog.describe(), "clock_ms": self.clock_ms,
+                       "archives": self.archives.describe()})
         if path == "/_replay/stats":
             return ok(self.stats.as_json())
         if path == "/_replay/reset" and method == "POST":
@@ -290,6 +309,9 @@ class ReplayServer:
     def set_faults(self, **values: Any) -> Faults:
         """Replace the fault switches (unknown names raise TypeError)."""
         faults = Faults(**values)
+        bad = {k: v for k, v in faults.archive.items() if v not in ARCHIVE_FAULTS}
+        if bad:
+            raise ValueError(f"expected archive faults in {ARCHIVE_FAULTS}, got {bad}")
         if faults.corrupt_kind not in CORRUPT_KINDS:
             raise ValueError(f"expected corrupt_kind in {CORRUPT_KINDS}, got "
                              f"{faults.corrupt_kind!r}")

@@ -20,9 +20,29 @@ class IngestMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_MODE_UNSPECIFIED: _ClassVar[IngestMode]
     INGEST_MODE_BACKFILL: _ClassVar[IngestMode]
     INGEST_MODE_INCREMENTAL: _ClassVar[IngestMode]
+
+class ArchiveLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARCHIVE_LAYOUT_UNSPECIFIED: _ClassVar[ArchiveLayout]
+    ARCHIVE_LAYOUT_BINANCE_SPOT: _ClassVar[ArchiveLayout]
+    ARCHIVE_LAYOUT_BINANCE_USDM: _ClassVar[ArchiveLayout]
+    ARCHIVE_LAYOUT_KRAKEN_OHLCVT: _ClassVar[ArchiveLayout]
+
+class ArchiveGranularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARCHIVE_GRANULARITY_UNSPECIFIED: _ClassVar[ArchiveGranularity]
+    ARCHIVE_GRANULARITY_DAILY: _ClassVar[ArchiveGranularity]
+    ARCHIVE_GRANULARITY_MONTHLY: _ClassVar[ArchiveGranularity]
 INGEST_MODE_UNSPECIFIED: IngestMode
 INGEST_MODE_BACKFILL: IngestMode
 INGEST_MODE_INCREMENTAL: IngestMode
+ARCHIVE_LAYOUT_UNSPECIFIED: ArchiveLayout
+ARCHIVE_LAYOUT_BINANCE_SPOT: ArchiveLayout
+ARCHIVE_LAYOUT_BINANCE_USDM: ArchiveLayout
+ARCHIVE_LAYOUT_KRAKEN_OHLCVT: ArchiveLayout
+ARCHIVE_GRANULARITY_UNSPECIFIED: ArchiveGranularity
+ARCHIVE_GRANULARITY_DAILY: ArchiveGranularity
+ARCHIVE_GRANULARITY_MONTHLY: ArchiveGranularity
 
 class Exchange(_message.Message):
     __slots__ = ("name", "display_name", "timeframes", "max_bars_per_request", "rate_limit_ms", "full_history")
@@ -245,3 +265,147 @@ class StreamCandlesResponse(_message.Message):
     batch: _common_pb2.CandleBatch
     outcome: _common_pb2.Outcome
     def __init__(self, batch: _Optional[_Union[_common_pb2.CandleBatch, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ...) -> None: ...
+
+class ArchiveSource(_message.Message):
+    __slots__ = ("layout", "location", "granularity")
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    layout: ArchiveLayout
+    location: str
+    granularity: ArchiveGranularity
+    def __init__(self, layout: _Optional[_Union[ArchiveLayout, str]] = ..., location: _Optional[str] = ..., granularity: _Optional[_Union[ArchiveGranularity, str]] = ...) -> None: ...
+
+class ArchiveImportStats(_message.Message):
+    __slots__ = ("files_total", "files_stored", "files_failed", "bytes", "bars_read", "bars_stored", "bars_duplicate", "bars_quarantined")
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FILES_STORED_FIELD_NUMBER: _ClassVar[int]
+    FILES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BARS_READ_FIELD_NUMBER: _ClassVar[int]
+    BARS_STORED_FIELD_NUMBER: _ClassVar[int]
+    BARS_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    BARS_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    files_total: int
+    files_stored: int
+    files_failed: int
+    bytes: int
+    bars_read: int
+    bars_stored: int
+    bars_duplicate: int
+    bars_quarantined: int
+    def __init__(self, files_total: _Optional[int] = ..., files_stored: _Optional[int] = ..., files_failed: _Optional[int] = ..., bytes: _Optional[int] = ..., bars_read: _Optional[int] = ..., bars_stored: _Optional[int] = ..., bars_duplicate: _Optional[int] = ..., bars_quarantined: _Optional[int] = ...) -> None: ...
+
+class ArchiveFile(_message.Message):
+    __slots__ = ("key", "location", "stored", "reason", "message", "bars_read", "bars_stored", "bars_duplicate", "bars_quarantined", "sha256")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BARS_READ_FIELD_NUMBER: _ClassVar[int]
+    BARS_STORED_FIELD_NUMBER: _ClassVar[int]
+    BARS_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    BARS_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    location: str
+    stored: bool
+    reason: str
+    message: str
+    bars_read: int
+    bars_stored: int
+    bars_duplicate: int
+    bars_quarantined: int
+    sha256: str
+    def __init__(self, key: _Optional[str] = ..., location: _Optional[str] = ..., stored: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., bars_read: _Optional[int] = ..., bars_stored: _Optional[int] = ..., bars_duplicate: _Optional[int] = ..., bars_quarantined: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ArchiveImport(_message.Message):
+    __slots__ = ("name", "source", "series", "range", "state", "progress", "stats", "files", "error", "creator", "owner", "create_time", "update_time", "end_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source: ArchiveSource
+    series: _common_pb2.SeriesKey
+    range: _common_pb2.TimeRange
+    state: _common_pb2.JobState
+    progress: _common_pb2.Progress
+    stats: ArchiveImportStats
+    files: _containers.RepeatedCompositeFieldContainer[ArchiveFile]
+    error: _status_pb2.Status
+    creator: str
+    owner: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ArchiveSource, _Mapping]] = ..., series: _Optional[_Union[_common_pb2.SeriesKey, _Mapping]] = ..., range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., stats: _Optional[_Union[ArchiveImportStats, _Mapping]] = ..., files: _Optional[_Iterable[_Union[ArchiveFile, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., creator: _Optional[str] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ArchiveImportEvent(_message.Message):
+    __slots__ = ("archive_import", "sequence", "outcome")
+    ARCHIVE_IMPORT_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    archive_import: ArchiveImport
+    sequence: int
+    outcome: _common_pb2.Outcome
+    def __init__(self, archive_import: _Optional[_Union[ArchiveImport, _Mapping]] = ..., sequence: _Optional[int] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ...) -> None: ...
+
+class CreateArchiveImportRequest(_message.Message):
+    __slots__ = ("archive_import", "request_id")
+    ARCHIVE_IMPORT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    archive_import: ArchiveImport
+    request_id: str
+    def __init__(self, archive_import: _Optional[_Union[ArchiveImport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetArchiveImportRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListArchiveImportsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "state", "owner")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    state: _common_pb2.JobState
+    owner: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ListArchiveImportsResponse(_message.Message):
+    __slots__ = ("archive_imports", "next_page_token")
+    ARCHIVE_IMPORTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    archive_imports: _containers.RepeatedCompositeFieldContainer[ArchiveImport]
+    next_page_token: str
+    def __init__(self, archive_imports: _Optional[_Iterable[_Union[ArchiveImport, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelArchiveImportRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchArchiveImportRequest(_message.Message):
+    __slots__ = ("name", "after_sequence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_sequence: int
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...

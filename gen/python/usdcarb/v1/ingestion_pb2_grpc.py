@@ -81,6 +81,31 @@ class IngestionServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_ingestion__pb2.StreamCandlesRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.StreamCandlesResponse.FromString,
                 _registered_method=True)
+        self.CreateArchiveImport = channel.unary_unary(
+                '/usdcarb.v1.IngestionService/CreateArchiveImport',
+                request_serializer=usdcarb_dot_v1_dot_ingestion__pb2.CreateArchiveImportRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.FromString,
+                _registered_method=True)
+        self.GetArchiveImport = channel.unary_unary(
+                '/usdcarb.v1.IngestionService/GetArchiveImport',
+                request_serializer=usdcarb_dot_v1_dot_ingestion__pb2.GetArchiveImportRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.FromString,
+                _registered_method=True)
+        self.ListArchiveImports = channel.unary_unary(
+                '/usdcarb.v1.IngestionService/ListArchiveImports',
+                request_serializer=usdcarb_dot_v1_dot_ingestion__pb2.ListArchiveImportsRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.ListArchiveImportsResponse.FromString,
+                _registered_method=True)
+        self.CancelArchiveImport = channel.unary_unary(
+                '/usdcarb.v1.IngestionService/CancelArchiveImport',
+                request_serializer=usdcarb_dot_v1_dot_ingestion__pb2.CancelArchiveImportRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.FromString,
+                _registered_method=True)
+        self.WatchArchiveImport = channel.unary_stream(
+                '/usdcarb.v1.IngestionService/WatchArchiveImport',
+                request_serializer=usdcarb_dot_v1_dot_ingestion__pb2.WatchArchiveImportRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImportEvent.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -150,6 +175,42 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateArchiveImport(self, request, context):
+        """Import an exchange's bulk archive (Binance public data, Kraken OHLCVT) into one
+        series: files verified, parsed, validated whole and stored file by file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArchiveImport(self, request, context):
+        """Get an archive import with its per-file report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArchiveImports(self, request, context):
+        """List archive imports, newest first (without their per-file reports).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelArchiveImport(self, request, context):
+        """Cancel an archive import; files already stored stay stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchArchiveImport(self, request, context):
+        """Follow an archive import: its snapshot on every change, ending with the outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +258,31 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.StreamCandles,
                     request_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.StreamCandlesRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_ingestion__pb2.StreamCandlesResponse.SerializeToString,
+            ),
+            'CreateArchiveImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateArchiveImport,
+                    request_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.CreateArchiveImportRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.SerializeToString,
+            ),
+            'GetArchiveImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArchiveImport,
+                    request_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.GetArchiveImportRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.SerializeToString,
+            ),
+            'ListArchiveImports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArchiveImports,
+                    request_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.ListArchiveImportsRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_ingestion__pb2.ListArchiveImportsResponse.SerializeToString,
+            ),
+            'CancelArchiveImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelArchiveImport,
+                    request_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.CancelArchiveImportRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.SerializeToString,
+            ),
+            'WatchArchiveImport': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchArchiveImport,
+                    request_deserializer=usdcarb_dot_v1_dot_ingestion__pb2.WatchArchiveImportRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImportEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +529,141 @@ class IngestionService:
             '/usdcarb.v1.IngestionService/StreamCandles',
             usdcarb_dot_v1_dot_ingestion__pb2.StreamCandlesRequest.SerializeToString,
             usdcarb_dot_v1_dot_ingestion__pb2.StreamCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateArchiveImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.IngestionService/CreateArchiveImport',
+            usdcarb_dot_v1_dot_ingestion__pb2.CreateArchiveImportRequest.SerializeToString,
+            usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArchiveImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.IngestionService/GetArchiveImport',
+            usdcarb_dot_v1_dot_ingestion__pb2.GetArchiveImportRequest.SerializeToString,
+            usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArchiveImports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.IngestionService/ListArchiveImports',
+            usdcarb_dot_v1_dot_ingestion__pb2.ListArchiveImportsRequest.SerializeToString,
+            usdcarb_dot_v1_dot_ingestion__pb2.ListArchiveImportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelArchiveImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.IngestionService/CancelArchiveImport',
+            usdcarb_dot_v1_dot_ingestion__pb2.CancelArchiveImportRequest.SerializeToString,
+            usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchArchiveImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/usdcarb.v1.IngestionService/WatchArchiveImport',
+            usdcarb_dot_v1_dot_ingestion__pb2.WatchArchiveImportRequest.SerializeToString,
+            usdcarb_dot_v1_dot_ingestion__pb2.ArchiveImportEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,117 @@ func (IngestMode) EnumDescriptor() ([]byte, []int) {
 	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{0}
 }
 
+// The file layout of a bulk archive.
+type ArchiveLayout int32
+
+const (
+	// Not set.
+	ArchiveLayout_ARCHIVE_LAYOUT_UNSPECIFIED ArchiveLayout = 0
+	// Binance public data, spot klines (data/spot/...): zips with a .CHECKSUM (sha256),
+	// headerless 12-column CSVs, microsecond times from 2025-01-01.
+	ArchiveLayout_ARCHIVE_LAYOUT_BINANCE_SPOT ArchiveLayout = 1
+	// Binance public data, USDⓈ-M futures klines (data/futures/um/...), CSVs with a header.
+	ArchiveLayout_ARCHIVE_LAYOUT_BINANCE_USDM ArchiveLayout = 2
+	// Kraken's downloadable OHLCVT zip: members <PAIR>_<minutes>.csv, times in seconds.
+	ArchiveLayout_ARCHIVE_LAYOUT_KRAKEN_OHLCVT ArchiveLayout = 3
+)
+
+// Enum value maps for ArchiveLayout.
+var (
+	ArchiveLayout_name = map[int32]string{
+		0: "ARCHIVE_LAYOUT_UNSPECIFIED",
+		1: "ARCHIVE_LAYOUT_BINANCE_SPOT",
+		2: "ARCHIVE_LAYOUT_BINANCE_USDM",
+		3: "ARCHIVE_LAYOUT_KRAKEN_OHLCVT",
+	}
+	ArchiveLayout_value = map[string]int32{
+		"ARCHIVE_LAYOUT_UNSPECIFIED":   0,
+		"ARCHIVE_LAYOUT_BINANCE_SPOT":  1,
+		"ARCHIVE_LAYOUT_BINANCE_USDM":  2,
+		"ARCHIVE_LAYOUT_KRAKEN_OHLCVT": 3,
+	}
+)
+
+func (x ArchiveLayout) Enum() *ArchiveLayout {
+	p := new(ArchiveLayout)
+	*p = x
+	return p
+}
+
+func (x ArchiveLayout) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ArchiveLayout) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_ingestion_proto_enumTypes[1].Descriptor()
+}
+
+func (ArchiveLayout) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_ingestion_proto_enumTypes[1]
+}
+
+func (x ArchiveLayout) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ArchiveLayout.Descriptor instead.
+func (ArchiveLayout) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{1}
+}
+
+// Which Binance files cover the range.
+type ArchiveGranularity int32
+
+const (
+	// Monthly files for whole months inside the range, daily files for the rest.
+	ArchiveGranularity_ARCHIVE_GRANULARITY_UNSPECIFIED ArchiveGranularity = 0
+	// Daily files only.
+	ArchiveGranularity_ARCHIVE_GRANULARITY_DAILY ArchiveGranularity = 1
+	// Monthly files only.
+	ArchiveGranularity_ARCHIVE_GRANULARITY_MONTHLY ArchiveGranularity = 2
+)
+
+// Enum value maps for ArchiveGranularity.
+var (
+	ArchiveGranularity_name = map[int32]string{
+		0: "ARCHIVE_GRANULARITY_UNSPECIFIED",
+		1: "ARCHIVE_GRANULARITY_DAILY",
+		2: "ARCHIVE_GRANULARITY_MONTHLY",
+	}
+	ArchiveGranularity_value = map[string]int32{
+		"ARCHIVE_GRANULARITY_UNSPECIFIED": 0,
+		"ARCHIVE_GRANULARITY_DAILY":       1,
+		"ARCHIVE_GRANULARITY_MONTHLY":     2,
+	}
+)
+
+func (x ArchiveGranularity) Enum() *ArchiveGranularity {
+	p := new(ArchiveGranularity)
+	*p = x
+	return p
+}
+
+func (x ArchiveGranularity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ArchiveGranularity) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_ingestion_proto_enumTypes[2].Descriptor()
+}
+
+func (ArchiveGranularity) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_ingestion_proto_enumTypes[2]
+}
+
+func (x ArchiveGranularity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ArchiveGranularity.Descriptor instead.
+func (ArchiveGranularity) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{2}
+}
+
 // An exchange the platform can ingest from.
 type Exchange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1437,6 +1548,866 @@ func (x *StreamCandlesResponse) GetOutcome() *Outcome {
 	return nil
 }
 
+// Where an archive is and what to take from it.
+type ArchiveSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The archive's file layout.
+	Layout ArchiveLayout `protobuf:"varint,1,opt,name=layout,proto3,enum=usdcarb.v1.ArchiveLayout" json:"layout,omitempty"`
+	// Binance: the base URL (default "https://data.binance.vision"); Kraken: the zip's URL.
+	// "file://" paths are read on the ingestion service's host, under its archive directory.
+	Location string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	// Binance only: daily, monthly or both (default).
+	Granularity   ArchiveGranularity `protobuf:"varint,3,opt,name=granularity,proto3,enum=usdcarb.v1.ArchiveGranularity" json:"granularity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveSource) Reset() {
+	*x = ArchiveSource{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveSource) ProtoMessage() {}
+
+func (x *ArchiveSource) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveSource.ProtoReflect.Descriptor instead.
+func (*ArchiveSource) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ArchiveSource) GetLayout() ArchiveLayout {
+	if x != nil {
+		return x.Layout
+	}
+	return ArchiveLayout_ARCHIVE_LAYOUT_UNSPECIFIED
+}
+
+func (x *ArchiveSource) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *ArchiveSource) GetGranularity() ArchiveGranularity {
+	if x != nil {
+		return x.Granularity
+	}
+	return ArchiveGranularity_ARCHIVE_GRANULARITY_UNSPECIFIED
+}
+
+// Counters of an archive import.
+type ArchiveImportStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Files the range needs.
+	FilesTotal int64 `protobuf:"varint,1,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
+	// Files stored.
+	FilesStored int64 `protobuf:"varint,2,opt,name=files_stored,json=filesStored,proto3" json:"files_stored,omitempty"`
+	// Files not imported (see `files` for each reason).
+	FilesFailed int64 `protobuf:"varint,3,opt,name=files_failed,json=filesFailed,proto3" json:"files_failed,omitempty"`
+	// Bytes downloaded or read.
+	Bytes int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Bars read from the files, inside the range.
+	BarsRead int64 `protobuf:"varint,5,opt,name=bars_read,json=barsRead,proto3" json:"bars_read,omitempty"`
+	// Bars written.
+	BarsStored int64 `protobuf:"varint,6,opt,name=bars_stored,json=barsStored,proto3" json:"bars_stored,omitempty"`
+	// Bars already stored as originals (not rewritten).
+	BarsDuplicate int64 `protobuf:"varint,7,opt,name=bars_duplicate,json=barsDuplicate,proto3" json:"bars_duplicate,omitempty"`
+	// Bars quarantined by validation.
+	BarsQuarantined int64 `protobuf:"varint,8,opt,name=bars_quarantined,json=barsQuarantined,proto3" json:"bars_quarantined,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ArchiveImportStats) Reset() {
+	*x = ArchiveImportStats{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveImportStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveImportStats) ProtoMessage() {}
+
+func (x *ArchiveImportStats) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveImportStats.ProtoReflect.Descriptor instead.
+func (*ArchiveImportStats) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ArchiveImportStats) GetFilesTotal() int64 {
+	if x != nil {
+		return x.FilesTotal
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetFilesStored() int64 {
+	if x != nil {
+		return x.FilesStored
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetFilesFailed() int64 {
+	if x != nil {
+		return x.FilesFailed
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetBarsRead() int64 {
+	if x != nil {
+		return x.BarsRead
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetBarsStored() int64 {
+	if x != nil {
+		return x.BarsStored
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetBarsDuplicate() int64 {
+	if x != nil {
+		return x.BarsDuplicate
+	}
+	return 0
+}
+
+func (x *ArchiveImportStats) GetBarsQuarantined() int64 {
+	if x != nil {
+		return x.BarsQuarantined
+	}
+	return 0
+}
+
+// How one archive file was settled.
+type ArchiveFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file within the import, e.g. "daily/BTCUSDC-1m-2023-03-10.zip".
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Where it was read from.
+	Location string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	// True when its bars are stored; false when nothing of it is.
+	Stored bool `protobuf:"varint,3,opt,name=stored,proto3" json:"stored,omitempty"`
+	// Why it was not imported, e.g. "CHECKSUM_MISMATCH", "ARCHIVE_TRUNCATED",
+	// "ARCHIVE_CORRUPT", "ARCHIVE_FILE_MISSING", "ARCHIVE_MALFORMED".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// "expected X, got Y", or what was detected (time unit, header).
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// Bars read from it.
+	BarsRead int64 `protobuf:"varint,6,opt,name=bars_read,json=barsRead,proto3" json:"bars_read,omitempty"`
+	// Bars written from it.
+	BarsStored int64 `protobuf:"varint,7,opt,name=bars_stored,json=barsStored,proto3" json:"bars_stored,omitempty"`
+	// Bars already stored.
+	BarsDuplicate int64 `protobuf:"varint,8,opt,name=bars_duplicate,json=barsDuplicate,proto3" json:"bars_duplicate,omitempty"`
+	// Bars quarantined.
+	BarsQuarantined int64 `protobuf:"varint,9,opt,name=bars_quarantined,json=barsQuarantined,proto3" json:"bars_quarantined,omitempty"`
+	// Its sha256.
+	Sha256        string `protobuf:"bytes,10,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveFile) Reset() {
+	*x = ArchiveFile{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveFile) ProtoMessage() {}
+
+func (x *ArchiveFile) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveFile.ProtoReflect.Descriptor instead.
+func (*ArchiveFile) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ArchiveFile) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *ArchiveFile) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetBarsRead() int64 {
+	if x != nil {
+		return x.BarsRead
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetBarsStored() int64 {
+	if x != nil {
+		return x.BarsStored
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetBarsDuplicate() int64 {
+	if x != nil {
+		return x.BarsDuplicate
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetBarsQuarantined() int64 {
+	if x != nil {
+		return x.BarsQuarantined
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// An import of one series from an exchange's bulk archive.
+type ArchiveImport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name "archiveImports/{archive_import}".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The archive.
+	Source *ArchiveSource `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The series to store into: exchange "binance" (spot), "binanceusdm" (USDⓈ-M, symbol
+	// like "BTC/USDT:USDT") or "kraken", a unified symbol and a timeframe.
+	Series *SeriesKey `protobuf:"bytes,3,opt,name=series,proto3" json:"series,omitempty"`
+	// Bars to import (Binance: required, whole UTC days are read; Kraken: optional filter).
+	Range *TimeRange `protobuf:"bytes,4,opt,name=range,proto3" json:"range,omitempty"`
+	// Job state.
+	State JobState `protobuf:"varint,5,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`
+	// Progress in files.
+	Progress *Progress `protobuf:"bytes,6,opt,name=progress,proto3" json:"progress,omitempty"`
+	// Counters.
+	Stats *ArchiveImportStats `protobuf:"bytes,7,opt,name=stats,proto3" json:"stats,omitempty"`
+	// Every file settled so far, in time order (Get and Watch only).
+	Files []*ArchiveFile `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
+	// Why it failed (the files that were not imported).
+	Error *status.Status `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// Subject of the user who created it.
+	Creator string `protobuf:"bytes,10,opt,name=creator,proto3" json:"creator,omitempty"`
+	// Subject of the owner: only the owner or an admin may cancel it.
+	Owner string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
+	// When it was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When it last changed.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When it ended.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveImport) Reset() {
+	*x = ArchiveImport{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveImport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveImport) ProtoMessage() {}
+
+func (x *ArchiveImport) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveImport.ProtoReflect.Descriptor instead.
+func (*ArchiveImport) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ArchiveImport) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ArchiveImport) GetSource() *ArchiveSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetSeries() *SeriesKey {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetRange() *TimeRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *ArchiveImport) GetProgress() *Progress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetStats() *ArchiveImportStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetFiles() []*ArchiveFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetCreator() string {
+	if x != nil {
+		return x.Creator
+	}
+	return ""
+}
+
+func (x *ArchiveImport) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ArchiveImport) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *ArchiveImport) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// One message of an archive import stream.
+type ArchiveImportEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The import as of this event.
+	ArchiveImport *ArchiveImport `protobuf:"bytes,1,opt,name=archive_import,json=archiveImport,proto3" json:"archive_import,omitempty"`
+	// Position in the stream, from 1.
+	Sequence int64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Set on the last message only.
+	Outcome       *Outcome `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveImportEvent) Reset() {
+	*x = ArchiveImportEvent{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveImportEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveImportEvent) ProtoMessage() {}
+
+func (x *ArchiveImportEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveImportEvent.ProtoReflect.Descriptor instead.
+func (*ArchiveImportEvent) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ArchiveImportEvent) GetArchiveImport() *ArchiveImport {
+	if x != nil {
+		return x.ArchiveImport
+	}
+	return nil
+}
+
+func (x *ArchiveImportEvent) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ArchiveImportEvent) GetOutcome() *Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+// Request of CreateArchiveImport.
+type CreateArchiveImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The import to start.
+	ArchiveImport *ArchiveImport `protobuf:"bytes,1,opt,name=archive_import,json=archiveImport,proto3" json:"archive_import,omitempty"`
+	// Idempotency key: a retried request returns the import the first one created.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateArchiveImportRequest) Reset() {
+	*x = CreateArchiveImportRequest{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateArchiveImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateArchiveImportRequest) ProtoMessage() {}
+
+func (x *CreateArchiveImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateArchiveImportRequest.ProtoReflect.Descriptor instead.
+func (*CreateArchiveImportRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateArchiveImportRequest) GetArchiveImport() *ArchiveImport {
+	if x != nil {
+		return x.ArchiveImport
+	}
+	return nil
+}
+
+func (x *CreateArchiveImportRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// Request of GetArchiveImport.
+type GetArchiveImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "archiveImports/{archive_import}".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetArchiveImportRequest) Reset() {
+	*x = GetArchiveImportRequest{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetArchiveImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetArchiveImportRequest) ProtoMessage() {}
+
+func (x *GetArchiveImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetArchiveImportRequest.ProtoReflect.Descriptor instead.
+func (*GetArchiveImportRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetArchiveImportRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Request of ListArchiveImports.
+type ListArchiveImportsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum number of results (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only imports in this state.
+	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`
+	// Only imports owned by this subject ("users/{user}"); "users/me" is the caller.
+	Owner         string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArchiveImportsRequest) Reset() {
+	*x = ListArchiveImportsRequest{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArchiveImportsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArchiveImportsRequest) ProtoMessage() {}
+
+func (x *ListArchiveImportsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArchiveImportsRequest.ProtoReflect.Descriptor instead.
+func (*ListArchiveImportsRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListArchiveImportsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListArchiveImportsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListArchiveImportsRequest) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *ListArchiveImportsRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+// Response of ListArchiveImports.
+type ListArchiveImportsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A page of imports.
+	ArchiveImports []*ArchiveImport `protobuf:"bytes,1,rep,name=archive_imports,json=archiveImports,proto3" json:"archive_imports,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArchiveImportsResponse) Reset() {
+	*x = ListArchiveImportsResponse{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArchiveImportsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArchiveImportsResponse) ProtoMessage() {}
+
+func (x *ListArchiveImportsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArchiveImportsResponse.ProtoReflect.Descriptor instead.
+func (*ListArchiveImportsResponse) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListArchiveImportsResponse) GetArchiveImports() []*ArchiveImport {
+	if x != nil {
+		return x.ArchiveImports
+	}
+	return nil
+}
+
+func (x *ListArchiveImportsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Request of CancelArchiveImport.
+type CancelArchiveImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "archiveImports/{archive_import}".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelArchiveImportRequest) Reset() {
+	*x = CancelArchiveImportRequest{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelArchiveImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelArchiveImportRequest) ProtoMessage() {}
+
+func (x *CancelArchiveImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelArchiveImportRequest.ProtoReflect.Descriptor instead.
+func (*CancelArchiveImportRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CancelArchiveImportRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Request of WatchArchiveImport.
+type WatchArchiveImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "archiveImports/{archive_import}".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Skip events with sequence at or below this (resume after a reconnect).
+	AfterSequence int64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchArchiveImportRequest) Reset() {
+	*x = WatchArchiveImportRequest{}
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchArchiveImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchArchiveImportRequest) ProtoMessage() {}
+
+func (x *WatchArchiveImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_ingestion_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchArchiveImportRequest.ProtoReflect.Descriptor instead.
+func (*WatchArchiveImportRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_ingestion_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchArchiveImportRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WatchArchiveImportRequest) GetAfterSequence() int64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
 var File_usdcarb_v1_ingestion_proto protoreflect.FileDescriptor
 
 const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
@@ -1551,12 +2522,92 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"batch_size\x18\x05 \x01(\x05R\tbatchSize\"u\n" +
 	"\x15StreamCandlesResponse\x12-\n" +
 	"\x05batch\x18\x01 \x01(\v2\x17.usdcarb.v1.CandleBatchR\x05batch\x12-\n" +
-	"\aoutcome\x18\x02 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*`\n" +
+	"\aoutcome\x18\x02 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome\"\xa6\x01\n" +
+	"\rArchiveSource\x127\n" +
+	"\x06layout\x18\x01 \x01(\x0e2\x19.usdcarb.v1.ArchiveLayoutB\x04\xe2A\x01\x02R\x06layout\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12@\n" +
+	"\vgranularity\x18\x03 \x01(\x0e2\x1e.usdcarb.v1.ArchiveGranularityR\vgranularity\"\xa1\x02\n" +
+	"\x12ArchiveImportStats\x12\x1f\n" +
+	"\vfiles_total\x18\x01 \x01(\x03R\n" +
+	"filesTotal\x12!\n" +
+	"\ffiles_stored\x18\x02 \x01(\x03R\vfilesStored\x12!\n" +
+	"\ffiles_failed\x18\x03 \x01(\x03R\vfilesFailed\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x1b\n" +
+	"\tbars_read\x18\x05 \x01(\x03R\bbarsRead\x12\x1f\n" +
+	"\vbars_stored\x18\x06 \x01(\x03R\n" +
+	"barsStored\x12%\n" +
+	"\x0ebars_duplicate\x18\a \x01(\x03R\rbarsDuplicate\x12)\n" +
+	"\x10bars_quarantined\x18\b \x01(\x03R\x0fbarsQuarantined\"\xad\x02\n" +
+	"\vArchiveFile\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12\x16\n" +
+	"\x06stored\x18\x03 \x01(\bR\x06stored\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x1b\n" +
+	"\tbars_read\x18\x06 \x01(\x03R\bbarsRead\x12\x1f\n" +
+	"\vbars_stored\x18\a \x01(\x03R\n" +
+	"barsStored\x12%\n" +
+	"\x0ebars_duplicate\x18\b \x01(\x03R\rbarsDuplicate\x12)\n" +
+	"\x10bars_quarantined\x18\t \x01(\x03R\x0fbarsQuarantined\x12\x16\n" +
+	"\x06sha256\x18\n" +
+	" \x01(\tR\x06sha256\"\x91\x06\n" +
+	"\rArchiveImport\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x128\n" +
+	"\x06source\x18\x02 \x01(\v2\x19.usdcarb.v1.ArchiveSourceB\x05\xe2A\x02\x02\x05R\x06source\x124\n" +
+	"\x06series\x18\x03 \x01(\v2\x15.usdcarb.v1.SeriesKeyB\x05\xe2A\x02\x02\x05R\x06series\x12+\n" +
+	"\x05range\x18\x04 \x01(\v2\x15.usdcarb.v1.TimeRangeR\x05range\x120\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x14.usdcarb.v1.JobStateB\x04\xe2A\x01\x03R\x05state\x126\n" +
+	"\bprogress\x18\x06 \x01(\v2\x14.usdcarb.v1.ProgressB\x04\xe2A\x01\x03R\bprogress\x12:\n" +
+	"\x05stats\x18\a \x01(\v2\x1e.usdcarb.v1.ArchiveImportStatsB\x04\xe2A\x01\x03R\x05stats\x123\n" +
+	"\x05files\x18\b \x03(\v2\x17.usdcarb.v1.ArchiveFileB\x04\xe2A\x01\x03R\x05files\x12.\n" +
+	"\x05error\x18\t \x01(\v2\x12.google.rpc.StatusB\x04\xe2A\x01\x03R\x05error\x12\x1e\n" +
+	"\acreator\x18\n" +
+	" \x01(\tB\x04\xe2A\x01\x03R\acreator\x12\x1a\n" +
+	"\x05owner\x18\v \x01(\tB\x04\xe2A\x01\x03R\x05owner\x12A\n" +
+	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"updateTime\x12;\n" +
+	"\bend_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\aendTime:?\xeaA<\n" +
+	"\x19usdcarb.dev/ArchiveImport\x12\x1farchiveImports/{archive_import}\"\xa1\x01\n" +
+	"\x12ArchiveImportEvent\x12@\n" +
+	"\x0earchive_import\x18\x01 \x01(\v2\x19.usdcarb.v1.ArchiveImportR\rarchiveImport\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12-\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome\"\x83\x01\n" +
+	"\x1aCreateArchiveImportRequest\x12F\n" +
+	"\x0earchive_import\x18\x01 \x01(\v2\x19.usdcarb.v1.ArchiveImportB\x04\xe2A\x01\x02R\rarchiveImport\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"3\n" +
+	"\x17GetArchiveImportRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\x99\x01\n" +
+	"\x19ListArchiveImportsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12*\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x14.usdcarb.v1.JobStateR\x05state\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\"\x88\x01\n" +
+	"\x1aListArchiveImportsResponse\x12B\n" +
+	"\x0farchive_imports\x18\x01 \x03(\v2\x19.usdcarb.v1.ArchiveImportR\x0earchiveImports\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"6\n" +
+	"\x1aCancelArchiveImportRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\\\n" +
+	"\x19WatchArchiveImportRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence*`\n" +
 	"\n" +
 	"IngestMode\x12\x1b\n" +
 	"\x17INGEST_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14INGEST_MODE_BACKFILL\x10\x01\x12\x1b\n" +
-	"\x17INGEST_MODE_INCREMENTAL\x10\x022\x87\b\n" +
+	"\x17INGEST_MODE_INCREMENTAL\x10\x02*\x93\x01\n" +
+	"\rArchiveLayout\x12\x1e\n" +
+	"\x1aARCHIVE_LAYOUT_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bARCHIVE_LAYOUT_BINANCE_SPOT\x10\x01\x12\x1f\n" +
+	"\x1bARCHIVE_LAYOUT_BINANCE_USDM\x10\x02\x12 \n" +
+	"\x1cARCHIVE_LAYOUT_KRAKEN_OHLCVT\x10\x03*y\n" +
+	"\x12ArchiveGranularity\x12#\n" +
+	"\x1fARCHIVE_GRANULARITY_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19ARCHIVE_GRANULARITY_DAILY\x10\x01\x12\x1f\n" +
+	"\x1bARCHIVE_GRANULARITY_MONTHLY\x10\x022\x9d\r\n" +
 	"\x10IngestionService\x12k\n" +
 	"\rListExchanges\x12 .usdcarb.v1.ListExchangesRequest\x1a!.usdcarb.v1.ListExchangesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/exchanges\x12x\n" +
 	"\vListMarkets\x12\x1e.usdcarb.v1.ListMarketsRequest\x1a\x1f.usdcarb.v1.ListMarketsResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=exchanges/*}/markets\x12p\n" +
@@ -1568,7 +2619,12 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"\x0eWatchIngestJob\x12!.usdcarb.v1.WatchIngestJobRequest\x1a\x1a.usdcarb.v1.IngestJobEvent\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=ingestJobs/*}:watch0\x01\x12Y\n" +
 	"\n" +
 	"GetCandles\x12\x1d.usdcarb.v1.GetCandlesRequest\x1a\x17.usdcarb.v1.CandleBatch\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/candles\x12r\n" +
-	"\rStreamCandles\x12 .usdcarb.v1.StreamCandlesRequest\x1a!.usdcarb.v1.StreamCandlesResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/candles:stream0\x01B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
+	"\rStreamCandles\x12 .usdcarb.v1.StreamCandlesRequest\x1a!.usdcarb.v1.StreamCandlesResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/candles:stream0\x01\x12\x84\x01\n" +
+	"\x13CreateArchiveImport\x12&.usdcarb.v1.CreateArchiveImportRequest\x1a\x19.usdcarb.v1.ArchiveImport\"*\x82\xd3\xe4\x93\x02$:\x0earchive_import\"\x12/v1/archiveImports\x12w\n" +
+	"\x10GetArchiveImport\x12#.usdcarb.v1.GetArchiveImportRequest\x1a\x19.usdcarb.v1.ArchiveImport\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/{name=archiveImports/*}\x12\x7f\n" +
+	"\x12ListArchiveImports\x12%.usdcarb.v1.ListArchiveImportsRequest\x1a&.usdcarb.v1.ListArchiveImportsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/archiveImports\x12\x87\x01\n" +
+	"\x13CancelArchiveImport\x12&.usdcarb.v1.CancelArchiveImportRequest\x1a\x19.usdcarb.v1.ArchiveImport\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/{name=archiveImports/*}:cancel\x12\x88\x01\n" +
+	"\x12WatchArchiveImport\x12%.usdcarb.v1.WatchArchiveImportRequest\x1a\x1e.usdcarb.v1.ArchiveImportEvent\")\x82\xd3\xe4\x93\x02#\x12!/v1/{name=archiveImports/*}:watch0\x01B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
 
 var (
 	file_usdcarb_v1_ingestion_proto_rawDescOnce sync.Once
@@ -1582,92 +2638,133 @@ func file_usdcarb_v1_ingestion_proto_rawDescGZIP() []byte {
 	return file_usdcarb_v1_ingestion_proto_rawDescData
 }
 
-var file_usdcarb_v1_ingestion_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usdcarb_v1_ingestion_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_usdcarb_v1_ingestion_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_usdcarb_v1_ingestion_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_usdcarb_v1_ingestion_proto_goTypes = []any{
-	(IngestMode)(0),                // 0: usdcarb.v1.IngestMode
-	(*Exchange)(nil),               // 1: usdcarb.v1.Exchange
-	(*Market)(nil),                 // 2: usdcarb.v1.Market
-	(*StoredSeries)(nil),           // 3: usdcarb.v1.StoredSeries
-	(*IngestStats)(nil),            // 4: usdcarb.v1.IngestStats
-	(*IngestJob)(nil),              // 5: usdcarb.v1.IngestJob
-	(*IngestJobEvent)(nil),         // 6: usdcarb.v1.IngestJobEvent
-	(*ListExchangesRequest)(nil),   // 7: usdcarb.v1.ListExchangesRequest
-	(*ListExchangesResponse)(nil),  // 8: usdcarb.v1.ListExchangesResponse
-	(*ListMarketsRequest)(nil),     // 9: usdcarb.v1.ListMarketsRequest
-	(*ListMarketsResponse)(nil),    // 10: usdcarb.v1.ListMarketsResponse
-	(*CreateIngestJobRequest)(nil), // 11: usdcarb.v1.CreateIngestJobRequest
-	(*GetIngestJobRequest)(nil),    // 12: usdcarb.v1.GetIngestJobRequest
-	(*ListIngestJobsRequest)(nil),  // 13: usdcarb.v1.ListIngestJobsRequest
-	(*ListIngestJobsResponse)(nil), // 14: usdcarb.v1.ListIngestJobsResponse
-	(*CancelIngestJobRequest)(nil), // 15: usdcarb.v1.CancelIngestJobRequest
-	(*WatchIngestJobRequest)(nil),  // 16: usdcarb.v1.WatchIngestJobRequest
-	(*GetCandlesRequest)(nil),      // 17: usdcarb.v1.GetCandlesRequest
-	(*StreamCandlesRequest)(nil),   // 18: usdcarb.v1.StreamCandlesRequest
-	(*StreamCandlesResponse)(nil),  // 19: usdcarb.v1.StreamCandlesResponse
-	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
-	(*SeriesKey)(nil),              // 21: usdcarb.v1.SeriesKey
-	(*TimeRange)(nil),              // 22: usdcarb.v1.TimeRange
-	(JobState)(0),                  // 23: usdcarb.v1.JobState
-	(*Progress)(nil),               // 24: usdcarb.v1.Progress
-	(*status.Status)(nil),          // 25: google.rpc.Status
-	(*Outcome)(nil),                // 26: usdcarb.v1.Outcome
-	(ColumnLayout)(0),              // 27: usdcarb.v1.ColumnLayout
-	(*CandleBatch)(nil),            // 28: usdcarb.v1.CandleBatch
+	(IngestMode)(0),                    // 0: usdcarb.v1.IngestMode
+	(ArchiveLayout)(0),                 // 1: usdcarb.v1.ArchiveLayout
+	(ArchiveGranularity)(0),            // 2: usdcarb.v1.ArchiveGranularity
+	(*Exchange)(nil),                   // 3: usdcarb.v1.Exchange
+	(*Market)(nil),                     // 4: usdcarb.v1.Market
+	(*StoredSeries)(nil),               // 5: usdcarb.v1.StoredSeries
+	(*IngestStats)(nil),                // 6: usdcarb.v1.IngestStats
+	(*IngestJob)(nil),                  // 7: usdcarb.v1.IngestJob
+	(*IngestJobEvent)(nil),             // 8: usdcarb.v1.IngestJobEvent
+	(*ListExchangesRequest)(nil),       // 9: usdcarb.v1.ListExchangesRequest
+	(*ListExchangesResponse)(nil),      // 10: usdcarb.v1.ListExchangesResponse
+	(*ListMarketsRequest)(nil),         // 11: usdcarb.v1.ListMarketsRequest
+	(*ListMarketsResponse)(nil),        // 12: usdcarb.v1.ListMarketsResponse
+	(*CreateIngestJobRequest)(nil),     // 13: usdcarb.v1.CreateIngestJobRequest
+	(*GetIngestJobRequest)(nil),        // 14: usdcarb.v1.GetIngestJobRequest
+	(*ListIngestJobsRequest)(nil),      // 15: usdcarb.v1.ListIngestJobsRequest
+	(*ListIngestJobsResponse)(nil),     // 16: usdcarb.v1.ListIngestJobsResponse
+	(*CancelIngestJobRequest)(nil),     // 17: usdcarb.v1.CancelIngestJobRequest
+	(*WatchIngestJobRequest)(nil),      // 18: usdcarb.v1.WatchIngestJobRequest
+	(*GetCandlesRequest)(nil),          // 19: usdcarb.v1.GetCandlesRequest
+	(*StreamCandlesRequest)(nil),       // 20: usdcarb.v1.StreamCandlesRequest
+	(*StreamCandlesResponse)(nil),      // 21: usdcarb.v1.StreamCandlesResponse
+	(*ArchiveSource)(nil),              // 22: usdcarb.v1.ArchiveSource
+	(*ArchiveImportStats)(nil),         // 23: usdcarb.v1.ArchiveImportStats
+	(*ArchiveFile)(nil),                // 24: usdcarb.v1.ArchiveFile
+	(*ArchiveImport)(nil),              // 25: usdcarb.v1.ArchiveImport
+	(*ArchiveImportEvent)(nil),         // 26: usdcarb.v1.ArchiveImportEvent
+	(*CreateArchiveImportRequest)(nil), // 27: usdcarb.v1.CreateArchiveImportRequest
+	(*GetArchiveImportRequest)(nil),    // 28: usdcarb.v1.GetArchiveImportRequest
+	(*ListArchiveImportsRequest)(nil),  // 29: usdcarb.v1.ListArchiveImportsRequest
+	(*ListArchiveImportsResponse)(nil), // 30: usdcarb.v1.ListArchiveImportsResponse
+	(*CancelArchiveImportRequest)(nil), // 31: usdcarb.v1.CancelArchiveImportRequest
+	(*WatchArchiveImportRequest)(nil),  // 32: usdcarb.v1.WatchArchiveImportRequest
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*SeriesKey)(nil),                  // 34: usdcarb.v1.SeriesKey
+	(*TimeRange)(nil),                  // 35: usdcarb.v1.TimeRange
+	(JobState)(0),                      // 36: usdcarb.v1.JobState
+	(*Progress)(nil),                   // 37: usdcarb.v1.Progress
+	(*status.Status)(nil),              // 38: google.rpc.Status
+	(*Outcome)(nil),                    // 39: usdcarb.v1.Outcome
+	(ColumnLayout)(0),                  // 40: usdcarb.v1.ColumnLayout
+	(*CandleBatch)(nil),                // 41: usdcarb.v1.CandleBatch
 }
 var file_usdcarb_v1_ingestion_proto_depIdxs = []int32{
-	3,  // 0: usdcarb.v1.Market.stored:type_name -> usdcarb.v1.StoredSeries
-	20, // 1: usdcarb.v1.StoredSeries.first_bar_time:type_name -> google.protobuf.Timestamp
-	20, // 2: usdcarb.v1.StoredSeries.last_bar_time:type_name -> google.protobuf.Timestamp
-	21, // 3: usdcarb.v1.IngestJob.series:type_name -> usdcarb.v1.SeriesKey
+	5,  // 0: usdcarb.v1.Market.stored:type_name -> usdcarb.v1.StoredSeries
+	33, // 1: usdcarb.v1.StoredSeries.first_bar_time:type_name -> google.protobuf.Timestamp
+	33, // 2: usdcarb.v1.StoredSeries.last_bar_time:type_name -> google.protobuf.Timestamp
+	34, // 3: usdcarb.v1.IngestJob.series:type_name -> usdcarb.v1.SeriesKey
 	0,  // 4: usdcarb.v1.IngestJob.mode:type_name -> usdcarb.v1.IngestMode
-	22, // 5: usdcarb.v1.IngestJob.range:type_name -> usdcarb.v1.TimeRange
-	23, // 6: usdcarb.v1.IngestJob.state:type_name -> usdcarb.v1.JobState
-	24, // 7: usdcarb.v1.IngestJob.progress:type_name -> usdcarb.v1.Progress
-	4,  // 8: usdcarb.v1.IngestJob.stats:type_name -> usdcarb.v1.IngestStats
-	20, // 9: usdcarb.v1.IngestJob.cursor_time:type_name -> google.protobuf.Timestamp
-	25, // 10: usdcarb.v1.IngestJob.error:type_name -> google.rpc.Status
-	20, // 11: usdcarb.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
-	20, // 12: usdcarb.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
-	20, // 13: usdcarb.v1.IngestJob.end_time:type_name -> google.protobuf.Timestamp
-	5,  // 14: usdcarb.v1.IngestJobEvent.job:type_name -> usdcarb.v1.IngestJob
-	26, // 15: usdcarb.v1.IngestJobEvent.outcome:type_name -> usdcarb.v1.Outcome
-	1,  // 16: usdcarb.v1.ListExchangesResponse.exchanges:type_name -> usdcarb.v1.Exchange
-	2,  // 17: usdcarb.v1.ListMarketsResponse.markets:type_name -> usdcarb.v1.Market
-	5,  // 18: usdcarb.v1.CreateIngestJobRequest.ingest_job:type_name -> usdcarb.v1.IngestJob
-	23, // 19: usdcarb.v1.ListIngestJobsRequest.state:type_name -> usdcarb.v1.JobState
-	5,  // 20: usdcarb.v1.ListIngestJobsResponse.ingest_jobs:type_name -> usdcarb.v1.IngestJob
-	21, // 21: usdcarb.v1.GetCandlesRequest.series:type_name -> usdcarb.v1.SeriesKey
-	22, // 22: usdcarb.v1.GetCandlesRequest.range:type_name -> usdcarb.v1.TimeRange
-	27, // 23: usdcarb.v1.GetCandlesRequest.layout:type_name -> usdcarb.v1.ColumnLayout
-	21, // 24: usdcarb.v1.StreamCandlesRequest.series:type_name -> usdcarb.v1.SeriesKey
-	22, // 25: usdcarb.v1.StreamCandlesRequest.range:type_name -> usdcarb.v1.TimeRange
-	27, // 26: usdcarb.v1.StreamCandlesRequest.layout:type_name -> usdcarb.v1.ColumnLayout
-	28, // 27: usdcarb.v1.StreamCandlesResponse.batch:type_name -> usdcarb.v1.CandleBatch
-	26, // 28: usdcarb.v1.StreamCandlesResponse.outcome:type_name -> usdcarb.v1.Outcome
-	7,  // 29: usdcarb.v1.IngestionService.ListExchanges:input_type -> usdcarb.v1.ListExchangesRequest
-	9,  // 30: usdcarb.v1.IngestionService.ListMarkets:input_type -> usdcarb.v1.ListMarketsRequest
-	11, // 31: usdcarb.v1.IngestionService.CreateIngestJob:input_type -> usdcarb.v1.CreateIngestJobRequest
-	12, // 32: usdcarb.v1.IngestionService.GetIngestJob:input_type -> usdcarb.v1.GetIngestJobRequest
-	13, // 33: usdcarb.v1.IngestionService.ListIngestJobs:input_type -> usdcarb.v1.ListIngestJobsRequest
-	15, // 34: usdcarb.v1.IngestionService.CancelIngestJob:input_type -> usdcarb.v1.CancelIngestJobRequest
-	16, // 35: usdcarb.v1.IngestionService.WatchIngestJob:input_type -> usdcarb.v1.WatchIngestJobRequest
-	17, // 36: usdcarb.v1.IngestionService.GetCandles:input_type -> usdcarb.v1.GetCandlesRequest
-	18, // 37: usdcarb.v1.IngestionService.StreamCandles:input_type -> usdcarb.v1.StreamCandlesRequest
-	8,  // 38: usdcarb.v1.IngestionService.ListExchanges:output_type -> usdcarb.v1.ListExchangesResponse
-	10, // 39: usdcarb.v1.IngestionService.ListMarkets:output_type -> usdcarb.v1.ListMarketsResponse
-	5,  // 40: usdcarb.v1.IngestionService.CreateIngestJob:output_type -> usdcarb.v1.IngestJob
-	5,  // 41: usdcarb.v1.IngestionService.GetIngestJob:output_type -> usdcarb.v1.IngestJob
-	14, // 42: usdcarb.v1.IngestionService.ListIngestJobs:output_type -> usdcarb.v1.ListIngestJobsResponse
-	5,  // 43: usdcarb.v1.IngestionService.CancelIngestJob:output_type -> usdcarb.v1.IngestJob
-	6,  // 44: usdcarb.v1.IngestionService.WatchIngestJob:output_type -> usdcarb.v1.IngestJobEvent
-	28, // 45: usdcarb.v1.IngestionService.GetCandles:output_type -> usdcarb.v1.CandleBatch
-	19, // 46: usdcarb.v1.IngestionService.StreamCandles:output_type -> usdcarb.v1.StreamCandlesResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	35, // 5: usdcarb.v1.IngestJob.range:type_name -> usdcarb.v1.TimeRange
+	36, // 6: usdcarb.v1.IngestJob.state:type_name -> usdcarb.v1.JobState
+	37, // 7: usdcarb.v1.IngestJob.progress:type_name -> usdcarb.v1.Progress
+	6,  // 8: usdcarb.v1.IngestJob.stats:type_name -> usdcarb.v1.IngestStats
+	33, // 9: usdcarb.v1.IngestJob.cursor_time:type_name -> google.protobuf.Timestamp
+	38, // 10: usdcarb.v1.IngestJob.error:type_name -> google.rpc.Status
+	33, // 11: usdcarb.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
+	33, // 12: usdcarb.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
+	33, // 13: usdcarb.v1.IngestJob.end_time:type_name -> google.protobuf.Timestamp
+	7,  // 14: usdcarb.v1.IngestJobEvent.job:type_name -> usdcarb.v1.IngestJob
+	39, // 15: usdcarb.v1.IngestJobEvent.outcome:type_name -> usdcarb.v1.Outcome
+	3,  // 16: usdcarb.v1.ListExchangesResponse.exchanges:type_name -> usdcarb.v1.Exchange
+	4,  // 17: usdcarb.v1.ListMarketsResponse.markets:type_name -> usdcarb.v1.Market
+	7,  // 18: usdcarb.v1.CreateIngestJobRequest.ingest_job:type_name -> usdcarb.v1.IngestJob
+	36, // 19: usdcarb.v1.ListIngestJobsRequest.state:type_name -> usdcarb.v1.JobState
+	7,  // 20: usdcarb.v1.ListIngestJobsResponse.ingest_jobs:type_name -> usdcarb.v1.IngestJob
+	34, // 21: usdcarb.v1.GetCandlesRequest.series:type_name -> usdcarb.v1.SeriesKey
+	35, // 22: usdcarb.v1.GetCandlesRequest.range:type_name -> usdcarb.v1.TimeRange
+	40, // 23: usdcarb.v1.GetCandlesRequest.layout:type_name -> usdcarb.v1.ColumnLayout
+	34, // 24: usdcarb.v1.StreamCandlesRequest.series:type_name -> usdcarb.v1.SeriesKey
+	35, // 25: usdcarb.v1.StreamCandlesRequest.range:type_name -> usdcarb.v1.TimeRange
+	40, // 26: usdcarb.v1.StreamCandlesRequest.layout:type_name -> usdcarb.v1.ColumnLayout
+	41, // 27: usdcarb.v1.StreamCandlesResponse.batch:type_name -> usdcarb.v1.CandleBatch
+	39, // 28: usdcarb.v1.StreamCandlesResponse.outcome:type_name -> usdcarb.v1.Outcome
+	1,  // 29: usdcarb.v1.ArchiveSource.layout:type_name -> usdcarb.v1.ArchiveLayout
+	2,  // 30: usdcarb.v1.ArchiveSource.granularity:type_name -> usdcarb.v1.ArchiveGranularity
+	22, // 31: usdcarb.v1.ArchiveImport.source:type_name -> usdcarb.v1.ArchiveSource
+	34, // 32: usdcarb.v1.ArchiveImport.series:type_name -> usdcarb.v1.SeriesKey
+	35, // 33: usdcarb.v1.ArchiveImport.range:type_name -> usdcarb.v1.TimeRange
+	36, // 34: usdcarb.v1.ArchiveImport.state:type_name -> usdcarb.v1.JobState
+	37, // 35: usdcarb.v1.ArchiveImport.progress:type_name -> usdcarb.v1.Progress
+	23, // 36: usdcarb.v1.ArchiveImport.stats:type_name -> usdcarb.v1.ArchiveImportStats
+	24, // 37: usdcarb.v1.ArchiveImport.files:type_name -> usdcarb.v1.ArchiveFile
+	38, // 38: usdcarb.v1.ArchiveImport.error:type_name -> google.rpc.Status
+	33, // 39: usdcarb.v1.ArchiveImport.create_time:type_name -> google.protobuf.Timestamp
+	33, // 40: usdcarb.v1.ArchiveImport.update_time:type_name -> google.protobuf.Timestamp
+	33, // 41: usdcarb.v1.ArchiveImport.end_time:type_name -> google.protobuf.Timestamp
+	25, // 42: usdcarb.v1.ArchiveImportEvent.archive_import:type_name -> usdcarb.v1.ArchiveImport
+	39, // 43: usdcarb.v1.ArchiveImportEvent.outcome:type_name -> usdcarb.v1.Outcome
+	25, // 44: usdcarb.v1.CreateArchiveImportRequest.archive_import:type_name -> usdcarb.v1.ArchiveImport
+	36, // 45: usdcarb.v1.ListArchiveImportsRequest.state:type_name -> usdcarb.v1.JobState
+	25, // 46: usdcarb.v1.ListArchiveImportsResponse.archive_imports:type_name -> usdcarb.v1.ArchiveImport
+	9,  // 47: usdcarb.v1.IngestionService.ListExchanges:input_type -> usdcarb.v1.ListExchangesRequest
+	11, // 48: usdcarb.v1.IngestionService.ListMarkets:input_type -> usdcarb.v1.ListMarketsRequest
+	13, // 49: usdcarb.v1.IngestionService.CreateIngestJob:input_type -> usdcarb.v1.CreateIngestJobRequest
+	14, // 50: usdcarb.v1.IngestionService.GetIngestJob:input_type -> usdcarb.v1.GetIngestJobRequest
+	15, // 51: usdcarb.v1.IngestionService.ListIngestJobs:input_type -> usdcarb.v1.ListIngestJobsRequest
+	17, // 52: usdcarb.v1.IngestionService.CancelIngestJob:input_type -> usdcarb.v1.CancelIngestJobRequest
+	18, // 53: usdcarb.v1.IngestionService.WatchIngestJob:input_type -> usdcarb.v1.WatchIngestJobRequest
+	19, // 54: usdcarb.v1.IngestionService.GetCandles:input_type -> usdcarb.v1.GetCandlesRequest
+	20, // 55: usdcarb.v1.IngestionService.StreamCandles:input_type -> usdcarb.v1.StreamCandlesRequest
+	27, // 56: usdcarb.v1.IngestionService.CreateArchiveImport:input_type -> usdcarb.v1.CreateArchiveImportRequest
+	28, // 57: usdcarb.v1.IngestionService.GetArchiveImport:input_type -> usdcarb.v1.GetArchiveImportRequest
+	29, // 58: usdcarb.v1.IngestionService.ListArchiveImports:input_type -> usdcarb.v1.ListArchiveImportsRequest
+	31, // 59: usdcarb.v1.IngestionService.CancelArchiveImport:input_type -> usdcarb.v1.CancelArchiveImportRequest
+	32, // 60: usdcarb.v1.IngestionService.WatchArchiveImport:input_type -> usdcarb.v1.WatchArchiveImportRequest
+	10, // 61: usdcarb.v1.IngestionService.ListExchanges:output_type -> usdcarb.v1.ListExchangesResponse
+	12, // 62: usdcarb.v1.IngestionService.ListMarkets:output_type -> usdcarb.v1.ListMarketsResponse
+	7,  // 63: usdcarb.v1.IngestionService.CreateIngestJob:output_type -> usdcarb.v1.IngestJob
+	7,  // 64: usdcarb.v1.IngestionService.GetIngestJob:output_type -> usdcarb.v1.IngestJob
+	16, // 65: usdcarb.v1.IngestionService.ListIngestJobs:output_type -> usdcarb.v1.ListIngestJobsResponse
+	7,  // 66: usdcarb.v1.IngestionService.CancelIngestJob:output_type -> usdcarb.v1.IngestJob
+	8,  // 67: usdcarb.v1.IngestionService.WatchIngestJob:output_type -> usdcarb.v1.IngestJobEvent
+	41, // 68: usdcarb.v1.IngestionService.GetCandles:output_type -> usdcarb.v1.CandleBatch
+	21, // 69: usdcarb.v1.IngestionService.StreamCandles:output_type -> usdcarb.v1.StreamCandlesResponse
+	25, // 70: usdcarb.v1.IngestionService.CreateArchiveImport:output_type -> usdcarb.v1.ArchiveImport
+	25, // 71: usdcarb.v1.IngestionService.GetArchiveImport:output_type -> usdcarb.v1.ArchiveImport
+	30, // 72: usdcarb.v1.IngestionService.ListArchiveImports:output_type -> usdcarb.v1.ListArchiveImportsResponse
+	25, // 73: usdcarb.v1.IngestionService.CancelArchiveImport:output_type -> usdcarb.v1.ArchiveImport
+	26, // 74: usdcarb.v1.IngestionService.WatchArchiveImport:output_type -> usdcarb.v1.ArchiveImportEvent
+	61, // [61:75] is the sub-list for method output_type
+	47, // [47:61] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_ingestion_proto_init() }
@@ -1681,8 +2778,8 @@ func file_usdcarb_v1_ingestion_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_ingestion_proto_rawDesc), len(file_usdcarb_v1_ingestion_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   19,
+			NumEnums:      3,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,15 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IngestionService_ListExchanges_FullMethodName   = "/usdcarb.v1.IngestionService/ListExchanges"
-	IngestionService_ListMarkets_FullMethodName     = "/usdcarb.v1.IngestionService/ListMarkets"
-	IngestionService_CreateIngestJob_FullMethodName = "/usdcarb.v1.IngestionService/CreateIngestJob"
-	IngestionService_GetIngestJob_FullMethodName    = "/usdcarb.v1.IngestionService/GetIngestJob"
-	IngestionService_ListIngestJobs_FullMethodName  = "/usdcarb.v1.IngestionService/ListIngestJobs"
-	IngestionService_CancelIngestJob_FullMethodName = "/usdcarb.v1.IngestionService/CancelIngestJob"
-	IngestionService_WatchIngestJob_FullMethodName  = "/usdcarb.v1.IngestionService/WatchIngestJob"
-	IngestionService_GetCandles_FullMethodName      = "/usdcarb.v1.IngestionService/GetCandles"
-	IngestionService_StreamCandles_FullMethodName   = "/usdcarb.v1.IngestionService/StreamCandles"
+	IngestionService_ListExchanges_FullMethodName       = "/usdcarb.v1.IngestionService/ListExchanges"
+	IngestionService_ListMarkets_FullMethodName         = "/usdcarb.v1.IngestionService/ListMarkets"
+	IngestionService_CreateIngestJob_FullMethodName     = "/usdcarb.v1.IngestionService/CreateIngestJob"
+	IngestionService_GetIngestJob_FullMethodName        = "/usdcarb.v1.IngestionService/GetIngestJob"
+	IngestionService_ListIngestJobs_FullMethodName      = "/usdcarb.v1.IngestionService/ListIngestJobs"
+	IngestionService_CancelIngestJob_FullMethodName     = "/usdcarb.v1.IngestionService/CancelIngestJob"
+	IngestionService_WatchIngestJob_FullMethodName      = "/usdcarb.v1.IngestionService/WatchIngestJob"
+	IngestionService_GetCandles_FullMethodName          = "/usdcarb.v1.IngestionService/GetCandles"
+	IngestionService_StreamCandles_FullMethodName       = "/usdcarb.v1.IngestionService/StreamCandles"
+	IngestionService_CreateArchiveImport_FullMethodName = "/usdcarb.v1.IngestionService/CreateArchiveImport"
+	IngestionService_GetArchiveImport_FullMethodName    = "/usdcarb.v1.IngestionService/GetArchiveImport"
+	IngestionService_ListArchiveImports_FullMethodName  = "/usdcarb.v1.IngestionService/ListArchiveImports"
+	IngestionService_CancelArchiveImport_FullMethodName = "/usdcarb.v1.IngestionService/CancelArchiveImport"
+	IngestionService_WatchArchiveImport_FullMethodName  = "/usdcarb.v1.IngestionService/WatchArchiveImport"
 )
 
 // IngestionServiceClient is the client API for IngestionService service.
@@ -54,6 +59,17 @@ type IngestionServiceClient interface {
 	GetCandles(ctx context.Context, in *GetCandlesRequest, opts ...grpc.CallOption) (*CandleBatch, error)
 	// Read stored candles as a stream of columnar batches (for long ranges).
 	StreamCandles(ctx context.Context, in *StreamCandlesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamCandlesResponse], error)
+	// Import an exchange's bulk archive (Binance public data, Kraken OHLCVT) into one
+	// series: files verified, parsed, validated whole and stored file by file.
+	CreateArchiveImport(ctx context.Context, in *CreateArchiveImportRequest, opts ...grpc.CallOption) (*ArchiveImport, error)
+	// Get an archive import with its per-file report.
+	GetArchiveImport(ctx context.Context, in *GetArchiveImportRequest, opts ...grpc.CallOption) (*ArchiveImport, error)
+	// List archive imports, newest first (without their per-file reports).
+	ListArchiveImports(ctx context.Context, in *ListArchiveImportsRequest, opts ...grpc.CallOption) (*ListArchiveImportsResponse, error)
+	// Cancel an archive import; files already stored stay stored.
+	CancelArchiveImport(ctx context.Context, in *CancelArchiveImportRequest, opts ...grpc.CallOption) (*ArchiveImport, error)
+	// Follow an archive import: its snapshot on every change, ending with the outcome.
+	WatchArchiveImport(ctx context.Context, in *WatchArchiveImportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ArchiveImportEvent], error)
 }
 
 type ingestionServiceClient struct {
@@ -172,6 +188,65 @@ func (c *ingestionServiceClient) StreamCandles(ctx context.Context, in *StreamCa
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestionService_StreamCandlesClient = grpc.ServerStreamingClient[StreamCandlesResponse]
 
+func (c *ingestionServiceClient) CreateArchiveImport(ctx context.Context, in *CreateArchiveImportRequest, opts ...grpc.CallOption) (*ArchiveImport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ArchiveImport)
+	err := c.cc.Invoke(ctx, IngestionService_CreateArchiveImport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ingestionServiceClient) GetArchiveImport(ctx context.Context, in *GetArchiveImportRequest, opts ...grpc.CallOption) (*ArchiveImport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ArchiveImport)
+	err := c.cc.Invoke(ctx, IngestionService_GetArchiveImport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ingestionServiceClient) ListArchiveImports(ctx context.Context, in *ListArchiveImportsRequest, opts ...grpc.CallOption) (*ListArchiveImportsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListArchiveImportsResponse)
+	err := c.cc.Invoke(ctx, IngestionService_ListArchiveImports_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ingestionServiceClient) CancelArchiveImport(ctx context.Context, in *CancelArchiveImportRequest, opts ...grpc.CallOption) (*ArchiveImport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ArchiveImport)
+	err := c.cc.Invoke(ctx, IngestionService_CancelArchiveImport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ingestionServiceClient) WatchArchiveImport(ctx context.Context, in *WatchArchiveImportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ArchiveImportEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &IngestionService_ServiceDesc.Streams[2], IngestionService_WatchArchiveImport_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchArchiveImportRequest, ArchiveImportEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestionService_WatchArchiveImportClient = grpc.ServerStreamingClient[ArchiveImportEvent]
+
 // IngestionServiceServer is the server API for IngestionService service.
 // All implementations must embed UnimplementedIngestionServiceServer
 // for forward compatibility.
@@ -196,6 +271,17 @@ type IngestionServiceServer interface {
 	GetCandles(context.Context, *GetCandlesRequest) (*CandleBatch, error)
 	// Read stored candles as a stream of columnar batches (for long ranges).
 	StreamCandles(*StreamCandlesRequest, grpc.ServerStreamingServer[StreamCandlesResponse]) error
+	// Import an exchange's bulk archive (Binance public data, Kraken OHLCVT) into one
+	// series: files verified, parsed, validated whole and stored file by file.
+	CreateArchiveImport(context.Context, *CreateArchiveImportRequest) (*ArchiveImport, error)
+	// Get an archive import with its per-file report.
+	GetArchiveImport(context.Context, *GetArchiveImportRequest) (*ArchiveImport, error)
+	// List archive imports, newest first (without their per-file reports).
+	ListArchiveImports(context.Context, *ListArchiveImportsRequest) (*ListArchiveImportsResponse, error)
+	// Cancel an archive import; files already stored stay stored.
+	CancelArchiveImport(context.Context, *CancelArchiveImportRequest) (*ArchiveImport, error)
+	// Follow an archive import: its snapshot on every change, ending with the outcome.
+	WatchArchiveImport(*WatchArchiveImportRequest, grpc.ServerStreamingServer[ArchiveImportEvent]) error
 	mustEmbedUnimplementedIngestionServiceServer()
 }
 
@@ -232,6 +318,21 @@ func (UnimplementedIngestionServiceServer) GetCandles(context.Context, *GetCandl
 }
 func (UnimplementedIngestionServiceServer) StreamCandles(*StreamCandlesRequest, grpc.ServerStreamingServer[StreamCandlesResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method StreamCandles not implemented")
+}
+func (UnimplementedIngestionServiceServer) CreateArchiveImport(context.Context, *CreateArchiveImportRequest) (*ArchiveImport, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateArchiveImport not implemented")
+}
+func (UnimplementedIngestionServiceServer) GetArchiveImport(context.Context, *GetArchiveImportRequest) (*ArchiveImport, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetArchiveImport not implemented")
+}
+func (UnimplementedIngestionServiceServer) ListArchiveImports(context.Context, *ListArchiveImportsRequest) (*ListArchiveImportsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListArchiveImports not implemented")
+}
+func (UnimplementedIngestionServiceServer) CancelArchiveImport(context.Context, *CancelArchiveImportRequest) (*ArchiveImport, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CancelArchiveImport not implemented")
+}
+func (UnimplementedIngestionServiceServer) WatchArchiveImport(*WatchArchiveImportRequest, grpc.ServerStreamingServer[ArchiveImportEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchArchiveImport not implemented")
 }
 func (UnimplementedIngestionServiceServer) mustEmbedUnimplementedIngestionServiceServer() {}
 func (UnimplementedIngestionServiceServer) testEmbeddedByValue()                          {}
@@ -402,6 +503,89 @@ func _IngestionService_StreamCandles_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestionService_StreamCandlesServer = grpc.ServerStreamingServer[StreamCandlesResponse]
 
+func _IngestionService_CreateArchiveImport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateArchiveImportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestionServiceServer).CreateArchiveImport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestionService_CreateArchiveImport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestionServiceServer).CreateArchiveImport(ctx, req.(*CreateArchiveImportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IngestionService_GetArchiveImport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetArchiveImportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestionServiceServer).GetArchiveImport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestionService_GetArchiveImport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestionServiceServer).GetArchiveImport(ctx, req.(*GetArchiveImportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IngestionService_ListArchiveImports_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListArchiveImportsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestionServiceServer).ListArchiveImports(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestionService_ListArchiveImports_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestionServiceServer).ListArchiveImports(ctx, req.(*ListArchiveImportsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IngestionService_CancelArchiveImport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelArchiveImportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestionServiceServer).CancelArchiveImport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestionService_CancelArchiveImport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestionServiceServer).CancelArchiveImport(ctx, req.(*CancelArchiveImportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IngestionService_WatchArchiveImport_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchArchiveImportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IngestionServiceServer).WatchArchiveImport(m, &grpc.GenericServerStream[WatchArchiveImportRequest, ArchiveImportEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestionService_WatchArchiveImportServer = grpc.ServerStreamingServer[ArchiveImportEvent]
+
 // IngestionService_ServiceDesc is the grpc.ServiceDesc for IngestionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -437,6 +621,22 @@ var IngestionService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetCandles",
 			Handler:    _IngestionService_GetCandles_Handler,
 		},
+		{
+			MethodName: "CreateArchiveImport",
+			Handler:    _IngestionService_CreateArchiveImport_Handler,
+		},
+		{
+			MethodName: "GetArchiveImport",
+			Handler:    _IngestionService_GetArchiveImport_Handler,
+		},
+		{
+			MethodName: "ListArchiveImports",
+			Handler:    _IngestionService_ListArchiveImports_Handler,
+		},
+		{
+			MethodName: "CancelArchiveImport",
+			Handler:    _IngestionService_CancelArchiveImport_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -447,6 +647,11 @@ var IngestionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamCandles",
 			Handler:       _IngestionService_StreamCandles_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchArchiveImport",
+			Handler:       _IngestionService_WatchArchiveImport_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -5,6 +5,13 @@
 
 __all__ = (
     "ApiKey",
+    "ArchiveFile",
+    "ArchiveGranularity",
+    "ArchiveImport",
+    "ArchiveImportEvent",
+    "ArchiveImportStats",
+    "ArchiveLayout",
+    "ArchiveSource",
     "AssetAmount",
     "AuditEvent",
     "Backtest",
@@ -15,6 +22,7 @@ __all__ = (
     "BacktestProgress",
     "BacktestResult",
     "BacktestServiceStub",
+    "CancelArchiveImportRequest",
     "CancelBacktestRequest",
     "CancelIngestJobRequest",
     "CancelSweepRequest",
@@ -25,6 +33,7 @@ __all__ = (
     "ColumnLayout",
     "CreateApiKeyRequest",
     "CreateApiKeyResponse",
+    "CreateArchiveImportRequest",
     "CreateBacktestRequest",
     "CreateChannelRequest",
     "CreateDeploymentRequest",
@@ -64,6 +73,7 @@ __all__ = (
     "Gap",
     "GapPolicy",
     "GapState",
+    "GetArchiveImportRequest",
     "GetBacktestRequest",
     "GetCandlesRequest",
     "GetChannelRequest",
@@ -93,6 +103,8 @@ __all__ = (
     "LegMode",
     "ListApiKeysRequest",
     "ListApiKeysResponse",
+    "ListArchiveImportsRequest",
+    "ListArchiveImportsResponse",
     "ListAuditEventsRequest",
     "ListAuditEventsResponse",
     "ListBacktestTradesRequest",
@@ -211,6 +223,7 @@ __all__ = (
     "VersionState",
     "WalkForwardFold",
     "WalkForwardSpec",
+    "WatchArchiveImportRequest",
     "WatchBacktestRequest",
     "WatchIngestJobRequest",
     "WatchSweepRequest",
@@ -228,6 +241,88 @@ from ...message_pool import default_message_pool
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
+
+
+class ArchiveGranularity(betterproto2.Enum):
+    """
+    Which Binance files cover the range.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Monthly files for whole months inside the range, daily files for the rest.
+    """
+
+    DAILY = 1
+    """
+    Daily files only.
+    """
+
+    MONTHLY = 2
+    """
+    Monthly files only.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ARCHIVE_GRANULARITY_UNSPECIFIED",
+            1: "ARCHIVE_GRANULARITY_DAILY",
+            2: "ARCHIVE_GRANULARITY_MONTHLY",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ARCHIVE_GRANULARITY_UNSPECIFIED": 0,
+            "ARCHIVE_GRANULARITY_DAILY": 1,
+            "ARCHIVE_GRANULARITY_MONTHLY": 2,
+        }
+
+
+class ArchiveLayout(betterproto2.Enum):
+    """
+    The file layout of a bulk archive.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    BINANCE_SPOT = 1
+    """
+    Binance public data, spot klines (data/spot/...): zips with a .CHECKSUM (sha256),
+    headerless 12-column CSVs, microsecond times from 2025-01-01.
+    """
+
+    BINANCE_USDM = 2
+    """
+    Binance public data, USDⓈ-M futures klines (data/futures/um/...), CSVs with a header.
+    """
+
+    KRAKEN_OHLCVT = 3
+    """
+    Kraken's downloadable OHLCVT zip: members <PAIR>_<minutes>.csv, times in seconds.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ARCHIVE_LAYOUT_UNSPECIFIED",
+            1: "ARCHIVE_LAYOUT_BINANCE_SPOT",
+            2: "ARCHIVE_LAYOUT_BINANCE_USDM",
+            3: "ARCHIVE_LAYOUT_KRAKEN_OHLCVT",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ARCHIVE_LAYOUT_UNSPECIFIED": 0,
+            "ARCHIVE_LAYOUT_BINANCE_SPOT": 1,
+            "ARCHIVE_LAYOUT_BINANCE_USDM": 2,
+            "ARCHIVE_LAYOUT_KRAKEN_OHLCVT": 3,
+        }
 
 
 class ColumnLayout(betterproto2.Enum):
@@ -1395,6 +1490,267 @@ default_message_pool.register_message("usdcarb.v1", "ApiKey", ApiKey)
 
 
 @dataclass(eq=False, repr=False)
+class ArchiveFile(betterproto2.Message):
+    """
+    How one archive file was settled.
+    """
+
+    key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The file within the import, e.g. "daily/BTCUSDC-1m-2023-03-10.zip".
+    """
+
+    location: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Where it was read from.
+    """
+
+    stored: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    True when its bars are stored; false when nothing of it is.
+    """
+
+    reason: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Why it was not imported, e.g. "CHECKSUM_MISMATCH", "ARCHIVE_TRUNCATED",
+    "ARCHIVE_CORRUPT", "ARCHIVE_FILE_MISSING", "ARCHIVE_MALFORMED".
+    """
+
+    message: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    "expected X, got Y", or what was detected (time unit, header).
+    """
+
+    bars_read: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+    """
+    Bars read from it.
+    """
+
+    bars_stored: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+    """
+    Bars written from it.
+    """
+
+    bars_duplicate: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+    """
+    Bars already stored.
+    """
+
+    bars_quarantined: "int" = betterproto2.field(9, betterproto2.TYPE_INT64)
+    """
+    Bars quarantined.
+    """
+
+    sha256: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    Its sha256.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ArchiveFile", ArchiveFile)
+
+
+@dataclass(eq=False, repr=False)
+class ArchiveImport(betterproto2.Message):
+    """
+    An import of one series from an exchange's bulk archive.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Resource name "archiveImports/{archive_import}".
+    """
+
+    source: "ArchiveSource | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The archive.
+    """
+
+    series: "SeriesKey | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The series to store into: exchange "binance" (spot), "binanceusdm" (USDⓈ-M, symbol
+    like "BTC/USDT:USDT") or "kraken", a unified symbol and a timeframe.
+    """
+
+    range: "TimeRange | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Bars to import (Binance: required, whole UTC days are read; Kraken: optional filter).
+    """
+
+    state: "JobState" = betterproto2.field(
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: JobState(0)
+    )
+    """
+    Job state.
+    """
+
+    progress: "Progress | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Progress in files.
+    """
+
+    stats: "ArchiveImportStats | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Counters.
+    """
+
+    files: "list[ArchiveFile]" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Every file settled so far, in time order (Get and Watch only).
+    """
+
+    error: "__google__rpc__.Status | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Why it failed (the files that were not imported).
+    """
+
+    creator: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    Subject of the user who created it.
+    """
+
+    owner: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
+    """
+    Subject of the owner: only the owner or an admin may cancel it.
+    """
+
+    create_time: "datetime.datetime | None" = betterproto2.field(
+        12, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When it was created.
+    """
+
+    update_time: "datetime.datetime | None" = betterproto2.field(
+        13, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When it last changed.
+    """
+
+    end_time: "datetime.datetime | None" = betterproto2.field(
+        14, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When it ended.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ArchiveImport", ArchiveImport)
+
+
+@dataclass(eq=False, repr=False)
+class ArchiveImportEvent(betterproto2.Message):
+    """
+    One message of an archive import stream.
+    """
+
+    archive_import: "ArchiveImport | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The import as of this event.
+    """
+
+    sequence: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Position in the stream, from 1.
+    """
+
+    outcome: "Outcome | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set on the last message only.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ArchiveImportEvent", ArchiveImportEvent)
+
+
+@dataclass(eq=False, repr=False)
+class ArchiveImportStats(betterproto2.Message):
+    """
+    Counters of an archive import.
+    """
+
+    files_total: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Files the range needs.
+    """
+
+    files_stored: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Files stored.
+    """
+
+    files_failed: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    Files not imported (see `files` for each reason).
+    """
+
+    bytes: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
+    """
+    Bytes downloaded or read.
+    """
+
+    bars_read: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+    """
+    Bars read from the files, inside the range.
+    """
+
+    bars_stored: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+    """
+    Bars written.
+    """
+
+    bars_duplicate: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+    """
+    Bars already stored as originals (not rewritten).
+    """
+
+    bars_quarantined: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+    """
+    Bars quarantined by validation.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ArchiveImportStats", ArchiveImportStats)
+
+
+@dataclass(eq=False, repr=False)
+class ArchiveSource(betterproto2.Message):
+    """
+    Where an archive is and what to take from it.
+    """
+
+    layout: "ArchiveLayout" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: ArchiveLayout(0)
+    )
+    """
+    The archive's file layout.
+    """
+
+    location: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Binance: the base URL (default "https://data.binance.vision"); Kraken: the zip's URL.
+    "file://" paths are read on the ingestion service's host, under its archive directory.
+    """
+
+    granularity: "ArchiveGranularity" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: ArchiveGranularity(0)
+    )
+    """
+    Binance only: daily, monthly or both (default).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ArchiveSource", ArchiveSource)
+
+
+@dataclass(eq=False, repr=False)
 class AssetAmount(betterproto2.Message):
     """
     An amount of one asset.
@@ -1995,6 +2351,23 @@ default_message_pool.register_message("usdcarb.v1", "BacktestResult", BacktestRe
 
 
 @dataclass(eq=False, repr=False)
+class CancelArchiveImportRequest(betterproto2.Message):
+    """
+    Request of CancelArchiveImport.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "archiveImports/{archive_import}".
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "CancelArchiveImportRequest", CancelArchiveImportRequest
+)
+
+
+@dataclass(eq=False, repr=False)
 class CancelBacktestRequest(betterproto2.Message):
     """
     Request of CancelBacktest.
@@ -2294,6 +2667,30 @@ class CreateApiKeyResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "CreateApiKeyResponse", CreateApiKeyResponse)
+
+
+@dataclass(eq=False, repr=False)
+class CreateArchiveImportRequest(betterproto2.Message):
+    """
+    Request of CreateArchiveImport.
+    """
+
+    archive_import: "ArchiveImport | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The import to start.
+    """
+
+    request_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Idempotency key: a retried request returns the import the first one created.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "CreateArchiveImportRequest", CreateArchiveImportRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -3398,6 +3795,23 @@ default_message_pool.register_message("usdcarb.v1", "Gap", Gap)
 
 
 @dataclass(eq=False, repr=False)
+class GetArchiveImportRequest(betterproto2.Message):
+    """
+    Request of GetArchiveImport.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "archiveImports/{archive_import}".
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "GetArchiveImportRequest", GetArchiveImportRequest
+)
+
+
+@dataclass(eq=False, repr=False)
 class GetBacktestRequest(betterproto2.Message):
     """
     Request of GetBacktest.
@@ -3992,6 +4406,64 @@ class ListApiKeysResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "ListApiKeysResponse", ListApiKeysResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListArchiveImportsRequest(betterproto2.Message):
+    """
+    Request of ListArchiveImports.
+    """
+
+    page_size: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Maximum number of results (default 50, at most 1000).
+    """
+
+    page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token from a previous response's next_page_token.
+    """
+
+    state: "JobState" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: JobState(0)
+    )
+    """
+    Only imports in this state.
+    """
+
+    owner: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Only imports owned by this subject ("users/{user}"); "users/me" is the caller.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "ListArchiveImportsRequest", ListArchiveImportsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListArchiveImportsResponse(betterproto2.Message):
+    """
+    Response of ListArchiveImports.
+    """
+
+    archive_imports: "list[ArchiveImport]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    A page of imports.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "ListArchiveImportsResponse", ListArchiveImportsResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -7287,6 +7759,28 @@ default_message_pool.register_message("usdcarb.v1", "WalkForwardSpec", WalkForwa
 
 
 @dataclass(eq=False, repr=False)
+class WatchArchiveImportRequest(betterproto2.Message):
+    """
+    Request of WatchArchiveImport.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "archiveImports/{archive_import}".
+    """
+
+    after_sequence: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Skip events with sequence at or below this (resume after a reconnect).
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "WatchArchiveImportRequest", WatchArchiveImportRequest
+)
+
+
+@dataclass(eq=False, repr=False)
 class WatchBacktestRequest(betterproto2.Message):
     """
     Request of WatchBacktest.
@@ -7843,6 +8337,66 @@ class IngestionServiceStub:
             "/usdcarb.v1.IngestionService/StreamCandles",
             StreamCandlesRequest.SerializeToString,
             StreamCandlesResponse.FromString,
+        )(message)
+
+    def create_archive_import(self, message: "CreateArchiveImportRequest") -> "ArchiveImport":
+        """
+        Import an exchange's bulk archive (Binance public data, Kraken OHLCVT) into one
+        series: files verified, parsed, validated whole and stored file by file.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.IngestionService/CreateArchiveImport",
+            CreateArchiveImportRequest.SerializeToString,
+            ArchiveImport.FromString,
+        )(message)
+
+    def get_archive_import(self, message: "GetArchiveImportRequest") -> "ArchiveImport":
+        """
+        Get an archive import with its per-file report.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.IngestionService/GetArchiveImport",
+            GetArchiveImportRequest.SerializeToString,
+            ArchiveImport.FromString,
+        )(message)
+
+    def list_archive_imports(
+        self, message: "ListArchiveImportsRequest"
+    ) -> "ListArchiveImportsResponse":
+        """
+        List archive imports, newest first (without their per-file reports).
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.IngestionService/ListArchiveImports",
+            ListArchiveImportsRequest.SerializeToString,
+            ListArchiveImportsResponse.FromString,
+        )(message)
+
+    def cancel_archive_import(self, message: "CancelArchiveImportRequest") -> "ArchiveImport":
+        """
+        Cancel an archive import; files already stored stay stored.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.IngestionService/CancelArchiveImport",
+            CancelArchiveImportRequest.SerializeToString,
+            ArchiveImport.FromString,
+        )(message)
+
+    def watch_archive_import(
+        self, message: "WatchArchiveImportRequest"
+    ) -> "Iterator[ArchiveImportEvent]":
+        """
+        Follow an archive import: its snapshot on every change, ending with the outcome.
+        """
+
+        yield from self._channel.unary_stream(
+            "/usdcarb.v1.IngestionService/WatchArchiveImport",
+            WatchArchiveImportRequest.SerializeToString,
+            ArchiveImportEvent.FromString,
         )(message)
 
 

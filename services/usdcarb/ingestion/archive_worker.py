@@ -1,0 +1,263 @@
+"""Runs archive imports: plan the files, download a few ahead, verify, parse, validate
+over the whole file in-process, and settle each file in one transaction.
+
+Validation: the validation domain's batch rules (per-bar, duplicates within the file,
+stale runs, spikes) run here, vectorised over the whole file, in a thread while the next
+files download; a file is one batch, so there is no per-page round trip at all. Rules
+that need other series or stored ranges (cross-venue deviations, implied crosses, series
+verdicts) stay with the validation service, which judges a stored range on request.
+
+Any number of processes may run imports: a claimed import is leased, renewed by a
+heartbeat and by every file commit; an import whose worker died (SIGKILL) is claimed
+again after its lease expires and skips every file already settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from usdcarb.ingestion import archive
+from usdcarb.ingestion.archive import ArchiveFile, FileProblem, Layout, Parsed, Source
+from usdcarb.ingestion.archive_store import (
+    ArchiveStore,
+    FileRecord,
+    ImportRecord,
+    ImportStats,
+)
+from usdcarb.ingestion.domain import Bars, Rejection, timeframe_ms
+from usdcarb.ingestion.store import LeaseLost
+from usdcarb.validation.domain import model as vmodel
+from usdcarb.validation.domain.validate import validate_batch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchiveWorkerConfig:
+    concurrency: int = 2  # imports at once
+    downloads: int = 4  # files downloaded ahead of the one being stored
+    lease_s: float = 30.0
+    poll_s: float = 0.5
+    attempts: int = 4  # per file, for transient download failures
+    retry_base_s: float = 0.2
+
+
+def source_of(rec: ImportRecord) -> Source:
+    def ms(value: datetime | None, default: int) -> int:
+        return default if value is None else int(value.timestamp() * 1000)
+
+    return Source(Layout(rec.layout), rec.location, rec.exchange, rec.symbol, rec.market_id,
+                  rec.timeframe, ms(rec.start_time, 0), ms(rec.end_time, 2**62),
+                  archive.Granularity(rec.granularity))
+
+
+def validate_file(bars: Bars, tf_ms: int, now_ms: int) -> tuple[np.ndarray, tuple[Rejection,
+                                                                              ...]]:
+    """Run the validation domain's batch rules over one whole file."""
+    vb = vmodel.Bars(bars.ts_ms, bars.open, bars.high, bars.low, bars.close, bars.volume)
+    verdict = validate_batch(vb, tf_ms=tf_ms, now_ms=now_ms)
+    errors = verdict.errors_by_index()
+    rejections = tuple(Rejection(i, tuple(f.rule for f in errors.get(i, ())) or ("validation",),
+                                 errors[i][0].message if i in errors else "rejected")
+                       for i in np.flatnonzero(~verdict.accepted).tolist())
+    return np.asarray(verdict.accepted, bool), rejections
+
+
+class ArchiveWorker:
+    def __init__(self, store: ArchiveStore, config: ArchiveWorkerConfig,
+                 *, session_factory: Any = None) -> None:
+        self._store = store
+        self._config = config
+        self.owner = f"archive-{uuid.uuid4().hex[:12]}"
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session_factory = session_factory
+        self._session: Any = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _http(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            self._session = (self._session_factory() if self._session_factory else
+                             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+                                 total=300, sock_connect=10, sock_read=60)))
+        return self._session
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            claimed = False
+            if len(self._tasks) < self._config.concurrency:
+                try:
+                    rec = await self._store.claim(self.owner, self._config.lease_s)
+                except Exception as exc:  # database restarting: try again later
+                    logger.warning("archive claim failed (%s)", type(exc).__name__)
+                    rec = None
+                if rec is not None:
+                    claimed = True
+                    task = asyncio.create_task(self.run_import(rec), name=f"archive-{rec.id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
+            if not claimed:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def _heartbeat(self, rec: ImportRecord, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self._config.lease_s / 3)
+            with contextlib.suppress(OSError, TimeoutError):
+                if not await self._store.renew_lease(rec.id, self.owner, self._config.lease_s):
+                    lost.set()
+                    return
+
+    async def run_import(self, rec: ImportRecord) -> None:
+        lost = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(rec, lost))
+        stats = ImportStats.of(rec.stats)
+        try:
+            await self._run(rec, stats, lost)
+        except LeaseLost:
+            logger.info("archive import %s: lease lost (cancelled or taken over)", rec.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("archive import %s failed", rec.id)
+            with contextlib.suppress(Exception):
+                await self._store.finish(
+                    rec, self.owner, "JOB_STATE_FAILED", stats,
+                    dict(rec.progress, message=f"failed: internal error ({type(exc).__name__})"),
+                    {"code": 13, "message": f"internal error ({type(exc).__name__})"})
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _load(self, f: ArchiveFile, src: Source, tf_ms: int
+                    ) -> tuple[Parsed, int, str] | FileProblem:
+        session = await self._http() if archive.is_url(f.location) else None
+        delay = self._config.retry_base_s
+        for attempt in range(self._config.attempts):
+            try:
+                return await archive.load_file(f, src, session, tf_ms=tf_ms)
+            except FileProblem as problem:
+                if not problem.transient or attempt + 1 == self._config.attempts:
+                    return problem
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _run(self, rec: ImportRecord, stats: ImportStats, lost: asyncio.Event) -> None:
+        src = source_of(rec)
+        tf_ms = timeframe_ms(rec.timeframe)
+        files = archive.plan(src)
+        settled = await self._store.settled(rec.id)
+        todo = [(i, f) for i, f in enumerate(files) if f.key not in settled]
+        stats.values["files_total"] = len(files)
+        progress = {"fraction": len(settled) / max(len(files), 1), "done": len(settled),
+                    "total": len(files), "unit": "files",
+                    "message": f"{len(todo)} of {len(files)} files to import"}
+        await self._store.set_progress(rec, self.owner, self._config.lease_s, stats, progress)
+        gate = asyncio.Semaphore(self._config.downloads)
+
+        async def fetch(f: ArchiveFile) -> tuple[Parsed, int, str] | FileProblem:
+            async with gate:
+                return await self._load(f, src, tf_ms)
+
+        pending = [asyncio.create_task(fetch(f)) for _, f in todo]
+        try:
+            for (seq, f), task in zip(todo, pending, strict=True):
+                if lost.is_set():
+                    raise LeaseLost(rec.id)
+                got = await task
+                await self._settle(rec, stats, progress, seq, f, got, tf_ms)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._finish(rec, stats, progress)
+
+    async def _settle(self, rec: ImportRecord, stats: ImportStats, progress: dict[str, Any],
+                      seq: int, f: ArchiveFile, got: tuple[Parsed, int, str] | FileProblem,
+                      tf_ms: int) -> None:
+        if isinstance(got, FileProblem):
+            logger.warning("archive import %s: %s: %s", rec.id, f.key, got)
+            record = FileRecord(f.key, f.location, "FAILED", reason=got.reason.value,
+                                message=str(got), seq=seq)
+            await self._store.commit_file(rec=rec, owner=self.owner,
+                                          lease_s=self._config.lease_s, file=record, bars=None,
+                                          rejects=(), rejected=None, stats=stats,
+                                          progress=dict(progress, message=f"{f.key}: {got}"),
+                                          tf_ms=tf_ms)
+            return
+        parsed, size, digest = got
+        bars = parsed.bars
+        inside = (bars.ts_ms >= f.start_ms) & (bars.ts_ms < f.end_ms)
+        if not inside.all():
+            bars = bars.take(inside)
+        now = int(time.time() * 1000)
+        accepted, rejections = await asyncio.to_thread(validate_file, bars, tf_ms, now)
+        good = bars.take(accepted)
+        good = good.take(np.argsort(good.ts_ms, kind="stable"))
+        rejected = bars.take(np.array([r.index for r in rejections], dtype=np.int64))
+        rejects = tuple(Rejection(j, r.rules, r.reason) for j, r in enumerate(rejections))
+        record = FileRecord(f.key, f.location, "STORED", bars_read=len(bars), bytes=size,
+                            sha256=digest, seq=seq,
+                            message=f"{parsed.unit} times{', header' if parsed.header else ''}")
+        done = await self._store.commit_file(
+            rec=rec, owner=self.owner, lease_s=self._config.lease_s, file=record, bars=good,
+            rejects=rejects, rejected=rejected, stats=stats,
+            progress=dict(progress, message=f"{f.key}: {len(good)} bars"), tf_ms=tf_ms)
+        logger.debug("archive import %s: %s stored %d", rec.id, f.key, done.bars_stored)
+
+    async def _finish(self, rec: ImportRecord, stats: ImportStats,
+                      progress: dict[str, Any]) -> None:
+        files = await self._store.settled(rec.id)
+        failed = sorted((f for f in files.values() if f.state == "FAILED"), key=lambda f: f.seq)
+        v = stats.values
+        summary = (f"{v['files_stored']} files stored ({v['bars_stored']} new bars, "
+                   f"{v['bars_duplicate']} already stored, {v['bars_quarantined']} "
+                   f"quarantined)")
+        prog = dict(progress, fraction=1.0, done=len(files), total=v["files_total"])
+        if failed:
+            missing = all(f.reason == archive.Reason.MISSING for f in failed)
+            listed = "; ".join(f"{f.key}: {f.reason}" for f in failed[:5])
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            message = (f"{len(failed)} of {v['files_total']} files not imported "
+                       f"({listed}{more}); {summary}")
+            prog["message"] = f"failed: {message}"
+            error = {"code": 5 if missing else 15, "message": message[:1000]}
+            await self._store.finish(rec, self.owner, "JOB_STATE_FAILED", stats, prog, error)
+        else:
+            prog["message"] = f"done: {summary}"
+            await self._store.finish(rec, self.owner, "JOB_STATE_SUCCEEDED", stats, prog, None)
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
