@@ -33,6 +33,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Gauge
 
 from usdcarb.platform.apireflection import api_service_names
 from usdcarb.platform.audit import stream_hook
@@ -82,6 +83,10 @@ class Service:
         self._check_timeout_s = check_timeout_s
         self._close_callbacks = list(on_close)
         self._healthy: dict[str, bool] = {}
+        # 1 while a dependency's health check passes (PostgresUnreachable, RedisUnreachable).
+        self._dependency_up = Gauge("usdcarb_dependency_up",
+                                    "1 while the dependency's health check passes, else 0.",
+                                    ["dependency"], registry=self.registry)
         self._serving: bool | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._metrics_http: MetricsServer | None = None
@@ -185,6 +190,7 @@ class Service:
                 else:
                     logger.warning("dependency %s is unhealthy", name)
             self._healthy[name] = ok
+            self._dependency_up.labels(name).set(1 if ok else 0)
         serving = all(results)
         if serving != self._serving:
             self._serving = serving
