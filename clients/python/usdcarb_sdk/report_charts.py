@@ -201,7 +201,7 @@ def heatmap_figure(points: pd.DataFrame, x: str, y: str, objective: str) -> go.F
     """The objective over two axes (the best value where other axes vary)."""
     grid = points.pivot_table(index=y, columns=x, values=objective, aggfunc="max")
     fig = _figure(f"{objective} over {x} x {y}", height=460, xaxis_title=x, yaxis_title=y)
-    fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=[f"{v:g}" for v in grid.columns],
+    fig.add_trace(go.Heatmap(z=grid.to_numpy().tolist(), x=[f"{v:g}" for v in grid.columns],
                              y=[f"{v:g}" for v in grid.index], colorscale="Viridis",
                              colorbar={"title": objective}, hoverongaps=False))
     return fig
