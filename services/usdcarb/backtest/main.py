@@ -24,6 +24,7 @@ from usdcarb.backtest.runner import Runner, RunnerSettings
 from usdcarb.backtest.servicer import BacktestServicer
 from usdcarb.backtest.store import BacktestStore
 from usdcarb.backtest.strategy_client import StrategyClient
+from usdcarb.backtest.telemetry import BacktestTelemetry
 from usdcarb.platform.bootstrap import run
 from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.migrations import apply_migrations
@@ -31,6 +32,7 @@ from usdcarb.platform.redis import create_redis, redis_check
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.platform.telemetry import domain_registry, instrument_pool, instrument_redis
 from usdcarb.platform.tls import peer_channel
 from usdcarb.v1 import backtest_pb2_grpc
 
@@ -80,11 +82,14 @@ class Components:
     app: BacktestApp
     runner: Runner
     strategy: StrategyClient
+    telemetry: BacktestTelemetry
 
     async def start(self) -> None:
         await self.runner.start()
+        self.telemetry.sampler.start()
 
     async def close(self) -> None:
+        await self.telemetry.sampler.stop()
         await self.runner.stop()
         await self.strategy.close()
 
@@ -121,10 +126,15 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                                            backtest_slots=max(1, runner.backtest_slots),
                                            sweep_slots=runner.sweep_slots))
     servicer = BacktestServicer(app)
+    registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
+    instrument_pool(pool, registry)
+    instrument_redis(redis, registry)
+    telemetry = BacktestTelemetry(registry, runner=runner, redis=redis, pool=pool,
+                                  streams={"backtests": channels.jobs, "sweeps": channels.sweeps})
     return Components(
         register=lambda server: backtest_pb2_grpc.add_BacktestServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server),
-        app=app, runner=runner, strategy=strategy)
+        app=app, runner=runner, strategy=strategy, telemetry=telemetry)
 
 
 async def serve(settings: BacktestSettings) -> None:

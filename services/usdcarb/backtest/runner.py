@@ -109,6 +109,8 @@ class Runner:
         self._tasks: list[asyncio.Task[None]] = []
         self._executors: list[ProcessPoolExecutor] = []
         self.busy: set[str] = set()
+        # Called with (stage laps, the job's create_time) after each run (telemetry).
+        self.on_stages: Any = None
         self._warm = 0
         self.ready = asyncio.Event()  # set once every slot has warmed up its process
         self._stopping = False
@@ -338,6 +340,8 @@ class Runner:
         clock.lap("publish")
         logger.info("backtest %s of %d bars: %s", job.id, bars, clock,
                     extra={"stages": clock.seconds})
+        if self.on_stages is not None:
+            self.on_stages(clock.seconds, job.create_time)
         m = out.metrics
         await self._domain_event("EVENT_TYPE_BACKTEST_SUCCEEDED", name, (
             f"backtest of {job.strategy_version} succeeded: total return "

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -154,6 +155,8 @@ class ExchangeClient:
         self._retry = retry or RetryPolicy()
         self._on_retry = on_retry
         self._sleep = sleep
+        # Told (seconds, retries) of every page fetched (the service's metrics).
+        self.on_page: Callable[[float, int], None] | None = None
 
     async def close(self) -> None:
         await self._ex.close()
@@ -168,7 +171,11 @@ class ExchangeClient:
                 raise MalformedResponse("expected a JSON body, got an unparsable one")
             return _check_rows(rows)
 
-        return await self._call(f"{symbol} {timeframe} since {since_ms}", page)
+        started = time.perf_counter()
+        rows, retries = await self._call(f"{symbol} {timeframe} since {since_ms}", page)
+        if self.on_page is not None:
+            self.on_page(time.perf_counter() - started, retries)
+        return rows, retries
 
     async def server_time_ms(self) -> tuple[int, int]:
         """Return (the exchange's clock in ms, retries), from its server-time endpoint:

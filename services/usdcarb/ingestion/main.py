@@ -22,6 +22,7 @@ from usdcarb.ingestion.archive_worker import ArchiveWorker, ArchiveWorkerConfig
 from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.servicer import IngestionServicer
 from usdcarb.ingestion.store import IngestStore
+from usdcarb.ingestion.telemetry import IngestionTelemetry
 from usdcarb.ingestion.validation import AcceptAll, CandleValidator, RemoteValidator
 from usdcarb.ingestion.worker import Worker, WorkerConfig
 from usdcarb.platform.bootstrap import run
@@ -31,6 +32,7 @@ from usdcarb.platform.redis import create_redis
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.platform.telemetry import domain_registry, instrument_pool
 from usdcarb.platform.tls import peer_channel
 from usdcarb.v1 import ingestion_pb2_grpc
 
@@ -78,6 +80,7 @@ class Components:
     validator: CandleValidator
     register: Register
     archive_worker: ArchiveWorker | None = None
+    telemetry: IngestionTelemetry | None = None
 
 
 def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
@@ -117,7 +120,12 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server)
 
-    return Components(app, worker, validator, register, archive_worker)
+    registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
+    instrument_pool(pool, registry)
+    telemetry = IngestionTelemetry(registry, pool=pool)
+    if worker is not None:
+        worker.telemetry = telemetry
+    return Components(app, worker, validator, register, archive_worker, telemetry)
 
 
 async def serve(settings: IngestionSettings) -> None:

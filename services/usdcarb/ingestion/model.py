@@ -49,6 +49,8 @@ class JobStats:
     """Counters of a running job (mutable while a worker holds it)."""
 
     values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATS_KEYS, 0))
+    # Told every delta as it is added (the service's metrics count bars as they land).
+    on_add: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, stored: dict[str, Any]) -> JobStats:
@@ -57,6 +59,8 @@ class JobStats:
     def add(self, **deltas: int) -> None:
         for k, v in deltas.items():
             self.values[k] += v
+        if self.on_add is not None:
+            self.on_add(deltas)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -75,6 +76,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._retry = RetryPolicy(config.retry_attempts, config.retry_base_s,
                                   config.retry_max_s)
+        self.telemetry: Any = None  # usdcarb.ingestion.telemetry.IngestionTelemetry, if any
 
     def wake(self) -> None:
         """Look for work now (a job was just created)."""
@@ -118,6 +120,9 @@ class Worker:
             self._clients[exchange] = ExchangeClient(
                 domain.EXCHANGES[exchange], replay_url=self._config.replay_url,
                 pacer=self._pacer, retry=self._retry)
+            if self.telemetry is not None:
+                self._clients[exchange].on_page = functools.partial(self.telemetry.page,
+                                                                    exchange)
         return self._clients[exchange]
 
     async def _db(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -150,6 +155,8 @@ class Worker:
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, lost))
         stats = JobStats.of(job.stats)
+        if self.telemetry is not None:
+            stats.on_add = functools.partial(self.telemetry.count, job.exchange)
         try:
             await self._page_through(job, stats, lost)
         except LeaseLost:

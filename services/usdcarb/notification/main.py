@@ -29,6 +29,7 @@ from usdcarb.notification.feed import EventFeed
 from usdcarb.notification.senders import EmailSender, Senders, SmtpConfig, WebhookSender
 from usdcarb.notification.servicer import NotificationServicer
 from usdcarb.notification.store import NotificationStore
+from usdcarb.notification.telemetry import NotificationTelemetry
 from usdcarb.platform import events
 from usdcarb.platform.bootstrap import run
 from usdcarb.platform.db import create_pool, postgres_check
@@ -36,6 +37,7 @@ from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.redis import create_redis, redis_check
 from usdcarb.platform.server import Register, Service
 from usdcarb.platform.settings import PlatformSettings, dev_secret, service_config
+from usdcarb.platform.telemetry import domain_registry, instrument_pool, instrument_redis
 from usdcarb.v1 import notification_pb2_grpc
 
 SERVICE = "usdcarb.v1.NotificationService"
@@ -121,9 +123,11 @@ class Components:
     senders: Senders
     digest: DigestScheduler | None
     tasks: list[asyncio.Task[None]]
+    telemetry: NotificationTelemetry
     alerts: AlertReceiver | None = None
 
     async def start(self) -> None:
+        self.telemetry.sampler.start()
         if self.alerts is not None:
             await self.alerts.start()
         self.tasks += [asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
@@ -136,6 +140,7 @@ class Components:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.telemetry.sampler.stop()
         if self.alerts is not None:
             await self.alerts.stop()
         await self.deliverer.stop()
@@ -146,6 +151,11 @@ def build(pool: Any, redis: Any, settings: NotificationSettings) -> Components:
     """Wire the store, senders, engine, feed, app and servicer."""
     s = settings
     store = NotificationStore(pool)
+    registry = domain_registry()  # served beside the gRPC metrics (serve)
+    instrument_pool(pool, registry)
+    instrument_redis(redis, registry)
+    telemetry = NotificationTelemetry(registry, pool=pool)
+    telemetry.watch(store)
     consumer = s.consumer_name or f"notification-{socket.gethostname()}-{os.getpid()}"
     senders = Senders(
         WebhookSender(env=s.env, timeout_s=s.webhook_timeout_s,
@@ -181,12 +191,12 @@ def build(pool: Any, redis: Any, settings: NotificationSettings) -> Components:
                                  "alert receiver's mutual TLS, got some missing")
             tls = server_ssl_context(s.tls_cert_file, s.tls_key_file, s.tls_ca_file)
         alerts = AlertReceiver(publish, s.alert_token_file, host=s.grpc_host, port=s.alert_port,
-                               ssl_context=tls)
+                               ssl_context=tls, on_alert=telemetry.alert)
     return Components(
         register=lambda server: notification_pb2_grpc.add_NotificationServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server),
         app=app, dispatcher=dispatcher, deliverer=deliverer, feed=feed, senders=senders,
-        digest=digest, tasks=[], alerts=alerts)
+        digest=digest, tasks=[], telemetry=telemetry, alerts=alerts)
 
 
 async def serve(settings: NotificationSettings) -> None:
@@ -203,6 +213,7 @@ async def serve(settings: NotificationSettings) -> None:
                       health_checks={"postgres": postgres_check(pool),
                                      "redis": redis_check(redis)},
                       on_close=[pool.close, redis.aclose, components.close])
+    service.registry.register(components.telemetry.registry)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
