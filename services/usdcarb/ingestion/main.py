@@ -29,6 +29,7 @@ from usdcarb.platform.bootstrap import run
 from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.redis import create_redis
+from usdcarb.platform.replica import ReadRouter, ReplicaCollector, service_read_router
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
@@ -65,6 +66,9 @@ class IngestionSettings(PlatformSettings):
     retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
     events: bool = Field(default=True, description="Publish domain events to Redis.")
+    batch_bars: int = Field(default=10_000, ge=1, description=(
+        "Bars validated and stored together: one validation call and one transaction per "
+        "batch of pages, while the next pages are fetched (1 = every page on its own)."))
     archive_concurrency: int = Field(default=2, ge=0, description=(
         "Archive imports one process runs at once; 0 runs none (API only)."))
     archive_downloads: int = Field(default=4, ge=1, description=(
@@ -84,13 +88,13 @@ class Components:
 
 
 def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
-          token: TokenSource | None = None) -> Components:
+          token: TokenSource | None = None, reads: ReadRouter | None = None) -> Components:
     """Wire the store, validation port, worker, application and servicer.
 
     ``token`` (default: this service's token from identity) authenticates the calls to
     the validation service.
     """
-    store = IngestStore(pool)
+    store = IngestStore(pool, reads=reads)  # candle reads: the read replica when healthy
     validator: CandleValidator = AcceptAll()
     if settings.validation_address:
         validator = RemoteValidator(
@@ -102,7 +106,8 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             concurrency=settings.worker_concurrency, lease_s=settings.lease_s,
             poll_s=settings.poll_s, replay_url=settings.replay_url,
             rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
-            retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s), redis=redis)
+            retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
+            batch_bars=settings.batch_bars), redis=redis)
     app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None),
                        markets=MarketDirectory(replay_url=settings.replay_url))
     archive_store = ArchiveStore(pool)
@@ -133,11 +138,12 @@ async def serve(settings: IngestionSettings) -> None:
                              settings.db_pool_max, search_path=f"{SCHEMA}, public")
     try:
         await apply_migrations(pool, SCHEMA, MIGRATIONS)
+        reads = await service_read_router(settings, pool, search_path=f"{SCHEMA}, public")
     except BaseException:
         await pool.close()
         raise
     redis = await create_redis(settings.redis_url) if settings.events else None
-    parts = build(pool, settings, redis=redis)
+    parts = build(pool, settings, redis=redis, reads=reads)
     task = asyncio.create_task(parts.worker.run()) if parts.worker else None
     archive_task = (asyncio.create_task(parts.archive_worker.run())
                     if parts.archive_worker else None)
@@ -158,7 +164,8 @@ async def serve(settings: IngestionSettings) -> None:
 
     await run_service([SERVICE], parts.register, settings,
                       health_checks={"postgres": postgres_check(pool)},
-                      on_close=[stop_worker, pool.close])
+                      on_close=[stop_worker, pool.close, reads.close],
+                      collectors=[ReplicaCollector(reads)])
 
 
 def main() -> None:

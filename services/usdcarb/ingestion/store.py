@@ -1,10 +1,11 @@
 """PostgreSQL store of the ingestion service (asyncpg).
 
-Contract: tables are unqualified (the pool's search_path names the schema). A page of
-bars is stored by ``commit_page`` in ONE transaction: binary COPY into a per-connection
-TEMP staging table, ``INSERT ... SELECT ... ON CONFLICT`` into ``market_data`` (an
+Contract: tables are unqualified (the pool's search_path names the schema). A batch of
+pages is stored by ``commit_page`` in ONE transaction: binary COPY straight into
+``market_data`` for the bars not stored yet, a merge over the stored ones only (an
 original bar never overwrites an original one, so re-ingesting changes nothing; it does
-replace a gap-filled one), the rejected bars, and the job's cursor, stats and progress.
+replace a gap-filled one; see usdcarb.marketdata.writer.write_series), the rejected
+bars, and the job's cursor, stats and progress.
 The job update is fenced by the worker's lease: if another worker took the job over, or
 it was cancelled, the transaction rolls back and ``LeaseLost`` is raised. A crash
 therefore never loses or duplicates a bar: the cursor moves only with the bars.
@@ -12,7 +13,6 @@ therefore never loses or duplicates a bar: the cursor moves only with the bars.
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -25,24 +25,13 @@ from usdcarb.ingestion.domain import Bars, timeframe_ms
 from usdcarb.ingestion.model import JobRecord, JobStats, SeriesCoverage
 from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import Candles
-from usdcarb.marketdata.writer import STAGE_COLUMNS, encode_copy_binary, invalidate_blocks
+from usdcarb.marketdata.writer import write_series
 from usdcarb.platform.errors import NotFound
+from usdcarb.platform.replica import ReadRouter
 
 _JOB_COLUMNS = ("id, exchange, symbol, timeframe, mode, start_time, end_time, state, progress, "
                 "stats, cursor_time, error, creator, create_time, update_time, finish_time, "
                 "version, lease_owner, owner")
-_STAGE = "ingest_stage"
-_MERGE = f"""
-INSERT INTO market_data AS m (exchange, symbol, timeframe, ts, open, high, low, close, volume,
-                             provenance, source)
-SELECT DISTINCT ON (ts) $1, $2, $3, ts, open, high, low, close, volume, 1, $1 FROM {_STAGE}
-ORDER BY ts
-ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE
-   SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
-       close = EXCLUDED.close, volume = EXCLUDED.volume, provenance = 1,
-       source = EXCLUDED.source, ingest_time = now()
- WHERE m.provenance <> 1
-"""
 
 
 class LeaseLost(Exception):
@@ -60,9 +49,11 @@ def _job(row: asyncpg.Record) -> JobRecord:
 class IngestStore:
     """Ingest jobs with leases, market data writes and candle reads."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, *, reads: ReadRouter | None = None) -> None:
         self._pool = pool
         self._cache = CandleCache(table="market_data", blocks="candle_blocks")
+        # Candle reads (GetCandles, StreamCandles): the read replica when it is healthy.
+        self._reads = reads or ReadRouter(pool)
 
     # -- jobs ---------------------------------------------------------------------------
     async def create_job(self, *, exchange: str, symbol: str, timeframe: str, mode: str,
@@ -155,34 +146,42 @@ class IngestStore:
                           rejects: Sequence[tuple[int, tuple[str, ...], str]], rejected: Bars,
                           cursor_ms: int, stats: JobStats, progress: dict[str, Any]) -> int:
         """Store a page's accepted ``bars`` (ascending, unique), its rejects and the job
-        state in one transaction; return the bars newly written."""
+        state in one transaction; return the bars newly written. A concurrent writer of the
+        same bars (another job, an archive import) that commits first makes the COPY fail
+        with a unique violation: the transaction is retried and then merges them."""
+        for attempt in range(3):
+            try:
+                return await self._commit_page(
+                    job=job, owner=owner, lease_s=lease_s, bars=bars, rejects=rejects,
+                    rejected=rejected, cursor_ms=cursor_ms, stats=stats, progress=progress)
+            except asyncpg.UniqueViolationError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _commit_page(self, *, job: JobRecord, owner: str, lease_s: float, bars: Bars,
+                           rejects: Sequence[tuple[int, tuple[str, ...], str]],
+                           rejected: Bars, cursor_ms: int, stats: JobStats,
+                           progress: dict[str, Any]) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = 0
-            if len(bars):
-                await conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (ts timestamptz NOT NULL, "
-                    "open float8, high float8, low float8, close float8, volume float8) "
-                    "ON COMMIT DELETE ROWS")
-                await invalidate_blocks(
-                    conn, exchange=job.exchange, symbol=job.symbol, timeframe=job.timeframe,
-                    first_ms=int(bars.ts_ms[0]), last_ms=int(bars.ts_ms[-1]),
-                    timeframe_ms=timeframe_ms(job.timeframe), table="market_data")
-                data = encode_copy_binary(bars.ts_ms, bars.open, bars.high, bars.low,
-                                          bars.close, bars.volume)
-                await conn.copy_to_table(_STAGE, source=io.BytesIO(data), format="binary",
-                                         columns=list(STAGE_COLUMNS))
-                status = await conn.execute(_MERGE, job.exchange, job.symbol, job.timeframe)
-                inserted = int(status.rsplit(" ", 1)[1])
+            # Binary COPY straight into the hypertable for bars not stored yet; a merge
+            # only over stored ones (usdcarb.marketdata.writer.write_series).
+            inserted, _ = await write_series(
+                conn, exchange=job.exchange, symbol=job.symbol, timeframe=job.timeframe,
+                timeframe_ms=timeframe_ms(job.timeframe), open_time_ms=bars.ts_ms,
+                open_=bars.open, high=bars.high, low=bars.low, close=bars.close,
+                volume=bars.volume, source=job.exchange)
             if rejects:
-                await conn.executemany(
-                    """INSERT INTO ingest_rejects (job_id, exchange, symbol, timeframe,
-                       open_time_ms, open, high, low, close, volume, rules, reason)
-                       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)""",
-                    [(job.id, job.exchange, job.symbol, job.timeframe,
-                      int(rejected.ts_ms[i]), float(rejected.open[i]), float(rejected.high[i]),
-                      float(rejected.low[i]), float(rejected.close[i]),
-                      float(rejected.volume[i]), list(rules), reason)
-                     for i, (_, rules, reason) in enumerate(rejects)])
+                await conn.copy_records_to_table(
+                    "ingest_rejects", columns=["job_id", "exchange", "symbol", "timeframe",
+                                               "open_time_ms", "open", "high", "low",
+                                               "close", "volume", "rules", "reason"],
+                    records=[(job.id, job.exchange, job.symbol, job.timeframe,
+                              int(rejected.ts_ms[i]), float(rejected.open[i]),
+                              float(rejected.high[i]), float(rejected.low[i]),
+                              float(rejected.close[i]), float(rejected.volume[i]),
+                              list(rules), reason)
+                             for i, (_, rules, reason) in enumerate(rejects)])
             values = dict(stats.values)
             values["bars_stored"] += inserted
             values["bars_duplicate"] += len(bars) - inserted
@@ -226,7 +225,7 @@ class IngestStore:
                    end: datetime, with_source: bool = False) -> tuple[Candles, list[str],
                                                                       np.ndarray]:
         """Read candles (binary COPY) and, if asked, each bar's source as dictionary codes."""
-        async with self._pool.acquire() as conn:
+        async def read(conn: Any) -> tuple[Candles, list[str], np.ndarray]:
             candles = await self._cache.read(conn, exchange=exchange, symbol=symbol,
                                              timeframe=timeframe,
                                              timeframe_ms=timeframe_ms(timeframe),
@@ -248,3 +247,5 @@ class IngestStore:
                     pos = int(np.searchsorted(candles.open_time_ms, ms))
                     codes[pos] = code
             return candles, sources, codes
+
+        return await self._reads.run(read)

@@ -66,6 +66,14 @@ def _from_row(row: Any) -> Candles:
                    a[6].astype(np.uint8, copy=False))
 
 
+def _in_hot_standby(conn: Any) -> bool:
+    """PostgreSQL 14+ reports ``in_hot_standby`` to clients (asyncpg keeps it in settings)."""
+    settings = getattr(conn, "get_settings", None)
+    if settings is None:
+        return False
+    return getattr(settings(), "in_hot_standby", "off") == "on"
+
+
 class CandleCache:
     """Block-cached candle reads of one ``market_data`` table (see module docstring)."""
 
@@ -109,7 +117,9 @@ class CandleCache:
                 runs[-1] = (runs[-1][0], b + span)
             else:
                 runs.append((b, b + span))
-        may_build = not conn.is_in_transaction()
+        # A hot standby (the read replica) is read-only: blocks are built on the primary
+        # and reach the replica with the WAL.
+        may_build = not conn.is_in_transaction() and not _in_hot_standby(conn)
         if may_build:
             try:
                 async with conn.transaction():

@@ -18,27 +18,36 @@ from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.logging import configure_logging
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.pending import pending_handler
+from usdcarb.platform.replica import ReplicaCollector, service_read_router
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.settings import PlatformSettings
 
 
 async def serve_with_database(
     settings: PlatformSettings, *, names: Sequence[str], schema: str, migrations: Path,
-    build: Callable[[Any], Register],
+    build: Callable[..., Register], reads: bool = False,
 ) -> None:
-    """Open the pool on ``schema``, apply its migrations, and serve until SIGTERM."""
+    """Open the pool on ``schema``, apply its migrations, and serve until SIGTERM.
+
+    ``reads``: the service reads candles; ``build(pool, router)`` gets a read router
+    (usdcarb.platform.replica) that sends them to the read replica when one is set.
+    """
     pool = await create_pool(
         settings.database_url.get_secret_value(), settings.db_pool_min, settings.db_pool_max,
         search_path=f"{schema}, public",
     )
     try:
         await apply_migrations(pool, schema, migrations)
+        router = (await service_read_router(settings, pool, search_path=f"{schema}, public")
+                  if reads else None)
     except BaseException:
         await pool.close()
         raise
     await run_service(
-        names, build(pool), settings,
-        health_checks={"postgres": postgres_check(pool)}, on_close=[pool.close],
+        names, build(pool, router) if router is not None else build(pool), settings,
+        health_checks={"postgres": postgres_check(pool)},
+        on_close=[pool.close, *([router.close] if router is not None else [])],
+        collectors=[ReplicaCollector(router)] if router is not None else (),
     )
 
 

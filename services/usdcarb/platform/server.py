@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge
+from prometheus_client.registry import Collector
 
 from usdcarb.platform.apireflection import api_service_names
 from usdcarb.platform.audit import stream_hook
@@ -69,11 +70,14 @@ class Service:
         on_close: Sequence[CloseCallback] = (),
         check_timeout_s: float = 2.0,
         verifier: TokenVerifier | None = None,
+        collectors: Sequence[Collector] = (),
     ) -> None:
         self.names = list(names)
         self.verifier = verifier
         self.settings = settings
         self.registry = new_registry()
+        for collector in collectors:  # the service's own metrics beside the platform's
+            self.registry.register(collector)
         self.health = health.aio.HealthServicer()
         self.server: Any = None
         self.port = 0
@@ -273,6 +277,7 @@ async def run_service(
     health_checks: Mapping[str, HealthCheck] | None = None,
     on_close: Sequence[CloseCallback] = (),
     verifier: TokenVerifier | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -280,7 +285,7 @@ async def run_service(
     ``PlatformSettings.identity_address``).
     """
     service = Service(names, register, settings, health_checks=health_checks, on_close=on_close,
-                      verifier=verifier)
+                      verifier=verifier, collectors=collectors)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)

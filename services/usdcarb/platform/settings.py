@@ -89,6 +89,12 @@ class PlatformSettings(BaseSettings):
     )
     db_pool_min: int = Field(default=1, ge=0, description="Connections the pool keeps open.")
     db_pool_max: int = Field(default=10, ge=1, description="Most connections the pool opens.")
+    replica_database_url: SecretStr = Field(
+        default=SecretStr(""), description="DSN of a streaming-replication read replica for "
+        "candle reads (usdcarb.platform.replica); empty: every read goes to the primary.")
+    replica_max_lag_s: float = Field(
+        default=5.0, gt=0, description="Candle reads go to the replica only while it holds "
+        "the primary's state of at most this many seconds ago; else to the primary.")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
     audit_stream: bool = Field(
         default=False, description="Append calls the role table refuses to the Redis stream "

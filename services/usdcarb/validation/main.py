@@ -10,6 +10,7 @@ from pydantic import Field
 from usdcarb.platform.bootstrap import run, serve_with_database
 from usdcarb.platform.events import DomainEvent, publish
 from usdcarb.platform.redis import create_redis
+from usdcarb.platform.replica import ReadRouter
 from usdcarb.platform.server import Register
 from usdcarb.platform.settings import PlatformSettings, service_config
 from usdcarb.v1 import validation_pb2_grpc
@@ -46,9 +47,10 @@ class RedisEvents:
 
 
 def build(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
-          context_bars: int = 1440) -> Register:
-    """Wire the stores, the application and the servicer."""
-    app = ValidationApp(QualityStore(pool), MarketData(pool, table), events,
+          context_bars: int = 1440, reads: ReadRouter | None = None) -> Register:
+    """Wire the stores, the application and the servicer (``reads``: where candle
+    context reads go, the read replica when healthy; default the pool)."""
+    app = ValidationApp(QualityStore(pool), MarketData(pool, table, reads=reads), events,
                         context_bars=context_bars)
     servicer = ValidationServicer(app)
     return lambda server: validation_pb2_grpc.add_ValidationServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -60,9 +62,10 @@ async def serve(settings: ValidationSettings) -> None:
     redis = await create_redis(settings.redis_url)
     try:
         await serve_with_database(
-            settings, names=[SERVICE], schema=SCHEMA, migrations=MIGRATIONS,
-            build=lambda pool: build(pool, RedisEvents(redis), table=settings.market_data_table,
-                                     context_bars=settings.context_bars))
+            settings, names=[SERVICE], schema=SCHEMA, migrations=MIGRATIONS, reads=True,
+            build=lambda pool, reads: build(pool, RedisEvents(redis),
+                                            table=settings.market_data_table,
+                                            context_bars=settings.context_bars, reads=reads))
     finally:
         await redis.aclose()
 

@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from usdcarb.marketdata.reader import read_candles
+from usdcarb.marketdata.reader import Candles, read_candles
 from usdcarb.platform.db import PooledStore
+from usdcarb.platform.replica import ReadRouter
 from usdcarb.validation.domain.gaps import GapRun, GapState
 from usdcarb.validation.domain.model import Bars, Finding, Scope, Severity
 from usdcarb.validation.model import (
@@ -280,17 +281,24 @@ def _quarantined(r: asyncpg.Record) -> QuarantineRecord:
 class MarketData(PooledStore):
     """The ingestion service's market data hypertable, read and gap-filled."""
 
-    def __init__(self, pool: asyncpg.Pool, table: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, table: str, *,
+                 reads: ReadRouter | None = None) -> None:
         super().__init__(pool)
         self.table = table
+        self._reads = reads or ReadRouter(pool)
 
     async def read(self, series: Series, start_ms: int, end_ms: int, *,
                    conn: asyncpg.Connection | None = None) -> Bars:
-        """Stored bars with start_ms <= open time < end_ms, ascending."""
-        async with self._conn(conn) as c:
-            got = await read_candles(c, exchange=series.exchange, symbol=series.symbol,
-                                     timeframe=series.timeframe, start=to_dt(start_ms),
-                                     end=to_dt(end_ms), table=self.table)
+        """Stored bars with start_ms <= open time < end_ms, ascending.
+
+        Without ``conn`` (context reads) the read router may serve it from the read
+        replica; inside a caller's transaction it reads what that transaction sees."""
+        async def read(c: Any) -> Candles:
+            return await read_candles(c, exchange=series.exchange, symbol=series.symbol,
+                                      timeframe=series.timeframe, start=to_dt(start_ms),
+                                      end=to_dt(end_ms), table=self.table)
+
+        got = await read(conn) if conn is not None else await self._reads.run(read)
         return Bars(got.open_time_ms, got.open, got.high, got.low, got.close, got.volume,
                     got.provenance)
 
