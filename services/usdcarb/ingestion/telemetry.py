@@ -57,14 +57,13 @@ class IngestionTelemetry:
         """Count a job's stats deltas (usdcarb.ingestion.model.JobStats.add)."""
         for key, value in deltas.items():
             counter = self.counters.get(key.removesuffix("_total"))
-            if counter is not None and value > 0:
+            if counter is not None and value >= 0:  # 0 too: the series exists from then on
                 counter.labels(exchange).inc(value)
 
     def page(self, exchange: str, seconds: float, retries: int) -> None:
         """Record one exchange request."""
         self.fetch.labels(exchange).observe(seconds)
-        if retries:
-            self.retries.labels(exchange).inc(retries)
+        self.retries.labels(exchange).inc(retries)
 
     async def sample(self) -> None:
         rows = await self._pool.fetch(self._sql)  # type: ignore[attr-defined]

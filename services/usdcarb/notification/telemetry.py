@@ -44,6 +44,8 @@ class NotificationTelemetry:
         self.alerts = Counter("usdcarb_notification_alerts_received",
                               "Alerts from Alertmanager published as events, by status.",
                               ["status"], registry=registry)
+        for status in ("firing", "resolved"):
+            self.alerts.labels(status)
         self.sampler = Sampler("notification", self.sample, sample_s)
 
     def watch(self, store: Any) -> None:

@@ -2,8 +2,8 @@
 
 ``usdcarb_validation_findings_total{rule,severity}`` counts the findings the service
 records (new ones: a batch validated twice counts once), severity ``info|warning|error``
-(rules are a closed set, so both labels stay low-cardinality);
-``usdcarb_validation_bars_checked_total`` the bars the rules looked at.
+(rules are a closed set, so both labels stay low-cardinality). Every rule's series
+exists from the start at 0, so a rate over it is 0 rather than absent.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from usdcarb.validation.domain.model import RULES
+
 
 class ValidationTelemetry:
     """The validation service's domain metrics, registered in ``registry``."""
@@ -23,13 +25,14 @@ class ValidationTelemetry:
         self.findings = Counter("usdcarb_validation_findings",
                                 "Findings recorded, by rule and severity.",
                                 ["rule", "severity"], registry=registry)
+        for rule in RULES.values():
+            self.findings.labels(rule.id, _severity(rule.severity))
 
     def count(self, issues: Sequence[Any]) -> None:
         """Count recorded issues (each with a ``finding`` of a rule and a severity)."""
         for issue in issues:
             finding = getattr(issue, "finding", issue)
-            severity = str(finding.severity).removeprefix("SEVERITY_").lower()
-            self.findings.labels(finding.rule, severity).inc()
+            self.findings.labels(finding.rule, _severity(finding.severity)).inc()
 
     def watch(self, quality: Any) -> None:
         """Count what ``quality.record_findings`` records (the one place findings land)."""
@@ -42,3 +45,7 @@ class ValidationTelemetry:
             return recorded
 
         quality.record_findings = counted
+
+
+def _severity(value: Any) -> str:
+    return str(value).removeprefix("SEVERITY_").lower()
