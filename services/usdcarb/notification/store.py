@@ -224,40 +224,51 @@ class NotificationStore(PooledStore):
         """Lease up to ``limit`` due deliveries, oldest due first, so that no channel has
         more than ``per_channel`` in flight on this replica (``in_flight`` counts them).
         ``ids`` leases those rows whenever they are due or not (TestChannel)."""
+        returning = ", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))
+        if ids is not None:
+            rows = await self._pool.fetch(
+                f"""WITH leased AS (
+                        SELECT id FROM deliveries
+                        WHERE id = ANY($2::text[]) AND state = '{_PENDING}'
+                          AND (lease_until IS NULL OR lease_until < now())
+                        LIMIT $3 FOR UPDATE SKIP LOCKED)
+                    UPDATE deliveries d
+                    SET lease_owner = $1, lease_until = now() + make_interval(secs => $4)
+                    FROM leased WHERE d.id = leased.id RETURNING {returning}""",
+                owner, list(ids), limit, lease_s)
+            return [_delivery(r) for r in rows]
         busy = in_flight or {}
-        saturated = [c for c, n in busy.items() if n >= per_channel]
         rows = await self._pool.fetch(
-            f"""WITH due AS (
-                    -- A bounded window of the oldest due rows (the partial index), without
-                    -- the channels this replica has no room for.
-                    SELECT id, channel_id, next_attempt_time FROM deliveries
-                    WHERE state = '{_PENDING}'
-                      AND (lease_until IS NULL OR lease_until < now())
-                      AND CASE WHEN $5::text[] IS NULL THEN next_attempt_time <= now()
-                               ELSE id = ANY($5::text[]) END
-                      AND channel_id <> ALL($8::text[])
-                    ORDER BY next_attempt_time LIMIT $2 * 8
-                ), candidates AS (
-                    SELECT id FROM (
-                        SELECT id, channel_id, next_attempt_time, row_number() OVER (
-                            PARTITION BY channel_id ORDER BY next_attempt_time) AS rank
-                        FROM due
-                    ) ranked
-                    LEFT JOIN unnest($4::text[], $7::int[]) AS busy(channel_id, n) USING (channel_id)
-                    WHERE rank <= $3 - coalesce(busy.n, 0)
-                    ORDER BY next_attempt_time LIMIT $2
-                ), locked AS (
-                    SELECT d.id FROM deliveries d JOIN candidates USING (id)
-                    WHERE d.state = '{_PENDING}'
-                      AND (d.lease_until IS NULL OR d.lease_until < now())
-                    FOR UPDATE OF d SKIP LOCKED
+            f"""WITH RECURSIVE pending(channel_id) AS (
+                    -- The channels with pending rows, one index probe each (a skip scan).
+                    SELECT min(channel_id) FROM deliveries WHERE state = '{_PENDING}'
+                    UNION ALL
+                    SELECT (SELECT min(channel_id) FROM deliveries
+                            WHERE state = '{_PENDING}' AND channel_id > p.channel_id)
+                    FROM pending p WHERE p.channel_id IS NOT NULL
+                ), room AS (
+                    SELECT p.channel_id, $3 - coalesce(busy.n, 0) AS n
+                    FROM pending p
+                    LEFT JOIN unnest($4::text[], $5::int[]) AS busy(channel_id, n)
+                        ON busy.channel_id = p.channel_id
+                    WHERE p.channel_id IS NOT NULL
+                ), leased AS (
+                    -- Each channel's oldest due rows, as many as it has room for.
+                    SELECT due.id, due.next_attempt_time FROM room CROSS JOIN LATERAL (
+                        SELECT id, next_attempt_time FROM deliveries
+                        WHERE channel_id = room.channel_id AND state = '{_PENDING}'
+                          AND next_attempt_time <= now()
+                          AND (lease_until IS NULL OR lease_until < now())
+                        ORDER BY next_attempt_time LIMIT room.n
+                        FOR UPDATE SKIP LOCKED) due
+                    WHERE room.n > 0
+                    ORDER BY due.next_attempt_time LIMIT $2
                 )
                 UPDATE deliveries d
                 SET lease_owner = $1, lease_until = now() + make_interval(secs => $6)
-                FROM locked WHERE d.id = locked.id
-                RETURNING {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}""",
-            owner, limit, per_channel, list(busy), None if ids is None else list(ids), lease_s,
-            list(busy.values()), saturated)
+                FROM leased WHERE d.id = leased.id
+                RETURNING {returning}""",
+            owner, limit, per_channel, list(busy), list(busy.values()), lease_s)
         return [_delivery(r) for r in rows]
 
     async def record_attempts(self, owner: str, results: Sequence[Result],
