@@ -117,6 +117,16 @@ class Bars:
     def empty(cls) -> Bars:
         return cls.from_rows([])
 
+    @classmethod
+    def concat(cls, parts: Sequence[Bars]) -> Bars:
+        """Join pages in the order received (no sorting)."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
+            "ts_ms", "open", "high", "low", "close", "volume")))
+
 
 # -- paging -----------------------------------------------------------------------------
 

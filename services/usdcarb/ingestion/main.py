@@ -66,6 +66,9 @@ class IngestionSettings(PlatformSettings):
     retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
     events: bool = Field(default=True, description="Publish domain events to Redis.")
+    batch_bars: int = Field(default=10_000, ge=1, description=(
+        "Bars validated and stored together: one validation call and one transaction per "
+        "batch of pages, while the next pages are fetched (1 = every page on its own)."))
     archive_concurrency: int = Field(default=2, ge=0, description=(
         "Archive imports one process runs at once; 0 runs none (API only)."))
     archive_downloads: int = Field(default=4, ge=1, description=(
@@ -103,7 +106,8 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             concurrency=settings.worker_concurrency, lease_s=settings.lease_s,
             poll_s=settings.poll_s, replay_url=settings.replay_url,
             rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
-            retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s), redis=redis)
+            retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
+            batch_bars=settings.batch_bars), redis=redis)
     app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None),
                        markets=MarketDirectory(replay_url=settings.replay_url))
     archive_store = ArchiveStore(pool)
@@ -140,6 +144,8 @@ async def serve(settings: IngestionSettings) -> None:
         raise
     redis = await create_redis(settings.redis_url) if settings.events else None
     parts = build(pool, settings, redis=redis, reads=reads)
+    if parts.telemetry is not None:
+        parts.telemetry.sampler.start()
     task = asyncio.create_task(parts.worker.run()) if parts.worker else None
     archive_task = (asyncio.create_task(parts.archive_worker.run())
                     if parts.archive_worker else None)
@@ -155,13 +161,16 @@ async def serve(settings: IngestionSettings) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
         await parts.validator.close()
+        if parts.telemetry is not None:
+            await parts.telemetry.sampler.stop()
         if redis is not None:
             await redis.aclose()
 
     await run_service([SERVICE], parts.register, settings,
                       health_checks={"postgres": postgres_check(pool)},
                       on_close=[stop_worker, pool.close, reads.close],
-                      collectors=[ReplicaCollector(reads)])
+                      collectors=[ReplicaCollector(reads),
+                                  *([parts.telemetry.registry] if parts.telemetry else [])])
 
 
 def main() -> None:

@@ -56,6 +56,11 @@ class WorkerConfig:
     retry_base_s: float = 0.2
     retry_max_s: float = 10.0
     db_retry_s: float = 120.0  # how long a page keeps retrying through a database outage
+    # Pages are validated and stored in batches of about this many bars: one validation
+    # call and one transaction per batch instead of per page, while the next pages are
+    # already being fetched. 0 or 1 stores every page on its own.
+    batch_bars: int = 10_000
+    batch_max_s: float = 0.5  # ... or whatever arrived within this long (progress, cursor)
 
 
 class Worker:
@@ -238,6 +243,10 @@ class Worker:
             start_ms = int(job.start_time.timestamp() * 1000)
         prev_bar = None if job.cursor_time is None else int(job.cursor_time.timestamp() * 1000)
         gaps_total = 0
+        batch: list[Bars] = []
+        batched = 0
+        batch_start = time.monotonic()
+        storing: asyncio.Task[tuple[int | None, int]] | None = None
         anchored = job.cursor_time is not None or last_stored is not None
         empty_range = since is not None and since >= end_ms
         if empty_range:
@@ -279,15 +288,30 @@ class Worker:
                         job.symbol, job.timeframe, nxt, spec.max_bars_per_request))
                 cursor = (min(nxt, end_ms) - tf) if nxt is not None else (
                     last_received if last_received is not None else end_ms - tf)
-                prev_bar, gaps = await self._store_page(job, stats, page, tf, prev_bar, cursor,
-                                                        start_ms, end_ms)
-                gaps_total += gaps
+                batch.append(page)
+                batched += len(page)
+                if (fetch is None or batched >= self._config.batch_bars
+                        or time.monotonic() - batch_start >= self._config.batch_max_s):
+                    # One batch stores while the next pages are fetched; batches commit in
+                    # order, each with the cursor of its last page.
+                    if storing is not None:
+                        prev_bar, gaps = await storing
+                        gaps_total += gaps
+                    merged, batch, batched = Bars.concat(batch), [], 0
+                    batch_start = time.monotonic()
+                    storing = asyncio.create_task(self._store_page(
+                        job, stats, merged, tf, prev_bar, cursor, start_ms, end_ms))
                 since = nxt
+            if storing is not None:
+                prev_bar, gaps = await storing
+                gaps_total += gaps
+                storing = None
         finally:
-            if fetch is not None:
-                fetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await fetch
+            for task in (fetch, storing):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
         v = stats.values
         warning = outcome_warning(job, v, empty_range=empty_range, anchored=anchored,
                                   start_ms=start_ms, end_ms=end_ms, exchange_now=exchange_now)

@@ -47,9 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     async def serve() -> None:
+        mirror = ArchiveMirror(catalog, args.data)
+        mirror.warm()  # archives are static files: built once, before serving
         server = await ReplayServer(catalog, host=args.host, port=args.port,
-                                    clock_ms=clock,
-                                    archives=ArchiveMirror(catalog, args.data)).start()
+                                    clock_ms=clock, archives=mirror).start()
         if args.port_file is not None:
             tmp = args.port_file.with_suffix(".tmp")
             tmp.write_text(str(server.port))

@@ -138,6 +138,26 @@ class ArchiveMirror:
                         "members": [m for m, _ in members], "note": "Kraken OHLCVT files"})
         return out
 
+    def paths(self) -> list[tuple[str, str]]:
+        """(host, path) of every zip the mirror publishes."""
+        out = []
+        for s in self._binance_series():
+            sym = s.symbol.replace("/", "")
+            for market, shift in (("spot", 0), ("spot", REDATE_MS), ("futures/um", 0)):
+                for day in self._days(s, shift):
+                    out.append((BINANCE_HOST, f"data/{market}/daily/klines/{sym}/1m/"
+                                              f"{sym}-1m-{day.isoformat()}.zip"))
+        if self._kraken_members():
+            out.append((KRAKEN_HOST, f"ohlcvt/{KRAKEN_ZIP}"))
+        return out
+
+    def warm(self) -> int:
+        """Build every published file now, so requests are served like static files."""
+        paths = self.paths()
+        for host, path in paths:
+            self._zip_bytes(host, path)
+        return len(paths)
+
     def _binance_series(self) -> list[Series]:
         return [s for s in self._catalog if s.exchange == "binance" and s.timeframe == "1m"]
 
@@ -194,7 +214,7 @@ class ArchiveMirror:
         elif host == BINANCE_HOST:
             body = self._binance_zip(path)
         if body is not None:
-            if len(self._cache) > 256:
+            if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = body
         return body
