@@ -154,7 +154,8 @@ async def serve(settings: BacktestSettings) -> None:
         # cache, compiled) its kernels, so no request waits on a compile.
         health_checks={"postgres": postgres_check(pool), "redis": redis_check(redis),
                        "engine": components.runner.ready_check},
-        on_close=[pool.close, redis.aclose, components.close])
+        on_close=[pool.close, redis.aclose, components.close],
+        collectors=[components.telemetry.registry])
 
 
 def main() -> None:

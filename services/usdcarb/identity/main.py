@@ -24,6 +24,7 @@ from usdcarb.identity.keys import Passwords, read_jwks
 from usdcarb.identity.servicer import IdentityServicer
 from usdcarb.identity.settings import IdentitySettings
 from usdcarb.identity.store import IdentityStore
+from usdcarb.identity.telemetry import IdentityTelemetry
 from usdcarb.platform import interceptors
 from usdcarb.platform.audit import client_ip
 from usdcarb.platform.bootstrap import run
@@ -31,6 +32,7 @@ from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.identity import Caller
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.server import run_service
+from usdcarb.platform.telemetry import domain_registry, instrument_pool
 from usdcarb.platform.tokens import TokenVerifier
 from usdcarb.v1 import identity_pb2_grpc
 
@@ -43,9 +45,13 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 __all__ = ["MIGRATIONS", "SERVICE", "IdentitySettings", "build_app", "main"]
 
 
-def build_app(pool: Any, settings: IdentitySettings) -> tuple[IdentityApp, KeyRing]:
-    """Wire the store, the key ring and the application from settings."""
+def build_app(pool: Any, settings: IdentitySettings, *,
+              telemetry: IdentityTelemetry | None = None) -> tuple[IdentityApp, KeyRing]:
+    """Wire the store, the key ring and the application from settings (``telemetry``
+    counts logins and refusals as the audit log records them)."""
     store = IdentityStore(pool)
+    if telemetry is not None:
+        telemetry.watch(store)
     passphrase = settings.key_passphrase.get_secret_value().encode()
     access_ttl = timedelta(seconds=settings.access_ttl_s)
     extra = read_jwks(settings.dev_jwks_path) if settings.publish_dev_key else []
@@ -101,7 +107,9 @@ async def _open(settings: IdentitySettings) -> Any:
 
 async def serve(settings: IdentitySettings) -> None:
     pool = await _open(settings)
-    app, keyring = build_app(pool, settings)
+    telemetry = IdentityTelemetry(domain_registry())
+    instrument_pool(pool, telemetry.registry)
+    app, keyring = build_app(pool, settings, telemetry=telemetry)
     try:
         await keyring.start()
         admin = await app.bootstrap_admin(settings.bootstrap_admin_username,
@@ -117,11 +125,14 @@ async def serve(settings: IdentitySettings) -> None:
     # dependency: while it is away those records wait, nothing else does.
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0,
                                     socket_connect_timeout=2.0)
-    feed = asyncio.create_task(AuditFeed(redis, IdentityStore(pool)).run(), name="audit-feed")
+    feed_store = IdentityStore(pool)
+    telemetry.watch(feed_store)  # the other services' refusals count too
+    feed = asyncio.create_task(AuditFeed(redis, feed_store).run(), name="audit-feed")
     await run_service([SERVICE], register(app), settings, verifier=local_verifier(app, settings),
                       health_checks={"postgres": postgres_check(pool)},
                       on_close=[pool.close, redis.aclose, lambda: stop_task(refresher),
-                                lambda: stop_task(feed)])
+                                lambda: stop_task(feed)],
+                      collectors=[telemetry.registry])
 
 
 async def rotate_now(settings: IdentitySettings) -> str | None:

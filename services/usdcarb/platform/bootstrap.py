@@ -14,6 +14,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.registry import Collector
+
 from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.logging import configure_logging
 from usdcarb.platform.migrations import apply_migrations
@@ -21,11 +23,13 @@ from usdcarb.platform.pending import pending_handler
 from usdcarb.platform.replica import ReplicaCollector, service_read_router
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.settings import PlatformSettings
+from usdcarb.platform.telemetry import domain_registry, instrument_pool
 
 
 async def serve_with_database(
     settings: PlatformSettings, *, names: Sequence[str], schema: str, migrations: Path,
     build: Callable[..., Register], reads: bool = False,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """Open the pool on ``schema``, apply its migrations, and serve until SIGTERM.
 
@@ -36,6 +40,8 @@ async def serve_with_database(
         settings.database_url.get_secret_value(), settings.db_pool_min, settings.db_pool_max,
         search_path=f"{schema}, public",
     )
+    pool_metrics = domain_registry()  # the pool's size, use and waiters (collectors: the
+    instrument_pool(pool, pool_metrics)  # service's own metrics)
     try:
         await apply_migrations(pool, schema, migrations)
         router = (await service_read_router(settings, pool, search_path=f"{schema}, public")
@@ -47,7 +53,8 @@ async def serve_with_database(
         names, build(pool, router) if router is not None else build(pool), settings,
         health_checks={"postgres": postgres_check(pool)},
         on_close=[pool.close, *([router.close] if router is not None else [])],
-        collectors=[ReplicaCollector(router)] if router is not None else (),
+        collectors=[pool_metrics, *collectors,
+                    *([ReplicaCollector(router)] if router is not None else [])],
     )
 
 

@@ -13,10 +13,12 @@ from usdcarb.platform.redis import create_redis
 from usdcarb.platform.replica import ReadRouter
 from usdcarb.platform.server import Register
 from usdcarb.platform.settings import PlatformSettings, service_config
+from usdcarb.platform.telemetry import domain_registry
 from usdcarb.v1 import validation_pb2_grpc
 from usdcarb.validation.app import EventSink, ValidationApp
 from usdcarb.validation.servicer import ValidationServicer
 from usdcarb.validation.store import MarketData, QualityStore
+from usdcarb.validation.telemetry import ValidationTelemetry
 
 SERVICE = "usdcarb.v1.ValidationService"
 SCHEMA = "validation"
@@ -47,10 +49,14 @@ class RedisEvents:
 
 
 def build(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
-          context_bars: int = 1440, reads: ReadRouter | None = None) -> Register:
+          context_bars: int = 1440, reads: ReadRouter | None = None,
+          telemetry: ValidationTelemetry | None = None) -> Register:
     """Wire the stores, the application and the servicer (``reads``: where candle
     context reads go, the read replica when healthy; default the pool)."""
-    app = ValidationApp(QualityStore(pool), MarketData(pool, table, reads=reads), events,
+    quality = QualityStore(pool)
+    if telemetry is not None:  # findings counted as they are recorded
+        telemetry.watch(quality)
+    app = ValidationApp(quality, MarketData(pool, table, reads=reads), events,
                         context_bars=context_bars)
     servicer = ValidationServicer(app)
     return lambda server: validation_pb2_grpc.add_ValidationServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -60,12 +66,15 @@ def build(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
 
 async def serve(settings: ValidationSettings) -> None:
     redis = await create_redis(settings.redis_url)
+    telemetry = ValidationTelemetry(domain_registry())
     try:
         await serve_with_database(
             settings, names=[SERVICE], schema=SCHEMA, migrations=MIGRATIONS, reads=True,
             build=lambda pool, reads: build(pool, RedisEvents(redis),
                                             table=settings.market_data_table,
-                                            context_bars=settings.context_bars, reads=reads))
+                                            context_bars=settings.context_bars, reads=reads,
+                                            telemetry=telemetry),
+            collectors=[telemetry.registry])
     finally:
         await redis.aclose()
 
