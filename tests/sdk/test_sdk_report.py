@@ -95,6 +95,12 @@ def test_inventory_follows_the_fills_from_the_starting_balances() -> None:
     assert (first["x:BTC"], first["x:USDC"]) == (6.0, pytest.approx(1000 - 100 - 0.1))
     assert (first["y:BTC"], first["y:USDC"]) == (4.0, pytest.approx(1000 + 101 - 0.1))
     assert (last["x:BTC"], last["x:USDC"]) == (5.0, pytest.approx(899.9 + 102 - 0.1))
+    spanned = inventory_from_trades(trades_frame(), {"x": {"BTC": 5}}, "2023-03-10T00:00Z",
+                                    "2023-03-11T00:00Z")
+    assert list(spanned.index.strftime("%d %H:%M")) == ["10 00:00", "10 00:01", "10 00:05",
+                                                        "11 00:00"]
+    assert list(spanned["x:BTC"]) == [5.0, 6.0, 5.0, 5.0]
+    assert spanned["y:BTC"].iloc[0] == 0.0 and spanned["y:BTC"].iloc[1] == -1.0
 
 
 def result() -> v1.BacktestResult:

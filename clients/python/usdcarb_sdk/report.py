@@ -243,9 +243,10 @@ def backtest_html(data: BacktestData) -> str:
         body += ["<h2>What it traded on</h2>",
                  _chart(charts.spread_figure(label, series, data.trades,
                                              _thresholds(kind, params)), "chart-spread")]
-    inventory = charts.inventory_from_trades(data.trades, _balances(config))
+    start = config.range.start_time if config.range else None
+    end = config.range.end_time if config.range else None
+    inventory = charts.inventory_from_trades(data.trades, _balances(config), start, end)
     if not inventory.empty:
-        start = config.range.start_time if config.range else None
         body += ["<h2>Inventory per venue</h2>",
                  "<p class=\"muted\">Balances after each fill, from the fills and the starting "
                  "balances (transfers between venues are not fills and are not drawn).</p>",

@@ -136,13 +136,15 @@ def spread_figure(label: str, spread: pd.Series, trades: pd.DataFrame,
     return fig
 
 
-def inventory_from_trades(trades: pd.DataFrame,
-                          balances: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+def inventory_from_trades(trades: pd.DataFrame, balances: Mapping[str, Mapping[str, float]],
+                          start: Any = None, end: Any = None) -> pd.DataFrame:
     """Return each venue's balance of each asset after every fill (columns "venue:asset").
 
     Starts from ``balances`` (venue → asset → amount); a buy adds the base and pays
     quantity · price + fee in the symbol's quote, a sell the reverse. Transfers between
-    venues are not fills, so they are not in this picture.
+    venues are not fills, so they are not in this picture. With ``start`` and ``end``
+    (times) the frame also has the starting balances at ``start`` and the final ones at
+    ``end``, so a step chart spans the whole run.
     """
     holdings = {(v, a): float(x) for v, assets in balances.items() for a, x in assets.items()}
     if trades.empty:
@@ -159,7 +161,15 @@ def inventory_from_trades(trades: pd.DataFrame,
         rows.append({f"{v}:{a}": x for (v, a), x in holdings.items()})
     frame = pd.DataFrame(rows, index=trades.index).ffill().fillna(0.0)
     # The legs of one order fill on one bar: draw the balance once the bar's fills are in.
-    return frame.groupby(level=0).last()
+    frame = frame.groupby(level=0).last()
+    if start is not None and end is not None:
+        first = pd.DataFrame([{f"{v}:{a}": float(x) for v, assets in balances.items()
+                               for a, x in assets.items()}],
+                             index=pd.DatetimeIndex([pd.Timestamp(start)], name=frame.index.name))
+        last = frame.iloc[[-1]].set_axis(pd.DatetimeIndex([pd.Timestamp(end)],
+                                                          name=frame.index.name))
+        frame = pd.concat([first, frame, last]).fillna(0.0)
+    return frame
 
 
 def inventory_figure(inventory: pd.DataFrame, start: Any) -> go.Figure:

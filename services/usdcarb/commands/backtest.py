@@ -33,7 +33,7 @@ from usdcarb.commands.common import (
     client_for,
 )
 from usdcarb.commands.run_config import add_config_options, build_config, describe
-from usdcarb_sdk import Client, v1
+from usdcarb_sdk import Client, DeadlineExceeded, Unavailable, v1
 from usdcarb_sdk.results import attribution_parts, robustness_frame
 
 _STATES = {s.name.lower(): s for s in v1.JobState if s.value}
@@ -114,20 +114,36 @@ def _detail(event: v1.BacktestEvent) -> str:
     return f"{prog.done}/{prog.total} {prog.unit or 'bars'}  equity {p.equity:,.2f}"
 
 
+RESUMES = 5  # reconnections of a dropped stream before giving up
+
+
 def follow(client: Client, out: Output, events: Iterable[v1.BacktestEvent], label: str
            ) -> tuple[str, v1.BacktestCompleted | None]:
-    """Draw a backtest stream until its last event; return the name and the completion."""
-    name, completed = "", None
+    """Draw a backtest stream until its last event; return the name and the completion.
+
+    A stream that drops (UNAVAILABLE, DEADLINE_EXCEEDED) or ends before the outcome is
+    resumed with WatchBacktest from the last event seen, up to RESUMES times.
+    """
+    name, sequence, completed = "", 0, None
     with JobProgress(out, label) as progress:
-        for event in events:
-            name = event.backtest or name
-            if event.progress is not None:
-                fraction = event.progress.progress.fraction if event.progress.progress else 0.0
-                progress.update(fraction, _detail(event))
-            if event.completed is not None:
-                completed = event.completed
-                if completed.outcome and completed.outcome.result == v1.OutcomeResult.OK:
-                    progress.update(1.0, "done")
+        for attempt in range(RESUMES + 1):
+            try:
+                for event in events:
+                    name, sequence = event.backtest or name, event.sequence or sequence
+                    if event.progress is not None:
+                        prog = event.progress.progress
+                        progress.update(prog.fraction if prog else 0.0, _detail(event))
+                    if event.completed is not None:
+                        completed = event.completed
+                        if completed.outcome and completed.outcome.result == v1.OutcomeResult.OK:
+                            progress.update(1.0, "done")
+            except (Unavailable, DeadlineExceeded) as exc:
+                if not name or attempt == RESUMES:
+                    raise
+                out.note(f"{name}: the stream dropped ({exc.code.name}); resuming")
+            if completed is not None or not name:
+                break
+            events = client.backtests.watch_backtest(name=name, after_sequence=sequence)
     return name, completed
 
 
