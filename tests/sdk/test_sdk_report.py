@@ -157,5 +157,5 @@ def test_reports_render_offline_as_one_self_contained_page() -> None:
                              for a in (1.0, 2.0) for b in (3.0, 4.0)],
                      deflated_sharpe=v1.DeflatedSharpe(trials=4, deflated_sharpe=0.42))
     assert len(sweep_points_frame(sweep)) == 4
-    page = to_html(SweepData(sweep))
+    page = SweepData(sweep).to_html()
     assert 'id="chart-heatmap"' in page and "0.420" in page

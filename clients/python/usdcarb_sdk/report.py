@@ -60,6 +60,10 @@ class BacktestData:
     trades: pd.DataFrame
     candles: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
 
+    def to_html(self) -> str:
+        """Render the report as one self-contained HTML page."""
+        return backtest_html(self)
+
 
 @dataclass
 class SweepData:
@@ -67,6 +71,11 @@ class SweepData:
 
     sweep: v1.Sweep
     version: v1.StrategyVersion | None = None
+
+    def to_html(self, *, x: str | None = None, y: str | None = None) -> str:
+        """Render the report as one self-contained HTML page (heatmap over ``x`` x ``y``,
+        default the first two axes)."""
+        return sweep_html(self, x=x, y=y)
 
 
 def _kind(version: v1.StrategyVersion | None) -> tuple[str, dict[str, Any]]:

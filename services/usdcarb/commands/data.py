@@ -41,8 +41,8 @@ from usdcarb_sdk.backtest_config import parse_time
 TIMEFRAME_S = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400}
 
 # Subcommands that live in modules of their own and parse their own options: the name,
-# then the module and its ``main(argv) -> int``. ``import`` belongs to issue 17 (archive
-# imports, usdcarb.commands.data_import); until that module exists it answers exit 2.
+# then the module and its ``main(argv) -> int``. ``import`` is issue 17's archive imports
+# (usdcarb.commands.data_import); a build without a module answers exit 2.
 DELEGATED = {"quality": ("usdcarb.validation.cli", True),
              "import": ("usdcarb.commands.data_import", False)}
 
