@@ -146,12 +146,19 @@ test-contracts: venv
 	$(PY) -m pytest tests/contracts
 
 # ---------------------------------------------------------------- running it
-.PHONY: up down demo status
+.PHONY: up down demo status backup restore
 up: setup ## start PostgreSQL+TimescaleDB, Redis, every service and Envoy (127.0.0.1:8080)
 	$(PY) -m usdcarb.devstack.stack up
 
 down: ## stop exactly what `make up` started
 	@if [ -x $(PY) ]; then $(PY) -m usdcarb.devstack.stack down; fi
+
+backup: venv ## back up the running stack's PostgreSQL with pgBackRest (TYPE=full|diff|incr, default diff)
+	$(PY) -m usdcarb.dbops.backup backup --root .run/stack --type $(or $(TYPE),diff)
+
+restore: venv ## restore the stack's PostgreSQL as of TARGET_TIME into a fresh data dir on loopback
+	@test -n "$(TARGET_TIME)" || { echo "usage: make restore TARGET_TIME='2026-12-05 21:30:00+00'"; exit 2; }
+	$(PY) -m usdcarb.dbops.backup restore --root .run/stack --target-time "$(TARGET_TIME)"
 
 status: ## which processes of the stack are running
 	@$(PY) -m usdcarb.devstack.stack status

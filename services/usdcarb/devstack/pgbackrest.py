@@ -150,6 +150,17 @@ class PgBackRest:
         """Switch the WAL segment and wait until it is archived (pgbackrest check)."""
         self.run("check")
 
+    def archive_now(self) -> None:
+        """Commit a transaction with an id, then archive the WAL up to it.
+
+        Recovery to a time stops at the first commit after the target: on a cluster that
+        was idle since the target there is none, and PostgreSQL refuses to end recovery
+        ("recovery ended before configured recovery target was reached"). This commit,
+        stamped now, is that boundary for every earlier target.
+        """
+        self.cluster.psql("SELECT txid_current()")
+        self.run("check")
+
     def backup(self, kind: BackupType = "full") -> BackupInfo:
         """Take a backup (online, fast checkpoint) and expire what retention drops."""
         self.run("backup", f"--type={kind}")
@@ -204,7 +215,15 @@ class PgBackRest:
         server = PostgresServer(data_dir, port, fast=fast, settings={"archive_mode": "off"})
         server.start()
         deadline = time.monotonic() + timeout_s
-        while server.psql("SELECT pg_is_in_recovery()").strip() != "f":
+        while True:
+            try:
+                if server.psql("SELECT pg_is_in_recovery()").strip() == "f":
+                    break
+            except DevstackError:
+                if not server.is_running():  # recovery failed: the log says why
+                    log = server.log_path.read_text(errors="replace").splitlines()[-8:]
+                    raise DevstackError(f"expected {data_dir} to recover, got:\n"
+                                        + "\n".join(log)) from None
             if time.monotonic() > deadline:
                 server.stop()
                 raise DevstackError(f"expected recovery of {data_dir} to finish within "

@@ -29,6 +29,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from usdcarb.devstack import dbops
+from usdcarb.devstack.dbops import DbopsSettings
 from usdcarb.devstack.ports import DevstackError, free_port
 from usdcarb.devstack.postgres import PostgresServer
 from usdcarb.devstack.redis import RedisServer
@@ -191,6 +193,7 @@ class Stack:
         fast_postgres: bool = False, env: Mapping[str, str] | None = None,
         replay_data: Path | None = None, tls: bool = True,
         monitoring: MonitoringSettings | None = None,
+        dbops: DbopsSettings | None = None,
     ) -> None:
         self.root = root.resolve()
         # TLS on: HTTPS at the gateway, mutual TLS between Envoy and services and between
@@ -206,6 +209,9 @@ class Stack:
         # Prometheus + Alertmanager with these intervals; None (the default of test
         # stacks, `stack up --no-monitoring`) leaves them out.
         self.monitoring = monitoring
+        # pgBackRest archiving + the backup agent, and the read replica (devstack/dbops.py);
+        # None (the default of test stacks, `stack up --no-backups --no-replica`): neither.
+        self.dbops = dbops
         self.monitoring_dir = self.root / "monitoring"
         self.state_file = self.root / "stack.json"
         self.logs = self.root / "logs"
@@ -229,9 +235,14 @@ class Stack:
         processes: dict[str, ProcessInfo] = {}
         try:
             pg = self._postgres()
+            dbops.prepare_primary(self.root, pg, self.dbops)
             pg.start()
             pg.create_database(DATABASE)
             processes["postgres"] = ProcessInfo(pg.pid or 0, pg.port, "postgres")
+            extras, extras_env = dbops.start(self.root, pg, self.dbops, self.logs)
+            for name, (pid, port, marker, extra) in extras.items():
+                processes[name] = ProcessInfo(pid, port, marker, extra)
+            self.extra_env = {**extras_env, **self.extra_env}
             redis = RedisServer(self.root / "redis")
             redis.start()
             processes["redis"] = ProcessInfo(redis.pid or 0, redis.port, "redis-server")
@@ -543,6 +554,7 @@ class Stack:
         if "redis" in procs and _alive(procs["redis"]):
             os.kill(procs["redis"].pid, signal.SIGTERM)
             _wait_gone(procs["redis"], 20.0)
+        dbops.stop(self.root, procs)
         pg = self._postgres()
         if (self.root / "pg" / "postmaster.pid").exists() and pg.attach():
             pg.stop()
@@ -612,10 +624,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-monitoring", action="store_true",
                         default=os.environ.get("USDCARB_MONITORING", "1") in ("0", "no", "false"),
                         help="leave Prometheus and Alertmanager out (USDCARB_MONITORING=0)")
+    parser.add_argument("--no-backups", action="store_true",
+                        default=os.environ.get("USDCARB_BACKUPS", "1") in ("0", "no", "false"),
+                        help="no WAL archiving or backup agent (USDCARB_BACKUPS=0)")
+    parser.add_argument("--no-replica", action="store_true",
+                        default=os.environ.get("USDCARB_REPLICA", "1") in ("0", "no", "false"),
+                        help="no read replica: candle reads go to the primary (USDCARB_REPLICA=0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stack = Stack(args.root, gateway_port=args.gateway_port, tls=not args.plaintext,
-                  monitoring=None if args.no_monitoring else MonitoringSettings())
+                  monitoring=None if args.no_monitoring else MonitoringSettings(),
+                  dbops=DbopsSettings(replica=not args.no_replica, backups=not args.no_backups))
     if args.command == "up":
         started = time.monotonic()
         info = stack.up()
@@ -633,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("  replay   http://127.0.0.1:%d  (exchange replay server, recorded data)",
                     info.processes["replay"].port)
         logger.info("  postgres %s", info.dsn)
+        if "postgres-replica" in info.processes:
+            logger.info("  replica  port %d  (hot standby; candle reads while within the lag bound)",
+                        info.processes["postgres-replica"].port)
+        if "backup" in info.processes:
+            logger.info("  backups  %s/pgbackrest  (make backup, make restore TARGET_TIME=...; "
+                        "agent metrics :%d)", info.root, info.processes["backup"].port)
         logger.info("  redis    %s", info.redis_url)
         if info.prometheus:
             logger.info("  prometheus   %s  (rules: deploy/monitoring/prometheus/rules)",

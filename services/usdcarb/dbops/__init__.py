@@ -1,0 +1,1 @@
+"""Database operations of the stack: backups (pgBackRest) and their agent."""
