@@ -1,10 +1,12 @@
-"""Fixtures of the CLI and Go SDK end-to-end tests: a trader's token and the demo's
-market data, stored once per session with ``usdcarb data backfill`` (through the gateway
-from the replay server's samples) on the session's stack."""
+"""Fixtures of the CLI and Go SDK end-to-end tests: a mesh of their own (the demo's market
+data they store must not meet other tests' expectations of an empty market), a trader's
+token and the demo's market data, stored once with ``usdcarb data backfill`` (through
+the gateway from the replay server's samples)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,8 +14,24 @@ from collections.abc import Iterator
 import pytest
 
 from cli.cli_data import END, SERIES, START
-from usdcarb.devstack.stack import StackInfo
+from testkit import trust_stack
+from usdcarb.devstack import free_port, scratch_dir
+from usdcarb.devstack.stack import Stack, StackInfo
 from usdcarb.gateway.devtoken import mint_dev_token
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    """The whole mesh for the CLI, report and Go SDK tests (one for all of them)."""
+    root = scratch_dir("usdcarb-cli-e2e-")
+    mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True)
+    try:
+        info = mesh.up()
+        trust_stack(info)  # HTTPS with the stack's dev CA, as every client calls it
+        yield info
+    finally:
+        mesh.down()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
