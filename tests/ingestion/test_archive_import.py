@@ -245,14 +245,15 @@ def test_file_plans_monthly_for_whole_months_and_daily_for_the_rest() -> None:
 
 
 def test_checksum_lines_are_checked_against_the_bytes_and_the_name() -> None:
-    data = b"zip bytes"
-    line = f"{hashlib.sha256(data).hexdigest()}  a.zip\n".encode()
-    assert archive.verify_checksum(data, line, "a.zip") == hashlib.sha256(data).hexdigest()
-    for bad, name, reason in ((line, "b.zip", "CHECKSUM_MISMATCH"),
-                              (line.replace(b"a", b"b", 1), "a.zip", "CHECKSUM_MISMATCH"),
-                              (b"<html>", "a.zip", "CHECKSUM_MISSING")):
+    digest = hashlib.sha256(b"zip bytes").hexdigest()
+    line = f"{digest}  a.zip\n".encode()
+    archive.verify_checksum(digest, 9, line, "a.zip")
+    other = hashlib.sha256(b"zip bytes!").hexdigest()
+    for got, bad, name, reason in ((digest, line, "b.zip", "CHECKSUM_MISMATCH"),
+                                   (other, line, "a.zip", "CHECKSUM_MISMATCH"),
+                                   (digest, b"<html>", "a.zip", "CHECKSUM_MISSING")):
         with pytest.raises(archive.FileProblem) as err:
-            archive.verify_checksum(data if bad is not line else data + b"x", bad, name)
+            archive.verify_checksum(got, 9, bad, name)
         assert err.value.reason == reason
 
 

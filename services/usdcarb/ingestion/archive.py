@@ -23,11 +23,12 @@ import enum
 import hashlib
 import io
 import re
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -202,11 +203,64 @@ async def read_location(location: str, session: Any, *, what: str) -> bytes:
                           f"{type(exc).__name__}: {exc}", transient=True) from exc
 
 
+SPOOL_BYTES = 64 * 1024 * 1024  # archives larger than this go to a temporary file
+
+
+async def fetch_archive(location: str, session: Any, *, what: str
+                        ) -> tuple[IO[bytes], int, str]:
+    """Fetch an archive into a seekable file (memory up to ``SPOOL_BYTES``, then a
+    temporary file: Kraken's full-history zip is gigabytes) and hash it on the way;
+    return (file, size, sha256). Problems as ``read_location``."""
+    if not is_url(location):
+        path = Path(location.removeprefix("file://"))
+
+        def open_local() -> tuple[IO[bytes], int, str]:
+            fh = path.open("rb")
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            size = fh.tell()
+            fh.seek(0)
+            return fh, size, digest
+
+        try:
+            return await asyncio.to_thread(open_local)
+        except FileNotFoundError:
+            raise FileProblem(Reason.MISSING, f"expected {what} at {path}, got no such "
+                              "file") from None
+        except OSError as exc:
+            raise FileProblem(Reason.UNAVAILABLE, f"expected to read {path}, got {exc}") from exc
+    import aiohttp
+
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    sha = hashlib.sha256()
+    try:
+        async with session.get(location) as resp:
+            if resp.status == 404:
+                raise FileProblem(Reason.MISSING, f"expected {what} at {location}, got HTTP "
+                                  "404 (not published)")
+            if resp.status != 200:
+                raise FileProblem(Reason.UNAVAILABLE, f"expected HTTP 200 for {location}, "
+                                  f"got {resp.status}", transient=resp.status >= 429)
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                sha.update(chunk)
+                spool.write(chunk)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        spool.close()
+        raise FileProblem(Reason.UNAVAILABLE, f"expected {location} to download, got "
+                          f"{type(exc).__name__}: {exc}", transient=True) from exc
+    except BaseException:
+        spool.close()
+        raise
+    size = spool.tell()
+    spool.seek(0)
+    return spool, size, sha.hexdigest()
+
+
 _SHA = re.compile(rb"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
 
 
-def verify_checksum(data: bytes, checksum_file: bytes, name: str) -> str:
-    """Check ``data`` against a ``sha256sum`` line naming ``name``; return the digest."""
+def verify_checksum(got: str, size: int, checksum_file: bytes, name: str) -> None:
+    """Check the sha256 ``got`` of a file of ``size`` bytes against a ``sha256sum`` line
+    naming ``name``."""
     m = _SHA.match(checksum_file.strip())
     if m is None:
         raise FileProblem(Reason.CHECKSUM_MISSING, f"expected a sha256sum line for {name}, "
@@ -215,21 +269,21 @@ def verify_checksum(data: bytes, checksum_file: bytes, name: str) -> str:
     if named != name:
         raise FileProblem(Reason.CHECKSUM_MISMATCH, f"expected the checksum file to name "
                           f"{name}, got {named}")
-    got = hashlib.sha256(data).hexdigest()
     if got != want:
         raise FileProblem(Reason.CHECKSUM_MISMATCH, f"expected sha256 {want} for {name}, "
-                          f"got {got} ({len(data)} bytes)")
-    return got
+                          f"got {got} ({size} bytes)")
 
 
-def unzip_member(data: bytes, member: str | None, name: str) -> bytes:
+def unzip_member(data: bytes | IO[bytes], member: str | None, name: str) -> bytes:
     """The CSV inside a zip (the only member, or ``member``); truncated and corrupt zips
     are told apart (no end-of-central-directory record vs a bad CRC or deflate stream)."""
+    fh = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(fh)
     except zipfile.BadZipFile as exc:
+        size = fh.seek(0, io.SEEK_END)
         raise FileProblem(Reason.TRUNCATED, f"expected a complete zip {name}, got "
-                          f"{len(data)} bytes without an end-of-central-directory record "
+                          f"{size} bytes without an end-of-central-directory record "
                           f"({exc})") from exc
     with zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
@@ -336,15 +390,15 @@ async def load_file(f: ArchiveFile, src: Source, session: Any, *, tf_ms: int
                     ) -> tuple[Parsed, int, str]:
     """Fetch, verify, unzip and parse one file; return it with its size and sha256."""
     name = f.location.rstrip("/").rsplit("/", 1)[-1]
-    data = await read_location(f.location, session, what=f"archive {name}")
-    digest = hashlib.sha256(data).hexdigest()
-    if f.checksum_location is not None:
-        checksum = await read_location(f.checksum_location, session,
-                                       what=f"checksum of {name}")
-        verify_checksum(data, checksum, name)
-    csv_bytes = await asyncio.to_thread(unzip_member, data, f.member, name)
+    data, size, digest = await fetch_archive(f.location, session, what=f"archive {name}")
+    with data:
+        if f.checksum_location is not None:
+            checksum = await read_location(f.checksum_location, session,
+                                           what=f"checksum of {name}")
+            verify_checksum(digest, size, checksum, name)
+        csv_bytes = await asyncio.to_thread(unzip_member, data, f.member, name)
     if src.layout is Layout.KRAKEN_OHLCVT:
         parsed = await asyncio.to_thread(parse_kraken, csv_bytes, name=f.member or name)
     else:
         parsed = await asyncio.to_thread(parse_binance, csv_bytes, tf_ms=tf_ms, name=name)
-    return parsed, len(data), digest
+    return parsed, size, digest

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -184,23 +185,32 @@ class ArchiveWorker:
                     "total": len(files), "unit": "files",
                     "message": f"{len(todo)} of {len(files)} files to import"}
         await self._store.set_progress(rec, self.owner, self._config.lease_s, stats, progress)
-        gate = asyncio.Semaphore(self._config.downloads)
+        # A bounded window of downloads runs ahead of the file being settled: memory stays
+        # at `downloads` files however long the range.
+        ahead: deque[tuple[int, ArchiveFile, asyncio.Task[Any]]] = deque()
+        queue = iter(todo)
 
-        async def fetch(f: ArchiveFile) -> tuple[Parsed, int, str] | FileProblem:
-            async with gate:
-                return await self._load(f, src, tf_ms)
+        def top_up() -> None:
+            while len(ahead) < self._config.downloads:
+                nxt = next(queue, None)
+                if nxt is None:
+                    return
+                ahead.append((nxt[0], nxt[1], asyncio.create_task(
+                    self._load(nxt[1], src, tf_ms))))
 
-        pending = [asyncio.create_task(fetch(f)) for _, f in todo]
+        top_up()
         try:
-            for (seq, f), task in zip(todo, pending, strict=True):
+            while ahead:
                 if lost.is_set():
                     raise LeaseLost(rec.id)
+                seq, f, task = ahead.popleft()
                 got = await task
+                top_up()
                 await self._settle(rec, stats, progress, seq, f, got, tf_ms)
         finally:
-            for task in pending:
+            for _, _, task in ahead:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*(t for _, _, t in ahead), return_exceptions=True)
         await self._finish(rec, stats, progress)
 
     async def _settle(self, rec: ImportRecord, stats: ImportStats, progress: dict[str, Any],
