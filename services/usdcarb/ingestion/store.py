@@ -194,7 +194,7 @@ class IngestStore:
             if not status.endswith(" 1"):
                 raise LeaseLost(job.id)
         # Counted only once committed: a retried page (database outage) is not counted twice.
-        stats.values.update(values)
+        stats.add(bars_stored=inserted, bars_duplicate=len(bars) - inserted)
         return inserted
 
     async def finish_job(self, *, job: JobRecord, owner: str, state: str, stats: JobStats,

@@ -164,6 +164,10 @@ def market_data() -> db.Dashboard:
             f"usdcarb_ingestion_page_fetch_seconds_bucket[{RATE}])))", "{{exchange}}"),
             Query(f"sum by (exchange) (rate(usdcarb_ingestion_page_retries_total[{RATE}]))",
                   "{{exchange}} retries/s"), unit="s", width=8))
+        .with_panel(series("Candle reads by target", Query(
+            f"sum by (target) (rate(usdcarb_pg_replica_reads_total[{RATE}]))", "{{target}}"),
+            unit="ops", description="Replica while healthy and within its lag bound, else "
+            "primary (PostgresReplicaLagHigh)."))
         .with_row(db.Row("Validation"))
         .with_panel(series("Findings/s by severity", Query(
             f"sum by (severity) (rate(usdcarb_validation_findings_total[{RATE}]))",
