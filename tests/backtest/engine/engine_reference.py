@@ -42,6 +42,10 @@ class Result:
     slip: float = 0.0
     xfee: float = 0.0
     legging: float = 0.0
+    legged: int = 0
+    partial: int = 0
+    posted: int = 0
+    mfilled: int = 0
     # the hold baseline per bar, whether it is constant, initial equity
     baseline: list[float] = field(default_factory=list)
     constant: bool = True
@@ -97,8 +101,11 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
     for s in series:
         first = next(float(c) for c in s.close if not math.isnan(c))
         marks.append(first)
-    latency = max(cost(s).latency_bars for s in legs)
-    delay = latency + (1 if cfg.fill == "next" else 0)
+    ex = cfg.execution
+    legs_mode = ex.leg_mode != "all" or ex.order_type != "taker"
+    fill_delay = 1 if cfg.fill == "next" else 0
+    lat = [cost(s).latency_bars + math.ceil(cost(s).latency_ms / cfg.bar_ms) for s in legs]
+    delay = max(lat) + fill_delay
     routes = [dict(t=t, amt=0.0, arr=-1) for t in cfg.transfers]
     res = Result()
     st: dict[str, Any] = dict(held=0, target=0, pending=False, due=0, sig=0, entry_bar=0,
@@ -124,10 +131,18 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
             sl = sl + impact(s, i, qty)
         return c * (1.0 + sl) if side > 0 else c * (1.0 - sl)
 
-    def fill_group(i: int, group: list[tuple[Series, int, float]], edge: float) -> bool:
+    def fill_group(i: int, group: list[tuple[Series, int, float]], edge: float,
+                   limits: list[float] | None = None) -> bool:
+        """Fill the group whole (taker; maker at ``limits``: no slippage, maker fee)."""
         nonlocal qcash
         priced = []
-        for s, side, qty in group:
+        for j, (s, side, qty) in enumerate(group):
+            if limits is not None:
+                px = limits[j]
+                notional = qty * px
+                priced.append((s, side, qty, px, notional,
+                               notional * (cost(s).maker_fee_bps / 1e4)))
+                continue
             px = leg_px(s, i, side, qty)
             notional = qty * px
             priced.append((s, side, qty, px, notional, notional * (cost(s).taker_fee_bps / 1e4)))
@@ -197,10 +212,10 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
             elif bk[1] == q:
                 qcash += side * qty
             res.fees += fee * val(qk)
-            res.slip += qty * abs(px - float(s.close[i])) * val(qk)
-            res.fills.append(Fill(i, s.venue, s.symbol, side, qty, px, fee,
-                                  qty * abs(px - float(s.close[i])), st["rt"] + 1, st["sig"],
-                                  edge))
+            slip = 0.0 if limits is not None else qty * abs(px - float(s.close[i]))
+            res.slip += slip * val(qk)
+            res.fills.append(Fill(i, s.venue, s.symbol, side, qty, px, fee, slip,
+                                  st["rt"] + 1, st["sig"], edge))
         return True
 
     def trip_pnl() -> float:
@@ -374,6 +389,186 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
                 eq += coefi[j] / marks[j]
         return eq
 
+    # -- other execution models (legs.py's rules) ------------------------------------
+    nleg = len(legs)
+    pos = [0.0] * nleg
+    lg: list[dict[str, Any]] = [dict(state="idle") for _ in legs]
+    order: dict[str, Any] = dict(ref_bar=-1, legged=False)
+    maker = ex.order_type == "maker"
+
+    def fill_leg(i: int, k: int, qty: float, side: int, as_maker: bool) -> bool:
+        leg = lg[k]
+        s = legs[k]
+        if not fill_group(i, [(s, side, qty)], st["pend_edge"],
+                          [leg["limit"]] if as_maker else None):
+            res.rejected += 1
+            return False
+        if order["ref_bar"] < 0:
+            order["ref_bar"] = i
+            if not maker:
+                for j in range(nleg):
+                    lg[j]["ref"] = marks[j]
+        elif i != order["ref_bar"]:
+            order["legged"] = True
+        basis = leg["limit"] if as_maker else float(s.close[i])
+        res.legging += side * qty * (leg["ref"] - basis) * val((s.venue, s.quote))
+        pos[k] += side * qty
+        leg["rem"] = max(leg["rem"] - qty, 0.0)
+        return True
+
+    def capped(k: int, i: int, rem: float) -> float:
+        c = cost(legs[k]).participation_cap
+        if c <= 0.0:
+            return rem
+        vol = float(legs[k].volume[i])
+        room = c * vol if vol > 0.0 else 0.0
+        return min(rem, room)
+
+    def new_order(i: int) -> None:
+        tg = st["target"]
+        order.update(ref_bar=-1, legged=False)
+        if st["held"] == 0:
+            st["q0"], st["bal0"] = qcash, dict(bal)
+        for k, sign in enumerate([1, -1][:nleg]):
+            delta = tg * sign * float(p["quantity"]) - pos[k]
+            c = float(legs[k].close[i])
+            lg[k] = dict(state="wait" if delta != 0.0 else "idle", rem=abs(delta),
+                         ordq=abs(delta), side=1 if delta > 0 else -1,
+                         due=i + fill_delay + lat[k], last=-1, left=ex.retry_bars,
+                         limit=c, ref=c)
+            if maker and delta != 0.0:
+                res.posted += 1
+
+    def through(side: int, c: float, limit: float) -> bool:
+        return c < limit if side > 0 else c > limit
+
+    def end_order(i: int) -> None:
+        st["pending"] = False
+        for leg in lg:
+            leg["state"], leg["rem"] = "idle", 0.0
+        if order["ref_bar"] < 0:
+            return
+        res.legged += int(order["legged"])
+        flat = all(x == 0.0 for x in pos)
+        if st["held"] == 0:
+            if flat:
+                st["rt"] += 1
+                res.rt_pnl.append(trip_pnl())
+                return
+            st["held"] = st["target"]
+            st["entry_bar"] = order["ref_bar"]
+            st["entry_px"] = lg[0]["ref"]
+            return
+        if flat:
+            st["rt"] += 1
+            res.rt_pnl.append(trip_pnl())
+            st["held"] = 0
+
+    def progress_all_maker(i: int, tradable: bool) -> None:
+        if i < st["due"]:
+            return
+        if i > st["due"] + ex.maker_timeout_bars:
+            end_order(i)
+            return
+        if not tradable:
+            return
+        live = [k for k in range(nleg) if lg[k]["rem"] != 0.0]
+        if not all(through(lg[k]["side"], float(legs[k].close[i]), lg[k]["limit"])
+                   for k in live):
+            return
+        if not fill_group(i, [(legs[k], lg[k]["side"], lg[k]["rem"]) for k in live],
+                          st["pend_edge"], [lg[k]["limit"] for k in live]):
+            res.rejected += 1
+            end_order(i)
+            return
+        order["ref_bar"] = i
+        for k in live:
+            res.mfilled += 1
+            pos[k] += lg[k]["side"] * lg[k]["rem"]
+            lg[k]["rem"] = 0.0
+        end_order(i)
+
+    def progress_independent(i: int) -> None:
+        for k in range(nleg):
+            leg = lg[k]
+            c = float(legs[k].close[i])
+            present = not math.isnan(c)
+            side = leg["side"]
+            if leg["state"] == "wait":
+                if i < leg["due"]:
+                    continue
+                if maker:
+                    last = leg["due"] + ex.maker_timeout_bars
+                    if i <= last:
+                        if present and through(side, c, leg["limit"]):
+                            rem = leg["rem"]
+                            qty = capped(k, i, rem)
+                            if qty > 0.0 and fill_leg(i, k, qty, side, True):
+                                if qty < rem:
+                                    res.partial += 1
+                                    order["legged"] = True
+                                if leg["rem"] == 0.0:
+                                    leg["state"] = "idle"
+                                    res.mfilled += 1
+                        continue
+                    leg["last"] = last
+                    order["legged"] = True
+                    if ex.one_leg == "unwind":
+                        leg["state"] = "gave_up"
+                        continue
+                    leg["state"] = "missing"
+                else:
+                    if not present:
+                        continue
+                    rem = leg["rem"]
+                    qty = capped(k, i, rem)
+                    filled = qty > 0.0 and fill_leg(i, k, qty, side, False)
+                    if filled and qty < rem:
+                        res.partial += 1
+                    leg["last"] = i
+                    if leg["rem"] == 0.0:
+                        leg["state"] = "idle"
+                    else:
+                        order["legged"] = True
+                        leg["state"] = "gave_up" if ex.one_leg == "unwind" else "missing"
+                    continue
+            if leg["state"] == "missing":
+                if i <= leg["last"] or not present:
+                    continue
+                rem = leg["rem"]
+                leg["last"] = i
+                if ex.one_leg == "hedge":
+                    if fill_leg(i, k, rem, side, False):
+                        leg["state"] = "idle"
+                    continue
+                qty = capped(k, i, rem)
+                leg["left"] -= 1
+                if qty > 0.0 and fill_leg(i, k, qty, side, False) and qty < rem:
+                    res.partial += 1
+                if leg["rem"] == 0.0:
+                    leg["state"] = "idle"
+                elif leg["left"] <= 0:
+                    leg["state"] = "gave_up"
+                continue
+            if leg["state"] == "unwind":
+                if i <= leg["last"] or not present:
+                    continue
+                if fill_leg(i, k, leg["rem"], side, False):
+                    leg["state"] = "idle"
+                else:
+                    leg["last"] = i
+        states = [leg["state"] for leg in lg]
+        if "gave_up" in states and "wait" not in states and "missing" not in states:
+            least = min(leg["ordq"] - leg["rem"] for leg in lg)
+            for leg in lg:
+                excess = leg["ordq"] - leg["rem"] - least
+                if excess > 0.0:
+                    leg.update(state="unwind", side=-leg["side"], rem=excess, last=i)
+                else:
+                    leg.update(state="idle", rem=0.0)
+        if all(leg["state"] == "idle" for leg in lg):
+            end_order(i)
+
     n = len(fr)
     for i in range(n):
         for r in routes:
@@ -385,7 +580,17 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
             if not math.isnan(s.close[i]):
                 marks[j] = float(s.close[i])
         tradable = all(not math.isnan(s.close[i]) for s in legs)
-        if tradable:
+        if legs_mode:
+            progress = progress_independent if ex.leg_mode == "independent" else (
+                lambda i, t=tradable: progress_all_maker(i, t))
+            if st["pending"]:
+                progress(i)
+            if not st["pending"] and tradable:
+                signal(i)
+                if st["pending"]:
+                    new_order(i)
+                    progress(i)
+        elif tradable:
             if st["pending"] and i >= st["due"]:
                 execute(i)
             if not st["pending"]:
@@ -395,7 +600,14 @@ def run_reference(kind: str, params: dict[str, Any], cfg: EngineConfig,
         eq = summed(qcash, bal, True)
         res.equity.append(eq)
         res.baseline.append(summed(qcash_init, bal_init, False))
-        if st["held"] != 0:
+        if legs_mode:
+            gross = 0.0
+            for k, s in enumerate(legs):
+                if pos[k] != 0.0:
+                    gross += abs(pos[k]) * marks[k] * val((s.venue, s.quote))
+            holding = any(x != 0.0 for x in pos)
+            res.exposure.append(gross / eq if holding and eq > 0.0 else 0.0)
+        elif st["held"] != 0:
             gross = 0.0
             for s in legs:
                 gross += float(p["quantity"]) * marks[series.index(s)] * val((s.venue, s.quote))

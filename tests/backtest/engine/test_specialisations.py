@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from usdcarb.backtest import engine
-from usdcarb.backtest.engine import loop, sweep
+from usdcarb.backtest.engine import legs, loop, sweep
 from usdcarb.backtest.engine.layout import rows
 from usdcarb.backtest.engine.warm import KINDS, _market, warm_up
 from usdcarb.backtest.handoff import discard, read_frame, write_frame
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
 
 def test_service_shaped_runs_of_every_kind_add_no_specialisation() -> None:
     warm_up()
-    before = (len(loop.run_range.signatures), len(sweep._sweep_kernel.signatures))
+    before = (len(loop.run_range.signatures), len(sweep._sweep_kernel.signatures),
+              len(legs.simulate.signatures))
     market = _market(500)
     ref = write_frame(market)
     try:
@@ -39,7 +40,12 @@ def test_service_shaped_runs_of_every_kind_add_no_specialisation() -> None:
         engine.Series("vena", "USDC/USDT", ro, frame.series[0].volume), *frame.series[1:]))
     kind, params, _ = KINDS[0]
     engine.run_backtest(kind, params, engine.EngineConfig(venues=venues), frozen)
-    after = (len(loop.run_range.signatures), len(sweep._sweep_kernel.signatures))
+    for execution in (engine.Execution(leg_mode="independent", one_leg="retry"),
+                      engine.Execution(order_type="maker", maker_timeout_bars=2)):
+        engine.run_backtest(kind, params, engine.EngineConfig(
+            venues=venues, execution=execution), frame)
+    after = (len(loop.run_range.signatures), len(sweep._sweep_kernel.signatures),
+             len(legs.simulate.signatures))
     assert after == before
 
 

@@ -146,10 +146,19 @@ def _rebalance(L, i, t, need, bal, minbal, dbal, marks, fs, st, r_amt, r_arr):  
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ignore[no-untyped-def]
-           bal, minbal, marks, fs, st, r_amt, r_arr, edge, log, T):
-    """Fill legs ``0..n-1`` of a group at bar ``i`` whole, or return False."""
+           bal, minbal, marks, fs, st, r_amt, r_arr, edge, log, T, maker):
+    """Fill legs ``0..n-1`` of a group at bar ``i`` whole, or return False.
+
+    Taker fills (``maker`` False) are priced at the close plus slippage and pay the taker
+    fee; maker fills at the limit already in ``g_px``, with no slippage, paying the maker
+    fee (legs.py).
+    """
     for k in range(n):
         s = g_ser[k]
+        if maker:
+            g_not[k] = g_qty[k] * g_px[k]
+            g_fee[k] = g_not[k] * L.ser_mfee[s]
+            continue
         c = L.closes[s, i]
         sl = L.ser_slip[s]
         if L.ser_imp[s] > 0.0:
@@ -190,7 +199,8 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
             fs[F_QCASH] += side * g_qty[k]
         vq = _val(L, marks, qs)
         fs[F_FEES] += fee * vq
-        fs[F_SLIP] += g_qty[k] * abs(g_px[k] - L.closes[s, i]) * vq
+        slip = 0.0 if maker else g_qty[k] * abs(g_px[k] - L.closes[s, i])
+        fs[F_SLIP] += slip * vq
         fs[F_TURN] += notional * vq
         minbal[qs] = min(minbal[qs], bal[qs])
         minbal[bs] = min(minbal[bs], bal[bs])
@@ -202,7 +212,7 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
             T.qty[j] = g_qty[k]
             T.px[j] = g_px[k]
             T.fee[j] = fee
-            T.slip[j] = g_qty[k] * abs(g_px[k] - L.closes[s, i])
+            T.slip[j] = slip
             T.rt[j] = st[S_RT] + 1
             T.sig[j] = st[S_SIGBAR]
             T.edge[j] = edge

@@ -51,7 +51,11 @@ class Layout(NamedTuple):
     r_fee: F64
     r_delay: I64
     r_isq: I64
-    ints: I64              # [kind, delay, has_limits]
+    ints: I64              # [kind, delay, has_limits, leg mode, one-leg policy, retry
+                           #  bars, order type, maker timeout, fill delay]: legs.py
+    leg_lat: I64           # latency in bars per leg (independent legs)
+    leg_cap: F64           # participation cap per leg, 0 = none (independent legs)
+    ser_mfee: F64          # maker fee as a fraction
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,43 @@ def _costs(config: EngineConfig, venue: str) -> VenueCosts:
                      f"{[v.venue for v in config.venues]}")
 
 
+LEG_MODES = {"all": 0, "independent": 1}
+ONE_LEG = {"hedge": 0, "retry": 1, "unwind": 2}
+ORDER_TYPES = {"taker": 0, "maker": 1}
+
+
 def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
-               market: MarketFrame, legs: list[tuple[str, str]]) -> Plan:
-    """Lay out normalized parameters ``p`` of ``kind`` trading the markets ``legs``."""
+               market: MarketFrame, legs: list[tuple[str, str]], *,
+               fee_multiplier: float = 1.0, slippage_multiplier: float = 1.0,
+               extra_latency_bars: int = 0) -> Plan:
+    """Lay out normalized parameters ``p`` of ``kind`` trading the markets ``legs``.
+
+    The multipliers scale every fee (maker and taker) and every slippage (fixed and
+    volume impact) as ``bps * multiplier / 1e4``; ``extra_latency_bars`` adds to every
+    venue's latency (cost sweep axes and the robustness panel).
+    """
     if config.fill not in ("next", "same"):
         raise ValueError(f"expected fill 'next' or 'same', got {config.fill!r}")
+    ex = config.execution
+    if (ex.leg_mode not in LEG_MODES or ex.one_leg not in ONE_LEG
+            or ex.order_type not in ORDER_TYPES):
+        raise ValueError(f"expected leg_mode in {list(LEG_MODES)}, one_leg in "
+                         f"{list(ONE_LEG)} and order_type in {list(ORDER_TYPES)}, got "
+                         f"{ex.leg_mode!r}, {ex.one_leg!r}, {ex.order_type!r}")
+    if ex.retry_bars < 1 or ex.maker_timeout_bars < 0:
+        raise ValueError(f"expected retry_bars ≥ 1 and maker_timeout_bars ≥ 0, got "
+                         f"{ex.retry_bars}, {ex.maker_timeout_bars}")
+    if kind == "triangular" and (ex.leg_mode != "all" or ex.order_type != "taker"):
+        raise ValueError("expected all-or-nothing taker execution for a triangular loop "
+                         "(its legs trade one venue in sequence, each spending what the "
+                         f"last one bought), got {ex.leg_mode} legs, {ex.order_type} orders")
+    for m in (fee_multiplier, slippage_multiplier):
+        if not (0.0 < m <= 100.0):
+            raise ValueError(f"expected a cost multiplier above 0 and at most 100, got {m}")
+    if extra_latency_bars < 0:
+        raise ValueError(f"expected extra latency ≥ 0 bars, got {extra_latency_bars}")
+    if config.bar_ms <= 0:
+        raise ValueError(f"expected a bar length above 0 ms, got {config.bar_ms}")
     if len(market) == 0:
         raise ValueError("expected bars in the time range, got none")
     used: list[Series] = []
@@ -132,13 +168,19 @@ def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
         if asset in vc.min_balances:
             lim[k] = float(vc.min_balances[asset])
     for c in costs[:len(legs)]:
-        if c.latency_bars < 0:
-            raise ValueError(f"expected latency_bars ≥ 0 on {c.venue}, got {c.latency_bars}")
+        if c.latency_bars < 0 or c.latency_ms < 0:
+            raise ValueError(f"expected latency_bars and latency_ms ≥ 0 on {c.venue}, got "
+                             f"{c.latency_bars}, {c.latency_ms}")
+        if not (0.0 <= c.participation_cap <= 1.0):
+            raise ValueError(f"expected a participation cap from 0 to 1 on {c.venue}, got "
+                             f"{c.participation_cap}")
+    lat = [c.latency_bars + -(-c.latency_ms // config.bar_ms) + extra_latency_bars
+           for c in costs[:len(legs)]]
     for t in config.transfers:
         if t.delay_bars < 0 or t.fee < 0 or not math.isfinite(t.fee):
             raise ValueError(f"expected a transfer fee and delay ≥ 0, got {t.fee}, {t.delay_bars}")
-    latency = max(c.latency_bars for c in costs[:len(legs)])
-    delay = latency + (1 if config.fill == "next" else 0)
+    fill_delay = 1 if config.fill == "next" else 0
+    delay = max(lat) + fill_delay
     code = KIND_CODES[kind]
     tri_ser, tri_side, start = _triangle(used[:3], q) if code == KIND_TRI else (
         np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64), "")
@@ -154,9 +196,9 @@ def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
                            for s in used], np.int64),
         ser_quote=np.array([slots.index((s.venue, s.quote)) if (s.venue, s.quote) in slots
                             else -1 for s in used], np.int64),
-        ser_fee=np.array([c.taker_fee_bps / 1e4 for c in costs]),
-        ser_slip=np.array([c.slippage_bps / 1e4 for c in costs]),
-        ser_imp=np.array([c.volume_impact_bps for c in costs]),
+        ser_fee=np.array([c.taker_fee_bps * fee_multiplier / 1e4 for c in costs]),
+        ser_slip=np.array([c.slippage_bps * slippage_multiplier / 1e4 for c in costs]),
+        ser_imp=np.array([c.volume_impact_bps * slippage_multiplier for c in costs]),
         leg_ser=np.arange(len(legs), dtype=np.int64),
         leg_sign=np.array([1, -1][:len(legs)] if code != KIND_TRI else [1, 1, 1], np.int64),
         tri_ser=tri_ser, tri_side=tri_side,
@@ -170,7 +212,13 @@ def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
         r_fee=np.array([float(t.fee) for t in config.transfers], np.float64),
         r_delay=np.array([t.delay_bars for t in config.transfers], np.int64),
         r_isq=np.array([int(t.asset == q) for t in config.transfers], np.int64),
-        ints=np.array([code, delay, int(bool(np.isfinite(lim).any()))], np.int64),
+        ints=np.array([code, delay, int(bool(np.isfinite(lim).any())),
+                       LEG_MODES[ex.leg_mode], ONE_LEG[ex.one_leg], ex.retry_bars,
+                       ORDER_TYPES[ex.order_type], ex.maker_timeout_bars, fill_delay],
+                      np.int64),
+        leg_lat=np.array(lat, np.int64),
+        leg_cap=np.array([c.participation_cap for c in costs[:len(legs)]], np.float64),
+        ser_mfee=np.array([c.maker_fee_bps * fee_multiplier / 1e4 for c in costs]),
     )
     return Plan(layout=layout, kind=code, series=tuple(used), slots=tuple(slots),
                 init_bal=init, init_qcash=qcash)

@@ -194,7 +194,7 @@ def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # ty
 def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
     """Execute the pending order at bar ``i``'s closes."""
     bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
-    g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:]
+    g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:15]
     st[S_PENDING] = 0
     edge = fs[F_PEND_EDGE]
     if kind == K_TRI:
@@ -222,7 +222,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
                 amt = amt * px - amt * px * f
         _open_trip(L, bal, rtbal, fs)
         if not _group(L, i, 3, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
-                      marks, fs, st, r_amt, r_arr, edge, log, T):
+                      marks, fs, st, r_amt, r_arr, edge, log, T, False):
             st[S_REJ] += 1
             return
         notional = P[P_QTY] * _val(L, marks, L.tri_start[0])
@@ -238,7 +238,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
             g_side[k] = -held * L.leg_sign[k]
             g_qty[k] = P[P_QTY]
         if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
-                      marks, fs, st, r_amt, r_arr, edge, log, T):
+                      marks, fs, st, r_amt, r_arr, edge, log, T, False):
             st[S_REJ] += 1
             return
         _close_trip(L, i, bal, rtbal, marks, fs, st, fs[F_ENTRY_EDGE] - edge,
@@ -252,7 +252,7 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
             g_qty[k] = P[P_QTY]
         _open_trip(L, bal, rtbal, fs)
         if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
-                      marks, fs, st, r_amt, r_arr, edge, log, T):
+                      marks, fs, st, r_amt, r_arr, edge, log, T, False):
             st[S_REJ] += 1
             return
         st[S_HELD] = tgt

@@ -82,6 +82,8 @@ class VenueCosts:
     latency_bars: int = 0
     initial_balances: Mapping[str, float] = field(default_factory=dict)
     min_balances: Mapping[str, float] = field(default_factory=dict)  # absent: no limit
+    latency_ms: int = 0                  # ceil(latency_ms / bar_ms) bars more
+    participation_cap: float = 0.0       # independent legs: share of a bar's volume, 0 = none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +98,29 @@ class Transfer:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Execution:
+    """The execution model (legs.py): how legs fill and what an order is.
+
+    The default, all legs together or none (``leg_mode="all"``) as taker orders, is
+    engine 1.x's behaviour and runs the fast kernel (loop.py).
+    """
+
+    leg_mode: Literal["all", "independent"] = "all"
+    one_leg: Literal["hedge", "retry", "unwind"] = "hedge"
+    retry_bars: int = 1
+    order_type: Literal["taker", "maker"] = "taker"
+    maker_timeout_bars: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Robustness:
+    """Scenarios of a robustness panel: each extra latency, then each cost multiplier."""
+
+    extra_latency_bars: tuple[int, ...] = (1, 2)
+    cost_multipliers: tuple[float, ...] = (1.5, 2.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Everything besides the strategy's parameters that decides a result."""
 
@@ -104,6 +129,9 @@ class EngineConfig:
     fill: Literal["next", "same"] = "next"
     quote_asset: str = "USDT"
     periods_per_year: float = 525_600.0  # 1m bars
+    execution: Execution = Execution()
+    bar_ms: int = 60_000                 # bar length, for latency_ms
+    robustness: Robustness | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from .kernel import (
     first_present,
 )
 from .layout import Plan, build_plan
-from .loop import run_range
+from .legs import MAXLEG, NLF, NLI, NORDER, simulate
 from .metrics import as_dict, extras, finalize, start_curve, utilization
 from .model import (
     ENGINE_VERSION,
@@ -84,7 +84,9 @@ def initial_state(plan: Plan) -> tuple[Any, ...]:
     return (plan.init_bal.copy(), plan.init_bal.copy(), plan.init_bal.copy(), marks, fs, st,
             np.zeros(nr), np.full(nr, -1, np.int64),
             np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros(3), np.zeros(3),
-            np.zeros(3), np.zeros(3), np.zeros(nslots))
+            np.zeros(3), np.zeros(3), np.zeros(nslots),
+            np.zeros((MAXLEG, NLF)), np.zeros((MAXLEG, NLI), np.int64),
+            np.zeros(NORDER, np.int64))
 
 
 def initial_equity(plan: Plan, state: tuple[Any, ...]) -> float:
@@ -116,8 +118,18 @@ def figures(state: tuple[Any, ...], n: int, t_last: int, init_eq: float,
 
 def execution_model(config: EngineConfig) -> str:
     """The execution model in words, e.g. "all-or-nothing legs, taker fills, next bar"."""
+    ex = config.execution
     fill = "next bar" if config.fill == "next" else "same bar (optimistic)"
-    return f"all-or-nothing legs, taker fills, {fill}"
+    legs = "all-or-nothing legs"
+    if ex.leg_mode == "independent":
+        policy = {"hedge": "hedge at the next bar",
+                  "retry": f"retry {ex.retry_bars} bars then unwind",
+                  "unwind": "unwind"}[ex.one_leg]
+        legs = f"independent legs (one leg filled: {policy})"
+    orders = "taker fills"
+    if ex.order_type == "maker":
+        orders = f"maker orders resting {ex.maker_timeout_bars} bars after due"
+    return f"{legs}, {orders}, {fill}"
 
 
 def prepare(kind: str, params: Mapping[str, Any], config: EngineConfig,
@@ -153,8 +165,8 @@ def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
         end = min(n, done + step)
         at = done
         while at < end:
-            at = run_range(lay, pvec, at, end, state, equity, exposure, drawdown, True,
-                           trades)
+            at = simulate(lay, pvec, at, end, state, equity, exposure, drawdown, True,
+                          trades)
             if at < end:
                 trades = _grow(trades, 2 * len(trades.bar))
         if on_progress is not None:

@@ -28,7 +28,7 @@ from .baseline import (
 )
 from .kernel import F_PREV
 from .layout import build_plan
-from .loop import run_range
+from .legs import MAXLEG, NLF, NLI, NORDER, simulate
 from .metrics import EXTRA_NAMES, NAMES, NM, as_dict, finalize, utilization
 from .model import Cancelled, EngineConfig, Fold, MarketFrame, SweepPoint
 from .params import axis_key, normalized, param_vector, series_of, with_values
@@ -53,7 +53,9 @@ def _sweep_kernel(L, PP, bal0, marks0, fs0, st0, nroutes, nslots, init_eq, ppy, 
         S = (bal0.copy(), bal0.copy(), bal0.copy(), marks0.copy(), fs0.copy(), st0.copy(),
              np.zeros(nroutes), np.full(nroutes, -1, np.int64),
              np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros(3), np.zeros(3),
-             np.zeros(3), np.zeros(3), np.zeros(nslots))
+             np.zeros(3), np.zeros(3), np.zeros(nslots),
+             np.zeros((MAXLEG, NLF)), np.zeros((MAXLEG, NLI), np.int64),
+             np.zeros(NORDER, np.int64))
         T = Trades(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int8),
                    np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1, np.int64),
                    np.zeros(1, np.int64), np.zeros(1))
@@ -61,11 +63,11 @@ def _sweep_kernel(L, PP, bal0, marks0, fs0, st0, nroutes, nslots, init_eq, ppy, 
             eq = np.empty(n)
             ex = np.empty(n)
             dd = np.empty(n)
-            run_range(L, PP[c], 0, n, S, eq, ex, dd, False, T)
+            simulate(L, PP[c], 0, n, S, eq, ex, dd, False, T)
             xout[c, :] = excess_figures(eq, baseline, init_eq, L.time_ms, ppy)
         else:
             none = np.empty(0)
-            run_range(L, PP[c], 0, n, S, none, none, none, False, T)
+            simulate(L, PP[c], 0, n, S, none, none, none, False, T)
         out[c, :] = finalize(S[4], S[5], n, L.time_ms[n - 1], init_eq, S[4][F_PREV], ppy)
         minbals[c, :] = S[1]
 

@@ -3,7 +3,8 @@
 The kernels take one type whatever the strategy kind, fill mode or number of series
 (closes and volumes are one float64 [series, bar] array, C-contiguous and writable;
 ``layout.rows``), so a tiny run of each kind and fill, one sweep and one walk-forward
-reach every specialisation: ``run_range`` with trade logging (single runs),
+reach every specialisation: ``legs.simulate`` (``run_range``, or ``run_range_legs`` for
+the other execution models) with trade logging (single runs),
 ``_sweep_kernel`` (parallel, sweeps and walk-forward in-sample windows), ``finalize``
 and the helpers. ``python -m usdcarb.backtest.engine.warm`` does it at setup and in the
 container build; each engine process does it again at start, a load from the cache.
@@ -17,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from .model import ENGINE_VERSION, EngineConfig, MarketFrame, Series, VenueCosts
+from .model import ENGINE_VERSION, EngineConfig, Execution, MarketFrame, Series, VenueCosts
 from .run import run_backtest
 from .sweep import run_sweep, run_walk_forward
 
@@ -54,6 +55,10 @@ def warm_up() -> str:
         config = EngineConfig(venues=venues, fill=fill)
         for kind, params, _axis in KINDS:
             run_backtest(kind, params, config, market)
+    for kind, params, _axis in KINDS[:2]:     # independent legs and maker orders (legs.py)
+        for execution in (Execution(leg_mode="independent"), Execution(order_type="maker")):
+            run_backtest(kind, params, EngineConfig(venues=venues, execution=execution),
+                         market)
     config = EngineConfig(venues=venues)
     for kind, params, axis in KINDS:
         run_sweep(kind, params, {axis: [5.0, 10.0]}, config, market)
