@@ -12,11 +12,13 @@ and on a warm one, and the replica's own "ready in" from its log (``--no-cold`` 
 the empty-cache compile, 1.5-2.5 min on two cores).
 
 Two breakdowns. "service stages" is what the backtest service logged for the best run
-(runner._Stages): load (block-cache read, align, hash), process (hand-off to the engine
+(runner._Stages): load (memory or block-cache read onto the grid, hash), process (hand-off to the engine
 process and back, of which engine), store (one transaction) and publish; "queue+stream"
 is the rest of the wall time (submit, queueing, events through Envoy). "in-process" times
-the reads on the same data: a cold read (binary COPY of market_data, what the cache
-falls back to) against a warm block-cache read, then align+hash and the engine.
+the reads on the same data: a cold read (binary COPY of market_data, what the block
+cache falls back to), a load from the block cache (placed on the grid and hashed, into
+the shared-memory frame) and one from the replica's memory of current blocks
+(marketmemo.py), then the engine, the result columns and their compact encoding.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
     from google.protobuf import json_format
 
     from usdcarb.backtest import engine
+    from usdcarb.backtest.colcodec import encode_columns
     from usdcarb.backtest.config import parse_config
-    from usdcarb.backtest.loading import align, snapshot_hash
+    from usdcarb.backtest.handoff import create_frame, discard
+    from usdcarb.backtest.loading import load_market
+    from usdcarb.backtest.marketmemo import MarketMemo
     from usdcarb.backtest.results import equity_columns, trade_rows
-    from usdcarb.marketdata.cache import CandleCache
     from usdcarb.marketdata.reader import read_candles
     from usdcarb.platform.db import create_pool
     from usdcarb.v1 import backtest_pb2 as pb
@@ -79,7 +83,7 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
     legs = engine.required_series("cross-exchange-spread", params)
     spec = parse_config(cfg, legs)
     pool = await create_pool(dsn, 2, 4, search_path="backtest, public")
-    cache = CandleCache(table="ingestion.market_data", blocks="ingestion.candle_blocks")
+    memo = MarketMemo(1 << 30)
     try:
         t = time.perf_counter()
 
@@ -88,27 +92,42 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
                 return await read_candles(conn, exchange=v, symbol=s, timeframe="1m",
                                           start=spec.start, end=spec.end)
 
-        async def warm(v: str, s: str) -> Any:
-            async with pool.acquire() as conn:
-                return await cache.read(conn, exchange=v, symbol=s, timeframe="1m",
-                                        timeframe_ms=spec.timeframe_ms, start=spec.start,
-                                        end=spec.end)
+        async def load(m: MarketMemo | None) -> Any:
+            made: list[Any] = []
+
+            def buffers(n: int, k: int) -> Any:
+                ref, *arrays = create_frame(n, legs)
+                made.append(ref)
+                return arrays
+
+            try:
+                return await load_market(
+                    pool, legs, timeframe="1m", timeframe_ms=spec.timeframe_ms,
+                    start_ms=spec.start_ms, end_ms=spec.end_ms,
+                    table="ingestion.market_data", memo=m, buffers=buffers)
+            finally:
+                for ref in made:
+                    discard(ref)
 
         await asyncio.gather(*(cold(v, s) for v, s in legs))
         t0 = time.perf_counter()
-        candles = await asyncio.gather(*(warm(v, s) for v, s in legs))
+        await load(None)
         t1 = time.perf_counter()
-        frame = align(legs, candles, start_ms=spec.start_ms, end_ms=spec.end_ms,
-                      timeframe_ms=spec.timeframe_ms)
-        snapshot_hash(legs, candles, "1m", spec.start_ms, spec.end_ms)
+        await load(memo)   # fills the memo
         t2 = time.perf_counter()
-        out = engine.run_backtest("cross-exchange-spread", params, spec.engine, frame)
+        loaded = await load(memo)
         t3 = time.perf_counter()
-        trade_rows(frame.time_ms, out.trades)
-        equity_columns(frame.time_ms, out)
+        frame = loaded.frame
+        out = engine.run_backtest("cross-exchange-spread", params, spec.engine, frame)
         t4 = time.perf_counter()
-        return {"read (COPY)": t0 - t, "read (cache)": t1 - t0, "align+hash": t2 - t1,
-                "engine": t3 - t2, "columns": t4 - t3}
+        trade_rows(frame.time_ms, out.trades)
+        columns = equity_columns(frame.time_ms, out)
+        t5 = time.perf_counter()
+        encode_columns(columns, out.extras.get("initial_equity"))
+        t6 = time.perf_counter()
+        return {"read (COPY)": t0 - t, "load (blocks)": t1 - t0,
+                "load (memo)": t3 - t2, "engine": t4 - t3, "columns": t5 - t4,
+                "encode": t6 - t5}
     finally:
         await pool.close()
 

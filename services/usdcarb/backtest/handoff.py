@@ -1,10 +1,14 @@
-"""Hand a MarketFrame to the engine process, and its curves back, through a file.
+"""Hand a MarketFrame to the engine process, and its curves back, through shared memory.
 
 Why: pickling a million-bar frame (~40 MB) into the executor's pipe and the three
-curves (~24 MB) back cost ~0.2 s of a run, twice over in copies. Instead the parent
-writes the frame's columns once to a file in the temp directory (``TMPDIR``: page
-cache, never synced), the child reads them straight into arrays and writes its curves
-beside them, and only small things (a ``FrameRef``, the trades and figures) are pickled.
+curves (~24 MB) back cost ~0.2 s of a run, twice over in copies. Instead the frame's
+columns live in a file in ``/dev/shm`` (RAM; the temp directory where that is missing or
+too small) that both processes map: the parent loads the market data straight into it
+(``create_frame``: no copy at all) or writes a frame it has (``write_frame``), the child
+maps the same pages (``read_frame``: no copy), writes its curves beside them and the
+parent maps those (``take_curves``). Only small things (a ``FrameRef``, the trades and
+figures) are pickled. Mappings are private copy-on-write: neither side ever sees the
+other's writes, and a file unlinked while mapped stays readable until unmapped.
 
 Contract: the parent owns both files; ``discard`` removes them after the job, whatever
 happened, and a file is never reused (mkstemp names).
@@ -13,11 +17,14 @@ happened, and a file is never reused (mkstemp names).
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from usdcarb.backtest.engine import BacktestOutput, MarketFrame, Series
 
@@ -37,9 +44,65 @@ class FrameRef:
         return self.path + ".curves"
 
 
+SHM = "/dev/shm"
+
+
+def _directory(size: int) -> str | None:
+    """``/dev/shm`` when it is there with room to spare (twice ``size``), else None (the
+    temp directory): a container's /dev/shm is often 64 MB."""
+    try:
+        st = os.statvfs(SHM)
+    except OSError:
+        return None
+    if not os.access(SHM, os.W_OK) or st.f_bavail * st.f_frsize < 2 * size + (64 << 20):
+        return None
+    return SHM
+
+
+def _frame_size(bars: int, k: int) -> int:
+    return 8 * bars * (1 + 2 * k)
+
+
+def _map(path: str, size: int, *, shared: bool) -> mmap.mmap | bytes:
+    """Map ``size`` bytes of ``path`` (shared: the caller's writes land in the file;
+    else private copy-on-write). An empty file gives empty bytes (mmap refuses size 0)."""
+    if size == 0:
+        return b""
+    with open(path, "r+b" if shared else "rb") as f:
+        return mmap.mmap(f.fileno(), size,
+                         access=mmap.ACCESS_WRITE if shared else mmap.ACCESS_COPY)
+
+
+def _columns(buf: mmap.mmap | bytes, bars: int, k: int) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    time_ms = np.ndarray((bars,), np.int64, buffer=buf, offset=0)
+    closes = np.ndarray((k, bars), np.float64, buffer=buf, offset=8 * bars)
+    volumes = np.ndarray((k, bars), np.float64, buffer=buf, offset=8 * bars * (1 + k))
+    return time_ms, closes, volumes
+
+
+def create_frame(bars: int, series: Sequence[tuple[str, str]]) -> tuple[
+        FrameRef, npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """A new frame file of ``bars`` bars of ``series`` (venue, symbol), mapped: its
+    reference and its columns to fill (time, closes [series, bar], volumes [series, bar]).
+    The caller fills them before handing the reference on, and discards it after."""
+    k = len(series)
+    size = _frame_size(bars, k)
+    fd, path = tempfile.mkstemp(prefix="usdcarb-frame-", dir=_directory(size))
+    try:
+        os.ftruncate(fd, size)
+        os.close(fd)
+        time_ms, closes, volumes = _columns(_map(path, size, shared=True), bars, k)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return FrameRef(path=path, bars=bars, series=tuple(series)), time_ms, closes, volumes
+
+
 def write_frame(frame: MarketFrame, directory: str | None = None) -> FrameRef:
     """Write ``frame``'s columns (native-endian) to a new file; return its reference."""
-    fd, path = tempfile.mkstemp(prefix="usdcarb-frame-", dir=directory)
+    size = _frame_size(len(frame), len(frame.series))
+    fd, path = tempfile.mkstemp(prefix="usdcarb-frame-", dir=directory or _directory(size))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(np.ascontiguousarray(frame.time_ms, np.int64).data)
@@ -57,14 +120,16 @@ def write_frame(frame: MarketFrame, directory: str | None = None) -> FrameRef:
 def read_frame(ref: FrameRef) -> MarketFrame:
     """Read the frame ``ref`` names (in the engine process).
 
-    Closes (and volumes) land as rows of one [series, bar] array, so the engine's layout
-    takes them without a copy (``engine.layout.rows``).
+    The file is mapped, not read (copy-on-write: the engine may write, the file stays as
+    it was). Closes (and volumes) are rows of one [series, bar] array, so the engine's
+    layout takes them without a copy (``engine.layout.rows``).
     """
     n, k = ref.bars, len(ref.series)
-    with open(ref.path, "rb") as f:
-        time_ms = np.fromfile(f, np.int64, n)
-        closes = np.fromfile(f, np.float64, k * n).reshape(k, n)
-        volumes = np.fromfile(f, np.float64, k * n).reshape(k, n)
+    size = _frame_size(n, k)
+    if os.path.getsize(ref.path) != size:
+        raise ValueError(f"expected a frame file of {size} bytes, got "
+                         f"{os.path.getsize(ref.path)}")
+    time_ms, closes, volumes = _columns(_map(ref.path, size, shared=False), n, k)
     series = [Series(venue=venue, symbol=symbol, close=closes[j], volume=volumes[j])
               for j, (venue, symbol) in enumerate(ref.series)]
     return MarketFrame(time_ms=time_ms, series=tuple(series))
@@ -85,11 +150,17 @@ def take_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
     """Put back the curves ``send_curves`` wrote (parent side)."""
     with open(ref.curves_path, "rb") as f:
         sizes = [int(x) for x in np.fromfile(f, np.int64, len(_CURVES))]
-        equity, drawdown, exposure = (np.fromfile(f, np.float64, k) for k in sizes)
-    got = [len(equity), len(drawdown), len(exposure)]
-    if got != sizes:
-        raise ValueError(f"expected curves of {sizes} points from the engine process, "
-                         f"got {got}")
+    total = 8 * (len(_CURVES) + sum(sizes))
+    if len(sizes) != len(_CURVES) or os.path.getsize(ref.curves_path) != total:
+        raise ValueError(f"expected curves of {sizes} points ({total} bytes) from the "
+                         f"engine process, got {os.path.getsize(ref.curves_path)} bytes")
+    buf = _map(ref.curves_path, total, shared=False)
+    at = 8 * len(_CURVES)
+    curves = []
+    for k in sizes:
+        curves.append(np.ndarray((k,), np.float64, buffer=buf, offset=at))
+        at += 8 * k
+    equity, drawdown, exposure = curves
     return dataclasses.replace(out, equity=equity, drawdown=drawdown, exposure=exposure)
 
 

@@ -1,11 +1,13 @@
-"""Market data for a run: read each series the strategy needs, align them, hash them.
+"""Market data for a run: read each series the strategy needs onto one grid, and hash it.
 
-Reading goes through the block cache beside the ingestion hypertable
-(``usdcarb.marketdata.cache``: week-long column blocks, falling back to binary COPY and
-building the blocks it misses), one connection per series so the reads overlap.
-``align`` (pure) places every series on the common epoch-aligned UTC grid of the
-timeframe over [start, end), NaN where a venue has no bar, so the engine sees a
-missing bar as missing and never trades on a stale price. The snapshot hash covers
+Reading goes block by block (``marketmemo``): blocks this process read before and that are
+still current come from memory, the others from the block cache beside the ingestion
+hypertable (``usdcarb.marketdata.cache``: week-long column blocks, falling back to binary
+COPY and building the blocks it misses), one connection per series so the reads overlap.
+Every series lands on the common epoch-aligned UTC grid of the timeframe over
+[start, end), NaN where a venue has no bar, so the engine sees a missing bar as missing
+and never trades on a stale price; the grid arrays may be the caller's (the shared
+memory the engine process maps: ``handoff.create_frame``). The snapshot hash covers
 exactly the rows read, every column, so any changed, added or removed bar changes it.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +31,7 @@ from usdcarb.backtest.engine import (
     pricing_symbols,
     required_series,
 )
-from usdcarb.marketdata.cache import CandleCache
-from usdcarb.marketdata.reader import Candles
+from usdcarb.backtest.marketmemo import MarketMemo, read_series
 from usdcarb.marketdata.writer import blocks_table
 from usdcarb.platform.errors import FailedPrecondition
 
@@ -59,44 +60,6 @@ def _ms(dt: datetime) -> int:
 
 def series_label(venue: str, symbol: str, timeframe: str) -> str:
     return f"{venue}:{symbol}:{timeframe}"
-
-
-def snapshot_hash(
-    keys: Sequence[tuple[str, str]], candles: Sequence[Candles], timeframe: str,
-    start_ms: int, end_ms: int,
-) -> str:
-    """Hash the rows read (every column, little-endian) with what they were read for."""
-    h = hashlib.sha256(f"{timeframe}|{start_ms}|{end_ms}".encode())
-    for (venue, symbol), c in zip(keys, candles, strict=True):
-        h.update(f"|{venue}|{symbol}|{len(c)}|".encode())
-        for col in (c.open_time_ms, c.open, c.high, c.low, c.close, c.volume, c.provenance):
-            h.update(np.ascontiguousarray(col, dtype=col.dtype.newbyteorder("<")).data)
-    return h.hexdigest()
-
-
-def align(
-    keys: Sequence[tuple[str, str]], candles: Sequence[Candles], *, start_ms: int,
-    end_ms: int, timeframe_ms: int,
-) -> MarketFrame:
-    """Place each series on the grid [start, end) of ``timeframe_ms``; NaN where absent.
-
-    Bars whose open time is off the grid are ignored (the ingestion service stores
-    aligned bars only; a misaligned one is a data error, not a price).
-    """
-    first = grid_start(start_ms, timeframe_ms)
-    n = grid_size(start_ms, end_ms, timeframe_ms)
-    time_ms = first + np.arange(n, dtype=np.int64) * timeframe_ms
-    series = []
-    for (venue, symbol), c in zip(keys, candles, strict=True):
-        close = np.full(n, np.nan)
-        volume = np.full(n, np.nan)
-        offset = c.open_time_ms - first
-        idx = offset // timeframe_ms
-        ok = (offset % timeframe_ms == 0) & (idx >= 0) & (idx < n)
-        close[idx[ok]] = c.close[ok]
-        volume[idx[ok]] = c.volume[ok]
-        series.append(Series(venue=venue, symbol=symbol, close=close, volume=volume))
-    return MarketFrame(time_ms=time_ms, series=tuple(series))
 
 
 async def data_gaps(
@@ -214,29 +177,61 @@ async def series_to_load(
     return keys
 
 
+Buffers = Callable[[int, int], tuple[Any, Any, Any]]
+
+
+def _arrays(bars: int, k: int) -> tuple[Any, Any, Any]:
+    return (np.empty(bars, np.int64), np.empty((k, bars), np.float64),
+            np.empty((k, bars), np.float64))
+
+
 async def load_market(
     pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, timeframe_ms: int,
-    start_ms: int, end_ms: int, table: str,
+    start_ms: int, end_ms: int, table: str, memo: MarketMemo | None = None,
+    buffers: Buffers | None = None,
 ) -> Loaded:
-    """Read, check, align and hash the series ``keys`` over [start_ms, end_ms)."""
+    """Read the series ``keys`` over [start_ms, end_ms) onto one grid, check and hash them.
+
+    ``pool``: an asyncpg pool, or a read router (``run(read)``). ``buffers(bars, series)``
+    gives the arrays to fill: time [bars], closes and volumes [series, bars] (default: new
+    arrays).
+    """
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
-    cache = CandleCache(table=check_table(table), blocks=blocks_table(table))
+    origin = grid_start(start_ms, timeframe_ms)
+    n = grid_size(start_ms, end_ms, timeframe_ms)
+    time_ms, closes, volumes = (buffers or _arrays)(n, len(keys))
+    time_ms[:] = origin + np.arange(n, dtype=np.int64) * timeframe_ms
+    check_table(table)
 
-    async def one(venue: str, symbol: str) -> Candles:
+    async def one(j: int, venue: str, symbol: str) -> Any:
+        async def read(conn: Any) -> Any:   # idempotent: it writes every slot of row j
+            return await read_series(
+                conn, memo, table=table, blocks=blocks_table(table), exchange=venue,
+                symbol=symbol, timeframe=timeframe, timeframe_ms=timeframe_ms,
+                start_ms=start_ms, end_ms=end_ms, origin=origin, out_close=closes[j],
+                out_volume=volumes[j])
+
+        run = getattr(pool, "run", None)   # a read router (replica, else primary)
+        if run is not None:
+            return await run(read)
         async with pool.acquire() as conn:
-            return await cache.read(conn, exchange=venue, symbol=symbol, timeframe=timeframe,
-                                    timeframe_ms=timeframe_ms, start=start, end=end)
+            return await read(conn)
 
-    candles = list(await asyncio.gather(*(one(v, s) for v, s in keys)))
+    reads = list(await asyncio.gather(*(one(j, v, s) for j, (v, s) in enumerate(keys))))
     empty = [
         ("MARKET_DATA", series_label(v, s, timeframe),
          f"expected bars in [{start.isoformat()}, {end.isoformat()}), got none")
-        for (v, s), c in zip(keys, candles, strict=True) if len(c) == 0
+        for (v, s), r in zip(keys, reads, strict=True) if r.rows == 0
     ]
     if empty:
         raise FailedPrecondition(empty, reason="NO_MARKET_DATA")
-    frame = align(keys, candles, start_ms=start_ms, end_ms=end_ms, timeframe_ms=timeframe_ms)
-    digest = snapshot_hash(keys, candles, timeframe, start_ms, end_ms)
-    rows = {series_label(v, s, timeframe): len(c) for (v, s), c in zip(keys, candles, strict=True)}
-    return Loaded(frame=frame, snapshot_hash=digest, rows=rows)
+    h = hashlib.sha256(f"{timeframe}|{start_ms}|{end_ms}|blocks".encode())
+    for r in reads:
+        h.update(r.digest)
+    frame = MarketFrame(time_ms=time_ms, series=tuple(
+        Series(venue=v, symbol=s, close=closes[j], volume=volumes[j])
+        for j, (v, s) in enumerate(keys)))
+    rows = {series_label(v, s, timeframe): r.rows
+            for (v, s), r in zip(keys, reads, strict=True)}
+    return Loaded(frame=frame, snapshot_hash=h.hexdigest(), rows=rows)

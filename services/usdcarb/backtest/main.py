@@ -72,6 +72,10 @@ class BacktestSettings(PlatformSettings):
         "in chunks of this many, which any slot of any replica takes (0: never split).")
     progress_interval_s: float = Field(
         default=0.1, ge=0, description="Least seconds between progress events a run emits.")
+    market_memo_mb: int = Field(
+        default=256, ge=0, le=65_536, description="Megabytes of market data blocks a "
+        "replica keeps in memory between runs, each used only while its block is current "
+        "(16 bytes a bar; 0: none).")
 
 
 @dataclass
@@ -118,7 +122,8 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                         market_table=settings.market_table, redis_url=settings.redis_url,
                         progress_interval_s=settings.progress_interval_s,
                         heartbeat_s=max(0.2, settings.claim_idle_s / 4),
-                        max_bars=settings.max_bars, chunk_points=settings.sweep_chunk_points))
+                        max_bars=settings.max_bars, chunk_points=settings.sweep_chunk_points,
+                        market_memo_mb=settings.market_memo_mb))
     app = BacktestApp(store=store, bus=bus, queue=queue, lanes=lanes, strategy=strategy,
                       settings=AppSettings(market_table=settings.market_table,
                                            max_bars=settings.max_bars,

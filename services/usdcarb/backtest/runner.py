@@ -34,10 +34,11 @@ from usdcarb.backtest.colcodec import encode_columns
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
-from usdcarb.backtest.handoff import discard, take_curves, write_frame
+from usdcarb.backtest.handoff import FrameRef, create_frame, discard, take_curves
 from usdcarb.backtest.jobs import JobEntry, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import Loaded, load_market, series_to_load
+from usdcarb.backtest.marketmemo import MarketMemo
 from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.results import (
@@ -84,6 +85,7 @@ class RunnerSettings:
     max_bars: int = 20_000_000
     ready_ttl_s: float = 15.0   # a replica's readiness mark outlives it by at most this
     chunk_points: int = 250     # grid sweeps larger than this run in chunks (0: never)
+    market_memo_mb: int = 256   # market data blocks kept in memory (marketmemo.py)
 
 
 WARM_UP_TRIES = 3
@@ -104,6 +106,7 @@ class Runner:
                  settings: RunnerSettings, name: str | None = None) -> None:
         self._store, self._bus, self._queue, self._lanes = store, bus, queue, lanes
         self._chunks = ChunkBoard(redis, bus.channels)
+        self._memo = MarketMemo(settings.market_memo_mb << 20)
         self._strategy, self._redis, self.settings = strategy, redis, settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
@@ -285,10 +288,9 @@ class Runner:
         clock = _Stages()
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            loaded = await self._load(job.strategy_kind, job.parameters, spec)
+            loaded, ref = await self._load(job.strategy_kind, job.parameters, spec)
             bars = len(loaded.frame)
             clock.lap("load")
-            ref = await asyncio.to_thread(write_frame, loaded.frame)
             try:
                 out, elapsed = await self._execute(index, run_backtest_task, BacktestTask(
                     job_id=job.id, kind=job.strategy_kind, params=job.parameters,
@@ -355,15 +357,31 @@ class Runner:
         await self._strategy.mark_backtested(
             job.strategy_version, f"{name} (run by {creator}) succeeded")
 
-    async def _load(self, kind: str, params: dict[str, Any], spec: RunSpec) -> Loaded:
-        """Read the markets the run trades and those pricing its assets (as of now)."""
+    async def _load(self, kind: str, params: dict[str, Any], spec: RunSpec,
+                    ) -> tuple[Loaded, FrameRef]:
+        """Read the markets the run trades and those pricing its assets (as of now)
+        straight into a frame file the engine process maps (the caller discards it)."""
         table = self.settings.market_table
         keys = await series_to_load(self._store.pool, kind, params, spec.engine,
                                     timeframe=spec.timeframe, start=spec.start, end=spec.end,
                                     table=table)
-        return await load_market(self._store.pool, keys, timeframe=spec.timeframe,
-                                 timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms,
-                                 end_ms=spec.end_ms, table=table)
+        made: list[FrameRef] = []
+
+        def buffers(bars: int, k: int) -> tuple[Any, Any, Any]:
+            ref, time_ms, closes, volumes = create_frame(bars, keys)
+            made.append(ref)
+            return time_ms, closes, volumes
+
+        try:
+            loaded = await load_market(self._store.pool, keys, timeframe=spec.timeframe,
+                                       timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms,
+                                       end_ms=spec.end_ms, table=table,
+                                       memo=self._memo, buffers=buffers)
+        except BaseException:
+            for ref in made:
+                discard(ref)
+            raise
+        return loaded, made[0]
 
     def _spec(self, config: dict[str, Any], kind: str, params: dict[str, Any]) -> RunSpec:
         cfg = json_format.ParseDict(config, pb.BacktestConfig())
@@ -443,10 +461,9 @@ class Runner:
         ).SerializeToString())
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            loaded = await self._load(job.strategy_kind, job.parameters, spec)
             wf = walk_forward_bars(job.walk_forward, spec) if job.walk_forward else None
             axes = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
-            ref = await asyncio.to_thread(write_frame, loaded.frame)
+            loaded, ref = await self._load(job.strategy_kind, job.parameters, spec)
             try:
                 found = await self._execute(index, run_sweep_task, SweepTask(
                     job_id=job.id, kind=job.strategy_kind, params=job.parameters, axes=axes,
@@ -518,8 +535,7 @@ class Runner:
         if not await self._bus.cancel_requested(job.id):
             try:
                 spec = self._spec(job.config, job.strategy_kind, job.parameters)
-                loaded = await self._load(job.strategy_kind, job.parameters, spec)
-                ref = await asyncio.to_thread(write_frame, loaded.frame)
+                _, ref = await self._load(job.strategy_kind, job.parameters, spec)
                 try:
                     found = await self._execute(index, run_sweep_task, SweepTask(
                         job_id=job.id, kind=job.strategy_kind, params=job.parameters,
