@@ -11,7 +11,7 @@ import pytest
 from usdcarb_sdk import v1
 from usdcarb_sdk.backtest_config import BacktestConfigBuilder
 from usdcarb_sdk.report import BacktestData, SweepData, to_html
-from usdcarb_sdk.report_charts import inventory_from_trades, spread_series
+from usdcarb_sdk.report_charts import inventory_from_trades, reduce_extremes, spread_series
 from usdcarb_sdk.results import attribution_parts, metrics_frame, sweep_points_frame
 
 pytestmark = pytest.mark.unit
@@ -159,3 +159,15 @@ def test_reports_render_offline_as_one_self_contained_page() -> None:
     assert len(sweep_points_frame(sweep)) == 4
     page = SweepData(sweep).to_html()
     assert 'id="chart-heatmap"' in page and "0.420" in page
+
+
+def test_a_long_spread_is_drawn_by_its_extremes() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(100_000)
+    values[77_777] = 50.0  # a spike
+    series = pd.Series(values, index=pd.date_range("2023-03-10", periods=100_000,
+                                                   freq="1min", tz="UTC"))
+    reduced = reduce_extremes(series, 1_000)
+    assert len(reduced) <= 1_000 and reduced.index.is_monotonic_increasing
+    assert reduced.max() == 50.0 and reduced.min() == values.min()
+    assert len(reduce_extremes(series.iloc[:500], 1_000)) == 500

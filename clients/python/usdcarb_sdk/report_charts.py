@@ -7,6 +7,7 @@ Each function returns a plotly ``Figure`` (or None when the input has nothing to
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 __all__ = [
+    "MAX_LINE_POINTS",
     "attribution_figure",
     "drawdown_figure",
     "equity_figure",
     "heatmap_figure",
     "inventory_figure",
     "inventory_from_trades",
+    "reduce_extremes",
     "robustness_figure",
     "spread_figure",
     "spread_series",
@@ -117,11 +120,37 @@ def spread_series(kind: str, parameters: Mapping[str, Any],
     return None
 
 
+MAX_LINE_POINTS = 20_000
+
+
+def reduce_extremes(series: pd.Series, max_points: int = MAX_LINE_POINTS) -> pd.Series:
+    """Return ``series`` with at most about ``max_points`` points: in equal buckets of
+    bars, each bucket's lowest and highest value in time order (every spike survives)."""
+    n = len(series)
+    if n <= max_points:
+        return series
+    values = series.to_numpy(dtype=np.float64)
+    buckets = max(1, max_points // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    keep: list[int] = []
+    for lo, hi in pairwise(edges.tolist()):
+        if hi <= lo:
+            continue
+        chunk = values[lo:hi]
+        if np.all(np.isnan(chunk)):
+            continue
+        a, b = lo + int(np.nanargmin(chunk)), lo + int(np.nanargmax(chunk))
+        keep += sorted({a, b})
+    return series.iloc[keep]
+
+
 def spread_figure(label: str, spread: pd.Series, trades: pd.DataFrame,
                   thresholds: Sequence[tuple[str, float]] = ()) -> go.Figure:
-    """The spread over time with each round trip's entry and exit marked."""
+    """The spread over time with each round trip's entry and exit marked (a long series
+    drawn by its per-bucket extremes, see ``reduce_extremes``)."""
     fig = _figure(label, yaxis_title="bps")
-    fig.add_trace(go.Scattergl(x=spread.index, y=spread.to_numpy(), name="spread",
+    line = reduce_extremes(spread)
+    fig.add_trace(go.Scattergl(x=line.index, y=line.to_numpy(), name="spread",
                                mode="lines", line={"width": 1}))
     for name, level in thresholds:
         fig.add_hline(y=level, line={"dash": "dash", "width": 1, "color": "#888"},
