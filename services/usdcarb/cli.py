@@ -23,6 +23,7 @@ interrupted. `data quality` keeps its own: 0 usable, 1 stale or aliased, 2 faile
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -36,7 +37,8 @@ def _sdk_command(argv: list[str]) -> int:
     from usdcarb.commands import backtest, report, strategy, sweep
     from usdcarb.commands.common import ArgumentParser, parse_and_run
 
-    parser = ArgumentParser(prog="usdcarb", description=USAGE)
+    parser = ArgumentParser(prog="usdcarb", description=USAGE,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
     for module in (strategy, backtest, sweep, report):
         module.register(commands)

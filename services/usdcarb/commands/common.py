@@ -227,6 +227,17 @@ def describe_error(error: UsdcarbError) -> list[str]:
     return lines
 
 
+def _chosen(parser: argparse.ArgumentParser,
+            args: argparse.Namespace) -> argparse.ArgumentParser:
+    """Return the deepest parser the arguments chose (for its help)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return _chosen(action.choices[name], args)
+    return parser
+
+
 def parse_and_run(parser: ArgumentParser, argv: Sequence[str], prog: str) -> int:
     """Parse ``argv`` with ``parser`` (whose subcommands set ``handler``) and run it."""
     output = Output(argparse.Namespace())
@@ -236,7 +247,7 @@ def parse_and_run(parser: ArgumentParser, argv: Sequence[str], prog: str) -> int
         output.note(str(exc))
         output.note(parser.format_usage().rstrip())
         return EXIT_USAGE
-    if getattr(args, "handler", None) is None:
-        output.note(parser.format_help().rstrip())
+    if getattr(args, "handler", None) is None:  # a command without its subcommand
+        output.note(_chosen(parser, args).format_help().rstrip())
         return EXIT_USAGE
     return run_command(args.handler, args, prog)
