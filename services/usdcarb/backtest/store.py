@@ -11,6 +11,7 @@ Tables are unqualified: the pool's search_path names the service's schema.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -138,6 +139,8 @@ class BacktestStore(PooledStore):
 
         Return False (and write nothing) when the job is no longer this attempt's.
         """
+        # Encoded before the transaction, and off the event loop (tens of ms a million bars).
+        trade_args = await asyncio.to_thread(encode_trades, job.id, trades)
         async with self.transaction() as conn:
             status = await conn.execute(
                 """UPDATE backtests SET state = $2, result = $3, fingerprint_digest = $4,
@@ -147,7 +150,7 @@ class BacktestStore(PooledStore):
                 job.worker, job.attempts)
             if status != "UPDATE 1":
                 return False
-            await conn.execute(INSERT_SQL, *encode_trades(job.id, trades))
+            await conn.execute(INSERT_SQL, *trade_args)
             await conn.execute(
                 """INSERT INTO backtest_equity (backtest_id, points, time_ms, equity, drawdown,
                                                 exposure)

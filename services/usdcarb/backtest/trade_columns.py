@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from usdcarb.backtest.model import TradeRows
 
@@ -43,10 +44,9 @@ PAGE_SQL = (
 
 def encode_trades(backtest_id: str, trades: TradeRows) -> tuple[Any, ...]:
     """Return the arguments of ``INSERT_SQL`` for ``trades`` (seq 1..n in this order)."""
-    venues, venue = np.unique(np.asarray(trades.venue, dtype=object).astype(str),
-                              return_inverse=True)
-    symbols, symbol = np.unique(np.asarray(trades.symbol, dtype=object).astype(str),
-                                return_inverse=True)
+    # Hashing, not sorting, the names (np.unique sorts ~80k Python strings: ~0.1 s).
+    venue, venues = pd.factorize(np.asarray(trades.venue, dtype=object), sort=True)
+    symbol, symbols = pd.factorize(np.asarray(trades.symbol, dtype=object), sort=True)
     columns: dict[str, Any] = {
         "time_ms": trades.time_ms, "venue": venue, "symbol": symbol,
         **{name: getattr(trades, name) for name in (*_FLOATS, *_INTS)}}
