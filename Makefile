@@ -145,6 +145,17 @@ test-e2e: setup
 test-contracts: venv
 	$(PY) -m pytest tests/contracts
 
+# Also part of `make test` (tests/observability): promtool on the rules and their unit
+# tests, the dashboards' JSON fresh.
+.PHONY: monitoring-check dashboards
+monitoring-check: venv ## promtool check + unit tests of the alert rules; dashboards JSON fresh
+	promtool check rules deploy/monitoring/prometheus/rules/*.yml
+	cd deploy/monitoring/prometheus/tests && promtool test rules alerts_test.yml
+	$(PY) scripts/gen_dashboards.py --check
+
+dashboards: venv ## regenerate the Grafana dashboards (deploy/monitoring/grafana/dashboards)
+	$(PY) scripts/gen_dashboards.py
+
 # ---------------------------------------------------------------- running it
 .PHONY: up down demo status backup restore
 up: setup ## start PostgreSQL+TimescaleDB, Redis, every service and Envoy (127.0.0.1:8080)
