@@ -29,6 +29,7 @@ from usdcarb.platform.bootstrap import run
 from usdcarb.platform.db import create_pool, postgres_check
 from usdcarb.platform.migrations import apply_migrations
 from usdcarb.platform.redis import create_redis, redis_check
+from usdcarb.platform.replica import ReadRouter, ReplicaCollector, service_read_router
 from usdcarb.platform.server import Register, run_service
 from usdcarb.platform.service_auth import TokenSource, service_token
 from usdcarb.platform.settings import PlatformSettings, service_config
@@ -99,7 +100,8 @@ class Components:
 
 
 def build(pool: Any, redis: Any, settings: BacktestSettings, *,
-          worker_name: str | None = None, token: TokenSource | None = None) -> Components:
+          worker_name: str | None = None, token: TokenSource | None = None,
+          reads: ReadRouter | None = None) -> Components:
     """Wire the store, queue, progress bus, strategy client, app, runner and servicer.
 
     ``token`` (default: this service's token from identity) authenticates the calls to
@@ -116,7 +118,7 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
     strategy = StrategyClient(peer_channel(settings, settings.strategy_address, "strategy"),
                               token or service_token(settings, SERVICE_NAME))
     runner = Runner(store=store, bus=bus, queue=queue, lanes=lanes, strategy=strategy,
-                    redis=redis,
+                    redis=redis, reads=reads,
                     name=worker_name, settings=RunnerSettings(
                         processes=settings.worker_processes, max_attempts=settings.max_attempts,
                         market_table=settings.market_table, redis_url=settings.redis_url,
@@ -147,11 +149,12 @@ async def serve(settings: BacktestSettings) -> None:
                              settings.db_pool_max, search_path=f"{SCHEMA}, public")
     try:
         await apply_migrations(pool, SCHEMA, MIGRATIONS)
+        reads = await service_read_router(settings, pool, search_path=f"{SCHEMA}, public")
         redis = await create_redis(settings.redis_url)
     except BaseException:
         await pool.close()
         raise
-    components = build(pool, redis, settings)
+    components = build(pool, redis, settings, reads=reads)
     await components.start()
     await run_service(
         [SERVICE], components.register, settings,
@@ -159,8 +162,8 @@ async def serve(settings: BacktestSettings) -> None:
         # cache, compiled) its kernels, so no request waits on a compile.
         health_checks={"postgres": postgres_check(pool), "redis": redis_check(redis),
                        "engine": components.runner.ready_check},
-        on_close=[pool.close, redis.aclose, components.close],
-        collectors=[components.telemetry.registry])
+        on_close=[pool.close, reads.close, redis.aclose, components.close],
+        collectors=[ReplicaCollector(reads), components.telemetry.registry])
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ from usdcarb.backtest.worker import (
 )
 from usdcarb.platform.errors import DomainError
 from usdcarb.platform.events import DomainEvent, publish
+from usdcarb.platform.replica import ReadRouter
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
 
@@ -103,8 +104,11 @@ class Runner:
 
     def __init__(self, *, store: BacktestStore, bus: ProgressBus, queue: Lanes,
                  lanes: LaneInfo, strategy: StrategyClient, redis: Any,
-                 settings: RunnerSettings, name: str | None = None) -> None:
+                 settings: RunnerSettings, name: str | None = None,
+                 reads: ReadRouter | None = None) -> None:
         self._store, self._bus, self._queue, self._lanes = store, bus, queue, lanes
+        # Market loads: the read replica when it is healthy, else the primary.
+        self._reads = reads or ReadRouter(store.pool)
         self._chunks = ChunkBoard(redis, bus.channels)
         self._memo = MarketMemo(settings.market_memo_mb << 20)
         self._strategy, self._redis, self.settings = strategy, redis, settings
@@ -373,7 +377,7 @@ class Runner:
             return time_ms, closes, volumes
 
         try:
-            loaded = await load_market(self._store.pool, keys, timeframe=spec.timeframe,
+            loaded = await load_market(self._reads, keys, timeframe=spec.timeframe,
                                        timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms,
                                        end_ms=spec.end_ms, table=table,
                                        memo=self._memo, buffers=buffers)
