@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import curve_request, equity_to_pb
+from usdcarb.backtest.engine.sweep import COST_AXES, LATENCY_AXIS
 from usdcarb.backtest.jobs import Lanes
 from usdcarb.backtest.lanes import LaneInfo, queued_message
 from usdcarb.backtest.loading import (
@@ -315,6 +316,11 @@ class BacktestApp:
                 "SELECT id FROM sweeps WHERE request_id = $1", request_id)
             if existing is not None:
                 return await self._store.get_sweep(existing)
+        if sweep.config.robustness.enabled:
+            raise InvalidArgument.for_field(
+                "sweep.config.robustness.enabled",
+                "false for a sweep (a robustness panel is for backtests; sweep the "
+                "execution cost axes instead)", True)
         version, spec = await self._prepare(sweep.strategy_version, sweep.config,
                                             "sweep.")
         axes = self._check_axes(version, sweep.axes)
@@ -360,11 +366,30 @@ class BacktestApp:
         points = 1
         for i, axis in enumerate(axes):
             f = f"sweep.axes[{i}]"
+            if axis.path in COST_AXES:
+                if axis.path in seen:
+                    violations.append((f"{f}.path", expected("each axis once", axis.path)))
+                seen.add(axis.path)
+                if not axis.values:
+                    violations.append((f"{f}.values", expected("at least one value", [])))
+                for j, value in enumerate(axis.values):
+                    if axis.path == LATENCY_AXIS:
+                        ok = float(value).is_integer() and 0 <= value <= 10_000
+                        what = "a whole number of bars from 0 to 10,000"
+                    else:
+                        ok = math.isfinite(value) and 0.0 < value <= 100.0
+                        what = "a multiplier above 0 and at most 100"
+                    if not ok:
+                        violations.append((f"{f}.values[{j}]", expected(what, value)))
+                points *= max(1, len(axis.values))
+                out.append({"path": axis.path, "values": [float(v) for v in axis.values]})
+                continue
             key = axis.path.removeprefix(spec.param_key + ".")
             numeric = [k for k, p in props.items() if p.get("type") in ("number", "integer")]
             if key not in numeric:
                 violations.append((f"{f}.path", expected(
-                    f"a numeric parameter of {spec.slug} among {numeric}", axis.path)))
+                    f"a numeric parameter of {spec.slug} among {numeric} or an execution "
+                    f"cost among {list(COST_AXES)}", axis.path)))
                 continue
             if key in seen:
                 violations.append((f"{f}.path", expected("each parameter once", axis.path)))

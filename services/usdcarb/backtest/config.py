@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from usdcarb.backtest.engine import EngineConfig, Transfer, VenueCosts
+from usdcarb.backtest.engine import EngineConfig, Execution, Robustness, Transfer, VenueCosts
 from usdcarb.platform.errors import InvalidArgument, expected
 from usdcarb.v1 import backtest_pb2 as pb
 
@@ -32,6 +32,8 @@ MS_PER_YEAR = 365 * 86_400_000
 # Documented bounds (proto/usdcarb/v1/backtest.proto): outside them INVALID_ARGUMENT.
 MAX_BPS = 1_000.0              # fees and slippage: 10% of notional or price
 MAX_LATENCY_BARS = 10_000
+MAX_LATENCY_MS = 86_400_000
+MAX_COST_MULTIPLIER = 100.0
 MAX_DELAY_BARS = 100_000
 MAX_AMOUNT = 1e15
 MAX_PERIODS_PER_YEAR = 527_040.0   # 1m bars in a leap year
@@ -163,6 +165,8 @@ def parse_config(
         v.number(f"{f}.slippage.volume_impact_bps", vc.slippage.volume_impact_bps,
                  maximum=MAX_BPS)
         v.whole(f"{f}.latency_bars", vc.latency_bars, MAX_LATENCY_BARS)
+        v.whole(f"{f}.latency_ms", vc.latency_ms, MAX_LATENCY_MS)
+        v.number(f"{f}.participation_cap", vc.participation_cap, maximum=1.0)
         initial = _amounts(vc.initial_balances, f"{f}.initial_balances", v, signed=False)
         minimum = _amounts(vc.min_balances, f"{f}.min_balances", v, signed=True)
         for asset in sorted(traded.get(vc.venue, set()) | set(initial)):
@@ -177,14 +181,21 @@ def parse_config(
             volume_impact_bps=vc.slippage.volume_impact_bps, latency_bars=vc.latency_bars,
             initial_balances=dict(sorted(initial.items())),
             min_balances=dict(sorted(minimum.items())),
+            latency_ms=vc.latency_ms, participation_cap=vc.participation_cap,
         ))
-        canonical_venues.append({
+        canonical_venue = {
             "venue": vc.venue, "makerFeeBps": vc.maker_fee_bps,
             "takerFeeBps": vc.taker_fee_bps, "slippageBps": vc.slippage.fixed_bps,
             "volumeImpactBps": vc.slippage.volume_impact_bps, "latencyBars": vc.latency_bars,
             "initialBalances": dict(sorted(initial.items())),
             "minBalances": dict(sorted(minimum.items())),
-        })
+        }
+        # Added with engine 1.2, hashed only when set: older configs keep their hash.
+        if vc.latency_ms:
+            canonical_venue["latencyMs"] = vc.latency_ms
+        if vc.participation_cap:
+            canonical_venue["participationCap"] = vc.participation_cap
+        canonical_venues.append(canonical_venue)
     missing = sorted(set(traded) - seen)
     if missing:
         v.add(f"{field}.venues", f"a VenueConfig for every venue the strategy trades "
@@ -216,6 +227,8 @@ def parse_config(
     if not math.isfinite(ppy) or not (ppy == 0 or 1 <= ppy <= MAX_PERIODS_PER_YEAR):
         v.add(f"{field}.periods_per_year",
               f"0 (from the timeframe) or a number from 1 to {MAX_PERIODS_PER_YEAR:,.0f}", ppy)
+    execution = _execution(cfg.execution, f"{field}.execution", v, triangle=len(legs) == 3)
+    robustness = _robustness(cfg.robustness, f"{field}.robustness", v)
     if v.items:
         raise InvalidArgument(v.items)
     periods = ppy or MS_PER_YEAR / tf_ms
@@ -223,13 +236,78 @@ def parse_config(
     engine = EngineConfig(
         venues=tuple(sorted(venues, key=lambda x: x.venue)),
         transfers=tuple(transfers), fill=fill,  # type: ignore[arg-type]
-        quote_asset=quote, periods_per_year=periods,
+        quote_asset=quote, periods_per_year=periods, execution=execution, bar_ms=tf_ms,
+        robustness=robustness,
     )
-    canonical = {
+    canonical: dict[str, Any] = {
         "startMs": start_ms, "endMs": end_ms, "timeframe": timeframe,
         "venues": sorted(canonical_venues, key=lambda x: x["venue"]),
         "transfers": canonical_transfers, "fill": fill, "quoteAsset": quote,
         "periodsPerYear": periods,
     }
+    if execution != Execution():
+        canonical["execution"] = {
+            "legMode": execution.leg_mode, "oneLegPolicy": execution.one_leg,
+            "retryBars": execution.retry_bars, "orderType": execution.order_type,
+            "makerTimeoutBars": execution.maker_timeout_bars}
+    if robustness is not None:
+        canonical["robustness"] = {"extraLatencyBars": list(robustness.extra_latency_bars),
+                                   "costMultipliers": list(robustness.cost_multipliers)}
     return RunSpec(start_ms=start_ms, end_ms=end_ms, timeframe=timeframe, timeframe_ms=tf_ms,
                    engine=engine, canonical=canonical)
+
+
+LEG_MODES = {pb.LEG_MODE_UNSPECIFIED: "all", pb.LEG_MODE_ALL_OR_NOTHING: "all",
+             pb.LEG_MODE_INDEPENDENT: "independent"}
+ONE_LEG = {pb.ONE_LEG_POLICY_UNSPECIFIED: "hedge", pb.ONE_LEG_POLICY_HEDGE: "hedge",
+           pb.ONE_LEG_POLICY_RETRY: "retry", pb.ONE_LEG_POLICY_UNWIND: "unwind"}
+ORDER_TYPES = {pb.ORDER_TYPE_UNSPECIFIED: "taker", pb.ORDER_TYPE_TAKER: "taker",
+               pb.ORDER_TYPE_MAKER: "maker"}
+
+
+def _execution(ex: pb.ExecutionConfig, field: str, v: _Violations, *,
+               triangle: bool) -> Execution:
+    """The engine's execution model of ``ex`` (violations added to ``v``)."""
+    ok = True
+    for name, table, value in (("leg_mode", LEG_MODES, ex.leg_mode),
+                               ("one_leg_policy", ONE_LEG, ex.one_leg_policy),
+                               ("order_type", ORDER_TYPES, ex.order_type)):
+        if value not in table:
+            v.add(f"{field}.{name}", "a value of its enum", value)
+            ok = False
+    if ex.retry_bars != 0:
+        if not 1 <= ex.retry_bars <= MAX_LATENCY_BARS:
+            v.add(f"{field}.retry_bars", f"a whole number from 1 to {MAX_LATENCY_BARS:,}",
+                  ex.retry_bars)
+    v.whole(f"{field}.maker_timeout_bars", ex.maker_timeout_bars, MAX_LATENCY_BARS)
+    if not ok:
+        return Execution()
+    out = Execution(leg_mode=LEG_MODES[ex.leg_mode],  # type: ignore[arg-type]
+                    one_leg=ONE_LEG[ex.one_leg_policy],  # type: ignore[arg-type]
+                    retry_bars=max(1, ex.retry_bars),
+                    order_type=ORDER_TYPES[ex.order_type],  # type: ignore[arg-type]
+                    maker_timeout_bars=max(0, ex.maker_timeout_bars))
+    if triangle and (out.leg_mode != "all" or out.order_type != "taker"):
+        v.add(field, "LEG_MODE_ALL_OR_NOTHING and ORDER_TYPE_TAKER for a triangular loop "
+              "(its legs trade one venue in sequence)",
+              f"{pb.LegMode.Name(ex.leg_mode)}, {pb.OrderType.Name(ex.order_type)}")
+    return out
+
+
+def _robustness(spec: pb.RobustnessSpec, field: str, v: _Violations) -> Robustness | None:
+    """The robustness panel ``spec`` asks for (None when not enabled)."""
+    if not spec.enabled:
+        if spec.extra_latency_bars or spec.cost_multipliers:
+            v.add(f"{field}.enabled", "true when scenarios are given", False)
+        return None
+    for i, bars in enumerate(spec.extra_latency_bars):
+        if not 1 <= bars <= MAX_LATENCY_BARS:
+            v.add(f"{field}.extra_latency_bars[{i}]",
+                  f"a whole number from 1 to {MAX_LATENCY_BARS:,}", bars)
+    for i, m in enumerate(spec.cost_multipliers):
+        if not (math.isfinite(m) and 0.0 < m <= MAX_COST_MULTIPLIER):
+            v.add(f"{field}.cost_multipliers[{i}]",
+                  f"a number above 0 and at most {MAX_COST_MULTIPLIER:g}", m)
+    return Robustness(
+        extra_latency_bars=tuple(spec.extra_latency_bars) or (1, 2),
+        cost_multipliers=tuple(float(m) for m in spec.cost_multipliers) or (1.5, 2.0))

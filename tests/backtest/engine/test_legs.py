@@ -159,3 +159,60 @@ def test_triangular_loops_refuse_other_execution_models() -> None:
     with pytest.raises(ValueError, match="all-or-nothing taker execution"):
         run_backtest(kind, params, EngineConfig(
             venues=venues, execution=Execution(leg_mode="independent")), _market())
+
+
+def test_cost_axes_sweep_fees_slippage_and_latency_like_single_runs() -> None:
+    from usdcarb.backtest.engine import run_sweep
+
+    n = 400
+    rng = np.random.default_rng(9)
+    a = 1.0 + rng.normal(0, 4e-4, n)
+    b = a * (1.0 + rng.normal(0, 1.5e-3, n))
+    fr = _frame(list(a), list(b))
+    costs = {"taker_fee_bps": 2.0, "slippage_bps": 1.0, "maker_fee_bps": 0.5}
+    cfg = _config(Execution(leg_mode="independent"), a=costs | {"latency_ms": 60_000},
+                  b=costs)
+    axes = {"entryBps": [8.0, 12.0], "execution.feeMultiplier": [1.0, 2.0],
+            "execution.slippageMultiplier": [1.0, 3.0], "execution.extraLatencyBars": [0, 2]}
+    points = run_sweep("cross-exchange-spread", SPREAD, axes, cfg, fr)
+    assert len(points) == 16
+    for point in points:
+        pp = point.params
+        single = run_backtest(
+            "cross-exchange-spread", SPREAD | {"entryBps": pp["entryBps"]}, cfg, fr,
+            costs=(pp["execution.feeMultiplier"], pp["execution.slippageMultiplier"],
+                   int(pp["execution.extraLatencyBars"])))
+        assert point.metrics == single.metrics, pp
+    by = {tuple(p.params.values()): p.metrics for p in points}
+    assert by[(8.0, 2.0, 1.0, 0.0)]["fees_paid"] > by[(8.0, 1.0, 1.0, 0.0)]["fees_paid"] > 0
+    # twice the fee rate on the same fills: exactly twice the fees when the fills agree
+    assert by[(8.0, 1.0, 3.0, 0.0)]["slippage_paid"] == pytest.approx(
+        3 * by[(8.0, 1.0, 1.0, 0.0)]["slippage_paid"], rel=1e-9)
+    with pytest.raises(ValueError, match="whole bars"):
+        run_sweep("cross-exchange-spread", SPREAD, {"execution.extraLatencyBars": [0.5]},
+                  cfg, fr)
+
+
+def test_the_robustness_panel_reruns_with_more_latency_and_higher_costs() -> None:
+    from usdcarb.backtest.engine import Robustness
+
+    n = 400
+    rng = np.random.default_rng(4)
+    a = 1.0 + rng.normal(0, 4e-4, n)
+    b = a * (1.0 + rng.normal(0, 1.5e-3, n))
+    fr = _frame(list(a), list(b))
+    costs = {"taker_fee_bps": 2.0, "slippage_bps": 1.0}
+    base = _config(Execution(), a=costs, b=costs)
+    cfg = EngineConfig(venues=base.venues, robustness=Robustness())
+    out = run_backtest("cross-exchange-spread", SPREAD | {"entryBps": 8}, cfg, fr)
+    labels = [(label, x, m) for label, x, m, _ in out.robustness]
+    assert labels == [("latency +1 bar", 1, 1.0), ("latency +2 bars", 2, 1.0),
+                      ("costs x1.5", 0, 1.5), ("costs x2", 0, 2.0)]
+    plain = run_backtest("cross-exchange-spread", SPREAD | {"entryBps": 8}, base, fr)
+    assert plain.robustness == () and plain.metrics == out.metrics
+    later = run_backtest("cross-exchange-spread", SPREAD | {"entryBps": 8}, EngineConfig(
+        venues=tuple(VenueCosts(venue=v.venue, taker_fee_bps=2.0, slippage_bps=1.0,
+                                latency_bars=1, initial_balances=v.initial_balances)
+                     for v in base.venues)), fr)
+    assert out.robustness[0][3] == later.metrics
+    assert out.robustness[3][3]["fees_paid"] > out.metrics["fees_paid"]

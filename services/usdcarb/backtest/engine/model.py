@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-ENGINE_VERSION = "1.1.0"   # 1.1: volume impact capped at 100% participation
+ENGINE_VERSION = "1.2.0"   # 1.2: execution models, hold baseline, attribution
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -133,18 +134,41 @@ def execution_model(config: EngineConfig) -> str:
 
 
 def prepare(kind: str, params: Mapping[str, Any], config: EngineConfig,
-            market: MarketFrame) -> tuple[Plan, dict[str, Any]]:
+            market: MarketFrame, costs: tuple[float, float, int] = (1.0, 1.0, 0),
+            ) -> tuple[Plan, dict[str, Any]]:
+    """Lay out a run; ``costs`` = (fee multiplier, slippage multiplier, extra latency bars)."""
     p = normalized(kind, params)
-    return build_plan(kind, p, config, market, series_of(kind, p)), p
+    return build_plan(kind, p, config, market, series_of(kind, p), fee_multiplier=costs[0],
+                      slippage_multiplier=costs[1], extra_latency_bars=costs[2]), p
 
 
 def run_backtest(kind: str, params: Mapping[str, Any], config: EngineConfig,
                  market: MarketFrame, *, on_progress: Callable[[Progress], bool] | None = None,
-                 progress_every: int = 100_000) -> BacktestOutput:
-    """Simulate ``kind`` with ``params`` over ``market``; Cancelled if on_progress says stop."""
-    plan, p = prepare(kind, params, config, market)
-    return run_plan(plan, param_vector(kind, p), config, on_progress=on_progress,
-                    progress_every=progress_every)
+                 progress_every: int = 100_000,
+                 costs: tuple[float, float, int] = (1.0, 1.0, 0)) -> BacktestOutput:
+    """Simulate ``kind`` with ``params`` over ``market``; Cancelled if on_progress says stop.
+
+    ``costs`` scales every fee and slippage and adds latency (layout.build_plan). With
+    ``config.robustness`` the output carries the panel: the same run with each extra
+    latency, then with each cost multiplier (fees and slippage together).
+    """
+    plan, p = prepare(kind, params, config, market, costs)
+    pvec = param_vector(kind, p)
+    out = run_plan(plan, pvec, config, on_progress=on_progress,
+                   progress_every=progress_every)
+    rob = config.robustness
+    if rob is None:
+        return out
+    panel: list[tuple[str, int, float, dict[str, Any]]] = []
+    scenarios = [(f"latency +{x} bar{'' if x == 1 else 's'}", (costs[0], costs[1],
+                                                                costs[2] + x), x, 1.0)
+                 for x in rob.extra_latency_bars]
+    scenarios += [(f"costs x{m:g}", (costs[0] * m, costs[1] * m, costs[2]), 0, m)
+                  for m in rob.cost_multipliers]
+    for label, alt, extra, multiplier in scenarios:
+        alt_plan, _ = prepare(kind, params, config, market, alt)
+        panel.append((label, extra, multiplier, run_plan(alt_plan, pvec, config).metrics))
+    return dataclasses.replace(out, robustness=tuple(panel))
 
 
 def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,

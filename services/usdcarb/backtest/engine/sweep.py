@@ -72,18 +72,43 @@ def _sweep_kernel(L, PP, bal0, marks0, fs0, st0, nroutes, nslots, init_eq, ppy, 
         minbals[c, :] = S[1]
 
 
+# Execution costs a sweep may vary (ParameterAxis.path), applied to every venue.
+FEE_AXIS = "execution.feeMultiplier"
+SLIP_AXIS = "execution.slippageMultiplier"
+LATENCY_AXIS = "execution.extraLatencyBars"
+COST_AXES = (FEE_AXIS, SLIP_AXIS, LATENCY_AXIS)
+
+
 def grid(kind: str, axes: Mapping[str, Sequence[float]]) -> tuple[list[str], list[str],
                                                                   list[tuple[float, ...]]]:
-    """Return (axis paths, parameter keys, the cartesian product in grid order)."""
+    """Return (axis paths, parameter keys, the cartesian product in grid order).
+
+    A cost axis (``COST_AXES``) is its own key: it changes the plan, not the parameters.
+    """
     paths = list(axes)
-    keys = [axis_key(kind, p) for p in paths]
+    keys = [p if p in COST_AXES else axis_key(kind, p) for p in paths]
     if len(set(keys)) != len(keys):
         raise ValueError(f"expected each parameter on one axis, got {paths}")
     for path in paths:
         if len(axes[path]) == 0:
             raise ValueError(f"expected values on axis {path!r}, got none")
+        for value in axes[path]:
+            if path == LATENCY_AXIS and not (float(value).is_integer() and 0 <= value <= 10_000):
+                raise ValueError(f"expected whole bars from 0 to 10,000 on {path}, got {value}")
+            if path in (FEE_AXIS, SLIP_AXIS) and not (0.0 < value <= 100.0):
+                raise ValueError(f"expected a multiplier above 0 and at most 100 on {path}, "
+                                 f"got {value}")
     combos = list(itertools.product(*(list(map(float, axes[p])) for p in paths)))
     return paths, keys, combos
+
+
+def _split(keys: list[str], combo: tuple[float, ...]) -> tuple[dict[str, float],
+                                                              tuple[float, float, int]]:
+    """A combination's strategy parameters and its (fee, slippage, latency) costs."""
+    values = dict(zip(keys, combo, strict=True))
+    cost = (values.pop(FEE_AXIS, 1.0), values.pop(SLIP_AXIS, 1.0),
+            int(values.pop(LATENCY_AXIS, 0)))
+    return values, cost
 
 
 def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequence[float]],
@@ -91,14 +116,26 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
               on_progress: Callable[[int, int], bool] | None = None,
               span: tuple[int, int] | None = None) -> list[SweepPoint]:
     """Run every combination of ``axes`` over ``base_params``, in parallel, in grid order
-    (only those of grid positions [lo, hi) with ``span``: a chunk of a larger sweep)."""
+    (only those of grid positions [lo, hi) with ``span``: a chunk of a larger sweep).
+
+    Combinations sharing their execution costs run together on one plan; a cancelled
+    sweep keeps the points it finished (in grid order).
+    """
     paths, keys, combos = grid(kind, axes)
     if span is not None:
         combos = combos[span[0]:span[1]]
     base = normalized(kind, base_params)
-    pvecs = [param_vector(kind, with_values(kind, base, dict(zip(keys, c, strict=True))))
-             for c in combos]
-    plan = build_plan(kind, base, config, market, series_of(kind, base))
+    legs = series_of(kind, base)
+    pvecs = []
+    groups: dict[tuple[float, float, int], list[int]] = {}
+    for j, c in enumerate(combos):
+        values, cost = _split(keys, c)
+        pvecs.append(param_vector(kind, with_values(kind, base, values)))
+        groups.setdefault(cost, []).append(j)
+    plans = {cost: build_plan(kind, base, config, market, legs, fee_multiplier=cost[0],
+                              slippage_multiplier=cost[1], extra_latency_bars=cost[2])
+             for cost in groups}
+    plan = next(iter(plans.values()))
     S0, init_eq = fresh_state(plan)
     total = len(combos)
     PP = np.array(pvecs).reshape(total, -1)
@@ -117,20 +154,31 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
         bl_end = float(baseline[-1])
     ctx = _Ctx(plan, init_eq, bl_end, baseline.shape[0] == 0)
     batch = total if on_progress is None else max(1, 2 * numba.get_num_threads())
-    for lo in range(0, total, batch):
-        hi = min(total, lo + batch)
-        # Combinations differ in cost (more trades, more work): hand them out one at a
-        # time instead of in equal static blocks, so no thread idles while another works.
-        previous = numba.set_parallel_chunksize(1)
-        try:
-            _sweep_kernel(lay, PP[lo:hi], S0[0], S0[3], S0[4], S0[5], len(lay.r_from),
-                          len(plan.slots), init_eq, ppy, out[lo:hi], minbals[lo:hi],
-                          baseline, xout[lo:hi])
-        finally:
-            numba.set_parallel_chunksize(previous)
-        if on_progress is not None and on_progress(hi, total) is False:
-            raise Cancelled(f"cancelled after {hi} of {total} combinations",
-                            tuple(_points(ctx, paths, combos[:hi], out, minbals, xout)))
+    finished: list[int] = []
+    for cost, members in groups.items():
+        glay = plans[cost].layout
+        for lo in range(0, len(members), batch):
+            idx = np.array(members[lo:lo + batch], np.int64)
+            part, mins, xpart = (np.zeros((len(idx), NM)),
+                                 np.zeros((len(idx), len(plan.slots))),
+                                 np.zeros((len(idx), XN)))
+            # Combinations differ in cost (more trades, more work): hand them out one at
+            # a time instead of in equal static blocks, so no thread idles while another
+            # works.
+            previous = numba.set_parallel_chunksize(1)
+            try:
+                _sweep_kernel(glay, np.ascontiguousarray(PP[idx]), S0[0], S0[3], S0[4], S0[5],
+                              len(glay.r_from), len(plan.slots), init_eq, ppy, part, mins,
+                              baseline, xpart)
+            finally:
+                numba.set_parallel_chunksize(previous)
+            out[idx], minbals[idx], xout[idx] = part, mins, xpart
+            finished.extend(int(j) for j in idx)
+            if on_progress is not None and on_progress(len(finished), total) is False:
+                done = sorted(finished)
+                raise Cancelled(f"cancelled after {len(done)} of {total} combinations",
+                                tuple(_points(ctx, paths, [combos[j] for j in done],
+                                              out[done], minbals[done], xout[done])))
     return _points(ctx, paths, combos, out, minbals, xout)
 
 
@@ -204,9 +252,9 @@ def run_walk_forward(kind: str, base_params: Mapping[str, Any],
             raise Cancelled(str(exc), tuple(folds)) from None
         best = max(range(len(points)), key=lambda j: (_score(points[j].metrics, objective), -j))
         chosen = points[best]
-        values = {k: chosen.params[p] for k, p in zip(keys, chosen.params, strict=True)}
+        values, costs = _split(keys, tuple(chosen.params[p] for p in chosen.params))
         oos = run_backtest(kind, with_values(kind, base, values), config,
-                           market.slice(*oos_rng))
+                           market.slice(*oos_rng), costs=costs)
         folds.append(Fold(index=index, in_sample=is_rng, out_of_sample=oos_rng,
                           chosen_params=dict(chosen.params),
                           in_sample_metrics=chosen.metrics, out_of_sample_metrics=oos.metrics))
