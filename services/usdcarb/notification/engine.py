@@ -164,10 +164,13 @@ class Deliverer:
                 self._channels[cid] = (now + self._channel_cache_s, channel)
         return {c: self._channels[c][1] for c in channel_ids if c in self._channels}
 
-    async def attempt(self, delivery: DeliveryRecord,
-                      channel: ChannelRecord) -> DeliveryRecord | None:
-        """Make one attempt of a leased delivery and store its result."""
+    async def attempt(self, delivery: DeliveryRecord, channel: ChannelRecord, *,
+                      on_sent: Callable[[], None] | None = None) -> DeliveryRecord | None:
+        """Make one attempt of a leased delivery and store its result; ``on_sent`` is
+        called once the receiver has answered, before the result is stored."""
         sent = await self._senders.send(channel, delivery)
+        if on_sent is not None:
+            on_sent()
         attempts = delivery.attempts + 1
         max_attempts = int(channel.config.get("max_attempts") or self._default_max_attempts)
         retry_in = None
@@ -199,16 +202,28 @@ class Deliverer:
         return done
 
     async def _run_one(self, delivery: DeliveryRecord, channel: ChannelRecord) -> None:
+        # The channel's slot bounds what its receiver is sent at once: it is free again as
+        # soon as the receiver has answered. The row stays leased to this replica until its
+        # result is stored (no claim takes it meanwhile), and the task, which counts in
+        # ``max_in_flight``, lives until then.
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight[channel.id] -= 1
+                if not self._in_flight[channel.id]:
+                    del self._in_flight[channel.id]
+                self._wakeup.set()
+
         try:
-            await self.attempt(delivery, channel)
+            await self.attempt(delivery, channel, on_sent=release)
         except Exception:
             logger.exception("delivery %s: attempt failed; the lease lets it retry",
                              delivery.name)
         finally:
-            self._in_flight[channel.id] -= 1
-            if not self._in_flight[channel.id]:
-                del self._in_flight[channel.id]
-            self._wakeup.set()
+            release()
 
     async def step(self) -> int:
         """Lease what is due and free to run; start its attempts; return how many."""
