@@ -29,7 +29,7 @@ help: ## list the targets
 
 # ---------------------------------------------------------------- setup
 .PHONY: setup venv system gotools
-setup: system venv gotools engine-cache ## install everything the project needs (idempotent)
+setup: system venv gotools ratelimit engine-cache ## install everything the project needs (idempotent)
 
 system: $(SYSTEM_STAMP) ## apt packages, PostgreSQL 15 + TimescaleDB (built from source), Redis
 $(SYSTEM_STAMP): scripts/setup-system.sh
@@ -62,6 +62,18 @@ $(GOTOOLS_STAMP):
 	GOBIN=$(GOBIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	GOBIN=$(GOBIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	@rm -f $(TOOLS)/.go-* && touch $@
+
+# Envoy's reference rate limit service (Go): no tag after v1.4.0, so the main branch's
+# pseudo-version (usdcarb.ratelimit.service.VERSION says the same). ~80 s to build once.
+RATELIMIT_VERSION := v1.4.1-0.20260122083618-3fb702589d36
+RATELIMIT_STAMP   := $(TOOLS)/.ratelimit-$(RATELIMIT_VERSION)
+.PHONY: ratelimit
+ratelimit: $(RATELIMIT_STAMP) ## envoyproxy/ratelimit (the shared budgets' service) into .tools/bin
+$(RATELIMIT_STAMP):
+	@mkdir -p $(GOBIN) $(TOOLS)/ratelimit-build
+	GOBIN=$(TOOLS)/ratelimit-build go install github.com/envoyproxy/ratelimit/src/service_cmd@$(RATELIMIT_VERSION)
+	mv $(TOOLS)/ratelimit-build/service_cmd $(GOBIN)/ratelimit && rmdir $(TOOLS)/ratelimit-build
+	@rm -f $(TOOLS)/.ratelimit-* && touch $@
 
 # ---------------------------------------------------------------- deployment checks
 # Pinned tools of `make deploy-check` (deploy/README.md): Go ones into .tools/bin, Python

@@ -15,8 +15,6 @@ cp -r proto buf.yaml buf.gen.yaml buf.gen.sdk.yaml pyproject.toml "$stage"/
 ln -s "$root/.venv" "$stage/.venv"
 ln -s "$root/.tools" "$stage/.tools"
 ln -s "$root/scripts" "$stage/scripts"
-mkdir -p "$stage/services/usdcarb"
-ln -s "$root/services/usdcarb/ratelimit" "$stage/services/usdcarb/ratelimit" 2>/dev/null || true
 (
   cd "$stage"
   buf generate "$@"
@@ -25,16 +23,6 @@ ln -s "$root/services/usdcarb/ratelimit" "$stage/services/usdcarb/ratelimit" 2>/
   # Envoy's grpc_json_transcoder reads a self-contained descriptor set.
   mkdir -p gen/descriptor
   buf build --exclude-source-info -o gen/descriptor/usdcarb.binpb
-
-  # Envoy's rate limit service API: a minimal wire-compatible copy of rls.proto, kept out of
-  # the buf module (it is Envoy's contract, not ours) and compiled with grpcio-tools' protoc.
-  if [ -d services/usdcarb/ratelimit/proto ]; then
-    grpc_proto=$(.venv/bin/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
-    .venv/bin/python -m grpc_tools.protoc -I services/usdcarb/ratelimit/proto -I "$grpc_proto" \
-      --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
-      services/usdcarb/ratelimit/proto/envoy_rls/rls.proto
-    touch gen/python/envoy_rls/__init__.py
-  fi
 
   # Package markers: gen/python/usdcarb is completed by services/usdcarb (pkgutil.extend_path).
   touch gen/python/usdcarb/v1/__init__.py

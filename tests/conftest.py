@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from testkit import trust_stack
+from testkit import E2E_JWKS_CACHE_S, trust_stack
 from usdcarb.devstack import PostgresServer, RedisServer, free_port, scratch_dir
 from usdcarb.devstack.ports import child_pids, signal_pid
 from usdcarb.devstack.stack import Stack, StackInfo
@@ -81,7 +81,9 @@ async def service_pool(postgres: PostgresServer) -> AsyncIterator[SchemaFactory]
 def stack() -> Iterator[StackInfo]:
     """The whole mesh (PostgreSQL, Redis, every service, Envoy) on free ports."""
     root = scratch_dir("usdcarb-e2e-")
-    mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True)
+    # The JWKS cache is short here only so the key-rotation test's publish lead stays short.
+    mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True,
+                 jwks_cache_s=E2E_JWKS_CACHE_S)
     try:
         info = mesh.up()
         trust_stack(info)  # HTTPS with the stack's dev CA, as every client calls it

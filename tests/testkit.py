@@ -11,6 +11,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# The session stack's gateway keeps identity's JWKS this long (the dev default is 300 s):
+# the key-rotation test's publish lead must exceed it, so it is short for tests.
+E2E_JWKS_CACHE_S = 8
+
 
 async def eventually(
     check: Callable[[], Awaitable[T] | T], *, within_s: float = 10.0, interval: float = 0.05

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # One image for every Python service (identity, strategy, validation, ingestion, backtest,
-# notification, the rate-limit service and the replay server); the command picks one:
+# notification and the replay server); the command picks one:
 #   python -m usdcarb.<service>.main
 # Build from the repository root:
 #   docker build -f deploy/docker/services.Dockerfile \

@@ -127,7 +127,7 @@ def test_secrets_are_referenced_never_inlined(docs: list[dict[str, Any]]) -> Non
             assert "value" not in var, f"{name}: {var['name']} has an inline value"
             assert var["valueFrom"]["secretKeyRef"]["name"] == f"usdcarb-{name}"
     gen = generator()
-    for name, cls in {**gen.SETTINGS, "ratelimit": gen.RateLimitSettings}.items():
+    for name, cls in gen.SETTINGS.items():
         secret = {f for f, info in cls.model_fields.items() if info.annotation is SecretStr}
         secret.add("redis_url")  # a managed Redis URL carries its password
         prefix = f"USDCARB_{name.upper()}_"
@@ -279,7 +279,9 @@ def test_prod_rolls_out_blue_green_with_analysis(
 
 def settings_fields(service: str) -> set[str]:
     gen = generator()
-    cls = gen.RateLimitSettings if service == "ratelimit" else gen.SETTINGS[service]
+    if service == "ratelimit":  # envoyproxy/ratelimit (Go) reads plain variable names
+        return set(gen.ratelimit_workload()[1]["data"]) | {"REDIS_URL", "REDIS_AUTH"}
+    cls = gen.SETTINGS[service]
     return {f"USDCARB_{service.upper()}_{name.upper()}" for name in cls.model_fields}
 
 

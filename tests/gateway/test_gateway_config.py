@@ -217,8 +217,9 @@ def test_filter_chain_order_follows_the_note() -> None:
     assert filters(render_envoy_config(config())) == [
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.jwt_authn",
-        "envoy.filters.http.local_ratelimit",
+        # Lua first: the tier for the buckets; on the way out it details their 429s.
         "envoy.filters.http.lua",
+        "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
@@ -229,9 +230,9 @@ def test_filter_chain_order_follows_the_note() -> None:
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.cors",
         "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.lua",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ratelimit",
-        "envoy.filters.http.lua",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
@@ -250,8 +251,16 @@ def test_global_ratelimit_only_with_a_rate_limit_service() -> None:
     assert typed["rate_limited_as_resource_exhausted"] is True
     assert typed["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
     assert "ratelimit" in {c["name"] for c in limited["static_resources"]["clusters"]}
+    # Only the shared budgets call the service: ordinary routes have no descriptors.
     get = route_named(limited, "rest:usdcarb.v1.StrategyService/GetStrategy")["route"]
-    assert get["rate_limits"][0]["actions"][0]["request_headers"]["header_name"] == "x-jwt-sub"
+    assert "rate_limits" not in get
+    create = route_named(limited, "rest:usdcarb.v1.BacktestService/CreateBacktest")["route"]
+    actions = create["rate_limits"][0]["actions"]
+    assert actions[0] == {"generic_key": {"descriptor_key": "class", "descriptor_value": "heavy"}}
+    assert [a["request_headers"]["header_name"] for a in actions[1:]] == [
+        "x-usdcarb-tier", "x-jwt-sub"]
+    login = route_named(limited, "rest:usdcarb.v1.IdentityService/Login")["route"]
+    assert login["rate_limits"][0]["actions"][1] == {"remote_address": {}}
 
 
 def test_transcoder_options() -> None:

@@ -48,16 +48,26 @@ def test_remote_jwks_served_by_identity_through_the_gateway_itself(start_gateway
     assert stat(envoy, "cluster.jwks.upstream_rq_200") >= 1
 
 
-@pytest.mark.parametrize(("deny", "expected"), [(False, 200), (True, 500)])
+@pytest.mark.parametrize(("deny", "expected"), [(False, 501), (True, 500)])
 def test_rate_limit_service_down_fails_open_unless_configured_to_deny(
     start_gateway: Start, dead_port: int, deny: bool, expected: int
 ) -> None:
     envoy = start_gateway(
         ratelimit_address=f"127.0.0.1:{dead_port}", ratelimit_failure_mode_deny=deny
     )
-    token = mint_dev_token("alice", ["viewer"], ttl=600)
-    status, _ = get(envoy, "/v1/strategies/abc", token)
+    token = mint_dev_token("alice", ["analyst"], ttl=600)
+    # Only shared budgets (here CreateBacktest's) call the service; the fake backend does
+    # not implement the method, so a call let through answers 501.
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.config.listen_port, timeout=10)
+    try:
+        conn.request("POST", "/v1/backtests", body=b"{}",
+                     headers={"authorization": f"Bearer {token}",
+                              "content-type": "application/json"})
+        status = conn.getresponse().status
+    finally:
+        conn.close()
     assert status == expected
+    assert get(envoy, "/v1/strategies/abc", token)[0] == 200  # no call on ordinary routes
     # Rate-limit stats live under the backend's cluster (trap 9).
-    assert stat(envoy, "cluster.strategy.ratelimit.error") >= 1
-    assert stat(envoy, "cluster.strategy.ratelimit.failure_mode_allowed") == (0 if deny else 1)
+    assert stat(envoy, "cluster.backtest.ratelimit.error") >= 1
+    assert stat(envoy, "cluster.backtest.ratelimit.failure_mode_allowed") == (0 if deny else 1)

@@ -191,7 +191,7 @@ class Stack:
     def __init__(
         self, root: Path, *, gateway_port: int = 8080, admin_port: int = 0,
         fast_postgres: bool = False, env: Mapping[str, str] | None = None,
-        replay_data: Path | None = None, tls: bool = True,
+        replay_data: Path | None = None, tls: bool = True, jwks_cache_s: int = 300,
         monitoring: MonitoringSettings | None = None,
         dbops: DbopsSettings | None = None,
     ) -> None:
@@ -206,6 +206,9 @@ class Stack:
         self.fast_postgres = fast_postgres
         self.extra_env = dict(env or {})
         self.replay_data = replay_data
+        # How long Envoy keeps identity's JWKS (refreshed in the background when it
+        # expires): identity publishes a new key key_publish_lead_s (360 s) before it signs.
+        self.jwks_cache_s = jwks_cache_s
         # Prometheus + Alertmanager with these intervals; None (the default of test
         # stacks, `stack up --no-monitoring`) leaves them out.
         self.monitoring = monitoring
@@ -416,6 +419,8 @@ class Stack:
         pki: tls.DevPki | None, *, metrics_port: int | None = None,
     ) -> ProcessInfo:
         port, metrics = ports[name], metrics_port or free_port()
+        if name == "ratelimit":
+            return self._start_ratelimit(port, metrics, redis_url, pki)
         prefix = f"USDCARB_{name.upper()}_"
         env = {
             **_peers(name, ports),
@@ -461,8 +466,51 @@ class Stack:
                     raise DevstackError(f"expected the replay server up:\n{_tail(log_path)}") from None
                 time.sleep(0.1)
 
+    def _start_ratelimit(self, port: int, metrics: int, redis_url: str,
+                         pki: tls.DevPki | None) -> ProcessInfo:
+        """Envoy's rate limit service (Go, envoyproxy/ratelimit) on the stack's Redis, with
+        its config from the limits file (USDCARB_RATELIMIT_LIMITS_FILE, default the
+        package's) under <root>/ratelimit: rewrite it there (``python -m
+        usdcarb.ratelimit.service --limits F --out <root>/ratelimit``) and it reloads."""
+        from usdcarb.ratelimit import limits, service
+
+        limits_file = self.extra_env.get("USDCARB_RATELIMIT_LIMITS_FILE")
+        runtime = self.root / "ratelimit"
+        service.write_config(
+            limits.load_limits(Path(limits_file) if limits_file else limits.DEFAULT_LIMITS_FILE),
+            runtime)
+        http_port = free_port()
+        rls_tls = None if pki is None else service.RlsTls(
+            cert_file=pki.cert("ratelimit"), key_file=pki.key("ratelimit"), client_ca_file=pki.ca)
+        env = {**os.environ, **service.environment(
+            runtime_root=runtime, redis_url=redis_url, grpc_port=port, http_port=http_port,
+            debug_port=free_port(), metrics_port=metrics, tls=rls_tls)}
+        binary = str(service.binary())
+        log_path = self.logs / "ratelimit.log"
+        log = log_path.open("ab")
+        proc = subprocess.Popen([binary], env=env, cwd=runtime, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        return _started(proc, binary, log_path, port=port, metrics_port=metrics,
+                        http_port=http_port)
+
     def _wait_serving(self, name: str, info: ProcessInfo, pki: tls.DevPki | None) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
+        if name == "ratelimit":  # its HTTP /healthcheck: OK once Redis answers
+            url = f"http://127.0.0.1:{info.extra['http_port']}/healthcheck"
+            while True:
+                if not _alive(info):
+                    raise DevstackError(
+                        f"expected ratelimit to start, got:\n{_tail(self.logs / 'ratelimit.log')}")
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as r:
+                        if r.read().strip() == b"OK":
+                            return
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise DevstackError(f"expected ratelimit healthy within {START_TIMEOUT_S}s")
+                time.sleep(0.1)
         target = f"127.0.0.1:{info.port}"
         channel = grpc.insecure_channel(target) if pki is None else grpc.secure_channel(
             target, tls.channel_credentials(pki.ca, pki.cert(CLIENT), pki.key(CLIENT)),
@@ -492,15 +540,15 @@ class Stack:
         ports.update({n: processes[n].port for n in SERVICES if n != "ratelimit"})
         cfg = GatewayConfig(
             descriptor_path=REPO / "gen/descriptor/usdcarb.binpb",
-            # Keys from identity (GetJwks) through this very listener; a short cache, so a
-            # rotated key is known well within identity's publish lead time.
+            # Keys from identity (GetJwks) through this very listener, cached for less than
+            # identity's publish lead time, so a rotated key is known before it signs.
             jwks_mode="remote",
             # Over TLS (to "localhost", the name the gateway's certificate has) when on.
             jwks_uri=(f"https://localhost:{gw}/.well-known/jwks.json" if pki else
                       f"http://127.0.0.1:{gw}/.well-known/jwks.json"),
             jwks_ca_file=pki.ca if pki else GatewayConfig.jwks_ca_file,
             tls=GatewayTls.from_dir(pki.root) if pki else None,
-            jwks_cache_duration_s=2,
+            jwks_cache_duration_s=self.jwks_cache_s,
             ratelimit_address=f"127.0.0.1:{processes['ratelimit'].port}",
             route_authorization=True,
             access_log_path=str(self.logs / "gateway-access.log"),

@@ -29,6 +29,7 @@ import yaml
 
 from usdcarb.gateway.api import load_services
 from usdcarb.gateway.envoy import build_bootstrap, split_address
+from usdcarb.ratelimit.limits import DEFAULT_LIMITS_FILE, Limits, load_limits
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,16 @@ class GatewayConfig:
     ratelimit_address: str | None = None  # host:port of an envoy.service.ratelimit.v3 server
     ratelimit_failure_mode_deny: bool = False
     ratelimit_timeout_ms: int = 100
+    # The budgets (usdcarb.ratelimit.limits): ``api`` becomes this gateway's local token
+    # buckets, ``heavy`` and ``auth`` the rate limit service's config.
+    limits: Limits = field(default_factory=load_limits)
+    # False: no rate limiting at all, not even Envoy's local buckets (a benchmark baseline).
+    rate_limiting: bool = True
+    # Per-caller buckets kept per Envoy process (LRU; an evicted caller starts full again).
+    max_dynamic_descriptors: int = 20_000
+    # host:port resolving to every gateway replica (a headless Service): each replica then
+    # enforces its share of a local limit (local_cluster_rate_limit). None: one gateway.
+    local_cluster: str | None = None
     # Per-route role checks (RBAC on the verified roles claim) from usdcarb.platform.authz;
     # every service checks the same table again. The dev stack and deployments turn it on.
     route_authorization: bool = False
@@ -135,6 +146,10 @@ class GatewayConfig:
             split_address(address, what=f"upstream {name!r}")
         if self.ratelimit_address is not None:
             split_address(self.ratelimit_address, what="ratelimit_address")
+        if self.local_cluster is not None:
+            split_address(self.local_cluster, what="local_cluster")
+        if self.max_dynamic_descriptors < 1:
+            raise ValueError(f"expected max_dynamic_descriptors >= 1, got {self.max_dynamic_descriptors}")
 
     def with_ports(self, ports: Mapping[str, int | str]) -> GatewayConfig:
         """Return a copy with ports/addresses from a ``{name: port | "host:port"}`` map.
@@ -210,6 +225,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jwks-uri", help="fetch the JWKS from this URI instead (remote_jwks)")
     p.add_argument("--ratelimit", help="host:port of the rate limit service (enables the filter)")
     p.add_argument("--ratelimit-failure-mode-deny", action="store_true")
+    p.add_argument("--limits", type=Path, default=DEFAULT_LIMITS_FILE,
+                   help="the limits file (default: the one in usdcarb.ratelimit)")
+    p.add_argument("--local-cluster",
+                   help="host:port of every gateway replica (headless service): divide the "
+                   "per-caller limits among them")
     p.add_argument("--route-authorization", action="store_true",
                    help="check each route's roles (usdcarb.platform.authz) at the gateway")
     p.add_argument("--jwks-cache-s", type=int, default=300, help="remote JWKS cache duration")
@@ -248,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         jwks_uri=args.jwks_uri,
         ratelimit_address=args.ratelimit,
         ratelimit_failure_mode_deny=args.ratelimit_failure_mode_deny,
+        limits=load_limits(args.limits),
+        local_cluster=args.local_cluster,
         route_authorization=args.route_authorization,
         jwks_cache_duration_s=args.jwks_cache_s,
         access_log_path=args.access_log,

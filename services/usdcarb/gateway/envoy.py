@@ -7,13 +7,19 @@ choices follow shared/notes/envoy.md; comments name the trap each one avoids.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
 from usdcarb.gateway.api import Service, has_verb, template_regex
 from usdcarb.platform import authz
+from usdcarb.ratelimit.limits import DOMAIN, Limit, tier_limits
 
 if TYPE_CHECKING:
     from usdcarb.gateway.config import GatewayConfig, GatewayTls
@@ -21,7 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["build_bootstrap", "split_address"]
 
 JWT_PROVIDER = "usdcarb"
-RATELIMIT_DOMAIN = "usdcarb"
+RATELIMIT_DOMAIN = DOMAIN
+LOCAL_CLUSTER = "gateway-replicas"
+ERROR_DOMAIN = "usdcarb.dev"
 
 # RPCs a caller uses to obtain a token (or the keys that verify one): no JWT required.
 # Read from the role table every service enforces (usdcarb.platform.authz).
@@ -35,7 +43,7 @@ REFLECTION_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
 )
 # Set by Envoy only; a client-sent copy is dropped before any filter runs.
-IDENTITY_HEADERS = ("x-jwt-payload", "x-jwt-sub", "x-jwt-roles")
+IDENTITY_HEADERS = ("x-jwt-payload", "x-jwt-sub", "x-jwt-roles", "x-usdcarb-tier")
 GRPC_STATUS_HEADERS = ("grpc-status", "grpc-message")
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -63,14 +71,117 @@ local function drop_bad_header_names(handle)
   for _, key in ipairs(bad) do handle:headers():remove(key) end
 end
 """
-HEADERS_ONLY_LUA = DROP_BAD_HEADER_NAMES_LUA + """
-function envoy_on_request(handle)
-  drop_bad_header_names(handle)
+# The caller's rate-limit tier, from the verified token only (jwt_authn's payload in dynamic
+# metadata; a client-sent copy of the header is dropped before any filter runs): its
+# highest role, or "default". Array claims reach headers only as base64 JSON, which a
+# descriptor cannot match on, hence this step.
+TIER_HEADER = "x-usdcarb-tier"
+TIER_LUA = f"""
+local RANK = {{viewer = 1, analyst = 2, trader = 3, admin = 4}}
+local function set_tier(handle)
+  local jwt = handle:streamInfo():dynamicMetadata():get("{JWT_FILTER}")
+  if jwt == nil or jwt.jwt_payload == nil then return end
+  local tier, rank = "default", 0
+  local roles = jwt.jwt_payload.roles
+  if type(roles) == "table" then
+    for _, role in ipairs(roles) do
+      local r = RANK[role]
+      if r ~= nil and r > rank then tier, rank = role, r end
+    end
+  end
+  handle:headers():replace("{TIER_HEADER}", tier)
 end
 """
-JSON_BODY_LUA = DROP_BAD_HEADER_NAMES_LUA + f"""
+# A reply refused by the rate limit service gets the google.rpc.Status every rate-limited
+# reply has (ErrorInfo RATE_LIMITED naming the limit, QuotaFailure, RetryInfo) and
+# Retry-After: the JSON body for REST, grpc-status-details-bin for gRPC (protobuf written
+# here by hand: five small messages). The limit's name and window come from the service's
+# x-ratelimit-limit (name="..."), the delay from x-ratelimit-reset. Only routes with shared
+# budgets run it (LuaPerRoute "limited*"): a response step on every route would cost every
+# request; the local buckets' replies get the same details from the local reply mappers.
+RATE_LIMITED_LUA = f"""
+local function pb_varint(n)
+  local out = {{}}
+  repeat
+    local byte = n % 128
+    n = math.floor(n / 128)
+    if n > 0 then byte = byte + 128 end
+    out[#out + 1] = string.char(byte)
+  until n == 0
+  return table.concat(out)
+end
+local function pb_bytes(field, value)
+  return pb_varint(field * 8 + 2) .. pb_varint(#value) .. value
+end
+local function pb_any(name, value)
+  return pb_bytes(3, pb_bytes(1, "type.googleapis.com/google.rpc." .. name) .. pb_bytes(2, value))
+end
+local function json_text(value)
+  return '"' .. string.gsub(value, '[%c"\\\\]', function(c)
+    return string.format("\\\\u%04x", string.byte(c)) end) .. '"'
+end
+-- On routes with both limits both filters add x-ratelimit-*: keep the rate limit
+-- service's (first, naming its limit), the scarcer budget of the two.
+local function one_set_of_limit_headers(headers)
+  if headers:getNumValues("x-ratelimit-limit") < 2 then return end
+  for _, key in ipairs({{"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}}) do
+    local first = headers:getAtIndex(key, 0)
+    if first ~= nil then headers:replace(key, first) end
+  end
+end
+local function rate_limited(handle)
+  local headers = handle:headers()
+  one_set_of_limit_headers(headers)
+  if headers:get("x-envoy-ratelimited") == nil then return end
+  local limit_header = headers:get("x-ratelimit-limit") or ""
+  local name = string.match(limit_header, 'name="([^"]+)"')
+  if name == nil then return end  -- a local bucket's: the local reply mapper's details
+  local allowed = string.match(limit_header, "^%s*(%d+)") or "?"
+  local per = " per " .. (string.match(limit_header, "w=(%d+)") or "?") .. " s"
+  local delay = math.max(1, tonumber(headers:get("x-ratelimit-reset") or "1") or 1)
+  local description = allowed .. " requests" .. per
+  local message = "expected at most " .. description .. " under limit " .. name ..
+    ", got more; retry after " .. delay .. " s"
+  headers:replace("retry-after", tostring(delay))
+  local ctype = headers:get("content-type") or ""
+  if string.sub(ctype, 1, 16) == "application/grpc" then
+    local status = pb_varint(8) .. pb_varint(8) .. pb_bytes(2, message)
+      .. pb_any("ErrorInfo", pb_bytes(1, "RATE_LIMITED") .. pb_bytes(2, "{ERROR_DOMAIN}")
+        .. pb_bytes(3, pb_bytes(1, "limit") .. pb_bytes(2, name)))
+      .. pb_any("QuotaFailure", pb_bytes(1, pb_bytes(1, name) .. pb_bytes(2, description)))
+      .. pb_any("RetryInfo", pb_bytes(1, pb_varint(8) .. pb_varint(delay)))
+    headers:replace("grpc-status", "8")
+    headers:replace("grpc-message", message)
+    headers:replace("grpc-status-details-bin", handle:base64Escape(status))
+    return
+  end
+  local body = '{{"code":8,"message":' .. json_text(message) .. ',"details":['
+    .. '{{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"RATE_LIMITED",'
+    .. '"domain":"{ERROR_DOMAIN}","metadata":{{"limit":' .. json_text(name) .. '}}}},'
+    .. '{{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{{"subject":'
+    .. json_text(name) .. ',"description":' .. json_text(description) .. '}}]}},'
+    .. '{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"' .. delay .. 's"}}]}}'
+  local buffered = handle:body()
+  if buffered ~= nil then buffered:setBytes(body) end
+  headers:replace("content-type", "application/json")
+end
+function envoy_on_response(handle)
+  rate_limited(handle)
+end
+"""
+NO_TIER_LUA = """
+local function set_tier(handle) end
+"""
+HEADERS_ONLY_LUA = """
 function envoy_on_request(handle)
   drop_bad_header_names(handle)
+  set_tier(handle)
+end
+"""
+JSON_BODY_LUA = f"""
+function envoy_on_request(handle)
+  drop_bad_header_names(handle)
+  set_tier(handle)
   local headers = handle:headers()
   local ctype = headers:get("content-type") or ""
   if string.sub(ctype, 1, 16) == "application/grpc" then return end
@@ -262,11 +373,8 @@ def _action(cfg: GatewayConfig, cluster: str, streaming: bool) -> dict[str, Any]
     return {"cluster": cluster, "timeout": _seconds(cfg.unary_timeout_s)}
 
 
-def _header_action(header: str, key: str, *, optional: bool = False) -> dict[str, Any]:
-    action: dict[str, Any] = {"header_name": header, "descriptor_key": key}
-    if optional:
-        action["skip_if_absent"] = True
-    return {"request_headers": action}
+def _header_action(header: str, key: str) -> dict[str, Any]:
+    return {"request_headers": {"header_name": header, "descriptor_key": key}}
 
 
 def _generic(value: str) -> dict[str, Any]:
@@ -275,20 +383,69 @@ def _generic(value: str) -> dict[str, Any]:
 
 def _rate_limits(key: str) -> list[dict[str, Any]] | None:
     """Return the descriptors the rate limit service gets for one method (see
-    usdcarb.ratelimit.limits): per subject and role tier for every authenticated call
-    (the verified claim headers are set by jwt_authn before this filter runs, trap 11),
-    a separate heavy budget for backtests and sweeps, per client IP on token endpoints.
+    usdcarb.ratelimit.limits): the shared budgets only — per client IP on token endpoints,
+    per subject and tier on backtests and sweeps. Every other route has none, so the
+    ratelimit filter makes no call for it; ordinary budgets are Envoy's local buckets.
+    The claim and tier headers are set before this filter runs (trap 11).
     """
     if key in authz.TOKEN_METHODS:
-        return [{"actions": [{"remote_address": {}}, _generic("auth")]}]
-    if authz.is_public(key):
-        return None  # GetJwks: Envoy itself fetches it through this listener
-    subject = [_header_action("x-jwt-sub", "sub"), _generic("api"),
-               _header_action("x-jwt-roles", "roles", optional=True)]
-    limits = [{"actions": subject}]
+        return [{"actions": [_generic("auth"), {"remote_address": {}}]}]
     if key in authz.HEAVY_METHODS:
-        limits.append({"actions": [subject[0], _generic("heavy"), subject[2]]})
-    return limits
+        return [{"actions": [_generic("heavy"), _header_action(TIER_HEADER, "tier"),
+                             _header_action("x-jwt-sub", "sub")]}]
+    return None
+
+
+def _local_ratelimit(cfg: GatewayConfig) -> dict[str, Any]:
+    """Envoy's own token buckets for the ordinary budget (limits file, ``api``): one per
+    subject and tier, made on first use (dynamic descriptors: the ``sub`` entry has no
+    value) and kept in an LRU of ``cfg.max_dynamic_descriptors``. An evicted caller starts
+    again from a full bucket, so eviction can only let more through, never refuse more.
+    Buckets belong to one Envoy process; with ``cfg.local_cluster`` each replica enforces
+    its share (the limit divided by the healthy gateways it sees)."""
+    hundred = {"numerator": 100, "denominator": "HUNDRED"}
+    descriptors = []
+    for tier, limit in tier_limits(cfg.limits.api).items():
+        tokens = max(limit.requests_per_unit, 1)
+        bucket = {"max_tokens": tokens, "tokens_per_fill": tokens,
+                  "fill_interval": _seconds(limit.seconds)}
+        if limit.requests_per_unit == 0:
+            bucket = {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "315360000s"}
+        descriptors.append({"entries": [{"key": "tier", "value": tier}, {"key": "sub"}],
+                            "token_bucket": bucket})
+    config: dict[str, Any] = {
+        "stat_prefix": "http_local_rate_limiter",
+        "filter_enabled": {"default_value": hundred, "runtime_key": "local_rate_limit_enabled"},
+        "filter_enforced": {"default_value": hundred,
+                            "runtime_key": "local_rate_limit_enforced"},
+        # Else gRPC callers see UNAVAILABLE and retry.
+        "rate_limited_as_resource_exhausted": True,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "response_headers_to_add": [
+            {"header": {"key": "x-envoy-ratelimited", "value": "true"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "max_dynamic_descriptors": cfg.max_dynamic_descriptors,
+        "descriptors": descriptors,
+        # No token, no tier header: no descriptor, no bucket (public routes; the token
+        # endpoints are limited per IP by the rate limit service).
+        "rate_limits": [{"actions": [
+            {"request_headers": {"header_name": TIER_HEADER, "descriptor_key": "tier"}},
+            {"request_headers": {"header_name": "x-jwt-sub", "descriptor_key": "sub"}},
+        ]}],
+    }
+    if cfg.local_cluster is not None:
+        config["local_cluster_rate_limit"] = {}
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": _any(
+            "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", **config),
+    }
+
+
+def _lua_source(name: str) -> dict[str, Any]:
+    """The Lua step's per-route script: ``json_body`` (hand the REST body on), ``limited``
+    (details for the rate limit service's 429s), or ``limited_json_body`` (both)."""
+    return _any("envoy.extensions.filters.http.lua.v3.LuaPerRoute", name=name)
 
 
 def _role_policy(key: str) -> dict[str, Any] | None:
@@ -320,7 +477,7 @@ def _role_policy(key: str) -> dict[str, Any] | None:
 def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, Any]]:
     grpc_routes: list[dict[str, Any]] = []
     rest_routes: list[tuple[bool, dict[str, Any]]] = []
-    limited = cfg.ratelimit_address is not None
+    limited = cfg.ratelimit_address is not None and cfg.rate_limiting
     sse_transcoder = _transcoder(cfg, services, sse=True)
     for svc in services:
         for method in svc.methods:
@@ -342,19 +499,24 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                 "match": {"path": svc.grpc_path(method), "grpc": {}},
                 "route": action,
             }
+            grpc_filters: dict[str, Any] = {}
             if limits:
                 route["route"] = {**route["route"], "rate_limits": limits}
+                grpc_filters[LUA] = _lua_source("limited")
             if policy:
-                route["typed_per_filter_config"] = {RBAC: policy}
+                grpc_filters[RBAC] = policy
+            if grpc_filters:
+                route["typed_per_filter_config"] = grpc_filters
             grpc_routes.append(route)
             for i, rule in enumerate(method.http_rules):
                 rest_action = _action(cfg, svc.short_name, streaming)
                 if limits:
                     rest_action["rate_limits"] = limits
                 per_filter: dict[str, Any] = {HEADER_MUTATION: _strip_grpc_status()}
-                if rule.body:
-                    per_filter[LUA] = _any(
-                        "envoy.extensions.filters.http.lua.v3.LuaPerRoute", name="json_body")
+                if rule.body or limits:
+                    source = "json_body" if rule.body else ""
+                    per_filter[LUA] = _lua_source(
+                        "_".join(filter(None, ("limited" if limits else "", source))))
                 if policy:
                     per_filter[RBAC] = policy
                 name = f"rest:{key}" + (f"#{i}" if i else "")
@@ -535,16 +697,28 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
             "name": RBAC,
             "typed_config": _any("envoy.extensions.filters.http.rbac.v3.RBAC"),
         })
-    filters.append(
-        {
-            "name": "envoy.filters.http.local_ratelimit",
-            "typed_config": _any(
-                "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-                stat_prefix="http_local_rate_limiter",
-            ),
-        }
-    )
-    if cfg.ratelimit_address is not None:
+    # Every request drops header names gRPC cannot carry and gets its rate-limit tier;
+    # REST routes with a body also hand the raw body on (LuaPerRoute "json_body"). Before
+    # the rate limit filters: their 429s pass its response step on the way out, which
+    # gives them their details.
+    # Without rate limiting (a baseline for the benchmark) there is no tier and no 429.
+    common = DROP_BAD_HEADER_NAMES_LUA + (TIER_LUA if cfg.rate_limiting else NO_TIER_LUA)
+    limited = common + RATE_LIMITED_LUA
+    filters.append({
+        "name": LUA,
+        "typed_config": _any(
+            "envoy.extensions.filters.http.lua.v3.Lua",
+            default_source_code={"inline_string": common + HEADERS_ONLY_LUA},
+            source_codes={
+                "json_body": {"inline_string": common + JSON_BODY_LUA},
+                "limited": {"inline_string": limited + HEADERS_ONLY_LUA},
+                "limited_json_body": {"inline_string": limited + JSON_BODY_LUA},
+            },
+        ),
+    })
+    if cfg.rate_limiting:
+        filters.append(_local_ratelimit(cfg))
+    if cfg.ratelimit_address is not None and cfg.rate_limiting:
         filters.append(
             {
                 "name": "envoy.filters.http.ratelimit",
@@ -563,16 +737,6 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
                 ),
             }
         )
-    # Every request drops header names gRPC cannot carry; REST routes with a body also
-    # hand the raw body on (LuaPerRoute "json_body", which does both).
-    filters.append({
-        "name": LUA,
-        "typed_config": _any(
-            "envoy.extensions.filters.http.lua.v3.Lua",
-            default_source_code={"inline_string": HEADERS_ONLY_LUA},
-            source_codes={"json_body": {"inline_string": JSON_BODY_LUA}},
-        ),
-    })
     filters.append({"name": TRANSCODER, "typed_config": _transcoder(cfg, services)})
     filters.append(
         {
@@ -652,11 +816,28 @@ LOCAL_REPLY_TEXTS = {
         3, "REQUEST_TOO_LARGE",
         f"expected a request body of at most {MAX_JSON_BODY_BYTES} bytes, got more"),
 }
-RETRY_AFTER_S = 1
-ERROR_DOMAIN = "usdcarb.dev"
+
+def _local_limit_reply(limit: Limit) -> tuple[str, str, int, str]:
+    """Return what a local bucket's 429 says: message, quota description, retry delay (s)
+    and the gRPC ``grpc-status-details-bin`` value. Buckets refill continuously, so the
+    next request fits after one token's time, unit / requests_per_unit (at least 1 s)."""
+    description = f"{limit.requests_per_unit} requests per {limit.seconds} s"
+    delay = max(1, math.ceil(limit.seconds / max(limit.requests_per_unit, 1)))
+    message = (f"expected at most {description} under limit {limit.name}, got more; "
+               f"retry after {delay} s")
+    status = status_pb2.Status(code=8, message=message)
+    for detail in (
+        error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain=ERROR_DOMAIN,
+                                    metadata={"limit": limit.name}),
+        error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+            subject=limit.name, description=description)]),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=delay)),
+    ):
+        status.details.add().Pack(detail)
+    return message, description, delay, base64.b64encode(status.SerializeToString()).decode()
 
 
-def _local_reply_config() -> dict[str, Any]:
+def _local_reply_config(cfg: GatewayConfig) -> dict[str, Any]:
     def is_rest() -> dict[str, Any]:
         # Not gRPC: no gRPC content-type (a GET has none: count a missing header as "",
         # which is not gRPC), or transcoded already (the transcoder rewrote content-type
@@ -686,30 +867,41 @@ def _local_reply_config() -> dict[str, Any]:
                                 "details": [info, *extra]},
                 "content_type": "application/json"}
 
-    def rate_limited(delay: str) -> dict[str, Any]:
-        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
-        quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-            {"subject": "%REQ(x-jwt-sub?:x-forwarded-for)%",
-             "description": "request rate limit of the gateway (%RESPONSE_CODE_DETAILS%)"}]}
-        return body(8, "RATE_LIMITED", retry, quota)
-
-    retry_after = [{"header": {"key": "retry-after", "value": str(RETRY_AFTER_S)},
-                    "append_action": "ADD_IF_ABSENT"}]
-    mappers: list[dict[str, Any]] = [
-        {   # local token buckets: refill within a second; their own body is a bare code
-            "filter": {"and_filter": {"filters": [
-                is_rest(), status_is(429), details_are("local_rate_limited")]}},
-            "body": {"inline_string": "expected fewer requests, got more than the gateway's "
-                                      f"per-caller rate allows; retry after {RETRY_AFTER_S} s"},
-            "body_format_override": rate_limited(f"{RETRY_AFTER_S}s"),
-            "headers_to_add": retry_after,
-        },
-        {   # the rate limit service: its body names the limit, its retry-after the delay
-            "filter": {"and_filter": {"filters": [is_rest(), status_is(429)]}},
-            "body_format_override": rate_limited("%RESP(retry-after?:x-ratelimit-reset)%s"),
-            "headers_to_add": retry_after,
-        },
-    ]
+    # A local bucket's 429, per tier: the same google.rpc.Status as the rate limit
+    # service's (RATE_LIMITED_LUA writes those), as JSON for REST and as
+    # grpc-status-details-bin for gRPC; the tier header says whose bucket it was.
+    mappers: list[dict[str, Any]] = []
+    grpc_call = {"and_filter": {"filters": [
+        {"header_filter": {"header": {"name": "content-type",
+                                      "string_match": {"prefix": "application/grpc"}}}},
+        {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True,
+                                      "invert_match": True}}}]}}
+    for tier, limit in (tier_limits(cfg.limits.api).items() if cfg.rate_limiting else ()):
+        message, description, delay, grpc_details = _local_limit_reply(limit)
+        local = [status_is(429), details_are("local_rate_limited"), {"header_filter": {
+            "header": {"name": TIER_HEADER, "string_match": {"exact": tier}}}}]
+        retry_after = {"header": {"key": "retry-after", "value": str(delay)},
+                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMITED",
+                "domain": ERROR_DOMAIN, "metadata": {"limit": limit.name}}
+        quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                 "violations": [{"subject": limit.name, "description": description}]}
+        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                 "retryDelay": f"{delay}s"}
+        mappers.append({
+            "filter": {"and_filter": {"filters": [is_rest(), *local]}},
+            "body_format_override": {
+                "json_format": {"code": 8, "message": message, "details": [info, quota, retry]},
+                "content_type": "application/json"},
+            "headers_to_add": [retry_after],
+        })
+        mappers.append({
+            "filter": {"and_filter": {"filters": [grpc_call, *local]}},
+            "body": {"inline_string": message},  # grpc-message
+            "headers_to_add": [retry_after, {
+                "header": {"key": "grpc-status-details-bin", "value": grpc_details},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        })
     for details, (code, reason, text) in LOCAL_REPLY_TEXTS.items():
         mappers.append({
             "filter": {"and_filter": {"filters": [is_rest(), details_are(details)]}},
@@ -770,7 +962,7 @@ def _connection_manager(cfg: GatewayConfig, services: Sequence[Service]) -> dict
                 }
             ],
             access_log=_access_log(cfg),
-            local_reply_config=_local_reply_config(),
+            local_reply_config=_local_reply_config(cfg),
             route_config={"name": "usdcarb", "virtual_hosts": [virtual_host]},
             http_filters=_http_filters(cfg, services),
         ),
@@ -793,6 +985,10 @@ def build_bootstrap(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str
         clusters.append(_jwks_cluster(cfg.jwks_uri, str(cfg.jwks_ca_file)))
     if cfg.ratelimit_address is not None:
         clusters.append(_cluster("ratelimit", cfg.ratelimit_address))
+    if cfg.local_cluster is not None:
+        # Every gateway replica (a headless Service): local_cluster_rate_limit divides the
+        # per-caller limits by the healthy hosts of this cluster.
+        clusters.append(_cluster(LOCAL_CLUSTER, cfg.local_cluster, http2=False))
     listener_tls: dict[str, Any] = {}
     if cfg.tls is not None:
         listener_tls["transport_socket"] = _downstream_tls(cfg.tls)
@@ -801,7 +997,7 @@ def build_bootstrap(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str
             for cluster in clusters:
                 if cluster["name"] in meshed:
                     cluster["transport_socket"] = _upstream_mtls(cfg.tls, cluster["name"])
-    return {
+    bootstrap: dict[str, Any] = {
         "node": {"id": "usdcarb-gateway", "cluster": "usdcarb-gateway"},
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": cfg.admin_port}}
@@ -836,3 +1032,6 @@ def build_bootstrap(cfg: GatewayConfig, services: Sequence[Service]) -> dict[str
             ]
         },
     }
+    if cfg.local_cluster is not None:
+        bootstrap["cluster_manager"] = {"local_cluster_name": LOCAL_CLUSTER}
+    return bootstrap

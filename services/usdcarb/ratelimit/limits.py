@@ -1,36 +1,62 @@
-"""Rate limits: the configuration file's model and which counters a request touches.
+"""The limits file (``limits.yaml``): its model, and the two configs made from it.
 
-Pure: standard library only. The gateway sends one descriptor per budget (see
-``usdcarb.gateway.envoy``), each a list of (key, value) entries:
+Pure: standard library and PyYAML. One file says every budget; it becomes
 
-- ``class=api, sub=<subject>[, roles=<x-jwt-roles>]``: every authenticated call, limited
-  per subject by the tier of its highest role;
-- ``class=heavy, sub=..., roles=...``: RunBacktest/CreateBacktest/CreateSweep, a separate
-  budget on top of the api one;
-- ``class=auth, remote_address=<client ip>``: Login/RefreshToken/ExchangeApiKey per IP.
+- Envoy's ``local_ratelimit`` descriptors (``api``: a token bucket per subject and role
+  tier, inside each gateway process, no call anywhere; see ``usdcarb.gateway.envoy``);
+- the YAML of Envoy's reference rate limit service, ``envoyproxy/ratelimit``, for the
+  shared budgets counted in Redis (``heavy`` per subject and tier, ``auth`` per client
+  IP), which that service reloads from its runtime directory when the file changes.
 
-Unknown descriptors are not limited. Windows are fixed and aligned to the unit.
+The gateway sends the rate limit service these descriptors (entries in this order):
+
+- ``class=heavy, tier=<tier>, sub=<subject>``: RunBacktest, CreateBacktest, CreateSweep;
+- ``class=auth, remote_address=<client ip>``: Login, RefreshToken, ExchangeApiKey.
+
+A tier is the caller's highest role (viewer < analyst < trader < admin), or ``default``
+for a token without a known role; a tier without its own limit gets the default one.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+__all__ = [
+    "DEFAULT_LIMITS_FILE",
+    "DOMAIN",
+    "NO_ROLE",
+    "ROLE_RANK",
+    "TIERS",
+    "UNITS",
+    "ConfigError",
+    "Limit",
+    "Limits",
+    "load_limits",
+    "parse_limits",
+    "service_config",
+    "tier_limits",
+]
+
+DEFAULT_LIMITS_FILE = Path(__file__).with_name("limits.yaml")
+DOMAIN = "usdcarb"
 UNITS: Mapping[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-ROLE_RANK = {"viewer": 0, "analyst": 1, "trader": 2, "admin": 3}
+ROLE_RANK: Mapping[str, int] = {"viewer": 1, "analyst": 2, "trader": 3, "admin": 4}
 NO_ROLE = "default"
-KEY_PREFIX = "rl"
+TIERS = (NO_ROLE, *ROLE_RANK)
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """``requests_per_unit`` requests per ``unit`` ("second", "minute", "hour", "day")."""
+    """``requests_per_unit`` requests per ``unit`` ("second", "minute", "hour", "day").
+
+    ``name`` (e.g. ``heavy-analyst``) shows in ``x-ratelimit-limit`` and in the 429's
+    details: keep it plain.
+    """
 
     requests_per_unit: int
     unit: str
@@ -50,23 +76,16 @@ class Limits:
     auth: Limit | None
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One counter a request increments: Redis key, its limit and the window's end."""
-
-    key: str
-    limit: Limit
-    reset_in: int  # seconds until the window ends
-    ttl: int  # seconds the counter lives (window + slack)
-
-
 class ConfigError(ValueError):
-    """Report a malformed limits file (the previous configuration stays in force)."""
+    """Report a malformed limits file, naming the field."""
 
 
 def _limit(raw: Any, name: str) -> Limit:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{name}: expected a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - {"requests_per_unit", "unit"})
+    if unknown:
+        raise ConfigError(f"{name}: expected requests_per_unit and unit, got also {unknown}")
     rpu, unit = raw.get("requests_per_unit"), raw.get("unit")
     if not isinstance(rpu, int) or isinstance(rpu, bool) or rpu < 0:
         raise ConfigError(f"{name}.requests_per_unit: expected an integer >= 0, got {rpu!r}")
@@ -80,7 +99,7 @@ def _tiers(raw: Any, name: str) -> dict[str, Limit]:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{name}: expected a mapping of role to limit, got {raw!r}")
-    unknown = sorted(set(raw) - set(ROLE_RANK) - {NO_ROLE})
+    unknown = sorted(set(raw) - set(TIERS))
     if unknown:
         raise ConfigError(f"{name}: expected roles {sorted(ROLE_RANK)} or {NO_ROLE}, got {unknown}")
     return {str(role): _limit(limit, f"{name}-{role}") for role, limit in raw.items()}
@@ -90,46 +109,50 @@ def parse_limits(raw: Any) -> Limits:
     """Build Limits from the parsed YAML document; raise ConfigError if malformed."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a mapping at the top of the limits file, got {raw!r}")
+    unknown = sorted(set(raw) - {"api", "heavy", "auth"})
+    if unknown:
+        raise ConfigError(f"expected the sections api, heavy and auth, got also {unknown}")
     auth = raw.get("auth")
     return Limits(api=_tiers(raw.get("api"), "api"), heavy=_tiers(raw.get("heavy"), "heavy"),
                   auth=None if auth is None else _limit(auth, "auth"))
 
 
-@lru_cache(maxsize=4096)
-def highest_role(roles_header: str) -> str:
-    """Return the highest role in an ``x-jwt-roles`` value (base64 of a JSON list)."""
+def load_limits(path: Path = DEFAULT_LIMITS_FILE) -> Limits:
+    """Read and parse a limits file; raise ConfigError (or OSError) if it cannot be used."""
     try:
-        roles = json.loads(base64.b64decode(roles_header + "=" * (-len(roles_header) % 4)))
-    except (binascii.Error, ValueError):
-        return NO_ROLE
-    if not isinstance(roles, list):
-        return NO_ROLE
-    known = [r for r in roles if isinstance(r, str) and r in ROLE_RANK]
-    return max(known, key=ROLE_RANK.__getitem__) if known else NO_ROLE
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: expected YAML, got {exc}") from exc
+    return parse_limits(document)
 
 
-def _tier(tiers: Mapping[str, Limit], role: str) -> Limit | None:
-    return tiers.get(role) or tiers.get(NO_ROLE)
+def tier_limits(tiers: Mapping[str, Limit]) -> dict[str, Limit]:
+    """Return the limit of every tier: its own, else the default one (tiers with neither
+    are unlimited and left out)."""
+    fallback = tiers.get(NO_ROLE)
+    out = {tier: tiers.get(tier) or fallback for tier in TIERS}
+    return {tier: limit for tier, limit in out.items() if limit is not None}
 
 
-def check_for(entries: Sequence[tuple[str, str]], limits: Limits, now: float) -> Check | None:
-    """Return the counter one descriptor increments, or None when nothing limits it."""
-    fields = dict(entries)
-    kind = fields.get("class")
-    limit: Limit | None = None
-    who = ""
-    if kind in ("api", "heavy") and fields.get("sub"):
-        tiers = limits.api if kind == "api" else limits.heavy
-        limit = _tier(tiers, highest_role(fields.get("roles", "")))
-        who = fields["sub"]
-    elif kind == "auth" and fields.get("remote_address"):
-        limit = limits.auth
-        who = fields["remote_address"]
-    if limit is None:
-        return None
-    unit = limit.seconds
-    window = int(now // unit)
-    reset_in = max(1, int((window + 1) * unit - now + 0.999))
-    # The limit's name is part of the key, so a tier change starts a fresh counter.
-    return Check(key=f"{KEY_PREFIX}:{kind}:{limit.name}:{who}:{window}", limit=limit,
-                 reset_in=reset_in, ttl=unit + 1)
+def _rate_limit(limit: Limit) -> dict[str, Any]:
+    return {"unit": limit.unit, "requests_per_unit": limit.requests_per_unit,
+            "name": limit.name}
+
+
+def service_config(limits: Limits) -> dict[str, Any]:
+    """Return the envoyproxy/ratelimit config (domain ``usdcarb``) for the shared budgets.
+
+    ``sub`` and ``remote_address`` have no value: each distinct subject (client IP) gets a
+    counter of its own.
+    """
+    descriptors: list[dict[str, Any]] = []
+    heavy = tier_limits(limits.heavy)
+    if heavy:
+        descriptors.append({"key": "class", "value": "heavy", "descriptors": [
+            {"key": "tier", "value": tier, "descriptors": [
+                {"key": "sub", "rate_limit": _rate_limit(limit)}]}
+            for tier, limit in heavy.items()]})
+    if limits.auth is not None:
+        descriptors.append({"key": "class", "value": "auth", "descriptors": [
+            {"key": "remote_address", "rate_limit": _rate_limit(limits.auth)}]})
+    return {"domain": DOMAIN, "descriptors": descriptors}

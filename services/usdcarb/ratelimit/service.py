@@ -1,174 +1,165 @@
-"""Envoy's ``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`` on Redis.
+"""Envoy's reference rate limit service (``github.com/envoyproxy/ratelimit``, Go) for the
+shared budgets: where its binary is, its config from the limits file, its environment.
 
-Every descriptor of a request is checked; the request is over limit if any is. Each
-status carries the limit, what remains and when the window resets, from which Envoy
-writes ``x-ratelimit-limit/-remaining/-reset`` (draft 03). An over-limit reply also
-asks Envoy to add ``retry-after`` and, for gRPC callers, ``grpc-status-details-bin``: a
-google.rpc.Status (RESOURCE_EXHAUSTED) with QuotaFailure, RetryInfo and ErrorInfo, whose
-message is the reply body Envoy also sends as ``grpc-message``.
+``make setup`` builds the binary into ``.tools/bin/ratelimit`` at the pinned
+pseudo-version below. It counts fixed windows in Redis (pipelined INCRBY + EXPIRE),
+answers over-limit keys from a local cache without Redis, serves gRPC health (service
+``ratelimit``, NOT_SERVING while Redis is unreachable), Prometheus metrics, and reloads
+its config when a file in its runtime directory changes: ``write_config`` replaces the
+file atomically, so a changed limits file applies without a restart.
 
-When Redis is unavailable the failure mode decides: ``open`` lets the request through,
-``closed`` refuses it as over limit.
+When Redis is down it answers errors, and Envoy's ``failure_mode_deny`` decides (open by
+default: requests pass and ``ratelimit.failure_mode_allowed`` counts them).
+
+    python -m usdcarb.ratelimit.service --limits limits.yaml --out DIR   # DIR/config/*.yaml
 """
 
 from __future__ import annotations
 
-import base64
-import logging
-import time
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from envoy_rls import rls_pb2, rls_pb2_grpc
-from usdcarb.ratelimit.counter import CounterUnavailable, RedisCounter
-from usdcarb.ratelimit.limits import Check, ConfigError, Limits, check_for, parse_limits
+from usdcarb.ratelimit.limits import DEFAULT_LIMITS_FILE, Limits, load_limits, service_config
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "CONFIG_FILE",
+    "HEALTH_SERVICE",
+    "MODULE",
+    "VERSION",
+    "RlsTls",
+    "binary",
+    "environment",
+    "write_config",
+]
 
-FailureMode = Literal["open", "closed"]
-OK = rls_pb2.RateLimitResponse.OK
-OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
-UNIT = {"second": rls_pb2.RateLimitResponse.RateLimit.SECOND,
-        "minute": rls_pb2.RateLimitResponse.RateLimit.MINUTE,
-        "hour": rls_pb2.RateLimitResponse.RateLimit.HOUR,
-        "day": rls_pb2.RateLimitResponse.RateLimit.DAY}
-ERROR_DOMAIN = "usdcarb.dev"
-
-
-class LimitsFile:
-    """The limits YAML file, reloaded when its modification time changes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._mtime: int | None = None
-        self.limits = self._read()
-        self.reloads = 0
-
-    def _read(self) -> Limits:
-        stat = self.path.stat()
-        limits = parse_limits(yaml.safe_load(self.path.read_text()))
-        self._mtime = stat.st_mtime_ns
-        return limits
-
-    def maybe_reload(self) -> bool:
-        """Reload if the file changed; keep the old limits if the new file is malformed."""
-        try:
-            if self.path.stat().st_mtime_ns == self._mtime:
-                return False
-            self.limits = self._read()
-        except (OSError, ConfigError, yaml.YAMLError) as exc:
-            logger.error("keeping the previous rate limits: %s: %s", type(exc).__name__, exc)
-            return False
-        self.reloads += 1
-        logger.info("rate limits reloaded from %s", self.path)
-        return True
+MODULE = "github.com/envoyproxy/ratelimit/src/service_cmd"
+# No tag after v1.4.0: the main branch's pseudo-version (keep in sync with the Makefile).
+VERSION = "v1.4.1-0.20260122083618-3fb702589d36"
+REPO = Path(__file__).resolve().parents[3]
+BINARY_NAME = "ratelimit"
+HEALTH_SERVICE = "ratelimit"  # gRPC health: follows Redis (the "" service is always SERVING)
+SUBDIRECTORY = "ratelimit"
+APP_DIRECTORY = "config"
+CONFIG_FILE = "usdcarb.yaml"
 
 
-def _any(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+def binary() -> Path:
+    """Return the built service (``.tools/bin/ratelimit``, else one on PATH)."""
+    built = REPO / ".tools" / "bin" / BINARY_NAME
+    if built.exists():
+        return built
+    found = shutil.which(BINARY_NAME)
+    if found is None:
+        raise FileNotFoundError(f"expected {built} (make setup builds it), got none")
+    return Path(found)
 
 
-def grpc_details(over: list[Check], retry_after: int, message: str) -> str:
-    """Return the ``grpc-status-details-bin`` value for an over-limit reply."""
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[
-        _any(error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain=ERROR_DOMAIN,
-                                         metadata={"limit": over[0].limit.name})),
-        _any(error_details_pb2.QuotaFailure(violations=[
-            error_details_pb2.QuotaFailure.Violation(
-                subject=c.limit.name,
-                description=f"{c.limit.requests_per_unit} requests per {c.limit.unit}")
-            for c in over])),
-        _any(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after))),
-    ])
-    return base64.b64encode(status.SerializeToString()).decode()
+def config_dir(runtime_root: Path) -> Path:
+    """Return the folder the service loads ``*.yaml`` from under ``runtime_root``."""
+    return runtime_root / SUBDIRECTORY / APP_DIRECTORY
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
-    """Check every descriptor against its counter; over limit if any is.
+def render_config(limits: Limits) -> str:
+    """Return the service's YAML for ``limits``."""
+    header = "# Generated from the usdcarb limits file (usdcarb.ratelimit.limits); do not edit.\n"
+    return header + str(yaml.safe_dump(service_config(limits), sort_keys=False))
 
-    Synchronous on purpose: the hot path of every gated request. The sync gRPC server
-    costs about half the CPU per call of grpc.aio on these machines (140 vs 265 µs).
+
+def write_config(limits: Limits, runtime_root: Path) -> Path:
+    """Write the config for ``limits`` under ``runtime_root`` atomically; return its path.
+
+    The temporary file is a dot file (ignored: RUNTIME_IGNOREDOTFILES) renamed over the
+    old one, so the service never reads half a file and reloads on the rename.
     """
+    folder = config_dir(runtime_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / CONFIG_FILE
+    tmp = folder / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(render_config(limits))
+    os.replace(tmp, target)
+    return target
 
-    def __init__(self, limits: LimitsFile, counter: RedisCounter, *,
-                 failure_mode: FailureMode = "open") -> None:
-        self._limits = limits
-        self._counter = counter
-        self.failure_mode = failure_mode
 
-    def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest, context: Any
-                        ) -> rls_pb2.RateLimitResponse:
-        return self.decide(request)
+@dataclass(frozen=True, kw_only=True)
+class RlsTls:
+    """Mutual TLS of the gRPC port: the service's certificate, and the CA and name
+    (SAN) a client certificate must have (Envoy's)."""
 
-    def decide(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
-        """Count the request against each descriptor's limit; thread-safe."""
-        now = time.time()
-        hits = request.hits_addend or 1
-        limits = self._limits.limits
-        checks = [check_for([(e.key, e.value) for e in d.entries], limits, now)
-                  for d in request.descriptors]
-        todo = [i for i, check in enumerate(checks) if check is not None]
-        counts: list[int | None] = [None] * len(checks)
-        if todo:
-            try:
-                fresh = self._counter.incr(
-                    [(c.key, hits, c.ttl) for c in (checks[i] for i in todo) if c is not None])
-            except CounterUnavailable:
-                return self._failure(checks)
-            for i, count in zip(todo, fresh, strict=True):
-                counts[i] = count
-        return self._response(checks, counts)
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path
+    client_san: str = "envoy"
 
-    def _response(self, checks: list[Check | None], counts: list[int | None]
-                  ) -> rls_pb2.RateLimitResponse:
-        response = rls_pb2.RateLimitResponse(overall_code=OK)
-        over: list[Check] = []
-        for check, count in zip(checks, counts, strict=True):
-            status = response.statuses.add(code=OK)
-            if check is None or count is None:
-                continue
-            limit = check.limit
-            status.current_limit.requests_per_unit = limit.requests_per_unit
-            status.current_limit.unit = UNIT[limit.unit]
-            status.current_limit.name = limit.name
-            status.limit_remaining = max(0, limit.requests_per_unit - count)
-            status.duration_until_reset.seconds = check.reset_in
-            if count > limit.requests_per_unit:
-                status.code = OVER_LIMIT
-                over.append(check)
-        if over:
-            retry = max(c.reset_in for c in over)
-            message = (f"rate limit {over[0].limit.name} exceeded: "
-                       f"{over[0].limit.requests_per_unit} requests per {over[0].limit.unit}; "
-                       f"retry in {retry}s")
-            self._over_limit(response, over, retry, message)
-        return response
 
-    def _over_limit(self, response: rls_pb2.RateLimitResponse, over: list[Check], retry: int,
-                    message: str) -> None:
-        response.overall_code = OVER_LIMIT
-        response.raw_body = message.encode()
-        response.response_headers_to_add.add(key="retry-after", value=str(retry))
-        response.response_headers_to_add.add(key="grpc-status-details-bin",
-                                             value=grpc_details(over, retry, message))
+def redis_address(url: str) -> str:
+    """Return host:port of a ``redis://host:port[/db]`` URL (the service's REDIS_URL)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "tcp", "") or not parts.hostname:
+        raise ValueError(f"expected redis://host:port, got {url!r}")
+    return f"{parts.hostname}:{parts.port or 6379}"
 
-    def _failure(self, checks: list[Check | None]) -> rls_pb2.RateLimitResponse:
-        if self.failure_mode == "open":
-            return rls_pb2.RateLimitResponse(
-                overall_code=OK, statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=OK)
-                                           for _ in checks])
-        response = rls_pb2.RateLimitResponse(statuses=[
-            rls_pb2.RateLimitResponse.DescriptorStatus(code=OVER_LIMIT) for _ in checks])
-        limited = [c for c in checks if c is not None]
-        message = "rate limits unavailable; refusing requests (failure mode closed)"
-        if limited:
-            self._over_limit(response, limited, 1, message)
-        else:
-            response.overall_code = OK
-        return response
+
+def environment(*, runtime_root: Path, redis_url: str, grpc_port: int, http_port: int,
+                debug_port: int, metrics_port: int, host: str = "127.0.0.1",
+                tls: RlsTls | None = None, redis_timeout_ms: int = 100) -> dict[str, str]:
+    """Return the service's settings (environment variables) for one process."""
+    env = {
+        "GRPC_HOST": host, "GRPC_PORT": str(grpc_port),
+        "HOST": host, "PORT": str(http_port),  # HTTP: /healthcheck, /json
+        "DEBUG_HOST": "127.0.0.1", "DEBUG_PORT": str(debug_port),
+        "USE_STATSD": "false", "USE_PROMETHEUS": "true",
+        "PROMETHEUS_ADDR": f"{host}:{metrics_port}",
+        "LOG_LEVEL": "warn", "LOG_FORMAT": "json",
+        "RUNTIME_ROOT": str(runtime_root), "RUNTIME_SUBDIRECTORY": SUBDIRECTORY,
+        "RUNTIME_APPDIRECTORY": APP_DIRECTORY,
+        # Watch the config folder itself (write_config renames into it), skip dot files.
+        "RUNTIME_WATCH_ROOT": "false", "RUNTIME_IGNOREDOTFILES": "true",
+        "BACKEND_TYPE": "redis", "REDIS_SOCKET_TYPE": "tcp",
+        "REDIS_URL": redis_address(redis_url),
+        # Checks batched into one Redis round trip per 150 µs; over-limit keys answered
+        # from a 1 MiB local cache without Redis.
+        "REDIS_PIPELINE_WINDOW": "150us", "REDIS_PIPELINE_LIMIT": "0",
+        "LOCAL_CACHE_SIZE_IN_BYTES": str(1 << 20),
+        # Fail fast while Redis is away (Envoy's timeout is 100 ms; its failure mode
+        # decides), and keep reconnecting in the background.
+        "REDIS_TIMEOUT": f"{redis_timeout_ms}ms",
+        "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION": "true",
+        "GOMAXPROCS": os.environ.get("GOMAXPROCS", "2"),
+    }
+    if tls is not None:
+        env.update({
+            "GRPC_SERVER_USE_TLS": "true", "GRPC_SERVER_TLS_CERT": str(tls.cert_file),
+            "GRPC_SERVER_TLS_KEY": str(tls.key_file),
+            "GRPC_CLIENT_TLS_CACERT": str(tls.client_ca_file),
+            "GRPC_CLIENT_TLS_SAN": tls.client_san,
+        })
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the service's config from a limits file; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m usdcarb.ratelimit.service",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limits", type=Path, default=DEFAULT_LIMITS_FILE)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the runtime root; the config goes to OUT/ratelimit/config/")
+    parser.add_argument("--stdout", action="store_true", help="print the YAML instead")
+    args = parser.parse_args(argv)
+    limits = load_limits(args.limits)
+    if args.stdout:
+        sys.stdout.write(render_config(limits))
+    else:
+        sys.stdout.write(f"{write_config(limits, args.out)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
