@@ -71,7 +71,8 @@ def metrics_to_pb(metrics: Mapping[str, Any]) -> pb.BacktestMetrics:
     attribution = metrics.get("attribution")
     if attribution:
         for name in _ATTRIBUTION:
-            setattr(out.attribution, name, float(attribution.get(name, 0.0)))
+            # + 0.0: a negative zero becomes 0 (jsonb would store it so)
+            setattr(out.attribution, name, float(attribution.get(name, 0.0)) + 0.0)
     return out
 
 

@@ -127,9 +127,11 @@ def attribution(vec: F64, init: float, baseline_end: float) -> dict[str, float]:
     """PnL attribution (PnlAttribution field names) of a run's figure vector."""
     total = float(vec[_I_TOTAL_PNL])
     reval = float(baseline_end) - float(init)
-    fees = -float(vec[NAMES.index("fees_paid")])
-    slip = -float(vec[NAMES.index("slippage_paid")])
-    xfer = -float(vec[NAMES.index("transfer_fees")])
+    # 0.0 - x, not -x: no negative zero (jsonb stores it as 0, so a stored result would
+    # differ from the streamed one)
+    fees = 0.0 - float(vec[NAMES.index("fees_paid")])
+    slip = 0.0 - float(vec[NAMES.index("slippage_paid")])
+    xfer = 0.0 - float(vec[NAMES.index("transfer_fees")])
     leg = float(vec[NAMES.index("legging")])
     trading = total - reval - fees - slip - xfer - leg
     return {"trading_pnl": trading, "inventory_revaluation": reval, "fees": fees,
