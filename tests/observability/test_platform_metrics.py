@@ -101,12 +101,13 @@ async def test_redis_commands_and_pipelines_are_timed_by_name(redis_server: Redi
         await client.set("obs:k", "v")
         assert await client.get("obs:k") == b"v"
         await client.execute_command("OBJECT", "ENCODING", "obs:k")
+        assert await client.xread({"obs:stream": "$"}, block=10) == []
         async with client.pipeline() as pipe:
             pipe.incr("obs:n")
             pipe.incr("obs:n")
             assert (await pipe.execute())[-1] >= 2
         text = generate_latest(registry).decode()
-        for command in ("SET", "GET", "other", "PIPELINE"):
+        for command in ("SET", "GET", "other", "PIPELINE", "blocking"):
             assert f'usdcarb_redis_command_seconds_count{{command="{command}"}} 1.0' in text
     finally:
         await client.aclose()

@@ -31,6 +31,7 @@ _REDIS_COMMANDS = frozenset({
     "XRANGE", "XREVRANGE", "XGROUP", "XINFO", "XTRIM", "XDEL", "PUBLISH", "PING", "HSET", "HGET",
     "HGETALL", "HDEL", "SADD", "SREM", "SMEMBERS", "ZADD", "ZRANGE", "ZREM", "MGET", "SCAN",
 })
+_BLOCK = ("BLOCK", b"BLOCK", "block", b"block")
 FAST_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, 5.0)
 
@@ -81,11 +82,16 @@ def instrument_redis(client: Any, registry: CollectorRegistry) -> None:
     async def timed(*args: Any, **options: Any) -> Any:
         name = str(args[0]).upper() if args else "OTHER"
         name = name.split(" ", 1)[0]
+        if any(a in _BLOCK for a in args[1:]):
+            # XREAD(GROUP) ... BLOCK waits for entries on purpose: kept apart so the
+            # latency of the other commands is not the consumers' idle time.
+            name = "blocking"
         started = time.perf_counter()
         try:
             return await execute(*args, **options)
         finally:
-            latency.labels(name if name in _REDIS_COMMANDS else "other").observe(
+            known = name in _REDIS_COMMANDS or name == "blocking"
+            latency.labels(name if known else "other").observe(
                 time.perf_counter() - started)
 
     client.execute_command = timed
