@@ -105,9 +105,11 @@ def overview() -> db.Dashboard:
             Query("sum by (job) (usdcarb_db_pool_waiting)", "{{job}} waiting"), width=8))
         .with_panel(series("Redis command latency p99", Query(
             "histogram_quantile(0.99, sum by (le, job) (rate("
-            f"usdcarb_redis_command_seconds_bucket[{RATE}])))", "{{job}}"), unit="s", width=8))
+            f'usdcarb_redis_command_seconds_bucket{{command!="blocking"}}[{RATE}])))', "{{job}}"),
+            unit="s", width=8))
         .with_panel(series("Redis commands/s", Query(
-            f"sum by (job) (rate(usdcarb_redis_command_seconds_count[{RATE}]))", "{{job}}"),
+            f'sum by (job) (rate(usdcarb_redis_command_seconds_count{{command!="blocking"}}[{RATE}]))',
+            "{{job}}"),
             unit="ops", width=8))
     )
 
