@@ -114,20 +114,25 @@ async def test_candle_reads_are_served_by_the_replica_until_it_lags_past_the_bou
     assert "usdcarb_pg_replica_healthy 1.0" in text
     assert "usdcarb_pg_replica_lag_seconds " in text
 
-    # Replay paused: the replica no longer sees new bars. Within the bound it still
-    # serves (what it has: proof that the read ran there), past it the primary does.
+    # Replay paused: the replica no longer sees new bars. A read never returns less than
+    # what was committed before it began: still within the bound, the replica has not
+    # replayed the new bars, so the primary serves the read; past the bound, the
+    # primary serves every read without asking the replica.
     env.standby.psql("SELECT pg_wal_replay_pause()")
     try:
         await ingest(env.pool, 300, 50)
-        assert await candles(store) == 300
+        assert await candles(store) == 350
+        assert env.router.reads == {"replica": 2, "primary": 1}
+        assert env.router.fallbacks["behind"] == 1
         env.router.max_lag_s = 0.5
         await eventually(lambda: not env.router.healthy, within_s=10)
         assert await candles(store) == 350
-        assert env.router.reads == {"replica": 3, "primary": 1}
+        assert env.router.reads == {"replica": 2, "primary": 2}
         assert env.router.fallbacks["lagging"] == 1
         text = env.metrics()
         assert "usdcarb_pg_replica_healthy 0.0" in text
         assert 'usdcarb_pg_replica_fallbacks_total{reason="lagging"} 1.0' in text
+        assert 'usdcarb_pg_replica_fallbacks_total{reason="behind"} 1.0' in text
         lag = float(next(line.split()[1] for line in text.splitlines()
                          if line.startswith("usdcarb_pg_replica_lag_seconds ")))
         assert lag > 0.5
@@ -135,7 +140,10 @@ async def test_candle_reads_are_served_by_the_replica_until_it_lags_past_the_bou
         env.standby.psql("SELECT pg_wal_replay_resume()")
     await eventually(lambda: env.router.healthy, within_s=10)
     assert await candles(store) == 350
-    assert env.router.reads["replica"] == 4
+    assert env.router.reads["replica"] == 3
+    # What the replica served is what the primary holds (the same bars, not a copy).
+    assert env.standby.psql("SELECT count(*) FROM ingestion.market_data",
+                            database="usdcarb").strip() == "350"
 
 
 async def test_reads_fall_back_to_the_primary_without_a_failure_when_the_replica_stops(

@@ -8,6 +8,11 @@ replica went away (connection refused or dropped, shutting down, cancelled by a 
 conflict, pool acquire timed out) is run again on the primary at once: the caller never
 sees the replica's failure.
 
+Reads are read-your-writes: before a read runs on the replica, the replica must have
+replayed the primary's WAL position as of the read's start (it gets ``catch_up_s`` to do
+so, else the read goes to the primary), so a read sees every commit that finished
+before it began, as on the primary. Two small queries per read buy that.
+
 Lag, as measured here, is a bound on staleness rather than a replay delay: every
 ``poll_interval_s`` the monitor samples the primary's current WAL position, then the
 replica's replayed position; the replica holds everything the primary had committed at
@@ -59,6 +64,7 @@ _REPLICA_GONE: tuple[type[BaseException], ...] = (
 _PRIMARY_LSN = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
 _REPLICA_STATE = ("SELECT pg_is_in_recovery() AS standby, "
                   "pg_last_wal_replay_lsn() - '0/0'::pg_lsn AS replayed")
+_REPLAYED = "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn"
 _HISTORY = 4096  # primary samples kept: ~34 minutes at 0.5 s
 
 
@@ -66,14 +72,16 @@ class ReadRouter:
     """Run reads on the replica pool when it is healthy and fresh, else on the primary."""
 
     def __init__(self, primary: Any, replica: Any | None = None, *, max_lag_s: float = 5.0,
-                 poll_interval_s: float = 0.5, acquire_timeout_s: float = 2.0) -> None:
+                 poll_interval_s: float = 0.5, acquire_timeout_s: float = 2.0,
+                 catch_up_s: float = 0.2) -> None:
         self.primary = primary
         self.replica = replica
         self.max_lag_s = max_lag_s
         self.poll_interval_s = poll_interval_s
         self.acquire_timeout_s = acquire_timeout_s
+        self.catch_up_s = catch_up_s
         self.reads = {"replica": 0, "primary": 0}
-        self.fallbacks = {"unreachable": 0, "lagging": 0, "error": 0}
+        self.fallbacks = {"unreachable": 0, "lagging": 0, "behind": 0, "error": 0}
         self._reachable = False
         self._samples: deque[tuple[float, int]] = deque(maxlen=_HISTORY)
         self._fresh_at: float | None = None  # monotonic time the replica was last known fresh
@@ -158,32 +166,63 @@ class ReadRouter:
 
     async def run(self, read: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``read(conn)`` on the replica when healthy, else (or when it fails there
-        because the replica went away) on the primary."""
+        because the replica went away, or it has not replayed what the primary had
+        committed when the read began) on the primary."""
         if self.replica is not None:
             if self.healthy:
-                try:
-                    async with asyncio.timeout(self.acquire_timeout_s):
-                        conn = await self.replica.acquire()
-                except _REPLICA_GONE as exc:
-                    await self._fallback("unreachable", exc)
-                else:
-                    failed: BaseException | None = None
-                    try:
-                        result = await read(conn)
-                    except _REPLICA_GONE as exc:
-                        failed = exc
-                    finally:
-                        await self._release(conn)
-                    if failed is None:
-                        self.reads["replica"] += 1
-                        return result
-                    await self._fallback("error", failed)
+                served, result = await self._on_replica(read)
+                if served:
+                    self.reads["replica"] += 1
+                    return result  # type: ignore[return-value]
             else:
                 self.fallbacks["unreachable" if not self._reachable else "lagging"] += 1
         async with self.primary.acquire() as conn:
             result = await read(conn)
         self.reads["primary"] += 1
         return result
+
+    async def _on_replica(self, read: Callable[[Any], Awaitable[T]]) -> tuple[bool, T | None]:
+        """Try the read on the replica; (False, None) sends it to the primary."""
+        assert self.replica is not None
+        # Read-your-writes: the replica must have replayed the primary's position as of
+        # now, so the read sees every commit that finished before it began (a backtest
+        # right after its ingestion sees every bar). Unknown when the primary is down:
+        # then the replica serves what it has.
+        target: int | None
+        try:
+            async with asyncio.timeout(self.acquire_timeout_s):
+                target = int(await self.primary.fetchval(_PRIMARY_LSN))
+        except Exception:
+            target = None
+        try:
+            async with asyncio.timeout(self.acquire_timeout_s):
+                conn = await self.replica.acquire()
+        except _REPLICA_GONE as exc:
+            await self._fallback("unreachable", exc)
+            return False, None
+        failed: BaseException | None = None
+        try:
+            if target is not None and not await self._replayed(conn, target):
+                self.fallbacks["behind"] += 1
+                return False, None
+            return True, await read(conn)
+        except _REPLICA_GONE as exc:
+            failed = exc
+        finally:
+            await self._release(conn)
+        await self._fallback("error", failed)
+        return False, None
+
+    async def _replayed(self, conn: Any, target: int) -> bool:
+        """Wait up to ``catch_up_s`` for the replica to replay WAL position ``target``."""
+        deadline = time.monotonic() + self.catch_up_s
+        while True:
+            replayed = await conn.fetchval(_REPLAYED)
+            if replayed is not None and int(replayed) >= target:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
 
     async def _release(self, conn: Any) -> None:
         """Give the connection back. When the replica dropped it meanwhile the pool's
