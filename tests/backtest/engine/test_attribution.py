@@ -97,4 +97,5 @@ def test_sweep_points_carry_the_single_runs_excess_and_attribution() -> None:
         points = run_sweep(kind, params, {axis: values}, cfg, market)
         for value, point in zip(values, points, strict=True):
             single = run_backtest(kind, dict(params) | {axis: value}, cfg, market)
-            assert point.metrics == single.metrics, (kind, value)
+            assert {k: v for k, v in point.metrics.items() if k != "return_moments"} \
+                == single.metrics, (kind, value)

@@ -182,7 +182,8 @@ def test_cost_axes_sweep_fees_slippage_and_latency_like_single_runs() -> None:
             "cross-exchange-spread", SPREAD | {"entryBps": pp["entryBps"]}, cfg, fr,
             costs=(pp["execution.feeMultiplier"], pp["execution.slippageMultiplier"],
                    int(pp["execution.extraLatencyBars"])))
-        assert point.metrics == single.metrics, pp
+        assert {k: v for k, v in point.metrics.items() if k != "return_moments"} \
+                == single.metrics, pp
     by = {tuple(p.params.values()): p.metrics for p in points}
     assert by[(8.0, 2.0, 1.0, 0.0)]["fees_paid"] > by[(8.0, 1.0, 1.0, 0.0)]["fees_paid"] > 0
     # twice the fee rate on the same fills: exactly twice the fees when the fills agree

@@ -179,7 +179,28 @@ def run_sweep(kind: str, base_params: Mapping[str, Any], axes: Mapping[str, Sequ
                 raise Cancelled(f"cancelled after {len(done)} of {total} combinations",
                                 tuple(_points(ctx, paths, [combos[j] for j in done],
                                               out[done], minbals[done], xout[done])))
-    return _points(ctx, paths, combos, out, minbals, xout)
+    points = _points(ctx, paths, combos, out, minbals, xout)
+    _attach_moments(kind, base, keys, config, market, combos, points)
+    return points
+
+
+def _attach_moments(kind: str, base: Mapping[str, Any], keys: list[str],
+                    config: EngineConfig, market: MarketFrame,
+                    combos: Sequence[tuple[float, ...]], points: list[SweepPoint]) -> None:
+    """Give the best point by Sharpe ratio its per-bar return moments (one more run, with
+    its curve), which the deflated Sharpe ratio needs (robust.py)."""
+    from .robust import return_moments
+    from .run import run_backtest
+
+    scored = [(float(p.metrics["sharpe"]), j) for j, p in enumerate(points)
+              if math.isfinite(float(p.metrics["sharpe"]))]
+    if not scored:
+        return
+    best = max(scored, key=lambda sj: (sj[0], -sj[1]))[1]
+    values, costs = _split(keys, combos[best])
+    out = run_backtest(kind, with_values(kind, base, values), config, market, costs=costs)
+    points[best].metrics["return_moments"] = return_moments(out.equity,
+                                                            out.extras["initial_equity"])
 
 
 @dataclass(frozen=True)
