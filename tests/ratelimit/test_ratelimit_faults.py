@@ -3,12 +3,13 @@ then recovery), the per-caller buckets with 10,000 distinct subjects (bounded, L
 
 from __future__ import annotations
 
-import http.client
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
+import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from ratelimit.conftest import (
     LIMITS_YAML,
@@ -20,13 +21,24 @@ from ratelimit.conftest import (
     stat,
 )
 from usdcarb.devstack import RedisServer
-from usdcarb.gateway.devtoken import mint_dev_token
+from usdcarb.gateway.devtoken import DEV_PRIVATE_KEY, mint_dev_token
 
 pytestmark = pytest.mark.integration
 
 
 def token(role: str = "analyst") -> str:
     return mint_dev_token(f"users/rl-{uuid.uuid4().hex[:10]}", [role], ttl=600)
+
+
+def many_tokens(count: int) -> list[str]:
+    """``count`` analyst tokens of distinct subjects: one dev token's claims re-signed with
+    the dev key loaded once (minting each from scratch reloads the key)."""
+    template = mint_dev_token("users/template", ["analyst"], ttl=600)
+    kid = jwt.get_unverified_header(template)["kid"]
+    claims = jwt.decode(template, options={"verify_signature": False})
+    key = serialization.load_pem_private_key(DEV_PRIVATE_KEY.read_bytes(), password=None)
+    return [jwt.encode({**claims, "sub": f"users/rl-many-{uuid.uuid4().hex[:12]}"}, key,
+                       algorithm="ES256", headers={"kid": kid}) for _ in range(count)]
 
 
 def heavy(envoy: EnvoyProcess, caller: str) -> int:
@@ -75,27 +87,27 @@ def test_rate_limit_service_down_applies_envoys_failure_mode(
         rls.start()
 
 
-def _burst(envoy: EnvoyProcess, tokens: list[str]) -> list[int]:
-    """One request per token over a few kept-alive connections. The path has an unknown
-    query parameter: the transcoder refuses it (400) after the rate limit filters, so the
-    buckets are made and spent without a backend call."""
-    def run(chunk: list[str]) -> list[int]:
-        conn = http.client.HTTPConnection("127.0.0.1", envoy.config.listen_port, timeout=30)
-        try:
-            out = []
-            for t in chunk:
-                conn.request("GET", "/v1/strategies/a?unknownParameter=1",
-                             headers={"authorization": f"Bearer {t}"})
-                resp = conn.getresponse()
-                resp.read()
-                out.append(resp.status)
-            return out
-        finally:
-            conn.close()
+# A path no route serves: after jwt_authn, the Lua step and the local buckets (which apply
+# to every request with a token), Envoy answers UNIMPLEMENTED itself, so a call costs
+# little beyond the filters under test.
+UNSERVED = "/usdcarb.v1.NoSuchService/Nothing"
+BUCKET_CHECKS = "http_local_rate_limiter.http_local_rate_limit.ok"
 
-    chunks = [tokens[i::4] for i in range(4)]
-    with ThreadPoolExecutor(4) as pool:
-        return [code for codes in pool.map(run, chunks) for code in codes]
+
+def _burst(envoy: EnvoyProcess, tokens: list[str]) -> list[grpc.StatusCode]:
+    """One gRPC call per token through Envoy, up to 256 in flight on one HTTP/2
+    connection, so the client is not what limits the pace. Return the status codes
+    (UNIMPLEMENTED: let through, RESOURCE_EXHAUSTED: refused)."""
+    codes: list[grpc.StatusCode] = []
+    with grpc.insecure_channel(envoy.grpc_target) as channel:
+        call = channel.unary_unary(UNSERVED, request_serializer=bytes,
+                                   response_deserializer=bytes)
+        for start in range(0, len(tokens), 256):
+            futures = [call.future(b"", metadata=[("authorization", f"Bearer {t}")], timeout=30)
+                       for t in tokens[start:start + 256]]
+            for future in futures:
+                codes.append(future.code())
+    return codes
 
 
 # Buckets refill continuously (8 a day: one token every 3 hours), so none refills mid-test.
@@ -107,10 +119,10 @@ def test_per_caller_buckets_hold_with_10000_distinct_subjects(start_gateway: Sta
     envoy = start_gateway(max_dynamic_descriptors=20_000, limits=limits(DAILY))
     greedy = token()
     assert [call(envoy, "GET", "/v1/strategies/a", greedy).status for _ in range(9)][-1] == 429
-    before = stat(envoy, "server.memory_allocated")
-    others = [token() for _ in range(10_000)]
-    codes = _burst(envoy, others)
-    assert codes.count(400) == 10_000  # every other caller had its own full bucket
+    before, checks = stat(envoy, "server.memory_allocated"), stat(envoy, BUCKET_CHECKS)
+    codes = _burst(envoy, many_tokens(10_000))
+    assert codes.count(grpc.StatusCode.UNIMPLEMENTED) == 10_000  # each its own full bucket
+    assert stat(envoy, BUCKET_CHECKS) - checks >= 10_000
     assert call(envoy, "GET", "/v1/strategies/a", greedy).status == 429  # still held
     grown = stat(envoy, "server.memory_allocated") - before
     # 10,000 buckets (and the JWT cache's 1,000 entries): a few MB at most.
@@ -121,6 +133,6 @@ def test_buckets_past_the_lru_bound_are_evicted_oldest_first(start_gateway: Star
     envoy = start_gateway(max_dynamic_descriptors=50, limits=limits(DAILY))
     greedy = token()
     assert [call(envoy, "GET", "/v1/strategies/a", greedy).status for _ in range(9)][-1] == 429
-    assert _burst(envoy, [token() for _ in range(100)]).count(400) == 100
+    assert _burst(envoy, many_tokens(100)).count(grpc.StatusCode.UNIMPLEMENTED) == 100
     # Evicted: the greedy caller starts again from a full bucket (more, never less).
     assert call(envoy, "GET", "/v1/strategies/a", greedy).status == 200
