@@ -22,13 +22,16 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from usdcarb.backtest.engine import BacktestOutput, MarketFrame, Series
 
-_CURVES = ("equity", "drawdown", "exposure")
+# Per-bar curves of a run (``baseline`` may be None: a hold baseline constant at the
+# initial equity; engine.BacktestOutput.baseline_curve).
+_CURVES = ("equity", "drawdown", "exposure", "baseline")
 
 
 @dataclass(frozen=True)
@@ -136,32 +139,36 @@ def read_frame(ref: FrameRef) -> MarketFrame:
 
 
 def send_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
-    """Write ``out``'s curves beside the frame; return ``out`` without them (child side)."""
-    curves = [np.ascontiguousarray(getattr(out, name), np.float64) for name in _CURVES]
+    """Write ``out``'s per-bar curves (equity, drawdown, exposure and the hold baseline's
+    equity when there is one) beside the frame; return ``out`` without them (child side)."""
+    curves = [getattr(out, name) for name in _CURVES]
+    arrays = [np.empty(0) if c is None else np.ascontiguousarray(c, np.float64)
+              for c in curves]
     with open(ref.curves_path, "wb") as f:
-        f.write(np.array([len(c) for c in curves], np.int64).data)
-        for c in curves:
+        f.write(np.array([-1 if c is None else len(c) for c in curves], np.int64).data)
+        for c in arrays:
             f.write(c.data)
     empty = np.empty(0, np.float64)
-    return dataclasses.replace(out, equity=empty, drawdown=empty, exposure=empty)
+    kept: dict[str, Any] = {name: None if c is None else empty
+                            for name, c in zip(_CURVES, curves, strict=True)}
+    return dataclasses.replace(out, **kept)
 
 
 def take_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
-    """Put back the curves ``send_curves`` wrote (parent side)."""
+    """Put back the curves ``send_curves`` wrote, mapped (parent side)."""
     with open(ref.curves_path, "rb") as f:
         sizes = [int(x) for x in np.fromfile(f, np.int64, len(_CURVES))]
-    total = 8 * (len(_CURVES) + sum(sizes))
+    total = 8 * (len(_CURVES) + sum(max(0, k) for k in sizes))
     if len(sizes) != len(_CURVES) or os.path.getsize(ref.curves_path) != total:
         raise ValueError(f"expected curves of {sizes} points ({total} bytes) from the "
                          f"engine process, got {os.path.getsize(ref.curves_path)} bytes")
     buf = _map(ref.curves_path, total, shared=False)
     at = 8 * len(_CURVES)
-    curves = []
-    for k in sizes:
-        curves.append(np.ndarray((k,), np.float64, buffer=buf, offset=at))
-        at += 8 * k
-    equity, drawdown, exposure = curves
-    return dataclasses.replace(out, equity=equity, drawdown=drawdown, exposure=exposure)
+    curves: dict[str, Any] = {}
+    for name, k in zip(_CURVES, sizes, strict=True):
+        curves[name] = None if k < 0 else np.ndarray((k,), np.float64, buffer=buf, offset=at)
+        at += 8 * max(0, k)
+    return dataclasses.replace(out, **curves)
 
 
 def discard(ref: FrameRef) -> None:

@@ -319,16 +319,16 @@ class Runner:
             metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
             fingerprint=pb.Fingerprint(**snake(fp.to_dict())),
             optimistic_fills=out.optimistic_fills, elapsed=convert.duration(elapsed))
-        # Column bytes, the reduced curve: CPU work kept off the event loop.
+        # Column bytes, then side by side the reduced curve (awaited after the store), the
+        # trade rows and the compact stored columns: CPU work kept off the event loop.
         times = loaded.frame.time_ms
-        columns, trades = await asyncio.gather(
-            asyncio.to_thread(equity_columns, times, out),
-            asyncio.to_thread(trade_rows, times, out.trades))
-        compact = await asyncio.to_thread(encode_columns, columns,
-                                          out.extras.get("initial_equity"))
+        columns = await asyncio.to_thread(equity_columns, times, out)
         curve_task = asyncio.create_task(asyncio.to_thread(
             equity_to_pb, f"{name}/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
             CurveRequest(max_points=DEFAULT_POINTS, page=None)))
+        trades, compact = await asyncio.gather(
+            asyncio.to_thread(trade_rows, times, out.trades),
+            asyncio.to_thread(encode_columns, columns, out.extras.get("initial_equity")))
         clock.lap("columns")
         stored = await self._store.succeed_backtest(
             job, result=convert.to_json(result), digest=fp.digest, trades=trades,

@@ -13,13 +13,14 @@ from usdcarb.backtest.colcodec import (
     LZ4,
     MAGIC,
     SHUFFLED_LZ4,
+    SPLIT,
     decode,
     decode_columns,
     encode_columns,
     encode_drawdown,
     encode_grid,
     encode_lz4,
-    encode_shuffled,
+    encode_split,
     encode_zlib,
 )
 from usdcarb.backtest.model import EquityColumns
@@ -94,17 +95,23 @@ def test_a_drawdown_the_equity_does_not_give_exactly_is_kept_as_it_is() -> None:
 
 def test_lz4_forms_pay_and_round_trip() -> None:
     equity, _ = _curve(100_000)
-    stored = encode_shuffled(equity.tobytes())
-    assert stored[:4] == MAGIC + bytes([SHUFFLED_LZ4])
+    stored = encode_split(equity.tobytes())
+    assert stored[:4] == MAGIC + bytes([SPLIT])
     assert len(stored) < len(equity.tobytes()) // 2
     assert decode(stored, len(equity)) == equity.tobytes()
+    with pytest.raises(ValueError, match="100001"):
+        decode(stored, len(equity) + 1)        # another length than stored
+    import pyarrow as pa  # results stored by the first LZ4 codec
+    planes = np.frombuffer(equity.tobytes(), np.uint8).reshape(-1, 8).T.tobytes()
+    old = MAGIC + bytes([SHUFFLED_LZ4]) + pa.compress(planes, codec="lz4", asbytes=True)
+    assert decode(old, len(equity)) == equity.tobytes()
     flat = np.zeros(100_000, "<f8")
     flat[5_000:6_000] = -10_000.0
     stored = encode_lz4(flat.tobytes())
     assert stored[:4] == MAGIC + bytes([LZ4]) and len(stored) < len(flat.tobytes()) // 20
     assert decode(stored, len(flat)) == flat.tobytes()
     noise = np.random.default_rng(4).bytes(80_000)   # no byte plane repeats
-    assert encode_lz4(noise) == noise and encode_shuffled(noise) == noise
+    assert encode_lz4(noise) == noise and encode_split(noise) == noise
 
 
 def test_whole_curve_round_trip_and_raw_rows_read_as_before() -> None:
@@ -132,7 +139,8 @@ def test_whole_curve_round_trip_and_raw_rows_read_as_before() -> None:
 
 
 @pytest.mark.parametrize("stored", [b"\x00UZ", b"\x00UZ\x07abc", b"garbage!", b"\x00UZ\x02xx",
-                                    b"\x00UZ\x03xx", b"\x00UZ\x04xx", b"\x00UZ\x05x"])
+                                    b"\x00UZ\x03xx", b"\x00UZ\x04xx", b"\x00UZ\x05x",
+                                    b"\x00UZ\x06PAR1"])
 def test_a_damaged_column_is_an_error_not_wrong_numbers(stored: bytes) -> None:
     with pytest.raises((ValueError, zlib.error)):
         decode(stored, 3)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import uuid
 from typing import Any
 
@@ -71,11 +73,13 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_curves() 
         out = engine.BacktestOutput(
             equity=np.linspace(1, 2, n), drawdown=np.zeros(n), exposure=np.ones(n),
             trades=None, metrics={}, optimistic_fills=False, engine_version="x")  # type: ignore[arg-type]
-        sent = send_curves(ref, out)
-        assert len(sent.equity) == 0
-        got = take_curves(ref, sent)
-        for name in ("equity", "drawdown", "exposure"):
-            np.testing.assert_array_equal(getattr(got, name), getattr(out, name))
+        for baseline in (None, np.linspace(1, 1.5, n)):   # none: constant at the start
+            out = dataclasses.replace(out, baseline=baseline)
+            sent = send_curves(ref, out)
+            assert len(sent.equity) == 0 and len(pickle.dumps(sent)) < 2_000
+            got = take_curves(ref, sent)
+            for name in ("equity", "drawdown", "exposure", "baseline"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(out, name))
     finally:
         discard(ref)
     assert not any(os.path.exists(p) for p in (ref.path, ref.curves_path))
