@@ -332,12 +332,21 @@ class BacktestApp:
         if sweep.HasField("walk_forward"):
             walk_forward = convert.to_json(sweep.walk_forward)
             _check_walk_forward(sweep.walk_forward, spec)
+        cross_validation = None
+        if sweep.HasField("cross_validation"):
+            if walk_forward is not None:
+                raise InvalidArgument.for_field(
+                    "sweep.cross_validation", "no walk_forward beside it (one mode per sweep)",
+                    "both")
+            _check_cross_validation(sweep.cross_validation, spec)
+            cross_validation = convert.to_json(sweep.cross_validation)
         position = await self._lanes.position(self._queue.sweeps, "sweep",
                                               self.settings.sweep_slots)
         job, created = await self._store.insert_sweep(SweepJob(
             id=f"sw-{uuid.uuid4().hex[:16]}", strategy_version=version.name,
             config=convert.to_json(sweep.config), axes=axes, objective=objective,
-            walk_forward=walk_forward, strategy_kind=version.kind,
+            walk_forward=walk_forward, cross_validation=cross_validation,
+            strategy_kind=version.kind,
             parameters=version.parameters, creator=creator, request_id=request_id or None,
             progress=convert.to_json(common_pb2.Progress(
                 message=queued_message(position, "sweep")))))
@@ -488,6 +497,32 @@ def _check_walk_forward(wf: pb.WalkForwardSpec, spec: RunSpec) -> None:
         violations.append(("sweep.walk_forward", expected(
             f"in_sample + out_of_sample within the range's {spec.bars} bars",
             bars["in_sample"] + bars["out_of_sample"])))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _check_cross_validation(cv: pb.CrossValidationSpec, spec: RunSpec) -> None:
+    violations = []
+    if not 2 <= cv.folds <= 20:
+        violations.append(("sweep.cross_validation.folds",
+                           expected("a whole number from 2 to 20", cv.folds)))
+    margins = 0
+    for name in ("purge", "embargo"):
+        d = getattr(cv, name)
+        ms = d.ToMilliseconds()
+        if ms < 0:
+            violations.append((f"sweep.cross_validation.{name}",
+                               expected("a duration of 0 or more", d.ToJsonString())))
+        margins += max(0, spec.bars_for(ms))
+    if not violations:
+        block = spec.bars // cv.folds
+        if block < 2:
+            violations.append(("sweep.cross_validation.folds", expected(
+                f"at most {spec.bars // 2} folds for the range's {spec.bars} bars", cv.folds)))
+        elif spec.bars - block - margins < 2:
+            violations.append(("sweep.cross_validation", expected(
+                f"training bars left beside each of the {cv.folds} blocks of {block} bars "
+                f"after purge and embargo", spec.bars - block - margins)))
     if violations:
         raise InvalidArgument(violations)
 

@@ -170,10 +170,23 @@ def sweep_to_pb(job: SweepJob, progress: common_pb2.Progress | None = None) -> p
     )
     if job.walk_forward:
         out.walk_forward.CopyFrom(json_format.ParseDict(job.walk_forward, pb.WalkForwardSpec()))
+    if job.cross_validation:
+        out.cross_validation.CopyFrom(json_format.ParseDict(job.cross_validation,
+                                                            pb.CrossValidationSpec()))
     for p in job.points or []:
         out.points.append(json_format.ParseDict(p, pb.SweepPoint()))
     for f in job.folds or []:
-        out.folds.append(json_format.ParseDict(f, pb.WalkForwardFold()))
+        if job.cross_validation:   # a k-fold sweep stores its folds in the same column
+            out.cv_folds.append(json_format.ParseDict(f, pb.CrossValidationFold()))
+        else:
+            out.folds.append(json_format.ParseDict(f, pb.WalkForwardFold()))
+    analysis = job.analysis or {}
+    if analysis.get("deflatedSharpe"):
+        out.deflated_sharpe.CopyFrom(json_format.ParseDict(analysis["deflatedSharpe"],
+                                                           pb.DeflatedSharpe()))
+    if analysis.get("outOfSample"):
+        out.out_of_sample.CopyFrom(json_format.ParseDict(analysis["outOfSample"],
+                                                         pb.OutOfSampleSummary()))
     error = status_from_json(job.error)
     if error is not None:
         out.error.CopyFrom(error)

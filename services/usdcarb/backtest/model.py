@@ -62,6 +62,8 @@ class SweepJob:
     axes: list[dict[str, Any]]
     objective: str = "sharpe"
     walk_forward: dict[str, Any] | None = None
+    cross_validation: dict[str, Any] | None = None   # CrossValidationSpec, proto3 JSON
+    analysis: dict[str, Any] | None = None           # deflatedSharpe / outOfSample
     strategy_kind: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     state: JobState = JobState.QUEUED

@@ -6,6 +6,7 @@ slots (runner.py) when they store an outcome.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,8 @@ from google.protobuf import json_format
 
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.config import RunSpec
-from usdcarb.backtest.model import EquityColumns, TradeRows
+from usdcarb.backtest.engine.robust import CvFold, deflated_sharpe, out_of_sample
+from usdcarb.backtest.model import EquityColumns, SweepJob, TradeRows
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
 
@@ -77,12 +79,64 @@ def walk_forward_bars(spec_json: dict[str, Any], spec: RunSpec) -> tuple[int, in
     return ins, oos, step or oos
 
 
+def _window(bounds: tuple[int, int], time_ms: np.ndarray,
+            timeframe_ms: int) -> common_pb2.TimeRange:
+    start, end = bounds
+    end_ms = int(time_ms[end]) if end < len(time_ms) else int(time_ms[-1]) + timeframe_ms
+    return common_pb2.TimeRange(start_time=convert.timestamp(int(time_ms[start])),
+                                end_time=convert.timestamp(end_ms))
+
+
+def cross_validation_bars(spec_json: dict[str, Any], spec: RunSpec) -> tuple[int, int, int]:
+    """(folds, purge bars, embargo bars) of a stored CrossValidationSpec."""
+    cv = json_format.ParseDict(spec_json, pb.CrossValidationSpec())
+    return (cv.folds, spec.bars_for(cv.purge.ToMilliseconds()),
+            spec.bars_for(cv.embargo.ToMilliseconds()))
+
+
+def cv_fold_to_pb(fold: CvFold, time_ms: np.ndarray,
+                  timeframe_ms: int) -> pb.CrossValidationFold:
+    return pb.CrossValidationFold(
+        index=fold.index + 1, test=_window(fold.test, time_ms, timeframe_ms),
+        train=[_window(w, time_ms, timeframe_ms) for w in fold.train],
+        chosen_parameters=fold.chosen_params,
+        train_metrics=convert.metrics_to_pb(fold.train_metrics),
+        test_metrics=convert.metrics_to_pb(fold.test_metrics))
+
+
+def sweep_outcome(job: SweepJob, found: Sequence[Any], times: Any, spec: RunSpec | None,
+                  periods_per_year: float,
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Stored form of a sweep's finished points (ranked best first) or folds, and its
+    analysis: the deflated Sharpe ratio of a grid, the out-of-sample decay of folds."""
+    if job.walk_forward or job.cross_validation:
+        assert spec is not None
+        if job.walk_forward:
+            folds = [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms)) for f in found]
+            pairs = [(f.in_sample_metrics, f.out_of_sample_metrics) for f in found]
+        else:
+            folds = [convert.to_json(cv_fold_to_pb(f, times, spec.timeframe_ms))
+                     for f in found]
+            pairs = [(f.train_metrics, f.test_metrics) for f in found]
+        summary = pb.OutOfSampleSummary(**out_of_sample(pairs, job.objective))
+        return [], folds, {"outOfSample": convert.to_json(summary)}
+    ranked = sorted(found, key=lambda p: rank(p.metrics, job.objective))
+    points = [convert.to_json(pb.SweepPoint(parameters=p.params,
+                                            metrics=convert.metrics_to_pb(p.metrics)))
+              for p in ranked]
+    dsr = deflated_sharpe(list(found), periods_per_year)
+    analysis: dict[str, Any] = {}
+    if dsr is not None:
+        message = pb.DeflatedSharpe()
+        for key, value in dsr.items():
+            setattr(message, key, int(value) if key in ("trials", "observations") else value)
+        analysis["deflatedSharpe"] = convert.to_json(message)
+    return points, [], analysis
+
+
 def fold_to_pb(fold: engine.Fold, time_ms: np.ndarray, timeframe_ms: int) -> pb.WalkForwardFold:
     def window(bounds: tuple[int, int]) -> common_pb2.TimeRange:
-        start, end = bounds
-        end_ms = int(time_ms[end]) if end < len(time_ms) else int(time_ms[-1]) + timeframe_ms
-        return common_pb2.TimeRange(start_time=convert.timestamp(int(time_ms[start])),
-                                    end_time=convert.timestamp(end_ms))
+        return _window(bounds, time_ms, timeframe_ms)
 
     return pb.WalkForwardFold(
         index=fold.index + 1, in_sample=window(fold.in_sample),  # the engine counts from 0

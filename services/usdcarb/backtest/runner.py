@@ -42,10 +42,11 @@ from usdcarb.backtest.marketmemo import MarketMemo
 from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.results import (
+    backtest_result,
+    cross_validation_bars,
     equity_columns,
-    fold_to_pb,
-    rank,
     snake,
+    sweep_outcome,
     trade_rows,
     walk_forward_bars,
 )
@@ -315,10 +316,8 @@ class Runner:
                          data_snapshot_hash=loaded.snapshot_hash,
                          config_hash=config_hash(spec.canonical),
                          engine_version=out.engine_version)
-        result = pb.BacktestResult(
-            metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
-            fingerprint=pb.Fingerprint(**snake(fp.to_dict())),
-            optimistic_fills=out.optimistic_fills, elapsed=convert.duration(elapsed))
+        result = backtest_result(out, bars=bars, fingerprint=pb.Fingerprint(
+            **snake(fp.to_dict())), elapsed=elapsed)
         # Column bytes, then side by side the reduced curve (awaited after the store), the
         # trade rows and the compact stored columns: CPU work kept off the event loop.
         times = loaded.frame.time_ms
@@ -456,7 +455,8 @@ class Runner:
             await self._end_sweep(job, JobState.CANCELLED, None)
             return
         grid = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
-        if not job.walk_forward and 0 < s.chunk_points < grid_points(grid):
+        if (not job.walk_forward and not job.cross_validation
+                and 0 < s.chunk_points < grid_points(grid)):
             await self._split_sweep(job, grid_points(grid))
             return
         await self._bus.publish(job.id, pb.SweepEvent(
@@ -466,6 +466,8 @@ class Runner:
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
             wf = walk_forward_bars(job.walk_forward, spec) if job.walk_forward else None
+            cv = (cross_validation_bars(job.cross_validation, spec) if job.cross_validation
+                  else None)
             axes = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
             loaded, ref = await self._load(job.strategy_kind, job.parameters, spec)
             try:
@@ -473,7 +475,7 @@ class Runner:
                     job_id=job.id, kind=job.strategy_kind, params=job.parameters, axes=axes,
                     config=spec.engine, market=ref, objective=job.objective,
                     walk_forward=wf, redis_url=s.redis_url, channels=self._bus.channels,
-                    min_interval_s=s.progress_interval_s))
+                    min_interval_s=s.progress_interval_s, cross_validation=cv))
             finally:
                 discard(ref)
         except engine.Cancelled as exc:
@@ -490,13 +492,15 @@ class Runner:
 
     async def _succeed_sweep(self, job: SweepJob, found: Sequence[Any], times: Any,
                              spec: RunSpec | None) -> None:
-        points, folds = self._finished(job, found, times, spec)
-        unit, total = ("folds", len(found)) if job.walk_forward else ("combinations",
-                                                                      len(found))
+        spec = spec or self._spec(job.config, job.strategy_kind, job.parameters)
+        points, folds, analysis = sweep_outcome(job, found, times, spec,
+                                                spec.engine.periods_per_year)
+        unit, total = (("folds", len(found)) if job.walk_forward or job.cross_validation
+                       else ("combinations", len(found)))
         progress = convert.to_json(common_pb2.Progress(fraction=1.0, done=total, total=total,
                                                        unit=unit, message="done"))
         if not await self._store.succeed_sweep(job, points=points, folds=folds,
-                                               progress=progress):
+                                               progress=progress, analysis=analysis):
             raise TakenOver(job.id)
         ended = await self._store.get_sweep(job.id)
         await self._publish_final_sweep(job.id, convert.final_sweep_event(ended))
@@ -584,14 +588,8 @@ class Runner:
     def _finished(job: SweepJob, found: Sequence[Any], times: Any, spec: RunSpec | None,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Stored form of finished points (ranked best first) or folds."""
-        if job.walk_forward:
-            assert spec is not None
-            return [], [convert.to_json(fold_to_pb(f, times, spec.timeframe_ms))
-                        for f in found]
-        ranked = sorted(found, key=lambda p: rank(p.metrics, job.objective))
-        return [convert.to_json(pb.SweepPoint(
-            parameters=p.params, metrics=convert.metrics_to_pb(p.metrics)))
-            for p in ranked], []
+        points, folds, _ = sweep_outcome(job, found, times, spec, 1.0)
+        return points, folds
 
     async def _end_sweep(self, job: SweepJob, state: JobState,
                          status: status_pb2.Status | None, *,

@@ -33,7 +33,7 @@ _BACKTEST_COLUMNS = (
 _SWEEP_COLUMNS = (
     "id, strategy_version, config, axes, objective, walk_forward, strategy_kind, parameters, "
     "state, progress, points, folds, error, creator, owner, request_id, attempts, worker, "
-    "last_sequence, create_time, start_time, end_time")
+    "last_sequence, create_time, start_time, end_time, cross_validation, analysis")
 
 
 def _backtest(row: asyncpg.Record) -> BacktestJob:
@@ -214,12 +214,12 @@ class BacktestStore(PooledStore):
         row = await self._pool.fetchrow(
             f"""INSERT INTO sweeps (id, strategy_version, config, axes, objective, walk_forward,
                                     strategy_kind, parameters, creator, request_id, progress,
-                                    owner)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)
+                                    owner, cross_validation)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12)
                 ON CONFLICT (request_id) DO NOTHING RETURNING {_SWEEP_COLUMNS}""",
             job.id, job.strategy_version, job.config, job.axes, job.objective,
             job.walk_forward, job.strategy_kind, job.parameters, job.creator, job.request_id,
-            job.progress)
+            job.progress, job.cross_validation)
         if row is not None:
             return _sweep(row), True
         row = await self._pool.fetchrow(
@@ -277,14 +277,14 @@ class BacktestStore(PooledStore):
 
     async def succeed_sweep(
         self, job: SweepJob, *, points: list[dict[str, Any]], folds: list[dict[str, Any]],
-        progress: dict[str, Any],
+        progress: dict[str, Any], analysis: dict[str, Any] | None = None,
     ) -> bool:
         status = await self._pool.execute(
             """UPDATE sweeps SET state = $2, points = $3, folds = $4, progress = $5,
-                      end_time = now()
+                      analysis = $9, end_time = now()
                WHERE id = $1 AND state = $6 AND worker = $7 AND attempts = $8""",
             job.id, JobState.SUCCEEDED.value, points, folds, progress, JobState.RUNNING.value,
-            job.worker, job.attempts)
+            job.worker, job.attempts, analysis)
         return bool(status == "UPDATE 1")
 
     async def end_sweep(

@@ -23,6 +23,7 @@ from typing import Any
 from usdcarb.backtest import engine
 from usdcarb.backtest.convert import metrics_to_pb, timestamp
 from usdcarb.backtest.engine import BacktestOutput, EngineConfig, Progress
+from usdcarb.backtest.engine.robust import run_cross_validation
 from usdcarb.backtest.handoff import FrameRef, read_frame, send_curves
 from usdcarb.backtest.progress import Channels, SyncProgress
 from usdcarb.v1 import backtest_pb2 as pb
@@ -70,6 +71,7 @@ class SweepTask:
     channels: Channels
     min_interval_s: float
     span: tuple[int, int] | None = None   # a chunk: grid positions [lo, hi), no events
+    cross_validation: tuple[int, int, int] | None = None   # k-fold: (folds, purge, embargo)
 
 
 class _Reporter:
@@ -140,7 +142,7 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
     bus = _bus(task.redis_url, task.channels)
     reporter = _Reporter(bus, task.job_id, task.min_interval_s)
     name = f"sweeps/{task.job_id}"
-    unit = "folds" if task.walk_forward else "combinations"
+    unit = "folds" if task.walk_forward or task.cross_validation else "combinations"
     if reporter.cancelled(True):
         raise engine.Cancelled(name)
     market = read_frame(task.market)
@@ -157,6 +159,12 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
             bus.publish(task.job_id, event.SerializeToString())
         return True
 
+    if task.cross_validation is not None:
+        folds, purge, embargo = task.cross_validation
+        return list(run_cross_validation(
+            task.kind, task.params, task.axes, task.config, market, folds=folds,
+            purge_bars=purge, embargo_bars=embargo, objective=task.objective,
+            on_progress=on_progress))
     if task.walk_forward is None:
         return list(engine.run_sweep(task.kind, task.params, task.axes, task.config,
                                      market, on_progress=on_progress, span=task.span))
