@@ -45,11 +45,19 @@ def heavy(envoy: EnvoyProcess, caller: str) -> int:
     return call(envoy, "POST", "/v1/backtests", caller, body=b"{}").status
 
 
+@pytest.fixture(scope="module")
+def open_gw(start_gateway: StartGateway, rls: Rls) -> EnvoyProcess:
+    return start_gateway(ratelimit_address=rls.address)
+
+
+@pytest.fixture(scope="module")
+def deny_gw(start_gateway: StartGateway, rls: Rls) -> EnvoyProcess:
+    return start_gateway(ratelimit_address=rls.address, ratelimit_failure_mode_deny=True)
+
+
 def test_redis_down_applies_envoys_failure_mode_and_counting_resumes_after(
-    start_gateway: StartGateway, rls: Rls, redis: RedisServer
+    open_gw: EnvoyProcess, deny_gw: EnvoyProcess, rls: Rls, redis: RedisServer
 ) -> None:
-    open_gw = start_gateway(ratelimit_address=rls.address)
-    deny_gw = start_gateway(ratelimit_address=rls.address, ratelimit_failure_mode_deny=True)
     caller = token()
     assert heavy(open_gw, caller) == 501  # counted (the fake backend has no CreateBacktest)
     redis.stop()
@@ -74,15 +82,14 @@ def test_redis_down_applies_envoys_failure_mode_and_counting_resumes_after(
 
 
 def test_rate_limit_service_down_applies_envoys_failure_mode(
-    start_gateway: StartGateway, rls: Rls
+    open_gw: EnvoyProcess, deny_gw: EnvoyProcess, rls: Rls
 ) -> None:
-    open_gw = start_gateway(ratelimit_address=rls.address)
-    deny_gw = start_gateway(ratelimit_address=rls.address, ratelimit_failure_mode_deny=True)
     rls.stop()
     try:
         assert heavy(open_gw, token()) == 501
         assert heavy(deny_gw, token()) == 500
         assert stat(open_gw, "cluster.backtest.ratelimit.error") >= 1
+        assert stat(deny_gw, "cluster.backtest.ratelimit.failure_mode_allowed") == 0
     finally:
         rls.start()
 
