@@ -73,13 +73,14 @@ class ReadRouter:
 
     def __init__(self, primary: Any, replica: Any | None = None, *, max_lag_s: float = 5.0,
                  poll_interval_s: float = 0.5, acquire_timeout_s: float = 2.0,
-                 catch_up_s: float = 0.2) -> None:
+                 catch_up_s: float = 0.2, read_your_writes: bool = True) -> None:
         self.primary = primary
         self.replica = replica
         self.max_lag_s = max_lag_s
         self.poll_interval_s = poll_interval_s
         self.acquire_timeout_s = acquire_timeout_s
         self.catch_up_s = catch_up_s
+        self.read_your_writes = read_your_writes
         self.reads = {"replica": 0, "primary": 0}
         self.fallbacks = {"unreachable": 0, "lagging": 0, "behind": 0, "error": 0}
         self._reachable = False
@@ -187,19 +188,18 @@ class ReadRouter:
         # Read-your-writes: the replica must have replayed the primary's position as of
         # now, so the read sees every commit that finished before it began (a backtest
         # right after its ingestion sees every bar). Unknown when the primary is down:
-        # then the replica serves what it has.
-        target: int | None
-        try:
-            async with asyncio.timeout(self.acquire_timeout_s):
-                target = int(await self.primary.fetchval(_PRIMARY_LSN))
-        except Exception:
-            target = None
+        # then the replica serves what it has. Asked while the replica connection is
+        # being acquired.
+        position = asyncio.ensure_future(self._primary_position() if self.read_your_writes
+                                         else _none())
         try:
             async with asyncio.timeout(self.acquire_timeout_s):
                 conn = await self.replica.acquire()
         except _REPLICA_GONE as exc:
+            await position
             await self._fallback("unreachable", exc)
             return False, None
+        target = await position
         failed: BaseException | None = None
         try:
             if target is not None and not await self._replayed(conn, target):
@@ -212,6 +212,13 @@ class ReadRouter:
             await self._release(conn)
         await self._fallback("error", failed)
         return False, None
+
+    async def _primary_position(self) -> int | None:
+        try:
+            async with asyncio.timeout(self.acquire_timeout_s):
+                return int(await self.primary.fetchval(_PRIMARY_LSN))
+        except Exception:
+            return None
 
     async def _replayed(self, conn: Any, target: int) -> bool:
         """Wait up to ``catch_up_s`` for the replica to replay WAL position ``target``."""
@@ -239,6 +246,10 @@ class ReadRouter:
         if self.replica is not None:
             with contextlib.suppress(Exception):
                 await self.replica.expire_connections()
+
+
+async def _none() -> None:
+    return None
 
 
 class ReplicaCollector(Collector):
@@ -279,7 +290,8 @@ class ReplicaCollector(Collector):
 
 async def open_read_router(primary: Any, replica_dsn: str, *, max_lag_s: float,
                            pool_max: int, search_path: str | None = None,
-                           poll_interval_s: float = 0.5) -> ReadRouter:
+                           poll_interval_s: float = 0.5,
+                           read_your_writes: bool = True) -> ReadRouter:
     """Return a started router: the replica pool on ``replica_dsn`` (none when empty).
 
     The replica pool opens no connection up front, so a replica that is down at start-up
@@ -289,7 +301,8 @@ async def open_read_router(primary: Any, replica_dsn: str, *, max_lag_s: float,
     if replica_dsn:
         replica = await create_pool(replica_dsn, 0, pool_max, attempts=1,
                                     search_path=search_path)
-    router = ReadRouter(primary, replica, max_lag_s=max_lag_s, poll_interval_s=poll_interval_s)
+    router = ReadRouter(primary, replica, max_lag_s=max_lag_s, poll_interval_s=poll_interval_s,
+                        read_your_writes=read_your_writes)
     await router.start()
     return router
 
