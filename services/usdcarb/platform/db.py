@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -46,11 +46,13 @@ async def create_pool(
     connect_timeout_s: float = 5.0,
     command_timeout_s: float | None = 60.0,
     search_path: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Any:
     """Create an asyncpg pool, retrying while PostgreSQL is not accepting connections.
 
     ``search_path`` (e.g. ``"strategy, public"``) lets a service name its tables
-    unqualified, as its migrations do; tests point it at a throwaway schema.
+    unqualified, as its migrations do; tests point it at a throwaway schema. ``settings``
+    are further session settings of every connection (e.g. ``plan_cache_mode``).
 
     Raise the last connection error after ``attempts`` failures.
     """
@@ -64,7 +66,8 @@ async def create_pool(
                 init=init_connection,
                 timeout=connect_timeout_s,
                 command_timeout=command_timeout_s,
-                server_settings={"search_path": search_path} if search_path else None,
+                server_settings={**({"search_path": search_path} if search_path else {}),
+                                 **(settings or {})} or None,
             )
         except _RETRYABLE as exc:
             if attempt == attempts:
