@@ -6,8 +6,14 @@ events are published with. Two measures, against the targets of issue 10:
 
 - latency: events published one at a time (every 20 ms) to 1 subscription, p50 and p99
   of publish → received (targets p50 < 50 ms, p99 < 250 ms);
-- throughput: a burst of events to 100 subscriptions on 10 channels, deliveries received
-  per second from the first publish to the last delivery (target ≥ 1,000/s).
+- throughput: events to 100 subscriptions on 10 channels, deliveries received per second
+  from the first publish to the last delivery (target ≥ 1,000/s), for a burst of 100 events
+  (10,000 deliveries) and for a backlog of 300 (30,000 deliveries, most of them waiting in
+  PostgreSQL while the first are sent);
+- the CPU seconds each run took in the replica, in PostgreSQL (postmaster and backends)
+  and in this process (receiver and publisher), the deliveries per CPU-second of the
+  replica and PostgreSQL, and the load average: on a machine shared with other work the
+  wall-clock rate says as much about the others as about the service.
 
 The ceiling is the same receiver fed by bare aiohttp POSTs from one process at the
 same concurrency (no stream, no database, no signature): the ratio is what durability costs.
@@ -29,15 +35,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from usdcarb.devstack import PostgresServer, RedisServer, free_port, scratch_dir
-from usdcarb.notification.app import ChannelInput, SubscriptionInput, Who
-from usdcarb.notification.main import NotificationSettings, build
-from usdcarb.platform import events
-from usdcarb.platform.db import create_pool
-from usdcarb.platform.redis import create_redis
-from usdcarb.platform.testing import DEV_JWKS
-
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+from gatewaykit import cpu_seconds  # noqa: E402
+
+from usdcarb.devstack import PostgresServer, RedisServer, free_port, scratch_dir  # noqa: E402
+from usdcarb.notification.app import ChannelInput, SubscriptionInput, Who  # noqa: E402
+from usdcarb.notification.main import NotificationSettings, build  # noqa: E402
+from usdcarb.platform import events  # noqa: E402
+from usdcarb.platform.db import create_pool  # noqa: E402
+from usdcarb.platform.redis import create_redis  # noqa: E402
+from usdcarb.platform.testing import DEV_JWKS  # noqa: E402
+
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes, bench only
 STREAM = "bench:events"
 
@@ -100,6 +111,58 @@ async def _publish(redis: Any, i: int) -> tuple[str, float]:
         type="EVENT_TYPE_BACKTEST_SUCCEEDED", source="bench", subject=f"backtests/b{i}",
         summary=f"backtest b{i} finished", data={"total_return": 0.01 * i}), stream=STREAM)
     return event_id, sent
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``, its live children and the children it has reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") + cpu_seconds(pid)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == pid:
+                    total += cpu_seconds(int(entry.name))
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+    return total
+
+
+class CpuMeter:
+    """CPU seconds of the replica, PostgreSQL and this process over one measurement."""
+
+    def __init__(self, replica: int, postgres: int) -> None:
+        self._replica, self._postgres = replica, postgres
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        return (cpu_seconds(self._replica), _tree_cpu_seconds(self._postgres),
+                time.process_time())
+
+    def report(self, deliveries: int, elapsed: float) -> str:
+        replica, postgres, here = (b - a for a, b in zip(self._start, self._read(), strict=True))
+        load = os.getloadavg()[0]
+        return (f"  CPU: replica {replica:.1f} s, PostgreSQL {postgres:.1f} s, receiver and "
+                f"publisher {here:.1f} s ({(replica + postgres + here) / elapsed:.2f} of "
+                f"{os.cpu_count()} cores; load average {load:.1f}); "
+                f"{deliveries / (replica + postgres):,.0f} deliveries per CPU-second of "
+                f"replica + PostgreSQL")
+
+
+async def _throughput(redis: Any, receiver: Receiver, meter: CpuMeter, events_n: int,
+                      first: int, label: str) -> float:
+    expect = events_n * 100
+    receiver.reset(expect)
+    started = time.perf_counter()
+    for i in range(first, first + events_n):
+        await _publish(redis, i)
+    await asyncio.wait_for(receiver.done.wait(), 600)
+    elapsed = time.perf_counter() - started
+    rate = expect / elapsed
+    _say(f"throughput, {label}: {expect} deliveries ({events_n} events x 100 subscriptions "
+         f"on 10 channels) in {elapsed:.2f} s = {rate:,.0f}/s (target >= 1,000/s)")
+    _say(meter.report(expect, elapsed))
+    return rate
 
 
 async def _ceiling(port: int, receiver: Receiver, n: int, concurrency: int) -> float:
@@ -169,23 +232,19 @@ async def run(args: argparse.Namespace, root: Path) -> int:
         for name in names:
             for _ in range(10):
                 await app.create_subscription(SubscriptionInput(channel=name), who, "")
-        expect = args.burst_events * 100
-        receiver.reset(expect)
-        started = time.perf_counter()
-        for i in range(args.burst_events):
-            await _publish(redis, i)
-        await asyncio.wait_for(receiver.done.wait(), 300)
-        elapsed = time.perf_counter() - started
-        rate = expect / elapsed
-        _say(f"throughput: {expect} deliveries ({args.burst_events} events x 100 subscriptions "
-             f"on 10 channels) in {elapsed:.2f} s = {rate:,.0f}/s (target >= 1,000/s)")
+        postmaster = pg.pid
+        assert postmaster is not None
+        rate = await _throughput(redis, receiver, CpuMeter(proc.pid, postmaster),
+                                 args.burst_events, 0, "burst")
+        backlog = await _throughput(redis, receiver, CpuMeter(proc.pid, postmaster),
+                                    args.backlog_events, args.burst_events, "backlog")
         ceiling = await _ceiling(receiver.port, receiver, 5000, 40)
         _say(f"ceiling: bare aiohttp POSTs, same receiver, concurrency 40: {ceiling:,.0f}/s; "
-             f"ratio {rate / ceiling:.2f}")
+             f"ratio {rate / ceiling:.2f} (burst), {backlog / ceiling:.2f} (backlog)")
         await pool.close()
         await redis.aclose()
         await runner.cleanup()
-        ok = p50 < 50 and p99 < 250 and rate >= 1000
+        ok = p50 < 50 and p99 < 250 and min(rate, backlog) >= 1000
         _say("targets: " + ("met" if ok else "NOT met"))
         return 0
     finally:
@@ -200,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency-events", type=int, default=300)
     parser.add_argument("--burst-events", type=int, default=100)
+    parser.add_argument("--backlog-events", type=int, default=300)
     args = parser.parse_args(argv)
     root = scratch_dir("usdcarb-bench-notify-")
     try:
