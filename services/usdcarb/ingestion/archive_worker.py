@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ArchiveWorkerConfig:
     concurrency: int = 2  # imports at once
-    downloads: int = 4  # files downloaded ahead of the one being stored
+    downloads: int = 8  # files downloaded ahead of the one being stored
+    group_files: int = 8  # downloaded files validated together
     lease_s: float = 30.0
     poll_s: float = 0.5
     attempts: int = 4  # per file, for transient download failures
@@ -61,16 +62,26 @@ def source_of(rec: ImportRecord) -> Source:
                   archive.Granularity(rec.granularity))
 
 
-def validate_file(bars: Bars, tf_ms: int, now_ms: int) -> tuple[np.ndarray, tuple[Rejection,
-                                                                              ...]]:
-    """Run the validation domain's batch rules over one whole file."""
-    vb = vmodel.Bars(bars.ts_ms, bars.open, bars.high, bars.low, bars.close, bars.volume)
+def validate_group(files: list[Bars], tf_ms: int, now_ms: int
+                   ) -> list[tuple[np.ndarray, tuple[Rejection, ...]]]:
+    """Run the validation domain's batch rules once over consecutive whole files; return
+    each file's accepted mask and rejections (indices within the file)."""
+    whole = Bars.concat(files)
+    vb = vmodel.Bars(whole.ts_ms, whole.open, whole.high, whole.low, whole.close, whole.volume)
     verdict = validate_batch(vb, tf_ms=tf_ms, now_ms=now_ms)
     errors = verdict.errors_by_index()
-    rejections = tuple(Rejection(i, tuple(f.rule for f in errors.get(i, ())) or ("validation",),
-                                 errors[i][0].message if i in errors else "rejected")
-                       for i in np.flatnonzero(~verdict.accepted).tolist())
-    return np.asarray(verdict.accepted, bool), rejections
+    accepted = np.asarray(verdict.accepted, bool)
+    out = []
+    start = 0
+    for f in files:
+        stop = start + len(f)
+        rejections = tuple(
+            Rejection(i - start, tuple(x.rule for x in errors.get(i, ())) or ("validation",),
+                      errors[i][0].message if i in errors else "rejected")
+            for i in (start + np.flatnonzero(~accepted[start:stop])).tolist())
+        out.append((accepted[start:stop], rejections))
+        start = stop
+    return out
 
 
 class ArchiveWorker:
@@ -203,10 +214,16 @@ class ArchiveWorker:
             while ahead:
                 if lost.is_set():
                     raise LeaseLost(rec.id)
+                # The next file, and every later one already downloaded: validated together
+                # (the rules' fixed cost is paid once per group, and spikes see the days
+                # around), then settled one by one, in order.
                 seq, f, task = ahead.popleft()
-                got = await task
+                group = [(seq, f, await task)]
+                while ahead and ahead[0][2].done() and len(group) < self._config.group_files:
+                    seq, f, task = ahead.popleft()
+                    group.append((seq, f, task.result()))
                 top_up()
-                await self._settle(rec, stats, progress, seq, f, got, tf_ms)
+                await self._settle(rec, stats, progress, group, tf_ms)
         finally:
             for _, _, task in ahead:
                 task.cancel()
@@ -214,37 +231,43 @@ class ArchiveWorker:
         await self._finish(rec, stats, progress)
 
     async def _settle(self, rec: ImportRecord, stats: ImportStats, progress: dict[str, Any],
-                      seq: int, f: ArchiveFile, got: tuple[Parsed, int, str] | FileProblem,
+                      group: list[tuple[int, ArchiveFile, tuple[Parsed, int, str] | FileProblem]],
                       tf_ms: int) -> None:
-        if isinstance(got, FileProblem):
-            logger.warning("archive import %s: %s: %s", rec.id, f.key, got)
-            record = FileRecord(f.key, f.location, "FAILED", reason=got.reason.value,
-                                message=str(got), seq=seq)
-            await self._store.commit_file(rec=rec, owner=self.owner,
-                                          lease_s=self._config.lease_s, file=record, bars=None,
-                                          rejects=(), rejected=None, stats=stats,
-                                          progress=dict(progress, message=f"{f.key}: {got}"),
-                                          tf_ms=tf_ms)
-            return
-        parsed, size, digest = got
-        bars = parsed.bars
-        inside = (bars.ts_ms >= f.start_ms) & (bars.ts_ms < f.end_ms)
-        if not inside.all():
-            bars = bars.take(inside)
-        now = int(time.time() * 1000)
-        accepted, rejections = await asyncio.to_thread(validate_file, bars, tf_ms, now)
-        good = bars.take(accepted)
-        good = good.take(np.argsort(good.ts_ms, kind="stable"))
-        rejected = bars.take(np.array([r.index for r in rejections], dtype=np.int64))
-        rejects = tuple(Rejection(j, r.rules, r.reason) for j, r in enumerate(rejections))
-        record = FileRecord(f.key, f.location, "STORED", bars_read=len(bars), bytes=size,
-                            sha256=digest, seq=seq,
-                            message=f"{parsed.unit} times{', header' if parsed.header else ''}")
-        done = await self._store.commit_file(
-            rec=rec, owner=self.owner, lease_s=self._config.lease_s, file=record, bars=good,
-            rejects=rejects, rejected=rejected, stats=stats,
-            progress=dict(progress, message=f"{f.key}: {len(good)} bars"), tf_ms=tf_ms)
-        logger.debug("archive import %s: %s stored %d", rec.id, f.key, done.bars_stored)
+        parts: list[Bars] = []
+        for _, f, got in group:
+            if isinstance(got, FileProblem):
+                continue
+            bars = got[0].bars
+            inside = (bars.ts_ms >= f.start_ms) & (bars.ts_ms < f.end_ms)
+            parts.append(bars if inside.all() else bars.take(inside))
+        verdicts: list[tuple[np.ndarray, tuple[Rejection, ...]]] = []
+        if parts:
+            now = int(time.time() * 1000)
+            verdicts = await asyncio.to_thread(validate_group, parts, tf_ms, now)
+        it = iter(zip(parts, verdicts, strict=True))
+        for seq, f, got in group:
+            if isinstance(got, FileProblem):
+                logger.warning("archive import %s: %s: %s", rec.id, f.key, got)
+                record = FileRecord(f.key, f.location, "FAILED", reason=got.reason.value,
+                                    message=str(got), seq=seq)
+                await self._store.commit_file(
+                    rec=rec, owner=self.owner, lease_s=self._config.lease_s, file=record,
+                    bars=None, rejects=(), rejected=None, stats=stats,
+                    progress=dict(progress, message=f"{f.key}: {got}"), tf_ms=tf_ms)
+                continue
+            parsed, size, digest = got
+            bars, (accepted, rejections) = next(it)
+            good = bars.take(accepted)
+            good = good.take(np.argsort(good.ts_ms, kind="stable"))
+            rejected = bars.take(np.array([r.index for r in rejections], dtype=np.int64))
+            rejects = tuple(Rejection(j, r.rules, r.reason) for j, r in enumerate(rejections))
+            record = FileRecord(
+                f.key, f.location, "STORED", bars_read=len(bars), bytes=size, sha256=digest,
+                seq=seq, message=f"{parsed.unit} times{', header' if parsed.header else ''}")
+            await self._store.commit_file(
+                rec=rec, owner=self.owner, lease_s=self._config.lease_s, file=record,
+                bars=good, rejects=rejects, rejected=rejected, stats=stats,
+                progress=dict(progress, message=f"{f.key}: {len(good)} bars"), tf_ms=tf_ms)
 
     async def _finish(self, rec: ImportRecord, stats: ImportStats,
                       progress: dict[str, Any]) -> None:

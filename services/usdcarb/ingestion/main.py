@@ -66,12 +66,12 @@ class IngestionSettings(PlatformSettings):
     retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
     events: bool = Field(default=True, description="Publish domain events to Redis.")
-    batch_bars: int = Field(default=10_000, ge=1, description=(
+    batch_bars: int = Field(default=50_000, ge=1, description=(
         "Bars validated and stored together: one validation call and one transaction per "
         "batch of pages, while the next pages are fetched (1 = every page on its own)."))
     archive_concurrency: int = Field(default=2, ge=0, description=(
         "Archive imports one process runs at once; 0 runs none (API only)."))
-    archive_downloads: int = Field(default=4, ge=1, description=(
+    archive_downloads: int = Field(default=8, ge=1, description=(
         "Archive files one import downloads ahead of the one it stores."))
     archive_dir: str = Field(default="", description=(
         "Directory whose files file:// archive sources may name; empty = URLs only."))

@@ -84,10 +84,15 @@ class RemoteValidator:
                        bars: Bars) -> Verdict:
         if self.unimplemented or not len(bars):
             return Verdict(np.ones(len(bars), bool), ())
+        # Columns as little-endian bytes (COLUMN_LAYOUT_LE_BYTES): a batch of many pages
+        # encodes and decodes as six buffers instead of 6 x N repeated values.
         batch = common_pb2.CandleBatch(
             series=common_pb2.SeriesKey(exchange=exchange, symbol=symbol, timeframe=timeframe),
-            open_time_ms=bars.ts_ms.tolist(), open=bars.open.tolist(), high=bars.high.tolist(),
-            low=bars.low.tolist(), close=bars.close.tolist(), volume=bars.volume.tolist(),
+            columns=common_pb2.CandleColumns(
+                open_time_ms=bars.ts_ms.astype("<i8").tobytes(),
+                open=bars.open.astype("<f8").tobytes(), high=bars.high.astype("<f8").tobytes(),
+                low=bars.low.astype("<f8").tobytes(), close=bars.close.astype("<f8").tobytes(),
+                volume=bars.volume.astype("<f8").tobytes()),
             count=len(bars))
         try:
             resp: Any = await call_as_service(
@@ -106,7 +111,7 @@ class RemoteValidator:
         if len(resp.accepted) != len(bars):
             raise ValidationUnavailable(
                 f"expected {len(bars)} accepted flags, got {len(resp.accepted)}")
-        accepted = np.array(list(resp.accepted), dtype=bool)
+        accepted = np.fromiter(resp.accepted, dtype=bool, count=len(resp.accepted))
         by_index: dict[int, list[Any]] = {}
         for f in resp.findings:
             if f.severity == _ERROR and 0 <= f.index < len(bars):

@@ -59,7 +59,7 @@ class WorkerConfig:
     # Pages are validated and stored in batches of about this many bars: one validation
     # call and one transaction per batch instead of per page, while the next pages are
     # already being fetched. 0 or 1 stores every page on its own.
-    batch_bars: int = 10_000
+    batch_bars: int = 50_000
     batch_max_s: float = 0.5  # ... or whatever arrived within this long (progress, cursor)
 
 
