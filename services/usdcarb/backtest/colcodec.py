@@ -170,9 +170,11 @@ def encode_columns(c: EquityColumns, initial_equity: float | None = None) -> Equ
         drawdown = encode_drawdown(c.drawdown, c.equity, initial_equity)
     if drawdown is c.drawdown:
         drawdown = encode_split(c.drawdown)
+    # the hold baseline: a column only when it moves (constant: its 8 bytes, as given)
+    baseline = encode_split(c.baseline) if len(c.baseline) > 8 else c.baseline
     return dataclasses.replace(c, time_ms=encode_grid(c.time_ms, c.points),
                                equity=encode_split(c.equity), drawdown=drawdown,
-                               exposure=encode_lz4(c.exposure))
+                               exposure=encode_lz4(c.exposure), baseline=baseline)
 
 
 def decode_columns(c: EquityColumns) -> EquityColumns:
@@ -180,4 +182,6 @@ def decode_columns(c: EquityColumns) -> EquityColumns:
     equity = decode(c.equity, c.points)
     return EquityColumns(points=c.points, time_ms=decode(c.time_ms, c.points),
                          equity=equity, drawdown=decode(c.drawdown, c.points, equity),
-                         exposure=decode(c.exposure, c.points))
+                         exposure=decode(c.exposure, c.points),
+                         baseline=decode(c.baseline, c.points) if len(c.baseline) > 8
+                         else c.baseline)

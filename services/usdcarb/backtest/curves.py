@@ -90,9 +90,16 @@ def reduce_indices(equity: F64, drawdown: F64, max_points: int) -> I64:
 
 
 def _columns(c: EquityColumns) -> dict[str, npt.NDArray[Any]]:
-    return {"time_ms": np.frombuffer(c.time_ms, "<i8"), "equity": np.frombuffer(c.equity, "<f8"),
+    cols = {"time_ms": np.frombuffer(c.time_ms, "<i8"),
+            "equity": np.frombuffer(c.equity, "<f8"),
             "drawdown": np.frombuffer(c.drawdown, "<f8"),
             "exposure": np.frombuffer(c.exposure, "<f8")}
+    # the hold baseline (absent from curves stored before it existed)
+    if len(c.baseline) == 8 * c.points:
+        cols["baseline"] = np.frombuffer(c.baseline, "<f8")
+    elif len(c.baseline) == 8:
+        cols["baseline"] = np.full(c.points, np.frombuffer(c.baseline, "<f8")[0])
+    return cols
 
 
 def equity_to_pb(name: str, c: EquityColumns, layout: int,
@@ -121,9 +128,13 @@ def equity_to_pb(name: str, c: EquityColumns, layout: int,
         out.equity_le = cols["equity"].astype("<f8").tobytes()
         out.drawdown_le = cols["drawdown"].astype("<f8").tobytes()
         out.exposure_le = cols["exposure"].astype("<f8").tobytes()
+        if "baseline" in cols:
+            out.baseline_le = cols["baseline"].astype("<f8").tobytes()
     else:
         out.time_ms.extend(cols["time_ms"].tolist())
         out.equity.extend(cols["equity"].tolist())
         out.drawdown.extend(cols["drawdown"].tolist())
         out.exposure.extend(cols["exposure"].tolist())
+        if "baseline" in cols:
+            out.baseline.extend(cols["baseline"].tolist())
     return out

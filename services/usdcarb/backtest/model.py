@@ -115,3 +115,5 @@ class EquityColumns:
     equity: bytes
     drawdown: bytes
     exposure: bytes
+    # The hold baseline: 8 bytes (one float64) when constant, else a column; b"" if absent.
+    baseline: bytes = b""

@@ -66,9 +66,11 @@ def equity_columns(time_ms: np.ndarray, out: engine.BacktestOutput) -> EquityCol
     def le(a: Any, dtype: str) -> bytes:
         return np.ascontiguousarray(a, dtype=dtype).tobytes()
 
+    baseline = (le([out.extras.get("initial_equity", 0.0)], "<f8") if out.baseline is None
+                else le(out.baseline, "<f8"))
     return EquityColumns(points=len(time_ms), time_ms=le(time_ms, "<i8"),
                          equity=le(out.equity, "<f8"), drawdown=le(out.drawdown, "<f8"),
-                         exposure=le(out.exposure, "<f8"))
+                         exposure=le(out.exposure, "<f8"), baseline=baseline)
 
 
 def walk_forward_bars(spec_json: dict[str, Any], spec: RunSpec) -> tuple[int, int, int]:

@@ -153,13 +153,14 @@ class BacktestStore(PooledStore):
             await conn.execute(INSERT_SQL, *trade_args)
             await conn.execute(
                 """INSERT INTO backtest_equity (backtest_id, points, time_ms, equity, drawdown,
-                                                exposure)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                                                exposure, baseline)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (backtest_id) DO UPDATE SET points = EXCLUDED.points,
                      time_ms = EXCLUDED.time_ms, equity = EXCLUDED.equity,
-                     drawdown = EXCLUDED.drawdown, exposure = EXCLUDED.exposure""",
+                     drawdown = EXCLUDED.drawdown, exposure = EXCLUDED.exposure,
+                     baseline = EXCLUDED.baseline""",
                 job.id, equity.points, equity.time_ms, equity.equity, equity.drawdown,
-                equity.exposure)
+                equity.exposure, equity.baseline)
             return True
 
     async def end_backtest(
@@ -201,13 +202,14 @@ class BacktestStore(PooledStore):
 
     async def get_equity(self, job_id: str) -> EquityColumns | None:
         row = await self._pool.fetchrow(
-            "SELECT points, time_ms, equity, drawdown, exposure FROM backtest_equity "
+            "SELECT points, time_ms, equity, drawdown, exposure, baseline FROM backtest_equity "
             "WHERE backtest_id = $1", job_id)
         if row is None:
             return None
         return decode_columns(EquityColumns(
             points=row["points"], time_ms=bytes(row["time_ms"]), equity=bytes(row["equity"]),
-            drawdown=bytes(row["drawdown"]), exposure=bytes(row["exposure"])))
+            drawdown=bytes(row["drawdown"]), exposure=bytes(row["exposure"]),
+            baseline=bytes(row["baseline"])))
 
     # -- sweeps -------------------------------------------------------------------
     async def insert_sweep(self, job: SweepJob) -> tuple[SweepJob, bool]:

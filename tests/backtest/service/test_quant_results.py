@@ -22,20 +22,21 @@ def config(**overrides: Any) -> pb.BacktestConfig:
     return json_format.ParseDict(config_json(START_MS, END_MS, **overrides), pb.BacktestConfig())
 
 
-async def _result(env: Any, version: str, cfg: pb.BacktestConfig) -> pb.BacktestResult:
+async def _run(env: Any, version: str, cfg: pb.BacktestConfig,
+               ) -> tuple[str, pb.BacktestResult]:
     events = [e async for e in env.backtest.RunBacktest(pb.RunBacktestRequest(
         strategy_version=version, config=cfg), metadata=caller())]
     last = events[-1]
     assert last.completed.outcome.result == common_pb2.Outcome.RESULT_OK, last
     got = await env.backtest.GetBacktest(pb.GetBacktestRequest(name=last.backtest))
     assert got.result == last.completed.result
-    return last.completed.result
+    return last.backtest, last.completed.result
 
 
 async def test_a_backtest_result_splits_its_pnl_and_carries_its_baseline_and_panel(
         env: Any) -> None:
     version = await env.version()
-    result = await _result(env, version, config(robustness={"enabled": True}))
+    name, result = await _run(env, version, config(robustness={"enabled": True}))
     m = result.metrics
     a = m.attribution
     parts = (a.trading_pnl + a.inventory_revaluation + a.fees + a.slippage
@@ -48,6 +49,18 @@ async def test_a_backtest_result_splits_its_pnl_and_carries_its_baseline_and_pan
     assert result.baseline_metrics.round_trips == 0 and m.round_trips > 0
     assert result.execution_model == "all-or-nothing legs, taker fills, next bar"
     assert m.fill_ratio == 1.0
+    # the equity curve carries the baseline's equity at the same bars, in either layout
+    name = f"{name}/equityCurve"
+    curve = await env.backtest.GetEquityCurve(pb.GetEquityCurveRequest(name=name),
+                                              metadata=caller())
+    assert len(curve.baseline) == curve.count > 0
+    assert curve.baseline[-1] == pytest.approx(
+        curve.equity[-1] - m.excess_pnl, rel=1e-12)
+    assert len(set(curve.baseline)) > 1          # USDC held: the baseline moves
+    page = await env.backtest.GetEquityCurve(pb.GetEquityCurveRequest(
+        name=name, page_size=1000, layout=common_pb2.COLUMN_LAYOUT_LE_BYTES),
+        metadata=caller())
+    assert len(page.baseline_le) == 8 * page.count == 8000
     labels = [s.label for s in result.robustness.scenarios]
     assert labels == ["latency +1 bar", "latency +2 bars", "costs x1.5", "costs x2"]
     assert result.robustness.scenarios[3].metrics.fees_paid > m.fees_paid
@@ -59,7 +72,7 @@ async def test_independent_legs_report_legging_and_partial_fills(env: Any) -> No
                               participationCap=0.0005) for v in venue_configs()],
                  execution={"legMode": "LEG_MODE_INDEPENDENT",
                             "oneLegPolicy": "ONE_LEG_POLICY_RETRY", "retryBars": 2})
-    result = await _result(env, version, cfg)
+    _, result = await _run(env, version, cfg)
     m = result.metrics
     assert result.execution_model.startswith("independent legs (one leg filled: retry 2")
     assert m.legged_trades > 0 and m.attribution.legging != 0.0
