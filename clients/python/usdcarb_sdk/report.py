@@ -200,8 +200,9 @@ def _headline(result: v1.BacktestResult, quote: str) -> str:
              ("Sharpe (absolute)", f"{m.sharpe:.3f}"),
              ("max drawdown (absolute)", f"{m.max_drawdown:.3%}")]
     if base is not None:
-        cards += [("hold baseline return", _pct(base.total_return)),
-                  ("excess return over hold", _pct(m.excess_return)),
+        cards.append(("hold baseline return", _pct(base.total_return)))
+    if base is not None or m.attribution is not None:  # engine 2.x: excess in every run
+        cards += [("excess return over hold", _pct(m.excess_return)),
                   ("excess PnL over hold", f"{m.excess_pnl:,.2f} {quote}"),
                   ("excess Sharpe", f"{m.excess_sharpe:.3f}"),
                   ("excess max drawdown", f"{m.excess_max_drawdown:.3%}")]

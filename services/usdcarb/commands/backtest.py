@@ -77,7 +77,7 @@ def print_result(out: Output, bt: v1.Backtest) -> None:
             row.append(format(getattr(base, field), spec))
         rows.append(row)
     out.table(None, columns, rows, numeric=columns[1:])
-    if base is not None:
+    if base is not None or m.attribution is not None:  # engine 2.x: excess in every run
         out.table("over the hold baseline (same balances, never traded)",
                   ["excess return", f"excess PnL ({quote})", "excess Sharpe",
                    "excess max drawdown"],
@@ -223,7 +223,8 @@ def _row(bt: v1.Backtest) -> list[Any]:
     when = bt.create_time.strftime("%Y-%m-%d %H:%M") if bt.create_time else ""
     return [bt.name, bt.state.name.lower(), bt.strategy_version, when,
             f"{m.total_return:+.4%}" if m else "",
-            f"{m.excess_return:+.4%}" if m and bt.result and bt.result.baseline_metrics else "",
+            f"{m.excess_return:+.4%}" if m and (m.attribution is not None or (
+                bt.result and bt.result.baseline_metrics)) else "",
             f"{bt.progress.fraction:.0%}" if bt.progress else ""]
 
 
