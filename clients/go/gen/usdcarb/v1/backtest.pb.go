@@ -909,18 +909,18 @@ func (x *BacktestConfig) GetRobustness() *RobustnessSpec {
 // (costs are negative) and the parts sum to total_pnl (within float rounding).
 type PnlAttribution struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Spreads captured: the residual of total_pnl after every other part, i.e. the
-	// trades' PnL at reference prices (the closes of the bar each order's first leg
-	// filled), before costs. 0 for a run that never trades.
+	// Spreads captured: total_pnl less every other part, i.e. the trades' PnL at
+	// reference prices (the closes of the bar each order's first leg filled) before
+	// costs, with the revaluation of what trading holds. 0 for a run that never trades.
 	TradingPnl float64 `protobuf:"fixed64,1,opt,name=trading_pnl,json=tradingPnl,proto3" json:"trading_pnl,omitempty"`
 	// Revaluation of the initial balances of non-quote assets, held (the hold
 	// baseline's PnL): Σ initial balance × (last price − first price).
 	InventoryRevaluation float64 `protobuf:"fixed64,2,opt,name=inventory_revaluation,json=inventoryRevaluation,proto3" json:"inventory_revaluation,omitempty"`
-	// Fees paid, negative.
+	// Fees paid, negative (valued when paid, as BacktestMetrics.fees_paid).
 	Fees float64 `protobuf:"fixed64,3,opt,name=fees,proto3" json:"fees,omitempty"`
-	// Slippage paid, negative.
+	// Slippage paid, negative (valued when paid, as BacktestMetrics.slippage_paid).
 	Slippage float64 `protobuf:"fixed64,4,opt,name=slippage,proto3" json:"slippage,omitempty"`
-	// Transfer fees paid, negative.
+	// Transfer fees paid, negative (valued when paid).
 	TransferCosts float64 `protobuf:"fixed64,5,opt,name=transfer_costs,json=transferCosts,proto3" json:"transfer_costs,omitempty"`
 	// Legging loss (LEG_MODE_INDEPENDENT), negative when legging cost money: for every
 	// fill of an order away from its reference bar (late legs, hedges, retries,
@@ -3277,8 +3277,10 @@ type CrossValidationFold struct {
 	Train []*TimeRange `protobuf:"bytes,3,rep,name=train,proto3" json:"train,omitempty"`
 	// Combination chosen on the training windows.
 	ChosenParameters map[string]float64 `protobuf:"bytes,4,rep,name=chosen_parameters,json=chosenParameters,proto3" json:"chosen_parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	// Training figures of the chosen combination: each figure the bar-weighted mean over
-	// the training windows (each simulated from a fresh state).
+	// Training figures of the chosen combination over the training windows (each
+	// simulated from a fresh state): counts (round_trips, rejected_fills, legged_trades,
+	// partial_fills) and attribution parts summed, inventory_utilization the largest, every
+	// other figure the bar-weighted mean.
 	TrainMetrics *BacktestMetrics `protobuf:"bytes,5,opt,name=train_metrics,json=trainMetrics,proto3" json:"train_metrics,omitempty"`
 	// Test figures of the chosen combination.
 	TestMetrics   *BacktestMetrics `protobuf:"bytes,6,opt,name=test_metrics,json=testMetrics,proto3" json:"test_metrics,omitempty"`

@@ -2979,8 +2979,10 @@ class CrossValidationFold(betterproto2.Message):
         5, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
-    Training figures of the chosen combination: each figure the bar-weighted mean over
-    the training windows (each simulated from a fresh state).
+    Training figures of the chosen combination over the training windows (each
+    simulated from a fresh state): counts (round_trips, rejected_fills, legged_trades,
+    partial_fills) and attribution parts summed, inventory_utilization the largest, every
+    other figure the bar-weighted mean.
     """
 
     test_metrics: "BacktestMetrics | None" = betterproto2.field(
@@ -5663,9 +5665,9 @@ class PnlAttribution(betterproto2.Message):
 
     trading_pnl: "float" = betterproto2.field(1, betterproto2.TYPE_DOUBLE)
     """
-    Spreads captured: the residual of total_pnl after every other part, i.e. the
-    trades' PnL at reference prices (the closes of the bar each order's first leg
-    filled), before costs. 0 for a run that never trades.
+    Spreads captured: total_pnl less every other part, i.e. the trades' PnL at
+    reference prices (the closes of the bar each order's first leg filled) before
+    costs, with the revaluation of what trading holds. 0 for a run that never trades.
     """
 
     inventory_revaluation: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
@@ -5676,17 +5678,17 @@ class PnlAttribution(betterproto2.Message):
 
     fees: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
     """
-    Fees paid, negative.
+    Fees paid, negative (valued when paid, as BacktestMetrics.fees_paid).
     """
 
     slippage: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
     """
-    Slippage paid, negative.
+    Slippage paid, negative (valued when paid, as BacktestMetrics.slippage_paid).
     """
 
     transfer_costs: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
     """
-    Transfer fees paid, negative.
+    Transfer fees paid, negative (valued when paid).
     """
 
     legging: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
