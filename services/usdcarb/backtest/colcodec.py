@@ -107,9 +107,13 @@ def _split_decode(payload: bytes, points: int) -> bytes:
 
 
 def _drawdown(equity: np.ndarray, initial_equity: float) -> np.ndarray:
-    """The drawdown column of an equity curve (the engine's definition)."""
-    peak = np.maximum.accumulate(np.maximum(equity, initial_equity))
-    out: np.ndarray = 1.0 - equity / peak
+    """The drawdown column of an equity curve (the engine's definition), float64 '<f8':
+    ``1 - equity / peak``, with ``peak`` the running maximum of the initial equity and the
+    equity. One array, computed in place."""
+    out: np.ndarray = np.maximum(equity, initial_equity, dtype="<f8")
+    np.maximum.accumulate(out, out=out)
+    np.divide(equity, out, out=out)
+    np.subtract(1.0, out, out=out)
     return out
 
 
@@ -120,8 +124,8 @@ def encode_drawdown(raw: bytes, equity_raw: bytes, initial_equity: float) -> byt
         return raw
     equity = np.frombuffer(equity_raw, "<f8")
     with np.errstate(all="ignore"):
-        again = _drawdown(equity, initial_equity).astype("<f8")
-    if again.tobytes() != raw:
+        again = _drawdown(equity, initial_equity)
+    if not np.array_equal(again.view("<u8"), np.frombuffer(raw, "<u8")):   # bit for bit
         return raw
     return MAGIC + bytes([DRAWDOWN]) + np.array([initial_equity], "<f8").tobytes()
 
@@ -152,8 +156,7 @@ def decode(stored: bytes, points: int, equity_raw: bytes | None = None) -> bytes
                              f"equity column of {points * 8} bytes")
         (initial,) = np.frombuffer(payload, "<f8")
         with np.errstate(all="ignore"):
-            raw = _drawdown(np.frombuffer(equity_raw, "<f8"), float(initial)).astype(
-                "<f8").tobytes()
+            raw = _drawdown(np.frombuffer(equity_raw, "<f8"), float(initial)).tobytes()
     else:
         raise ValueError(f"expected a column method from {GRID} to {SPLIT}, got {method}")
     if len(raw) != points * 8:
