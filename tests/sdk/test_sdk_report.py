@@ -171,3 +171,17 @@ def test_a_long_spread_is_drawn_by_its_extremes() -> None:
     assert len(reduced) <= 1_000 and reduced.index.is_monotonic_increasing
     assert reduced.max() == 50.0 and reduced.min() == values.min()
     assert len(reduce_extremes(series.iloc[:500], 1_000)) == 500
+
+
+def test_a_walk_forward_sweep_report_draws_in_sample_against_out_of_sample() -> None:
+    folds = [v1.WalkForwardFold(index=i, chosen_parameters={"a": 1.0},
+                                in_sample_metrics=v1.BacktestMetrics(sharpe=3.0 - i),
+                                out_of_sample_metrics=v1.BacktestMetrics(sharpe=1.0 - i))
+             for i in (1, 2)]
+    sweep = v1.Sweep(name="sweeps/w", objective="sharpe", folds=folds,
+                     axes=[v1.ParameterAxis(path="a", values=[1.0])],
+                     out_of_sample=v1.OutOfSampleSummary(objective="sharpe", mean_in_sample=1.5,
+                                                         mean_out_of_sample=-0.5, decay=1.33,
+                                                         folds_decayed=2, folds=2))
+    page = SweepData(sweep).to_html()
+    assert 'id="chart-folds"' in page and "2 / 2" in page and "1.33" in page
