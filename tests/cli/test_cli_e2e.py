@@ -215,6 +215,16 @@ def test_sweep_run_get_and_report_with_heatmap(cli: Run, backfilled: list[str],
     code, out, _ = cli("sweep", "watch", name)  # a finished sweep: its outcome at once
     assert code == 0 and name in out
     check_report(report, {"chart-heatmap"})
+    # Walk-forward, queued and then followed.
+    code, out, err = cli("sweep", "run", version, "--axis", "crossExchangeSpread.entryBps=40,80",
+                         "--walk-forward", "1d/12h", *SPREAD_RUN, "--no-wait")
+    assert code == 0, err
+    name = out.strip()
+    code, out, err = cli("sweep", "watch", name)
+    assert code == 0, err
+    assert "in sample vs out of sample" in out
+    folds = cli.json("sweep", "get", name)["folds"]
+    assert len(folds) >= 2 and all("chosenParameters" in f for f in folds)
 
 
 def test_exit_codes_on_errors(cli: Run, stack: StackInfo, tmp_path: Path) -> None:
