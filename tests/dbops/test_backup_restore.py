@@ -47,6 +47,8 @@ def archived_cluster() -> Iterator[tuple[Path, PostgresServer, PgBackRest]]:
     primary = PostgresServer(root / "pg", fast=True)
     backrest = PgBackRest(root / "pgbackrest", primary)
     primary.settings.update(backrest.archive_settings())
+    # No replica here: keep pg_wal small (less to write and to delete afterwards).
+    primary.settings.update({"wal_keep_size": 0, "min_wal_size": "32MB", "max_wal_size": "256MB"})
     try:
         backrest.write_config()
         primary.start()
@@ -54,7 +56,7 @@ def archived_cluster() -> Iterator[tuple[Path, PostgresServer, PgBackRest]]:
         backrest.stanza_create()
         yield root, primary, backrest
     finally:
-        primary.stop()
+        primary.stop("immediate")  # a throwaway cluster: no waiting for the archiver
         shutil.rmtree(root, ignore_errors=True)
 
 

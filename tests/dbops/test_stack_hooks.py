@@ -85,6 +85,6 @@ async def test_stack_hooks_start_archiving_agent_and_replica_and_stop_them(root:
         assert info[0]["status"]["message"] == "ok"
     finally:
         dbops.stop(root, started)
-        primary.stop()
+        primary.stop("immediate")  # a throwaway cluster: no waiting for the archiver
     for info_ in started.values():
         assert not pid_alive(info_.pid)
