@@ -196,6 +196,8 @@ def test_backtest_no_wait_then_cancel_and_watch_agree(cli: Run, backfilled: list
         assert "ended CANCELLED" in out
         code, _, _ = cli("backtest", "get", name)
         assert code == 1
+        code, _, err = cli("report", name, "-o", "/dev/null")
+        assert code == 5 and "expected a succeeded backtest" in err
 
 
 def test_sweep_run_get_and_report_with_heatmap(cli: Run, backfilled: list[str],

@@ -98,9 +98,11 @@ def _legs(kind: str, params: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def fetch_backtest(client: Client, name: str, *, max_points: int = 4000) -> BacktestData:
-    """Gather a finished backtest's job, version, reduced equity curve, every trade and
-    the candles of its legs over its range."""
+    """Gather a succeeded backtest's job, version, reduced equity curve, every trade and
+    the candles of its legs over its range (ValueError for a backtest not succeeded)."""
     backtest: v1.Backtest = client.backtests.get_backtest(name=name)
+    if backtest.state != v1.JobState.SUCCEEDED:
+        raise ValueError(f"expected a succeeded backtest, got {name} {backtest.state.name}")
     version = client.strategies.get_strategy_version(name=backtest.strategy_version)
     equity = equity_to_frame(client.backtests.get_equity_curve(
         name=f"{name}/equityCurve", max_points=max_points, layout=v1.ColumnLayout.LE_BYTES))

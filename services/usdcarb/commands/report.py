@@ -15,7 +15,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from usdcarb.commands.common import EXIT_OK, Output, UsageError, add_connection, client_for
+from usdcarb.commands.common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    Output,
+    UsageError,
+    add_connection,
+    client_for,
+)
 from usdcarb_sdk.report import report as write_report
 
 
@@ -27,7 +34,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if options and not name.startswith("sweeps/"):
         raise UsageError("expected --x/--y only with a sweep")
     with client_for(args) as client:
-        path = write_report(client, name, args.output, **options)
+        try:
+            path = write_report(client, name, args.output, **options)
+        except ValueError as exc:  # not finished: refused in its current state
+            out.note(f"usdcarb report: {exc}")
+            return EXIT_REFUSED
     if out.json:
         out.emit({"name": name, "report": str(path), "bytes": path.stat().st_size})
     else:
