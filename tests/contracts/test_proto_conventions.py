@@ -543,7 +543,7 @@ def test_equity_curve_layouts_carry_the_same_columns() -> None:
     curve = api().messages["usdcarb.v1.EquityCurve"]
     packed = {f.name for f in curve.field if f.label == FDP.LABEL_REPEATED}
     le_bytes = {f.name.removesuffix("_le") for f in curve.field if f.type == FDP.TYPE_BYTES}
-    assert packed == le_bytes == {"time_ms", "equity", "drawdown", "exposure"}
+    assert packed == le_bytes == {"time_ms", "equity", "drawdown", "exposure", "baseline"}
 
 
 def test_columnar_requests_choose_a_layout() -> None:
