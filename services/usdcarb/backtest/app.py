@@ -24,8 +24,7 @@ from usdcarb.backtest.engine.sweep import COST_AXES, LATENCY_AXIS
 from usdcarb.backtest.jobs import Lanes
 from usdcarb.backtest.lanes import LaneInfo, queued_message
 from usdcarb.backtest.loading import (
-    coverage_gaps,
-    data_gaps,
+    range_coverage,
     series_to_load,
     verdict_violations,
 )
@@ -107,25 +106,39 @@ class BacktestApp:
             raise InvalidArgument([("parameters", str(exc))]) from None
         spec = parse_config(config, legs, field=f"{prefix}config",
                             max_bars=self.settings.max_bars)
-        gaps = await data_gaps(self._store.pool, legs, timeframe=spec.timeframe,
-                               start=spec.start, end=spec.end, table=self.settings.market_table)
+        # The data checks look side by side; refusals keep their order (no bars, thin
+        # range, unusable data, no pricing market).
+        pool, table = self._store.pool, self.settings.market_table
+
+        async def unusable_spans() -> list[tuple[str, str, str]]:
+            if config.allow_unusable_data:
+                return []
+            return await verdict_violations(pool, legs, timeframe=spec.timeframe,
+                                            start=spec.start, end=spec.end,
+                                            table=self.settings.verdict_table)
+
+        coverage, unusable, pricing = await asyncio.gather(
+            range_coverage(pool, legs, timeframe=spec.timeframe,
+                           timeframe_ms=spec.timeframe_ms, start=spec.start, end=spec.end,
+                           table=table, minimum=self.settings.min_coverage),
+            unusable_spans(),
+            series_to_load(pool, version.kind, version.parameters, spec.engine,
+                           timeframe=spec.timeframe, start=spec.start, end=spec.end,
+                           table=table),
+            return_exceptions=True)
+        if isinstance(coverage, BaseException):
+            raise coverage
+        if isinstance(unusable, BaseException):
+            raise unusable
+        gaps, thin = coverage
         if gaps:
             raise FailedPrecondition(gaps, reason="NO_MARKET_DATA")
-        thin = await coverage_gaps(self._store.pool, legs, timeframe=spec.timeframe,
-                                   timeframe_ms=spec.timeframe_ms, start=spec.start,
-                                   end=spec.end, table=self.settings.market_table,
-                                   minimum=self.settings.min_coverage)
         if thin:
             raise FailedPrecondition(thin, reason="RANGE_MOSTLY_EMPTY")
-        if not config.allow_unusable_data:
-            unusable = await verdict_violations(
-                self._store.pool, legs, timeframe=spec.timeframe, start=spec.start,
-                end=spec.end, table=self.settings.verdict_table)
-            if unusable:
-                raise FailedPrecondition(unusable, reason="UNUSABLE_MARKET_DATA")
-        await series_to_load(self._store.pool, version.kind, version.parameters, spec.engine,
-                             timeframe=spec.timeframe, start=spec.start, end=spec.end,
-                             table=self.settings.market_table)
+        if unusable:
+            raise FailedPrecondition(unusable, reason="UNUSABLE_MARKET_DATA")
+        if isinstance(pricing, BaseException):
+            raise pricing
         return version, spec
 
     # -- backtests ------------------------------------------------------------------

@@ -78,29 +78,34 @@ async def data_gaps(
     ]
 
 
-async def coverage_gaps(
+async def range_coverage(
     pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, timeframe_ms: int,
     start: datetime, end: datetime, table: str, minimum: float,
-) -> list[tuple[str, str, str]]:
-    """Return a precondition violation for each series whose bars span less than
-    ``minimum`` of [start, end) (first to last bar; a 10-year range over 3 days of data
-    would otherwise simulate millions of empty bars and annualise over them)."""
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Return the precondition violations of each series with no bar in [start, end), and
+    of each series whose bars span less than ``minimum`` of it (first to last bar; a
+    10-year range over 3 days of data would otherwise simulate millions of empty bars and
+    annualise over them). One first/last query per series answers both (each query on the
+    hypertable is planned over every chunk of the range: tens of ms over years)."""
     sql = (f"SELECT min(ts), max(ts) FROM {check_table(table)} WHERE exchange = $1 "
            "AND symbol = $2 AND timeframe = $3 AND ts >= $4 AND ts < $5")
     spans = await asyncio.gather(*(
         pool.fetchrow(sql, venue, symbol, timeframe, start, end) for venue, symbol in keys))
     whole = _ms(end) - _ms(start)
-    out = []
+    missing, thin = [], []
     for (venue, symbol), row in zip(keys, spans, strict=True):
+        label = series_label(venue, symbol, timeframe)
         if row is None or row[0] is None:
-            continue   # no bars at all: data_gaps reports it
+            missing.append(("MARKET_DATA", label, f"expected bars in [{start.isoformat()}, "
+                                                  f"{end.isoformat()}), got none"))
+            continue
         covered = (_ms(row[1]) - _ms(row[0]) + timeframe_ms) / whole
         if covered < minimum:
-            out.append(("RANGE_COVERAGE", series_label(venue, symbol, timeframe),
-                        f"expected bars spanning at least {minimum:.0%} of "
-                        f"[{start.isoformat()}, {end.isoformat()}), got {covered:.2%} "
-                        f"({row[0].isoformat()} .. {row[1].isoformat()}); narrow the range"))
-    return out
+            thin.append(("RANGE_COVERAGE", label,
+                         f"expected bars spanning at least {minimum:.0%} of "
+                         f"[{start.isoformat()}, {end.isoformat()}), got {covered:.2%} "
+                         f"({row[0].isoformat()} .. {row[1].isoformat()}); narrow the range"))
+    return missing, thin
 
 
 async def verdict_violations(
@@ -156,14 +161,25 @@ async def series_to_load(
     venues = list(dict.fromkeys(venue for venue, _ in legs))
     assets = [symbol.split("/")[0] for symbol in
               pricing_symbols(kind, params, q, [t.asset for t in config.transfers])]
-    candidates = {a: [(v, s) for v in venues for s in (f"{a}/{q}", f"{q}/{a}")] for a in assets}
-    gaps = await data_gaps(pool, [c for cs in candidates.values() for c in cs],
+    traded = set(legs)
+
+    def candidates(asset: str) -> list[tuple[str, str]]:
+        """In order of preference, up to the first traded market (whose bars the run
+        loads anyway: it needs no look of its own)."""
+        out = []
+        for c in ((v, s) for v in venues for s in (f"{asset}/{q}", f"{q}/{asset}")):
+            out.append(c)
+            if c in traded:
+                break
+        return out
+
+    gaps = await data_gaps(pool, [c for a in assets for c in candidates(a) if c not in traded],
                            timeframe=timeframe, start=start, end=end, table=table)
     absent = {subject for _, subject, _ in gaps}
     keys = list(legs)
     missing: list[tuple[str, str, str]] = []
     for asset in assets:
-        found = [c for c in candidates[asset] if series_label(*c, timeframe) not in absent]
+        found = [c for c in candidates(asset) if series_label(*c, timeframe) not in absent]
         if found:
             keys.append(found[0])
         else:
