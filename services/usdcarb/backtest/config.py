@@ -228,6 +228,12 @@ def parse_config(
         v.add(f"{field}.periods_per_year",
               f"0 (from the timeframe) or a number from 1 to {MAX_PERIODS_PER_YEAR:,.0f}", ppy)
     execution = _execution(cfg.execution, f"{field}.execution", v, triangle=len(legs) == 3)
+    if execution.leg_mode != "independent":
+        for i, vc in enumerate(cfg.venues):
+            if vc.participation_cap:
+                v.add(f"{field}.venues[{i}].participation_cap",
+                      "0 unless execution.leg_mode is LEG_MODE_INDEPENDENT (a cap fills a leg "
+                      "partially, which all-or-nothing legs cannot)", vc.participation_cap)
     robustness = _robustness(cfg.robustness, f"{field}.robustness", v)
     if v.items:
         raise InvalidArgument(v.items)

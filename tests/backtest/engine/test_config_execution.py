@@ -26,13 +26,15 @@ def _config(**extra: object) -> pb.BacktestConfig:
 
 
 def test_the_default_execution_is_all_or_nothing_taker_and_keeps_its_hash() -> None:
-    spec = parse_config(_config(), LEGS)
-    assert spec.engine.execution == Execution()
+    spec = parse_config(_config(execution={"legMode": "LEG_MODE_INDEPENDENT"}), LEGS)
+    assert spec.engine.execution == Execution(leg_mode="independent")
+    plain = parse_config(_config(venues=[{"venue": "binance"}, {"venue": "kraken"}]), LEGS)
+    assert plain.engine.execution == Execution() and "execution" not in plain.canonical
     assert spec.engine.robustness is None
     assert spec.engine.bar_ms == 300_000
     kraken = next(v for v in spec.engine.venues if v.venue == "kraken")
     assert kraken.latency_ms == 301_000 and kraken.participation_cap == 0.25
-    assert "execution" not in spec.canonical and "robustness" not in spec.canonical
+    assert "robustness" not in spec.canonical
     binance = next(v for v in spec.canonical["venues"] if v["venue"] == "binance")
     assert "latencyMs" not in binance and "participationCap" not in binance
 
@@ -51,7 +53,8 @@ def test_execution_and_robustness_map_onto_the_engine_and_the_canonical_form() -
     assert spec.canonical["robustness"] == {"extraLatencyBars": [1, 2],
                                             "costMultipliers": [1.5, 2.0]}
     custom = parse_config(_config(robustness={"enabled": True, "extraLatencyBars": [5],
-                                              "costMultipliers": [3]}), LEGS)
+                                              "costMultipliers": [3]},
+                                  execution={"legMode": "LEG_MODE_INDEPENDENT"}), LEGS)
     assert custom.engine.robustness == Robustness(extra_latency_bars=(5,),
                                                   cost_multipliers=(3.0,))
 
@@ -68,6 +71,9 @@ def test_execution_and_robustness_map_onto_the_engine_and_the_canonical_form() -
     ({"robustness": {"enabled": True, "extraLatencyBars": [0]}},
      "config.robustness.extra_latency_bars[0]"),
     ({"robustness": {"costMultipliers": [2]}}, "config.robustness.enabled"),
+    ({"venues": [{"venue": "binance", "participationCap": 0.5}, {"venue": "kraken"}],
+      "execution": {"legMode": "LEG_MODE_ALL_OR_NOTHING"}},
+     "config.venues[0].participation_cap"),
 ])
 def test_out_of_bounds_execution_knobs_are_invalid_argument(extra: dict[str, object],
                                                             field: str) -> None:
