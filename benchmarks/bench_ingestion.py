@@ -51,6 +51,7 @@ from usdcarb.ingestion.exchanges import ExchangeClient, Pacer, spec_of
 from usdcarb.ingestion.main import SERVICE as INGESTION
 from usdcarb.ingestion.main import IngestionSettings, build
 from usdcarb.ingestion.store import IngestStore
+from usdcarb.ingestion.validation import LocalValidator, RemoteValidator
 from usdcarb.marketdata.cache import CandleCache
 from usdcarb.marketdata.reader import read_candles
 from usdcarb.marketdata.writer import encode_copy_binary, invalidate_blocks
@@ -217,6 +218,37 @@ def psql_copy_ceiling(pg: PostgresServer, workdir: Path) -> tuple[int, float]:
     return rows, time.perf_counter() - t0
 
 
+async def validation_costs(pool: Any, validation_address: str, batch: int = 10_000
+                           ) -> list[tuple[str, int, float]]:
+    """Validate the same stored bars (three Binance.US series, in batches) both ways: the
+    validation service (ValidateCandles, record=true, as the worker calls it) and the
+    validation domain's rules in this process (LocalValidator); (name, bars, seconds)."""
+    parts = []
+    async with pool.acquire() as conn:
+        for symbol in ("BTC/USDC", "BTC/USDT", "USDC/USDT"):
+            c = await read_candles(conn, exchange="binance", symbol=symbol, timeframe="1m",
+                                   start=START, end=END, table="market_data")
+            for i in range(0, len(c), batch):
+                parts.append((symbol, Bars(c.open_time_ms[i:i + batch], c.open[i:i + batch],
+                                           c.high[i:i + batch], c.low[i:i + batch],
+                                           c.close[i:i + batch], c.volume[i:i + batch])))
+    n = sum(len(b) for _, b in parts)
+    out = []
+    validators: list[tuple[str, Any]] = [("in-process validation domain rules",
+                                          LocalValidator(pool))]
+    if validation_address:
+        channel = grpc.aio.insecure_channel(validation_address)
+        validators.insert(0, ("ValidateCandles(record=true) on the service",
+                              RemoteValidator(channel, DevServiceToken("ingestion"))))
+    for name, validator in validators:
+        t0 = time.perf_counter()
+        for symbol, bars in parts:
+            await validator.validate("binance", symbol, "1m", bars)
+        out.append((name, n, time.perf_counter() - t0))
+        await validator.close()
+    return out
+
+
 async def load_synthetic(pool: Any, n: int) -> tuple[datetime, datetime]:
     t0 = 1_500_000_000_000 // M * M
     ts = t0 + M * np.arange(n, dtype=np.int64)
@@ -324,7 +356,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             validation_address=validation_address, rate_limit_scale=0.0,
             worker_concurrency=args.concurrency, archive_concurrency=args.concurrency,
             events=False, plaintext=True, metrics_port=-1, log_level="WARNING",
-            batch_bars=args.batch_bars)
+            batch_bars=args.batch_bars, validation_inprocess=args.validation_inprocess)
         parts = build(pool, settings, token=DevServiceToken("ingestion"))
         server = await start_in_process([INGESTION], parts.register, settings=settings)
         closers.append(server.stop)
@@ -357,6 +389,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             copy_s = min(copy_s, t)
             if rows != bars:
                 raise RuntimeError(f"expected {bars} rows exported, got {rows}")
+        costs = await validation_costs(pool, validation_address)
         start, end = await load_synthetic(pool, args.read_bars)
         read_rows = await reads(pool, address, start, end, args.repeats)
     finally:
@@ -373,7 +406,9 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
     label = "psql \\copy of the same rows bars/s"
     print(f"  {label:<44}{a_rows / a_copy_s:>14,.0f}   ({a_copy_s:.2f} s)")
     print(f"  {'ratio (target >= 0.8)':<44}{(a_bars / a_s) / (a_rows / a_copy_s):>14.3f}")
-    via = "ValidateCandles(record=true)" if not args.no_validation else "own per-bar rules only"
+    via = ("own per-bar rules only" if args.no_validation else
+           "in-process domain rules + ValidateRange per job" if args.validation_inprocess
+           else "ValidateCandles(record=true)")
     print(f"ingestion end to end ({len(SERIES)} series, {bars:,} bars, through {via}, "
           f"{args.concurrency} concurrent jobs, batches of {args.batch_bars:,} bars)")
     print(f"  {'pipeline bars/s':<44}{e2e:>14,.0f}   ({seconds:.2f} s)")
@@ -383,6 +418,13 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
     label = "fetch + parse only (ccxt, replay) bars/s"
     print(f"  {label:<44}{fetched / fetch_s:>14,.0f}   ({fetch_s:.2f} s, {fetched:,} bars)")
     print(f"  {'pipeline / fetch-only (target >= 0.7)':<44}{e2e / (fetched / fetch_s):>14.3f}")
+    print(f"validation of the same {costs[0][1]:,} stored bars in batches of 10,000 (the "
+          "pipeline's per-bar budget is what fetching leaves)")
+    for name, n, secs in costs:
+        print(f"  {name:<44}{n / secs:>14,.0f} bars/s   ({secs * 1e6 / n:.1f} µs/bar)")
+    label = "fetch + parse only, for comparison"
+    print(f"  {label:<44}{fetched / fetch_s:>14,.0f} bars/s   "
+          f"({fetch_s * 1e6 / fetched:.1f} µs/bar)")
     print(f"read {args.read_bars:,} bars into numpy (best of {args.repeats})")
     for name, n, s in read_rows:
         assert n == args.read_bars, (name, n)
@@ -401,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of (archive, \\copy, ccxt, fetch-only, \\copy); best of each")
     parser.add_argument("--batch-bars", type=int, default=50_000,
                         help="bars per validation call and transaction (1: every page)")
+    parser.add_argument("--validation-inprocess", action="store_true",
+                        help="the validation domain's rules in the ingestion process, one "
+                             "ValidateRange per job on the service")
     parser.add_argument("--no-validation", action="store_true",
                         help="ingest with ingestion's own per-bar rules only")
     args, _ = parser.parse_known_args(argv)

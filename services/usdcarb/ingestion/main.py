@@ -23,7 +23,12 @@ from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.servicer import IngestionServicer
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.ingestion.telemetry import IngestionTelemetry
-from usdcarb.ingestion.validation import AcceptAll, CandleValidator, RemoteValidator
+from usdcarb.ingestion.validation import (
+    AcceptAll,
+    CandleValidator,
+    LocalValidator,
+    RemoteValidator,
+)
 from usdcarb.ingestion.worker import Worker, WorkerConfig
 from usdcarb.platform.bootstrap import run
 from usdcarb.platform.db import create_pool, postgres_check
@@ -66,6 +71,9 @@ class IngestionSettings(PlatformSettings):
     retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
     events: bool = Field(default=True, description="Publish domain events to Redis.")
+    validation_inprocess: bool = Field(default=False, description=(
+        "Run the validation domain's batch rules in this process instead of calling "
+        "ValidateCandles (findings, gaps and verdicts then come from ValidateRange)."))
     batch_bars: int = Field(default=50_000, ge=1, description=(
         "Bars validated and stored together: one validation call and one transaction per "
         "batch of pages, while the next pages are fetched (1 = every page on its own)."))
@@ -96,10 +104,17 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
     """
     store = IngestStore(pool, reads=reads)  # candle reads: the read replica when healthy
     validator: CandleValidator = AcceptAll()
+    range_validator = None
     if settings.validation_address:
-        validator = RemoteValidator(
+        remote = RemoteValidator(
             peer_channel(settings, settings.validation_address, "validation"),
             token or service_token(settings, "ingestion"))
+        if settings.validation_inprocess:
+            range_validator = remote
+        else:
+            validator = remote
+    if settings.validation_inprocess:
+        validator = LocalValidator(pool, close_with=range_validator)
     worker = None
     if settings.worker_concurrency:
         worker = Worker(store, validator, WorkerConfig(
@@ -107,7 +122,7 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             poll_s=settings.poll_s, replay_url=settings.replay_url,
             rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
-            batch_bars=settings.batch_bars), redis=redis)
+            batch_bars=settings.batch_bars), redis=redis, range_validator=range_validator)
     app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None),
                        markets=MarketDirectory(replay_url=settings.replay_url))
     archive_store = ArchiveStore(pool)

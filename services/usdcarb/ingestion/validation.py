@@ -9,16 +9,22 @@ failure (the worker retries the page).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
-from usdcarb.ingestion.domain import Bars, Rejection, Verdict
+from usdcarb.ingestion.domain import Bars, Rejection, Verdict, timeframe_ms
+from usdcarb.marketdata.reader import read_candles
 from usdcarb.platform.errors import DomainError
 from usdcarb.platform.service_auth import ServiceCredentialRefused, TokenSource, call_as_service
 from usdcarb.v1 import common_pb2, validation_pb2, validation_pb2_grpc
+from usdcarb.validation.domain import model as vmodel
+from usdcarb.validation.domain.validate import validate_batch
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +127,80 @@ class RemoteValidator:
                       by_index[i][0].message if i in by_index else "rejected by validation")
             for i in np.flatnonzero(~accepted).tolist())
         return Verdict(accepted, rejections)
+
+    async def validate_range(self, exchange: str, symbol: str, timeframe: str,
+                             start_ms: int, end_ms: int) -> int:
+        """ValidateRange over stored bars [start_ms, end_ms): the service runs every rule
+        and records the findings, the gaps and the series verdicts; return the bars it
+        checked."""
+        rng = common_pb2.TimeRange()
+        rng.start_time.FromMilliseconds(start_ms)
+        rng.end_time.FromMilliseconds(end_ms)
+        try:
+            resp: Any = await call_as_service(
+                self._token, self._stub.ValidateRange, validation_pb2.ValidateRangeRequest(
+                    series=common_pb2.SeriesKey(exchange=exchange, symbol=symbol,
+                                                timeframe=timeframe), range=rng),
+                timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise ValidationUnavailable(f"{exc.code().name}: {exc.details()}") from exc
+        except (DomainError, ServiceCredentialRefused) as exc:
+            raise ValidationUnavailable(f"no service token from identity: {exc}") from exc
+        return int(resp.bars_checked)
+
+
+class LocalValidator:
+    """The validation domain's batch rules (per-bar, duplicates, conflicts with stored bars,
+    stale runs, spikes) run in this process, with the stored bars around the batch as
+    context, as ValidateCandles would; nothing is recorded with the validation service
+    (its findings, gaps and verdicts come from ValidateRange over the stored range).
+    Rejected bars are still kept by ingestion (``ingest_rejects``)."""
+
+    records_findings = False
+
+    def __init__(self, pool: Any, *, table: str = "market_data", context_bars: int = 1440,
+                 now_ms: Any = None, close_with: RemoteValidator | None = None) -> None:
+        self._pool = pool
+        self._close_with = close_with
+        self._table = table
+        self._context = context_bars
+        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+
+    async def close(self) -> None:
+        if self._close_with is not None:
+            await self._close_with.close()
+
+    async def validate(self, exchange: str, symbol: str, timeframe: str,
+                       bars: Bars) -> Verdict:
+        if not len(bars):
+            return Verdict(np.ones(0, bool), ())
+        tf = timeframe_ms(timeframe)
+        now = self._now_ms()
+        ts = bars.ts_ms
+        usable = ts[(ts % tf == 0) & (ts <= now) & (ts >= 0)]
+        stored = vmodel.Bars.empty()
+        if usable.size:
+            lo = int(usable.min()) - self._context * tf
+            hi = int(usable.max()) + (self._context + 1) * tf
+            async with self._pool.acquire() as conn:
+                c = await read_candles(conn, exchange=exchange, symbol=symbol,
+                                       timeframe=timeframe, start=_utc(lo), end=_utc(hi),
+                                       table=self._table)
+            stored = vmodel.Bars(c.open_time_ms, c.open, c.high, c.low, c.close, c.volume,
+                                 c.provenance)
+        batch = vmodel.Bars(bars.ts_ms, bars.open, bars.high, bars.low, bars.close, bars.volume)
+        verdict = await asyncio.to_thread(validate_batch, batch, tf_ms=tf, now_ms=now,
+                                          stored=stored)
+        errors = verdict.errors_by_index()
+        accepted = np.asarray(verdict.accepted, bool)
+        return Verdict(accepted, tuple(
+            Rejection(i, tuple(f.rule for f in errors.get(i, ())) or ("validation",),
+                      errors[i][0].message if i in errors else "rejected by validation")
+            for i in np.flatnonzero(~accepted).tolist()))
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def combine(local: Verdict, remote: Verdict) -> Verdict:

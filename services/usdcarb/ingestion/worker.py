@@ -30,6 +30,7 @@ from usdcarb.ingestion.model import JobRecord, JobStats
 from usdcarb.ingestion.store import IngestStore, LeaseLost
 from usdcarb.ingestion.validation import (
     CandleValidator,
+    RemoteValidator,
     ValidationUnavailable,
     combine,
 )
@@ -67,9 +68,13 @@ class Worker:
     """Runs ingest jobs; ``run()`` until ``stop()``."""
 
     def __init__(self, store: IngestStore, validator: CandleValidator, config: WorkerConfig,
-                 *, redis: Any = None, now_ms: Callable[[], int] | None = None) -> None:
+                 *, redis: Any = None, now_ms: Callable[[], int] | None = None,
+                 range_validator: RemoteValidator | None = None) -> None:
         self._store = store
         self._validator = validator
+        # With in-process rules, the validation service still records the job's findings,
+        # gaps and verdicts: one ValidateRange over the whole range when the job ends.
+        self._range_validator = range_validator
         self._config = config
         self._redis = redis
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
@@ -320,6 +325,12 @@ class Worker:
                    f"{v['bars_duplicate']}, {v['bars_quarantined']} quarantined")
         prog = {"fraction": 1.0, "done": info.total, "total": info.total, "unit": "bars",
                 "message": f"{message}; warning: {warning}" if warning else message}
+        if self._range_validator is not None and v["bars_fetched"]:
+            try:
+                await self._range_validator.validate_range(job.exchange, job.symbol,
+                                                           job.timeframe, start_ms, end_ms)
+            except ValidationUnavailable as exc:  # the bars are stored; ValidateRange later
+                logger.warning("job %s: ValidateRange failed (%s)", job.id, exc)
         if await self._db("finish", lambda: self._store.finish_job(
                 job=job, owner=self.owner, state="JOB_STATE_SUCCEEDED", stats=stats,
                 progress=prog, error=None)):
@@ -328,7 +339,8 @@ class Worker:
                               f"ingested {stats.values['bars_stored']} bars of {job.exchange} "
                               f"{job.symbol} {job.timeframe}" + (f" ({warning})" if warning
                                                                  else ""), stats)
-            if gaps_total and not self._validator.records_findings:
+            if gaps_total and not (self._validator.records_findings
+                                   or self._range_validator is not None):
                 # With a validation service the gaps are its facts: it records and announces
                 # them (one event per fact); ingestion announces them only without one.
                 await self._event(job, "EVENT_TYPE_GAP_DETECTED", "SEVERITY_WARNING",

@@ -92,7 +92,8 @@ SERVICE_GRANTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
     "backtest": frozenset(_service(
         "StrategyService", GetStrategyVersion=None, GetStrategy=None,
         TransitionStrategyVersion=None)),
-    "ingestion": frozenset(_service("ValidationService", ValidateCandles=None)),
+    "ingestion": frozenset(_service("ValidationService", ValidateCandles=None,
+                                    ValidateRange=None)),
     "validation": frozenset(),
     "strategy": frozenset(),
     "notification": frozenset(),
