@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from usdcarb.devstack.stack import REPO, SERVICES, StackInfo
+from usdcarb.devstack.stack import REPO, StackInfo
 from usdcarb.gateway.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 from usdcarb.gateway.devtoken import mint_dev_token
 from usdcarb.v1 import strategy_pb2 as pb
@@ -186,7 +186,9 @@ def tls_flags(stack: StackInfo, service: str | None = None) -> list[str]:
 @pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl not installed (make gotools)")
 def test_grpcurl_lists_and_calls_every_service_by_reflection(stack: StackInfo,
                                                              token: str) -> None:
-    for name in SERVICES:
+    # Every Python service; ratelimit is Envoy's reference service (Go): no reflection, and
+    # its mutual TLS admits Envoy's certificate only (its health gates the stack's start).
+    for name in PROTO_SERVICES:
         target = f"127.0.0.1:{stack.processes[name].port}"
         flags = tls_flags(stack, name)
         listed = grpcurl(*flags, target, "list")
@@ -259,7 +261,7 @@ def test_health_follows_the_database(stack: StackInfo, token: str) -> None:
     _wait(lambda: _health(stack, "strategy") == serving)
     _wait(lambda: http(stack, "GET", "/v1/strategies", headers=bearer(token))[0] == 200)
     # Leave the shared stack as found: every service SERVING and seen healthy by Envoy.
-    for name in SERVICES:
+    for name in PROTO_SERVICES:
         _wait(lambda name=name: _health(stack, name) == serving)
     _wait(lambda: _gateway_sees_all_healthy(stack))
 
