@@ -10,7 +10,7 @@ takes it again only while the block row it came from is the current one.
 
 Versions: a block row is only ever deleted (by the writer that changes its bars, or the
 statement guard on ``market_data``) and rebuilt as a new row, so the row's ``xmin`` (the
-transaction that wrote it) names its data. A read lists the blocks' ``xmin`` (no column
+transaction that wrote it) with its ``build_time`` names its data. A read lists the blocks' ``xmin`` (no column
 bytes), then fetches only the blocks the memo does not hold at that version, both in one
 REPEATABLE READ snapshot. Blocks not built yet (new data, or the week still filling) are
 read through ``CandleCache`` (which builds them when it may) and not kept.
@@ -45,13 +45,16 @@ from usdcarb.marketdata.writer import BLOCK_SLOTS
 F64 = npt.NDArray[np.float64]
 _COLS = ("ts", "open", "high", "low", "close", "volume", "provenance")
 _DTYPES = ("<i8", "<f8", "<f8", "<f8", "<f8", "<f8", "u1")
+# A block row's version: the transaction that wrote it and when (the time as well, so
+# that even a transaction id reused after wraparound cannot name two rows).
+_VERSION = "xmin::text || '@' || build_time::text"
 
 
 @dataclass(frozen=True)
 class GridBlock:
     """One block's bars on its slot grid, and the digest of its rows."""
 
-    version: int   # xmin of the block row it was read from
+    version: str   # "xmin@build_time" of the block row it was read from
     rows: int
     digest: bytes
     close: F64     # BLOCK_SLOTS slots from the block start, NaN where no bar
@@ -85,7 +88,7 @@ def _place(ts: npt.NDArray[np.int64], close: F64, volume: F64, origin: int,
         out_volume[idx[ok]] = volume[ok]
 
 
-def grid_block(version: int, cols: Sequence[npt.NDArray[Any]], block_start: int,
+def grid_block(version: str, cols: Sequence[npt.NDArray[Any]], block_start: int,
                timeframe_ms: int) -> GridBlock:
     """A block's rows (seven columns) as a GridBlock."""
     close = np.full(BLOCK_SLOTS, np.nan)
@@ -107,7 +110,7 @@ class MarketMemo:
         self._lock = threading.Lock()   # blocks are put from worker threads
         self.hits = self.misses = 0
 
-    def get(self, key: tuple[str, ...], version: int) -> GridBlock | None:
+    def get(self, key: tuple[str, ...], version: str) -> GridBlock | None:
         with self._lock:
             block = self._blocks.get(key)
             if block is None or block.version != version:
@@ -163,11 +166,11 @@ async def read_series(
     fetched: dict[int, Any] = {}
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         listed = await conn.fetch(
-            f"SELECT block_start, xmin::text::bigint AS version FROM {blocks} "
+            f"SELECT block_start, {_VERSION} AS version FROM {blocks} "
             "WHERE exchange = $1 AND symbol = $2 AND timeframe = $3 "
             "AND block_start >= $4 AND block_start <= $5", exchange, symbol, timeframe,
             first, last)
-        versions = {int(r["block_start"]): int(r["version"]) for r in listed}
+        versions = {int(r["block_start"]): str(r["version"]) for r in listed}
         want = []
         for b, v in versions.items():
             got = memo.get((*series, str(b)), v) if memo is not None and whole(b) else None
@@ -177,7 +180,7 @@ async def read_series(
                 held[b] = got
         if want:
             for r in await conn.fetch(
-                    f"SELECT block_start, xmin::text::bigint AS version, {', '.join(_COLS)} "
+                    f"SELECT block_start, {_VERSION} AS version, {', '.join(_COLS)} "
                     f"FROM {blocks} WHERE exchange = $1 AND symbol = $2 AND timeframe = $3 "
                     "AND block_start = ANY($4::bigint[])", exchange, symbol, timeframe, want):
                 fetched[int(r["block_start"])] = r
@@ -211,7 +214,7 @@ async def read_series(
                 r = fetched[b]
                 cols = [np.frombuffer(r[c], d) for c, d in zip(_COLS, _DTYPES, strict=True)]
                 if whole(b):
-                    block = grid_block(int(r["version"]), cols, b, timeframe_ms)
+                    block = grid_block(str(r["version"]), cols, b, timeframe_ms)
                     if memo is not None:
                         memo.put((*series, str(b)), block)
                 else:

@@ -171,17 +171,17 @@ async def test_a_run_loads_straight_into_the_frame_the_engine_process_maps(
 def test_the_memo_keeps_to_its_budget_dropping_the_least_recently_used() -> None:
     from usdcarb.backtest.marketmemo import GridBlock
 
-    def block(version: int) -> GridBlock:
+    def block(version: str) -> GridBlock:
         return GridBlock(version=version, rows=1, digest=b"", close=np.zeros(1000),
                          volume=np.zeros(1000))
 
-    size = block(0).nbytes
+    size = block("0").nbytes
     memo = MarketMemo(max_bytes=3 * size)
     for i in range(3):
-        memo.put(("s", str(i)), block(1))
-    assert memo.get(("s", "0"), 1) is not None      # 0 is now the most recent
-    memo.put(("s", "3"), block(1))
-    assert memo.get(("s", "1"), 1) is None           # the least recently used went
-    assert memo.get(("s", "0"), 1) is not None and memo.get(("s", "3"), 1) is not None
-    assert memo.get(("s", "0"), 2) is None           # another version is not this block
+        memo.put(("s", str(i)), block("1"))
+    assert memo.get(("s", "0"), "1") is not None    # 0 is now the most recent
+    memo.put(("s", "3"), block("1"))
+    assert memo.get(("s", "1"), "1") is None         # the least recently used went
+    assert memo.get(("s", "0"), "1") is not None and memo.get(("s", "3"), "1") is not None
+    assert memo.get(("s", "0"), "2") is None         # another version is not this block
     assert memo.nbytes == 3 * size
