@@ -80,15 +80,15 @@ class ResultWriter:
         self._store = store
         self._owner = owner
         self._batch = batch
-        self._queue: list[tuple[Result, asyncio.Future[DeliveryRecord | None]]] = []
+        self._queue: list[tuple[Result, asyncio.Future[bool]]] = []
         self._ready = asyncio.Event()
         self._running = False
 
-    async def write(self, result: Result) -> DeliveryRecord | None:
-        """Queue ``result``; return the stored row (None if the lease was lost)."""
+    async def write(self, result: Result) -> bool:
+        """Queue ``result``; return whether it was stored (False: the lease was lost)."""
         if not self._running:  # no batching loop (a replica whose engine is off)
-            return (await self._store.record_attempts(self._owner, [result])).get(result.id)
-        done: asyncio.Future[DeliveryRecord | None] = asyncio.get_running_loop().create_future()
+            return result.id in await self._store.record_attempts(self._owner, [result])
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((result, done))
         self._ready.set()
         return await done
@@ -124,7 +124,7 @@ class ResultWriter:
                     continue
                 for result, done in taken:
                     if not done.done():
-                        done.set_result(stored.get(result.id))
+                        done.set_result(result.id in stored)
 
 
 class Deliverer:
@@ -165,9 +165,10 @@ class Deliverer:
         return {c: self._channels[c][1] for c in channel_ids if c in self._channels}
 
     async def attempt(self, delivery: DeliveryRecord, channel: ChannelRecord, *,
-                      on_sent: Callable[[], None] | None = None) -> DeliveryRecord | None:
-        """Make one attempt of a leased delivery and store its result; ``on_sent`` is
-        called once the receiver has answered, before the result is stored."""
+                      on_sent: Callable[[], None] | None = None) -> bool:
+        """Make one attempt of a leased delivery and store its result (False: the lease
+        was lost meanwhile); ``on_sent`` is called once the receiver has answered, before
+        the result is stored."""
         sent = await self._senders.send(channel, delivery)
         if on_sent is not None:
             on_sent()
@@ -187,18 +188,17 @@ class Deliverer:
         return await self._writer.write(Result(id=delivery.id, state=state, code=sent.code,
                                                error=sent.error, retry_in_s=retry_in))
 
-    async def deliver_now(self, ids: list[str]) -> list[DeliveryRecord]:
-        """Lease the named deliveries and attempt them now (TestChannel)."""
+    async def deliver_now(self, ids: list[str]) -> list[str]:
+        """Lease the named deliveries and attempt them now (TestChannel); return the ids
+        whose results were stored."""
         leased = await self._store.claim_due(owner=self.owner, limit=len(ids),
                                              per_channel=len(ids), lease_s=self._lease_s,
                                              ids=ids)
         channels = await self._channel({d.channel_id for d in leased})
         done = []
         for d in leased:
-            if d.channel_id in channels:
-                result = await self.attempt(d, channels[d.channel_id])
-                if result is not None:
-                    done.append(result)
+            if d.channel_id in channels and await self.attempt(d, channels[d.channel_id]):
+                done.append(d.id)
         return done
 
     async def _run_one(self, delivery: DeliveryRecord, channel: ChannelRecord) -> None:

@@ -85,19 +85,31 @@ class WebhookSender:
         self._max_connections = max_connections
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
-        # One event goes to many subscriptions: its JSON body is built once.
+        # One event goes to many subscriptions: its JSON body is built once; a channel's
+        # secret is decoded once.
         self._bodies: dict[str, bytes] = {}
+        self._signers: dict[str, Webhook] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._max_connections,
                                              resolver=GuardedResolver(self._env))
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            # No cookie jar: a receiver's cookies are never sent back (nor kept per host).
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def _signer(self, secret: str) -> Webhook:
+        signer = self._signers.get(secret)
+        if signer is None:
+            if len(self._signers) >= 1024:
+                self._signers.clear()
+            signer = self._signers[secret] = Webhook(secret)
+        return signer
 
     async def send(self, channel: ChannelRecord, delivery: DeliveryRecord) -> Sent:
         body = self._bodies.get(delivery.event.id)
@@ -106,7 +118,7 @@ class WebhookSender:
                 self._bodies.clear()
             body = self._bodies[delivery.event.id] = convert.event_json(delivery.event).encode()
         now = datetime.now(UTC)
-        signatures = " ".join(Webhook(s).sign(delivery.id, now, body)
+        signatures = " ".join(self._signer(s).sign(delivery.id, now, body)
                               for s in channel.signing_secrets(now))
         headers = {**channel.config.get("headers", {}), "content-type": "application/json",
                    "user-agent": self._user_agent, "webhook-id": delivery.id,

@@ -271,10 +271,10 @@ class NotificationStore(PooledStore):
             owner, limit, per_channel, list(busy), list(busy.values()), lease_s)
         return [_delivery(r) for r in rows]
 
-    async def record_attempts(self, owner: str, results: Sequence[Result],
-                              ) -> dict[str, DeliveryRecord]:
+    async def record_attempts(self, owner: str, results: Sequence[Result]) -> set[str]:
         """Store attempts' results, in one statement, for the rows ``owner`` still leases
-        (a row whose lease ran out may be another replica's now); release them."""
+        (a row whose lease ran out may be another replica's now); release them. Return
+        the ids stored."""
         rows = await self._pool.fetch(
             f"""UPDATE deliveries d
                 SET state = r.state, attempts = d.attempts + 1, response_code = r.code,
@@ -285,11 +285,11 @@ class NotificationStore(PooledStore):
                 FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::float8[])
                      AS r(id, state, code, error, retry_in)
                 WHERE d.id = r.id AND d.lease_owner = $1
-                RETURNING {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}""",
+                RETURNING d.id""",
             owner, [r.id for r in results], [r.state.value for r in results],
             [r.code for r in results], [r.error[:2000] for r in results],
             [r.retry_in_s or 0.0 for r in results])
-        return {row["id"]: _delivery(row) for row in rows}
+        return {row["id"] for row in rows}
 
     async def redeliver(self, conn: Any, channel_id: str,
                         delivery_id: str | None) -> list[DeliveryRecord]:
