@@ -100,20 +100,26 @@ def start(root: Path, primary: PostgresServer, settings: DbopsSettings | None,
 
 
 def _start_replica(root: Path, primary: PostgresServer) -> StandbyServer:
-    """Start the standby (copying the primary the first time) and wait until it has
-    caught up; one that cannot (the WAL it needs is gone) is copied afresh."""
+    """Start the standby (copying the primary the first time) and give it 20 s to catch
+    up. One that cannot ever (the primary no longer has the WAL it needs) is copied
+    afresh; one still replaying keeps at it while the services read from the primary
+    (their routers wait until it is within the lag bound)."""
     data_dir = root / "pg-replica"
     standby = StandbyServer(data_dir, primary)
     standby.start()
     try:
         standby.wait_caught_up(timeout_s=20)
     except DevstackError:
-        logger.warning("replica cannot catch up with the primary: copying it afresh")
+        log = standby.log_path.read_text(errors="replace") if standby.log_path.exists() else ""
+        if "has already been removed" not in log:
+            logger.warning("replica still catching up with the primary; reads use the "
+                           "primary until it is within the lag bound")
+            return standby
+        logger.warning("replica lacks WAL the primary has removed: copying it afresh")
         standby.stop()
         shutil.rmtree(data_dir)
         standby = StandbyServer(data_dir, primary)
         standby.start()
-        standby.wait_caught_up(timeout_s=60)
     return standby
 
 

@@ -128,7 +128,7 @@ class PgBackRest:
 
     # ------------------------------------------------------------------ commands
 
-    def run(self, *args: str, timeout_s: float = 600.0) -> str:
+    def run(self, *args: str, timeout_s: float = 6 * 3600.0) -> str:
         """Run ``pgbackrest --config=... --stanza=usdcarb ARGS`` and return its stdout."""
         argv = [_executable(), f"--config={self.config_path}", f"--stanza={STANZA}", *args]
         if os.geteuid() == 0:

@@ -10,16 +10,19 @@ comes back on another port is followed.
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from usdcarb.devstack.ports import DevstackError
-from usdcarb.devstack.postgres import SUPERUSER, PostgresServer, Setting
+from usdcarb.devstack.postgres import SUPERUSER, PostgresServer, Setting, _clean_env
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["StandbyServer"]
+
+COPY_TIMEOUT_S = 6 * 3600
 
 
 class StandbyServer(PostgresServer):
@@ -56,7 +59,14 @@ class StandbyServer(PostgresServer):
                     "-X", "stream", "--checkpoint=fast"]
             if self.fast:
                 argv.append("--no-sync")
-            self._run(argv)
+            # A copy takes as long as the cluster is large (~100 MB/s here): no start-up
+            # timeout applies.
+            result = subprocess.run(self._argv(argv), cwd=self.data_dir, env=_clean_env(),
+                                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                    timeout=COPY_TIMEOUT_S)
+            if result.returncode != 0:
+                raise DevstackError(f"expected pg_basebackup to succeed, got exit "
+                                    f"{result.returncode}: {result.stderr.strip()}")
             signal_file = self.data_dir / "standby.signal"
             signal_file.touch()
             self._chown(signal_file)
