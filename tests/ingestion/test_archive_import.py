@@ -314,3 +314,34 @@ async def test_sigkill_mid_import_then_restart_stores_every_file_exactly_once(
     await pool.close()
     shutil.rmtree(log.parent, ignore_errors=True)
 
+
+
+async def test_cancel_keeps_the_files_already_stored_and_stores_no_more(
+        make_ingestion: MakeIngestion, mirror: ReplayServer) -> None:
+    ing = await make_ingestion()
+    mirror.set_faults(latency_ms=200)
+    made = await ing.stub.CreateArchiveImport(request(
+        pb.ARCHIVE_LAYOUT_BINANCE_SPOT, f"{mirror.url}/data.binance.vision", "binance",
+        "BTC/USDC", "2023-03-01T00:00:00", "2023-03-22T00:00:00"))
+
+    async def started() -> bool:
+        got = await ing.stub.GetArchiveImport(pb.GetArchiveImportRequest(name=made.name))
+        return got.stats.files_stored >= 1
+
+    await eventually(started, within_s=60, interval=0.05)
+    cancelled = await ing.stub.CancelArchiveImport(
+        pb.CancelArchiveImportRequest(name=made.name))
+    assert cancelled.state == cpb.JOB_STATE_CANCELLED
+    last = None
+    async for event in ing.stub.WatchArchiveImport(
+            pb.WatchArchiveImportRequest(name=made.name)):
+        last = event
+    assert last is not None and last.outcome.result == cpb.Outcome.RESULT_CANCELLED
+    await asyncio.sleep(1.0)  # a worker still downloading must not store anything now
+    final = await ing.stub.GetArchiveImport(pb.GetArchiveImportRequest(name=made.name))
+    stored = await ing.pool.fetchval("SELECT count(*) FROM market_data")
+    assert final.state == cpb.JOB_STATE_CANCELLED and 1 <= len(final.files) < 21
+    assert stored == sum(f.bars_stored for f in final.files) == 1440 * len(final.files)
+    listed = await ing.stub.ListArchiveImports(pb.ListArchiveImportsRequest(
+        state=cpb.JOB_STATE_CANCELLED))
+    assert [i.name for i in listed.archive_imports] == [made.name]
