@@ -67,7 +67,8 @@ class Rls:
     def start(self) -> Rls:
         env = {**os.environ, **service.environment(
             runtime_root=self.root, redis_url=self.redis_url, grpc_port=self.grpc_port,
-            http_port=self.http_port, debug_port=free_port(), metrics_port=self.metrics_port)}
+            http_port=self.http_port, debug_port=free_port(), metrics_port=self.metrics_port),
+            "STATS_FLUSH_INTERVAL": "500ms"}  # metrics reach /metrics sooner
         log = (self.root / "ratelimit.log").open("ab")
         self.process = subprocess.Popen([str(service.binary())], env=env, cwd=self.root,
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -169,3 +169,20 @@ def test_a_changed_limits_file_applies_without_restart(gateway: EnvoyProcess, rl
     finally:
         rls.write(LIMITS_YAML)
     assert stat(gateway, "cluster.backtest.ratelimit.over_limit") >= 1
+
+
+def test_the_service_exports_prometheus_metrics(gateway: EnvoyProcess, rls: Rls) -> None:
+    import time
+
+    caller = token()
+    for _ in range(3):
+        call(gateway, "POST", "/v1/backtests", caller, body=b"{}")
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in rls.metrics().splitlines() if not line.startswith("#")]
+        hits = [line for line in lines if "total_hits" in line and "heavy" in line]
+        over = [line for line in lines if "over_limit" in line and "heavy" in line]
+        if hits and over:
+            break
+        assert time.monotonic() < deadline, "\n".join(lines[:40])
+        time.sleep(0.2)
