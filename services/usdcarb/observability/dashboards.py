@@ -204,6 +204,10 @@ def gateway() -> db.Dashboard:
             f"sum(rate(envoy_http_local_rate_limit_ok[{RATE}]))", "ok"),
             Query(f"sum(rate(envoy_http_local_rate_limit_rate_limited[{RATE}]))", "limited"),
             unit="reqps", width=8))
+        .with_panel(series("Rate-limit service check latency p99", Query(
+            "histogram_quantile(0.99, sum by (le) (rate("
+            f"ratelimit_service_response_time_seconds_bucket[{RATE}])))", "ShouldRateLimit"),
+            unit="s", width=8, description="envoyproxy/ratelimit's own metrics (job ratelimit)."))
         .with_row(db.Row("Identity"))
         .with_panel(series("Logins/s", Query(
             f"sum by (outcome, reason) (rate(usdcarb_identity_logins_total[{RATE}]))",
