@@ -420,6 +420,10 @@ def run_range_legs(L, P, start, end, S, equity, exposure, drawdown, log, T):  # 
     lf = S[15]
     order = S[17]
     closes = L.closes
+    leg_ser = L.leg_ser
+    ser_quote = L.ser_quote
+    slot_vser = L.slot_vser
+    slot_vinv = L.slot_vinv
     kind = L.ints[0]
     independent = L.ints[I_MODE] == 1
     nser = closes.shape[0]
@@ -505,8 +509,13 @@ def run_range_legs(L, P, start, end, S, equity, exposure, drawdown, log, T):  # 
             pos = lf[k, LF_POS]
             if pos != 0.0:
                 holding = True
-                s = L.leg_ser[k]
-                gross += abs(pos) * marks[s] * _val(L, marks, L.ser_quote[s])
+                # _val inlined on hoisted arrays: passing the layout tuple costs a
+                # reference count per member, per call
+                s = leg_ser[k]
+                v = slot_vser[ser_quote[s]]
+                vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[ser_quote[s]] == 1
+                                        else marks[v])
+                gross += abs(pos) * marks[s] * vq
         if holding:
             st[S_EXPO] += 1
         if curves:
