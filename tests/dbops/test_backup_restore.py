@@ -19,7 +19,8 @@ import asyncpg
 import numpy as np
 import pytest
 
-from usdcarb.devstack import PostgresServer, scratch_dir
+from dbops.dbops_helpers import fast_scratch
+from usdcarb.devstack import PostgresServer
 from usdcarb.devstack.pgbackrest import PgBackRest
 from usdcarb.marketdata.reader import read_candles
 from usdcarb.platform.db import create_pool
@@ -43,7 +44,7 @@ class Archived:
 
 @pytest.fixture(scope="module")
 def archived_cluster() -> Iterator[tuple[Path, PostgresServer, PgBackRest]]:
-    root = scratch_dir("usdcarb-dbops-")
+    root = fast_scratch("usdcarb-dbops-")
     primary = PostgresServer(root / "pg", fast=True)
     backrest = PgBackRest(root / "pgbackrest", primary)
     primary.settings.update(backrest.archive_settings())

@@ -18,8 +18,9 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from dbops.dbops_helpers import fast_scratch
 from testkit import eventually
-from usdcarb.devstack import PostgresServer, scratch_dir
+from usdcarb.devstack import PostgresServer
 from usdcarb.devstack.standby import StandbyServer
 from usdcarb.ingestion.store import IngestStore
 from usdcarb.platform.db import create_pool
@@ -39,7 +40,7 @@ SERIES = ("binance", "BTC/USDC", "1m")
 
 @pytest.fixture(scope="module")
 def clusters() -> Iterator[tuple[PostgresServer, StandbyServer]]:
-    root = scratch_dir("usdcarb-dbops-replica-")
+    root = fast_scratch("usdcarb-dbops-replica-")
     primary = PostgresServer(root / "pg", fast=True)
     standby = StandbyServer(root / "replica", primary)
     try:

@@ -3,16 +3,20 @@ the replica, the settings the services get, and a clean stop."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dbops.dbops_helpers import fast_scratch
 from testkit import eventually
-from usdcarb.devstack import PostgresServer, dbops, scratch_dir
+from usdcarb.dbops import backup
+from usdcarb.devstack import PostgresServer, dbops
 from usdcarb.devstack.ports import pid_alive
 from usdcarb.devstack.stack import ProcessInfo
 from usdcarb.ingestion.main import IngestionSettings
@@ -22,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    path = scratch_dir("usdcarb-dbops-stack-")
+    path = fast_scratch("usdcarb-dbops-stack-")
     (path / "logs").mkdir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -83,6 +87,24 @@ async def test_stack_hooks_start_archiving_agent_and_replica_and_stop_them(root:
         assert m["usdcarb_wal_archive_failures_total"] == 0
         info = json.loads(dbops.backrest(root, primary).run("info", "--output=json"))
         assert info[0]["status"]["message"] == "ok"
+
+        # make restore, on a cluster idle since the target: the restore's own commit is
+        # what lets recovery stop at T.
+        full = info[0]["backup"][-1]["timestamp"]["stop"]
+        await asyncio.sleep(max(0.0, full + 1 - time.time()))
+        target = primary.psql("SELECT clock_timestamp()::text").strip()
+        await asyncio.sleep(0.2)
+        primary.psql("UPDATE probe SET answer = 43", database="usdcarb")
+        restored_dir = root / "restored"
+        assert backup.main(["restore", "--root", str(root), "--target-time", target,
+                            "--into", str(restored_dir)]) == 0
+        restored = PostgresServer(restored_dir)
+        assert restored.attach()
+        try:
+            assert restored.psql("SELECT answer FROM probe", database="usdcarb").strip() == "42"
+        finally:
+            assert backup.main(["stop-restored", str(restored_dir)]) == 0
+        assert not restored.is_running()
     finally:
         dbops.stop(root, started)
         primary.stop("immediate")  # a throwaway cluster: no waiting for the archiver
