@@ -45,6 +45,13 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+def _start_ms(bars: int) -> int:
+    """The first bar: the data ends a week before today (the block cache keeps only weeks
+    that are over, as a real run's would be; years from the depeg run past today)."""
+    week = 7 * 24 * 3_600_000
+    return (int(time.time() * 1000) - bars * 60_000 - week) // week * week
+
+
 async def _load(dsn: str, bars: int) -> None:
     import asyncpg
 
@@ -52,7 +59,7 @@ async def _load(dsn: str, bars: int) -> None:
 
     conn = await asyncpg.connect(dsn)
     try:
-        data = synthetic_pair(bars, gap_rate=0.001)
+        data = synthetic_pair(bars, gap_rate=0.001, start_ms=_start_ms(bars))
         step = 1_000_000   # bounded memory: the helper builds one Python row per bar
         for venue in VENUES:
             cols = data[venue]
@@ -163,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     args.bars = max(sizes)
+    first_ms = _start_ms(args.bars)
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     logging.basicConfig(level=logging.WARNING)
     from google.protobuf import json_format
 
-    from backtest.service.bt_helpers import START_MS, config_json, spread_params
+    from backtest.service.bt_helpers import config_json, spread_params
     from usdcarb.devstack import free_port, scratch_dir
     from usdcarb.devstack.stack import Stack
     from usdcarb.gateway.devtoken import mint_dev_token
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def body_for(bars: int) -> dict[str, Any]:
             return {"strategyVersion": version,
-                    "config": config_json(START_MS, START_MS + bars * 60_000),
+                    "config": config_json(first_ms, first_ms + bars * 60_000),
                     "progressInterval": "0.1s"}
 
         def run_rest(bars: int) -> tuple[float, float, dict[str, float]]:
@@ -272,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         if TARGET_BARS in sizes:
             parts = asyncio.run(_breakdown(info.dsn, TARGET_BARS, {
                 "params": spread_params(),
-                "config": config_json(START_MS, START_MS + TARGET_BARS * 60_000)}))
+                "config": config_json(first_ms, first_ms + TARGET_BARS * 60_000)}))
             _say(f"  in-process, 2 x {TARGET_BARS:,} bars, same code and data:")
             for k, v in parts.items():
                 _say(f"    {k:12s} {v:6.3f}s")

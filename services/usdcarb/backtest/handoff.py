@@ -5,8 +5,8 @@ curves (~24 MB) back cost ~0.2 s of a run, twice over in copies. Instead the fra
 columns live in a file in ``/dev/shm`` (RAM; the temp directory where that is missing or
 too small) that both processes map: the parent loads the market data straight into it
 (``create_frame``: no copy at all) or writes a frame it has (``write_frame``), the child
-maps the same pages (``read_frame``: no copy), writes its curves beside them and the
-parent maps those (``take_curves``). Only small things (a ``FrameRef``, the trades and
+maps the same pages (``read_frame``: no copy), writes its curves and its trade log beside
+them and the parent maps those (``take_curves``). Only small things (a ``FrameRef``, the
 figures) are pickled. Mappings are private copy-on-write: neither side ever sees the
 other's writes, and a file unlinked while mapped stays readable until unmapped.
 
@@ -17,6 +17,7 @@ happened, and a file is never reused (mkstemp names).
 from __future__ import annotations
 
 import dataclasses
+import json
 import mmap
 import os
 import tempfile
@@ -45,6 +46,10 @@ class FrameRef:
     @property
     def curves_path(self) -> str:
         return self.path + ".curves"
+
+    @property
+    def trades_path(self) -> str:
+        return self.path + ".trades"
 
 
 SHM = "/dev/shm"
@@ -138,9 +143,70 @@ def read_frame(ref: FrameRef) -> MarketFrame:
     return MarketFrame(time_ms=time_ms, series=tuple(series))
 
 
+def _send_trades(ref: FrameRef, trades: Any) -> Any:
+    """Write the trade log's columns to the trades file (a JSON header, then each column
+    8-byte aligned; a column of objects, venue or symbol names, as int32 codes into its
+    names); return the log with empty columns. Tens of thousands of fills are megabytes:
+    through the executor's pipe they cost a pickle, 64 KB writes and process switches."""
+    header: dict[str, Any] = {}
+    columns: list[npt.NDArray[Any]] = []
+    emptied: dict[str, Any] = {}
+    at = 0
+    for f in dataclasses.fields(trades):
+        a = getattr(trades, f.name)
+        if not isinstance(a, np.ndarray) or a.ndim != 1:
+            continue
+        entry: dict[str, Any] = {}
+        if a.dtype == object:
+            # By identity: the engine's names are a few shared str objects (no sort of
+            # the strings; equal names of distinct objects just get two codes).
+            ids = np.fromiter(map(id, a), np.int64, len(a))
+            _, first, codes = np.unique(ids, return_index=True, return_inverse=True)
+            names = [a[i] for i in first]
+            if not all(isinstance(x, str) for x in names):
+                continue   # not names: left to the pickle
+            entry["names"] = names
+            a = codes.astype("<i4")
+        col = np.ascontiguousarray(a)
+        entry.update(dtype=col.dtype.str, n=len(col), at=at)
+        header[f.name] = entry
+        columns.append(col)
+        at += -(-col.nbytes // 8) * 8
+        emptied[f.name] = getattr(trades, f.name)[:0]
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    with open(ref.trades_path, "wb") as out:
+        out.write(np.array([len(head)], "<i8").tobytes() + head)
+        for col in columns:
+            out.write(col.data)
+            out.write(b"\0" * (-col.nbytes % 8))
+    return dataclasses.replace(trades, **emptied)
+
+
+def _take_trades(ref: FrameRef, trades: Any) -> Any:
+    """Put back the columns ``_send_trades`` wrote, mapped (parent side)."""
+    size = os.path.getsize(ref.trades_path)
+    with open(ref.trades_path, "rb") as f:
+        (length,) = np.fromfile(f, "<i8", 1)
+        header = json.loads(f.read(int(length)))
+    base = 8 + int(length)
+    buf = _map(ref.trades_path, size, shared=False)
+    back: dict[str, Any] = {}
+    for name, entry in header.items():
+        dtype = np.dtype(entry["dtype"])
+        if base + entry["at"] + dtype.itemsize * entry["n"] > size:
+            raise ValueError(f"expected trade column {name} inside the {size}-byte file")
+        col = np.ndarray((entry["n"],), dtype, buffer=buf, offset=base + entry["at"])
+        if "names" in entry:
+            col = np.array(entry["names"], dtype=object)[col]
+        back[name] = col
+    return dataclasses.replace(trades, **back)
+
+
 def send_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
     """Write ``out``'s per-bar curves (equity, drawdown, exposure and the hold baseline's
-    equity when there is one) beside the frame; return ``out`` without them (child side)."""
+    equity when there is one) beside the frame, and its trade log; return ``out``
+    without them (child side)."""
     curves = [getattr(out, name) for name in _CURVES]
     arrays = [np.empty(0) if c is None else np.ascontiguousarray(c, np.float64)
               for c in curves]
@@ -151,11 +217,13 @@ def send_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
     empty = np.empty(0, np.float64)
     kept: dict[str, Any] = {name: None if c is None else empty
                             for name, c in zip(_CURVES, curves, strict=True)}
+    if out.trades is not None:
+        kept["trades"] = _send_trades(ref, out.trades)
     return dataclasses.replace(out, **kept)
 
 
 def take_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
-    """Put back the curves ``send_curves`` wrote, mapped (parent side)."""
+    """Put back the curves and trades ``send_curves`` wrote, mapped (parent side)."""
     with open(ref.curves_path, "rb") as f:
         sizes = [int(x) for x in np.fromfile(f, np.int64, len(_CURVES))]
     total = 8 * (len(_CURVES) + sum(max(0, k) for k in sizes))
@@ -168,12 +236,14 @@ def take_curves(ref: FrameRef, out: BacktestOutput) -> BacktestOutput:
     for name, k in zip(_CURVES, sizes, strict=True):
         curves[name] = None if k < 0 else np.ndarray((k,), np.float64, buffer=buf, offset=at)
         at += 8 * max(0, k)
+    if out.trades is not None and os.path.exists(ref.trades_path):
+        curves["trades"] = _take_trades(ref, out.trades)
     return dataclasses.replace(out, **curves)
 
 
 def discard(ref: FrameRef) -> None:
     """Remove the files of ``ref`` (those that exist)."""
-    for path in (ref.path, ref.curves_path):
+    for path in (ref.path, ref.curves_path, ref.trades_path):
         try:
             os.unlink(path)
         except FileNotFoundError:

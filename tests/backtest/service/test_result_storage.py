@@ -80,6 +80,23 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_curves() 
             got = take_curves(ref, sent)
             for name in ("equity", "drawdown", "exposure", "baseline"):
                 np.testing.assert_array_equal(getattr(got, name), getattr(out, name))
+        # The trade log goes the same way; venue and symbol names come back as names.
+        t = trades(5_000)
+        names = {v: v for v in ("venuea", "venueb", "kraken", "USDC/USDT", "USDC/USD")}
+        log = engine.TradeLog(
+            bar=np.arange(5_000, dtype=np.int64),
+            venue=np.array([names[v] for v in t.venue], dtype=object),
+            symbol=np.array([names[v] for v in t.symbol], dtype=object), side=t.side,
+            quantity=t.quantity, price=t.price, fee=t.fee, slippage=t.slippage,
+            round_trip=t.round_trip, signal_bar=t.signal_bar,
+            signal_edge_bps=t.signal_edge_bps)
+        sent = send_curves(ref, dataclasses.replace(out, trades=log))
+        assert len(sent.trades) == 0 and len(pickle.dumps(sent)) < 4_000
+        got = take_curves(ref, sent).trades
+        for f in dataclasses.fields(log):
+            want = getattr(log, f.name)
+            assert getattr(got, f.name).dtype == want.dtype, f.name
+            np.testing.assert_array_equal(getattr(got, f.name), want)
     finally:
         discard(ref)
-    assert not any(os.path.exists(p) for p in (ref.path, ref.curves_path))
+    assert not any(os.path.exists(p) for p in (ref.path, ref.curves_path, ref.trades_path))
