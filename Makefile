@@ -67,9 +67,10 @@ $(GOTOOLS_STAMP):
 # pseudo-version (usdcarb.ratelimit.service.VERSION says the same). ~80 s to build once.
 RATELIMIT_VERSION := v1.4.1-0.20260122083618-3fb702589d36
 RATELIMIT_STAMP   := $(TOOLS)/.ratelimit-$(RATELIMIT_VERSION)
-.PHONY: ratelimit
+.PHONY: ratelimit ratelimit-missing
 ratelimit: $(RATELIMIT_STAMP) ## envoyproxy/ratelimit (the shared budgets' service) into .tools/bin
-$(RATELIMIT_STAMP):
+# Rebuilt when the pinned version changes or the binary is gone.
+$(RATELIMIT_STAMP): $(if $(wildcard $(GOBIN)/ratelimit),,ratelimit-missing)
 	@mkdir -p $(GOBIN) $(TOOLS)/ratelimit-build
 	GOBIN=$(TOOLS)/ratelimit-build go install github.com/envoyproxy/ratelimit/src/service_cmd@$(RATELIMIT_VERSION)
 	mv $(TOOLS)/ratelimit-build/service_cmd $(GOBIN)/ratelimit && rmdir $(TOOLS)/ratelimit-build
