@@ -476,6 +476,7 @@ def test_outcome_locations_are_the_documented_ones() -> None:
         "BacktestService.RunBacktest": ["completed.outcome"],
         "BacktestService.WatchBacktest": ["completed.outcome"],
         "BacktestService.WatchSweep": ["outcome"],
+        "BacktestService.WatchPaperRun": ["outcome"],
         "IngestionService.WatchIngestJob": ["outcome"],
         "IngestionService.StreamCandles": ["outcome"],
         "IngestionService.WatchArchiveImport": ["outcome"],

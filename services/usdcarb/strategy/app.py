@@ -257,6 +257,13 @@ class StrategyApp:
         if environment not in ENVIRONMENTS:
             raise InvalidArgument.for_field(
                 "deployment.environment", f"one of {list(ENVIRONMENTS)}", environment)
+        if environment == "DEPLOYMENT_ENVIRONMENT_LIVE":
+            raise FailedPrecondition(
+                [("ENVIRONMENT", "DEPLOYMENT_ENVIRONMENT_LIVE",
+                  "live trading is not offered: this platform handles no exchange "
+                  "credentials and no order leaves it; deploy in PAPER")],
+                reason="LIVE_TRADING_UNSUPPORTED",
+            )
         async with self._store.transaction() as conn:
             if request_id:
                 done = await self._store.resource_for_request(conn, request_id)

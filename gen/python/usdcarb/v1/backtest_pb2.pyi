@@ -46,6 +46,13 @@ class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIDE_UNSPECIFIED: _ClassVar[Side]
     SIDE_BUY: _ClassVar[Side]
     SIDE_SELL: _ClassVar[Side]
+
+class PaperRunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAPER_RUN_STATE_UNSPECIFIED: _ClassVar[PaperRunState]
+    PAPER_RUN_STATE_RUNNING: _ClassVar[PaperRunState]
+    PAPER_RUN_STATE_STOPPED: _ClassVar[PaperRunState]
+    PAPER_RUN_STATE_FAILED: _ClassVar[PaperRunState]
 FILL_POLICY_UNSPECIFIED: FillPolicy
 FILL_POLICY_NEXT_BAR: FillPolicy
 FILL_POLICY_SAME_BAR: FillPolicy
@@ -62,6 +69,10 @@ ORDER_TYPE_MAKER: OrderType
 SIDE_UNSPECIFIED: Side
 SIDE_BUY: Side
 SIDE_SELL: Side
+PAPER_RUN_STATE_UNSPECIFIED: PaperRunState
+PAPER_RUN_STATE_RUNNING: PaperRunState
+PAPER_RUN_STATE_STOPPED: PaperRunState
+PAPER_RUN_STATE_FAILED: PaperRunState
 
 class SlippageModel(_message.Message):
     __slots__ = ("fixed_bps", "volume_impact_bps")
@@ -768,6 +779,124 @@ class CancelSweepRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class WatchSweepRequest(_message.Message):
+    __slots__ = ("name", "after_sequence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_sequence: int
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class PaperRun(_message.Message):
+    __slots__ = ("name", "strategy_version", "config", "state", "bars", "last_bar_time", "equity", "balances", "metrics", "fills", "late_bars", "create_time", "update_time", "outcome", "sequence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    LAST_BAR_TIME_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_FIELD_NUMBER: _ClassVar[int]
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    FILLS_FIELD_NUMBER: _ClassVar[int]
+    LATE_BARS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    strategy_version: str
+    config: BacktestConfig
+    state: PaperRunState
+    bars: int
+    last_bar_time: _timestamp_pb2.Timestamp
+    equity: float
+    balances: _containers.RepeatedCompositeFieldContainer[PaperBalance]
+    metrics: BacktestMetrics
+    fills: int
+    late_bars: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    outcome: _common_pb2.Outcome
+    sequence: int
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., state: _Optional[_Union[PaperRunState, str]] = ..., bars: _Optional[int] = ..., last_bar_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equity: _Optional[float] = ..., balances: _Optional[_Iterable[_Union[PaperBalance, _Mapping]]] = ..., metrics: _Optional[_Union[BacktestMetrics, _Mapping]] = ..., fills: _Optional[int] = ..., late_bars: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class PaperBalance(_message.Message):
+    __slots__ = ("venue", "asset", "amount")
+    VENUE_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    venue: str
+    asset: str
+    amount: float
+    def __init__(self, venue: _Optional[str] = ..., asset: _Optional[str] = ..., amount: _Optional[float] = ...) -> None: ...
+
+class StartPaperRunRequest(_message.Message):
+    __slots__ = ("name", "config", "stale_after_bars")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STALE_AFTER_BARS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    config: BacktestConfig
+    stale_after_bars: int
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., stale_after_bars: _Optional[int] = ...) -> None: ...
+
+class GetPaperRunRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListPaperFillsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPaperFillsResponse(_message.Message):
+    __slots__ = ("fills", "next_page_token")
+    FILLS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    fills: _containers.RepeatedCompositeFieldContainer[Trade]
+    next_page_token: str
+    def __init__(self, fills: _Optional[_Iterable[_Union[Trade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PaperEquityPoint(_message.Message):
+    __slots__ = ("time", "equity", "drawdown", "exposure", "missing")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_FIELD_NUMBER: _ClassVar[int]
+    DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    equity: float
+    drawdown: float
+    exposure: float
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equity: _Optional[float] = ..., drawdown: _Optional[float] = ..., exposure: _Optional[float] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListPaperEquityRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPaperEquityResponse(_message.Message):
+    __slots__ = ("points", "next_page_token")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[PaperEquityPoint]
+    next_page_token: str
+    def __init__(self, points: _Optional[_Iterable[_Union[PaperEquityPoint, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchPaperRunRequest(_message.Message):
     __slots__ = ("name", "after_sequence")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]

@@ -101,6 +101,31 @@ class BacktestServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_backtest__pb2.WatchSweepRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.SweepEvent.FromString,
                 _registered_method=True)
+        self.StartPaperRun = channel.unary_unary(
+                '/usdcarb.v1.BacktestService/StartPaperRun',
+                request_serializer=usdcarb_dot_v1_dot_backtest__pb2.StartPaperRunRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
+                _registered_method=True)
+        self.GetPaperRun = channel.unary_unary(
+                '/usdcarb.v1.BacktestService/GetPaperRun',
+                request_serializer=usdcarb_dot_v1_dot_backtest__pb2.GetPaperRunRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
+                _registered_method=True)
+        self.ListPaperFills = channel.unary_unary(
+                '/usdcarb.v1.BacktestService/ListPaperFills',
+                request_serializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperFillsRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperFillsResponse.FromString,
+                _registered_method=True)
+        self.ListPaperEquity = channel.unary_unary(
+                '/usdcarb.v1.BacktestService/ListPaperEquity',
+                request_serializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperEquityRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperEquityResponse.FromString,
+                _registered_method=True)
+        self.WatchPaperRun = channel.unary_stream(
+                '/usdcarb.v1.BacktestService/WatchPaperRun',
+                request_serializer=usdcarb_dot_v1_dot_backtest__pb2.WatchPaperRunRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
+                _registered_method=True)
 
 
 class BacktestServiceServicer:
@@ -202,6 +227,48 @@ class BacktestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartPaperRun(self, request, context):
+        """Start paper trading an ACTIVE deployment of environment PAPER: the backtest engine
+        runs the deployed version forward, bar by bar, on each newly stored closed bar of its
+        markets, under this config's costs and balances. No order leaves the platform.
+        Refused with FAILED_PRECONDITION: reason DEPLOYMENT_NOT_ACTIVE for a stopped
+        deployment, LIVE_TRADING_UNSUPPORTED for a LIVE one (this platform handles no
+        exchange credentials and never sends orders). Idempotent per deployment: starting
+        a running paper run again returns it unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPaperRun(self, request, context):
+        """Get a deployment's paper run: state, last processed bar, equity, balances, metrics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaperFills(self, request, context):
+        """List a paper run's fills, in time order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaperEquity(self, request, context):
+        """List a paper run's equity, bar by bar, in time order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchPaperRun(self, request, context):
+        """Follow a paper run from any replica: its current state, then a message after every
+        committed bar, ending when the run stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BacktestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +336,31 @@ def add_BacktestServiceServicer_to_server(servicer, server):
                     servicer.WatchSweep,
                     request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.WatchSweepRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_backtest__pb2.SweepEvent.SerializeToString,
+            ),
+            'StartPaperRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPaperRun,
+                    request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.StartPaperRunRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.SerializeToString,
+            ),
+            'GetPaperRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaperRun,
+                    request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.GetPaperRunRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.SerializeToString,
+            ),
+            'ListPaperFills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaperFills,
+                    request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperFillsRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperFillsResponse.SerializeToString,
+            ),
+            'ListPaperEquity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaperEquity,
+                    request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperEquityRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_backtest__pb2.ListPaperEquityResponse.SerializeToString,
+            ),
+            'WatchPaperRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPaperRun,
+                    request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.WatchPaperRunRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +716,141 @@ class BacktestService:
             '/usdcarb.v1.BacktestService/WatchSweep',
             usdcarb_dot_v1_dot_backtest__pb2.WatchSweepRequest.SerializeToString,
             usdcarb_dot_v1_dot_backtest__pb2.SweepEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPaperRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.BacktestService/StartPaperRun',
+            usdcarb_dot_v1_dot_backtest__pb2.StartPaperRunRequest.SerializeToString,
+            usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaperRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.BacktestService/GetPaperRun',
+            usdcarb_dot_v1_dot_backtest__pb2.GetPaperRunRequest.SerializeToString,
+            usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaperFills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.BacktestService/ListPaperFills',
+            usdcarb_dot_v1_dot_backtest__pb2.ListPaperFillsRequest.SerializeToString,
+            usdcarb_dot_v1_dot_backtest__pb2.ListPaperFillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaperEquity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.BacktestService/ListPaperEquity',
+            usdcarb_dot_v1_dot_backtest__pb2.ListPaperEquityRequest.SerializeToString,
+            usdcarb_dot_v1_dot_backtest__pb2.ListPaperEquityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPaperRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/usdcarb.v1.BacktestService/WatchPaperRun',
+            usdcarb_dot_v1_dot_backtest__pb2.WatchPaperRunRequest.SerializeToString,
+            usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
             options,
             channel_credentials,
             insecure,

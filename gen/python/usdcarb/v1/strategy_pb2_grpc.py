@@ -208,7 +208,9 @@ class StrategyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateDeployment(self, request, context):
-        """Deploy an approved version to an environment.
+        """Deploy an approved version to an environment. Only PAPER is accepted: LIVE is refused
+        with FAILED_PRECONDITION, reason LIVE_TRADING_UNSUPPORTED (no exchange credentials are
+        handled by this platform). BacktestService.StartPaperRun then trades it on paper.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

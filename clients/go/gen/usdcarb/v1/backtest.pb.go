@@ -304,6 +304,63 @@ func (Side) EnumDescriptor() ([]byte, []int) {
 	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{4}
 }
 
+// State of a paper run.
+type PaperRunState int32
+
+const (
+	// Not set.
+	PaperRunState_PAPER_RUN_STATE_UNSPECIFIED PaperRunState = 0
+	// Following its markets and processing each closed bar.
+	PaperRunState_PAPER_RUN_STATE_RUNNING PaperRunState = 1
+	// Stopped with its deployment; its fills and equity stay readable.
+	PaperRunState_PAPER_RUN_STATE_STOPPED PaperRunState = 2
+	// Stopped by an error (outcome says which).
+	PaperRunState_PAPER_RUN_STATE_FAILED PaperRunState = 3
+)
+
+// Enum value maps for PaperRunState.
+var (
+	PaperRunState_name = map[int32]string{
+		0: "PAPER_RUN_STATE_UNSPECIFIED",
+		1: "PAPER_RUN_STATE_RUNNING",
+		2: "PAPER_RUN_STATE_STOPPED",
+		3: "PAPER_RUN_STATE_FAILED",
+	}
+	PaperRunState_value = map[string]int32{
+		"PAPER_RUN_STATE_UNSPECIFIED": 0,
+		"PAPER_RUN_STATE_RUNNING":     1,
+		"PAPER_RUN_STATE_STOPPED":     2,
+		"PAPER_RUN_STATE_FAILED":      3,
+	}
+)
+
+func (x PaperRunState) Enum() *PaperRunState {
+	p := new(PaperRunState)
+	*p = x
+	return p
+}
+
+func (x PaperRunState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PaperRunState) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_backtest_proto_enumTypes[5].Descriptor()
+}
+
+func (PaperRunState) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_backtest_proto_enumTypes[5]
+}
+
+func (x PaperRunState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PaperRunState.Descriptor instead.
+func (PaperRunState) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{5}
+}
+
 // Slippage charged on every fill, adverse to the trade.
 type SlippageModel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4342,6 +4399,736 @@ func (x *WatchSweepRequest) GetAfterSequence() int64 {
 	return 0
 }
 
+// The paper trading of one deployment: the engine's state after the last committed bar.
+// Each bar is committed in one transaction with its fills and the engine's checkpoint
+// (positions, balances, pending orders), so a restarted runner, on any replica, resumes
+// at the next bar without processing a bar twice or skipping one. A bar is processed
+// once every traded market has it stored, or once “stale_after_bars“ later bars exist
+// on another market: then the missing market's bar counts as missing, as a backtest
+// counts a missing bar (no signal, no fill), and “late_bars“ records it.
+type PaperRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperRun".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The deployed version, "strategies/{strategy}/versions/{version}".
+	StrategyVersion string `protobuf:"bytes,2,opt,name=strategy_version,json=strategyVersion,proto3" json:"strategy_version,omitempty"`
+	// Costs, balances, timeframe and fill policy; range.start is the first bar traded.
+	Config *BacktestConfig `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
+	// State.
+	State PaperRunState `protobuf:"varint,4,opt,name=state,proto3,enum=usdcarb.v1.PaperRunState" json:"state,omitempty"`
+	// Bars processed.
+	Bars int64 `protobuf:"varint,5,opt,name=bars,proto3" json:"bars,omitempty"`
+	// Open time of the last processed bar; unset before the first.
+	LastBarTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_bar_time,json=lastBarTime,proto3" json:"last_bar_time,omitempty"`
+	// Equity after the last processed bar, in the quote asset.
+	Equity float64 `protobuf:"fixed64,7,opt,name=equity,proto3" json:"equity,omitempty"`
+	// Balances per venue and asset after the last processed bar.
+	Balances []*PaperBalance `protobuf:"bytes,8,rep,name=balances,proto3" json:"balances,omitempty"`
+	// Figures of a backtest over the processed bars.
+	Metrics *BacktestMetrics `protobuf:"bytes,9,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// Fills so far.
+	Fills int64 `protobuf:"varint,10,opt,name=fills,proto3" json:"fills,omitempty"`
+	// Bars processed with at least one traded market's bar missing.
+	LateBars int64 `protobuf:"varint,11,opt,name=late_bars,json=lateBars,proto3" json:"late_bars,omitempty"`
+	// When the run started.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the last bar was committed.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Why it stopped or failed.
+	Outcome *Outcome `protobuf:"bytes,14,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Position in the run's history: the number of committed bars plus one after it
+	// stopped; WatchPaperRun resumes after a sequence.
+	Sequence      int64 `protobuf:"varint,15,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PaperRun) Reset() {
+	*x = PaperRun{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaperRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaperRun) ProtoMessage() {}
+
+func (x *PaperRun) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaperRun.ProtoReflect.Descriptor instead.
+func (*PaperRun) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PaperRun) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PaperRun) GetStrategyVersion() string {
+	if x != nil {
+		return x.StrategyVersion
+	}
+	return ""
+}
+
+func (x *PaperRun) GetConfig() *BacktestConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *PaperRun) GetState() PaperRunState {
+	if x != nil {
+		return x.State
+	}
+	return PaperRunState_PAPER_RUN_STATE_UNSPECIFIED
+}
+
+func (x *PaperRun) GetBars() int64 {
+	if x != nil {
+		return x.Bars
+	}
+	return 0
+}
+
+func (x *PaperRun) GetLastBarTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastBarTime
+	}
+	return nil
+}
+
+func (x *PaperRun) GetEquity() float64 {
+	if x != nil {
+		return x.Equity
+	}
+	return 0
+}
+
+func (x *PaperRun) GetBalances() []*PaperBalance {
+	if x != nil {
+		return x.Balances
+	}
+	return nil
+}
+
+func (x *PaperRun) GetMetrics() *BacktestMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *PaperRun) GetFills() int64 {
+	if x != nil {
+		return x.Fills
+	}
+	return 0
+}
+
+func (x *PaperRun) GetLateBars() int64 {
+	if x != nil {
+		return x.LateBars
+	}
+	return 0
+}
+
+func (x *PaperRun) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *PaperRun) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *PaperRun) GetOutcome() *Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *PaperRun) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// A paper balance of one asset on one venue.
+type PaperBalance struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Venue.
+	Venue string `protobuf:"bytes,1,opt,name=venue,proto3" json:"venue,omitempty"`
+	// Asset code, e.g. "USDC".
+	Asset string `protobuf:"bytes,2,opt,name=asset,proto3" json:"asset,omitempty"`
+	// Amount.
+	Amount        float64 `protobuf:"fixed64,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PaperBalance) Reset() {
+	*x = PaperBalance{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaperBalance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaperBalance) ProtoMessage() {}
+
+func (x *PaperBalance) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaperBalance.ProtoReflect.Descriptor instead.
+func (*PaperBalance) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PaperBalance) GetVenue() string {
+	if x != nil {
+		return x.Venue
+	}
+	return ""
+}
+
+func (x *PaperBalance) GetAsset() string {
+	if x != nil {
+		return x.Asset
+	}
+	return ""
+}
+
+func (x *PaperBalance) GetAmount() float64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+// Request of StartPaperRun.
+type StartPaperRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperRun" of a deployment ACTIVE and
+	// PAPER.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Conditions: as a backtest's; range.start is the first bar to trade, range.end unset.
+	Config *BacktestConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// Bars another market may run ahead before a missing bar counts as missing
+	// (default 2, at most 1,440).
+	StaleAfterBars int32 `protobuf:"varint,3,opt,name=stale_after_bars,json=staleAfterBars,proto3" json:"stale_after_bars,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StartPaperRunRequest) Reset() {
+	*x = StartPaperRunRequest{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartPaperRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartPaperRunRequest) ProtoMessage() {}
+
+func (x *StartPaperRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartPaperRunRequest.ProtoReflect.Descriptor instead.
+func (*StartPaperRunRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *StartPaperRunRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StartPaperRunRequest) GetConfig() *BacktestConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *StartPaperRunRequest) GetStaleAfterBars() int32 {
+	if x != nil {
+		return x.StaleAfterBars
+	}
+	return 0
+}
+
+// Request of GetPaperRun.
+type GetPaperRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperRun".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPaperRunRequest) Reset() {
+	*x = GetPaperRunRequest{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPaperRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPaperRunRequest) ProtoMessage() {}
+
+func (x *GetPaperRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPaperRunRequest.ProtoReflect.Descriptor instead.
+func (*GetPaperRunRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GetPaperRunRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Request of ListPaperFills.
+type ListPaperFillsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperRun".
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Maximum number of results (default 500, at most 10000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPaperFillsRequest) Reset() {
+	*x = ListPaperFillsRequest{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPaperFillsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPaperFillsRequest) ProtoMessage() {}
+
+func (x *ListPaperFillsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPaperFillsRequest.ProtoReflect.Descriptor instead.
+func (*ListPaperFillsRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ListPaperFillsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListPaperFillsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPaperFillsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Response of ListPaperFills.
+type ListPaperFillsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A page of fills.
+	Fills []*Trade `protobuf:"bytes,1,rep,name=fills,proto3" json:"fills,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPaperFillsResponse) Reset() {
+	*x = ListPaperFillsResponse{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPaperFillsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPaperFillsResponse) ProtoMessage() {}
+
+func (x *ListPaperFillsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPaperFillsResponse.ProtoReflect.Descriptor instead.
+func (*ListPaperFillsResponse) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListPaperFillsResponse) GetFills() []*Trade {
+	if x != nil {
+		return x.Fills
+	}
+	return nil
+}
+
+func (x *ListPaperFillsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// One processed bar of a paper run.
+type PaperEquityPoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Open time of the bar.
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// Equity after the bar, in the quote asset.
+	Equity float64 `protobuf:"fixed64,2,opt,name=equity,proto3" json:"equity,omitempty"`
+	// Drawdown from the running peak, as a fraction.
+	Drawdown float64 `protobuf:"fixed64,3,opt,name=drawdown,proto3" json:"drawdown,omitempty"`
+	// Gross exposure after the bar, in the quote asset.
+	Exposure float64 `protobuf:"fixed64,4,opt,name=exposure,proto3" json:"exposure,omitempty"`
+	// Traded markets whose bar was missing when the bar was processed ("venue:symbol").
+	Missing       []string `protobuf:"bytes,5,rep,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PaperEquityPoint) Reset() {
+	*x = PaperEquityPoint{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaperEquityPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaperEquityPoint) ProtoMessage() {}
+
+func (x *PaperEquityPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaperEquityPoint.ProtoReflect.Descriptor instead.
+func (*PaperEquityPoint) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *PaperEquityPoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *PaperEquityPoint) GetEquity() float64 {
+	if x != nil {
+		return x.Equity
+	}
+	return 0
+}
+
+func (x *PaperEquityPoint) GetDrawdown() float64 {
+	if x != nil {
+		return x.Drawdown
+	}
+	return 0
+}
+
+func (x *PaperEquityPoint) GetExposure() float64 {
+	if x != nil {
+		return x.Exposure
+	}
+	return 0
+}
+
+func (x *PaperEquityPoint) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+// Request of ListPaperEquity.
+type ListPaperEquityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperRun".
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Maximum number of results (default 1000, at most 50000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPaperEquityRequest) Reset() {
+	*x = ListPaperEquityRequest{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPaperEquityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPaperEquityRequest) ProtoMessage() {}
+
+func (x *ListPaperEquityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPaperEquityRequest.ProtoReflect.Descriptor instead.
+func (*ListPaperEquityRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListPaperEquityRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListPaperEquityRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPaperEquityRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Response of ListPaperEquity.
+type ListPaperEquityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A page of bars.
+	Points []*PaperEquityPoint `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPaperEquityResponse) Reset() {
+	*x = ListPaperEquityResponse{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPaperEquityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPaperEquityResponse) ProtoMessage() {}
+
+func (x *ListPaperEquityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPaperEquityResponse.ProtoReflect.Descriptor instead.
+func (*ListPaperEquityResponse) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListPaperEquityResponse) GetPoints() []*PaperEquityPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *ListPaperEquityResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Request of WatchPaperRun.
+type WatchPaperRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperRun".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Send only states after this sequence (0: the current state first).
+	AfterSequence int64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPaperRunRequest) Reset() {
+	*x = WatchPaperRunRequest{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPaperRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPaperRunRequest) ProtoMessage() {}
+
+func (x *WatchPaperRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPaperRunRequest.ProtoReflect.Descriptor instead.
+func (*WatchPaperRunRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *WatchPaperRunRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WatchPaperRunRequest) GetAfterSequence() int64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
 var File_usdcarb_v1_backtest_proto protoreflect.FileDescriptor
 
 const file_usdcarb_v1_backtest_proto_rawDesc = "" +
@@ -4711,6 +5498,61 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"T\n" +
 	"\x11WatchSweepRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"\xad\x06\n" +
+	"\bPaperRun\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12/\n" +
+	"\x10strategy_version\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x0fstrategyVersion\x128\n" +
+	"\x06config\x18\x03 \x01(\v2\x1a.usdcarb.v1.BacktestConfigB\x04\xe2A\x01\x03R\x06config\x125\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x19.usdcarb.v1.PaperRunStateB\x04\xe2A\x01\x03R\x05state\x12\x18\n" +
+	"\x04bars\x18\x05 \x01(\x03B\x04\xe2A\x01\x03R\x04bars\x12D\n" +
+	"\rlast_bar_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\vlastBarTime\x12\x1c\n" +
+	"\x06equity\x18\a \x01(\x01B\x04\xe2A\x01\x03R\x06equity\x12:\n" +
+	"\bbalances\x18\b \x03(\v2\x18.usdcarb.v1.PaperBalanceB\x04\xe2A\x01\x03R\bbalances\x12;\n" +
+	"\ametrics\x18\t \x01(\v2\x1b.usdcarb.v1.BacktestMetricsB\x04\xe2A\x01\x03R\ametrics\x12\x1a\n" +
+	"\x05fills\x18\n" +
+	" \x01(\x03B\x04\xe2A\x01\x03R\x05fills\x12!\n" +
+	"\tlate_bars\x18\v \x01(\x03B\x04\xe2A\x01\x03R\blateBars\x12A\n" +
+	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"updateTime\x123\n" +
+	"\aoutcome\x18\x0e \x01(\v2\x13.usdcarb.v1.OutcomeB\x04\xe2A\x01\x03R\aoutcome\x12 \n" +
+	"\bsequence\x18\x0f \x01(\x03B\x04\xe2A\x01\x03R\bsequence:R\xeaAO\n" +
+	"\x14usdcarb.dev/PaperRun\x127strategies/{strategy}/deployments/{deployment}/paperRun\"R\n" +
+	"\fPaperBalance\x12\x14\n" +
+	"\x05venue\x18\x01 \x01(\tR\x05venue\x12\x14\n" +
+	"\x05asset\x18\x02 \x01(\tR\x05asset\x12\x16\n" +
+	"\x06amount\x18\x03 \x01(\x01R\x06amount\"\x94\x01\n" +
+	"\x14StartPaperRunRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x128\n" +
+	"\x06config\x18\x02 \x01(\v2\x1a.usdcarb.v1.BacktestConfigB\x04\xe2A\x01\x02R\x06config\x12(\n" +
+	"\x10stale_after_bars\x18\x03 \x01(\x05R\x0estaleAfterBars\".\n" +
+	"\x12GetPaperRunRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"q\n" +
+	"\x15ListPaperFillsRequest\x12\x1c\n" +
+	"\x06parent\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"i\n" +
+	"\x16ListPaperFillsResponse\x12'\n" +
+	"\x05fills\x18\x01 \x03(\v2\x11.usdcarb.v1.TradeR\x05fills\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xac\x01\n" +
+	"\x10PaperEquityPoint\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06equity\x18\x02 \x01(\x01R\x06equity\x12\x1a\n" +
+	"\bdrawdown\x18\x03 \x01(\x01R\bdrawdown\x12\x1a\n" +
+	"\bexposure\x18\x04 \x01(\x01R\bexposure\x12\x18\n" +
+	"\amissing\x18\x05 \x03(\tR\amissing\"r\n" +
+	"\x16ListPaperEquityRequest\x12\x1c\n" +
+	"\x06parent\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"w\n" +
+	"\x17ListPaperEquityResponse\x124\n" +
+	"\x06points\x18\x01 \x03(\v2\x1c.usdcarb.v1.PaperEquityPointR\x06points\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"W\n" +
+	"\x14WatchPaperRunRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12%\n" +
 	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence*]\n" +
 	"\n" +
 	"FillPolicy\x12\x1b\n" +
@@ -4733,7 +5575,12 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x04Side\x12\x14\n" +
 	"\x10SIDE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bSIDE_BUY\x10\x01\x12\r\n" +
-	"\tSIDE_SELL\x10\x022\x97\v\n" +
+	"\tSIDE_SELL\x10\x02*\x86\x01\n" +
+	"\rPaperRunState\x12\x1f\n" +
+	"\x1bPAPER_RUN_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17PAPER_RUN_STATE_RUNNING\x10\x01\x12\x1b\n" +
+	"\x17PAPER_RUN_STATE_STOPPED\x10\x02\x12\x1a\n" +
+	"\x16PAPER_RUN_STATE_FAILED\x10\x032\xe1\x10\n" +
 	"\x0fBacktestService\x12h\n" +
 	"\vRunBacktest\x12\x1e.usdcarb.v1.RunBacktestRequest\x1a\x19.usdcarb.v1.BacktestEvent\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/backtests:run0\x01\x12j\n" +
 	"\x0eCreateBacktest\x12!.usdcarb.v1.CreateBacktestRequest\x1a\x14.usdcarb.v1.Backtest\"\x1f\x82\xd3\xe4\x93\x02\x19:\bbacktest\"\r/v1/backtests\x12c\n" +
@@ -4751,7 +5598,12 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"/v1/sweeps\x12g\n" +
 	"\vCancelSweep\x12\x1e.usdcarb.v1.CancelSweepRequest\x1a\x11.usdcarb.v1.Sweep\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/{name=sweeps/*}:cancel\x12h\n" +
 	"\n" +
-	"WatchSweep\x12\x1d.usdcarb.v1.WatchSweepRequest\x1a\x16.usdcarb.v1.SweepEvent\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/{name=sweeps/*}:watch0\x01B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
+	"WatchSweep\x12\x1d.usdcarb.v1.WatchSweepRequest\x1a\x16.usdcarb.v1.SweepEvent\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/{name=sweeps/*}:watch0\x01\x12\x88\x01\n" +
+	"\rStartPaperRun\x12 .usdcarb.v1.StartPaperRunRequest\x1a\x14.usdcarb.v1.PaperRun\"?\x82\xd3\xe4\x93\x029:\x01*\"4/v1/{name=strategies/*/deployments/*/paperRun}:start\x12{\n" +
+	"\vGetPaperRun\x12\x1e.usdcarb.v1.GetPaperRunRequest\x1a\x14.usdcarb.v1.PaperRun\"6\x82\xd3\xe4\x93\x020\x12./v1/{name=strategies/*/deployments/*/paperRun}\x12\x97\x01\n" +
+	"\x0eListPaperFills\x12!.usdcarb.v1.ListPaperFillsRequest\x1a\".usdcarb.v1.ListPaperFillsResponse\">\x82\xd3\xe4\x93\x028\x126/v1/{parent=strategies/*/deployments/*/paperRun}/fills\x12\x9b\x01\n" +
+	"\x0fListPaperEquity\x12\".usdcarb.v1.ListPaperEquityRequest\x1a#.usdcarb.v1.ListPaperEquityResponse\"?\x82\xd3\xe4\x93\x029\x127/v1/{parent=strategies/*/deployments/*/paperRun}/equity\x12\x87\x01\n" +
+	"\rWatchPaperRun\x12 .usdcarb.v1.WatchPaperRunRequest\x1a\x14.usdcarb.v1.PaperRun\"<\x82\xd3\xe4\x93\x026\x124/v1/{name=strategies/*/deployments/*/paperRun}:watch0\x01B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
 
 var (
 	file_usdcarb_v1_backtest_proto_rawDescOnce sync.Once
@@ -4765,193 +5617,226 @@ func file_usdcarb_v1_backtest_proto_rawDescGZIP() []byte {
 	return file_usdcarb_v1_backtest_proto_rawDescData
 }
 
-var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_usdcarb_v1_backtest_proto_goTypes = []any{
 	(FillPolicy)(0),                    // 0: usdcarb.v1.FillPolicy
 	(LegMode)(0),                       // 1: usdcarb.v1.LegMode
 	(OneLegPolicy)(0),                  // 2: usdcarb.v1.OneLegPolicy
 	(OrderType)(0),                     // 3: usdcarb.v1.OrderType
 	(Side)(0),                          // 4: usdcarb.v1.Side
-	(*SlippageModel)(nil),              // 5: usdcarb.v1.SlippageModel
-	(*AssetAmount)(nil),                // 6: usdcarb.v1.AssetAmount
-	(*VenueConfig)(nil),                // 7: usdcarb.v1.VenueConfig
-	(*ExecutionConfig)(nil),            // 8: usdcarb.v1.ExecutionConfig
-	(*RobustnessSpec)(nil),             // 9: usdcarb.v1.RobustnessSpec
-	(*TransferRoute)(nil),              // 10: usdcarb.v1.TransferRoute
-	(*BacktestConfig)(nil),             // 11: usdcarb.v1.BacktestConfig
-	(*PnlAttribution)(nil),             // 12: usdcarb.v1.PnlAttribution
-	(*BacktestMetrics)(nil),            // 13: usdcarb.v1.BacktestMetrics
-	(*RobustnessScenario)(nil),         // 14: usdcarb.v1.RobustnessScenario
-	(*RobustnessPanel)(nil),            // 15: usdcarb.v1.RobustnessPanel
-	(*BacktestResult)(nil),             // 16: usdcarb.v1.BacktestResult
-	(*Fingerprint)(nil),                // 17: usdcarb.v1.Fingerprint
-	(*Backtest)(nil),                   // 18: usdcarb.v1.Backtest
-	(*BacktestProgress)(nil),           // 19: usdcarb.v1.BacktestProgress
-	(*QueuePosition)(nil),              // 20: usdcarb.v1.QueuePosition
-	(*BacktestCompleted)(nil),          // 21: usdcarb.v1.BacktestCompleted
-	(*BacktestEvent)(nil),              // 22: usdcarb.v1.BacktestEvent
-	(*RunBacktestRequest)(nil),         // 23: usdcarb.v1.RunBacktestRequest
-	(*CreateBacktestRequest)(nil),      // 24: usdcarb.v1.CreateBacktestRequest
-	(*GetBacktestRequest)(nil),         // 25: usdcarb.v1.GetBacktestRequest
-	(*ListBacktestsRequest)(nil),       // 26: usdcarb.v1.ListBacktestsRequest
-	(*ListBacktestsResponse)(nil),      // 27: usdcarb.v1.ListBacktestsResponse
-	(*CancelBacktestRequest)(nil),      // 28: usdcarb.v1.CancelBacktestRequest
-	(*WatchBacktestRequest)(nil),       // 29: usdcarb.v1.WatchBacktestRequest
-	(*Trade)(nil),                      // 30: usdcarb.v1.Trade
-	(*ListBacktestTradesRequest)(nil),  // 31: usdcarb.v1.ListBacktestTradesRequest
-	(*ListBacktestTradesResponse)(nil), // 32: usdcarb.v1.ListBacktestTradesResponse
-	(*GetEquityCurveRequest)(nil),      // 33: usdcarb.v1.GetEquityCurveRequest
-	(*EquityCurve)(nil),                // 34: usdcarb.v1.EquityCurve
-	(*ParameterAxis)(nil),              // 35: usdcarb.v1.ParameterAxis
-	(*WalkForwardSpec)(nil),            // 36: usdcarb.v1.WalkForwardSpec
-	(*CrossValidationSpec)(nil),        // 37: usdcarb.v1.CrossValidationSpec
-	(*CrossValidationFold)(nil),        // 38: usdcarb.v1.CrossValidationFold
-	(*OutOfSampleSummary)(nil),         // 39: usdcarb.v1.OutOfSampleSummary
-	(*DeflatedSharpe)(nil),             // 40: usdcarb.v1.DeflatedSharpe
-	(*SweepPoint)(nil),                 // 41: usdcarb.v1.SweepPoint
-	(*WalkForwardFold)(nil),            // 42: usdcarb.v1.WalkForwardFold
-	(*Sweep)(nil),                      // 43: usdcarb.v1.Sweep
-	(*SweepEvent)(nil),                 // 44: usdcarb.v1.SweepEvent
-	(*CreateSweepRequest)(nil),         // 45: usdcarb.v1.CreateSweepRequest
-	(*GetSweepRequest)(nil),            // 46: usdcarb.v1.GetSweepRequest
-	(*ListSweepsRequest)(nil),          // 47: usdcarb.v1.ListSweepsRequest
-	(*ListSweepsResponse)(nil),         // 48: usdcarb.v1.ListSweepsResponse
-	(*CancelSweepRequest)(nil),         // 49: usdcarb.v1.CancelSweepRequest
-	(*WatchSweepRequest)(nil),          // 50: usdcarb.v1.WatchSweepRequest
-	nil,                                // 51: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	nil,                                // 52: usdcarb.v1.CrossValidationFold.ChosenParametersEntry
-	nil,                                // 53: usdcarb.v1.SweepPoint.ParametersEntry
-	nil,                                // 54: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	(*TimeRange)(nil),                  // 55: usdcarb.v1.TimeRange
-	(*durationpb.Duration)(nil),        // 56: google.protobuf.Duration
-	(JobState)(0),                      // 57: usdcarb.v1.JobState
-	(*Progress)(nil),                   // 58: usdcarb.v1.Progress
-	(*status.Status)(nil),              // 59: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
-	(*Outcome)(nil),                    // 61: usdcarb.v1.Outcome
-	(ColumnLayout)(0),                  // 62: usdcarb.v1.ColumnLayout
+	(PaperRunState)(0),                 // 5: usdcarb.v1.PaperRunState
+	(*SlippageModel)(nil),              // 6: usdcarb.v1.SlippageModel
+	(*AssetAmount)(nil),                // 7: usdcarb.v1.AssetAmount
+	(*VenueConfig)(nil),                // 8: usdcarb.v1.VenueConfig
+	(*ExecutionConfig)(nil),            // 9: usdcarb.v1.ExecutionConfig
+	(*RobustnessSpec)(nil),             // 10: usdcarb.v1.RobustnessSpec
+	(*TransferRoute)(nil),              // 11: usdcarb.v1.TransferRoute
+	(*BacktestConfig)(nil),             // 12: usdcarb.v1.BacktestConfig
+	(*PnlAttribution)(nil),             // 13: usdcarb.v1.PnlAttribution
+	(*BacktestMetrics)(nil),            // 14: usdcarb.v1.BacktestMetrics
+	(*RobustnessScenario)(nil),         // 15: usdcarb.v1.RobustnessScenario
+	(*RobustnessPanel)(nil),            // 16: usdcarb.v1.RobustnessPanel
+	(*BacktestResult)(nil),             // 17: usdcarb.v1.BacktestResult
+	(*Fingerprint)(nil),                // 18: usdcarb.v1.Fingerprint
+	(*Backtest)(nil),                   // 19: usdcarb.v1.Backtest
+	(*BacktestProgress)(nil),           // 20: usdcarb.v1.BacktestProgress
+	(*QueuePosition)(nil),              // 21: usdcarb.v1.QueuePosition
+	(*BacktestCompleted)(nil),          // 22: usdcarb.v1.BacktestCompleted
+	(*BacktestEvent)(nil),              // 23: usdcarb.v1.BacktestEvent
+	(*RunBacktestRequest)(nil),         // 24: usdcarb.v1.RunBacktestRequest
+	(*CreateBacktestRequest)(nil),      // 25: usdcarb.v1.CreateBacktestRequest
+	(*GetBacktestRequest)(nil),         // 26: usdcarb.v1.GetBacktestRequest
+	(*ListBacktestsRequest)(nil),       // 27: usdcarb.v1.ListBacktestsRequest
+	(*ListBacktestsResponse)(nil),      // 28: usdcarb.v1.ListBacktestsResponse
+	(*CancelBacktestRequest)(nil),      // 29: usdcarb.v1.CancelBacktestRequest
+	(*WatchBacktestRequest)(nil),       // 30: usdcarb.v1.WatchBacktestRequest
+	(*Trade)(nil),                      // 31: usdcarb.v1.Trade
+	(*ListBacktestTradesRequest)(nil),  // 32: usdcarb.v1.ListBacktestTradesRequest
+	(*ListBacktestTradesResponse)(nil), // 33: usdcarb.v1.ListBacktestTradesResponse
+	(*GetEquityCurveRequest)(nil),      // 34: usdcarb.v1.GetEquityCurveRequest
+	(*EquityCurve)(nil),                // 35: usdcarb.v1.EquityCurve
+	(*ParameterAxis)(nil),              // 36: usdcarb.v1.ParameterAxis
+	(*WalkForwardSpec)(nil),            // 37: usdcarb.v1.WalkForwardSpec
+	(*CrossValidationSpec)(nil),        // 38: usdcarb.v1.CrossValidationSpec
+	(*CrossValidationFold)(nil),        // 39: usdcarb.v1.CrossValidationFold
+	(*OutOfSampleSummary)(nil),         // 40: usdcarb.v1.OutOfSampleSummary
+	(*DeflatedSharpe)(nil),             // 41: usdcarb.v1.DeflatedSharpe
+	(*SweepPoint)(nil),                 // 42: usdcarb.v1.SweepPoint
+	(*WalkForwardFold)(nil),            // 43: usdcarb.v1.WalkForwardFold
+	(*Sweep)(nil),                      // 44: usdcarb.v1.Sweep
+	(*SweepEvent)(nil),                 // 45: usdcarb.v1.SweepEvent
+	(*CreateSweepRequest)(nil),         // 46: usdcarb.v1.CreateSweepRequest
+	(*GetSweepRequest)(nil),            // 47: usdcarb.v1.GetSweepRequest
+	(*ListSweepsRequest)(nil),          // 48: usdcarb.v1.ListSweepsRequest
+	(*ListSweepsResponse)(nil),         // 49: usdcarb.v1.ListSweepsResponse
+	(*CancelSweepRequest)(nil),         // 50: usdcarb.v1.CancelSweepRequest
+	(*WatchSweepRequest)(nil),          // 51: usdcarb.v1.WatchSweepRequest
+	(*PaperRun)(nil),                   // 52: usdcarb.v1.PaperRun
+	(*PaperBalance)(nil),               // 53: usdcarb.v1.PaperBalance
+	(*StartPaperRunRequest)(nil),       // 54: usdcarb.v1.StartPaperRunRequest
+	(*GetPaperRunRequest)(nil),         // 55: usdcarb.v1.GetPaperRunRequest
+	(*ListPaperFillsRequest)(nil),      // 56: usdcarb.v1.ListPaperFillsRequest
+	(*ListPaperFillsResponse)(nil),     // 57: usdcarb.v1.ListPaperFillsResponse
+	(*PaperEquityPoint)(nil),           // 58: usdcarb.v1.PaperEquityPoint
+	(*ListPaperEquityRequest)(nil),     // 59: usdcarb.v1.ListPaperEquityRequest
+	(*ListPaperEquityResponse)(nil),    // 60: usdcarb.v1.ListPaperEquityResponse
+	(*WatchPaperRunRequest)(nil),       // 61: usdcarb.v1.WatchPaperRunRequest
+	nil,                                // 62: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	nil,                                // 63: usdcarb.v1.CrossValidationFold.ChosenParametersEntry
+	nil,                                // 64: usdcarb.v1.SweepPoint.ParametersEntry
+	nil,                                // 65: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	(*TimeRange)(nil),                  // 66: usdcarb.v1.TimeRange
+	(*durationpb.Duration)(nil),        // 67: google.protobuf.Duration
+	(JobState)(0),                      // 68: usdcarb.v1.JobState
+	(*Progress)(nil),                   // 69: usdcarb.v1.Progress
+	(*status.Status)(nil),              // 70: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
+	(*Outcome)(nil),                    // 72: usdcarb.v1.Outcome
+	(ColumnLayout)(0),                  // 73: usdcarb.v1.ColumnLayout
 }
 var file_usdcarb_v1_backtest_proto_depIdxs = []int32{
-	5,   // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
-	6,   // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
-	6,   // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
+	6,   // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
+	7,   // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
+	7,   // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
 	1,   // 3: usdcarb.v1.ExecutionConfig.leg_mode:type_name -> usdcarb.v1.LegMode
 	2,   // 4: usdcarb.v1.ExecutionConfig.one_leg_policy:type_name -> usdcarb.v1.OneLegPolicy
 	3,   // 5: usdcarb.v1.ExecutionConfig.order_type:type_name -> usdcarb.v1.OrderType
-	55,  // 6: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
-	7,   // 7: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
-	10,  // 8: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
+	66,  // 6: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
+	8,   // 7: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
+	11,  // 8: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
 	0,   // 9: usdcarb.v1.BacktestConfig.fill_policy:type_name -> usdcarb.v1.FillPolicy
-	8,   // 10: usdcarb.v1.BacktestConfig.execution:type_name -> usdcarb.v1.ExecutionConfig
-	9,   // 11: usdcarb.v1.BacktestConfig.robustness:type_name -> usdcarb.v1.RobustnessSpec
-	56,  // 12: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
-	56,  // 13: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
-	51,  // 14: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	12,  // 15: usdcarb.v1.BacktestMetrics.attribution:type_name -> usdcarb.v1.PnlAttribution
-	13,  // 16: usdcarb.v1.RobustnessScenario.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	14,  // 17: usdcarb.v1.RobustnessPanel.scenarios:type_name -> usdcarb.v1.RobustnessScenario
-	13,  // 18: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	17,  // 19: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
-	56,  // 20: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
-	13,  // 21: usdcarb.v1.BacktestResult.baseline_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	15,  // 22: usdcarb.v1.BacktestResult.robustness:type_name -> usdcarb.v1.RobustnessPanel
-	11,  // 23: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
-	57,  // 24: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
-	58,  // 25: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
-	16,  // 26: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
-	59,  // 27: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
-	60,  // 28: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 29: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
-	60,  // 30: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
-	58,  // 31: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
-	60,  // 32: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
-	13,  // 33: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	20,  // 34: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
-	56,  // 35: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
-	61,  // 36: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
-	16,  // 37: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
-	34,  // 38: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
-	57,  // 39: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
-	19,  // 40: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
-	21,  // 41: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
-	11,  // 42: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
-	56,  // 43: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
-	18,  // 44: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
-	57,  // 45: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
-	18,  // 46: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
-	60,  // 47: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
+	9,   // 10: usdcarb.v1.BacktestConfig.execution:type_name -> usdcarb.v1.ExecutionConfig
+	10,  // 11: usdcarb.v1.BacktestConfig.robustness:type_name -> usdcarb.v1.RobustnessSpec
+	67,  // 12: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
+	67,  // 13: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
+	62,  // 14: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	13,  // 15: usdcarb.v1.BacktestMetrics.attribution:type_name -> usdcarb.v1.PnlAttribution
+	14,  // 16: usdcarb.v1.RobustnessScenario.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	15,  // 17: usdcarb.v1.RobustnessPanel.scenarios:type_name -> usdcarb.v1.RobustnessScenario
+	14,  // 18: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	18,  // 19: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
+	67,  // 20: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
+	14,  // 21: usdcarb.v1.BacktestResult.baseline_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	16,  // 22: usdcarb.v1.BacktestResult.robustness:type_name -> usdcarb.v1.RobustnessPanel
+	12,  // 23: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
+	68,  // 24: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
+	69,  // 25: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
+	17,  // 26: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
+	70,  // 27: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
+	71,  // 28: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
+	71,  // 29: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
+	71,  // 30: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
+	69,  // 31: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
+	71,  // 32: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
+	14,  // 33: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	21,  // 34: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
+	67,  // 35: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
+	72,  // 36: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
+	17,  // 37: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
+	35,  // 38: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
+	68,  // 39: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
+	20,  // 40: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
+	22,  // 41: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
+	12,  // 42: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
+	67,  // 43: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
+	19,  // 44: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
+	68,  // 45: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
+	19,  // 46: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
+	71,  // 47: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
 	4,   // 48: usdcarb.v1.Trade.side:type_name -> usdcarb.v1.Side
-	30,  // 49: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
-	62,  // 50: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
-	56,  // 51: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
-	56,  // 52: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
-	56,  // 53: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
-	56,  // 54: usdcarb.v1.CrossValidationSpec.purge:type_name -> google.protobuf.Duration
-	56,  // 55: usdcarb.v1.CrossValidationSpec.embargo:type_name -> google.protobuf.Duration
-	55,  // 56: usdcarb.v1.CrossValidationFold.test:type_name -> usdcarb.v1.TimeRange
-	55,  // 57: usdcarb.v1.CrossValidationFold.train:type_name -> usdcarb.v1.TimeRange
-	52,  // 58: usdcarb.v1.CrossValidationFold.chosen_parameters:type_name -> usdcarb.v1.CrossValidationFold.ChosenParametersEntry
-	13,  // 59: usdcarb.v1.CrossValidationFold.train_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	13,  // 60: usdcarb.v1.CrossValidationFold.test_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	53,  // 61: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
-	13,  // 62: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	55,  // 63: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
-	55,  // 64: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
-	54,  // 65: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	13,  // 66: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	13,  // 67: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	11,  // 68: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
-	35,  // 69: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
-	36,  // 70: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
-	57,  // 71: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
-	58,  // 72: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
-	41,  // 73: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
-	42,  // 74: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
-	59,  // 75: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
-	60,  // 76: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 77: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
-	37,  // 78: usdcarb.v1.Sweep.cross_validation:type_name -> usdcarb.v1.CrossValidationSpec
-	40,  // 79: usdcarb.v1.Sweep.deflated_sharpe:type_name -> usdcarb.v1.DeflatedSharpe
-	39,  // 80: usdcarb.v1.Sweep.out_of_sample:type_name -> usdcarb.v1.OutOfSampleSummary
-	38,  // 81: usdcarb.v1.Sweep.cv_folds:type_name -> usdcarb.v1.CrossValidationFold
-	57,  // 82: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
-	58,  // 83: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
-	61,  // 84: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
-	20,  // 85: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
-	43,  // 86: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
-	43,  // 87: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
-	23,  // 88: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
-	24,  // 89: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
-	25,  // 90: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
-	26,  // 91: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
-	28,  // 92: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
-	29,  // 93: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
-	31,  // 94: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
-	33,  // 95: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
-	45,  // 96: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
-	46,  // 97: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
-	47,  // 98: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
-	49,  // 99: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
-	50,  // 100: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
-	22,  // 101: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
-	18,  // 102: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
-	18,  // 103: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
-	27,  // 104: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
-	18,  // 105: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
-	22,  // 106: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
-	32,  // 107: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
-	34,  // 108: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
-	43,  // 109: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
-	43,  // 110: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
-	48,  // 111: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
-	43,  // 112: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
-	44,  // 113: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
-	101, // [101:114] is the sub-list for method output_type
-	88,  // [88:101] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	31,  // 49: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
+	73,  // 50: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
+	67,  // 51: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
+	67,  // 52: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
+	67,  // 53: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
+	67,  // 54: usdcarb.v1.CrossValidationSpec.purge:type_name -> google.protobuf.Duration
+	67,  // 55: usdcarb.v1.CrossValidationSpec.embargo:type_name -> google.protobuf.Duration
+	66,  // 56: usdcarb.v1.CrossValidationFold.test:type_name -> usdcarb.v1.TimeRange
+	66,  // 57: usdcarb.v1.CrossValidationFold.train:type_name -> usdcarb.v1.TimeRange
+	63,  // 58: usdcarb.v1.CrossValidationFold.chosen_parameters:type_name -> usdcarb.v1.CrossValidationFold.ChosenParametersEntry
+	14,  // 59: usdcarb.v1.CrossValidationFold.train_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	14,  // 60: usdcarb.v1.CrossValidationFold.test_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	64,  // 61: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
+	14,  // 62: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	66,  // 63: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
+	66,  // 64: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
+	65,  // 65: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	14,  // 66: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	14,  // 67: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	12,  // 68: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
+	36,  // 69: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
+	37,  // 70: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
+	68,  // 71: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
+	69,  // 72: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
+	42,  // 73: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
+	43,  // 74: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
+	70,  // 75: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
+	71,  // 76: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
+	71,  // 77: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
+	38,  // 78: usdcarb.v1.Sweep.cross_validation:type_name -> usdcarb.v1.CrossValidationSpec
+	41,  // 79: usdcarb.v1.Sweep.deflated_sharpe:type_name -> usdcarb.v1.DeflatedSharpe
+	40,  // 80: usdcarb.v1.Sweep.out_of_sample:type_name -> usdcarb.v1.OutOfSampleSummary
+	39,  // 81: usdcarb.v1.Sweep.cv_folds:type_name -> usdcarb.v1.CrossValidationFold
+	68,  // 82: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
+	69,  // 83: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
+	72,  // 84: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
+	21,  // 85: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
+	44,  // 86: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
+	44,  // 87: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
+	12,  // 88: usdcarb.v1.PaperRun.config:type_name -> usdcarb.v1.BacktestConfig
+	5,   // 89: usdcarb.v1.PaperRun.state:type_name -> usdcarb.v1.PaperRunState
+	71,  // 90: usdcarb.v1.PaperRun.last_bar_time:type_name -> google.protobuf.Timestamp
+	53,  // 91: usdcarb.v1.PaperRun.balances:type_name -> usdcarb.v1.PaperBalance
+	14,  // 92: usdcarb.v1.PaperRun.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	71,  // 93: usdcarb.v1.PaperRun.create_time:type_name -> google.protobuf.Timestamp
+	71,  // 94: usdcarb.v1.PaperRun.update_time:type_name -> google.protobuf.Timestamp
+	72,  // 95: usdcarb.v1.PaperRun.outcome:type_name -> usdcarb.v1.Outcome
+	12,  // 96: usdcarb.v1.StartPaperRunRequest.config:type_name -> usdcarb.v1.BacktestConfig
+	31,  // 97: usdcarb.v1.ListPaperFillsResponse.fills:type_name -> usdcarb.v1.Trade
+	71,  // 98: usdcarb.v1.PaperEquityPoint.time:type_name -> google.protobuf.Timestamp
+	58,  // 99: usdcarb.v1.ListPaperEquityResponse.points:type_name -> usdcarb.v1.PaperEquityPoint
+	24,  // 100: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
+	25,  // 101: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
+	26,  // 102: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
+	27,  // 103: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
+	29,  // 104: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
+	30,  // 105: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
+	32,  // 106: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
+	34,  // 107: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
+	46,  // 108: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
+	47,  // 109: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
+	48,  // 110: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
+	50,  // 111: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
+	51,  // 112: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
+	54,  // 113: usdcarb.v1.BacktestService.StartPaperRun:input_type -> usdcarb.v1.StartPaperRunRequest
+	55,  // 114: usdcarb.v1.BacktestService.GetPaperRun:input_type -> usdcarb.v1.GetPaperRunRequest
+	56,  // 115: usdcarb.v1.BacktestService.ListPaperFills:input_type -> usdcarb.v1.ListPaperFillsRequest
+	59,  // 116: usdcarb.v1.BacktestService.ListPaperEquity:input_type -> usdcarb.v1.ListPaperEquityRequest
+	61,  // 117: usdcarb.v1.BacktestService.WatchPaperRun:input_type -> usdcarb.v1.WatchPaperRunRequest
+	23,  // 118: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
+	19,  // 119: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
+	19,  // 120: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
+	28,  // 121: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
+	19,  // 122: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
+	23,  // 123: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
+	33,  // 124: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
+	35,  // 125: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
+	44,  // 126: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
+	44,  // 127: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
+	49,  // 128: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
+	44,  // 129: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
+	45,  // 130: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
+	52,  // 131: usdcarb.v1.BacktestService.StartPaperRun:output_type -> usdcarb.v1.PaperRun
+	52,  // 132: usdcarb.v1.BacktestService.GetPaperRun:output_type -> usdcarb.v1.PaperRun
+	57,  // 133: usdcarb.v1.BacktestService.ListPaperFills:output_type -> usdcarb.v1.ListPaperFillsResponse
+	60,  // 134: usdcarb.v1.BacktestService.ListPaperEquity:output_type -> usdcarb.v1.ListPaperEquityResponse
+	52,  // 135: usdcarb.v1.BacktestService.WatchPaperRun:output_type -> usdcarb.v1.PaperRun
+	118, // [118:136] is the sub-list for method output_type
+	100, // [100:118] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_backtest_proto_init() }
@@ -4969,8 +5854,8 @@ func file_usdcarb_v1_backtest_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_backtest_proto_rawDesc), len(file_usdcarb_v1_backtest_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   50,
+			NumEnums:      6,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

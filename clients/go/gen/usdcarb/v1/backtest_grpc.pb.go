@@ -32,6 +32,11 @@ const (
 	BacktestService_ListSweeps_FullMethodName         = "/usdcarb.v1.BacktestService/ListSweeps"
 	BacktestService_CancelSweep_FullMethodName        = "/usdcarb.v1.BacktestService/CancelSweep"
 	BacktestService_WatchSweep_FullMethodName         = "/usdcarb.v1.BacktestService/WatchSweep"
+	BacktestService_StartPaperRun_FullMethodName      = "/usdcarb.v1.BacktestService/StartPaperRun"
+	BacktestService_GetPaperRun_FullMethodName        = "/usdcarb.v1.BacktestService/GetPaperRun"
+	BacktestService_ListPaperFills_FullMethodName     = "/usdcarb.v1.BacktestService/ListPaperFills"
+	BacktestService_ListPaperEquity_FullMethodName    = "/usdcarb.v1.BacktestService/ListPaperEquity"
+	BacktestService_WatchPaperRun_FullMethodName      = "/usdcarb.v1.BacktestService/WatchPaperRun"
 )
 
 // BacktestServiceClient is the client API for BacktestService service.
@@ -70,6 +75,23 @@ type BacktestServiceClient interface {
 	CancelSweep(ctx context.Context, in *CancelSweepRequest, opts ...grpc.CallOption) (*Sweep, error)
 	// Follow a sweep's progress, ending with its outcome.
 	WatchSweep(ctx context.Context, in *WatchSweepRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SweepEvent], error)
+	// Start paper trading an ACTIVE deployment of environment PAPER: the backtest engine
+	// runs the deployed version forward, bar by bar, on each newly stored closed bar of its
+	// markets, under this config's costs and balances. No order leaves the platform.
+	// Refused with FAILED_PRECONDITION: reason DEPLOYMENT_NOT_ACTIVE for a stopped
+	// deployment, LIVE_TRADING_UNSUPPORTED for a LIVE one (this platform handles no
+	// exchange credentials and never sends orders). Idempotent per deployment: starting
+	// a running paper run again returns it unchanged.
+	StartPaperRun(ctx context.Context, in *StartPaperRunRequest, opts ...grpc.CallOption) (*PaperRun, error)
+	// Get a deployment's paper run: state, last processed bar, equity, balances, metrics.
+	GetPaperRun(ctx context.Context, in *GetPaperRunRequest, opts ...grpc.CallOption) (*PaperRun, error)
+	// List a paper run's fills, in time order.
+	ListPaperFills(ctx context.Context, in *ListPaperFillsRequest, opts ...grpc.CallOption) (*ListPaperFillsResponse, error)
+	// List a paper run's equity, bar by bar, in time order.
+	ListPaperEquity(ctx context.Context, in *ListPaperEquityRequest, opts ...grpc.CallOption) (*ListPaperEquityResponse, error)
+	// Follow a paper run from any replica: its current state, then a message after every
+	// committed bar, ending when the run stops.
+	WatchPaperRun(ctx context.Context, in *WatchPaperRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PaperRun], error)
 }
 
 type backtestServiceClient struct {
@@ -237,6 +259,65 @@ func (c *backtestServiceClient) WatchSweep(ctx context.Context, in *WatchSweepRe
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BacktestService_WatchSweepClient = grpc.ServerStreamingClient[SweepEvent]
 
+func (c *backtestServiceClient) StartPaperRun(ctx context.Context, in *StartPaperRunRequest, opts ...grpc.CallOption) (*PaperRun, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PaperRun)
+	err := c.cc.Invoke(ctx, BacktestService_StartPaperRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backtestServiceClient) GetPaperRun(ctx context.Context, in *GetPaperRunRequest, opts ...grpc.CallOption) (*PaperRun, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PaperRun)
+	err := c.cc.Invoke(ctx, BacktestService_GetPaperRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backtestServiceClient) ListPaperFills(ctx context.Context, in *ListPaperFillsRequest, opts ...grpc.CallOption) (*ListPaperFillsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPaperFillsResponse)
+	err := c.cc.Invoke(ctx, BacktestService_ListPaperFills_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backtestServiceClient) ListPaperEquity(ctx context.Context, in *ListPaperEquityRequest, opts ...grpc.CallOption) (*ListPaperEquityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPaperEquityResponse)
+	err := c.cc.Invoke(ctx, BacktestService_ListPaperEquity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backtestServiceClient) WatchPaperRun(ctx context.Context, in *WatchPaperRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PaperRun], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BacktestService_ServiceDesc.Streams[3], BacktestService_WatchPaperRun_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchPaperRunRequest, PaperRun]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BacktestService_WatchPaperRunClient = grpc.ServerStreamingClient[PaperRun]
+
 // BacktestServiceServer is the server API for BacktestService service.
 // All implementations must embed UnimplementedBacktestServiceServer
 // for forward compatibility.
@@ -273,6 +354,23 @@ type BacktestServiceServer interface {
 	CancelSweep(context.Context, *CancelSweepRequest) (*Sweep, error)
 	// Follow a sweep's progress, ending with its outcome.
 	WatchSweep(*WatchSweepRequest, grpc.ServerStreamingServer[SweepEvent]) error
+	// Start paper trading an ACTIVE deployment of environment PAPER: the backtest engine
+	// runs the deployed version forward, bar by bar, on each newly stored closed bar of its
+	// markets, under this config's costs and balances. No order leaves the platform.
+	// Refused with FAILED_PRECONDITION: reason DEPLOYMENT_NOT_ACTIVE for a stopped
+	// deployment, LIVE_TRADING_UNSUPPORTED for a LIVE one (this platform handles no
+	// exchange credentials and never sends orders). Idempotent per deployment: starting
+	// a running paper run again returns it unchanged.
+	StartPaperRun(context.Context, *StartPaperRunRequest) (*PaperRun, error)
+	// Get a deployment's paper run: state, last processed bar, equity, balances, metrics.
+	GetPaperRun(context.Context, *GetPaperRunRequest) (*PaperRun, error)
+	// List a paper run's fills, in time order.
+	ListPaperFills(context.Context, *ListPaperFillsRequest) (*ListPaperFillsResponse, error)
+	// List a paper run's equity, bar by bar, in time order.
+	ListPaperEquity(context.Context, *ListPaperEquityRequest) (*ListPaperEquityResponse, error)
+	// Follow a paper run from any replica: its current state, then a message after every
+	// committed bar, ending when the run stops.
+	WatchPaperRun(*WatchPaperRunRequest, grpc.ServerStreamingServer[PaperRun]) error
 	mustEmbedUnimplementedBacktestServiceServer()
 }
 
@@ -321,6 +419,21 @@ func (UnimplementedBacktestServiceServer) CancelSweep(context.Context, *CancelSw
 }
 func (UnimplementedBacktestServiceServer) WatchSweep(*WatchSweepRequest, grpc.ServerStreamingServer[SweepEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchSweep not implemented")
+}
+func (UnimplementedBacktestServiceServer) StartPaperRun(context.Context, *StartPaperRunRequest) (*PaperRun, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartPaperRun not implemented")
+}
+func (UnimplementedBacktestServiceServer) GetPaperRun(context.Context, *GetPaperRunRequest) (*PaperRun, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetPaperRun not implemented")
+}
+func (UnimplementedBacktestServiceServer) ListPaperFills(context.Context, *ListPaperFillsRequest) (*ListPaperFillsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPaperFills not implemented")
+}
+func (UnimplementedBacktestServiceServer) ListPaperEquity(context.Context, *ListPaperEquityRequest) (*ListPaperEquityResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPaperEquity not implemented")
+}
+func (UnimplementedBacktestServiceServer) WatchPaperRun(*WatchPaperRunRequest, grpc.ServerStreamingServer[PaperRun]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchPaperRun not implemented")
 }
 func (UnimplementedBacktestServiceServer) mustEmbedUnimplementedBacktestServiceServer() {}
 func (UnimplementedBacktestServiceServer) testEmbeddedByValue()                         {}
@@ -556,6 +669,89 @@ func _BacktestService_WatchSweep_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BacktestService_WatchSweepServer = grpc.ServerStreamingServer[SweepEvent]
 
+func _BacktestService_StartPaperRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartPaperRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BacktestServiceServer).StartPaperRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BacktestService_StartPaperRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BacktestServiceServer).StartPaperRun(ctx, req.(*StartPaperRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BacktestService_GetPaperRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPaperRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BacktestServiceServer).GetPaperRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BacktestService_GetPaperRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BacktestServiceServer).GetPaperRun(ctx, req.(*GetPaperRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BacktestService_ListPaperFills_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPaperFillsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BacktestServiceServer).ListPaperFills(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BacktestService_ListPaperFills_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BacktestServiceServer).ListPaperFills(ctx, req.(*ListPaperFillsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BacktestService_ListPaperEquity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPaperEquityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BacktestServiceServer).ListPaperEquity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BacktestService_ListPaperEquity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BacktestServiceServer).ListPaperEquity(ctx, req.(*ListPaperEquityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BacktestService_WatchPaperRun_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchPaperRunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BacktestServiceServer).WatchPaperRun(m, &grpc.GenericServerStream[WatchPaperRunRequest, PaperRun]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BacktestService_WatchPaperRunServer = grpc.ServerStreamingServer[PaperRun]
+
 // BacktestService_ServiceDesc is the grpc.ServiceDesc for BacktestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -603,6 +799,22 @@ var BacktestService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "CancelSweep",
 			Handler:    _BacktestService_CancelSweep_Handler,
 		},
+		{
+			MethodName: "StartPaperRun",
+			Handler:    _BacktestService_StartPaperRun_Handler,
+		},
+		{
+			MethodName: "GetPaperRun",
+			Handler:    _BacktestService_GetPaperRun_Handler,
+		},
+		{
+			MethodName: "ListPaperFills",
+			Handler:    _BacktestService_ListPaperFills_Handler,
+		},
+		{
+			MethodName: "ListPaperEquity",
+			Handler:    _BacktestService_ListPaperEquity_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -618,6 +830,11 @@ var BacktestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchSweep",
 			Handler:       _BacktestService_WatchSweep_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchPaperRun",
+			Handler:       _BacktestService_WatchPaperRun_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -156,7 +156,10 @@ const (
 	DeploymentEnvironment_DEPLOYMENT_ENVIRONMENT_UNSPECIFIED DeploymentEnvironment = 0
 	// Simulated orders on live data.
 	DeploymentEnvironment_DEPLOYMENT_ENVIRONMENT_PAPER DeploymentEnvironment = 1
-	// Real orders.
+	// Real orders. Refused: CreateDeployment answers FAILED_PRECONDITION, reason
+	// LIVE_TRADING_UNSUPPORTED, because this platform handles no exchange credentials and
+	// no order ever leaves it; deploy in PAPER and follow it with BacktestService's
+	// paper runs.
 	DeploymentEnvironment_DEPLOYMENT_ENVIRONMENT_LIVE DeploymentEnvironment = 2
 )
 

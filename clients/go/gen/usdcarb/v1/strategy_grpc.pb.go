@@ -69,7 +69,9 @@ type StrategyServiceClient interface {
 	DiffStrategyVersions(ctx context.Context, in *DiffStrategyVersionsRequest, opts ...grpc.CallOption) (*DiffStrategyVersionsResponse, error)
 	// Move a version along its lifecycle: draft → backtested → approved → deployed → retired.
 	TransitionStrategyVersion(ctx context.Context, in *TransitionStrategyVersionRequest, opts ...grpc.CallOption) (*StrategyVersion, error)
-	// Deploy an approved version to an environment.
+	// Deploy an approved version to an environment. Only PAPER is accepted: LIVE is refused
+	// with FAILED_PRECONDITION, reason LIVE_TRADING_UNSUPPORTED (no exchange credentials are
+	// handled by this platform). BacktestService.StartPaperRun then trades it on paper.
 	CreateDeployment(ctx context.Context, in *CreateDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error)
 	// Get a deployment.
 	GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error)
@@ -278,7 +280,9 @@ type StrategyServiceServer interface {
 	DiffStrategyVersions(context.Context, *DiffStrategyVersionsRequest) (*DiffStrategyVersionsResponse, error)
 	// Move a version along its lifecycle: draft → backtested → approved → deployed → retired.
 	TransitionStrategyVersion(context.Context, *TransitionStrategyVersionRequest) (*StrategyVersion, error)
-	// Deploy an approved version to an environment.
+	// Deploy an approved version to an environment. Only PAPER is accepted: LIVE is refused
+	// with FAILED_PRECONDITION, reason LIVE_TRADING_UNSUPPORTED (no exchange credentials are
+	// handled by this platform). BacktestService.StartPaperRun then trades it on paper.
 	CreateDeployment(context.Context, *CreateDeploymentRequest) (*Deployment, error)
 	// Get a deployment.
 	GetDeployment(context.Context, *GetDeploymentRequest) (*Deployment, error)

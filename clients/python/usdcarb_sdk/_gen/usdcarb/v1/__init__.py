@@ -83,6 +83,7 @@ __all__ = (
     "GetIngestJobRequest",
     "GetJwksRequest",
     "GetJwksResponse",
+    "GetPaperRunRequest",
     "GetQualitySummaryRequest",
     "GetSeriesVerdictRequest",
     "GetStrategyKindRequest",
@@ -125,6 +126,10 @@ __all__ = (
     "ListIngestJobsResponse",
     "ListMarketsRequest",
     "ListMarketsResponse",
+    "ListPaperEquityRequest",
+    "ListPaperEquityResponse",
+    "ListPaperFillsRequest",
+    "ListPaperFillsResponse",
     "ListQuarantinedBarsRequest",
     "ListQuarantinedBarsResponse",
     "ListRolesRequest",
@@ -152,6 +157,10 @@ __all__ = (
     "OutOfSampleSummary",
     "Outcome",
     "OutcomeResult",
+    "PaperBalance",
+    "PaperEquityPoint",
+    "PaperRun",
+    "PaperRunState",
     "ParameterAxis",
     "ParameterChange",
     "ParameterChangeChangeType",
@@ -183,6 +192,7 @@ __all__ = (
     "Severity",
     "Side",
     "SlippageModel",
+    "StartPaperRunRequest",
     "StopDeploymentRequest",
     "StoredSeries",
     "Strategy",
@@ -226,6 +236,7 @@ __all__ = (
     "WatchArchiveImportRequest",
     "WatchBacktestRequest",
     "WatchIngestJobRequest",
+    "WatchPaperRunRequest",
     "WatchSweepRequest",
     "WebhookConfig",
 )
@@ -424,7 +435,10 @@ class DeploymentEnvironment(betterproto2.Enum):
 
     LIVE = 2
     """
-    Real orders.
+    Real orders. Refused: CreateDeployment answers FAILED_PRECONDITION, reason
+    LIVE_TRADING_UNSUPPORTED, because this platform handles no exchange credentials and
+    no order ever leaves it; deploy in PAPER and follow it with BacktestService's
+    paper runs.
     """
 
     @classmethod
@@ -998,6 +1012,50 @@ class OutcomeResult(betterproto2.Enum):
             "RESULT_OK": 1,
             "RESULT_FAILED": 2,
             "RESULT_CANCELLED": 3,
+        }
+
+
+class PaperRunState(betterproto2.Enum):
+    """
+    State of a paper run.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    RUNNING = 1
+    """
+    Following its markets and processing each closed bar.
+    """
+
+    STOPPED = 2
+    """
+    Stopped with its deployment; its fills and equity stay readable.
+    """
+
+    FAILED = 3
+    """
+    Stopped by an error (outcome says which).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "PAPER_RUN_STATE_UNSPECIFIED",
+            1: "PAPER_RUN_STATE_RUNNING",
+            2: "PAPER_RUN_STATE_STOPPED",
+            3: "PAPER_RUN_STATE_FAILED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "PAPER_RUN_STATE_UNSPECIFIED": 0,
+            "PAPER_RUN_STATE_RUNNING": 1,
+            "PAPER_RUN_STATE_STOPPED": 2,
+            "PAPER_RUN_STATE_FAILED": 3,
         }
 
 
@@ -3995,6 +4053,21 @@ default_message_pool.register_message("usdcarb.v1", "GetJwksResponse", GetJwksRe
 
 
 @dataclass(eq=False, repr=False)
+class GetPaperRunRequest(betterproto2.Message):
+    """
+    Request of GetPaperRun.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperRun".
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "GetPaperRunRequest", GetPaperRunRequest)
+
+
+@dataclass(eq=False, repr=False)
 class GetQualitySummaryRequest(betterproto2.Message):
     """
     Request of GetQualitySummary.
@@ -4976,6 +5049,104 @@ default_message_pool.register_message("usdcarb.v1", "ListMarketsResponse", ListM
 
 
 @dataclass(eq=False, repr=False)
+class ListPaperEquityRequest(betterproto2.Message):
+    """
+    Request of ListPaperEquity.
+    """
+
+    parent: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperRun".
+    """
+
+    page_size: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    Maximum number of results (default 1000, at most 50000).
+    """
+
+    page_token: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Token from a previous response's next_page_token.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "ListPaperEquityRequest", ListPaperEquityRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListPaperEquityResponse(betterproto2.Message):
+    """
+    Response of ListPaperEquity.
+    """
+
+    points: "list[PaperEquityPoint]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    A page of bars.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "ListPaperEquityResponse", ListPaperEquityResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListPaperFillsRequest(betterproto2.Message):
+    """
+    Request of ListPaperFills.
+    """
+
+    parent: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperRun".
+    """
+
+    page_size: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    Maximum number of results (default 500, at most 10000).
+    """
+
+    page_token: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Token from a previous response's next_page_token.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "ListPaperFillsRequest", ListPaperFillsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListPaperFillsResponse(betterproto2.Message):
+    """
+    Response of ListPaperFills.
+    """
+
+    fills: "list[Trade]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    A page of fills.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "ListPaperFillsResponse", ListPaperFillsResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class ListQuarantinedBarsRequest(betterproto2.Message):
     """
     Request of ListQuarantinedBars.
@@ -5544,6 +5715,172 @@ class OutOfSampleSummary(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "OutOfSampleSummary", OutOfSampleSummary)
+
+
+@dataclass(eq=False, repr=False)
+class PaperBalance(betterproto2.Message):
+    """
+    A paper balance of one asset on one venue.
+    """
+
+    venue: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Venue.
+    """
+
+    asset: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Asset code, e.g. "USDC".
+    """
+
+    amount: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Amount.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "PaperBalance", PaperBalance)
+
+
+@dataclass(eq=False, repr=False)
+class PaperEquityPoint(betterproto2.Message):
+    """
+    One processed bar of a paper run.
+    """
+
+    time: "datetime.datetime | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Open time of the bar.
+    """
+
+    equity: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
+    """
+    Equity after the bar, in the quote asset.
+    """
+
+    drawdown: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Drawdown from the running peak, as a fraction.
+    """
+
+    exposure: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    Gross exposure after the bar, in the quote asset.
+    """
+
+    missing: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Traded markets whose bar was missing when the bar was processed ("venue:symbol").
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "PaperEquityPoint", PaperEquityPoint)
+
+
+@dataclass(eq=False, repr=False)
+class PaperRun(betterproto2.Message):
+    """
+    The paper trading of one deployment: the engine's state after the last committed bar.
+    Each bar is committed in one transaction with its fills and the engine's checkpoint
+    (positions, balances, pending orders), so a restarted runner, on any replica, resumes
+    at the next bar without processing a bar twice or skipping one. A bar is processed
+    once every traded market has it stored, or once ``stale_after_bars`` later bars exist
+    on another market: then the missing market's bar counts as missing, as a backtest
+    counts a missing bar (no signal, no fill), and ``late_bars`` records it.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperRun".
+    """
+
+    strategy_version: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The deployed version, "strategies/{strategy}/versions/{version}".
+    """
+
+    config: "BacktestConfig | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Costs, balances, timeframe and fill policy; range.start is the first bar traded.
+    """
+
+    state: "PaperRunState" = betterproto2.field(
+        4, betterproto2.TYPE_ENUM, default_factory=lambda: PaperRunState(0)
+    )
+    """
+    State.
+    """
+
+    bars: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+    """
+    Bars processed.
+    """
+
+    last_bar_time: "datetime.datetime | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Open time of the last processed bar; unset before the first.
+    """
+
+    equity: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+    """
+    Equity after the last processed bar, in the quote asset.
+    """
+
+    balances: "list[PaperBalance]" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Balances per venue and asset after the last processed bar.
+    """
+
+    metrics: "BacktestMetrics | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Figures of a backtest over the processed bars.
+    """
+
+    fills: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
+    """
+    Fills so far.
+    """
+
+    late_bars: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
+    """
+    Bars processed with at least one traded market's bar missing.
+    """
+
+    create_time: "datetime.datetime | None" = betterproto2.field(
+        12, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the run started.
+    """
+
+    update_time: "datetime.datetime | None" = betterproto2.field(
+        13, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the last bar was committed.
+    """
+
+    outcome: "Outcome | None" = betterproto2.field(14, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Why it stopped or failed.
+    """
+
+    sequence: "int" = betterproto2.field(15, betterproto2.TYPE_INT64)
+    """
+    Position in the run's history: the number of committed bars plus one after it
+    stopped; WatchPaperRun resumes after a sequence.
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "PaperRun", PaperRun)
 
 
 @dataclass(eq=False, repr=False)
@@ -6334,6 +6671,35 @@ class SlippageModel(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "SlippageModel", SlippageModel)
+
+
+@dataclass(eq=False, repr=False)
+class StartPaperRunRequest(betterproto2.Message):
+    """
+    Request of StartPaperRun.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperRun" of a deployment ACTIVE and
+    PAPER.
+    """
+
+    config: "BacktestConfig | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Conditions: as a backtest's; range.start is the first bar to trade, range.end unset.
+    """
+
+    stale_after_bars: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    Bars another market may run ahead before a missing bar counts as missing
+    (default 2, at most 1,440).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "StartPaperRunRequest", StartPaperRunRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -7823,6 +8189,26 @@ default_message_pool.register_message("usdcarb.v1", "WatchIngestJobRequest", Wat
 
 
 @dataclass(eq=False, repr=False)
+class WatchPaperRunRequest(betterproto2.Message):
+    """
+    Request of WatchPaperRun.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperRun".
+    """
+
+    after_sequence: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Send only states after this sequence (0: the current state first).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "WatchPaperRunRequest", WatchPaperRunRequest)
+
+
+@dataclass(eq=False, repr=False)
 class WatchSweepRequest(betterproto2.Message):
     """
     Request of WatchSweep.
@@ -8032,6 +8418,68 @@ class BacktestServiceStub:
             "/usdcarb.v1.BacktestService/WatchSweep",
             WatchSweepRequest.SerializeToString,
             SweepEvent.FromString,
+        )(message)
+
+    def start_paper_run(self, message: "StartPaperRunRequest") -> "PaperRun":
+        """
+        Start paper trading an ACTIVE deployment of environment PAPER: the backtest engine
+        runs the deployed version forward, bar by bar, on each newly stored closed bar of its
+        markets, under this config's costs and balances. No order leaves the platform.
+        Refused with FAILED_PRECONDITION: reason DEPLOYMENT_NOT_ACTIVE for a stopped
+        deployment, LIVE_TRADING_UNSUPPORTED for a LIVE one (this platform handles no
+        exchange credentials and never sends orders). Idempotent per deployment: starting
+        a running paper run again returns it unchanged.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.BacktestService/StartPaperRun",
+            StartPaperRunRequest.SerializeToString,
+            PaperRun.FromString,
+        )(message)
+
+    def get_paper_run(self, message: "GetPaperRunRequest") -> "PaperRun":
+        """
+        Get a deployment's paper run: state, last processed bar, equity, balances, metrics.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.BacktestService/GetPaperRun",
+            GetPaperRunRequest.SerializeToString,
+            PaperRun.FromString,
+        )(message)
+
+    def list_paper_fills(self, message: "ListPaperFillsRequest") -> "ListPaperFillsResponse":
+        """
+        List a paper run's fills, in time order.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.BacktestService/ListPaperFills",
+            ListPaperFillsRequest.SerializeToString,
+            ListPaperFillsResponse.FromString,
+        )(message)
+
+    def list_paper_equity(self, message: "ListPaperEquityRequest") -> "ListPaperEquityResponse":
+        """
+        List a paper run's equity, bar by bar, in time order.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.BacktestService/ListPaperEquity",
+            ListPaperEquityRequest.SerializeToString,
+            ListPaperEquityResponse.FromString,
+        )(message)
+
+    def watch_paper_run(self, message: "WatchPaperRunRequest") -> "Iterator[PaperRun]":
+        """
+        Follow a paper run from any replica: its current state, then a message after every
+        committed bar, ending when the run stops.
+        """
+
+        yield from self._channel.unary_stream(
+            "/usdcarb.v1.BacktestService/WatchPaperRun",
+            WatchPaperRunRequest.SerializeToString,
+            PaperRun.FromString,
         )(message)
 
 
@@ -8739,7 +9187,9 @@ class StrategyServiceStub:
 
     def create_deployment(self, message: "CreateDeploymentRequest") -> "Deployment":
         """
-        Deploy an approved version to an environment.
+        Deploy an approved version to an environment. Only PAPER is accepted: LIVE is refused
+        with FAILED_PRECONDITION, reason LIVE_TRADING_UNSUPPORTED (no exchange credentials are
+        handled by this platform). BacktestService.StartPaperRun then trades it on paper.
         """
 
         return self._channel.unary_unary(
