@@ -383,6 +383,8 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             await pool.execute("DELETE FROM candle_blocks")
             bars, t = await ingest_end_to_end(pool, args.concurrency)
             seconds = min(seconds, t)
+            if parts.worker is not None:  # in-process rules: let the range reports finish
+                await parts.worker.range_reports_done()
             fetched, t = await fetch_only(replay_url, args.concurrency)
             fetch_s = min(fetch_s, t)
             rows, t = psql_copy_ceiling(pg, work)
