@@ -118,9 +118,9 @@ def test_strategy_commands_create_version_list_and_show(cli: Run) -> None:
     assert code == 2 and "INVALID_ARGUMENT" in err and "field " in err
 
 
-def check_report(path: Path, expected_charts: set[str]) -> None:
+def check_report(path: Path, expected_charts: set[str]) -> dict[str, Any]:
     """Open the report in headless chromium: no console errors, data in every chart,
-    a screenshot that is not blank."""
+    a screenshot that is not blank. Return the charts by id."""
     if chromium_binary() is None and not os.environ.get("CI"):
         pytest.skip("chromium is not installed (scripts/setup-system.sh installs it)")
     page = open_page(path)
@@ -132,6 +132,7 @@ def check_report(path: Path, expected_charts: set[str]) -> None:
         assert chart["traces"] and all(t["points"] > 0 for t in chart["traces"]), chart
     assert page.pixels["width"] == 1280 and page.pixels["ink"] > 0.02, page.pixels
     assert page.pixels["colours"] > 20, page.pixels
+    return charts
 
 
 def test_backtest_run_streams_progress_prints_figures_and_writes_a_report(
@@ -153,7 +154,12 @@ def test_backtest_run_streams_progress_prints_figures_and_writes_a_report(
     assert [b["name"] for b in listed] == [name]
     code, out, _ = cli("backtest", "get", name.split("/")[1])
     assert code == 0 and "strategy (absolute)" in out
-    check_report(report, {"chart-equity", "chart-drawdown", "chart-spread", "chart-inventory"})
+    charts = check_report(report, {"chart-equity", "chart-excess", "chart-drawdown",
+                                   "chart-spread", "chart-inventory", "chart-attribution",
+                                   "chart-robustness"})
+    assert [t["name"] for t in charts["chart-equity"]["traces"]] == ["strategy", "hold baseline"]
+    assert charts["chart-robustness"]["traces"][0]["points"] == 5  # base run + 4 scenarios
+    assert "hold baseline" in out and "PnL attribution" in out and "robustness panel" in out
     html = report.read_text()
     assert got["result"]["fingerprint"]["digest"] in html and "<script src=" not in html
 
@@ -212,11 +218,14 @@ def test_sweep_run_get_and_report_with_heatmap(cli: Run, backfilled: list[str],
     assert "best 3 of 6 points" in out
     name = out.split()[0]
     assert any(line.endswith("6/6 combinations") for line in err.splitlines()), err
+    assert "deflated Sharpe ratio of the best point" in out
     sweep = cli.json("sweep", "get", name)
     assert sweep["state"] == "JOB_STATE_SUCCEEDED" and len(sweep["points"]) == 6
+    assert int(sweep["deflatedSharpe"]["trials"]) == 6
     code, out, _ = cli("sweep", "watch", name)  # a finished sweep: its outcome at once
     assert code == 0 and name in out
     check_report(report, {"chart-heatmap"})
+    assert "Deflated Sharpe ratio of the best point" in report.read_text()
     # Walk-forward, queued and then followed.
     code, out, err = cli("sweep", "run", version, "--axis", "crossExchangeSpread.entryBps=40,80",
                          "--walk-forward", "1d/12h", *SPREAD_RUN, "--no-wait")
@@ -227,6 +236,15 @@ def test_sweep_run_get_and_report_with_heatmap(cli: Run, backfilled: list[str],
     assert "in sample vs out of sample" in out
     folds = cli.json("sweep", "get", name)["folds"]
     assert len(folds) >= 2 and all("chosenParameters" in f for f in folds)
+    assert "out-of-sample decay" in out
+    # Purged, embargoed k-fold: folds, no grid points.
+    code, out, err = cli("sweep", "run", version, "--axis", "crossExchangeSpread.entryBps=40,80",
+                         "--folds", "3", "--purge", "30m", "--embargo", "30m", *SPREAD_RUN)
+    assert code == 0, err
+    assert "in sample vs out of sample" in out and "out-of-sample decay" in out
+    code, _, err = cli("sweep", "run", version, "--axis", "crossExchangeSpread.entryBps=40",
+                       "--folds", "3", "--walk-forward", "1d/12h", *SPREAD_RUN)
+    assert code == 2 and "not both" in err
 
 
 def test_exit_codes_on_errors(cli: Run, stack: StackInfo, tmp_path: Path) -> None:

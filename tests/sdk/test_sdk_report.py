@@ -144,7 +144,7 @@ def test_reports_render_offline_as_one_self_contained_page() -> None:
     page = to_html(BacktestData(v1.Backtest(name="backtests/b", config=config, result=result(),
                                             state=v1.JobState.SUCCEEDED),
                                 version, equity, trades_frame(), candles))
-    for chart in ("chart-equity", "chart-drawdown", "chart-spread", "chart-inventory",
+    for chart in ("chart-equity", "chart-excess", "chart-drawdown", "chart-spread", "chart-inventory",
                   "chart-attribution", "chart-robustness"):
         assert f'id="{chart}"' in page
     assert "f" * 64 in page and "excess return over hold" in page

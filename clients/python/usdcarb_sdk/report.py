@@ -247,8 +247,10 @@ def backtest_html(data: BacktestData) -> str:
         body += ["<h2>Equity and drawdown</h2>",
                  "" if baseline is not None else
                  "<p class=\"muted\">The server sent no hold-baseline curve for this run.</p>",
-                 _chart(charts.equity_figure(equity, baseline, quote), "chart-equity"),
-                 _chart(charts.drawdown_figure(equity), "chart-drawdown")]
+                 _chart(charts.equity_figure(equity, baseline, quote), "chart-equity")]
+        if baseline is not None:
+            body.append(_chart(charts.excess_figure(equity, quote), "chart-excess"))
+        body.append(_chart(charts.drawdown_figure(equity), "chart-drawdown"))
     spread = charts.spread_series(kind, params, data.candles)
     if spread is not None:
         label, series = spread

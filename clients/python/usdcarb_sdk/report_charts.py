@@ -19,6 +19,7 @@ __all__ = [
     "attribution_figure",
     "drawdown_figure",
     "equity_figure",
+    "excess_figure",
     "heatmap_figure",
     "inventory_figure",
     "inventory_from_trades",
@@ -48,6 +49,15 @@ def equity_figure(equity: pd.DataFrame, baseline: pd.Series | None, quote: str) 
     if baseline is not None and len(baseline):
         fig.add_trace(go.Scatter(x=baseline.index, y=baseline.to_numpy(), name="hold baseline",
                                  mode="lines", line={"width": 1.2, "dash": "dot"}))
+    return fig
+
+
+def excess_figure(equity: pd.DataFrame, quote: str) -> go.Figure:
+    """What trading added over holding: equity minus the hold baseline, over time."""
+    fig = _figure(f"Excess over the hold baseline ({quote})", yaxis_title=quote)
+    excess = equity["equity"].to_numpy() - equity["baseline"].to_numpy()
+    fig.add_trace(go.Scatter(x=equity.index, y=excess, name="equity - hold baseline",
+                             mode="lines", fill="tozeroy", line={"width": 1.2}))
     return fig
 
 
