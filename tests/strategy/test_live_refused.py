@@ -8,8 +8,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from tests.strategy.test_strategy_service import create, params, stub  # noqa: F401
+
 from usdcarb.v1 import strategy_pb2 as pb
 
 pytestmark = pytest.mark.integration
