@@ -19,6 +19,7 @@ done
 put USDCARB_IDENTITY_KEY_PASSPHRASE "$(random)"
 put USDCARB_IDENTITY_SERVICE_KEY "$(random)"
 put USDCARB_IDENTITY_BOOTSTRAP_ADMIN_PASSWORD "$(random)"
+put alert_token "$(random)"  # Alertmanager -> notification's receiver (bearer token)
 key=$(cat "$dir/USDCARB_IDENTITY_SERVICE_KEY")
 for svc in ingestion backtest; do
   upper=$(echo "$svc" | tr '[:lower:]' '[:upper:]')

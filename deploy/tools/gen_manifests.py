@@ -31,6 +31,7 @@ from usdcarb.gateway.api import load_services
 from usdcarb.gateway.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_UPSTREAMS
 from usdcarb.identity.settings import IdentitySettings
 from usdcarb.ingestion.main import IngestionSettings
+from usdcarb.notification.alerts import PATH as ALERT_PATH
 from usdcarb.notification.main import NotificationSettings
 from usdcarb.platform.authz import MESH_ONLY, SERVICE_GRANTS
 from usdcarb.platform.settings import PlatformSettings
@@ -57,6 +58,16 @@ JWKS_PATH = "/.well-known/jwks.json"
 INTROSPECTION = ("/grpc.health.v1.Health/*", "/grpc.reflection.v1.ServerReflection/*",
                  "/grpc.reflection.v1alpha.ServerReflection/*")
 USER_ID = 10001
+# Alertmanager -> notification's Alertmanager receiver (usdcarb.notification.alerts). The
+# cluster's Alertmanager (kube-prometheus-stack) runs in the monitoring namespace, in the
+# mesh, as this service account; it and notification mount the bearer token from a Secret
+# of this name (key "token") in their namespaces (deploy/README.md, "Alerts").
+ALERT_PORT = 9093
+ALERT_SECRET = "usdcarb-alert-token"
+ALERT_TOKEN_DIR = "/etc/usdcarb/alert-token"
+MONITORING_NS = "monitoring"
+ALERTMANAGER_SA = f"{TRUST_DOMAIN}/ns/{MONITORING_NS}/sa/alertmanager"
+ALERTMANAGER = ROOT / "deploy/monitoring/alertmanager"
 
 SETTINGS: dict[str, type[PlatformSettings]] = {
     "identity": IdentitySettings, "strategy": StrategySettings,
@@ -128,6 +139,9 @@ def config_map(service: str) -> dict[str, Any]:
         data["PUBLISH_DEV_KEY"] = "false"
     if service == "backtest":
         data["WORKER_PROCESSES"] = "2"
+    if service == "notification":
+        data["ALERT_PORT"] = str(ALERT_PORT)
+        data["ALERT_TOKEN_FILE"] = f"{ALERT_TOKEN_DIR}/token"
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": f"{service}-config", "labels": labels(service)},
             "data": {env_name(service, k): v for k, v in data.items()}}
@@ -168,15 +182,19 @@ def service_container(service: str) -> dict[str, Any]:
             "valueFrom": {"secretKeyRef": {"name": secret, "key": field.replace("_", "-")}}}
            for field in secret_fields(service)]
     grpc_probe = {"grpc": {"port": port}}
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if service == "backtest":
         mounts.append({"name": "numba-cache", "mountPath": "/var/cache/numba"})
+    ports = [{"name": "grpc", "containerPort": port, "protocol": "TCP"},
+             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+    if service == "notification":
+        ports.append({"name": "alerts", "containerPort": ALERT_PORT, "protocol": "TCP"})
+        mounts.append({"name": "alert-token", "mountPath": ALERT_TOKEN_DIR, "readOnly": True})
     return {
         "name": service, "image": "usdcarb-services",
         "imagePullPolicy": "Always",
         "command": ["python", "-m", f"usdcarb.{service}.main"],
-        "ports": [{"name": "grpc", "containerPort": port, "protocol": "TCP"},
-                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": ports,
         "envFrom": [{"configMapRef": {"name": f"{service}-config"}}],
         "env": env,
         # Start-up runs the migrations under the advisory lock: up to 5 minutes.
@@ -237,7 +255,10 @@ def k8s_service(name: str, ports: list[tuple[str, int]], suffix: str = "") -> di
 def service_ports(name: str) -> list[tuple[str, int]]:
     if name == "gateway":
         return [("http-gateway", GATEWAY_PORT)]
-    return [(f"grpc-{name}", grpc_port(name)), ("http-metrics", METRICS_PORT)]
+    ports = [(f"grpc-{name}", grpc_port(name)), ("http-metrics", METRICS_PORT)]
+    if name == "notification":
+        ports.append(("http-alerts", ALERT_PORT))
+    return ports
 
 
 def pdb(name: str) -> dict[str, Any]:
@@ -329,6 +350,10 @@ def workload(service: str) -> list[dict[str, Any]]:
                         volumes=("tmp", "numba-cache"))
     else:
         spec = pod_spec(service, [service_container(service)])
+    if service == "notification":  # the bearer token Alertmanager presents, as a file
+        spec["volumes"].append({"name": "alert-token", "secret": {
+            "secretName": ALERT_SECRET, "defaultMode": 0o440,
+            "items": [{"key": "token", "path": "token"}]}})
     docs = [service_account(service), config_map(service), deployment(service, spec),
             k8s_service(service, service_ports(service)), pdb(service)]
     if service != "backtest":  # backtest scales on its job queue (KEDA), not CPU alone
@@ -415,13 +440,18 @@ def network_policies(callers: dict[str, set[str]]) -> list[dict[str, Any]]:
                 "matchLabels": {"istio": "ingressgateway"}}}, {"podSelector": {}}]
         else:
             peers = [{"podSelector": {"matchLabels": selector(s)}} for s in sorted(sources)]
+        ingress = [{"from": peers, "ports": [{"port": port, "protocol": "TCP"}]},
+                   {"from": [monitoring], "ports": [merged_metrics]}]
+        if target == "notification":  # the cluster's Alertmanager posts alerts
+            ingress.append({"from": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": MONITORING_NS}}, "podSelector": {
+                "matchLabels": {"app.kubernetes.io/name": "alertmanager"}}}],
+                "ports": [{"port": ALERT_PORT, "protocol": "TCP"}]})
         docs.append({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": f"{target}-ingress", "labels": labels(target)},
             "spec": {"podSelector": {"matchLabels": selector(target)},
-                     "policyTypes": ["Ingress"],
-                     "ingress": [{"from": peers, "ports": [{"port": port, "protocol": "TCP"}]},
-                                 {"from": [monitoring], "ports": [merged_metrics]}]}})
+                     "policyTypes": ["Ingress"], "ingress": ingress}})
     return docs
 
 
@@ -468,6 +498,10 @@ def authorization_policies() -> list[dict[str, Any]]:
                                                           *mesh_only]}}]})
         for rule in rules:
             rule["to"][0]["operation"]["ports"] = [str(grpc_port(name))]
+        if name == "notification":  # Alertmanager's webhook, nothing else of the service
+            rules.append({"from": [{"source": {"principals": [ALERTMANAGER_SA]}}],
+                          "to": [{"operation": {"ports": [str(ALERT_PORT)], "methods": ["POST"],
+                                                "paths": [ALERT_PATH]}}]})
         docs.append({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                      "metadata": {"name": name, "labels": labels(name)},
                      "spec": {"selector": {"matchLabels": selector(name)}, "action": "ALLOW",
@@ -527,6 +561,13 @@ def virtual_services() -> list[dict[str, Any]]:
                        and any(r.method == "GET" for r in m.http_rules))
         streams = sorted(m.name for m in svc.methods if m.server_streaming or m.client_streaming)
         routes: list[dict[str, Any]] = []
+        if svc.short_name == "notification":
+            # The Alertmanager receiver's own port: its requests stay on it (the routes
+            # below would send every HTTP request of the host to the gRPC port).
+            routes.append({"name": "alerts", "match": [{"port": ALERT_PORT}],
+                           "route": [{"destination": {"host": host,
+                                                      "port": {"number": ALERT_PORT}}}],
+                           "timeout": "30s", "retries": {"attempts": 0}})
         if streams:
             routes.append({"name": "streams", "match": [
                 {"uri": {"exact": f"/{svc.full_name}/{m}"}} for m in streams],
@@ -581,6 +622,19 @@ def mesh_security() -> list[dict[str, Any]]:
              # Every service verifies the token again itself: pass it on unchanged.
              "forwardOriginalToken": True}]}},
     ]
+
+
+def alertmanager_k8s() -> str:
+    """alertmanager.yml (Compose) for the cluster's Alertmanager in the monitoring
+    namespace: notification by its cluster name, the token where kube-prometheus-stack
+    mounts ``alertmanagerSpec.secrets`` (/etc/alertmanager/secrets/<Secret>/<key>)."""
+    config = yaml.safe_load((ALERTMANAGER / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"http://{fqdn('notification')}:{ALERT_PORT}{ALERT_PATH}"
+            hook["http_config"]["authorization"]["credentials_file"] = (
+                f"/etc/alertmanager/secrets/{ALERT_SECRET}/token")
+    return HEADER + str(yaml.safe_dump(config, sort_keys=False, width=100))
 
 
 # ---------------------------------------------------------------- prod rollouts
@@ -648,6 +702,7 @@ def outputs() -> dict[Path, str]:
     files[ISTIO / "destination-rules.yaml"] = dump(destination_rules())
     files[ISTIO / "virtual-services.yaml"] = dump(virtual_services())
     files[ISTIO / "edge.yaml"] = dump(edge())
+    files[ALERTMANAGER / "alertmanager-k8s.yml"] = alertmanager_k8s()
     files[PROD / "rollouts.yaml"] = dump(rollouts())
     files[PROD / "config-prod.yaml"] = dump(prod_config())
     files[PROD / "hpa-targets.yaml"] = dump(hpa_targets())

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {s.short_name: s for s in load_services(ROOT / "gen/descriptor/usdcarb.binpb")}
 NAMESPACE = "usdcarb"
 INGRESS_SA = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+ALERTMANAGER_SA = "cluster.local/ns/monitoring/sa/alertmanager"  # tests/deploy/test_alert_wiring
 
 
 def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -88,10 +89,15 @@ def test_container_ports_are_the_ports_the_code_listens_on(docs: list[dict[str, 
         assert port == grpc_port(name), f"{name}: expected the gateway's upstream port"
         assert env[prefix + "GRPC_HOST"] == "0.0.0.0"
         ports = {p["name"]: p["containerPort"] for p in container(deployments[name])["ports"]}
-        assert ports == {"grpc": port, "metrics": int(env[prefix + "METRICS_PORT"])}
+        expected = {"grpc": port, "metrics": int(env[prefix + "METRICS_PORT"])}
+        if prefix + "ALERT_PORT" in env:  # notification's Alertmanager receiver
+            expected["alerts"] = int(env[prefix + "ALERT_PORT"])
+        assert ports == expected
         by_name = {p["name"]: p for p in services[name]["spec"]["ports"]}
         assert by_name[f"grpc-{name}"]["targetPort"] == port
         assert by_name["http-metrics"]["targetPort"] == int(env[prefix + "METRICS_PORT"])
+        if "alerts" in expected:
+            assert by_name["http-alerts"]["targetPort"] == expected["alerts"]
 
 
 def test_peer_addresses_name_existing_services(docs: list[dict[str, Any]]) -> None:
@@ -162,7 +168,8 @@ def test_authorization_policies_name_existing_service_accounts(
         for rule in ap["spec"].get("rules", []):
             for source in rule["from"]:
                 for p in source["source"]["principals"]:
-                    assert p in accounts or p == INGRESS_SA, f"{name}: unknown principal {p}"
+                    assert p in accounts or p in (INGRESS_SA, ALERTMANAGER_SA), \
+                        f"{name}: unknown principal {p}"
     assert objects(docs, "AuthorizationPolicy")["allow-nothing"]["spec"] == {}
 
 
@@ -197,6 +204,8 @@ def test_mesh_mtls_strict_and_traffic_rules(docs: list[dict[str, Any]]) -> None:
         vs = objects(docs, "VirtualService")[name]
         assert vs["spec"]["hosts"] == [f"{name}.{NAMESPACE}.svc.cluster.local"]
         for route in vs["spec"]["http"]:
+            if route["name"] == "alerts":  # notification's Alertmanager port (no gRPC)
+                continue
             paths = [m["uri"]["exact"].rsplit("/", 1)[1] for m in route.get("match", [])]
             methods = [m for m in svc.methods if m.name in paths]
             if route["retries"]["attempts"]:

@@ -28,9 +28,10 @@ def test_compose_prometheus_config_and_alertmanager_config_are_valid() -> None:
     result = _run(monitoring.binary("promtool"), "check", "config",
                   "deploy/compose/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    result = _run(monitoring.binary("amtool"), "check-config",
-                  "deploy/monitoring/alertmanager/alertmanager.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
+    for config_file in ("alertmanager.yml", "alertmanager-k8s.yml"):  # Compose, Kubernetes
+        result = _run(monitoring.binary("amtool"), "check-config",
+                      f"deploy/monitoring/alertmanager/{config_file}")
+        assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
     assert {j["job_name"] for j in config["scrape_configs"]} >= {
         "identity", "strategy", "validation", "ingestion", "backtest", "notification",
