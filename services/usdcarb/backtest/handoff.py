@@ -20,6 +20,7 @@ import dataclasses
 import json
 import mmap
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,45 @@ class FrameRef:
 
 
 SHM = "/dev/shm"
+_NAME = re.compile(r"^usdcarb-frame-(\d+)-")
+
+
+def _prefix() -> str:
+    """File names carry the pid of the process that owns them (see ``remove_orphans``)."""
+    return f"usdcarb-frame-{os.getpid()}-"
+
+
+def remove_orphans(directories: Sequence[str | None] = (SHM, None)) -> int:
+    """Remove the frame, curve and trade files whose owning process is gone (a service
+    killed mid-job cannot discard them, and in /dev/shm they hold memory until reboot);
+    return how many. ``None`` is the temp directory."""
+    removed = 0
+    for directory in directories:
+        where = directory or tempfile.gettempdir()
+        try:
+            names = os.listdir(where)
+        except OSError:
+            continue
+        for name in names:
+            m = _NAME.match(name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            try:
+                os.unlink(os.path.join(where, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # someone else's process
+    return True
 
 
 def _directory(size: int) -> str | None:
@@ -96,7 +136,7 @@ def create_frame(bars: int, series: Sequence[tuple[str, str]]) -> tuple[
     The caller fills them before handing the reference on, and discards it after."""
     k = len(series)
     size = _frame_size(bars, k)
-    fd, path = tempfile.mkstemp(prefix="usdcarb-frame-", dir=_directory(size))
+    fd, path = tempfile.mkstemp(prefix=_prefix(), dir=_directory(size))
     try:
         os.ftruncate(fd, size)
         os.close(fd)
@@ -110,7 +150,7 @@ def create_frame(bars: int, series: Sequence[tuple[str, str]]) -> tuple[
 def write_frame(frame: MarketFrame, directory: str | None = None) -> FrameRef:
     """Write ``frame``'s columns (native-endian) to a new file; return its reference."""
     size = _frame_size(len(frame), len(frame.series))
-    fd, path = tempfile.mkstemp(prefix="usdcarb-frame-", dir=directory or _directory(size))
+    fd, path = tempfile.mkstemp(prefix=_prefix(), dir=directory or _directory(size))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(np.ascontiguousarray(frame.time_ms, np.int64).data)

@@ -34,7 +34,13 @@ from usdcarb.backtest.colcodec import encode_columns
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
-from usdcarb.backtest.handoff import FrameRef, create_frame, discard, take_curves
+from usdcarb.backtest.handoff import (
+    FrameRef,
+    create_frame,
+    discard,
+    remove_orphans,
+    take_curves,
+)
 from usdcarb.backtest.jobs import JobEntry, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import Loaded, load_market, series_to_load
@@ -137,6 +143,10 @@ class Runner:
 
     async def start(self) -> None:
         await self._queue.ensure_groups()
+        removed = await asyncio.to_thread(remove_orphans)
+        if removed:
+            logger.info("removed %d hand-off files left by engine jobs of dead processes",
+                        removed)
         for i in range(self.settings.processes):
             self._executors.append(_new_executor())
             self._tasks.append(asyncio.create_task(self._slot(i), name=f"backtest-slot-{i}"))

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from usdcarb.backtest import engine
-from usdcarb.backtest.handoff import discard, read_frame, send_curves, take_curves, write_frame
+from usdcarb.backtest.handoff import (
+    discard,
+    read_frame,
+    remove_orphans,
+    send_curves,
+    take_curves,
+    write_frame,
+)
 from usdcarb.backtest.model import BacktestJob, EquityColumns, TradeRows
 from usdcarb.backtest.store import BacktestStore
 
@@ -100,3 +107,22 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_curves() 
     finally:
         discard(ref)
     assert not any(os.path.exists(p) for p in (ref.path, ref.curves_path, ref.trades_path))
+
+
+@pytest.mark.unit
+def test_hand_off_files_of_a_dead_process_are_removed_and_live_ones_kept(
+        tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    orphans = [tmp_path / f"usdcarb-frame-{dead}-abc{suffix}"
+               for suffix in ("", ".curves", ".trades")]
+    mine = tmp_path / f"usdcarb-frame-{os.getpid()}-xyz"
+    other = tmp_path / "usdcarb-frame-notapid"
+    for p in (*orphans, mine, other):
+        p.write_bytes(b"x")
+    assert remove_orphans([str(tmp_path)]) == 3
+    assert not any(p.exists() for p in orphans) and mine.exists() and other.exists()
