@@ -51,7 +51,10 @@ step "checkov policy scan (exceptions with reasons: deploy/checkov.yaml)"
   -f "$out"/rendered/*.yaml -f "${dockerfiles[@]}" -f .github/workflows/*.yml
 
 step "gateway config for the Kubernetes topology: envoy --mode validate"
-sh deploy/gateway/render.sh k8s gen/descriptor/usdcarb.binpb "$out/envoy-k8s.yaml" "$py"
+# The per-caller limit files the gateway-limits ConfigMap holds, where validate finds them.
+"$py" -m usdcarb.ratelimit.service --divided --out "$out/limits" >/dev/null
+USDCARB_GATEWAY_LIMITS_DIR="$out/limits/envoy" \
+  sh deploy/gateway/render.sh k8s gen/descriptor/usdcarb.binpb "$out/envoy-k8s.yaml" "$py"
 sh deploy/gateway/render.sh compose gen/descriptor/usdcarb.binpb "$out/envoy-compose.yaml" "$py"
 for cfg in "$out/envoy-k8s.yaml" "$out/envoy-compose.yaml"; do
   .venv/bin/envoy --mode validate -c "$cfg" --log-level critical

@@ -11,8 +11,11 @@ ratelimit=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["
 # Kubernetes runs several gateway replicas: each enforces its share of the per-caller
 # limits, dividing by the replicas the headless Service resolves to.
 set -- --ratelimit "$ratelimit" --route-authorization --env prod
+# Their limits come from the gateway-limits ConfigMap, mounted where Envoy watches it
+# (USDCARB_GATEWAY_LIMITS_DIR: elsewhere for an offline check).
 if [ "$topology" = k8s ]; then
-  set -- "$@" --local-cluster gateway-replicas.usdcarb.svc.cluster.local:8080
+  set -- "$@" --local-cluster gateway-replicas.usdcarb.svc.cluster.local:8080 \
+    --local-limits-dir "${USDCARB_GATEWAY_LIMITS_DIR:-/etc/usdcarb/limits}"
 fi
 exec "$python" -m usdcarb.gateway.config --out "$out" --ports-json "$ports" \
   --listen-host 0.0.0.0 --descriptor "$descriptor" \

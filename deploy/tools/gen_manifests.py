@@ -50,6 +50,7 @@ NAMESPACE = "usdcarb"
 TRUST_DOMAIN = "cluster.local"
 METRICS_PORT = 9090
 RATELIMIT_PORT = 8081  # envoyproxy/ratelimit (Go): gRPC; its HTTP /healthcheck on 8080
+GATEWAY_LIMITS_DIR = "/etc/usdcarb/limits"  # keep in sync with deploy/gateway/render.sh
 RATELIMIT_HTTP_PORT = 8080
 GATEWAY_PORT = 8080
 GATEWAY_ADMIN_PORT = 9901
@@ -376,14 +377,22 @@ def gateway_workload() -> list[dict[str, Any]]:
                                    "ephemeral-storage": "64Mi"},
                       "limits": {"cpu": "2", "memory": "512Mi", "ephemeral-storage": "256Mi"}},
         "securityContext": security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # The per-caller limits (ECDS files, deploy/gateway/render.sh --local-limits-dir):
+        # Envoy watches the folder, so an edited ConfigMap applies without a restart.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "limits", "mountPath": GATEWAY_LIMITS_DIR, "readOnly": True}],
     }
     spec = pod_spec("gateway", [container], grace=30)
+    spec["volumes"].append({"name": "limits", "configMap": {"name": "gateway-limits"}})
+    # Rendered from the limits file like the rate limit service's; divided among replicas.
+    limits = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": "gateway-limits", "labels": labels("gateway")},
+              "data": rls.render_envoy_limits(load_limits(), divided=True)}
     # Every ready gateway replica by DNS: each one's Envoy divides the per-caller limits by
     # their number (local_cluster_rate_limit; deploy/gateway/render.sh --local-cluster).
     replicas = k8s_service("gateway", service_ports("gateway"), suffix="-replicas")
     replicas["spec"]["clusterIP"] = "None"
-    return [service_account("gateway"), deployment("gateway", spec),
+    return [service_account("gateway"), limits, deployment("gateway", spec),
             k8s_service("gateway", service_ports("gateway")), replicas, pdb("gateway"),
             hpa("gateway")]
 

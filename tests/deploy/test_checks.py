@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -85,11 +86,22 @@ def test_kubeconform_refuses_a_wrong_type(rendered: dict[str, list[dict[str, Any
     assert kubeconform(deploy_tool, tmp_path, doc).returncode != 0
 
 
-def test_gateway_kubernetes_config_passes_envoy_validate(tmp_path: Path) -> None:
+def test_gateway_kubernetes_config_passes_envoy_validate(
+        rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    # The per-caller limits from the gateway-limits ConfigMap, where Envoy watches them.
+    limits = rendered_object(rendered, "ConfigMap", "gateway-limits")
+    folder = tmp_path / "limits"
+    folder.mkdir()
+    for name, text in limits["data"].items():
+        (folder / name).write_text(text)
+    mount = rendered_object(rendered, "Deployment", "gateway")["spec"]["template"]["spec"][
+        "containers"][0]["volumeMounts"]
+    assert {"name": "limits", "mountPath": "/etc/usdcarb/limits", "readOnly": True} in mount
     out = tmp_path / "envoy.yaml"
     subprocess.run(["sh", str(ROOT / "deploy/gateway/render.sh"), "k8s",
                     str(ROOT / "gen/descriptor/usdcarb.binpb"), str(out),
-                    str(ROOT / ".venv/bin/python")], check=True, capture_output=True)
+                    str(ROOT / ".venv/bin/python")], check=True, capture_output=True,
+                   env={**os.environ, "USDCARB_GATEWAY_LIMITS_DIR": str(folder)})
     result = subprocess.run([str(ROOT / ".venv/bin/envoy"), "--mode", "validate", "-c", str(out),
                              "--log-level", "critical"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -105,6 +117,17 @@ def test_gateway_kubernetes_config_passes_envoy_validate(tmp_path: Path) -> None
     assert "ratelimit" in clusters
     listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert listener == {"address": "0.0.0.0", "port_value": 8080}
+    # Each tier's filter: its file in the ConfigMap, the same config as the image's default.
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    local = [f for f in hcm["typed_config"]["http_filters"] if "config_discovery" in f]
+    assert local and len(local) == len(limits["data"])
+    for spec in local:
+        discovery = spec["config_discovery"]
+        path = Path(discovery["config_source"]["path_config_source"]["path"])
+        (resource,) = yaml.safe_load((folder / path.name).read_text())["resources"]
+        assert resource["name"] == spec["name"]
+        assert resource["typed_config"] == discovery["default_config"]
+        assert resource["typed_config"]["local_cluster_rate_limit"] == {}
 
 
 def test_base_images_are_pinned_versions() -> None:

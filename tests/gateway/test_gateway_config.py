@@ -27,6 +27,7 @@ from usdcarb.gateway.config import (
 )
 from usdcarb.gateway.devtoken import DEV_JWKS, DevTokenRefused, mint_dev_token
 from usdcarb.platform import authz
+from usdcarb.ratelimit.limits import TIERS
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +220,7 @@ def test_filter_chain_order_follows_the_note() -> None:
         "envoy.filters.http.jwt_authn",
         # Lua first: the tier for the buckets; on the way out it details their 429s.
         "envoy.filters.http.lua",
-        "envoy.filters.http.local_ratelimit",
+        *(f"usdcarb.local_ratelimit.{tier}" for tier in TIERS),  # one filter per tier
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
@@ -231,7 +232,7 @@ def test_filter_chain_order_follows_the_note() -> None:
         "envoy.filters.http.cors",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.lua",
-        "envoy.filters.http.local_ratelimit",
+        *(f"usdcarb.local_ratelimit.{tier}" for tier in TIERS),  # one filter per tier
         "envoy.filters.http.ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",

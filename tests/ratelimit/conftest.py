@@ -61,6 +61,11 @@ class Rls:
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def envoy_dir(self) -> Path:
+        """The gateway's per-caller limit files (ECDS), written beside the service's."""
+        return service.envoy_dir(self.root)
+
     def write(self, text: str) -> None:
         service.write_config(limits(text), self.root)
 

@@ -29,7 +29,8 @@ def token(role: str = "analyst", subject: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway: StartGateway, rls: Rls) -> EnvoyProcess:
-    return start_gateway(ratelimit_address=rls.address)
+    # Per-caller limits from the files the stack's writer keeps beside the service's (ECDS).
+    return start_gateway(ratelimit_address=rls.address, local_limits_dir=str(rls.envoy_dir))
 
 
 def assert_rate_limited(reply: object, limit: str) -> None:
@@ -169,6 +170,80 @@ def test_a_changed_limits_file_applies_without_restart(gateway: EnvoyProcess, rl
     finally:
         rls.write(LIMITS_YAML)
     assert stat(gateway, "cluster.backtest.ratelimit.over_limit") >= 1
+
+
+def _until_local_limit(gateway: EnvoyProcess, role: str, allowed: int) -> None:
+    """Wait until a fresh ``role`` caller's bucket holds ``allowed`` (the reload is async)."""
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        reply = call(gateway, "GET", "/v1/strategies/a", token(role))
+        if reply.headers.get("x-ratelimit-limit") == str(allowed):
+            return
+        assert time.monotonic() < deadline, reply.headers
+        time.sleep(0.2)
+
+
+def test_changed_per_caller_limits_apply_without_restarting_envoy(
+    gateway: EnvoyProcess, rls: Rls, channel: grpc.Channel,
+) -> None:
+    pid = gateway.process.pid
+    at_limit = token()
+    assert [call(gateway, "GET", "/v1/strategies/a", at_limit).status
+            for _ in range(9)] == [200] * 8 + [429]
+    higher = LIMITS_YAML.replace("analyst: {requests_per_unit: 8, unit: minute}",
+                                 "analyst: {requests_per_unit: 12, unit: hour}")
+    lower = LIMITS_YAML.replace("analyst: {requests_per_unit: 8, unit: minute}",
+                                "analyst: {requests_per_unit: 2, unit: minute}")
+    try:
+        rls.write(higher)
+        _until_local_limit(gateway, "analyst", 12)
+        # The caller that was at its limit gets the new one (a new bucket, full).
+        replies = [call(gateway, "GET", "/v1/strategies/a", at_limit) for _ in range(13)]
+        assert [r.status for r in replies] == [200] * 12 + [429]
+        assert_rate_limited(replies[-1], "api-analyst")
+        assert "12 requests per 3600 s" in replies[-1].json()["message"]
+        assert replies[-1].detail("QuotaFailure")["violations"][0]["description"] == (
+            "12 requests per 3600 s")
+        assert replies[-1].detail("RetryInfo")["retryDelay"] == "300s"
+        assert replies[-1].headers["retry-after"] == "300"
+        assert not any(k.startswith("x-usdcarb-") for k in replies[-1].headers), (
+            replies[-1].headers)
+        # Other tiers keep their buckets and limits.
+        assert call(gateway, "GET", "/v1/strategies/a", token("viewer")).status == 200
+        # The shared budget still holds, counted by the service.
+        heavy = token()
+        codes = [call(gateway, "POST", "/v1/backtests", heavy, body=b"{}").status
+                 for _ in range(2)]
+        assert 429 not in codes
+        assert_rate_limited(call(gateway, "POST", "/v1/backtests", heavy, body=b"{}"),
+                            "heavy-analyst")
+
+        rls.write(lower)
+        _until_local_limit(gateway, "analyst", 2)
+        caller = token()
+        replies = [call(gateway, "GET", "/v1/strategies/a", caller) for _ in range(3)]
+        assert [r.status for r in replies] == [200, 200, 429]
+        assert replies[-1].detail("QuotaFailure")["violations"][0]["description"] == (
+            "2 requests per 60 s")
+        assert replies[-1].detail("RetryInfo")["retryDelay"] == "30s"
+        # gRPC callers get the new limit's details too.
+        stub = strategy_pb2_grpc.StrategyServiceStub(channel)
+        greedy = [("authorization", f"Bearer {token()}")]
+        for _ in range(2):
+            stub.GetStrategy(strategy_pb2.GetStrategyRequest(name="strategies/a"),
+                             metadata=greedy, timeout=10)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetStrategy(strategy_pb2.GetStrategyRequest(name="strategies/a"),
+                             metadata=greedy, timeout=10)
+        assert_grpc_rate_limited(err.value, "api-analyst")
+        status = rpc_status.from_call(err.value)
+        assert status is not None and "2 requests per 60 s" in status.message
+    finally:
+        rls.write(LIMITS_YAML)
+    _until_local_limit(gateway, "analyst", 8)
+    assert gateway.process.pid == pid and gateway.process.poll() is None  # never restarted
 
 
 def test_the_service_exports_prometheus_metrics(gateway: EnvoyProcess, rls: Rls) -> None:

@@ -13,6 +13,7 @@ from usdcarb.gateway.config import GatewayConfig, render_envoy_config
 from usdcarb.ratelimit import service
 from usdcarb.ratelimit.limits import (
     DEFAULT_LIMITS_FILE,
+    TIERS,
     ConfigError,
     load_limits,
     parse_limits,
@@ -63,26 +64,61 @@ def test_the_service_config_is_written_atomically_where_the_service_watches(
     assert env["PROMETHEUS_ADDR"] == "127.0.0.1:4" and env["RUNTIME_IGNOREDOTFILES"] == "true"
 
 
-def _local(cfg: GatewayConfig) -> dict[str, Any]:
+def _locals(cfg: GatewayConfig) -> dict[str, dict[str, Any]]:
+    """Return the per-tier local_ratelimit filters of ``cfg``'s listener, by tier."""
     bootstrap = render_envoy_config(cfg, base_dir=REPO)
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    (local,) = [f["typed_config"] for f in hcm["typed_config"]["http_filters"]
-                if f["name"] == "envoy.filters.http.local_ratelimit"]
-    return dict(local)
+    prefix = "usdcarb.local_ratelimit."
+    return {f["name"].removeprefix(prefix): f for f in hcm["typed_config"]["http_filters"]
+            if f["name"].startswith(prefix)}
 
 
 def test_envoy_keeps_a_bucket_per_subject_and_tier_in_a_bounded_lru() -> None:
-    local = _local(GatewayConfig(limits=LIMITS, max_dynamic_descriptors=777))
-    assert local["max_dynamic_descriptors"] == 777
-    by_tier = {d["entries"][0]["value"]: d for d in local["descriptors"]}
-    assert by_tier["analyst"]["entries"] == [{"key": "tier", "value": "analyst"}, {"key": "sub"}]
-    assert by_tier["analyst"]["token_bucket"] == {
-        "max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "60s"}
-    assert by_tier["admin"]["token_bucket"]["fill_interval"] == "1s"  # the default tier
-    keys = [a["request_headers"]["descriptor_key"] for a in local["rate_limits"][0]["actions"]]
-    assert keys == ["tier", "sub"] and "local_cluster_rate_limit" not in local
-    shared = _local(GatewayConfig(limits=LIMITS, local_cluster="gateway.ns.svc:8080"))
-    assert shared["local_cluster_rate_limit"] == {}
+    filters = _locals(GatewayConfig(limits=LIMITS, max_dynamic_descriptors=777))
+    assert sorted(filters) == sorted(TIERS)
+    analyst = filters["analyst"]["typed_config"]
+    assert analyst["max_dynamic_descriptors"] == 777
+    (bucket,) = analyst["descriptors"]
+    assert bucket["entries"] == [{"key": "tier", "value": "analyst"}, {"key": "sub"}]
+    assert bucket["token_bucket"] == {"max_tokens": 5, "tokens_per_fill": 5,
+                                      "fill_interval": "60s"}
+    admin = filters["admin"]["typed_config"]
+    assert admin["descriptors"][0]["token_bucket"]["fill_interval"] == "1s"  # the default tier
+    # Only the tier's own requests get a descriptor, per subject.
+    tier_match, sub = analyst["rate_limits"][0]["actions"]
+    assert tier_match["header_value_match"]["headers"] == [
+        {"name": "x-usdcarb-tier", "string_match": {"exact": "analyst"}}]
+    assert sub["request_headers"]["descriptor_key"] == "sub"
+    assert "local_cluster_rate_limit" not in analyst
+    shared = _locals(GatewayConfig(limits=LIMITS, local_cluster="gateway.ns.svc:8080"))
+    assert shared["analyst"]["typed_config"]["local_cluster_rate_limit"] == {}
+
+
+def test_per_caller_limits_come_from_watched_files_with_the_same_default(
+        tmp_path: Path) -> None:
+    service.write_config(LIMITS, tmp_path, max_dynamic_descriptors=777)
+    folder = service.envoy_dir(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{t}.yaml" for t in TIERS)
+    cfg = GatewayConfig(limits=LIMITS, max_dynamic_descriptors=777, local_limits_dir=str(folder))
+    for tier, spec in _locals(cfg).items():
+        discovery = spec["config_discovery"]
+        source = discovery["config_source"]["path_config_source"]
+        assert source == {"path": f"{folder}/{tier}.yaml", "watched_directory": {"path": str(folder)}}
+        assert discovery["apply_default_config_without_warming"] is True
+        (resource,) = yaml.safe_load((folder / f"{tier}.yaml").read_text())["resources"]
+        assert resource["name"] == spec["name"]
+        assert resource["typed_config"] == discovery["default_config"]
+    # Unchanged files are left alone (their buckets keep their tokens); changed ones replaced.
+    before = {p.name: p.stat().st_ino for p in folder.iterdir()}
+    service.write_config(LIMITS, tmp_path, max_dynamic_descriptors=777)
+    assert {p.name: p.stat().st_ino for p in folder.iterdir()} == before
+    service.write_config(parse_limits({"api": {"analyst": {"requests_per_unit": 9,
+                                                           "unit": "hour"}}}), tmp_path,
+                         max_dynamic_descriptors=777)
+    after = {p.name: p.stat().st_ino for p in folder.iterdir()}
+    assert after["analyst.yaml"] != before["analyst.yaml"]
+    assert "9 requests per 3600 s" in (folder / "analyst.yaml").read_text()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
 def test_a_malformed_limits_file_is_refused_with_the_field_named(tmp_path: Path) -> None:

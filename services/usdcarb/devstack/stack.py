@@ -471,7 +471,9 @@ class Stack:
         """Envoy's rate limit service (Go, envoyproxy/ratelimit) on the stack's Redis, with
         its config from the limits file (USDCARB_RATELIMIT_LIMITS_FILE, default the
         package's) under <root>/ratelimit: rewrite it there (``python -m
-        usdcarb.ratelimit.service --limits F --out <root>/ratelimit``) and it reloads."""
+        usdcarb.ratelimit.service --limits F --out <root>/ratelimit``) and it reloads, and
+        so does the gateway's per-caller limits (<root>/ratelimit/envoy, which Envoy
+        watches)."""
         from usdcarb.ratelimit import limits, service
 
         limits_file = self.extra_env.get("USDCARB_RATELIMIT_LIMITS_FILE")
@@ -535,6 +537,7 @@ class Stack:
     def _start_envoy(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo],
                      pki: tls.DevPki | None) -> ProcessInfo:
         from usdcarb.gateway.config import GatewayConfig, GatewayTls, write_envoy_config
+        from usdcarb.ratelimit import service
 
         ports: dict[str, int | str] = {"gateway": gw, "admin": admin}
         ports.update({n: processes[n].port for n in SERVICES if n != "ratelimit"})
@@ -550,6 +553,8 @@ class Stack:
             tls=GatewayTls.from_dir(pki.root) if pki else None,
             jwks_cache_duration_s=self.jwks_cache_s,
             ratelimit_address=f"127.0.0.1:{processes['ratelimit'].port}",
+            # Written with the service's config (_start_ratelimit); reloaded on change.
+            local_limits_dir=str(service.envoy_dir(self.root / "ratelimit")),
             route_authorization=True,
             access_log_path=str(self.logs / "gateway-access.log"),
         ).with_ports(ports)

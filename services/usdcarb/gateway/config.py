@@ -124,6 +124,10 @@ class GatewayConfig:
     # host:port resolving to every gateway replica (a headless Service): each replica then
     # enforces its share of a local limit (local_cluster_rate_limit). None: one gateway.
     local_cluster: str | None = None
+    # A folder Envoy watches for the per-caller limits (ECDS files, one per tier, written by
+    # usdcarb.ratelimit.service.write_config): a changed limits file applies without a
+    # restart. None: the limits above are fixed in the config.
+    local_limits_dir: str | None = None
     # Per-route role checks (RBAC on the verified roles claim) from usdcarb.platform.authz;
     # every service checks the same table again. The dev stack and deployments turn it on.
     route_authorization: bool = False
@@ -230,6 +234,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--local-cluster",
                    help="host:port of every gateway replica (headless service): divide the "
                    "per-caller limits among them")
+    p.add_argument("--local-limits-dir",
+                   help="folder Envoy watches for the per-caller limits (ECDS files from "
+                   "`python -m usdcarb.ratelimit.service --out R`: R/envoy): reloaded on change")
     p.add_argument("--route-authorization", action="store_true",
                    help="check each route's roles (usdcarb.platform.authz) at the gateway")
     p.add_argument("--jwks-cache-s", type=int, default=300, help="remote JWKS cache duration")
@@ -270,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratelimit_failure_mode_deny=args.ratelimit_failure_mode_deny,
         limits=load_limits(args.limits),
         local_cluster=args.local_cluster,
+        local_limits_dir=args.local_limits_dir,
         route_authorization=args.route_authorization,
         jwks_cache_duration_s=args.jwks_cache_s,
         access_log_path=args.access_log,

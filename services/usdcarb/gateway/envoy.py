@@ -19,17 +19,27 @@ from google.rpc import error_details_pb2, status_pb2
 
 from usdcarb.gateway.api import Service, has_verb, template_regex
 from usdcarb.platform import authz
-from usdcarb.ratelimit.limits import DOMAIN, Limit, tier_limits
+from usdcarb.ratelimit.limits import DOMAIN, TIERS, Limit, Limits, tier_limits
 
 if TYPE_CHECKING:
     from usdcarb.gateway.config import GatewayConfig, GatewayTls
 
-__all__ = ["build_bootstrap", "split_address"]
+__all__ = ["build_bootstrap", "local_limit_resources", "split_address"]
 
 JWT_PROVIDER = "usdcarb"
 RATELIMIT_DOMAIN = DOMAIN
 LOCAL_CLUSTER = "gateway-replicas"
 ERROR_DOMAIN = "usdcarb.dev"
+# The per-caller buckets: one local_ratelimit filter per role tier, named LOCAL_RATELIMIT.<tier>.
+LOCAL_RATELIMIT = "usdcarb.local_ratelimit"
+LOCAL_LIMIT_TYPE = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+# What a local bucket's 429 says, set by its filter (so it follows a reloaded config), read
+# by the local reply mappers and removed before the reply leaves: the limit's name, its
+# "N requests per S s", and the whole google.rpc.Status (base64) for gRPC callers.
+LIMIT_NAME_HEADER = "x-usdcarb-limit-name"
+LIMIT_DESCRIPTION_HEADER = "x-usdcarb-limit-description"
+LIMIT_STATUS_HEADER = "x-usdcarb-limit-status"
+LIMIT_HEADERS = (LIMIT_NAME_HEADER, LIMIT_DESCRIPTION_HEADER, LIMIT_STATUS_HEADER)
 
 # RPCs a caller uses to obtain a token (or the keys that verify one): no JWT required.
 # Read from the role table every service enforces (usdcarb.platform.authz).
@@ -396,23 +406,20 @@ def _rate_limits(key: str) -> list[dict[str, Any]] | None:
     return None
 
 
-def _local_ratelimit(cfg: GatewayConfig) -> dict[str, Any]:
-    """Envoy's own token buckets for the ordinary budget (limits file, ``api``): one per
-    subject and tier, made on first use (dynamic descriptors: the ``sub`` entry has no
-    value) and kept in an LRU of ``cfg.max_dynamic_descriptors``. An evicted caller starts
-    again from a full bucket, so eviction can only let more through, never refuse more.
-    Buckets belong to one Envoy process; with ``cfg.local_cluster`` each replica enforces
-    its share (the limit divided by the healthy gateways it sees)."""
+def _tier_bucket_config(limit: Limit | None, tier: str, *, max_dynamic_descriptors: int,
+                        divided: bool) -> dict[str, Any]:
+    """The LocalRateLimit of one tier's filter: a token bucket per subject of that tier,
+    made on first use (dynamic descriptors: the ``sub`` entry has no value) and kept in an
+    LRU of ``max_dynamic_descriptors``. An evicted caller starts again from a full bucket,
+    so eviction can only let more through, never refuse more. A request of another tier
+    (or without a token) yields no descriptor: this filter does nothing for it. A tier
+    without a limit gets a filter that limits nothing.
+
+    Its 429 carries the limit's facts in headers (LIMIT_HEADERS) that the local reply
+    mappers turn into the google.rpc.Status details; they come with the config, so they
+    change with it when the limits file changes (ECDS), and they leave with the reply
+    (the header mutation filter removes them)."""
     hundred = {"numerator": 100, "denominator": "HUNDRED"}
-    descriptors = []
-    for tier, limit in tier_limits(cfg.limits.api).items():
-        tokens = max(limit.requests_per_unit, 1)
-        bucket = {"max_tokens": tokens, "tokens_per_fill": tokens,
-                  "fill_interval": _seconds(limit.seconds)}
-        if limit.requests_per_unit == 0:
-            bucket = {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "315360000s"}
-        descriptors.append({"entries": [{"key": "tier", "value": tier}, {"key": "sub"}],
-                            "token_bucket": bucket})
     config: dict[str, Any] = {
         "stat_prefix": "http_local_rate_limiter",
         "filter_enabled": {"default_value": hundred, "runtime_key": "local_rate_limit_enabled"},
@@ -420,26 +427,97 @@ def _local_ratelimit(cfg: GatewayConfig) -> dict[str, Any]:
                             "runtime_key": "local_rate_limit_enforced"},
         # Else gRPC callers see UNAVAILABLE and retry.
         "rate_limited_as_resource_exhausted": True,
+    }
+    if limit is None:
+        return config
+    tokens = max(limit.requests_per_unit, 1)
+    bucket = {"max_tokens": tokens, "tokens_per_fill": tokens,
+              "fill_interval": _seconds(limit.seconds)}
+    if limit.requests_per_unit == 0:
+        bucket = {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "315360000s"}
+    _, description, delay, grpc_details = _local_limit_reply(limit)  # message: the mappers'
+
+    def header(key: str, value: str) -> dict[str, Any]:
+        return {"header": {"key": key, "value": value},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+    config.update({
         "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
         "response_headers_to_add": [
-            {"header": {"key": "x-envoy-ratelimited", "value": "true"},
-             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-        "max_dynamic_descriptors": cfg.max_dynamic_descriptors,
-        "descriptors": descriptors,
-        # No token, no tier header: no descriptor, no bucket (public routes; the token
-        # endpoints are limited per IP by the rate limit service).
+            header("x-envoy-ratelimited", "true"), header("retry-after", str(delay)),
+            header(LIMIT_NAME_HEADER, limit.name),
+            header(LIMIT_DESCRIPTION_HEADER, description),
+            header(LIMIT_STATUS_HEADER, grpc_details)],
+        "max_dynamic_descriptors": max_dynamic_descriptors,
+        "descriptors": [{"entries": [{"key": "tier", "value": tier}, {"key": "sub"}],
+                         "token_bucket": bucket}],
+        # Only this tier's requests get a descriptor (and so a bucket).
         "rate_limits": [{"actions": [
-            {"request_headers": {"header_name": TIER_HEADER, "descriptor_key": "tier"}},
+            {"header_value_match": {
+                "descriptor_key": "tier", "descriptor_value": tier, "expect_match": True,
+                "headers": [{"name": TIER_HEADER, "string_match": {"exact": tier}}]}},
             {"request_headers": {"header_name": "x-jwt-sub", "descriptor_key": "sub"}},
         ]}],
-    }
-    if cfg.local_cluster is not None:
+    })
+    if divided:
         config["local_cluster_rate_limit"] = {}
+    return config
+
+
+def local_limit_filter_name(tier: str) -> str:
+    """Return the name of ``tier``'s local_ratelimit filter (and of its ECDS resource)."""
+    return f"{LOCAL_RATELIMIT}.{tier}"
+
+
+def local_limit_configs(limits: Limits, *, max_dynamic_descriptors: int,
+                        divided: bool) -> dict[str, dict[str, Any]]:
+    """Return every tier's LocalRateLimit (as an ``Any``), by tier: the per-caller budgets
+    (limits file, ``api``), one filter per tier so that each 429 names its own limit."""
+    by_tier = tier_limits(limits.api)
+    return {tier: _any(LOCAL_LIMIT_TYPE, **_tier_bucket_config(
+        by_tier.get(tier), tier, max_dynamic_descriptors=max_dynamic_descriptors,
+        divided=divided)) for tier in TIERS}
+
+
+def local_limit_resources(limits: Limits, *, max_dynamic_descriptors: int,
+                          divided: bool) -> dict[str, dict[str, Any]]:
+    """Return the ECDS documents the gateway watches (``local_limits_dir``), by file name:
+    one DiscoveryResponse per tier, holding that tier's filter config."""
     return {
-        "name": "envoy.filters.http.local_ratelimit",
-        "typed_config": _any(
-            "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", **config),
+        f"{tier}.yaml": {"resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": local_limit_filter_name(tier), "typed_config": config}]}
+        for tier, config in local_limit_configs(
+            limits, max_dynamic_descriptors=max_dynamic_descriptors, divided=divided).items()
     }
+
+
+def _local_ratelimits(cfg: GatewayConfig) -> list[dict[str, Any]]:
+    """Envoy's own token buckets for the ordinary budget, one filter per tier. With
+    ``cfg.local_limits_dir`` each filter's config comes from a file there (ECDS, see
+    ``local_limit_resources``): Envoy watches the folder for files moved into it (an
+    atomic rename, or a ConfigMap's symlink swap) and applies a changed config without a
+    restart; until a file is read, and if one is unusable, the limits given here apply.
+    Buckets belong to one Envoy process; with ``cfg.local_cluster`` each replica enforces
+    its share (the limit divided by the healthy gateways it sees)."""
+    configs = local_limit_configs(cfg.limits, max_dynamic_descriptors=cfg.max_dynamic_descriptors,
+                                  divided=cfg.local_cluster is not None)
+    filters = []
+    for tier, config in configs.items():
+        name = local_limit_filter_name(tier)
+        if cfg.local_limits_dir is None:
+            filters.append({"name": name, "typed_config": config})
+            continue
+        folder = cfg.local_limits_dir.rstrip("/")
+        filters.append({"name": name, "config_discovery": {
+            "config_source": {
+                "path_config_source": {"path": f"{folder}/{tier}.yaml",
+                                       "watched_directory": {"path": folder}},
+                "resource_api_version": "V3"},
+            "default_config": config,
+            "apply_default_config_without_warming": True,
+            "type_urls": [f"type.googleapis.com/{LOCAL_LIMIT_TYPE}"]}})
+    return filters
 
 
 def _lua_source(name: str) -> dict[str, Any]:
@@ -680,7 +758,10 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
     filters: list[dict[str, Any]] = [
         {
             "name": HEADER_MUTATION,
-            "typed_config": _any("envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"),
+            # The local buckets' facts for the 429 mappers never leave the gateway.
+            "typed_config": _any(
+                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                mutations={"response_mutations": [{"remove": h} for h in LIMIT_HEADERS]}),
         }
     ]
     if cfg.cors_allowed_origins:
@@ -717,7 +798,7 @@ def _http_filters(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[
         ),
     })
     if cfg.rate_limiting:
-        filters.append(_local_ratelimit(cfg))
+        filters.extend(_local_ratelimits(cfg))
     if cfg.ratelimit_address is not None and cfg.rate_limiting:
         filters.append(
             {
@@ -867,39 +948,42 @@ def _local_reply_config(cfg: GatewayConfig) -> dict[str, Any]:
                                 "details": [info, *extra]},
                 "content_type": "application/json"}
 
-    # A local bucket's 429, per tier: the same google.rpc.Status as the rate limit
-    # service's (RATE_LIMITED_LUA writes those), as JSON for REST and as
-    # grpc-status-details-bin for gRPC; the tier header says whose bucket it was.
+    # A local bucket's 429: the same google.rpc.Status as the rate limit service's
+    # (RATE_LIMITED_LUA writes those), as JSON for REST and as grpc-status-details-bin for
+    # gRPC, from the facts the refusing tier's filter set (LIMIT_HEADERS, Retry-After):
+    # they follow that filter's config when the limits file changes.
     mappers: list[dict[str, Any]] = []
     grpc_call = {"and_filter": {"filters": [
         {"header_filter": {"header": {"name": "content-type",
                                       "string_match": {"prefix": "application/grpc"}}}},
         {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True,
                                       "invert_match": True}}}]}}
-    for tier, limit in (tier_limits(cfg.limits.api).items() if cfg.rate_limiting else ()):
-        message, description, delay, grpc_details = _local_limit_reply(limit)
-        local = [status_is(429), details_are("local_rate_limited"), {"header_filter": {
-            "header": {"name": TIER_HEADER, "string_match": {"exact": tier}}}}]
-        retry_after = {"header": {"key": "retry-after", "value": str(delay)},
-                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    if cfg.rate_limiting:
+        name, description = f"%RESP({LIMIT_NAME_HEADER})%", f"%RESP({LIMIT_DESCRIPTION_HEADER})%"
+        delay = "%RESP(retry-after)%"
+        message = (f"expected at most {description} under limit {name}, got more; "
+                   f"retry after {delay} s")  # as _local_limit_reply says it
+        # Only the tiers' filters refuse with these details, and each one that can refuse
+        # sets the headers.
+        local = [status_is(429), details_are("local_rate_limited")]
         info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMITED",
-                "domain": ERROR_DOMAIN, "metadata": {"limit": limit.name}}
+                "domain": ERROR_DOMAIN, "metadata": {"limit": name}}
         quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                 "violations": [{"subject": limit.name, "description": description}]}
-        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                 "retryDelay": f"{delay}s"}
+                 "violations": [{"subject": name, "description": description}]}
+        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"}
         mappers.append({
             "filter": {"and_filter": {"filters": [is_rest(), *local]}},
             "body_format_override": {
                 "json_format": {"code": 8, "message": message, "details": [info, quota, retry]},
                 "content_type": "application/json"},
-            "headers_to_add": [retry_after],
         })
         mappers.append({
             "filter": {"and_filter": {"filters": [grpc_call, *local]}},
-            "body": {"inline_string": message},  # grpc-message
-            "headers_to_add": [retry_after, {
-                "header": {"key": "grpc-status-details-bin", "value": grpc_details},
+            # grpc-message
+            "body_format_override": {"text_format_source": {"inline_string": message}},
+            "headers_to_add": [{
+                "header": {"key": "grpc-status-details-bin",
+                           "value": f"%RESP({LIMIT_STATUS_HEADER})%"},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         })
     for details, (code, reason, text) in LOCAL_REPLY_TEXTS.items():

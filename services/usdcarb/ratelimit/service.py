@@ -8,10 +8,16 @@ answers over-limit keys from a local cache without Redis, serves gRPC health (se
 its config when a file in its runtime directory changes: ``write_config`` replaces the
 file atomically, so a changed limits file applies without a restart.
 
+``write_config`` also writes the gateway's per-caller limits (``api``) beside it, under
+``<root>/envoy``: one ECDS file per tier holding that tier's local_ratelimit filter
+config, each renamed into place, which Envoy (``GatewayConfig.local_limits_dir``) watches
+and applies without a restart either.
+
 When Redis is down it answers errors, and Envoy's ``failure_mode_deny`` decides (open by
 default: requests pass and ``ratelimit.failure_mode_allowed`` counts them).
 
-    python -m usdcarb.ratelimit.service --limits limits.yaml --out DIR   # DIR/config/*.yaml
+    python -m usdcarb.ratelimit.service --limits limits.yaml --out DIR
+        # DIR/ratelimit/config/usdcarb.yaml and DIR/envoy/<tier>.yaml
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ __all__ = [
     "RlsTls",
     "binary",
     "environment",
+    "envoy_dir",
+    "render_envoy_limits",
     "write_config",
+    "write_envoy_limits",
 ]
 
 MODULE = "github.com/envoyproxy/ratelimit/src/service_cmd"
@@ -49,6 +58,9 @@ HEALTH_SERVICE = "ratelimit"  # gRPC health: follows Redis (the "" service is al
 SUBDIRECTORY = "ratelimit"
 APP_DIRECTORY = "config"
 CONFIG_FILE = "usdcarb.yaml"
+ENVOY_SUBDIRECTORY = "envoy"
+# Per-caller buckets each gateway keeps (the LRU bound; GatewayConfig's default).
+MAX_DYNAMIC_DESCRIPTORS = 20_000
 
 
 def binary() -> Path:
@@ -73,19 +85,68 @@ def render_config(limits: Limits) -> str:
     return header + str(yaml.safe_dump(service_config(limits), sort_keys=False))
 
 
-def write_config(limits: Limits, runtime_root: Path) -> Path:
+def envoy_dir(runtime_root: Path) -> Path:
+    """Return the folder of the gateway's per-caller limit files under ``runtime_root``."""
+    return runtime_root / ENVOY_SUBDIRECTORY
+
+
+def render_envoy_limits(limits: Limits, *, max_dynamic_descriptors: int = MAX_DYNAMIC_DESCRIPTORS,
+                        divided: bool = False) -> dict[str, str]:
+    """Return the gateway's ECDS files for ``limits`` (``api``), by file name: one per tier.
+    ``divided``: the gateway runs with a local cluster (each replica enforces its share)."""
+    from usdcarb.gateway.config import _PlainDumper
+    from usdcarb.gateway.envoy import local_limit_resources
+
+    header = "# Generated from the usdcarb limits file (usdcarb.ratelimit.service); do not edit.\n"
+    return {name: header + str(yaml.dump(document, Dumper=_PlainDumper, sort_keys=False))
+            for name, document in local_limit_resources(
+                limits, max_dynamic_descriptors=max_dynamic_descriptors,
+                divided=divided).items()}
+
+
+def _replace(folder: Path, name: str, text: str) -> Path:
+    # A dot file renamed over the old one: readers never see half a file, and the rename
+    # is the change both watchers react to (Envoy's watched_directory: a move into it).
+    target = folder / name
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, target)
+    return target
+
+
+def write_envoy_limits(limits: Limits, folder: Path, *,
+                       max_dynamic_descriptors: int = MAX_DYNAMIC_DESCRIPTORS,
+                       divided: bool = False) -> list[Path]:
+    """Write the gateway's per-caller limit files into ``folder``, each atomically; return
+    their paths. A file whose content is unchanged is left alone (its buckets keep their
+    tokens: Envoy makes new buckets when a tier's config changes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_envoy_limits(limits, max_dynamic_descriptors=max_dynamic_descriptors,
+                                          divided=divided).items():
+        target = folder / name
+        if target.exists() and target.read_text() == text:
+            written.append(target)
+            continue
+        written.append(_replace(folder, name, text))
+    return written
+
+
+def write_config(limits: Limits, runtime_root: Path, *,
+                 max_dynamic_descriptors: int = MAX_DYNAMIC_DESCRIPTORS,
+                 divided: bool = False) -> Path:
     """Write the config for ``limits`` under ``runtime_root`` atomically; return its path.
 
     The temporary file is a dot file (ignored: RUNTIME_IGNOREDOTFILES) renamed over the
-    old one, so the service never reads half a file and reloads on the rename.
+    old one, so the service never reads half a file and reloads on the rename. The
+    gateway's per-caller limits go to ``envoy_dir(runtime_root)`` the same way, first:
+    by the time the shared budgets change, the per-caller ones have.
     """
+    write_envoy_limits(limits, envoy_dir(runtime_root),
+                       max_dynamic_descriptors=max_dynamic_descriptors, divided=divided)
     folder = config_dir(runtime_root)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / CONFIG_FILE
-    tmp = folder / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(render_config(limits))
-    os.replace(tmp, target)
-    return target
+    return _replace(folder, CONFIG_FILE, render_config(limits))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,14 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--limits", type=Path, default=DEFAULT_LIMITS_FILE)
     parser.add_argument("--out", type=Path, required=True,
-                        help="the runtime root; the config goes to OUT/ratelimit/config/")
+                        help="the runtime root: OUT/ratelimit/config/ (the service), OUT/envoy/ (the gateway)")
     parser.add_argument("--stdout", action="store_true", help="print the YAML instead")
+    parser.add_argument("--divided", action="store_true",
+                        help="the gateways divide the per-caller limits (--local-cluster)")
     args = parser.parse_args(argv)
     limits = load_limits(args.limits)
     if args.stdout:
         sys.stdout.write(render_config(limits))
     else:
-        sys.stdout.write(f"{write_config(limits, args.out)}\n")
+        sys.stdout.write(f"{write_config(limits, args.out, divided=args.divided)}\n")
     return 0
 
 
