@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -165,6 +166,19 @@ def _deployment_row(name: str) -> tuple[str, str]:
     return "SELECT to_jsonb(t) FROM strategy.deployments t WHERE id = $1", name.split("/")[3]
 
 
+def _paper_row(name: str) -> tuple[str, str]:
+    return ("SELECT jsonb_build_object('runs', count(*)) FROM backtest.paper_runs "
+            "WHERE deployment = $1", name.removesuffix("/paperRun"))
+
+
+PAPER_CONFIG = {"range": {"startTime": "2023-03-10T00:00:00Z"}, "timeframe": "1m",
+                "quoteAsset": "USDT", "venues": [
+                    {"venue": v, "takerFeeBps": 1.0,
+                     "initialBalances": [{"asset": "USDC", "amount": 1e5},
+                                         {"asset": "USDT", "amount": 1e5}]}
+                    for v in ("binance", "kraken")]}
+
+
 def _job_row(table: str) -> Callable[[str], tuple[str, str]]:
     return lambda name: (f"SELECT to_jsonb(t) FROM {table} t WHERE id = $1", name.split("/")[1])
 
@@ -217,6 +231,13 @@ WRITES = [
           lambda ch, n, md: _strategy(ch).StopDeployment(
               strategy_pb2.StopDeploymentRequest(name=n), metadata=md, timeout=10),
           _deployment_row),
+    Write("StartPaperRun", lambda stack, owner: make_deployment(stack, owner) + "/paperRun",
+          lambda n: ("POST", f"/v1/{n}:start", {"config": PAPER_CONFIG}),
+          lambda ch, n, md: backtest_pb2_grpc.BacktestServiceStub(ch).StartPaperRun(
+              json_format.ParseDict({"name": n, "config": PAPER_CONFIG},
+                                    backtest_pb2.StartPaperRunRequest()),
+              metadata=md, timeout=10),
+          _paper_row),
     Write("CancelBacktest", make_backtest, lambda n: ("POST", f"/v1/{n}:cancel", {}),
           lambda ch, n, md: backtest_pb2_grpc.BacktestServiceStub(ch).CancelBacktest(
               backtest_pb2.CancelBacktestRequest(name=n), metadata=md, timeout=10),

@@ -19,6 +19,7 @@ from usdcarb.backtest.app import AppSettings, BacktestApp
 from usdcarb.backtest.jobs import GROUP, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import check_table
+from usdcarb.backtest.paper.service import PaperService
 from usdcarb.backtest.progress import Channels, ProgressBus
 from usdcarb.backtest.runner import Runner, RunnerSettings
 from usdcarb.backtest.servicer import BacktestServicer
@@ -73,6 +74,11 @@ class BacktestSettings(PlatformSettings):
         "in chunks of this many, which any slot of any replica takes (0: never split).")
     progress_interval_s: float = Field(
         default=0.1, ge=0, description="Least seconds between progress events a run emits.")
+    paper_lease_s: float = Field(
+        default=15.0, gt=0, description="Seconds a replica holds a paper run without "
+        "renewing before another replica takes it over.")
+    paper_poll_s: float = Field(
+        default=0.25, gt=0, description="Seconds between looks for new bars of a paper run.")
     market_memo_mb: int = Field(
         default=256, ge=0, le=65_536, description="Megabytes of market data blocks a "
         "replica keeps in memory between runs, each used only while its block is current "
@@ -88,12 +94,15 @@ class Components:
     runner: Runner
     strategy: StrategyClient
     telemetry: BacktestTelemetry
+    paper: PaperService
 
     async def start(self) -> None:
         await self.runner.start()
         self.telemetry.sampler.start()
+        self.paper.start()
 
     async def close(self) -> None:
+        await self.paper.close()
         await self.telemetry.sampler.stop()
         await self.runner.stop()
         await self.strategy.close()
@@ -132,7 +141,10 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                                            max_sweep_points=settings.max_sweep_points,
                                            backtest_slots=max(1, runner.backtest_slots),
                                            sweep_slots=runner.sweep_slots))
-    servicer = BacktestServicer(app)
+    paper = PaperService(pool, strategy, market_table=settings.market_table, reads=reads,
+                         replica=runner.name, lease_s=settings.paper_lease_s,
+                         poll_s=settings.paper_poll_s)
+    servicer = BacktestServicer(app, paper)
     registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
     instrument_pool(pool, registry)
     instrument_redis(redis, registry)
@@ -141,7 +153,7 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
     return Components(
         register=lambda server: backtest_pb2_grpc.add_BacktestServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server),
-        app=app, runner=runner, strategy=strategy, telemetry=telemetry)
+        app=app, runner=runner, strategy=strategy, telemetry=telemetry, paper=paper)
 
 
 async def serve(settings: BacktestSettings) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from usdcarb.backtest import convert
 from usdcarb.backtest.app import BacktestApp
+from usdcarb.backtest.paper.service import PaperService
 from usdcarb.platform.identity import get_caller
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import backtest_pb2_grpc as pb_grpc
@@ -22,8 +23,9 @@ def _state(number: int) -> str | None:
 class BacktestServicer(pb_grpc.BacktestServiceServicer):
     """usdcarb.v1.BacktestService."""
 
-    def __init__(self, app: BacktestApp) -> None:
+    def __init__(self, app: BacktestApp, paper: PaperService) -> None:
         self._app = app
+        self._paper = paper
 
     async def RunBacktest(self, request: pb.RunBacktestRequest,
                           context: Any) -> AsyncIterator[pb.BacktestEvent]:
@@ -96,3 +98,24 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
                          context: Any) -> AsyncIterator[pb.SweepEvent]:
         async for event in self._app.watch_sweep(request.name, request.after_sequence):
             yield event
+
+    async def StartPaperRun(self, request: pb.StartPaperRunRequest, context: Any) -> Any:
+        return await self._paper.start_run(
+            name=request.name, config=request.config,
+            stale_after_bars=request.stale_after_bars, creator=get_caller().subject)
+
+    async def GetPaperRun(self, request: pb.GetPaperRunRequest, context: Any) -> Any:
+        return await self._paper.get_run(request.name)
+
+    async def ListPaperFills(self, request: pb.ListPaperFillsRequest, context: Any) -> Any:
+        return await self._paper.list_fills(request.parent, request.page_size,
+                                            request.page_token)
+
+    async def ListPaperEquity(self, request: pb.ListPaperEquityRequest, context: Any) -> Any:
+        return await self._paper.list_equity(request.parent, request.page_size,
+                                             request.page_token)
+
+    async def WatchPaperRun(self, request: pb.WatchPaperRunRequest,
+                            context: Any) -> AsyncIterator[pb.PaperRun]:
+        async for run in self._paper.watch_run(request.name, request.after_sequence):
+            yield run

@@ -45,6 +45,17 @@ class ResolvedVersion:
     state: str
 
 
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """A deployment as a paper run needs it."""
+
+    name: str
+    version: str
+    owner: str
+    environment: str  # e.g. "DEPLOYMENT_ENVIRONMENT_PAPER"
+    state: str        # e.g. "DEPLOYMENT_STATE_ACTIVE"
+
+
 class StrategyClient:
     """A channel to the strategy service (closed by ``close``)."""
 
@@ -74,6 +85,25 @@ class StrategyClient:
         params = json_format.MessageToDict(version.parameters)
         return ResolvedVersion(name=version.name, version_id=version.version_id, kind=kind,
                                parameters=params, state=spb.VersionState.Name(version.state))
+
+    async def deployment(self, name: str, *, field: str = "name") -> DeploymentInfo:
+        """Fetch deployment ``name`` (paper runs); NotFound when unknown."""
+        try:
+            d = await call_as_service(
+                self._token, self._stub.GetDeployment,
+                spb.GetDeploymentRequest(name=name), timeout=TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound("deployment", name, reason="DEPLOYMENT_NOT_FOUND") from None
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument.for_field(
+                    field, "'strategies/{strategy}/deployments/{deployment}/paperRun'",
+                    name) from None
+            raise _domain_error(exc, name, field) from None
+        return DeploymentInfo(
+            name=d.name, version=d.version, owner=d.owner,
+            environment=spb.DeploymentEnvironment.Name(d.environment),
+            state=spb.DeploymentState.Name(d.state))
 
     async def mark_backtested(self, name: str, reason: str) -> bool:
         """Move the version DRAFT → BACKTESTED as the service; True when it moved.

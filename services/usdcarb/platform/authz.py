@@ -92,7 +92,7 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
 SERVICE_GRANTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
     "backtest": frozenset(_service(
         "StrategyService", GetStrategyVersion=None, GetStrategy=None,
-        TransitionStrategyVersion=None)),
+        TransitionStrategyVersion=None, GetDeployment=None)),
     "ingestion": frozenset(_service("ValidationService", ValidateCandles=None,
                                     ValidateRange=None)),
     "validation": frozenset(),
