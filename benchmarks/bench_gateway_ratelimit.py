@@ -94,6 +94,8 @@ def _envoy(root: Path, name: str, backend: int, ratelimit: int | None) -> tuple[
         jwks_file=REPO / "gateway/dev-keys/DEV-ONLY-jwks.json", route_authorization=True,
         ratelimit_address=None if ratelimit is None else f"127.0.0.1:{ratelimit}",
         rate_limiting=ratelimit is not None, limits=parse_limits(yaml.safe_load(LIMITS)),
+        # The per-caller filters from the files _start_rls wrote (ECDS), as deployed.
+        local_limits_dir=None if ratelimit is None else str(root / "rls" / "envoy"),
         access_log_path="/dev/null", introspection_backend=None)
     config = write_envoy_config(cfg, root / f"{name}.yaml")
     log = (root / f"{name}.log").open("ab")
