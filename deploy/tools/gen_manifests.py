@@ -78,6 +78,8 @@ SETTINGS: dict[str, type[PlatformSettings]] = {
 PEERS = {"backtest": {"strategy"}, "ingestion": {"validation"}}  # <PEER>_ADDRESS settings
 HEAVY = {"backtest": ("1", "2Gi", "2", "4Gi")}  # requests cpu/mem, limits cpu/mem
 DEFAULT_RESOURCES = ("100m", "256Mi", "1", "512Mi")
+# The backtest pods' /dev/shm: tmpfs counted against the container's memory limit.
+SHM = {"medium": "Memory", "sizeLimit": "1Gi"}
 
 
 def fqdn(name: str) -> str:
@@ -186,6 +188,9 @@ def service_container(service: str) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if service == "backtest":
         mounts.append({"name": "numba-cache", "mountPath": "/var/cache/numba"})
+        # Market data and curves cross to the engine process as files in /dev/shm
+        # (usdcarb.backtest.handoff): memory-backed, sized for a 2 x 5M-bar run (~400 MB).
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     ports = [{"name": "grpc", "containerPort": port, "protocol": "TCP"},
              {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
     if service == "notification":
@@ -223,7 +228,8 @@ def pod_spec(name: str, containers: list[dict[str, Any]], *, grace: int = 40,
         "terminationGracePeriodSeconds": grace,
         "topologySpreadConstraints": spread(name),
         "containers": containers,
-        "volumes": [{"name": v, "emptyDir": {"sizeLimit": "256Mi"}} for v in volumes],
+        "volumes": [{"name": v, "emptyDir": SHM if v == "shm" else {"sizeLimit": "256Mi"}}
+                    for v in volumes],
     }
     if init:
         spec["initContainers"] = init
@@ -348,7 +354,7 @@ def workload(service: str) -> list[dict[str, Any]]:
         return ratelimit_workload()
     if service == "backtest":
         spec = pod_spec(service, [service_container(service)], grace=60, init=[numba_init()],
-                        volumes=("tmp", "numba-cache"))
+                        volumes=("tmp", "numba-cache", "shm"))
     else:
         spec = pod_spec(service, [service_container(service)])
     if service == "notification":  # the bearer token Alertmanager presents, as a file

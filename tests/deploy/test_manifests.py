@@ -126,6 +126,19 @@ def test_no_pod_runs_as_root_or_writes_its_image(docs: list[dict[str, Any]]) -> 
             assert "limits" in c["resources"] and "requests" in c["resources"], name
 
 
+def test_backtest_hands_off_through_a_memory_backed_dev_shm(docs: list[dict[str, Any]]) -> None:
+    # usdcarb.backtest.handoff maps market data and curves through /dev/shm; a container's
+    # own /dev/shm is 64 MB, too small for a long run's frame.
+    dep = objects(docs, "Deployment")["backtest"]
+    pod = dep["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in container(dep)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    limit = container(dep)["resources"]["limits"]["memory"]
+    assert int(shm["sizeLimit"].removesuffix("Gi")) < int(limit.removesuffix("Gi"))
+
+
 def test_secrets_are_referenced_never_inlined(docs: list[dict[str, Any]]) -> None:
     assert not [d for d in docs if d["kind"] == "Secret"], "expected no Secret in the manifests"
     for name, dep in objects(docs, "Deployment").items():
