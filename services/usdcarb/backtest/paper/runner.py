@@ -27,7 +27,7 @@ import math
 import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,13 +70,42 @@ def _finite(value: Any) -> Any:
     return value
 
 
-@dataclass
 class _Seen:
-    """The bars a run has processed, as it saw them (kept in memory by the holder)."""
+    """The bars a run has processed, as it saw them (kept in memory by the holder), in
+    arrays grown by doubling: appending a bar costs O(1) amortised."""
 
-    time_ms: list[int] = field(default_factory=list)
-    closes: list[list[float]] = field(default_factory=list)    # per bar, per series
-    volumes: list[list[float]] = field(default_factory=list)
+    def __init__(self, series: int) -> None:
+        self.n = 0
+        self.time_ms = np.zeros(64, np.int64)
+        self.closes = np.zeros((series, 64))
+        self.volumes = np.zeros((series, 64))
+
+    def append(self, t: int, closes: Sequence[float], volumes: Sequence[float]) -> None:
+        if self.n == len(self.time_ms):
+            cap = 2 * self.n
+            self.time_ms = np.concatenate([self.time_ms, np.zeros(cap - self.n, np.int64)])
+            grow = np.zeros((self.closes.shape[0], cap - self.n))
+            self.closes = np.concatenate([self.closes, grow], axis=1)
+            self.volumes = np.concatenate([self.volumes, grow], axis=1)
+        self.time_ms[self.n] = t
+        self.closes[:, self.n] = closes
+        self.volumes[:, self.n] = volumes
+        self.n += 1
+
+    def with_bar(self, t: int, closes: Sequence[float],
+                 volumes: Sequence[float]) -> tuple[Any, Any, Any]:
+        """The bars seen plus one more, as the engine's arrays (copies)."""
+        n = self.n
+        time_ms = np.empty(n + 1, np.int64)
+        time_ms[:n] = self.time_ms[:n]
+        time_ms[n] = t
+        cl = np.empty((self.closes.shape[0], n + 1))
+        cl[:, :n] = self.closes[:, :n]
+        cl[:, n] = closes
+        vo = np.empty((self.volumes.shape[0], n + 1))
+        vo[:, :n] = self.volumes[:, :n]
+        vo[:, n] = volumes
+        return time_ms, cl, vo
 
 
 @dataclass(frozen=True)
@@ -174,14 +203,12 @@ search_path = the service's schema, json/jsonb as Python values)."""
             book = PaperBook(kind, params, spec.engine, keys)
             self._books[deployment] = book
         seen = self._seen.get(deployment)
-        if seen is None or len(seen.time_ms) != run["bars"]:
-            seen = _Seen()
+        if seen is None or seen.n != run["bars"]:
+            seen = _Seen(len(book.keys))
             for r in await self._pool.fetch(
                     """SELECT time_ms, closes, volumes FROM paper_bars WHERE deployment = $1
                        ORDER BY bar""", deployment):
-                seen.time_ms.append(r["time_ms"])
-                seen.closes.append(list(r["closes"]))
-                seen.volumes.append(list(r["volumes"]))
+                seen.append(r["time_ms"], r["closes"], r["volumes"])
             self._seen[deployment] = seen
         return run, book, seen
 
@@ -246,9 +273,7 @@ search_path = the service's schema, json/jsonb as Python values)."""
     async def _commit(self, deployment: str, book: PaperBook, seen: _Seen, bars: int,
                       t: int, closes: list[float], volumes: list[float],
                       missing: tuple[str, ...]) -> Committed:
-        time_ms = np.array([*seen.time_ms, t], np.int64)
-        cl = np.ascontiguousarray(np.array([*seen.closes, closes], np.float64).T)
-        vo = np.ascontiguousarray(np.array([*seen.volumes, volumes], np.float64).T)
+        time_ms, cl, vo = seen.with_bar(t, closes, volumes)
         async with self._pool.acquire() as conn, conn.transaction():
             run = await conn.fetchrow(
                 """SELECT bars, checkpoint, fills FROM paper_runs
@@ -279,9 +304,7 @@ search_path = the service's schema, json/jsonb as Python values)."""
                 _finite(out.metrics), [[v, a, _finite(x)] for v, a, x in out.balances],
                 len(out.fills), int(bool(missing)), self.lease_s)
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, deployment)
-        seen.time_ms.append(t)
-        seen.closes.append(closes)
-        seen.volumes.append(volumes)
+        seen.append(t, closes, volumes)
         return Committed(bar=bars, time_ms=t, fills=len(out.fills), missing=missing)
 
     async def follow(self, deployment: str, stop: asyncio.Event) -> str:
