@@ -54,3 +54,20 @@ def test_a_checkpoint_must_match_the_bars_processed() -> None:
         except ValueError:
             continue
         raise AssertionError(f"expected a refusal of done={done}")
+
+
+def test_a_checkpoint_round_trips_bit_for_bit_and_other_bytes_are_refused() -> None:
+    from usdcarb.backtest.paper.book import pack_state, unpack_state
+
+    t, closes, volumes = bars(40)
+    spec = paper_spec(config(), required_series(KIND, PARAMS))
+    book = PaperBook(KIND, PARAMS, spec.engine, KEYS)
+    blob = book.step(t, closes, volumes, 0, None).checkpoint
+    state, init_eq = unpack_state(blob)
+    assert pack_state(state, init_eq) == blob
+    for bad in (b"PK\x03\x04" + blob[4:], blob[:-1], blob + b"\x00"):
+        try:
+            unpack_state(bad)
+        except ValueError:
+            continue
+        raise AssertionError("expected a refusal of a damaged checkpoint")

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -308,19 +309,28 @@ search_path = the service's schema, json/jsonb as Python values)."""
         return Committed(bar=bars, time_ms=t, fills=len(out.fills), missing=missing)
 
     async def follow(self, deployment: str, stop: asyncio.Event) -> str:
-        """Hold and advance one run until ``stop``, its stop, or a lost lease; say why."""
+        """Hold and advance one run until ``stop``, its stop, or a lost lease; say why.
+
+        The lease is renewed once a third of it has passed (and by every committed bar);
+        a commit checks the holder, so renewing less often never lets two replicas write.
+        """
+        renewed = -math.inf
         while not stop.is_set():
             if self._is_active is not None and not await self._is_active(deployment):
                 await self.stop(deployment)
                 return "deployment stopped"
-            if not await self.claim(deployment):
-                state = await self._pool.fetchval(
-                    "SELECT state FROM paper_runs WHERE deployment = $1", deployment)
-                return "lease held elsewhere" if state == "RUNNING" else f"run {state}"
+            if time.monotonic() - renewed >= self.lease_s / 3:
+                if not await self.claim(deployment):
+                    state = await self._pool.fetchval(
+                        "SELECT state FROM paper_runs WHERE deployment = $1", deployment)
+                    return "lease held elsewhere" if state == "RUNNING" else f"run {state}"
+                renewed = time.monotonic()
             try:
                 await self.advance(deployment)
             except LeaseLost as e:
-                return str(e)
+                state = await self._pool.fetchval(
+                    "SELECT state FROM paper_runs WHERE deployment = $1", deployment)
+                return "lease held elsewhere" if state == "RUNNING" else f"run {state} ({e})"
             try:
                 await asyncio.wait_for(stop.wait(), self.poll_s)
             except TimeoutError:
