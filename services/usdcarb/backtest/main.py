@@ -143,7 +143,7 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                                            sweep_slots=runner.sweep_slots))
     paper = PaperService(pool, strategy, market_table=settings.market_table, reads=reads,
                          replica=runner.name, lease_s=settings.paper_lease_s,
-                         poll_s=settings.paper_poll_s)
+                         poll_s=settings.paper_poll_s, redis=redis)
     servicer = BacktestServicer(app, paper)
     registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
     instrument_pool(pool, registry)

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from backtest.service.bt_helpers import START_MS, caller, config_json
 from testkit import eventually
+from usdcarb.platform.events import STREAM, DomainEvent
 from usdcarb.platform.testing import bearer
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
@@ -115,6 +116,16 @@ async def test_paper_run_through_the_service_equals_run_backtest(env: Any) -> No
         return got.state == pb.PAPER_RUN_STATE_STOPPED and not env.components.paper.following()
 
     await eventually(stopped, within_s=30)
+    published = [DomainEvent.from_fields(f) for _, f in await env.redis.xrange(STREAM)]
+    mine = [e for e in published if e.subject == name]
+    changes = [e.summary for e in mine if e.type == "EVENT_TYPE_DEPLOYMENT_CHANGED"]
+    assert len(changes) == 2 and "started" in changes[0] and "stopped" in changes[1]
+    stale = [e for e in mine if e.type == "EVENT_TYPE_DATA_ISSUE"]
+    missing_bars = [p for p in points if p.missing]
+    assert missing_bars and stale   # the synthetic venues miss about 2% of their bars
+    assert stale[0].severity == "SEVERITY_WARNING"
+    assert stale[0].data["time_ms"] == missing_bars[0].time.ToMilliseconds()
+    assert stale[0].data["missing"] == list(missing_bars[0].missing)
     final = [m async for m in env.backtest.WatchPaperRun(
         pb.WatchPaperRunRequest(name=name, after_sequence=10**9), metadata=caller())]
     assert len(final) == 1 and final[0].outcome.result == common_pb2.Outcome.RESULT_OK

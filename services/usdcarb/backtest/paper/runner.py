@@ -40,6 +40,7 @@ from usdcarb.backtest.engine import required_series
 from usdcarb.backtest.loading import check_table
 from usdcarb.backtest.paper.book import Fill, PaperBook
 from usdcarb.platform.db import create_pool
+from usdcarb.platform.events import DomainEvent
 from usdcarb.v1 import backtest_pb2 as pb
 
 NOTIFY_CHANNEL = "usdcarb_paper_bar"
@@ -125,7 +126,8 @@ search_path = the service's schema, json/jsonb as Python values)."""
 
     def __init__(self, pool: asyncpg.Pool, *, market_table: str, replica: str,
                  lease_s: float = 15.0, poll_s: float = 0.25, max_bars_per_poll: int = 500,
-                 is_active: Callable[[str], Awaitable[bool]] | None = None) -> None:
+                 is_active: Callable[[str], Awaitable[bool]] | None = None,
+                 on_event: Callable[[DomainEvent], Awaitable[None]] | None = None) -> None:
         self._pool = pool
         self._table = check_table(market_table)
         self.replica = replica
@@ -133,6 +135,8 @@ search_path = the service's schema, json/jsonb as Python values)."""
         self.poll_s = poll_s
         self.max_bars_per_poll = max_bars_per_poll
         self._is_active = is_active
+        self._on_event = on_event
+        self._stale: dict[str, tuple[str, ...]] = {}
         self._books: dict[str, PaperBook] = {}
         self._seen: dict[str, _Seen] = {}
 
@@ -326,7 +330,8 @@ search_path = the service's schema, json/jsonb as Python values)."""
                     return "lease held elsewhere" if state == "RUNNING" else f"run {state}"
                 renewed = time.monotonic()
             try:
-                await self.advance(deployment)
+                for bar in await self.advance(deployment):
+                    await self._stale_events(deployment, bar)
             except LeaseLost as e:
                 state = await self._pool.fetchval(
                     "SELECT state FROM paper_runs WHERE deployment = $1", deployment)
@@ -336,6 +341,36 @@ search_path = the service's schema, json/jsonb as Python values)."""
             except TimeoutError:
                 pass
         return "stopped by the caller"
+
+
+    async def emit(self, event: DomainEvent) -> None:
+        """Hand a committed fact to ``on_event``; a lost notification never stops a run."""
+        if self._on_event is None:
+            return
+        try:
+            await self._on_event(event)
+        except Exception:
+            log.exception("could not publish %s for %s", event.type, event.subject)
+
+    async def _stale_events(self, deployment: str, bar: Committed) -> None:
+        """One event when a market's bars start counting as missing, one when all are
+        back (per holder: a replica taking over may repeat the last one)."""
+        before = self._stale.get(deployment, ())
+        if bar.missing == before:
+            return
+        self._stale[deployment] = bar.missing
+        when = datetime.fromtimestamp(bar.time_ms / 1000, UTC).isoformat()
+        if bar.missing:
+            summary = (f"{deployment}/paperRun: no bar of {', '.join(bar.missing)} at {when}; "
+                       "processed as missing (no signal, no fill)")
+            severity = "SEVERITY_WARNING"
+        else:
+            summary = f"{deployment}/paperRun: every market's bars arrive again ({when})"
+            severity = "SEVERITY_INFO"
+        await self.emit(DomainEvent(
+            type="EVENT_TYPE_DATA_ISSUE", source="backtest", subject=f"{deployment}/paperRun",
+            summary=summary, severity=severity,
+            data={"bar": bar.bar, "time_ms": bar.time_ms, "missing": list(bar.missing)}))
 
 
 FILL_COLUMNS = ["deployment", "seq", "bar", "time_ms", "venue", "symbol", "side", "quantity",

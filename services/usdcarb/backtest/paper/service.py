@@ -26,8 +26,9 @@ from usdcarb.backtest.engine import required_series
 from usdcarb.backtest.loading import series_to_load
 from usdcarb.backtest.paper.runner import PaperRunner, paper_spec
 from usdcarb.backtest.strategy_client import StrategyClient
-from usdcarb.platform import paging
+from usdcarb.platform import events, paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from usdcarb.platform.events import DomainEvent
 from usdcarb.platform.ownership import require_owner
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
@@ -81,13 +82,15 @@ class PaperService:
     def __init__(self, pool: asyncpg.Pool, strategy: StrategyClient, *, market_table: str,
                  replica: str, reads: Any = None, lease_s: float = 15.0,
                  poll_s: float = 0.25, active_check_s: float = 2.0,
-                 max_runs: int = 200) -> None:
+                 max_runs: int = 200, redis: Any = None) -> None:
         self._pool = pool
         self._reads = reads or pool
         self._strategy = strategy
         self._table = market_table
         self.runner = PaperRunner(pool, market_table=market_table, replica=replica,
-                                  lease_s=lease_s, poll_s=poll_s, is_active=self._active)
+                                  lease_s=lease_s, poll_s=poll_s, is_active=self._active,
+                                  on_event=None if redis is None else self._publish)
+        self._redis = redis
         self._active_check_s = active_check_s
         self._checked: dict[str, tuple[float, bool]] = {}
         self._max_runs = max_runs
@@ -121,12 +124,25 @@ class PaperService:
         keys = await series_to_load(self._reads, version.kind, version.parameters,
                                     spec.engine, timeframe=spec.timeframe, start=spec.start,
                                     end=spec.end, table=self._table)
-        await self.runner.create(deployment=deployment, strategy_version=version.name,
-                                 kind=version.kind, params=version.parameters, config=config,
-                                 keys=keys, stale_after_bars=stale, creator=creator)
+        created = await self.runner.create(
+            deployment=deployment, strategy_version=version.name, kind=version.kind,
+            params=version.parameters, config=config, keys=keys, stale_after_bars=stale,
+            creator=creator)
         row = await self._row(deployment)
         assert row is not None
+        if created:
+            await self._changed(deployment, f"{name} of {version.name} started on "
+                                f"{', '.join(f'{v}:{s}' for v, s in keys)}", "SEVERITY_INFO")
         return run_to_pb(row)
+
+    async def _publish(self, event: DomainEvent) -> None:
+        await events.publish(self._redis, event)
+
+    async def _changed(self, deployment: str, summary: str, severity: str) -> None:
+        await self.runner.emit(DomainEvent(
+            type="EVENT_TYPE_DEPLOYMENT_CHANGED", source="backtest",
+            subject=deployment + SUFFIX, summary=summary, severity=severity,
+            data={"deployment": deployment}))
 
     async def _row(self, deployment: str) -> asyncpg.Record | None:
         return await self._pool.fetchrow(
@@ -215,11 +231,16 @@ class PaperService:
     async def _follow(self, deployment: str) -> str:
         try:
             why = await self.runner.follow(deployment, self._stop)
+            if why == "deployment stopped":
+                await self._changed(deployment, f"{deployment}{SUFFIX} stopped with its "
+                                    "deployment", "SEVERITY_INFO")
         except Exception as exc:
             log.exception("paper run %s failed", deployment)
             await self.runner.stop(deployment, failed=convert.status_to_json(
                 convert.error_status(exc)))
             why = f"failed: {exc}"
+            await self._changed(deployment, f"{deployment}{SUFFIX} failed: {exc}",
+                                "SEVERITY_ERROR")
         log.info("paper run %s on %s: %s", deployment, self.runner.replica, why)
         return why
 
