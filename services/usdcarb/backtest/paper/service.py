@@ -235,6 +235,9 @@ class PaperService:
                 await self._changed(deployment, f"{deployment}{SUFFIX} stopped with its "
                                     "deployment", "SEVERITY_INFO")
         except Exception as exc:
+            if self._stop.is_set():   # shutting down (the pool may be closing): the run
+                log.info("paper run %s left on shutdown: %s", deployment, exc)  # stays
+                return "replica shutting down"                            # RUNNING
             log.exception("paper run %s failed", deployment)
             await self.runner.stop(deployment, failed=convert.status_to_json(
                 convert.error_status(exc)))
@@ -274,9 +277,12 @@ class PaperService:
         tasks = [t for t in (self._loop_task, *self._tasks.values()) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        await self._pool.execute(
-            """UPDATE paper_runs SET lease_until = now() WHERE lease_owner = $1
-                 AND state = 'RUNNING'""", self.runner.replica)
+        try:   # hand the runs over at once rather than after the lease
+            await self._pool.execute(
+                """UPDATE paper_runs SET lease_until = now() WHERE lease_owner = $1
+                     AND state = 'RUNNING'""", self.runner.replica)
+        except Exception as exc:   # the pool closed first: the leases simply expire
+            log.info("paper leases of %s left to expire: %s", self.runner.replica, exc)
 
     def following(self) -> list[str]:
         return sorted(d for d, t in self._tasks.items() if not t.done())
