@@ -210,9 +210,12 @@ def best_of(fn: Callable[[], Any], repeat: int = 3, budget_s: float = 0.5) -> tu
 def _engine_inputs(t: np.ndarray, a: np.ndarray, b: np.ndarray, fill: str) -> tuple[Any, ...]:
     from usdcarb.backtest.engine import EngineConfig, MarketFrame, Series, VenueCosts
 
-    ones = np.ones(len(a))
-    frame = MarketFrame(t, (Series("binance", "USDC/USDT", a, ones),
-                            Series("kraken", "USDC/USDT", b, ones)))
+    # The frame as the service hands it to the engine process (usdcarb.backtest.handoff):
+    # each column a row of one [series, bar] array, which the engine lays out without a copy.
+    px = np.stack([a, b])
+    vol = np.ones((2, len(a)))
+    frame = MarketFrame(t, (Series("binance", "USDC/USDT", px[0], vol[0]),
+                            Series("kraken", "USDC/USDT", px[1], vol[1])))
     cfg = EngineConfig(fill=fill, venues=(  # type: ignore[arg-type]
         VenueCosts(venue="binance", taker_fee_bps=FEE_A, slippage_bps=SLIP,
                    initial_balances={"USDT": INIT}),

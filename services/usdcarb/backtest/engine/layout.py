@@ -190,7 +190,11 @@ def build_plan(kind: str, p: Mapping[str, Any], config: EngineConfig,
             qcash += init[k]
     layout = Layout(
         closes=rows([s.close for s in used]),
-        vols=rows([s.volume for s in used]),
+        # Volumes are read only for volume impact and participation caps; without either,
+        # one column of zeros (same numba type) spares copying every bar's volume.
+        vols=rows([s.volume for s in used]) if any(
+            c.volume_impact_bps > 0.0 for c in costs) or any(
+            c.participation_cap > 0.0 for c in costs[:len(legs)]) else np.zeros((len(used), 1)),
         time_ms=_owned(np.ascontiguousarray(market.time_ms, np.int64)),
         ser_base=np.array([slots.index((s.venue, s.base)) if (s.venue, s.base) in slots else -1
                            for s in used], np.int64),
