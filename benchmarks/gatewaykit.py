@@ -10,25 +10,17 @@ import re
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from usdcarb.devstack.ports import poll_http
+
 
 def wait_http(url: str, timeout: float = 30) -> None:
     """Wait until ``url`` answers 200 (an Envoy admin's /ready)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"expected {url} to answer within {timeout}s")
-        time.sleep(0.1)
+    if not poll_http(url, lambda status, _: status == 200, timeout_s=timeout):
+        raise RuntimeError(f"expected {url} to answer within {timeout}s")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

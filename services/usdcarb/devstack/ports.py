@@ -11,7 +11,9 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ __all__ = [
     "free_port",
     "pid_alive",
     "pid_exists",
+    "poll_http",
     "process_name",
     "scratch_dir",
     "signal_pid",
@@ -43,6 +46,31 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def poll_http(url: str, accept: Callable[[int, bytes], bool], *, timeout_s: float,
+              alive: Callable[[], bool] = lambda: True, interval_s: float = 0.1) -> bool:
+    """Poll ``url`` until ``accept(status, body)`` holds.
+
+    Return True when it does; False once ``alive()`` says the server exited or
+    ``timeout_s`` passed, so the caller raises its own error with its own log. An HTTP
+    error status is an answer too (``accept`` sees it); a refused or timed-out connection
+    is not.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
+        except OSError:
+            status, body = 0, b""
+        if status and accept(status, body):
+            return True
+        if not alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(interval_s)
 
 
 def scratch_dir(prefix: str = "usdcarb-devstack-") -> Path:

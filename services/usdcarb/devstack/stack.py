@@ -19,8 +19,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from usdcarb.devstack import dbops
 from usdcarb.devstack.dbops import DbopsSettings
-from usdcarb.devstack.ports import DevstackError, free_port
+from usdcarb.devstack.ports import DevstackError, free_port, poll_http
 from usdcarb.devstack.postgres import PostgresServer
 from usdcarb.devstack.redis import RedisServer
 from usdcarb.observability import monitoring
@@ -270,21 +268,14 @@ class Stack:
             self._wait_gateway(gw, admin, processes["envoy"])
             # Envoy fetches the JWKS from identity through its own listener: wait for it,
             # or the first token checks would fail.
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                try:
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{admin}/stats?filter=jwks", timeout=1
-                    ) as r:
-                        stats = r.read().decode()
-                except OSError:
-                    stats = ""
-                if any(line.startswith("cluster.jwks.upstream_rq_200: ") and
-                       not line.endswith(" 0") for line in stats.splitlines()):
-                    break
-                if time.monotonic() > deadline:
-                    raise DevstackError("expected the gateway to fetch the JWKS in time")
-                time.sleep(0.1)
+            def fetched(_: int, body: bytes) -> bool:
+                return any(line.startswith("cluster.jwks.upstream_rq_200: ")
+                           and not line.endswith(" 0")
+                           for line in body.decode().splitlines())
+
+            if not poll_http(f"http://127.0.0.1:{admin}/stats?filter=jwks", fetched,
+                             timeout_s=START_TIMEOUT_S):
+                raise DevstackError("expected the gateway to fetch the JWKS in time")
             if self.monitoring is not None:
                 processes.update(self._start_monitoring(self.monitoring, processes, pki))
         except BaseException:
@@ -454,17 +445,11 @@ class Stack:
                                 stdout=log, stderr=log, start_new_session=True)
         log.close()
         info = _started(proc, "usdcarb.replay", log_path, port=port)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_replay/catalog", timeout=1):
-                    return info
-            except urllib.error.HTTPError:
-                return info  # it answers: up
-            except OSError:
-                if time.monotonic() > deadline or not _alive(info):
-                    raise DevstackError(f"expected the replay server up:\n{_tail(log_path)}") from None
-                time.sleep(0.1)
+        # Any answer, even an error status, means it is up.
+        if not poll_http(f"http://127.0.0.1:{port}/_replay/catalog", lambda _s, _b: True,
+                         timeout_s=START_TIMEOUT_S, alive=lambda: _alive(info)):
+            raise DevstackError(f"expected the replay server up:\n{_tail(log_path)}")
+        return info
 
     def _start_ratelimit(self, port: int, metrics: int, redis_url: str,
                          pki: tls.DevPki | None) -> ProcessInfo:
@@ -500,19 +485,13 @@ class Stack:
         deadline = time.monotonic() + START_TIMEOUT_S
         if name == "ratelimit":  # its HTTP /healthcheck: OK once Redis answers
             url = f"http://127.0.0.1:{info.extra['http_port']}/healthcheck"
-            while True:
-                if not _alive(info):
-                    raise DevstackError(
-                        f"expected ratelimit to start, got:\n{_tail(self.logs / 'ratelimit.log')}")
-                try:
-                    with urllib.request.urlopen(url, timeout=1) as r:
-                        if r.read().strip() == b"OK":
-                            return
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise DevstackError(f"expected ratelimit healthy within {START_TIMEOUT_S}s")
-                time.sleep(0.1)
+            if poll_http(url, lambda status, body: status == 200 and body.strip() == b"OK",
+                         timeout_s=START_TIMEOUT_S, alive=lambda: _alive(info)):
+                return
+            if not _alive(info):
+                raise DevstackError(
+                    f"expected ratelimit to start, got:\n{_tail(self.logs / 'ratelimit.log')}")
+            raise DevstackError(f"expected ratelimit healthy within {START_TIMEOUT_S}s")
         target = f"127.0.0.1:{info.port}"
         channel = grpc.insecure_channel(target) if pki is None else grpc.secure_channel(
             target, tls.channel_credentials(pki.ca, pki.cert(CLIENT), pki.key(CLIENT)),
@@ -572,23 +551,19 @@ class Stack:
 
     def _wait_gateway(self, gw: int, admin: int, info: ProcessInfo) -> None:
         """Wait until Envoy is live and sees every backend healthy."""
-        deadline = time.monotonic() + START_TIMEOUT_S
         backends = [n for n in SERVICES if n != "ratelimit"]
-        while True:
-            if not _alive(info):
-                raise DevstackError(f"expected envoy to start, got:\n{_tail(self.logs / 'envoy.log')}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters", timeout=1) as r:
-                    text = r.read().decode()
-                healthy = {line.split("::")[0] for line in text.splitlines()
-                           if "::health_flags::healthy" in line}
-                if all(b in healthy for b in backends):
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise DevstackError(f"expected the gateway to see {backends} healthy in time")
-            time.sleep(0.2)
+
+        def all_healthy(_: int, body: bytes) -> bool:
+            healthy = {line.split("::")[0] for line in body.decode().splitlines()
+                       if "::health_flags::healthy" in line}
+            return all(b in healthy for b in backends)
+
+        if poll_http(f"http://127.0.0.1:{admin}/clusters", all_healthy,
+                     timeout_s=START_TIMEOUT_S, alive=lambda: _alive(info), interval_s=0.2):
+            return
+        if not _alive(info):
+            raise DevstackError(f"expected envoy to start, got:\n{_tail(self.logs / 'envoy.log')}")
+        raise DevstackError(f"expected the gateway to see {backends} healthy in time")
 
     # ----------------------------------------------------------------- down
     def down(self) -> None:

@@ -23,7 +23,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from usdcarb.devstack.ports import poll_http
 
 REPO = Path(__file__).resolve().parents[3]
 RULES_DIR = REPO / "deploy" / "monitoring" / "prometheus" / "rules"
@@ -199,19 +200,11 @@ def write_targets(path: Path, processes: Mapping[str, Process]) -> None:
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path,
                timeout_s: float = READY_TIMEOUT_S) -> None:
     """Wait until ``url`` (a /-/ready endpoint) answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) \
-                if log.exists() else ""
-            raise MonitoringError(f"expected {url} ready, got exit {proc.poll()}:\n{tail}")
-        time.sleep(0.1)
+    if poll_http(url, lambda status, _: status == 200, timeout_s=timeout_s,
+                 alive=lambda: proc.poll() is None):
+        return
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+    raise MonitoringError(f"expected {url} ready, got exit {proc.poll()}:\n{tail}")
 
 
 def api_get(base: str, path: str, **params: str) -> Any:
