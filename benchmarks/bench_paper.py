@@ -18,9 +18,8 @@ import asyncio
 import shutil
 import statistics
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import numpy as np
 
 from usdcarb.ingestion import domain
@@ -34,16 +33,12 @@ from usdcarb.ingestion.validation import (
     ValidationUnavailable,
     combine,
 )
+from usdcarb.platform import db
 from usdcarb.platform.events import DomainEvent, publish
 
 logger = logging.getLogger(__name__)
 
-_DB_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError, asyncpg.InternalClientError,
-    # 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now
-    asyncpg.OperatorInterventionError,
-)
+_DB_TRANSIENT = db.UNAVAILABLE
 
 
 @dataclass(frozen=True)

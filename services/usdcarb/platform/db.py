@@ -27,6 +27,17 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# "The database cannot answer now" (restart, failover, dropped connection), never "the
+# statement is wrong": workers retry these, or leave the work to be resumed, instead of
+# failing it.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError, asyncpg.InternalClientError,
+    # 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now
+    asyncpg.OperatorInterventionError,
+)
+
+
 async def init_connection(conn: Any) -> None:
     """Install the json and jsonb codecs on a new connection."""
     for type_name in ("json", "jsonb"):
