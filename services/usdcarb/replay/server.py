@@ -50,6 +50,10 @@ class Faults:
 
     exchange: str = ""  # only this exchange id ('' = every exchange)
     latency_ms: float = 0.0  # added to every matching request
+    # Matching exchanges serve only the bars closed by (replay clock - delay_ms): a venue
+    # whose bars arrive late (or, with a large delay, a venue that stalls). Its
+    # server-time endpoint still reads the replay clock.
+    delay_ms: int = 0
     rate_limit: int = 0  # next N requests answer 429 with the exchange's error body
     server_errors: int = 0  # next N requests answer a 5xx
     server_error_status: int = 503
@@ -260,7 +264,8 @@ class ReplayServer:
             rows: list[Row] = []
         else:
             latest = exchange.max_limit if exchange_id == "kraken" else 0
-            rows = rows_of(select(series, query, self.clock_ms, latest_only=latest))
+            now = self.clock_ms - (max(0, int(faults.delay_ms)) if hit else 0)
+            rows = rows_of(select(series, query, now, latest_only=latest))
         if hit:
             rows = _mutate(rows, faults, TIMEFRAME_MS[query.timeframe], self._rng)
         self.stats.bars_served[exchange_id] += len(rows)
