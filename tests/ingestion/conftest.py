@@ -66,6 +66,7 @@ class Ingestion:
     settings: IngestionSettings
     address: str
     quality: Any = None  # the validation service's pool, when it runs
+    follower: Any = None  # the FollowWorker (INGEST_MODE_FOLLOW jobs), when it runs
 
     async def wait(self, name: str, within_s: float = 60.0) -> Any:
         """Follow WatchIngestJob to its last message and return it."""
@@ -123,6 +124,17 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
                     await task
 
             stack.push_async_callback(stop)
+        if parts.follow_worker is not None:
+            follow_task = asyncio.create_task(parts.follow_worker.run())
+
+            async def stop_follow(worker: Any = parts.follow_worker,
+                                  task: Any = follow_task) -> None:
+                await worker.stop()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            stack.push_async_callback(stop_follow)
         if parts.archive_worker is not None:
             archive_task = asyncio.create_task(parts.archive_worker.run())
 
@@ -136,7 +148,7 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
             stack.push_async_callback(stop_archive)
         stack.push_async_callback(parts.validator.close)
         return Ingestion(ingestion_pb2_grpc.IngestionServiceStub(channel), pool, parts.worker,
-                         replay, settings, server.address, quality)
+                         replay, settings, server.address, quality, parts.follow_worker)
 
     yield make
     await stack.aclose()

@@ -20,7 +20,7 @@ from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound, expected
 from usdcarb.platform.ownership import owner_filter, require_owner
 
-MODES = ("INGEST_MODE_BACKFILL", "INGEST_MODE_INCREMENTAL")
+MODES = ("INGEST_MODE_BACKFILL", "INGEST_MODE_INCREMENTAL", "INGEST_MODE_FOLLOW")
 MAX_BARS = 1_000_000
 STATES = ("JOB_STATE_QUEUED", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED",
           "JOB_STATE_CANCELLED")

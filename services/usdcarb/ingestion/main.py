@@ -19,6 +19,7 @@ from usdcarb.ingestion.app import IngestionApp
 from usdcarb.ingestion.archive_app import ArchiveApp
 from usdcarb.ingestion.archive_store import ArchiveStore
 from usdcarb.ingestion.archive_worker import ArchiveWorker, ArchiveWorkerConfig
+from usdcarb.ingestion.follow import FollowConfig, FollowWorker
 from usdcarb.ingestion.markets import MarketDirectory
 from usdcarb.ingestion.servicer import IngestionServicer
 from usdcarb.ingestion.store import IngestStore
@@ -83,6 +84,15 @@ class IngestionSettings(PlatformSettings):
         "Archive files one import downloads ahead of the one it stores."))
     archive_dir: str = Field(default="", description=(
         "Directory whose files file:// archive sources may name; empty = URLs only."))
+    follow_concurrency: int = Field(default=256, ge=0, description=(
+        "Follow jobs (INGEST_MODE_FOLLOW, never ending) one process runs at once, beside "
+        "the worker's slots; 0 runs none (API only)."))
+    follow_poll_s: float = Field(default=0.0, ge=0, description=(
+        "Seconds between a follow job's looks for new bars; 0 = at the timeframe's "
+        "cadence (when the next bar closes by the exchange's clock, plus follow_settle_s). "
+        "Set it short against a replay clock that jumps."))
+    follow_settle_s: float = Field(default=2.0, ge=0, description=(
+        "Seconds after a bar closes before a follow job asks for it (cadence polling)."))
 
 
 @dataclass
@@ -93,6 +103,7 @@ class Components:
     register: Register
     archive_worker: ArchiveWorker | None = None
     telemetry: IngestionTelemetry | None = None
+    follow_worker: FollowWorker | None = None
 
 
 def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
@@ -123,7 +134,21 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
             batch_bars=settings.batch_bars), redis=redis, range_validator=range_validator)
-    app = IngestionApp(store, on_job_created=worker.wake if worker else (lambda: None),
+    follow_worker = None
+    if settings.follow_concurrency:
+        follow_worker = FollowWorker(store, validator, WorkerConfig(
+            lease_s=settings.lease_s, poll_s=settings.poll_s, replay_url=settings.replay_url,
+            rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
+            retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s),
+            FollowConfig(concurrency=settings.follow_concurrency, poll_s=settings.follow_poll_s,
+                         settle_s=settings.follow_settle_s), redis=redis)
+
+    def created() -> None:
+        for w in (worker, follow_worker):
+            if w is not None:
+                w.wake()
+
+    app = IngestionApp(store, on_job_created=created,
                        markets=MarketDirectory(replay_url=settings.replay_url))
     archive_store = ArchiveStore(pool)
     archive_worker = None
@@ -145,7 +170,10 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
     telemetry = IngestionTelemetry(registry, pool=pool)
     if worker is not None:
         worker.telemetry = telemetry
-    return Components(app, worker, validator, register, archive_worker, telemetry)
+    if follow_worker is not None:
+        follow_worker.telemetry = telemetry
+    return Components(app, worker, validator, register, archive_worker, telemetry,
+                      follow_worker)
 
 
 async def serve(settings: IngestionSettings) -> None:
@@ -164,13 +192,17 @@ async def serve(settings: IngestionSettings) -> None:
     task = asyncio.create_task(parts.worker.run()) if parts.worker else None
     archive_task = (asyncio.create_task(parts.archive_worker.run())
                     if parts.archive_worker else None)
+    follow_task = (asyncio.create_task(parts.follow_worker.run())
+                   if parts.follow_worker else None)
 
     async def stop_worker() -> None:
         if parts.worker is not None:
             await parts.worker.stop()
         if parts.archive_worker is not None:
             await parts.archive_worker.stop()
-        for t in (task, archive_task):
+        if parts.follow_worker is not None:
+            await parts.follow_worker.stop()
+        for t in (task, archive_task, follow_task):
             if t is not None:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

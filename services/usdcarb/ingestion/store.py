@@ -122,17 +122,21 @@ class IngestStore:
                     f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1", job_id)
         return _job(row)
 
-    async def claim_job(self, owner: str, lease_s: float) -> JobRecord | None:
-        """Take the oldest queued job, or a running one whose lease expired."""
+    async def claim_job(self, owner: str, lease_s: float, *,
+                        follow: bool = False) -> JobRecord | None:
+        """Take the oldest queued job, or a running one whose lease expired: FOLLOW jobs
+        only when ``follow``, else any other (a follow job never ends: it runs in its own
+        worker, never in one of the slots of jobs that do)."""
         row = await self._pool.fetchrow(
             f"""UPDATE ingest_jobs SET state = 'JOB_STATE_RUNNING', lease_owner = $1,
                    lease_until = now() + make_interval(secs => $2), update_time = now(),
                    version = version + 1
                 WHERE id = (SELECT id FROM ingest_jobs
-                            WHERE state = 'JOB_STATE_QUEUED'
-                               OR (state = 'JOB_STATE_RUNNING' AND lease_until < now())
+                            WHERE (state = 'JOB_STATE_QUEUED'
+                                   OR (state = 'JOB_STATE_RUNNING' AND lease_until < now()))
+                              AND (mode = 'INGEST_MODE_FOLLOW') = $3
                             ORDER BY create_time FOR UPDATE SKIP LOCKED LIMIT 1)
-                RETURNING {_JOB_COLUMNS}""", owner, lease_s)
+                RETURNING {_JOB_COLUMNS}""", owner, lease_s, follow)
         return _job(row) if row is not None else None
 
     async def renew_lease(self, job_id: str, owner: str, lease_s: float) -> bool:

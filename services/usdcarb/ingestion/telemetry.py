@@ -5,7 +5,8 @@
 - ``usdcarb_ingestion_page_fetch_seconds`` and ``usdcarb_ingestion_page_retries_total``:
   one exchange request (retries and pacing included) and the retries it took;
 - ``usdcarb_ingestion_series_lag_seconds``: now minus the newest stored bar, the worst
-  series per exchange among the followed ones (series with an incremental job), sampled.
+  series per exchange among the followed ones (series with an incremental or follow
+  job), sampled.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _COUNTED = ("bars_stored", "bars_quarantined", "bars_fetched", "gaps_found")
 _LAG_SQL = """
 SELECT s.exchange, max(extract(epoch FROM now() - m.ts))::float8 AS lag
 FROM (SELECT DISTINCT exchange, symbol, timeframe FROM ingest_jobs
-      WHERE mode = 'INGEST_MODE_INCREMENTAL') s
+      WHERE mode IN ('INGEST_MODE_INCREMENTAL', 'INGEST_MODE_FOLLOW')) s
 CROSS JOIN LATERAL (SELECT ts FROM {table} d
                     WHERE d.exchange = s.exchange AND d.symbol = s.symbol
                       AND d.timeframe = s.timeframe

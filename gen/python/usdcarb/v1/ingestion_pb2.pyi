@@ -20,6 +20,7 @@ class IngestMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_MODE_UNSPECIFIED: _ClassVar[IngestMode]
     INGEST_MODE_BACKFILL: _ClassVar[IngestMode]
     INGEST_MODE_INCREMENTAL: _ClassVar[IngestMode]
+    INGEST_MODE_FOLLOW: _ClassVar[IngestMode]
 
 class ArchiveLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ class ArchiveGranularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 INGEST_MODE_UNSPECIFIED: IngestMode
 INGEST_MODE_BACKFILL: IngestMode
 INGEST_MODE_INCREMENTAL: IngestMode
+INGEST_MODE_FOLLOW: IngestMode
 ARCHIVE_LAYOUT_UNSPECIFIED: ArchiveLayout
 ARCHIVE_LAYOUT_BINANCE_SPOT: ArchiveLayout
 ARCHIVE_LAYOUT_BINANCE_USDM: ArchiveLayout

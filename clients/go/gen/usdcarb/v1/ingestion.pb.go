@@ -34,6 +34,10 @@ const (
 	IngestMode_INGEST_MODE_BACKFILL IngestMode = 1
 	// Fetch from the last stored bar up to now (or end_time).
 	IngestMode_INGEST_MODE_INCREMENTAL IngestMode = 2
+	// Fetch as INCREMENTAL, then keep fetching each bar as it closes by the exchange's
+	// clock (from after the last stored bar, or start_time), until cancelled or end_time.
+	// The job stays RUNNING while it follows and survives a restart of the service.
+	IngestMode_INGEST_MODE_FOLLOW IngestMode = 3
 )
 
 // Enum value maps for IngestMode.
@@ -42,11 +46,13 @@ var (
 		0: "INGEST_MODE_UNSPECIFIED",
 		1: "INGEST_MODE_BACKFILL",
 		2: "INGEST_MODE_INCREMENTAL",
+		3: "INGEST_MODE_FOLLOW",
 	}
 	IngestMode_value = map[string]int32{
 		"INGEST_MODE_UNSPECIFIED": 0,
 		"INGEST_MODE_BACKFILL":    1,
 		"INGEST_MODE_INCREMENTAL": 2,
+		"INGEST_MODE_FOLLOW":      3,
 	}
 )
 
@@ -561,7 +567,8 @@ type IngestJob struct {
 	Series *SeriesKey `protobuf:"bytes,2,opt,name=series,proto3" json:"series,omitempty"`
 	// Backfill or incremental.
 	Mode IngestMode `protobuf:"varint,3,opt,name=mode,proto3,enum=usdcarb.v1.IngestMode" json:"mode,omitempty"`
-	// Range to fetch; for INCREMENTAL only end_time is used (default: now).
+	// Range to fetch; for INCREMENTAL only end_time is used (default: now); for FOLLOW
+	// start_time (where to begin when nothing is stored) and end_time (default: never).
 	Range *TimeRange `protobuf:"bytes,4,opt,name=range,proto3" json:"range,omitempty"`
 	// Job state.
 	State JobState `protobuf:"varint,5,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`
@@ -2593,12 +2600,13 @@ const file_usdcarb_v1_ingestion_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\\\n" +
 	"\x19WatchArchiveImportRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12%\n" +
-	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence*`\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence*x\n" +
 	"\n" +
 	"IngestMode\x12\x1b\n" +
 	"\x17INGEST_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14INGEST_MODE_BACKFILL\x10\x01\x12\x1b\n" +
-	"\x17INGEST_MODE_INCREMENTAL\x10\x02*\x93\x01\n" +
+	"\x17INGEST_MODE_INCREMENTAL\x10\x02\x12\x16\n" +
+	"\x12INGEST_MODE_FOLLOW\x10\x03*\x93\x01\n" +
 	"\rArchiveLayout\x12\x1e\n" +
 	"\x1aARCHIVE_LAYOUT_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bARCHIVE_LAYOUT_BINANCE_SPOT\x10\x01\x12\x1f\n" +

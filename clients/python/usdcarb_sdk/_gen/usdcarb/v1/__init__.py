@@ -768,12 +768,20 @@ class IngestMode(betterproto2.Enum):
     Fetch from the last stored bar up to now (or end_time).
     """
 
+    FOLLOW = 3
+    """
+    Fetch as INCREMENTAL, then keep fetching each bar as it closes by the exchange's
+    clock (from after the last stored bar, or start_time), until cancelled or end_time.
+    The job stays RUNNING while it follows and survives a restart of the service.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
             0: "INGEST_MODE_UNSPECIFIED",
             1: "INGEST_MODE_BACKFILL",
             2: "INGEST_MODE_INCREMENTAL",
+            3: "INGEST_MODE_FOLLOW",
         }
 
     @classmethod
@@ -782,6 +790,7 @@ class IngestMode(betterproto2.Enum):
             "INGEST_MODE_UNSPECIFIED": 0,
             "INGEST_MODE_BACKFILL": 1,
             "INGEST_MODE_INCREMENTAL": 2,
+            "INGEST_MODE_FOLLOW": 3,
         }
 
 
@@ -4232,7 +4241,8 @@ class IngestJob(betterproto2.Message):
 
     range: "TimeRange | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
     """
-    Range to fetch; for INCREMENTAL only end_time is used (default: now).
+    Range to fetch; for INCREMENTAL only end_time is used (default: now); for FOLLOW
+    start_time (where to begin when nothing is stored) and end_time (default: never).
     """
 
     state: "JobState" = betterproto2.field(
