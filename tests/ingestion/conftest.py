@@ -94,6 +94,7 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
                    **overrides: Any) -> Ingestion:
         pool = pool or await service_pool("ingestion")
         quality = None
+        validation_kw: dict[str, Any] = {}
         values: dict[str, Any] = dict(env="test", jwks_file=DEV_JWKS, replay_url=replay.url,
                                       rate_limit_scale=0.0,
                                       lease_s=3.0, poll_s=0.05, retry_base_s=0.01,
@@ -108,9 +109,13 @@ async def make_ingestion(service_pool: Any, replay: ReplayServer) -> AsyncIterat
                 [VALIDATION], build_validation(quality, NoEvents(),
                                                table=f"{schema}.market_data")))
             values["validation_address"] = vserver.address
+            # In-process validation (the default) runs the same application on the same
+            # validation schema as the service above.
+            validation_kw = dict(validation_pool=quality, market_table=f"{schema}.market_data")
         values.update(overrides)
         settings = IngestionSettings(**values)
-        parts = build(pool, settings, redis=redis, token=DevServiceToken("ingestion"))
+        parts = build(pool, settings, redis=redis, token=DevServiceToken("ingestion"),
+                      **validation_kw)
         server = await stack.enter_async_context(
             await start_in_process([SERVICE], parts.register))
         channel = await stack.enter_async_context(authed_channel(server.address))

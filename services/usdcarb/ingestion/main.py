@@ -27,7 +27,8 @@ from usdcarb.ingestion.telemetry import IngestionTelemetry
 from usdcarb.ingestion.validation import (
     AcceptAll,
     CandleValidator,
-    LocalValidator,
+    DroppedEvents,
+    InProcessValidator,
     RemoteValidator,
 )
 from usdcarb.ingestion.worker import Worker, WorkerConfig
@@ -42,6 +43,9 @@ from usdcarb.platform.settings import PlatformSettings, service_config
 from usdcarb.platform.telemetry import domain_registry, instrument_pool
 from usdcarb.platform.tls import peer_channel
 from usdcarb.v1 import ingestion_pb2_grpc
+from usdcarb.validation.main import MIGRATIONS as VALIDATION_MIGRATIONS
+from usdcarb.validation.main import RedisEvents, make_app
+from usdcarb.validation.telemetry import ValidationTelemetry
 
 SERVICE = "usdcarb.v1.IngestionService"
 SCHEMA = "ingestion"
@@ -60,7 +64,8 @@ class IngestionSettings(PlatformSettings):
         "Base URL of the exchange replay server; when set every exchange's API URLs point "
         "at it (tests, benchmarks, demo)."))
     validation_address: str = Field(default="", description=(
-        "host:port of the validation service; empty = ingestion's own per-bar rules only."))
+        "host:port of the validation service (validation is deployed); empty = "
+        "ingestion's own per-bar rules only."))
     worker_concurrency: int = Field(default=4, ge=0, description=(
         "Jobs one process runs at once; 0 runs no worker (API only)."))
     lease_s: float = Field(default=30.0, gt=0, description=(
@@ -72,9 +77,13 @@ class IngestionSettings(PlatformSettings):
     retry_base_s: float = Field(default=0.2, gt=0, description="First retry backoff, seconds.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Largest retry backoff, seconds.")
     events: bool = Field(default=True, description="Publish domain events to Redis.")
-    validation_inprocess: bool = Field(default=False, description=(
-        "Run the validation domain's batch rules in this process instead of calling "
-        "ValidateCandles (findings, gaps and verdicts then come from ValidateRange)."))
+    validation_inprocess: bool = Field(default=True, description=(
+        "With validation deployed, run the validation service's own application in this "
+        "process (rules, findings, quarantine, gap repair and verdicts recorded in the "
+        "validation schema, as ValidateCandles(record=true) does) instead of calling "
+        "ValidateCandles over gRPC for every batch."))
+    validation_schema: str = Field(default="validation", description=(
+        "Schema of the validation service's tables (in-process validation)."))
     batch_bars: int = Field(default=50_000, ge=1, description=(
         "Bars validated and stored together: one validation call and one transaction per "
         "batch of pages, while the next pages are fetched (1 = every page on its own)."))
@@ -107,25 +116,30 @@ class Components:
 
 
 def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
-          token: TokenSource | None = None, reads: ReadRouter | None = None) -> Components:
+          token: TokenSource | None = None, reads: ReadRouter | None = None,
+          validation_pool: Any = None,
+          market_table: str = f"{SCHEMA}.market_data") -> Components:
     """Wire the store, validation port, worker, application and servicer.
 
-    ``token`` (default: this service's token from identity) authenticates the calls to
-    the validation service.
+    With validation deployed (``validation_address``), batches are judged in-process by
+    the validation service's application on ``validation_pool`` (search_path: the
+    validation schema; it reads and gap-fills ``market_table``), or with
+    ``validation_inprocess`` off by ValidateCandles calls authenticated by ``token``
+    (default: this service's token from identity).
     """
     store = IngestStore(pool, reads=reads)  # candle reads: the read replica when healthy
+    registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
     validator: CandleValidator = AcceptAll()
-    range_validator = None
-    if settings.validation_address:
-        remote = RemoteValidator(
+    if settings.validation_address and settings.validation_inprocess:
+        if validation_pool is None:
+            raise ValueError("in-process validation needs a pool on the validation schema")
+        validator = InProcessValidator(make_app(
+            validation_pool, RedisEvents(redis) if redis is not None else DroppedEvents(),
+            table=market_table, reads=reads, telemetry=ValidationTelemetry(registry)))
+    elif settings.validation_address:
+        validator = RemoteValidator(
             peer_channel(settings, settings.validation_address, "validation"),
             token or service_token(settings, "ingestion"))
-        if settings.validation_inprocess:
-            range_validator = remote
-        else:
-            validator = remote
-    if settings.validation_inprocess:
-        validator = LocalValidator(pool, close_with=range_validator)
     worker = None
     if settings.worker_concurrency:
         worker = Worker(store, validator, WorkerConfig(
@@ -133,7 +147,7 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             poll_s=settings.poll_s, replay_url=settings.replay_url,
             rate_limit_scale=settings.rate_limit_scale, retry_attempts=settings.retry_attempts,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
-            batch_bars=settings.batch_bars), redis=redis, range_validator=range_validator)
+            batch_bars=settings.batch_bars), redis=redis)
     follow_worker = None
     if settings.follow_concurrency:
         follow_worker = FollowWorker(store, validator, WorkerConfig(
@@ -165,7 +179,6 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server)
 
-    registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
     instrument_pool(pool, registry)
     telemetry = IngestionTelemetry(registry, pool=pool)
     if worker is not None:
@@ -179,14 +192,25 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
 async def serve(settings: IngestionSettings) -> None:
     pool = await create_pool(settings.database_url.get_secret_value(), settings.db_pool_min,
                              settings.db_pool_max, search_path=f"{SCHEMA}, public")
+    vpool = None
     try:
         await apply_migrations(pool, SCHEMA, MIGRATIONS)
         reads = await service_read_router(settings, pool, search_path=f"{SCHEMA}, public")
+        if settings.validation_address and settings.validation_inprocess:
+            # The validation code this process runs, on its schema at this code's version
+            # (migrations are idempotent, under their lock, whoever applies them first).
+            vschema = settings.validation_schema
+            vpool = await create_pool(settings.database_url.get_secret_value(),
+                                      settings.db_pool_min, settings.db_pool_max,
+                                      search_path=f"{vschema}, public")
+            await apply_migrations(vpool, vschema, VALIDATION_MIGRATIONS)
     except BaseException:
+        if vpool is not None:
+            await vpool.close()
         await pool.close()
         raise
     redis = await create_redis(settings.redis_url) if settings.events else None
-    parts = build(pool, settings, redis=redis, reads=reads)
+    parts = build(pool, settings, redis=redis, reads=reads, validation_pool=vpool)
     if parts.telemetry is not None:
         parts.telemetry.sampler.start()
     task = asyncio.create_task(parts.worker.run()) if parts.worker else None
@@ -215,7 +239,8 @@ async def serve(settings: IngestionSettings) -> None:
 
     await run_service([SERVICE], parts.register, settings,
                       health_checks={"postgres": postgres_check(pool)},
-                      on_close=[stop_worker, pool.close, reads.close],
+                      on_close=[stop_worker, pool.close, reads.close,
+                                *([vpool.close] if vpool is not None else [])],
                       collectors=[ReplicaCollector(reads),
                                   *([parts.telemetry.registry] if parts.telemetry else [])])
 

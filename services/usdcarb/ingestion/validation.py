@@ -1,4 +1,5 @@
-"""The validation port: every page goes to the validation service before it is stored.
+"""The validation port: every batch of pages is judged by the validation service's rules
+before it is stored — in this process by default (``InProcessValidator``), or over gRPC.
 
 Contract of ``CandleValidator.validate(exchange, symbol, timeframe, bars)``: return a
 ``Verdict`` with one accepted flag per input bar and, for each rejected bar, its rules and
@@ -9,22 +10,21 @@ failure (the worker retries the page).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
-from usdcarb.ingestion.domain import Bars, Rejection, Verdict, timeframe_ms
-from usdcarb.marketdata.reader import read_candles
+from usdcarb.ingestion.domain import Bars, Rejection, Verdict
+from usdcarb.platform import db
 from usdcarb.platform.errors import DomainError
 from usdcarb.platform.service_auth import ServiceCredentialRefused, TokenSource, call_as_service
 from usdcarb.v1 import common_pb2, validation_pb2, validation_pb2_grpc
+from usdcarb.validation import model as vseries
 from usdcarb.validation.domain import model as vmodel
-from usdcarb.validation.domain.validate import validate_batch
+from usdcarb.validation.domain import validate as vvalidate
 
 logger = logging.getLogger(__name__)
 
@@ -149,58 +149,74 @@ class RemoteValidator:
         return int(resp.bars_checked)
 
 
-class LocalValidator:
-    """The validation domain's batch rules (per-bar, duplicates, conflicts with stored bars,
-    stale runs, spikes) run in this process, with the stored bars around the batch as
-    context, as ValidateCandles would; nothing is recorded with the validation service
-    (its findings, gaps and verdicts come from ValidateRange over the stored range).
-    Rejected bars are still kept by ingestion (``ingest_rejects``)."""
+class InProcessValidator:
+    """The validation service's own application run in this process (the default).
 
-    records_findings = False
+    Design (issue 17): the validation service stays the owner of the rules, the
+    quarantine, the gaps and the series verdicts — its schema, its migrations, its code.
+    Ingestion imports that code (``usdcarb.validation.main.make_app``, the very
+    ``ValidationApp`` the service serves ValidateCandles with, on a pool of the validation
+    schema) and calls ``validate_candles(record=True)`` per batch as the service would:
+    the same rules, findings and quarantine recorded the same way in one transaction, the
+    same per-batch gap repair by the series' policy and the same verdict refresh before
+    ingestion commits the batch. Only the round trip goes: no protobuf encoding of the
+    columns and the flags, no second process reading the context. The service still
+    answers ValidateCandles/ValidateRange for everyone else (cross-venue and range work).
+    """
 
-    def __init__(self, pool: Any, *, table: str = "market_data", context_bars: int = 1440,
-                 now_ms: Any = None, close_with: RemoteValidator | None = None) -> None:
-        self._pool = pool
-        self._close_with = close_with
-        self._table = table
-        self._context = context_bars
-        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+    records_findings = True
+
+    def __init__(self, app: Any, *, close: Callable[[], Awaitable[None]] | None = None
+                 ) -> None:
+        self._app = app  # usdcarb.validation.app.ValidationApp
+        self._close = close
 
     async def close(self) -> None:
-        if self._close_with is not None:
-            await self._close_with.close()
+        if self._close is not None:
+            await self._close()
 
     async def validate(self, exchange: str, symbol: str, timeframe: str,
                        bars: Bars) -> Verdict:
         if not len(bars):
             return Verdict(np.ones(0, bool), ())
-        tf = timeframe_ms(timeframe)
-        now = self._now_ms()
-        ts = bars.ts_ms
-        usable = ts[(ts % tf == 0) & (ts <= now) & (ts >= 0)]
-        stored = vmodel.Bars.empty()
-        if usable.size:
-            lo = int(usable.min()) - self._context * tf
-            hi = int(usable.max()) + (self._context + 1) * tf
-            async with self._pool.acquire() as conn:
-                c = await read_candles(conn, exchange=exchange, symbol=symbol,
-                                       timeframe=timeframe, start=_utc(lo), end=_utc(hi),
-                                       table=self._table)
-            stored = vmodel.Bars(c.open_time_ms, c.open, c.high, c.low, c.close, c.volume,
-                                 c.provenance)
-        batch = vmodel.Bars(bars.ts_ms, bars.open, bars.high, bars.low, bars.close, bars.volume)
-        verdict = await asyncio.to_thread(validate_batch, batch, tf_ms=tf, now_ms=now,
-                                          stored=stored)
-        errors = verdict.errors_by_index()
-        accepted = np.asarray(verdict.accepted, bool)
-        return Verdict(accepted, tuple(
-            Rejection(i, tuple(f.rule for f in errors.get(i, ())) or ("validation",),
-                      errors[i][0].message if i in errors else "rejected by validation")
-            for i in np.flatnonzero(~accepted).tolist()))
+        batch = vmodel.Bars.of(bars.ts_ms, bars.open, bars.high, bars.low, bars.close,
+                               bars.volume)
+        try:
+            verdict = await self._app.validate_candles(
+                vseries.Series(exchange, symbol, timeframe), batch, record=True,
+                cross_venue=False)
+        except db.UNAVAILABLE as exc:  # the worker retries the batch, as on UNAVAILABLE
+            raise ValidationUnavailable(f"validation store unavailable: {exc!r}") from exc
+        return to_verdict(verdict)
+
+    async def validate_range(self, exchange: str, symbol: str, timeframe: str,
+                             start_ms: int, end_ms: int) -> int:
+        """ValidateRange's use case over stored bars [start_ms, end_ms): every rule, the
+        findings, the gaps and the series verdicts recorded; return the bars checked."""
+        try:
+            result = await self._app.validate_range(
+                vseries.Series(exchange, symbol, timeframe), start_ms, end_ms,
+                cross_venue=False)
+        except db.UNAVAILABLE as exc:
+            raise ValidationUnavailable(f"validation store unavailable: {exc!r}") from exc
+        return int(result.bars_checked)
 
 
-def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+def to_verdict(verdict: vvalidate.Verdict) -> Verdict:
+    """The validation domain's verdict as the worker's (flags, rejections with reasons)."""
+    errors = verdict.errors_by_index()
+    accepted = np.asarray(verdict.accepted, bool)
+    return Verdict(accepted, tuple(
+        Rejection(i, tuple(f.rule for f in errors.get(i, ())) or ("validation",),
+                  errors[i][0].message if i in errors else "rejected by validation")
+        for i in np.flatnonzero(~accepted).tolist()))
+
+
+class DroppedEvents:
+    """An EventSink for a process without an event bus (events off)."""
+
+    async def publish(self, event: Any) -> None:
+        return None
 
 
 def combine(local: Verdict, remote: Verdict) -> Verdict:

@@ -27,12 +27,7 @@ from usdcarb.ingestion.domain import Bars, PageRequest, Paging
 from usdcarb.ingestion.exchanges import ExchangeClient, FetchFailed, Pacer, RetryPolicy
 from usdcarb.ingestion.model import JobRecord, JobStats
 from usdcarb.ingestion.store import IngestStore, LeaseLost
-from usdcarb.ingestion.validation import (
-    CandleValidator,
-    RemoteValidator,
-    ValidationUnavailable,
-    combine,
-)
+from usdcarb.ingestion.validation import CandleValidator, ValidationUnavailable, combine
 from usdcarb.platform import db
 from usdcarb.platform.events import DomainEvent, publish
 
@@ -63,14 +58,9 @@ class Worker:
     """Runs ingest jobs; ``run()`` until ``stop()``."""
 
     def __init__(self, store: IngestStore, validator: CandleValidator, config: WorkerConfig,
-                 *, redis: Any = None, now_ms: Callable[[], int] | None = None,
-                 range_validator: RemoteValidator | None = None) -> None:
+                 *, redis: Any = None, now_ms: Callable[[], int] | None = None) -> None:
         self._store = store
         self._validator = validator
-        # With in-process rules, the validation service still records the job's findings,
-        # gaps and verdicts: one ValidateRange over the whole range when the job ends.
-        self._range_validator = range_validator
-        self._range_tasks: set[asyncio.Task[None]] = set()
         self._config = config
         self._redis = redis
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
@@ -94,9 +84,6 @@ class Worker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task in list(self._range_tasks):
-            task.cancel()
-        await asyncio.gather(*self._range_tasks, return_exceptions=True)
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
@@ -324,12 +311,6 @@ class Worker:
                    f"{v['bars_duplicate']}, {v['bars_quarantined']} quarantined")
         prog = {"fraction": 1.0, "done": info.total, "total": info.total, "unit": "bars",
                 "message": f"{message}; warning: {warning}" if warning else message}
-        if self._range_validator is not None and v["bars_fetched"]:
-            # The bars are judged and stored: the service's record of the range (findings,
-            # gaps, verdicts) follows off the job's path, as range work.
-            task = asyncio.create_task(self._report_range(job, start_ms, end_ms))
-            self._range_tasks.add(task)
-            task.add_done_callback(self._range_tasks.discard)
         if await self._db("finish", lambda: self._store.finish_job(
                 job=job, owner=self.owner, state="JOB_STATE_SUCCEEDED", stats=stats,
                 progress=prog, error=None)):
@@ -338,8 +319,7 @@ class Worker:
                               f"ingested {stats.values['bars_stored']} bars of {job.exchange} "
                               f"{job.symbol} {job.timeframe}" + (f" ({warning})" if warning
                                                                  else ""), stats)
-            if gaps_total and not (self._validator.records_findings
-                                   or self._range_validator is not None):
+            if gaps_total and not self._validator.records_findings:
                 # With a validation service the gaps are its facts: it records and announces
                 # them (one event per fact); ingestion announces them only without one.
                 await self._event(job, "EVENT_TYPE_GAP_DETECTED", "SEVERITY_WARNING",
@@ -371,19 +351,6 @@ class Worker:
             rejects=rejects, rejected=rejected, cursor_ms=cursor, stats=stats,
             progress=prog))
         return prev_bar, gaps
-
-    async def range_reports_done(self) -> None:
-        """Wait for the ValidateRange calls of finished jobs (benchmarks, shutdown)."""
-        while self._range_tasks:
-            await asyncio.gather(*list(self._range_tasks), return_exceptions=True)
-
-    async def _report_range(self, job: JobRecord, start_ms: int, end_ms: int) -> None:
-        assert self._range_validator is not None
-        try:
-            await self._range_validator.validate_range(job.exchange, job.symbol, job.timeframe,
-                                                       start_ms, end_ms)
-        except ValidationUnavailable as exc:  # the bars are stored; ValidateRange later
-            logger.warning("job %s: ValidateRange failed (%s)", job.id, exc)
 
     async def _validate(self, job: JobRecord, page: Bars, tf: int) -> domain.Verdict:
         local = domain.sanity_check(page, tf, self._now_ms())

@@ -48,17 +48,27 @@ class RedisEvents:
         await publish(self._redis, event)
 
 
-def build(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
-          context_bars: int = 1440, reads: ReadRouter | None = None,
-          telemetry: ValidationTelemetry | None = None) -> Register:
-    """Wire the stores, the application and the servicer (``reads``: where candle
-    context reads go, the read replica when healthy; default the pool)."""
+def make_app(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
+             context_bars: int = 1440, reads: ReadRouter | None = None,
+             telemetry: ValidationTelemetry | None = None) -> ValidationApp:
+    """The validation application on its stores: what the service serves, and what the
+    ingestion service runs in-process to judge its pages (``pool``'s search_path names
+    the validation schema; ``reads``: where candle context reads go, the read replica
+    when healthy; default the pool)."""
     quality = QualityStore(pool)
     if telemetry is not None:  # findings counted as they are recorded
         telemetry.watch(quality)
-    app = ValidationApp(quality, MarketData(pool, table, reads=reads), events,
-                        context_bars=context_bars)
-    servicer = ValidationServicer(app)
+    return ValidationApp(quality, MarketData(pool, table, reads=reads), events,
+                         context_bars=context_bars)
+
+
+def build(pool: Any, events: EventSink, *, table: str = "ingestion.market_data",
+          context_bars: int = 1440, reads: ReadRouter | None = None,
+          telemetry: ValidationTelemetry | None = None) -> Register:
+    """Wire the stores, the application and the servicer."""
+    servicer = ValidationServicer(make_app(pool, events, table=table,
+                                           context_bars=context_bars, reads=reads,
+                                           telemetry=telemetry))
     return lambda server: validation_pb2_grpc.add_ValidationServiceServicer_to_server(  # type: ignore[no-untyped-call]
         servicer, server
     )
