@@ -29,8 +29,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from usdcarb.devstack import dbops
 from usdcarb.devstack.dbops import DbopsSettings
-from usdcarb.devstack.ports import DevstackError, free_port, poll_http
-from usdcarb.devstack.postgres import PostgresServer
+from usdcarb.devstack.ports import (
+    DevstackError,
+    child_pids,
+    free_port,
+    poll_http,
+    process_name,
+    signal_pid,
+    wait_gone,
+)
+from usdcarb.devstack.postgres import PostgresServer, StopMode
 from usdcarb.devstack.redis import RedisServer
 from usdcarb.observability import monitoring
 from usdcarb.observability.monitoring import MonitoringSettings
@@ -129,8 +137,7 @@ class StackInfo:
         """Return the settings of one more ``service`` process (a replica) joining this
         stack as its own process runs: peers, database, Redis, TLS (not its ports)."""
         pki = tls.DevPki(Path(self.ca).parent) if self.ca else None
-        ports = {n: self.processes[n].port for n in SERVICES if n in self.processes}
-        return {**_peers(service, ports),
+        return {**_peers(service, _peer_targets(self.processes)),
                 **_service_settings(service, self.dsn, self.redis_url, pki)}
 
     def save(self, path: Path) -> None:
@@ -192,6 +199,7 @@ class Stack:
         replay_data: Path | None = None, tls: bool = True, jwks_cache_s: int = 300,
         monitoring: MonitoringSettings | None = None,
         dbops: DbopsSettings | None = None,
+        replicas: int = 1, hot_restart: bool = False,
     ) -> None:
         self.root = root.resolve()
         # TLS on: HTTPS at the gateway, mutual TLS between Envoy and services and between
@@ -213,6 +221,14 @@ class Stack:
         # pgBackRest archiving + the backup agent, and the read replica (devstack/dbops.py);
         # None (the default of test stacks, `stack up --no-backups --no-replica`): neither.
         self.dbops = dbops
+        # Processes per service (keys "<svc>", "<svc>-2", ...), each its own ports; Envoy's
+        # cluster has them all and peers fail over between them. Test stacks: 1.
+        if replicas < 1:
+            raise ValueError(f"expected replicas >= 1, got {replicas}")
+        self.replicas = replicas
+        # Envoy started for hot restart (restart_envoy: a child epoch takes the listeners
+        # over from its parent); False (test stacks): --disable-hot-restart.
+        self.hot_restart = hot_restart
         self.monitoring_dir = self.root / "monitoring"
         self.state_file = self.root / "stack.json"
         self.logs = self.root / "logs"
@@ -258,10 +274,21 @@ class Stack:
             ports = {name: free_port() for name in SERVICES}
             if self.monitoring is not None:
                 self._alert_receiver_env(free_port())
-            for name in SERVICES:
-                processes[name] = self._start_service(name, ports, dsn, redis.url, pki)
-            for name in SERVICES:
-                self._wait_serving(name, processes[name], pki)
+            keys = {name: [replica_key(name, n) for n in range(1, self.replicas + 1)]
+                    for name in SERVICES}
+            replica_ports = {key: ports[name] if key == name else free_port()
+                             for name in SERVICES for key in keys[name]}
+            peers = {name: _target([replica_ports[k] for k in keys[name]]) for name in SERVICES}
+            # Replica 1 of each first: it applies the migrations and creates the first
+            # admin; the others start once it serves, on the same database.
+            for n in range(self.replicas):
+                for name in SERVICES:
+                    key = keys[name][n]
+                    processes[key] = self._start_service(
+                        name, ports, dsn, redis.url, pki, key=key, port=replica_ports[key],
+                        peers=peers)
+                for name in SERVICES:
+                    self._wait_serving(name, processes[keys[name][n]], pki)
             gw = self.gateway_port or free_port()
             admin = self.admin_port or free_port()
             processes["envoy"] = self._start_envoy(gw, admin, processes, pki)
@@ -373,11 +400,13 @@ class Stack:
         _wait_gone(proc, 20.0)
 
     def start_service(self, name: str) -> ProcessInfo:
-        """Start one stopped service again on its former ports and wait until it serves."""
+        """Start one stopped service (or replica: "<svc>-2") again on its former ports and
+        wait until it serves."""
         info = StackInfo.load(self.state_file)
         old = info.processes[name]
         if _alive(old):
             return old
+        key, name = name, service_of(name)
         pki = tls.DevPki(Path(info.ca).parent) if info.ca else None
         ports = {n: info.processes[n].port for n in SERVICES if n in info.processes}
         if "alert_port" in old.extra:  # the same receiver port and token as before
@@ -385,12 +414,66 @@ class Stack:
             self.extra_env["USDCARB_NOTIFICATION_ALERT_TOKEN_FILE"] = str(
                 self.monitoring_dir / "alert-token")
         proc = self._start_service(name, ports, info.dsn, info.redis_url, pki,
-                                   metrics_port=old.extra.get("metrics_port"))
+                                   metrics_port=old.extra.get("metrics_port"), key=key,
+                                   port=old.port, peers=_peer_targets(info.processes))
         proc.extra = {**old.extra, **proc.extra}
         self._wait_serving(name, proc, pki)
-        info.processes[name] = proc
+        info.processes[key] = proc
         info.save(self.state_file)
         return proc
+
+    def kill_process(self, key: str) -> int:
+        """SIGKILL one process of the running stack (a service replica: "backtest-2") and
+        the processes of its session (engine workers), as a crashed container would end;
+        return its pid. ``start_service`` brings it back on the same ports."""
+        info = StackInfo.load(self.state_file)
+        proc = info.processes[key]
+        if not _alive(proc):
+            raise DevstackError(f"expected {key} (pid {proc.pid}) running, got it gone")
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:  # started in a session of its own
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+        _wait_gone(proc, 10.0)
+        return proc.pid
+
+    def restart_postgres(self, mode: StopMode = "fast") -> ProcessInfo:
+        """Stop PostgreSQL (``pg_ctl stop -m fast|immediate``; immediate is a crash: the
+        start runs recovery) and start it again on the same port and data directory."""
+        info = StackInfo.load(self.state_file)
+        pg = self._postgres()
+        if not pg.attach() or pg.pid != info.processes["postgres"].pid:
+            raise DevstackError("expected the stack's postmaster running, got none")
+        pg.stop(mode)
+        dbops.prepare_primary(self.root, pg, self.dbops)
+        pg.start()
+        info = StackInfo.load(self.state_file)
+        info.processes["postgres"] = ProcessInfo(pg.pid or 0, pg.port, "postgres")
+        info.save(self.state_file)
+        return info.processes["postgres"]
+
+    def restart_redis(self, *, kill: bool = True) -> ProcessInfo:
+        """SIGKILL Redis (``kill``; else SIGTERM) and start it again on the same port and
+        data directory: it reloads its AOF (every write acknowledged more than ~1 s before
+        the kill is there)."""
+        info = StackInfo.load(self.state_file)
+        old = info.processes["redis"]
+        if not _alive(old):
+            raise DevstackError(f"expected redis (pid {old.pid}) running, got it gone")
+        children = child_pids(old.pid)  # an AOF rewrite child would outlive it
+        os.kill(old.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        _wait_gone(old, 30.0)
+        for child in children:
+            if (process_name(child) or "").startswith("redis"):
+                signal_pid(child, signal.SIGKILL)
+        wait_gone(children, timeout=5)
+        redis = RedisServer(self.root / "redis", port=old.port)
+        redis.start()
+        info = StackInfo.load(self.state_file)
+        info.processes["redis"] = ProcessInfo(redis.pid or 0, redis.port, "redis-server")
+        info.save(self.state_file)
+        return info.processes["redis"]
 
     def _pki(self) -> tls.DevPki:
         """The dev CA and its certificates (kept while valid): the gateway's for localhost,
@@ -407,14 +490,18 @@ class Stack:
 
     def _start_service(
         self, name: str, ports: Mapping[str, int], dsn: str, redis_url: str,
-        pki: tls.DevPki | None, *, metrics_port: int | None = None,
+        pki: tls.DevPki | None, *, metrics_port: int | None = None, key: str | None = None,
+        port: int | None = None, peers: Mapping[str, int | str] | None = None,
     ) -> ProcessInfo:
-        port, metrics = ports[name], metrics_port or free_port()
+        """Start ``name`` (as replica ``key``, default the first, on ``port``, default
+        ``ports[name]``); it reaches the others at ``peers`` (default ``ports``)."""
+        key = key or name
+        port, metrics = port or ports[name], metrics_port or free_port()
         if name == "ratelimit":
-            return self._start_ratelimit(port, metrics, redis_url, pki)
+            return self._start_ratelimit(port, metrics, redis_url, pki, log_name=key)
         prefix = f"USDCARB_{name.upper()}_"
         env = {
-            **_peers(name, ports),
+            **_peers(name, peers or ports),
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
                 str(REPO / p) for p in ("services", "gen/python", "clients/python")),
@@ -423,14 +510,16 @@ class Stack:
             f"{prefix}METRICS_PORT": str(metrics),
             **self.extra_env,
         }
-        log = (self.logs / f"{name}.log").open("ab")
+        if key != name:  # Alertmanager's receiver port is replica 1's alone
+            env.pop("USDCARB_NOTIFICATION_ALERT_PORT", None)
+        log = (self.logs / f"{key}.log").open("ab")
         module = f"usdcarb.{name}.main"
         proc = subprocess.Popen(
             [sys.executable, "-m", module], env=env, cwd=REPO, stdin=subprocess.DEVNULL,
             stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
-        return _started(proc, module, self.logs / f"{name}.log", port=port, metrics_port=metrics)
+        return _started(proc, module, self.logs / f"{key}.log", port=port, metrics_port=metrics)
 
     def _start_replay(self) -> ProcessInfo:
         port = free_port()
@@ -452,7 +541,7 @@ class Stack:
         return info
 
     def _start_ratelimit(self, port: int, metrics: int, redis_url: str,
-                         pki: tls.DevPki | None) -> ProcessInfo:
+                         pki: tls.DevPki | None, *, log_name: str = "ratelimit") -> ProcessInfo:
         """Envoy's rate limit service (Go, envoyproxy/ratelimit) on the stack's Redis, with
         its config from the limits file (USDCARB_RATELIMIT_LIMITS_FILE, default the
         package's) under <root>/ratelimit: rewrite it there (``python -m
@@ -473,7 +562,7 @@ class Stack:
             runtime_root=runtime, redis_url=redis_url, grpc_port=port, http_port=http_port,
             debug_port=free_port(), metrics_port=metrics, tls=rls_tls)}
         binary = str(service.binary())
-        log_path = self.logs / "ratelimit.log"
+        log_path = self.logs / f"{log_name}.log"
         log = log_path.open("ab")
         proc = subprocess.Popen([binary], env=env, cwd=runtime, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True)
@@ -519,7 +608,10 @@ class Stack:
         from usdcarb.ratelimit import service
 
         ports: dict[str, int | str] = {"gateway": gw, "admin": admin}
-        ports.update({n: processes[n].port for n in SERVICES if n != "ratelimit"})
+        # Every replica of a backend is an endpoint of its cluster.
+        replicas = _replica_ports(processes)
+        ports.update({n: ",".join(f"127.0.0.1:{p}" for p in replicas[n])
+                      for n in SERVICES if n != "ratelimit"})
         cfg = GatewayConfig(
             descriptor_path=REPO / "gen/descriptor/usdcarb.binpb",
             # Keys from identity (GetJwks) through this very listener, cached for less than
@@ -531,32 +623,97 @@ class Stack:
             jwks_ca_file=pki.ca if pki else GatewayConfig.jwks_ca_file,
             tls=GatewayTls.from_dir(pki.root) if pki else None,
             jwks_cache_duration_s=self.jwks_cache_s,
-            ratelimit_address=f"127.0.0.1:{processes['ratelimit'].port}",
+            ratelimit_address=",".join(f"127.0.0.1:{p}" for p in replicas["ratelimit"]),
             # Written with the service's config (_start_ratelimit); reloaded on change.
             local_limits_dir=str(service.envoy_dir(self.root / "ratelimit")),
             route_authorization=True,
             access_log_path=str(self.logs / "gateway-access.log"),
         ).with_ports(ports)
         config = write_envoy_config(cfg, self.root / "envoy.yaml", base_dir=REPO)
+        if not self.hot_restart:
+            proc = self._spawn_envoy(config, ["--disable-hot-restart"])
+            return _started(proc, str(config), self.logs / "envoy.log", port=gw,
+                            admin_port=admin)
+        # Epoch 0 with a base id of its own (other stacks' Envoys run beside it), written
+        # where restart_envoy reads it for the next epoch.
+        base_id_file = self.root / "envoy.base-id"
+        base_id_file.unlink(missing_ok=True)
+        proc = self._spawn_envoy(config, ["--use-dynamic-base-id", "--base-id-path",
+                                          str(base_id_file), *self._hot_restart_args(0)])
+        info = _started(proc, str(config), self.logs / "envoy.log", port=gw, admin_port=admin,
+                        epoch=0)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (base_id_file.exists() and base_id_file.read_text().strip()):
+            if not _alive(info) or time.monotonic() > deadline:
+                raise DevstackError(f"expected envoy to write its base id:\n"
+                                    f"{_tail(self.logs / 'envoy.log')}")
+            time.sleep(0.05)
+        info.extra["base_id"] = int(base_id_file.read_text().strip())
+        return info
+
+    # How long a hot-restarted Envoy's parent drains its connections, then is shut down.
+    ENVOY_DRAIN_S = 5
+    ENVOY_PARENT_SHUTDOWN_S = 10
+
+    def _hot_restart_args(self, epoch: int) -> list[str]:
+        return ["--restart-epoch", str(epoch), "--drain-time-s", str(self.ENVOY_DRAIN_S),
+                "--parent-shutdown-time-s", str(self.ENVOY_PARENT_SHUTDOWN_S)]
+
+    def _spawn_envoy(self, config: Path, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.logs / "envoy.log").open("ab")
-        proc = subprocess.Popen(
-            [_envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
-             "--file-flush-interval-msec", "1000",
-             "--log-path", str(self.logs / "envoy.log")],
-            cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
-        )
-        log.close()
-        return _started(proc, str(config), self.logs / "envoy.log", port=gw, admin_port=admin)
+        try:
+            return subprocess.Popen(
+                [_envoy_binary(), "-c", str(config), *args, "--log-level", "warn",
+                 "--file-flush-interval-msec", "1000",
+                 "--log-path", str(self.logs / "envoy.log")],
+                cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def restart_envoy(self, *, wait_parent: bool = True) -> ProcessInfo:
+        """Hot-restart the gateway (a stack started with ``hot_restart``): Envoy's next
+        epoch, on the same config and base id, takes the listening sockets over from the
+        running one, which drains its connections (ENVOY_DRAIN_S) and exits
+        (ENVOY_PARENT_SHUTDOWN_S). The listeners keep accepting throughout. Return the new
+        process once it is LIVE (and, with ``wait_parent``, once the parent is gone)."""
+        info = StackInfo.load(self.state_file)
+        old = info.processes["envoy"]
+        if "base_id" not in old.extra:
+            raise DevstackError("expected a stack started with hot_restart=True, got an "
+                                "Envoy started with --disable-hot-restart")
+        epoch = int(old.extra.get("epoch", 0)) + 1
+        config = self.root / "envoy.yaml"
+        proc = self._spawn_envoy(config, ["--base-id", str(old.extra["base_id"]),
+                                          *self._hot_restart_args(epoch)])
+        new = _started(proc, str(config), self.logs / "envoy.log", port=old.port,
+                       **{**old.extra, "epoch": epoch})
+        admin = old.extra["admin_port"]
+
+        def live(_: int, body: bytes) -> bool:
+            server = json.loads(body)
+            return bool(server.get("state") == "LIVE" and
+                        int(server["command_line_options"]["restart_epoch"]) == epoch)
+
+        if not poll_http(f"http://127.0.0.1:{admin}/server_info", live,
+                         timeout_s=START_TIMEOUT_S, alive=lambda: _alive(new)):
+            raise DevstackError(f"expected envoy epoch {epoch} LIVE:\n"
+                                f"{_tail(self.logs / 'envoy.log')}")
+        info.processes["envoy"] = new
+        info.save(self.state_file)
+        if wait_parent:
+            _wait_gone(old, self.ENVOY_PARENT_SHUTDOWN_S + 20.0)
+        return new
 
     def _wait_gateway(self, gw: int, admin: int, info: ProcessInfo) -> None:
         """Wait until Envoy is live and sees every backend healthy."""
         backends = [n for n in SERVICES if n != "ratelimit"]
 
         def all_healthy(_: int, body: bytes) -> bool:
-            healthy = {line.split("::")[0] for line in body.decode().splitlines()
-                       if "::health_flags::healthy" in line}
-            return all(b in healthy for b in backends)
+            healthy = [line.split("::")[0] for line in body.decode().splitlines()
+                       if "::health_flags::healthy" in line]
+            return all(healthy.count(b) >= self.replicas for b in backends)
 
         if poll_http(f"http://127.0.0.1:{admin}/clusters", all_healthy,
                      timeout_s=START_TIMEOUT_S, alive=lambda: _alive(info), interval_s=0.2):
@@ -572,7 +729,8 @@ class Stack:
             return
         info = StackInfo.load(self.state_file)
         procs = info.processes
-        order = ["prometheus", "alertmanager", "envoy", *SERVICES, "replay"]
+        order = ["prometheus", "alertmanager", "envoy", *SERVICES,
+                 *(k for k in procs if service_of(k) != k), "replay"]
         for name in order:
             if name in procs and _alive(procs[name]):
                 os.kill(procs[name].pid, signal.SIGTERM)
@@ -595,11 +753,44 @@ class Stack:
         return {name: _alive(p) for name, p in info.processes.items()}
 
 
-def _peers(name: str, ports: Mapping[str, int]) -> dict[str, str]:
-    """Every service learns where the others are: USDCARB_<SVC>_<OTHER>_ADDRESS."""
+def _peers(name: str, ports: Mapping[str, int | str]) -> dict[str, str]:
+    """Every service learns where the others are: USDCARB_<SVC>_<OTHER>_ADDRESS (a port,
+    or a gRPC target naming every replica)."""
     prefix = f"USDCARB_{name.upper()}_"
-    return {f"{prefix}{other.upper()}_ADDRESS": f"127.0.0.1:{p}"
+    return {f"{prefix}{other.upper()}_ADDRESS": p if isinstance(p, str) else f"127.0.0.1:{p}"
             for other, p in ports.items() if other != name}
+
+
+def replica_key(service: str, n: int) -> str:
+    """Return the stack.json key of replica ``n`` (1-based) of ``service``."""
+    return service if n == 1 else f"{service}-{n}"
+
+
+def service_of(key: str) -> str:
+    """Return the service a stack.json key runs ("backtest-2" → "backtest")."""
+    base, _, n = key.rpartition("-")
+    return base if base in SERVICES and n.isdigit() else key
+
+
+def _target(ports: list[int]) -> str:
+    """One replica: 127.0.0.1:P; several: a gRPC target naming all of them (pick_first
+    fails over to the next when one is gone)."""
+    if len(ports) == 1:
+        return f"127.0.0.1:{ports[0]}"
+    return "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
+def _replica_ports(processes: Mapping[str, ProcessInfo]) -> dict[str, list[int]]:
+    """Return every service's replica ports, replica 1 first."""
+    out: dict[str, list[int]] = {}
+    for key in sorted(processes, key=lambda k: (service_of(k), len(k), k)):
+        if service_of(key) in SERVICES:
+            out.setdefault(service_of(key), []).append(processes[key].port)
+    return out
+
+
+def _peer_targets(processes: Mapping[str, ProcessInfo]) -> dict[str, int | str]:
+    return {name: _target(ports) for name, ports in _replica_ports(processes).items()}
 
 
 def _service_settings(name: str, dsn: str, redis_url: str,

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from usdcarb.gateway.api import load_services
-from usdcarb.gateway.envoy import build_bootstrap, split_address
+from usdcarb.gateway.envoy import build_bootstrap, split_address, split_addresses
 from usdcarb.ratelimit.limits import DEFAULT_LIMITS_FILE, Limits, load_limits
 
 logger = logging.getLogger(__name__)
@@ -147,9 +147,9 @@ class GatewayConfig:
         if self.env == "prod" and self.jwks_mode == "local" and "DEV-ONLY" in str(self.jwks_file):
             raise ValueError(f"expected a production JWKS in prod, got {self.jwks_file}")
         for name, address in self.upstreams.items():
-            split_address(address, what=f"upstream {name!r}")
+            split_addresses(address, what=f"upstream {name!r}")
         if self.ratelimit_address is not None:
-            split_address(self.ratelimit_address, what="ratelimit_address")
+            split_addresses(self.ratelimit_address, what="ratelimit_address")
         if self.local_cluster is not None:
             split_address(self.local_cluster, what="local_cluster")
         if self.max_dynamic_descriptors < 1:

@@ -232,10 +232,17 @@ def _any(type_name: str, **body: Any) -> dict[str, Any]:
     return {"@type": f"type.googleapis.com/{type_name}", **body}
 
 
+def split_addresses(addresses: str, *, what: str) -> list[tuple[str, int]]:
+    """Split ``host:port[,host:port...]`` (the replicas of one backend) into pairs."""
+    return [split_address(a.strip(), what=what) for a in addresses.split(",")]
+
+
 def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
-    host, port = split_address(address, what=f"cluster {name!r}")
+    # Several comma-separated addresses: one endpoint per replica, round robin.
+    hosts = split_addresses(address, what=f"cluster {name!r}")
     try:
-        ipaddress.ip_address(host)
+        for host, _ in hosts:
+            ipaddress.ip_address(host)
         kind = "STATIC"
     except ValueError:
         kind = "STRICT_DNS"
@@ -254,6 +261,7 @@ def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
                                 "address": {"socket_address": {"address": host, "port_value": port}}
                             }
                         }
+                        for host, port in hosts
                     ]
                 }
             ],
@@ -373,14 +381,28 @@ def _method_header(verb: str) -> list[dict[str, Any]]:
 
 
 def _action(cfg: GatewayConfig, cluster: str, streaming: bool) -> dict[str, Any]:
+    action: dict[str, Any] = {"cluster": cluster, "timeout": _seconds(cfg.unary_timeout_s)}
     if streaming:
         # The default 15 s route timeout would cut long streams (trap 6).
-        return {
+        action = {
             "cluster": cluster,
             "timeout": "0s",
             "idle_timeout": _seconds(cfg.stream_idle_timeout_s),
         }
-    return {"cluster": cluster, "timeout": _seconds(cfg.unary_timeout_s)}
+    if "," in cfg.upstreams.get(cluster, ""):
+        # Several replicas: a request that never reached one (connection refused, a
+        # stream refused before it started) goes to another. Nothing that reached a
+        # service is retried here, so a write is never applied twice by the gateway.
+        action["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream",
+            "num_retries": 2,
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                      "typed_config": _any(
+                                          "envoy.extensions.retry.host.previous_hosts.v3"
+                                          ".PreviousHostsPredicate")}],
+            "host_selection_retry_max_attempts": 3,
+        }
+    return action
 
 
 def _header_action(header: str, key: str) -> dict[str, Any]:
