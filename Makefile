@@ -29,7 +29,7 @@ help: ## list the targets
 
 # ---------------------------------------------------------------- setup
 .PHONY: setup venv system gotools
-setup: system venv gotools ratelimit engine-cache ## install everything the project needs (idempotent)
+setup: system venv gotools ratelimit engine-cache soak-tools ## install everything the project needs (idempotent)
 
 system: $(SYSTEM_STAMP) ## apt packages, PostgreSQL 15 + TimescaleDB (built from source), Redis
 $(SYSTEM_STAMP): scripts/setup-system.sh
@@ -190,6 +190,24 @@ status: ## which processes of the stack are running
 demo: up ## bring the stack up and exercise it end to end through the gateway
 	$(PY) scripts/demo.py
 	$(PY) scripts/demo_backtest.py --gateway $$($(PY) -c 'import json; print(json.load(open(".run/stack/stack.json"))["gateway"])')
+
+# ---------------------------------------------------------------- soak (issue 19)
+# Load tools of `make soak`: ghz (gRPC) and vegeta (HTTP), pinned, into .tools/bin.
+GHZ_VERSION    := v0.121.0
+VEGETA_VERSION := v12.13.0
+SOAK_TOOLS_STAMP := $(TOOLS)/.soak-$(GHZ_VERSION)-$(VEGETA_VERSION)
+SOAK_S    ?= 180
+SOAK_SEED ?= 1
+.PHONY: soak soak-tools
+soak-tools: $(SOAK_TOOLS_STAMP) ## ghz and vegeta (the soak's load tools) into .tools/bin
+$(SOAK_TOOLS_STAMP):
+	@mkdir -p $(GOBIN)
+	GOBIN=$(GOBIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	GOBIN=$(GOBIN) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+	@rm -f $(TOOLS)/.soak-* && touch $@
+
+soak: setup soak-tools ## mixed load + injected faults on a stack of its own, then accounting (SOAK_S=180, SOAK_SEED=1; report in .run/soak)
+	$(PY) -m usdcarb.soak --seconds $(SOAK_S) --seed $(SOAK_SEED) --out $(ROOT)/.run/soak
 
 # ---------------------------------------------------------------- benchmarks
 .PHONY: bench
