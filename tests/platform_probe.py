@@ -41,6 +41,16 @@ class ProbeServicer:
     async def Boom(self, request: bytes, context: Any) -> bytes:
         raise RuntimeError("password=hunter2 in SELECT * FROM secrets")
 
+    async def DbDown(self, request: bytes, context: Any) -> bytes:
+        import asyncpg
+
+        raise asyncpg.CannotConnectNowError("the database system is shutting down")
+
+    async def RedisDown(self, request: bytes, context: Any) -> bytes:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
     async def Slow(self, request: bytes, context: Any) -> bytes:
         self.slow_started.set()
         await asyncio.sleep(0.5)
@@ -97,7 +107,8 @@ def register_probe(servicer: ProbeServicer) -> Callable[[Any], None]:
     def register(server: Any) -> None:
         unary = {
             name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
-            for name in ("Echo", "Invalid", "Boom", "Slow", "NotImpl", "WhoAmI", "RequestId")
+            for name in ("Echo", "Invalid", "Boom", "Slow", "NotImpl", "WhoAmI", "RequestId",
+                         "DbDown", "RedisDown")
         }
         streams = {
             name: grpc.unary_stream_rpc_method_handler(getattr(servicer, name))

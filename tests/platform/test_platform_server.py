@@ -87,6 +87,23 @@ async def test_unexpected_exception_becomes_opaque_internal(
     assert logged and "hunter2" in str(logged[0].exc_info[1])  # type: ignore[index]
 
 
+@pytest.mark.parametrize("name", ["DbDown", "RedisDown"])
+async def test_a_store_that_cannot_answer_is_unavailable_with_a_retry_hint(
+    channel: Any, name: str
+) -> None:
+    """PostgreSQL restarting or Redis gone: the caller may retry (issue 19's soak saw
+    INTERNAL for every request in flight during a PostgreSQL restart)."""
+    call = await failed_unary(channel, name)
+
+    assert await call.code() == grpc.StatusCode.UNAVAILABLE
+    status = await rpc_status.aio.from_call(call)
+    [info] = unpack_details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "STORE_UNAVAILABLE"
+    [retry] = unpack_details(status, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.seconds == 1
+    assert "127.0.0.1" not in (await call.details() or "")
+
+
 async def test_stream_error_after_messages_maps_to_its_status(channel: Any) -> None:
     call = channel.unary_stream(method("Stream"))(b"")
     received = []

@@ -25,9 +25,17 @@ from typing import Any, TypeGuard
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from usdcarb.platform import authz
-from usdcarb.platform.errors import DomainError, PermissionDenied, Unauthenticated, Unimplemented
+from usdcarb.platform import authz, db
+from usdcarb.platform.errors import (
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
 from usdcarb.platform.identity import ANONYMOUS, Caller, current_caller, get_caller
 from usdcarb.platform.logging import request_id
 from usdcarb.platform.requestcheck import RequestCheckInterceptor
@@ -38,6 +46,15 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+# A store that cannot answer now (PostgreSQL restarting or failing over, a dropped
+# connection, Redis restarting) is UNAVAILABLE with a retry hint, not INTERNAL: the caller
+# retries (creates carry idempotency keys; watches resume) and the soak (issue 19) found
+# clients told INTERNAL for every request in flight during a PostgreSQL restart.
+# Of db.UNAVAILABLE's OSError only the connection failures: a file missing is no outage.
+STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    *(e for e in db.UNAVAILABLE if e is not OSError), ConnectionError, TimeoutError,
+    RedisConnectionError, RedisTimeoutError)
+STORE_RETRY_AFTER_S = 1.0
 
 Scope = Callable[[Any], AbstractAsyncContextManager[None]]
 Behaviour = Callable[..., Any]
@@ -195,6 +212,12 @@ class ErrorInterceptor(ScopeInterceptor):
             # Generated servicer base classes raise it for RPCs a service does not
             # implement; that is UNIMPLEMENTED, not a server fault.
             await self._abort_domain(method, context, Unimplemented(method.lstrip("/")))
+        except STORE_UNAVAILABLE as exc:
+            logger.warning("%s: a store cannot answer now: %s: %s (request id %s)", method,
+                           type(exc).__name__, exc, request_id.get())
+            await self._abort_domain(method, context, Unavailable(
+                "a store of the service cannot answer now; retry", reason="STORE_UNAVAILABLE",
+                retry_after=STORE_RETRY_AFTER_S))
         except Exception:
             rid = request_id.get()
             logger.exception("%s raised an unexpected error (request id %s)", method, rid)
