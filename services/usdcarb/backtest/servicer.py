@@ -102,7 +102,8 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
     async def StartPaperRun(self, request: pb.StartPaperRunRequest, context: Any) -> Any:
         return await self._paper.start_run(
             name=request.name, config=request.config,
-            stale_after_bars=request.stale_after_bars, creator=get_caller().subject)
+            stale_after_bars=request.stale_after_bars, creator=get_caller().subject,
+            max_divergence=request.max_divergence)
 
     async def GetPaperRun(self, request: pb.GetPaperRunRequest, context: Any) -> Any:
         return await self._paper.get_run(request.name)
@@ -119,3 +120,8 @@ class BacktestServicer(pb_grpc.BacktestServiceServicer):
                             context: Any) -> AsyncIterator[pb.PaperRun]:
         async for run in self._paper.watch_run(request.name, request.after_sequence):
             yield run
+
+    async def GetPaperDivergence(self, request: pb.GetPaperDivergenceRequest,
+                                 context: Any) -> Any:
+        return await self._paper.tracker.divergence(request.name, request.page_size,
+                                                    request.page_token)

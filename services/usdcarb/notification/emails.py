@@ -27,6 +27,8 @@ _TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "EVENT_TYPE_DATA_ISSUE": ("Data-quality issue", ("series", "rule", "count")),
     "EVENT_TYPE_DEPLOYMENT_CHANGED": ("Deployment changed", (
         "version", "environment", "state", "creator")),
+    "EVENT_TYPE_DEPLOYMENT_DIVERGED": ("Paper deployment diverged from its backtest", (
+        "deployment", "difference", "max_divergence", "bars", "pnl_difference")),
     "EVENT_TYPE_VERSION_STATE_CHANGED": ("Strategy version changed state", (
         "from_state", "to_state", "reason", "actor")),
     "EVENT_TYPE_TEST": ("Test notification", ("channel",)),

@@ -55,7 +55,7 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
         GetBacktest=VIEWER, ListBacktests=VIEWER, WatchBacktest=VIEWER,
         ListBacktestTrades=VIEWER, GetEquityCurve=VIEWER, GetSweep=VIEWER, ListSweeps=VIEWER,
         WatchSweep=VIEWER, GetPaperRun=VIEWER, ListPaperFills=VIEWER, ListPaperEquity=VIEWER,
-        WatchPaperRun=VIEWER, StartPaperRun=TRADER,
+        WatchPaperRun=VIEWER, GetPaperDivergence=VIEWER, StartPaperRun=TRADER,
         RunBacktest=ANALYST, CreateBacktest=ANALYST, CancelBacktest=ANALYST,
         CreateSweep=ANALYST, CancelSweep=ANALYST,
     ),

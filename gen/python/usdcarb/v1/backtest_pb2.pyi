@@ -53,6 +53,22 @@ class PaperRunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAPER_RUN_STATE_RUNNING: _ClassVar[PaperRunState]
     PAPER_RUN_STATE_STOPPED: _ClassVar[PaperRunState]
     PAPER_RUN_STATE_FAILED: _ClassVar[PaperRunState]
+
+class FillDifferenceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILL_DIFFERENCE_KIND_UNSPECIFIED: _ClassVar[FillDifferenceKind]
+    FILL_DIFFERENCE_KIND_MISSING_IN_PAPER: _ClassVar[FillDifferenceKind]
+    FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST: _ClassVar[FillDifferenceKind]
+    FILL_DIFFERENCE_KIND_TIME: _ClassVar[FillDifferenceKind]
+    FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY: _ClassVar[FillDifferenceKind]
+
+class DivergenceReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIVERGENCE_REASON_UNSPECIFIED: _ClassVar[DivergenceReason]
+    DIVERGENCE_REASON_LATE_BAR: _ClassVar[DivergenceReason]
+    DIVERGENCE_REASON_GAP: _ClassVar[DivergenceReason]
+    DIVERGENCE_REASON_REVISED_BAR: _ClassVar[DivergenceReason]
+    DIVERGENCE_REASON_CARRIED_OVER: _ClassVar[DivergenceReason]
 FILL_POLICY_UNSPECIFIED: FillPolicy
 FILL_POLICY_NEXT_BAR: FillPolicy
 FILL_POLICY_SAME_BAR: FillPolicy
@@ -73,6 +89,16 @@ PAPER_RUN_STATE_UNSPECIFIED: PaperRunState
 PAPER_RUN_STATE_RUNNING: PaperRunState
 PAPER_RUN_STATE_STOPPED: PaperRunState
 PAPER_RUN_STATE_FAILED: PaperRunState
+FILL_DIFFERENCE_KIND_UNSPECIFIED: FillDifferenceKind
+FILL_DIFFERENCE_KIND_MISSING_IN_PAPER: FillDifferenceKind
+FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST: FillDifferenceKind
+FILL_DIFFERENCE_KIND_TIME: FillDifferenceKind
+FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY: FillDifferenceKind
+DIVERGENCE_REASON_UNSPECIFIED: DivergenceReason
+DIVERGENCE_REASON_LATE_BAR: DivergenceReason
+DIVERGENCE_REASON_GAP: DivergenceReason
+DIVERGENCE_REASON_REVISED_BAR: DivergenceReason
+DIVERGENCE_REASON_CARRIED_OVER: DivergenceReason
 
 class SlippageModel(_message.Message):
     __slots__ = ("fixed_bps", "volume_impact_bps")
@@ -831,14 +857,16 @@ class PaperBalance(_message.Message):
     def __init__(self, venue: _Optional[str] = ..., asset: _Optional[str] = ..., amount: _Optional[float] = ...) -> None: ...
 
 class StartPaperRunRequest(_message.Message):
-    __slots__ = ("name", "config", "stale_after_bars")
+    __slots__ = ("name", "config", "stale_after_bars", "max_divergence")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     STALE_AFTER_BARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: BacktestConfig
     stale_after_bars: int
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., stale_after_bars: _Optional[int] = ...) -> None: ...
+    max_divergence: float
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[BacktestConfig, _Mapping]] = ..., stale_after_bars: _Optional[int] = ..., max_divergence: _Optional[float] = ...) -> None: ...
 
 class GetPaperRunRequest(_message.Message):
     __slots__ = ("name",)
@@ -903,3 +931,79 @@ class WatchPaperRunRequest(_message.Message):
     name: str
     after_sequence: int
     def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class GetPaperDivergenceRequest(_message.Message):
+    __slots__ = ("name", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class FillDifference(_message.Message):
+    __slots__ = ("kind", "reason", "paper", "backtest", "cause_time", "cause_markets")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PAPER_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_MARKETS_FIELD_NUMBER: _ClassVar[int]
+    kind: FillDifferenceKind
+    reason: DivergenceReason
+    paper: Trade
+    backtest: Trade
+    cause_time: _timestamp_pb2.Timestamp
+    cause_markets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[_Union[FillDifferenceKind, str]] = ..., reason: _Optional[_Union[DivergenceReason, str]] = ..., paper: _Optional[_Union[Trade, _Mapping]] = ..., backtest: _Optional[_Union[Trade, _Mapping]] = ..., cause_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause_markets: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PaperDivergence(_message.Message):
+    __slots__ = ("name", "strategy_version", "bars", "start_time", "end_time", "quote_asset", "paper_equity", "backtest_equity", "paper_pnl", "backtest_pnl", "pnl_difference", "paper_fills", "backtest_fills", "differing_fills", "late_bars", "gap_bars", "differences", "next_page_token", "time_ms", "paper_equity_curve", "backtest_equity_curve", "max_divergence", "diverged")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_ASSET_FIELD_NUMBER: _ClassVar[int]
+    PAPER_EQUITY_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_EQUITY_FIELD_NUMBER: _ClassVar[int]
+    PAPER_PNL_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_PNL_FIELD_NUMBER: _ClassVar[int]
+    PNL_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PAPER_FILLS_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_FILLS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FILLS_FIELD_NUMBER: _ClassVar[int]
+    LATE_BARS_FIELD_NUMBER: _ClassVar[int]
+    GAP_BARS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    PAPER_EQUITY_CURVE_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_EQUITY_CURVE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    strategy_version: str
+    bars: int
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    quote_asset: str
+    paper_equity: float
+    backtest_equity: float
+    paper_pnl: float
+    backtest_pnl: float
+    pnl_difference: float
+    paper_fills: int
+    backtest_fills: int
+    differing_fills: int
+    late_bars: int
+    gap_bars: int
+    differences: _containers.RepeatedCompositeFieldContainer[FillDifference]
+    next_page_token: str
+    time_ms: _containers.RepeatedScalarFieldContainer[int]
+    paper_equity_curve: _containers.RepeatedScalarFieldContainer[float]
+    backtest_equity_curve: _containers.RepeatedScalarFieldContainer[float]
+    max_divergence: float
+    diverged: bool
+    def __init__(self, name: _Optional[str] = ..., strategy_version: _Optional[str] = ..., bars: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quote_asset: _Optional[str] = ..., paper_equity: _Optional[float] = ..., backtest_equity: _Optional[float] = ..., paper_pnl: _Optional[float] = ..., backtest_pnl: _Optional[float] = ..., pnl_difference: _Optional[float] = ..., paper_fills: _Optional[int] = ..., backtest_fills: _Optional[int] = ..., differing_fills: _Optional[int] = ..., late_bars: _Optional[int] = ..., gap_bars: _Optional[int] = ..., differences: _Optional[_Iterable[_Union[FillDifference, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., time_ms: _Optional[_Iterable[int]] = ..., paper_equity_curve: _Optional[_Iterable[float]] = ..., backtest_equity_curve: _Optional[_Iterable[float]] = ..., max_divergence: _Optional[float] = ..., diverged: _Optional[bool] = ...) -> None: ...

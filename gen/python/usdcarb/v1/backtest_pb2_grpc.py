@@ -126,6 +126,11 @@ class BacktestServiceStub:
                 request_serializer=usdcarb_dot_v1_dot_backtest__pb2.WatchPaperRunRequest.SerializeToString,
                 response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
                 _registered_method=True)
+        self.GetPaperDivergence = channel.unary_unary(
+                '/usdcarb.v1.BacktestService/GetPaperDivergence',
+                request_serializer=usdcarb_dot_v1_dot_backtest__pb2.GetPaperDivergenceRequest.SerializeToString,
+                response_deserializer=usdcarb_dot_v1_dot_backtest__pb2.PaperDivergence.FromString,
+                _registered_method=True)
 
 
 class BacktestServiceServicer:
@@ -269,6 +274,18 @@ class BacktestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPaperDivergence(self, request, context):
+        """Compare a paper run with a backtest of the same version and config over the same
+        bars (the run's first bar to its last processed one) on the bars stored now, with
+        the backtest engine's own code: final equity, PnL and fill counts side by side, and
+        every fill that differs with the reason (a bar that arrived after the run processed
+        its time, a bar missing in the store, a bar changed since). FAILED_PRECONDITION
+        (reason PAPER_RUN_NOT_STARTED) before the run's first bar.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BacktestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -361,6 +378,11 @@ def add_BacktestServiceServicer_to_server(servicer, server):
                     servicer.WatchPaperRun,
                     request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.WatchPaperRunRequest.FromString,
                     response_serializer=usdcarb_dot_v1_dot_backtest__pb2.PaperRun.SerializeToString,
+            ),
+            'GetPaperDivergence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaperDivergence,
+                    request_deserializer=usdcarb_dot_v1_dot_backtest__pb2.GetPaperDivergenceRequest.FromString,
+                    response_serializer=usdcarb_dot_v1_dot_backtest__pb2.PaperDivergence.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -851,6 +873,33 @@ class BacktestService:
             '/usdcarb.v1.BacktestService/WatchPaperRun',
             usdcarb_dot_v1_dot_backtest__pb2.WatchPaperRunRequest.SerializeToString,
             usdcarb_dot_v1_dot_backtest__pb2.PaperRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaperDivergence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/usdcarb.v1.BacktestService/GetPaperDivergence',
+            usdcarb_dot_v1_dot_backtest__pb2.GetPaperDivergenceRequest.SerializeToString,
+            usdcarb_dot_v1_dot_backtest__pb2.PaperDivergence.FromString,
             options,
             channel_credentials,
             insecure,

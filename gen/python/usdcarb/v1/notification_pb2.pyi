@@ -35,6 +35,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_DATA_QUALITY_DIGEST: _ClassVar[EventType]
     EVENT_TYPE_ALERT_FIRING: _ClassVar[EventType]
     EVENT_TYPE_ALERT_RESOLVED: _ClassVar[EventType]
+    EVENT_TYPE_DEPLOYMENT_DIVERGED: _ClassVar[EventType]
 
 class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +58,7 @@ EVENT_TYPE_SERIES_VERDICT_CHANGED: EventType
 EVENT_TYPE_DATA_QUALITY_DIGEST: EventType
 EVENT_TYPE_ALERT_FIRING: EventType
 EVENT_TYPE_ALERT_RESOLVED: EventType
+EVENT_TYPE_DEPLOYMENT_DIVERGED: EventType
 DELIVERY_STATE_UNSPECIFIED: DeliveryState
 DELIVERY_STATE_PENDING: DeliveryState
 DELIVERY_STATE_DELIVERED: DeliveryState

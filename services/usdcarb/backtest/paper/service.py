@@ -25,6 +25,7 @@ from usdcarb.backtest import convert
 from usdcarb.backtest.engine import required_series
 from usdcarb.backtest.loading import series_to_load
 from usdcarb.backtest.paper.runner import PaperRunner, paper_spec
+from usdcarb.backtest.paper.tracking import PaperTracker, check_bound
 from usdcarb.backtest.strategy_client import StrategyClient
 from usdcarb.platform import events, paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -82,7 +83,8 @@ class PaperService:
     def __init__(self, pool: asyncpg.Pool, strategy: StrategyClient, *, market_table: str,
                  replica: str, reads: Any = None, lease_s: float = 15.0,
                  poll_s: float = 0.25, active_check_s: float = 2.0,
-                 max_runs: int = 200, redis: Any = None) -> None:
+                 max_runs: int = 200, redis: Any = None,
+                 divergence_check_s: float = 5.0) -> None:
         self._pool = pool
         self._reads = reads or pool
         self._strategy = strategy
@@ -91,6 +93,11 @@ class PaperService:
                                   lease_s=lease_s, poll_s=poll_s, is_active=self._active,
                                   on_event=None if redis is None else self._publish)
         self._redis = redis
+        # divergence reports, and the bound check of the runs this replica follows
+        self.tracker = PaperTracker(pool, market_table=market_table, reads=self._reads,
+                                    emit=self.runner.emit)
+        self._divergence_check_s = divergence_check_s
+        self._monitor_task: asyncio.Task[None] | None = None
         self._active_check_s = active_check_s
         self._checked: dict[str, tuple[float, bool]] = {}
         self._max_runs = max_runs
@@ -100,7 +107,7 @@ class PaperService:
 
     # -- API ---------------------------------------------------------------------------
     async def start_run(self, *, name: str, config: pb.BacktestConfig, stale_after_bars: int,
-                        creator: str) -> pb.PaperRun:
+                        creator: str, max_divergence: float = 0.0) -> pb.PaperRun:
         deployment = deployment_of(name)
         d = await self._strategy.deployment(deployment)
         require_owner(d.owner, resource=name)
@@ -120,6 +127,7 @@ class PaperService:
         stale = stale_after_bars or 2
         if not 1 <= stale <= 1440:
             raise InvalidArgument.for_field("stale_after_bars", "from 1 to 1440", stale)
+        check_bound(max_divergence)
         spec = paper_spec(config, required_series(version.kind, version.parameters))
         keys = await series_to_load(self._reads, version.kind, version.parameters,
                                     spec.engine, timeframe=spec.timeframe, start=spec.start,
@@ -128,6 +136,8 @@ class PaperService:
             deployment=deployment, strategy_version=version.name, kind=version.kind,
             params=version.parameters, config=config, keys=keys, stale_after_bars=stale,
             creator=creator)
+        if created:
+            await self.tracker.set_bound(deployment, max_divergence)
         row = await self._row(deployment)
         assert row is not None
         if created:
@@ -270,11 +280,14 @@ class PaperService:
     def start(self) -> None:
         self._stop.clear()
         self._loop_task = asyncio.create_task(self._supervise())
+        self._monitor_task = asyncio.create_task(self.tracker.monitor(
+            self.following, self._stop, self._divergence_check_s))
 
     async def close(self) -> None:
         """Stop following (the runs stay RUNNING: another replica takes them over)."""
         self._stop.set()
-        tasks = [t for t in (self._loop_task, *self._tasks.values()) if t is not None]
+        tasks = [t for t in (self._loop_task, self._monitor_task, *self._tasks.values())
+                 if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         try:   # hand the runs over at once rather than after the lease

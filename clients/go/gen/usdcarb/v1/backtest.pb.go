@@ -361,6 +361,130 @@ func (PaperRunState) EnumDescriptor() ([]byte, []int) {
 	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{5}
 }
 
+// How a paper fill differs from the backtest's.
+type FillDifferenceKind int32
+
+const (
+	// Not set.
+	FillDifferenceKind_FILL_DIFFERENCE_KIND_UNSPECIFIED FillDifferenceKind = 0
+	// The backtest filled it; the paper run did not.
+	FillDifferenceKind_FILL_DIFFERENCE_KIND_MISSING_IN_PAPER FillDifferenceKind = 1
+	// The paper run filled it; the backtest did not.
+	FillDifferenceKind_FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST FillDifferenceKind = 2
+	// The same signal filled at another bar time (latency: the fill came later or sooner).
+	FillDifferenceKind_FILL_DIFFERENCE_KIND_TIME FillDifferenceKind = 3
+	// The same fill with another price or quantity.
+	FillDifferenceKind_FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY FillDifferenceKind = 4
+)
+
+// Enum value maps for FillDifferenceKind.
+var (
+	FillDifferenceKind_name = map[int32]string{
+		0: "FILL_DIFFERENCE_KIND_UNSPECIFIED",
+		1: "FILL_DIFFERENCE_KIND_MISSING_IN_PAPER",
+		2: "FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST",
+		3: "FILL_DIFFERENCE_KIND_TIME",
+		4: "FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY",
+	}
+	FillDifferenceKind_value = map[string]int32{
+		"FILL_DIFFERENCE_KIND_UNSPECIFIED":         0,
+		"FILL_DIFFERENCE_KIND_MISSING_IN_PAPER":    1,
+		"FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST": 2,
+		"FILL_DIFFERENCE_KIND_TIME":                3,
+		"FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY":   4,
+	}
+)
+
+func (x FillDifferenceKind) Enum() *FillDifferenceKind {
+	p := new(FillDifferenceKind)
+	*p = x
+	return p
+}
+
+func (x FillDifferenceKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FillDifferenceKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_backtest_proto_enumTypes[6].Descriptor()
+}
+
+func (FillDifferenceKind) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_backtest_proto_enumTypes[6]
+}
+
+func (x FillDifferenceKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FillDifferenceKind.Descriptor instead.
+func (FillDifferenceKind) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{6}
+}
+
+// Why a fill differs.
+type DivergenceReason int32
+
+const (
+	// Not set.
+	DivergenceReason_DIVERGENCE_REASON_UNSPECIFIED DivergenceReason = 0
+	// A traded market's bar was stored after the run had processed its time (the run saw
+	// it missing; the backtest has it).
+	DivergenceReason_DIVERGENCE_REASON_LATE_BAR DivergenceReason = 1
+	// A bar the run traded on is missing in the store.
+	DivergenceReason_DIVERGENCE_REASON_GAP DivergenceReason = 2
+	// A bar the run saw has other values in the store now.
+	DivergenceReason_DIVERGENCE_REASON_REVISED_BAR DivergenceReason = 3
+	// No bar between the signal and the fill differs: the positions or balances carried
+	// from an earlier difference.
+	DivergenceReason_DIVERGENCE_REASON_CARRIED_OVER DivergenceReason = 4
+)
+
+// Enum value maps for DivergenceReason.
+var (
+	DivergenceReason_name = map[int32]string{
+		0: "DIVERGENCE_REASON_UNSPECIFIED",
+		1: "DIVERGENCE_REASON_LATE_BAR",
+		2: "DIVERGENCE_REASON_GAP",
+		3: "DIVERGENCE_REASON_REVISED_BAR",
+		4: "DIVERGENCE_REASON_CARRIED_OVER",
+	}
+	DivergenceReason_value = map[string]int32{
+		"DIVERGENCE_REASON_UNSPECIFIED":  0,
+		"DIVERGENCE_REASON_LATE_BAR":     1,
+		"DIVERGENCE_REASON_GAP":          2,
+		"DIVERGENCE_REASON_REVISED_BAR":  3,
+		"DIVERGENCE_REASON_CARRIED_OVER": 4,
+	}
+)
+
+func (x DivergenceReason) Enum() *DivergenceReason {
+	p := new(DivergenceReason)
+	*p = x
+	return p
+}
+
+func (x DivergenceReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DivergenceReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_usdcarb_v1_backtest_proto_enumTypes[7].Descriptor()
+}
+
+func (DivergenceReason) Type() protoreflect.EnumType {
+	return &file_usdcarb_v1_backtest_proto_enumTypes[7]
+}
+
+func (x DivergenceReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DivergenceReason.Descriptor instead.
+func (DivergenceReason) EnumDescriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{7}
+}
+
 // Slippage charged on every fill, adverse to the trade.
 type SlippageModel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4653,8 +4777,13 @@ type StartPaperRunRequest struct {
 	// Bars another market may run ahead before a missing bar counts as missing
 	// (default 2, at most 1,440).
 	StaleAfterBars int32 `protobuf:"varint,3,opt,name=stale_after_bars,json=staleAfterBars,proto3" json:"stale_after_bars,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Bound on |paper equity - backtest equity| after the last processed bar, in the
+	// quote asset; the run is compared with the backtest of the same bars as it goes, and
+	// an EVENT_TYPE_DEPLOYMENT_DIVERGED event is published when the difference crosses
+	// above the bound (and one when it is back within). 0: not checked.
+	MaxDivergence float64 `protobuf:"fixed64,4,opt,name=max_divergence,json=maxDivergence,proto3" json:"max_divergence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartPaperRunRequest) Reset() {
@@ -4704,6 +4833,13 @@ func (x *StartPaperRunRequest) GetConfig() *BacktestConfig {
 func (x *StartPaperRunRequest) GetStaleAfterBars() int32 {
 	if x != nil {
 		return x.StaleAfterBars
+	}
+	return 0
+}
+
+func (x *StartPaperRunRequest) GetMaxDivergence() float64 {
+	if x != nil {
+		return x.MaxDivergence
 	}
 	return 0
 }
@@ -5129,6 +5265,406 @@ func (x *WatchPaperRunRequest) GetAfterSequence() int64 {
 	return 0
 }
 
+// Request of GetPaperDivergence.
+type GetPaperDivergenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperDivergence".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Maximum number of differing fills (default 500, at most 10000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token (the same bars are compared: the
+	// token holds the number of paper bars of the first page).
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPaperDivergenceRequest) Reset() {
+	*x = GetPaperDivergenceRequest{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPaperDivergenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPaperDivergenceRequest) ProtoMessage() {}
+
+func (x *GetPaperDivergenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPaperDivergenceRequest.ProtoReflect.Descriptor instead.
+func (*GetPaperDivergenceRequest) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *GetPaperDivergenceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetPaperDivergenceRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetPaperDivergenceRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// One fill that differs between a paper run and its backtest.
+type FillDifference struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How it differs.
+	Kind FillDifferenceKind `protobuf:"varint,1,opt,name=kind,proto3,enum=usdcarb.v1.FillDifferenceKind" json:"kind,omitempty"`
+	// Why.
+	Reason DivergenceReason `protobuf:"varint,2,opt,name=reason,proto3,enum=usdcarb.v1.DivergenceReason" json:"reason,omitempty"`
+	// The paper fill (unset when missing in paper).
+	Paper *Trade `protobuf:"bytes,3,opt,name=paper,proto3" json:"paper,omitempty"`
+	// The backtest fill (unset when missing in the backtest).
+	Backtest *Trade `protobuf:"bytes,4,opt,name=backtest,proto3" json:"backtest,omitempty"`
+	// Open time of the bar behind the reason (LATE_BAR, GAP, REVISED_BAR).
+	CauseTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=cause_time,json=causeTime,proto3" json:"cause_time,omitempty"`
+	// The markets behind the reason ("venue:symbol").
+	CauseMarkets  []string `protobuf:"bytes,6,rep,name=cause_markets,json=causeMarkets,proto3" json:"cause_markets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FillDifference) Reset() {
+	*x = FillDifference{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FillDifference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FillDifference) ProtoMessage() {}
+
+func (x *FillDifference) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FillDifference.ProtoReflect.Descriptor instead.
+func (*FillDifference) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *FillDifference) GetKind() FillDifferenceKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FillDifferenceKind_FILL_DIFFERENCE_KIND_UNSPECIFIED
+}
+
+func (x *FillDifference) GetReason() DivergenceReason {
+	if x != nil {
+		return x.Reason
+	}
+	return DivergenceReason_DIVERGENCE_REASON_UNSPECIFIED
+}
+
+func (x *FillDifference) GetPaper() *Trade {
+	if x != nil {
+		return x.Paper
+	}
+	return nil
+}
+
+func (x *FillDifference) GetBacktest() *Trade {
+	if x != nil {
+		return x.Backtest
+	}
+	return nil
+}
+
+func (x *FillDifference) GetCauseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CauseTime
+	}
+	return nil
+}
+
+func (x *FillDifference) GetCauseMarkets() []string {
+	if x != nil {
+		return x.CauseMarkets
+	}
+	return nil
+}
+
+// A paper run side by side with the backtest of the same version over the same bars.
+type PaperDivergence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "strategies/{strategy}/deployments/{deployment}/paperDivergence".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The deployed version.
+	StrategyVersion string `protobuf:"bytes,2,opt,name=strategy_version,json=strategyVersion,proto3" json:"strategy_version,omitempty"`
+	// Bars compared: the paper run's first bars.
+	Bars int64 `protobuf:"varint,3,opt,name=bars,proto3" json:"bars,omitempty"`
+	// Open time of the first compared bar.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Open time of the last compared bar.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Quote asset of equity and PnL.
+	QuoteAsset string `protobuf:"bytes,6,opt,name=quote_asset,json=quoteAsset,proto3" json:"quote_asset,omitempty"`
+	// Equity after the last compared bar: paper.
+	PaperEquity float64 `protobuf:"fixed64,7,opt,name=paper_equity,json=paperEquity,proto3" json:"paper_equity,omitempty"`
+	// Equity after the last compared bar: backtest.
+	BacktestEquity float64 `protobuf:"fixed64,8,opt,name=backtest_equity,json=backtestEquity,proto3" json:"backtest_equity,omitempty"`
+	// PnL over the compared bars: paper.
+	PaperPnl float64 `protobuf:"fixed64,9,opt,name=paper_pnl,json=paperPnl,proto3" json:"paper_pnl,omitempty"`
+	// PnL over the compared bars: backtest.
+	BacktestPnl float64 `protobuf:"fixed64,10,opt,name=backtest_pnl,json=backtestPnl,proto3" json:"backtest_pnl,omitempty"`
+	// paper_pnl - backtest_pnl.
+	PnlDifference float64 `protobuf:"fixed64,11,opt,name=pnl_difference,json=pnlDifference,proto3" json:"pnl_difference,omitempty"`
+	// Fills: paper.
+	PaperFills int64 `protobuf:"varint,12,opt,name=paper_fills,json=paperFills,proto3" json:"paper_fills,omitempty"`
+	// Fills: backtest.
+	BacktestFills int64 `protobuf:"varint,13,opt,name=backtest_fills,json=backtestFills,proto3" json:"backtest_fills,omitempty"`
+	// Fills that differ (all pages).
+	DifferingFills int64 `protobuf:"varint,14,opt,name=differing_fills,json=differingFills,proto3" json:"differing_fills,omitempty"`
+	// Compared bars the run processed with a market missing that is stored now.
+	LateBars int64 `protobuf:"varint,15,opt,name=late_bars,json=lateBars,proto3" json:"late_bars,omitempty"`
+	// Compared bars with a traded market's bar missing in the store.
+	GapBars int64 `protobuf:"varint,16,opt,name=gap_bars,json=gapBars,proto3" json:"gap_bars,omitempty"`
+	// A page of the differing fills, in time order.
+	Differences []*FillDifference `protobuf:"bytes,17,rep,name=differences,proto3" json:"differences,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,18,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Bar times of the compared bars, Unix epoch ms (PACKED; first page only).
+	TimeMs []int64 `protobuf:"varint,19,rep,packed,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	// Paper equity per compared bar (PACKED; first page only).
+	PaperEquityCurve []float64 `protobuf:"fixed64,20,rep,packed,name=paper_equity_curve,json=paperEquityCurve,proto3" json:"paper_equity_curve,omitempty"`
+	// Backtest equity per compared bar (PACKED; first page only).
+	BacktestEquityCurve []float64 `protobuf:"fixed64,21,rep,packed,name=backtest_equity_curve,json=backtestEquityCurve,proto3" json:"backtest_equity_curve,omitempty"`
+	// The bound the run is checked against (StartPaperRunRequest.max_divergence; 0: none).
+	MaxDivergence float64 `protobuf:"fixed64,22,opt,name=max_divergence,json=maxDivergence,proto3" json:"max_divergence,omitempty"`
+	// |paper_equity - backtest_equity| > max_divergence (with a bound).
+	Diverged      bool `protobuf:"varint,23,opt,name=diverged,proto3" json:"diverged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PaperDivergence) Reset() {
+	*x = PaperDivergence{}
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaperDivergence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaperDivergence) ProtoMessage() {}
+
+func (x *PaperDivergence) ProtoReflect() protoreflect.Message {
+	mi := &file_usdcarb_v1_backtest_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaperDivergence.ProtoReflect.Descriptor instead.
+func (*PaperDivergence) Descriptor() ([]byte, []int) {
+	return file_usdcarb_v1_backtest_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *PaperDivergence) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PaperDivergence) GetStrategyVersion() string {
+	if x != nil {
+		return x.StrategyVersion
+	}
+	return ""
+}
+
+func (x *PaperDivergence) GetBars() int64 {
+	if x != nil {
+		return x.Bars
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *PaperDivergence) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *PaperDivergence) GetQuoteAsset() string {
+	if x != nil {
+		return x.QuoteAsset
+	}
+	return ""
+}
+
+func (x *PaperDivergence) GetPaperEquity() float64 {
+	if x != nil {
+		return x.PaperEquity
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetBacktestEquity() float64 {
+	if x != nil {
+		return x.BacktestEquity
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetPaperPnl() float64 {
+	if x != nil {
+		return x.PaperPnl
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetBacktestPnl() float64 {
+	if x != nil {
+		return x.BacktestPnl
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetPnlDifference() float64 {
+	if x != nil {
+		return x.PnlDifference
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetPaperFills() int64 {
+	if x != nil {
+		return x.PaperFills
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetBacktestFills() int64 {
+	if x != nil {
+		return x.BacktestFills
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetDifferingFills() int64 {
+	if x != nil {
+		return x.DifferingFills
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetLateBars() int64 {
+	if x != nil {
+		return x.LateBars
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetGapBars() int64 {
+	if x != nil {
+		return x.GapBars
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetDifferences() []*FillDifference {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+func (x *PaperDivergence) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *PaperDivergence) GetTimeMs() []int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return nil
+}
+
+func (x *PaperDivergence) GetPaperEquityCurve() []float64 {
+	if x != nil {
+		return x.PaperEquityCurve
+	}
+	return nil
+}
+
+func (x *PaperDivergence) GetBacktestEquityCurve() []float64 {
+	if x != nil {
+		return x.BacktestEquityCurve
+	}
+	return nil
+}
+
+func (x *PaperDivergence) GetMaxDivergence() float64 {
+	if x != nil {
+		return x.MaxDivergence
+	}
+	return 0
+}
+
+func (x *PaperDivergence) GetDiverged() bool {
+	if x != nil {
+		return x.Diverged
+	}
+	return false
+}
+
 var File_usdcarb_v1_backtest_proto protoreflect.FileDescriptor
 
 const file_usdcarb_v1_backtest_proto_rawDesc = "" +
@@ -5522,11 +6058,12 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\fPaperBalance\x12\x14\n" +
 	"\x05venue\x18\x01 \x01(\tR\x05venue\x12\x14\n" +
 	"\x05asset\x18\x02 \x01(\tR\x05asset\x12\x16\n" +
-	"\x06amount\x18\x03 \x01(\x01R\x06amount\"\x94\x01\n" +
+	"\x06amount\x18\x03 \x01(\x01R\x06amount\"\xbb\x01\n" +
 	"\x14StartPaperRunRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x128\n" +
 	"\x06config\x18\x02 \x01(\v2\x1a.usdcarb.v1.BacktestConfigB\x04\xe2A\x01\x02R\x06config\x12(\n" +
-	"\x10stale_after_bars\x18\x03 \x01(\x05R\x0estaleAfterBars\".\n" +
+	"\x10stale_after_bars\x18\x03 \x01(\x05R\x0estaleAfterBars\x12%\n" +
+	"\x0emax_divergence\x18\x04 \x01(\x01R\rmaxDivergence\".\n" +
 	"\x12GetPaperRunRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"q\n" +
 	"\x15ListPaperFillsRequest\x12\x1c\n" +
@@ -5553,7 +6090,49 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"W\n" +
 	"\x14WatchPaperRunRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12%\n" +
-	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence*]\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"q\n" +
+	"\x19GetPaperDivergenceRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xb2\x02\n" +
+	"\x0eFillDifference\x122\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1e.usdcarb.v1.FillDifferenceKindR\x04kind\x124\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x1c.usdcarb.v1.DivergenceReasonR\x06reason\x12'\n" +
+	"\x05paper\x18\x03 \x01(\v2\x11.usdcarb.v1.TradeR\x05paper\x12-\n" +
+	"\bbacktest\x18\x04 \x01(\v2\x11.usdcarb.v1.TradeR\bbacktest\x129\n" +
+	"\n" +
+	"cause_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcauseTime\x12#\n" +
+	"\rcause_markets\x18\x06 \x03(\tR\fcauseMarkets\"\xf0\a\n" +
+	"\x0fPaperDivergence\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12)\n" +
+	"\x10strategy_version\x18\x02 \x01(\tR\x0fstrategyVersion\x12\x12\n" +
+	"\x04bars\x18\x03 \x01(\x03R\x04bars\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1f\n" +
+	"\vquote_asset\x18\x06 \x01(\tR\n" +
+	"quoteAsset\x12!\n" +
+	"\fpaper_equity\x18\a \x01(\x01R\vpaperEquity\x12'\n" +
+	"\x0fbacktest_equity\x18\b \x01(\x01R\x0ebacktestEquity\x12\x1b\n" +
+	"\tpaper_pnl\x18\t \x01(\x01R\bpaperPnl\x12!\n" +
+	"\fbacktest_pnl\x18\n" +
+	" \x01(\x01R\vbacktestPnl\x12%\n" +
+	"\x0epnl_difference\x18\v \x01(\x01R\rpnlDifference\x12\x1f\n" +
+	"\vpaper_fills\x18\f \x01(\x03R\n" +
+	"paperFills\x12%\n" +
+	"\x0ebacktest_fills\x18\r \x01(\x03R\rbacktestFills\x12'\n" +
+	"\x0fdiffering_fills\x18\x0e \x01(\x03R\x0edifferingFills\x12\x1b\n" +
+	"\tlate_bars\x18\x0f \x01(\x03R\blateBars\x12\x19\n" +
+	"\bgap_bars\x18\x10 \x01(\x03R\agapBars\x12<\n" +
+	"\vdifferences\x18\x11 \x03(\v2\x1a.usdcarb.v1.FillDifferenceR\vdifferences\x12&\n" +
+	"\x0fnext_page_token\x18\x12 \x01(\tR\rnextPageToken\x12\x17\n" +
+	"\atime_ms\x18\x13 \x03(\x03R\x06timeMs\x12,\n" +
+	"\x12paper_equity_curve\x18\x14 \x03(\x01R\x10paperEquityCurve\x122\n" +
+	"\x15backtest_equity_curve\x18\x15 \x03(\x01R\x13backtestEquityCurve\x12%\n" +
+	"\x0emax_divergence\x18\x16 \x01(\x01R\rmaxDivergence\x12\x1a\n" +
+	"\bdiverged\x18\x17 \x01(\bR\bdiverged:q\xeaAn\n" +
+	"\x1busdcarb.dev/PaperDivergence\x12>strategies/{strategy}/deployments/{deployment}/paperDivergence2\x0fpaperDivergence*]\n" +
 	"\n" +
 	"FillPolicy\x12\x1b\n" +
 	"\x17FILL_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -5580,7 +6159,19 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\x1bPAPER_RUN_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17PAPER_RUN_STATE_RUNNING\x10\x01\x12\x1b\n" +
 	"\x17PAPER_RUN_STATE_STOPPED\x10\x02\x12\x1a\n" +
-	"\x16PAPER_RUN_STATE_FAILED\x10\x032\xe1\x10\n" +
+	"\x16PAPER_RUN_STATE_FAILED\x10\x03*\xde\x01\n" +
+	"\x12FillDifferenceKind\x12$\n" +
+	" FILL_DIFFERENCE_KIND_UNSPECIFIED\x10\x00\x12)\n" +
+	"%FILL_DIFFERENCE_KIND_MISSING_IN_PAPER\x10\x01\x12,\n" +
+	"(FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST\x10\x02\x12\x1d\n" +
+	"\x19FILL_DIFFERENCE_KIND_TIME\x10\x03\x12*\n" +
+	"&FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY\x10\x04*\xb7\x01\n" +
+	"\x10DivergenceReason\x12!\n" +
+	"\x1dDIVERGENCE_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aDIVERGENCE_REASON_LATE_BAR\x10\x01\x12\x19\n" +
+	"\x15DIVERGENCE_REASON_GAP\x10\x02\x12!\n" +
+	"\x1dDIVERGENCE_REASON_REVISED_BAR\x10\x03\x12\"\n" +
+	"\x1eDIVERGENCE_REASON_CARRIED_OVER\x10\x042\xfb\x11\n" +
 	"\x0fBacktestService\x12h\n" +
 	"\vRunBacktest\x12\x1e.usdcarb.v1.RunBacktestRequest\x1a\x19.usdcarb.v1.BacktestEvent\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/backtests:run0\x01\x12j\n" +
 	"\x0eCreateBacktest\x12!.usdcarb.v1.CreateBacktestRequest\x1a\x14.usdcarb.v1.Backtest\"\x1f\x82\xd3\xe4\x93\x02\x19:\bbacktest\"\r/v1/backtests\x12c\n" +
@@ -5603,7 +6194,8 @@ const file_usdcarb_v1_backtest_proto_rawDesc = "" +
 	"\vGetPaperRun\x12\x1e.usdcarb.v1.GetPaperRunRequest\x1a\x14.usdcarb.v1.PaperRun\"6\x82\xd3\xe4\x93\x020\x12./v1/{name=strategies/*/deployments/*/paperRun}\x12\x97\x01\n" +
 	"\x0eListPaperFills\x12!.usdcarb.v1.ListPaperFillsRequest\x1a\".usdcarb.v1.ListPaperFillsResponse\">\x82\xd3\xe4\x93\x028\x126/v1/{parent=strategies/*/deployments/*/paperRun}/fills\x12\x9b\x01\n" +
 	"\x0fListPaperEquity\x12\".usdcarb.v1.ListPaperEquityRequest\x1a#.usdcarb.v1.ListPaperEquityResponse\"?\x82\xd3\xe4\x93\x029\x127/v1/{parent=strategies/*/deployments/*/paperRun}/equity\x12\x87\x01\n" +
-	"\rWatchPaperRun\x12 .usdcarb.v1.WatchPaperRunRequest\x1a\x14.usdcarb.v1.PaperRun\"<\x82\xd3\xe4\x93\x026\x124/v1/{name=strategies/*/deployments/*/paperRun}:watch0\x01B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
+	"\rWatchPaperRun\x12 .usdcarb.v1.WatchPaperRunRequest\x1a\x14.usdcarb.v1.PaperRun\"<\x82\xd3\xe4\x93\x026\x124/v1/{name=strategies/*/deployments/*/paperRun}:watch0\x01\x12\x97\x01\n" +
+	"\x12GetPaperDivergence\x12%.usdcarb.v1.GetPaperDivergenceRequest\x1a\x1b.usdcarb.v1.PaperDivergence\"=\x82\xd3\xe4\x93\x027\x125/v1/{name=strategies/*/deployments/*/paperDivergence}B@Z>github.com/usdcarb/usdcarb/clients/go/gen/usdcarb/v1;usdcarbv1b\x06proto3"
 
 var (
 	file_usdcarb_v1_backtest_proto_rawDescOnce sync.Once
@@ -5617,8 +6209,8 @@ func file_usdcarb_v1_backtest_proto_rawDescGZIP() []byte {
 	return file_usdcarb_v1_backtest_proto_rawDescData
 }
 
-var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_usdcarb_v1_backtest_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_usdcarb_v1_backtest_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_usdcarb_v1_backtest_proto_goTypes = []any{
 	(FillPolicy)(0),                    // 0: usdcarb.v1.FillPolicy
 	(LegMode)(0),                       // 1: usdcarb.v1.LegMode
@@ -5626,217 +6218,232 @@ var file_usdcarb_v1_backtest_proto_goTypes = []any{
 	(OrderType)(0),                     // 3: usdcarb.v1.OrderType
 	(Side)(0),                          // 4: usdcarb.v1.Side
 	(PaperRunState)(0),                 // 5: usdcarb.v1.PaperRunState
-	(*SlippageModel)(nil),              // 6: usdcarb.v1.SlippageModel
-	(*AssetAmount)(nil),                // 7: usdcarb.v1.AssetAmount
-	(*VenueConfig)(nil),                // 8: usdcarb.v1.VenueConfig
-	(*ExecutionConfig)(nil),            // 9: usdcarb.v1.ExecutionConfig
-	(*RobustnessSpec)(nil),             // 10: usdcarb.v1.RobustnessSpec
-	(*TransferRoute)(nil),              // 11: usdcarb.v1.TransferRoute
-	(*BacktestConfig)(nil),             // 12: usdcarb.v1.BacktestConfig
-	(*PnlAttribution)(nil),             // 13: usdcarb.v1.PnlAttribution
-	(*BacktestMetrics)(nil),            // 14: usdcarb.v1.BacktestMetrics
-	(*RobustnessScenario)(nil),         // 15: usdcarb.v1.RobustnessScenario
-	(*RobustnessPanel)(nil),            // 16: usdcarb.v1.RobustnessPanel
-	(*BacktestResult)(nil),             // 17: usdcarb.v1.BacktestResult
-	(*Fingerprint)(nil),                // 18: usdcarb.v1.Fingerprint
-	(*Backtest)(nil),                   // 19: usdcarb.v1.Backtest
-	(*BacktestProgress)(nil),           // 20: usdcarb.v1.BacktestProgress
-	(*QueuePosition)(nil),              // 21: usdcarb.v1.QueuePosition
-	(*BacktestCompleted)(nil),          // 22: usdcarb.v1.BacktestCompleted
-	(*BacktestEvent)(nil),              // 23: usdcarb.v1.BacktestEvent
-	(*RunBacktestRequest)(nil),         // 24: usdcarb.v1.RunBacktestRequest
-	(*CreateBacktestRequest)(nil),      // 25: usdcarb.v1.CreateBacktestRequest
-	(*GetBacktestRequest)(nil),         // 26: usdcarb.v1.GetBacktestRequest
-	(*ListBacktestsRequest)(nil),       // 27: usdcarb.v1.ListBacktestsRequest
-	(*ListBacktestsResponse)(nil),      // 28: usdcarb.v1.ListBacktestsResponse
-	(*CancelBacktestRequest)(nil),      // 29: usdcarb.v1.CancelBacktestRequest
-	(*WatchBacktestRequest)(nil),       // 30: usdcarb.v1.WatchBacktestRequest
-	(*Trade)(nil),                      // 31: usdcarb.v1.Trade
-	(*ListBacktestTradesRequest)(nil),  // 32: usdcarb.v1.ListBacktestTradesRequest
-	(*ListBacktestTradesResponse)(nil), // 33: usdcarb.v1.ListBacktestTradesResponse
-	(*GetEquityCurveRequest)(nil),      // 34: usdcarb.v1.GetEquityCurveRequest
-	(*EquityCurve)(nil),                // 35: usdcarb.v1.EquityCurve
-	(*ParameterAxis)(nil),              // 36: usdcarb.v1.ParameterAxis
-	(*WalkForwardSpec)(nil),            // 37: usdcarb.v1.WalkForwardSpec
-	(*CrossValidationSpec)(nil),        // 38: usdcarb.v1.CrossValidationSpec
-	(*CrossValidationFold)(nil),        // 39: usdcarb.v1.CrossValidationFold
-	(*OutOfSampleSummary)(nil),         // 40: usdcarb.v1.OutOfSampleSummary
-	(*DeflatedSharpe)(nil),             // 41: usdcarb.v1.DeflatedSharpe
-	(*SweepPoint)(nil),                 // 42: usdcarb.v1.SweepPoint
-	(*WalkForwardFold)(nil),            // 43: usdcarb.v1.WalkForwardFold
-	(*Sweep)(nil),                      // 44: usdcarb.v1.Sweep
-	(*SweepEvent)(nil),                 // 45: usdcarb.v1.SweepEvent
-	(*CreateSweepRequest)(nil),         // 46: usdcarb.v1.CreateSweepRequest
-	(*GetSweepRequest)(nil),            // 47: usdcarb.v1.GetSweepRequest
-	(*ListSweepsRequest)(nil),          // 48: usdcarb.v1.ListSweepsRequest
-	(*ListSweepsResponse)(nil),         // 49: usdcarb.v1.ListSweepsResponse
-	(*CancelSweepRequest)(nil),         // 50: usdcarb.v1.CancelSweepRequest
-	(*WatchSweepRequest)(nil),          // 51: usdcarb.v1.WatchSweepRequest
-	(*PaperRun)(nil),                   // 52: usdcarb.v1.PaperRun
-	(*PaperBalance)(nil),               // 53: usdcarb.v1.PaperBalance
-	(*StartPaperRunRequest)(nil),       // 54: usdcarb.v1.StartPaperRunRequest
-	(*GetPaperRunRequest)(nil),         // 55: usdcarb.v1.GetPaperRunRequest
-	(*ListPaperFillsRequest)(nil),      // 56: usdcarb.v1.ListPaperFillsRequest
-	(*ListPaperFillsResponse)(nil),     // 57: usdcarb.v1.ListPaperFillsResponse
-	(*PaperEquityPoint)(nil),           // 58: usdcarb.v1.PaperEquityPoint
-	(*ListPaperEquityRequest)(nil),     // 59: usdcarb.v1.ListPaperEquityRequest
-	(*ListPaperEquityResponse)(nil),    // 60: usdcarb.v1.ListPaperEquityResponse
-	(*WatchPaperRunRequest)(nil),       // 61: usdcarb.v1.WatchPaperRunRequest
-	nil,                                // 62: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	nil,                                // 63: usdcarb.v1.CrossValidationFold.ChosenParametersEntry
-	nil,                                // 64: usdcarb.v1.SweepPoint.ParametersEntry
-	nil,                                // 65: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	(*TimeRange)(nil),                  // 66: usdcarb.v1.TimeRange
-	(*durationpb.Duration)(nil),        // 67: google.protobuf.Duration
-	(JobState)(0),                      // 68: usdcarb.v1.JobState
-	(*Progress)(nil),                   // 69: usdcarb.v1.Progress
-	(*status.Status)(nil),              // 70: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
-	(*Outcome)(nil),                    // 72: usdcarb.v1.Outcome
-	(ColumnLayout)(0),                  // 73: usdcarb.v1.ColumnLayout
+	(FillDifferenceKind)(0),            // 6: usdcarb.v1.FillDifferenceKind
+	(DivergenceReason)(0),              // 7: usdcarb.v1.DivergenceReason
+	(*SlippageModel)(nil),              // 8: usdcarb.v1.SlippageModel
+	(*AssetAmount)(nil),                // 9: usdcarb.v1.AssetAmount
+	(*VenueConfig)(nil),                // 10: usdcarb.v1.VenueConfig
+	(*ExecutionConfig)(nil),            // 11: usdcarb.v1.ExecutionConfig
+	(*RobustnessSpec)(nil),             // 12: usdcarb.v1.RobustnessSpec
+	(*TransferRoute)(nil),              // 13: usdcarb.v1.TransferRoute
+	(*BacktestConfig)(nil),             // 14: usdcarb.v1.BacktestConfig
+	(*PnlAttribution)(nil),             // 15: usdcarb.v1.PnlAttribution
+	(*BacktestMetrics)(nil),            // 16: usdcarb.v1.BacktestMetrics
+	(*RobustnessScenario)(nil),         // 17: usdcarb.v1.RobustnessScenario
+	(*RobustnessPanel)(nil),            // 18: usdcarb.v1.RobustnessPanel
+	(*BacktestResult)(nil),             // 19: usdcarb.v1.BacktestResult
+	(*Fingerprint)(nil),                // 20: usdcarb.v1.Fingerprint
+	(*Backtest)(nil),                   // 21: usdcarb.v1.Backtest
+	(*BacktestProgress)(nil),           // 22: usdcarb.v1.BacktestProgress
+	(*QueuePosition)(nil),              // 23: usdcarb.v1.QueuePosition
+	(*BacktestCompleted)(nil),          // 24: usdcarb.v1.BacktestCompleted
+	(*BacktestEvent)(nil),              // 25: usdcarb.v1.BacktestEvent
+	(*RunBacktestRequest)(nil),         // 26: usdcarb.v1.RunBacktestRequest
+	(*CreateBacktestRequest)(nil),      // 27: usdcarb.v1.CreateBacktestRequest
+	(*GetBacktestRequest)(nil),         // 28: usdcarb.v1.GetBacktestRequest
+	(*ListBacktestsRequest)(nil),       // 29: usdcarb.v1.ListBacktestsRequest
+	(*ListBacktestsResponse)(nil),      // 30: usdcarb.v1.ListBacktestsResponse
+	(*CancelBacktestRequest)(nil),      // 31: usdcarb.v1.CancelBacktestRequest
+	(*WatchBacktestRequest)(nil),       // 32: usdcarb.v1.WatchBacktestRequest
+	(*Trade)(nil),                      // 33: usdcarb.v1.Trade
+	(*ListBacktestTradesRequest)(nil),  // 34: usdcarb.v1.ListBacktestTradesRequest
+	(*ListBacktestTradesResponse)(nil), // 35: usdcarb.v1.ListBacktestTradesResponse
+	(*GetEquityCurveRequest)(nil),      // 36: usdcarb.v1.GetEquityCurveRequest
+	(*EquityCurve)(nil),                // 37: usdcarb.v1.EquityCurve
+	(*ParameterAxis)(nil),              // 38: usdcarb.v1.ParameterAxis
+	(*WalkForwardSpec)(nil),            // 39: usdcarb.v1.WalkForwardSpec
+	(*CrossValidationSpec)(nil),        // 40: usdcarb.v1.CrossValidationSpec
+	(*CrossValidationFold)(nil),        // 41: usdcarb.v1.CrossValidationFold
+	(*OutOfSampleSummary)(nil),         // 42: usdcarb.v1.OutOfSampleSummary
+	(*DeflatedSharpe)(nil),             // 43: usdcarb.v1.DeflatedSharpe
+	(*SweepPoint)(nil),                 // 44: usdcarb.v1.SweepPoint
+	(*WalkForwardFold)(nil),            // 45: usdcarb.v1.WalkForwardFold
+	(*Sweep)(nil),                      // 46: usdcarb.v1.Sweep
+	(*SweepEvent)(nil),                 // 47: usdcarb.v1.SweepEvent
+	(*CreateSweepRequest)(nil),         // 48: usdcarb.v1.CreateSweepRequest
+	(*GetSweepRequest)(nil),            // 49: usdcarb.v1.GetSweepRequest
+	(*ListSweepsRequest)(nil),          // 50: usdcarb.v1.ListSweepsRequest
+	(*ListSweepsResponse)(nil),         // 51: usdcarb.v1.ListSweepsResponse
+	(*CancelSweepRequest)(nil),         // 52: usdcarb.v1.CancelSweepRequest
+	(*WatchSweepRequest)(nil),          // 53: usdcarb.v1.WatchSweepRequest
+	(*PaperRun)(nil),                   // 54: usdcarb.v1.PaperRun
+	(*PaperBalance)(nil),               // 55: usdcarb.v1.PaperBalance
+	(*StartPaperRunRequest)(nil),       // 56: usdcarb.v1.StartPaperRunRequest
+	(*GetPaperRunRequest)(nil),         // 57: usdcarb.v1.GetPaperRunRequest
+	(*ListPaperFillsRequest)(nil),      // 58: usdcarb.v1.ListPaperFillsRequest
+	(*ListPaperFillsResponse)(nil),     // 59: usdcarb.v1.ListPaperFillsResponse
+	(*PaperEquityPoint)(nil),           // 60: usdcarb.v1.PaperEquityPoint
+	(*ListPaperEquityRequest)(nil),     // 61: usdcarb.v1.ListPaperEquityRequest
+	(*ListPaperEquityResponse)(nil),    // 62: usdcarb.v1.ListPaperEquityResponse
+	(*WatchPaperRunRequest)(nil),       // 63: usdcarb.v1.WatchPaperRunRequest
+	(*GetPaperDivergenceRequest)(nil),  // 64: usdcarb.v1.GetPaperDivergenceRequest
+	(*FillDifference)(nil),             // 65: usdcarb.v1.FillDifference
+	(*PaperDivergence)(nil),            // 66: usdcarb.v1.PaperDivergence
+	nil,                                // 67: usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	nil,                                // 68: usdcarb.v1.CrossValidationFold.ChosenParametersEntry
+	nil,                                // 69: usdcarb.v1.SweepPoint.ParametersEntry
+	nil,                                // 70: usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	(*TimeRange)(nil),                  // 71: usdcarb.v1.TimeRange
+	(*durationpb.Duration)(nil),        // 72: google.protobuf.Duration
+	(JobState)(0),                      // 73: usdcarb.v1.JobState
+	(*Progress)(nil),                   // 74: usdcarb.v1.Progress
+	(*status.Status)(nil),              // 75: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),      // 76: google.protobuf.Timestamp
+	(*Outcome)(nil),                    // 77: usdcarb.v1.Outcome
+	(ColumnLayout)(0),                  // 78: usdcarb.v1.ColumnLayout
 }
 var file_usdcarb_v1_backtest_proto_depIdxs = []int32{
-	6,   // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
-	7,   // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
-	7,   // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
+	8,   // 0: usdcarb.v1.VenueConfig.slippage:type_name -> usdcarb.v1.SlippageModel
+	9,   // 1: usdcarb.v1.VenueConfig.initial_balances:type_name -> usdcarb.v1.AssetAmount
+	9,   // 2: usdcarb.v1.VenueConfig.min_balances:type_name -> usdcarb.v1.AssetAmount
 	1,   // 3: usdcarb.v1.ExecutionConfig.leg_mode:type_name -> usdcarb.v1.LegMode
 	2,   // 4: usdcarb.v1.ExecutionConfig.one_leg_policy:type_name -> usdcarb.v1.OneLegPolicy
 	3,   // 5: usdcarb.v1.ExecutionConfig.order_type:type_name -> usdcarb.v1.OrderType
-	66,  // 6: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
-	8,   // 7: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
-	11,  // 8: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
+	71,  // 6: usdcarb.v1.BacktestConfig.range:type_name -> usdcarb.v1.TimeRange
+	10,  // 7: usdcarb.v1.BacktestConfig.venues:type_name -> usdcarb.v1.VenueConfig
+	13,  // 8: usdcarb.v1.BacktestConfig.transfers:type_name -> usdcarb.v1.TransferRoute
 	0,   // 9: usdcarb.v1.BacktestConfig.fill_policy:type_name -> usdcarb.v1.FillPolicy
-	9,   // 10: usdcarb.v1.BacktestConfig.execution:type_name -> usdcarb.v1.ExecutionConfig
-	10,  // 11: usdcarb.v1.BacktestConfig.robustness:type_name -> usdcarb.v1.RobustnessSpec
-	67,  // 12: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
-	67,  // 13: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
-	62,  // 14: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
-	13,  // 15: usdcarb.v1.BacktestMetrics.attribution:type_name -> usdcarb.v1.PnlAttribution
-	14,  // 16: usdcarb.v1.RobustnessScenario.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	15,  // 17: usdcarb.v1.RobustnessPanel.scenarios:type_name -> usdcarb.v1.RobustnessScenario
-	14,  // 18: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	18,  // 19: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
-	67,  // 20: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
-	14,  // 21: usdcarb.v1.BacktestResult.baseline_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	16,  // 22: usdcarb.v1.BacktestResult.robustness:type_name -> usdcarb.v1.RobustnessPanel
-	12,  // 23: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
-	68,  // 24: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
-	69,  // 25: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
-	17,  // 26: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
-	70,  // 27: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
-	71,  // 28: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
-	71,  // 29: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
-	71,  // 30: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
-	69,  // 31: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
-	71,  // 32: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
-	14,  // 33: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	21,  // 34: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
-	67,  // 35: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
-	72,  // 36: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
-	17,  // 37: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
-	35,  // 38: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
-	68,  // 39: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
-	20,  // 40: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
-	22,  // 41: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
-	12,  // 42: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
-	67,  // 43: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
-	19,  // 44: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
-	68,  // 45: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
-	19,  // 46: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
-	71,  // 47: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
+	11,  // 10: usdcarb.v1.BacktestConfig.execution:type_name -> usdcarb.v1.ExecutionConfig
+	12,  // 11: usdcarb.v1.BacktestConfig.robustness:type_name -> usdcarb.v1.RobustnessSpec
+	72,  // 12: usdcarb.v1.BacktestMetrics.max_drawdown_duration:type_name -> google.protobuf.Duration
+	72,  // 13: usdcarb.v1.BacktestMetrics.avg_round_trip_duration:type_name -> google.protobuf.Duration
+	67,  // 14: usdcarb.v1.BacktestMetrics.inventory_utilization:type_name -> usdcarb.v1.BacktestMetrics.InventoryUtilizationEntry
+	15,  // 15: usdcarb.v1.BacktestMetrics.attribution:type_name -> usdcarb.v1.PnlAttribution
+	16,  // 16: usdcarb.v1.RobustnessScenario.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	17,  // 17: usdcarb.v1.RobustnessPanel.scenarios:type_name -> usdcarb.v1.RobustnessScenario
+	16,  // 18: usdcarb.v1.BacktestResult.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	20,  // 19: usdcarb.v1.BacktestResult.fingerprint:type_name -> usdcarb.v1.Fingerprint
+	72,  // 20: usdcarb.v1.BacktestResult.elapsed:type_name -> google.protobuf.Duration
+	16,  // 21: usdcarb.v1.BacktestResult.baseline_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	18,  // 22: usdcarb.v1.BacktestResult.robustness:type_name -> usdcarb.v1.RobustnessPanel
+	14,  // 23: usdcarb.v1.Backtest.config:type_name -> usdcarb.v1.BacktestConfig
+	73,  // 24: usdcarb.v1.Backtest.state:type_name -> usdcarb.v1.JobState
+	74,  // 25: usdcarb.v1.Backtest.progress:type_name -> usdcarb.v1.Progress
+	19,  // 26: usdcarb.v1.Backtest.result:type_name -> usdcarb.v1.BacktestResult
+	75,  // 27: usdcarb.v1.Backtest.error:type_name -> google.rpc.Status
+	76,  // 28: usdcarb.v1.Backtest.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 29: usdcarb.v1.Backtest.start_time:type_name -> google.protobuf.Timestamp
+	76,  // 30: usdcarb.v1.Backtest.end_time:type_name -> google.protobuf.Timestamp
+	74,  // 31: usdcarb.v1.BacktestProgress.progress:type_name -> usdcarb.v1.Progress
+	76,  // 32: usdcarb.v1.BacktestProgress.bar_time:type_name -> google.protobuf.Timestamp
+	16,  // 33: usdcarb.v1.BacktestProgress.partial_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	23,  // 34: usdcarb.v1.BacktestProgress.queue:type_name -> usdcarb.v1.QueuePosition
+	72,  // 35: usdcarb.v1.QueuePosition.estimate:type_name -> google.protobuf.Duration
+	77,  // 36: usdcarb.v1.BacktestCompleted.outcome:type_name -> usdcarb.v1.Outcome
+	19,  // 37: usdcarb.v1.BacktestCompleted.result:type_name -> usdcarb.v1.BacktestResult
+	37,  // 38: usdcarb.v1.BacktestCompleted.equity_curve:type_name -> usdcarb.v1.EquityCurve
+	73,  // 39: usdcarb.v1.BacktestEvent.state:type_name -> usdcarb.v1.JobState
+	22,  // 40: usdcarb.v1.BacktestEvent.progress:type_name -> usdcarb.v1.BacktestProgress
+	24,  // 41: usdcarb.v1.BacktestEvent.completed:type_name -> usdcarb.v1.BacktestCompleted
+	14,  // 42: usdcarb.v1.RunBacktestRequest.config:type_name -> usdcarb.v1.BacktestConfig
+	72,  // 43: usdcarb.v1.RunBacktestRequest.progress_interval:type_name -> google.protobuf.Duration
+	21,  // 44: usdcarb.v1.CreateBacktestRequest.backtest:type_name -> usdcarb.v1.Backtest
+	73,  // 45: usdcarb.v1.ListBacktestsRequest.state:type_name -> usdcarb.v1.JobState
+	21,  // 46: usdcarb.v1.ListBacktestsResponse.backtests:type_name -> usdcarb.v1.Backtest
+	76,  // 47: usdcarb.v1.Trade.time:type_name -> google.protobuf.Timestamp
 	4,   // 48: usdcarb.v1.Trade.side:type_name -> usdcarb.v1.Side
-	31,  // 49: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
-	73,  // 50: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
-	67,  // 51: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
-	67,  // 52: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
-	67,  // 53: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
-	67,  // 54: usdcarb.v1.CrossValidationSpec.purge:type_name -> google.protobuf.Duration
-	67,  // 55: usdcarb.v1.CrossValidationSpec.embargo:type_name -> google.protobuf.Duration
-	66,  // 56: usdcarb.v1.CrossValidationFold.test:type_name -> usdcarb.v1.TimeRange
-	66,  // 57: usdcarb.v1.CrossValidationFold.train:type_name -> usdcarb.v1.TimeRange
-	63,  // 58: usdcarb.v1.CrossValidationFold.chosen_parameters:type_name -> usdcarb.v1.CrossValidationFold.ChosenParametersEntry
-	14,  // 59: usdcarb.v1.CrossValidationFold.train_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	14,  // 60: usdcarb.v1.CrossValidationFold.test_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	64,  // 61: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
-	14,  // 62: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	66,  // 63: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
-	66,  // 64: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
-	65,  // 65: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
-	14,  // 66: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	14,  // 67: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
-	12,  // 68: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
-	36,  // 69: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
-	37,  // 70: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
-	68,  // 71: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
-	69,  // 72: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
-	42,  // 73: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
-	43,  // 74: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
-	70,  // 75: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
-	71,  // 76: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
-	71,  // 77: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
-	38,  // 78: usdcarb.v1.Sweep.cross_validation:type_name -> usdcarb.v1.CrossValidationSpec
-	41,  // 79: usdcarb.v1.Sweep.deflated_sharpe:type_name -> usdcarb.v1.DeflatedSharpe
-	40,  // 80: usdcarb.v1.Sweep.out_of_sample:type_name -> usdcarb.v1.OutOfSampleSummary
-	39,  // 81: usdcarb.v1.Sweep.cv_folds:type_name -> usdcarb.v1.CrossValidationFold
-	68,  // 82: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
-	69,  // 83: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
-	72,  // 84: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
-	21,  // 85: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
-	44,  // 86: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
-	44,  // 87: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
-	12,  // 88: usdcarb.v1.PaperRun.config:type_name -> usdcarb.v1.BacktestConfig
+	33,  // 49: usdcarb.v1.ListBacktestTradesResponse.trades:type_name -> usdcarb.v1.Trade
+	78,  // 50: usdcarb.v1.GetEquityCurveRequest.layout:type_name -> usdcarb.v1.ColumnLayout
+	72,  // 51: usdcarb.v1.WalkForwardSpec.in_sample:type_name -> google.protobuf.Duration
+	72,  // 52: usdcarb.v1.WalkForwardSpec.out_of_sample:type_name -> google.protobuf.Duration
+	72,  // 53: usdcarb.v1.WalkForwardSpec.step:type_name -> google.protobuf.Duration
+	72,  // 54: usdcarb.v1.CrossValidationSpec.purge:type_name -> google.protobuf.Duration
+	72,  // 55: usdcarb.v1.CrossValidationSpec.embargo:type_name -> google.protobuf.Duration
+	71,  // 56: usdcarb.v1.CrossValidationFold.test:type_name -> usdcarb.v1.TimeRange
+	71,  // 57: usdcarb.v1.CrossValidationFold.train:type_name -> usdcarb.v1.TimeRange
+	68,  // 58: usdcarb.v1.CrossValidationFold.chosen_parameters:type_name -> usdcarb.v1.CrossValidationFold.ChosenParametersEntry
+	16,  // 59: usdcarb.v1.CrossValidationFold.train_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	16,  // 60: usdcarb.v1.CrossValidationFold.test_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	69,  // 61: usdcarb.v1.SweepPoint.parameters:type_name -> usdcarb.v1.SweepPoint.ParametersEntry
+	16,  // 62: usdcarb.v1.SweepPoint.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	71,  // 63: usdcarb.v1.WalkForwardFold.in_sample:type_name -> usdcarb.v1.TimeRange
+	71,  // 64: usdcarb.v1.WalkForwardFold.out_of_sample:type_name -> usdcarb.v1.TimeRange
+	70,  // 65: usdcarb.v1.WalkForwardFold.chosen_parameters:type_name -> usdcarb.v1.WalkForwardFold.ChosenParametersEntry
+	16,  // 66: usdcarb.v1.WalkForwardFold.in_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	16,  // 67: usdcarb.v1.WalkForwardFold.out_of_sample_metrics:type_name -> usdcarb.v1.BacktestMetrics
+	14,  // 68: usdcarb.v1.Sweep.config:type_name -> usdcarb.v1.BacktestConfig
+	38,  // 69: usdcarb.v1.Sweep.axes:type_name -> usdcarb.v1.ParameterAxis
+	39,  // 70: usdcarb.v1.Sweep.walk_forward:type_name -> usdcarb.v1.WalkForwardSpec
+	73,  // 71: usdcarb.v1.Sweep.state:type_name -> usdcarb.v1.JobState
+	74,  // 72: usdcarb.v1.Sweep.progress:type_name -> usdcarb.v1.Progress
+	44,  // 73: usdcarb.v1.Sweep.points:type_name -> usdcarb.v1.SweepPoint
+	45,  // 74: usdcarb.v1.Sweep.folds:type_name -> usdcarb.v1.WalkForwardFold
+	75,  // 75: usdcarb.v1.Sweep.error:type_name -> google.rpc.Status
+	76,  // 76: usdcarb.v1.Sweep.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 77: usdcarb.v1.Sweep.end_time:type_name -> google.protobuf.Timestamp
+	40,  // 78: usdcarb.v1.Sweep.cross_validation:type_name -> usdcarb.v1.CrossValidationSpec
+	43,  // 79: usdcarb.v1.Sweep.deflated_sharpe:type_name -> usdcarb.v1.DeflatedSharpe
+	42,  // 80: usdcarb.v1.Sweep.out_of_sample:type_name -> usdcarb.v1.OutOfSampleSummary
+	41,  // 81: usdcarb.v1.Sweep.cv_folds:type_name -> usdcarb.v1.CrossValidationFold
+	73,  // 82: usdcarb.v1.SweepEvent.state:type_name -> usdcarb.v1.JobState
+	74,  // 83: usdcarb.v1.SweepEvent.progress:type_name -> usdcarb.v1.Progress
+	77,  // 84: usdcarb.v1.SweepEvent.outcome:type_name -> usdcarb.v1.Outcome
+	23,  // 85: usdcarb.v1.SweepEvent.queue:type_name -> usdcarb.v1.QueuePosition
+	46,  // 86: usdcarb.v1.CreateSweepRequest.sweep:type_name -> usdcarb.v1.Sweep
+	46,  // 87: usdcarb.v1.ListSweepsResponse.sweeps:type_name -> usdcarb.v1.Sweep
+	14,  // 88: usdcarb.v1.PaperRun.config:type_name -> usdcarb.v1.BacktestConfig
 	5,   // 89: usdcarb.v1.PaperRun.state:type_name -> usdcarb.v1.PaperRunState
-	71,  // 90: usdcarb.v1.PaperRun.last_bar_time:type_name -> google.protobuf.Timestamp
-	53,  // 91: usdcarb.v1.PaperRun.balances:type_name -> usdcarb.v1.PaperBalance
-	14,  // 92: usdcarb.v1.PaperRun.metrics:type_name -> usdcarb.v1.BacktestMetrics
-	71,  // 93: usdcarb.v1.PaperRun.create_time:type_name -> google.protobuf.Timestamp
-	71,  // 94: usdcarb.v1.PaperRun.update_time:type_name -> google.protobuf.Timestamp
-	72,  // 95: usdcarb.v1.PaperRun.outcome:type_name -> usdcarb.v1.Outcome
-	12,  // 96: usdcarb.v1.StartPaperRunRequest.config:type_name -> usdcarb.v1.BacktestConfig
-	31,  // 97: usdcarb.v1.ListPaperFillsResponse.fills:type_name -> usdcarb.v1.Trade
-	71,  // 98: usdcarb.v1.PaperEquityPoint.time:type_name -> google.protobuf.Timestamp
-	58,  // 99: usdcarb.v1.ListPaperEquityResponse.points:type_name -> usdcarb.v1.PaperEquityPoint
-	24,  // 100: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
-	25,  // 101: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
-	26,  // 102: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
-	27,  // 103: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
-	29,  // 104: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
-	30,  // 105: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
-	32,  // 106: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
-	34,  // 107: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
-	46,  // 108: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
-	47,  // 109: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
-	48,  // 110: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
-	50,  // 111: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
-	51,  // 112: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
-	54,  // 113: usdcarb.v1.BacktestService.StartPaperRun:input_type -> usdcarb.v1.StartPaperRunRequest
-	55,  // 114: usdcarb.v1.BacktestService.GetPaperRun:input_type -> usdcarb.v1.GetPaperRunRequest
-	56,  // 115: usdcarb.v1.BacktestService.ListPaperFills:input_type -> usdcarb.v1.ListPaperFillsRequest
-	59,  // 116: usdcarb.v1.BacktestService.ListPaperEquity:input_type -> usdcarb.v1.ListPaperEquityRequest
-	61,  // 117: usdcarb.v1.BacktestService.WatchPaperRun:input_type -> usdcarb.v1.WatchPaperRunRequest
-	23,  // 118: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
-	19,  // 119: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
-	19,  // 120: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
-	28,  // 121: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
-	19,  // 122: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
-	23,  // 123: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
-	33,  // 124: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
-	35,  // 125: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
-	44,  // 126: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
-	44,  // 127: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
-	49,  // 128: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
-	44,  // 129: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
-	45,  // 130: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
-	52,  // 131: usdcarb.v1.BacktestService.StartPaperRun:output_type -> usdcarb.v1.PaperRun
-	52,  // 132: usdcarb.v1.BacktestService.GetPaperRun:output_type -> usdcarb.v1.PaperRun
-	57,  // 133: usdcarb.v1.BacktestService.ListPaperFills:output_type -> usdcarb.v1.ListPaperFillsResponse
-	60,  // 134: usdcarb.v1.BacktestService.ListPaperEquity:output_type -> usdcarb.v1.ListPaperEquityResponse
-	52,  // 135: usdcarb.v1.BacktestService.WatchPaperRun:output_type -> usdcarb.v1.PaperRun
-	118, // [118:136] is the sub-list for method output_type
-	100, // [100:118] is the sub-list for method input_type
-	100, // [100:100] is the sub-list for extension type_name
-	100, // [100:100] is the sub-list for extension extendee
-	0,   // [0:100] is the sub-list for field type_name
+	76,  // 90: usdcarb.v1.PaperRun.last_bar_time:type_name -> google.protobuf.Timestamp
+	55,  // 91: usdcarb.v1.PaperRun.balances:type_name -> usdcarb.v1.PaperBalance
+	16,  // 92: usdcarb.v1.PaperRun.metrics:type_name -> usdcarb.v1.BacktestMetrics
+	76,  // 93: usdcarb.v1.PaperRun.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 94: usdcarb.v1.PaperRun.update_time:type_name -> google.protobuf.Timestamp
+	77,  // 95: usdcarb.v1.PaperRun.outcome:type_name -> usdcarb.v1.Outcome
+	14,  // 96: usdcarb.v1.StartPaperRunRequest.config:type_name -> usdcarb.v1.BacktestConfig
+	33,  // 97: usdcarb.v1.ListPaperFillsResponse.fills:type_name -> usdcarb.v1.Trade
+	76,  // 98: usdcarb.v1.PaperEquityPoint.time:type_name -> google.protobuf.Timestamp
+	60,  // 99: usdcarb.v1.ListPaperEquityResponse.points:type_name -> usdcarb.v1.PaperEquityPoint
+	6,   // 100: usdcarb.v1.FillDifference.kind:type_name -> usdcarb.v1.FillDifferenceKind
+	7,   // 101: usdcarb.v1.FillDifference.reason:type_name -> usdcarb.v1.DivergenceReason
+	33,  // 102: usdcarb.v1.FillDifference.paper:type_name -> usdcarb.v1.Trade
+	33,  // 103: usdcarb.v1.FillDifference.backtest:type_name -> usdcarb.v1.Trade
+	76,  // 104: usdcarb.v1.FillDifference.cause_time:type_name -> google.protobuf.Timestamp
+	76,  // 105: usdcarb.v1.PaperDivergence.start_time:type_name -> google.protobuf.Timestamp
+	76,  // 106: usdcarb.v1.PaperDivergence.end_time:type_name -> google.protobuf.Timestamp
+	65,  // 107: usdcarb.v1.PaperDivergence.differences:type_name -> usdcarb.v1.FillDifference
+	26,  // 108: usdcarb.v1.BacktestService.RunBacktest:input_type -> usdcarb.v1.RunBacktestRequest
+	27,  // 109: usdcarb.v1.BacktestService.CreateBacktest:input_type -> usdcarb.v1.CreateBacktestRequest
+	28,  // 110: usdcarb.v1.BacktestService.GetBacktest:input_type -> usdcarb.v1.GetBacktestRequest
+	29,  // 111: usdcarb.v1.BacktestService.ListBacktests:input_type -> usdcarb.v1.ListBacktestsRequest
+	31,  // 112: usdcarb.v1.BacktestService.CancelBacktest:input_type -> usdcarb.v1.CancelBacktestRequest
+	32,  // 113: usdcarb.v1.BacktestService.WatchBacktest:input_type -> usdcarb.v1.WatchBacktestRequest
+	34,  // 114: usdcarb.v1.BacktestService.ListBacktestTrades:input_type -> usdcarb.v1.ListBacktestTradesRequest
+	36,  // 115: usdcarb.v1.BacktestService.GetEquityCurve:input_type -> usdcarb.v1.GetEquityCurveRequest
+	48,  // 116: usdcarb.v1.BacktestService.CreateSweep:input_type -> usdcarb.v1.CreateSweepRequest
+	49,  // 117: usdcarb.v1.BacktestService.GetSweep:input_type -> usdcarb.v1.GetSweepRequest
+	50,  // 118: usdcarb.v1.BacktestService.ListSweeps:input_type -> usdcarb.v1.ListSweepsRequest
+	52,  // 119: usdcarb.v1.BacktestService.CancelSweep:input_type -> usdcarb.v1.CancelSweepRequest
+	53,  // 120: usdcarb.v1.BacktestService.WatchSweep:input_type -> usdcarb.v1.WatchSweepRequest
+	56,  // 121: usdcarb.v1.BacktestService.StartPaperRun:input_type -> usdcarb.v1.StartPaperRunRequest
+	57,  // 122: usdcarb.v1.BacktestService.GetPaperRun:input_type -> usdcarb.v1.GetPaperRunRequest
+	58,  // 123: usdcarb.v1.BacktestService.ListPaperFills:input_type -> usdcarb.v1.ListPaperFillsRequest
+	61,  // 124: usdcarb.v1.BacktestService.ListPaperEquity:input_type -> usdcarb.v1.ListPaperEquityRequest
+	63,  // 125: usdcarb.v1.BacktestService.WatchPaperRun:input_type -> usdcarb.v1.WatchPaperRunRequest
+	64,  // 126: usdcarb.v1.BacktestService.GetPaperDivergence:input_type -> usdcarb.v1.GetPaperDivergenceRequest
+	25,  // 127: usdcarb.v1.BacktestService.RunBacktest:output_type -> usdcarb.v1.BacktestEvent
+	21,  // 128: usdcarb.v1.BacktestService.CreateBacktest:output_type -> usdcarb.v1.Backtest
+	21,  // 129: usdcarb.v1.BacktestService.GetBacktest:output_type -> usdcarb.v1.Backtest
+	30,  // 130: usdcarb.v1.BacktestService.ListBacktests:output_type -> usdcarb.v1.ListBacktestsResponse
+	21,  // 131: usdcarb.v1.BacktestService.CancelBacktest:output_type -> usdcarb.v1.Backtest
+	25,  // 132: usdcarb.v1.BacktestService.WatchBacktest:output_type -> usdcarb.v1.BacktestEvent
+	35,  // 133: usdcarb.v1.BacktestService.ListBacktestTrades:output_type -> usdcarb.v1.ListBacktestTradesResponse
+	37,  // 134: usdcarb.v1.BacktestService.GetEquityCurve:output_type -> usdcarb.v1.EquityCurve
+	46,  // 135: usdcarb.v1.BacktestService.CreateSweep:output_type -> usdcarb.v1.Sweep
+	46,  // 136: usdcarb.v1.BacktestService.GetSweep:output_type -> usdcarb.v1.Sweep
+	51,  // 137: usdcarb.v1.BacktestService.ListSweeps:output_type -> usdcarb.v1.ListSweepsResponse
+	46,  // 138: usdcarb.v1.BacktestService.CancelSweep:output_type -> usdcarb.v1.Sweep
+	47,  // 139: usdcarb.v1.BacktestService.WatchSweep:output_type -> usdcarb.v1.SweepEvent
+	54,  // 140: usdcarb.v1.BacktestService.StartPaperRun:output_type -> usdcarb.v1.PaperRun
+	54,  // 141: usdcarb.v1.BacktestService.GetPaperRun:output_type -> usdcarb.v1.PaperRun
+	59,  // 142: usdcarb.v1.BacktestService.ListPaperFills:output_type -> usdcarb.v1.ListPaperFillsResponse
+	62,  // 143: usdcarb.v1.BacktestService.ListPaperEquity:output_type -> usdcarb.v1.ListPaperEquityResponse
+	54,  // 144: usdcarb.v1.BacktestService.WatchPaperRun:output_type -> usdcarb.v1.PaperRun
+	66,  // 145: usdcarb.v1.BacktestService.GetPaperDivergence:output_type -> usdcarb.v1.PaperDivergence
+	127, // [127:146] is the sub-list for method output_type
+	108, // [108:127] is the sub-list for method input_type
+	108, // [108:108] is the sub-list for extension type_name
+	108, // [108:108] is the sub-list for extension extendee
+	0,   // [0:108] is the sub-list for field type_name
 }
 
 func init() { file_usdcarb_v1_backtest_proto_init() }
@@ -5854,8 +6461,8 @@ func file_usdcarb_v1_backtest_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usdcarb_v1_backtest_proto_rawDesc), len(file_usdcarb_v1_backtest_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   60,
+			NumEnums:      8,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

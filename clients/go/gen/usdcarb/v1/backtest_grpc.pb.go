@@ -37,6 +37,7 @@ const (
 	BacktestService_ListPaperFills_FullMethodName     = "/usdcarb.v1.BacktestService/ListPaperFills"
 	BacktestService_ListPaperEquity_FullMethodName    = "/usdcarb.v1.BacktestService/ListPaperEquity"
 	BacktestService_WatchPaperRun_FullMethodName      = "/usdcarb.v1.BacktestService/WatchPaperRun"
+	BacktestService_GetPaperDivergence_FullMethodName = "/usdcarb.v1.BacktestService/GetPaperDivergence"
 )
 
 // BacktestServiceClient is the client API for BacktestService service.
@@ -92,6 +93,13 @@ type BacktestServiceClient interface {
 	// Follow a paper run from any replica: its current state, then a message after every
 	// committed bar, ending when the run stops.
 	WatchPaperRun(ctx context.Context, in *WatchPaperRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PaperRun], error)
+	// Compare a paper run with a backtest of the same version and config over the same
+	// bars (the run's first bar to its last processed one) on the bars stored now, with
+	// the backtest engine's own code: final equity, PnL and fill counts side by side, and
+	// every fill that differs with the reason (a bar that arrived after the run processed
+	// its time, a bar missing in the store, a bar changed since). FAILED_PRECONDITION
+	// (reason PAPER_RUN_NOT_STARTED) before the run's first bar.
+	GetPaperDivergence(ctx context.Context, in *GetPaperDivergenceRequest, opts ...grpc.CallOption) (*PaperDivergence, error)
 }
 
 type backtestServiceClient struct {
@@ -318,6 +326,16 @@ func (c *backtestServiceClient) WatchPaperRun(ctx context.Context, in *WatchPape
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BacktestService_WatchPaperRunClient = grpc.ServerStreamingClient[PaperRun]
 
+func (c *backtestServiceClient) GetPaperDivergence(ctx context.Context, in *GetPaperDivergenceRequest, opts ...grpc.CallOption) (*PaperDivergence, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PaperDivergence)
+	err := c.cc.Invoke(ctx, BacktestService_GetPaperDivergence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BacktestServiceServer is the server API for BacktestService service.
 // All implementations must embed UnimplementedBacktestServiceServer
 // for forward compatibility.
@@ -371,6 +389,13 @@ type BacktestServiceServer interface {
 	// Follow a paper run from any replica: its current state, then a message after every
 	// committed bar, ending when the run stops.
 	WatchPaperRun(*WatchPaperRunRequest, grpc.ServerStreamingServer[PaperRun]) error
+	// Compare a paper run with a backtest of the same version and config over the same
+	// bars (the run's first bar to its last processed one) on the bars stored now, with
+	// the backtest engine's own code: final equity, PnL and fill counts side by side, and
+	// every fill that differs with the reason (a bar that arrived after the run processed
+	// its time, a bar missing in the store, a bar changed since). FAILED_PRECONDITION
+	// (reason PAPER_RUN_NOT_STARTED) before the run's first bar.
+	GetPaperDivergence(context.Context, *GetPaperDivergenceRequest) (*PaperDivergence, error)
 	mustEmbedUnimplementedBacktestServiceServer()
 }
 
@@ -434,6 +459,9 @@ func (UnimplementedBacktestServiceServer) ListPaperEquity(context.Context, *List
 }
 func (UnimplementedBacktestServiceServer) WatchPaperRun(*WatchPaperRunRequest, grpc.ServerStreamingServer[PaperRun]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchPaperRun not implemented")
+}
+func (UnimplementedBacktestServiceServer) GetPaperDivergence(context.Context, *GetPaperDivergenceRequest) (*PaperDivergence, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetPaperDivergence not implemented")
 }
 func (UnimplementedBacktestServiceServer) mustEmbedUnimplementedBacktestServiceServer() {}
 func (UnimplementedBacktestServiceServer) testEmbeddedByValue()                         {}
@@ -752,6 +780,24 @@ func _BacktestService_WatchPaperRun_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BacktestService_WatchPaperRunServer = grpc.ServerStreamingServer[PaperRun]
 
+func _BacktestService_GetPaperDivergence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPaperDivergenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BacktestServiceServer).GetPaperDivergence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BacktestService_GetPaperDivergence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BacktestServiceServer).GetPaperDivergence(ctx, req.(*GetPaperDivergenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BacktestService_ServiceDesc is the grpc.ServiceDesc for BacktestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -814,6 +860,10 @@ var BacktestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPaperEquity",
 			Handler:    _BacktestService_ListPaperEquity_Handler,
+		},
+		{
+			MethodName: "GetPaperDivergence",
+			Handler:    _BacktestService_GetPaperDivergence_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

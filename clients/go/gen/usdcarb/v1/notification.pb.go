@@ -61,6 +61,9 @@ const (
 	EventType_EVENT_TYPE_ALERT_FIRING EventType = 13
 	// A Prometheus alert that fired is resolved.
 	EventType_EVENT_TYPE_ALERT_RESOLVED EventType = 14
+	// A paper deployment's result moved beyond its divergence bound from the backtest of
+	// the same bars (severity WARNING), or back within it (INFO).
+	EventType_EVENT_TYPE_DEPLOYMENT_DIVERGED EventType = 15
 )
 
 // Enum value maps for EventType.
@@ -81,6 +84,7 @@ var (
 		12: "EVENT_TYPE_DATA_QUALITY_DIGEST",
 		13: "EVENT_TYPE_ALERT_FIRING",
 		14: "EVENT_TYPE_ALERT_RESOLVED",
+		15: "EVENT_TYPE_DEPLOYMENT_DIVERGED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":            0,
@@ -98,6 +102,7 @@ var (
 		"EVENT_TYPE_DATA_QUALITY_DIGEST":    12,
 		"EVENT_TYPE_ALERT_FIRING":           13,
 		"EVENT_TYPE_ALERT_RESOLVED":         14,
+		"EVENT_TYPE_DEPLOYMENT_DIVERGED":    15,
 	}
 )
 
@@ -2062,7 +2067,7 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"\x17SubscribeEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.usdcarb.v1.EventR\x05event\x12A\n" +
 	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12-\n" +
-	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\xeb\x03\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x13.usdcarb.v1.OutcomeR\aoutcome*\x8f\x04\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dEVENT_TYPE_BACKTEST_SUCCEEDED\x10\x01\x12\x1e\n" +
@@ -2079,7 +2084,8 @@ const file_usdcarb_v1_notification_proto_rawDesc = "" +
 	"!EVENT_TYPE_SERIES_VERDICT_CHANGED\x10\v\x12\"\n" +
 	"\x1eEVENT_TYPE_DATA_QUALITY_DIGEST\x10\f\x12\x1b\n" +
 	"\x17EVENT_TYPE_ALERT_FIRING\x10\r\x12\x1d\n" +
-	"\x19EVENT_TYPE_ALERT_RESOLVED\x10\x0e*\x8b\x01\n" +
+	"\x19EVENT_TYPE_ALERT_RESOLVED\x10\x0e\x12\"\n" +
+	"\x1eEVENT_TYPE_DEPLOYMENT_DIVERGED\x10\x0f*\x8b\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x1c\n" +

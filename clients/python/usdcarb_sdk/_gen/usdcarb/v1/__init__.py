@@ -57,6 +57,7 @@ __all__ = (
     "DeploymentState",
     "DiffStrategyVersionsRequest",
     "DiffStrategyVersionsResponse",
+    "DivergenceReason",
     "EmailConfig",
     "EquityCurve",
     "Event",
@@ -64,6 +65,8 @@ __all__ = (
     "Exchange",
     "ExchangeApiKeyRequest",
     "ExecutionConfig",
+    "FillDifference",
+    "FillDifferenceKind",
     "FillGapsRequest",
     "FillGapsResponse",
     "FillPolicy",
@@ -83,6 +86,7 @@ __all__ = (
     "GetIngestJobRequest",
     "GetJwksRequest",
     "GetJwksResponse",
+    "GetPaperDivergenceRequest",
     "GetPaperRunRequest",
     "GetQualitySummaryRequest",
     "GetSeriesVerdictRequest",
@@ -158,6 +162,7 @@ __all__ = (
     "Outcome",
     "OutcomeResult",
     "PaperBalance",
+    "PaperDivergence",
     "PaperEquityPoint",
     "PaperRun",
     "PaperRunState",
@@ -495,6 +500,59 @@ class DeploymentState(betterproto2.Enum):
         }
 
 
+class DivergenceReason(betterproto2.Enum):
+    """
+    Why a fill differs.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    LATE_BAR = 1
+    """
+    A traded market's bar was stored after the run had processed its time (the run saw
+    it missing; the backtest has it).
+    """
+
+    GAP = 2
+    """
+    A bar the run traded on is missing in the store.
+    """
+
+    REVISED_BAR = 3
+    """
+    A bar the run saw has other values in the store now.
+    """
+
+    CARRIED_OVER = 4
+    """
+    No bar between the signal and the fill differs: the positions or balances carried
+    from an earlier difference.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "DIVERGENCE_REASON_UNSPECIFIED",
+            1: "DIVERGENCE_REASON_LATE_BAR",
+            2: "DIVERGENCE_REASON_GAP",
+            3: "DIVERGENCE_REASON_REVISED_BAR",
+            4: "DIVERGENCE_REASON_CARRIED_OVER",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "DIVERGENCE_REASON_UNSPECIFIED": 0,
+            "DIVERGENCE_REASON_LATE_BAR": 1,
+            "DIVERGENCE_REASON_GAP": 2,
+            "DIVERGENCE_REASON_REVISED_BAR": 3,
+            "DIVERGENCE_REASON_CARRIED_OVER": 4,
+        }
+
+
 class EventType(betterproto2.Enum):
     """
     Kinds of domain event.
@@ -575,6 +633,12 @@ class EventType(betterproto2.Enum):
     A Prometheus alert that fired is resolved.
     """
 
+    DEPLOYMENT_DIVERGED = 15
+    """
+    A paper deployment's result moved beyond its divergence bound from the backtest of
+    the same bars (severity WARNING), or back within it (INFO).
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -593,6 +657,7 @@ class EventType(betterproto2.Enum):
             12: "EVENT_TYPE_DATA_QUALITY_DIGEST",
             13: "EVENT_TYPE_ALERT_FIRING",
             14: "EVENT_TYPE_ALERT_RESOLVED",
+            15: "EVENT_TYPE_DEPLOYMENT_DIVERGED",
         }
 
     @classmethod
@@ -613,6 +678,58 @@ class EventType(betterproto2.Enum):
             "EVENT_TYPE_DATA_QUALITY_DIGEST": 12,
             "EVENT_TYPE_ALERT_FIRING": 13,
             "EVENT_TYPE_ALERT_RESOLVED": 14,
+            "EVENT_TYPE_DEPLOYMENT_DIVERGED": 15,
+        }
+
+
+class FillDifferenceKind(betterproto2.Enum):
+    """
+    How a paper fill differs from the backtest's.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    MISSING_IN_PAPER = 1
+    """
+    The backtest filled it; the paper run did not.
+    """
+
+    MISSING_IN_BACKTEST = 2
+    """
+    The paper run filled it; the backtest did not.
+    """
+
+    TIME = 3
+    """
+    The same signal filled at another bar time (latency: the fill came later or sooner).
+    """
+
+    PRICE_OR_QUANTITY = 4
+    """
+    The same fill with another price or quantity.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "FILL_DIFFERENCE_KIND_UNSPECIFIED",
+            1: "FILL_DIFFERENCE_KIND_MISSING_IN_PAPER",
+            2: "FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST",
+            3: "FILL_DIFFERENCE_KIND_TIME",
+            4: "FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "FILL_DIFFERENCE_KIND_UNSPECIFIED": 0,
+            "FILL_DIFFERENCE_KIND_MISSING_IN_PAPER": 1,
+            "FILL_DIFFERENCE_KIND_MISSING_IN_BACKTEST": 2,
+            "FILL_DIFFERENCE_KIND_TIME": 3,
+            "FILL_DIFFERENCE_KIND_PRICE_OR_QUANTITY": 4,
         }
 
 
@@ -3649,6 +3766,52 @@ default_message_pool.register_message("usdcarb.v1", "ExecutionConfig", Execution
 
 
 @dataclass(eq=False, repr=False)
+class FillDifference(betterproto2.Message):
+    """
+    One fill that differs between a paper run and its backtest.
+    """
+
+    kind: "FillDifferenceKind" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: FillDifferenceKind(0)
+    )
+    """
+    How it differs.
+    """
+
+    reason: "DivergenceReason" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: DivergenceReason(0)
+    )
+    """
+    Why.
+    """
+
+    paper: "Trade | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The paper fill (unset when missing in paper).
+    """
+
+    backtest: "Trade | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The backtest fill (unset when missing in the backtest).
+    """
+
+    cause_time: "datetime.datetime | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Open time of the bar behind the reason (LATE_BAR, GAP, REVISED_BAR).
+    """
+
+    cause_markets: "list[str]" = betterproto2.field(6, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The markets behind the reason ("venue:symbol").
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "FillDifference", FillDifference)
+
+
+@dataclass(eq=False, repr=False)
 class FillGapsRequest(betterproto2.Message):
     """
     Request of FillGaps.
@@ -4059,6 +4222,34 @@ class GetJwksResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("usdcarb.v1", "GetJwksResponse", GetJwksResponse)
+
+
+@dataclass(eq=False, repr=False)
+class GetPaperDivergenceRequest(betterproto2.Message):
+    """
+    Request of GetPaperDivergence.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperDivergence".
+    """
+
+    page_size: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    Maximum number of differing fills (default 500, at most 10000).
+    """
+
+    page_token: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Token from a previous response's next_page_token (the same bars are compared: the
+    token holds the number of paper bars of the first page).
+    """
+
+
+default_message_pool.register_message(
+    "usdcarb.v1", "GetPaperDivergenceRequest", GetPaperDivergenceRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -5753,6 +5944,141 @@ default_message_pool.register_message("usdcarb.v1", "PaperBalance", PaperBalance
 
 
 @dataclass(eq=False, repr=False)
+class PaperDivergence(betterproto2.Message):
+    """
+    A paper run side by side with the backtest of the same version over the same bars.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "strategies/{strategy}/deployments/{deployment}/paperDivergence".
+    """
+
+    strategy_version: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The deployed version.
+    """
+
+    bars: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    Bars compared: the paper run's first bars.
+    """
+
+    start_time: "datetime.datetime | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Open time of the first compared bar.
+    """
+
+    end_time: "datetime.datetime | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Open time of the last compared bar.
+    """
+
+    quote_asset: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    Quote asset of equity and PnL.
+    """
+
+    paper_equity: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+    """
+    Equity after the last compared bar: paper.
+    """
+
+    backtest_equity: "float" = betterproto2.field(8, betterproto2.TYPE_DOUBLE)
+    """
+    Equity after the last compared bar: backtest.
+    """
+
+    paper_pnl: "float" = betterproto2.field(9, betterproto2.TYPE_DOUBLE)
+    """
+    PnL over the compared bars: paper.
+    """
+
+    backtest_pnl: "float" = betterproto2.field(10, betterproto2.TYPE_DOUBLE)
+    """
+    PnL over the compared bars: backtest.
+    """
+
+    pnl_difference: "float" = betterproto2.field(11, betterproto2.TYPE_DOUBLE)
+    """
+    paper_pnl - backtest_pnl.
+    """
+
+    paper_fills: "int" = betterproto2.field(12, betterproto2.TYPE_INT64)
+    """
+    Fills: paper.
+    """
+
+    backtest_fills: "int" = betterproto2.field(13, betterproto2.TYPE_INT64)
+    """
+    Fills: backtest.
+    """
+
+    differing_fills: "int" = betterproto2.field(14, betterproto2.TYPE_INT64)
+    """
+    Fills that differ (all pages).
+    """
+
+    late_bars: "int" = betterproto2.field(15, betterproto2.TYPE_INT64)
+    """
+    Compared bars the run processed with a market missing that is stored now.
+    """
+
+    gap_bars: "int" = betterproto2.field(16, betterproto2.TYPE_INT64)
+    """
+    Compared bars with a traded market's bar missing in the store.
+    """
+
+    differences: "list[FillDifference]" = betterproto2.field(
+        17, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    A page of the differing fills, in time order.
+    """
+
+    next_page_token: "str" = betterproto2.field(18, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+    time_ms: "list[int]" = betterproto2.field(19, betterproto2.TYPE_INT64, repeated=True)
+    """
+    Bar times of the compared bars, Unix epoch ms (PACKED; first page only).
+    """
+
+    paper_equity_curve: "list[float]" = betterproto2.field(
+        20, betterproto2.TYPE_DOUBLE, repeated=True
+    )
+    """
+    Paper equity per compared bar (PACKED; first page only).
+    """
+
+    backtest_equity_curve: "list[float]" = betterproto2.field(
+        21, betterproto2.TYPE_DOUBLE, repeated=True
+    )
+    """
+    Backtest equity per compared bar (PACKED; first page only).
+    """
+
+    max_divergence: "float" = betterproto2.field(22, betterproto2.TYPE_DOUBLE)
+    """
+    The bound the run is checked against (StartPaperRunRequest.max_divergence; 0: none).
+    """
+
+    diverged: "bool" = betterproto2.field(23, betterproto2.TYPE_BOOL)
+    """
+    |paper_equity - backtest_equity| > max_divergence (with a bound).
+    """
+
+
+default_message_pool.register_message("usdcarb.v1", "PaperDivergence", PaperDivergence)
+
+
+@dataclass(eq=False, repr=False)
 class PaperEquityPoint(betterproto2.Message):
     """
     One processed bar of a paper run.
@@ -6706,6 +7032,14 @@ class StartPaperRunRequest(betterproto2.Message):
     """
     Bars another market may run ahead before a missing bar counts as missing
     (default 2, at most 1,440).
+    """
+
+    max_divergence: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    Bound on |paper equity - backtest equity| after the last processed bar, in the
+    quote asset; the run is compared with the backtest of the same bars as it goes, and
+    an EVENT_TYPE_DEPLOYMENT_DIVERGED event is published when the difference crosses
+    above the bound (and one when it is back within). 0: not checked.
     """
 
 
@@ -8490,6 +8824,22 @@ class BacktestServiceStub:
             "/usdcarb.v1.BacktestService/WatchPaperRun",
             WatchPaperRunRequest.SerializeToString,
             PaperRun.FromString,
+        )(message)
+
+    def get_paper_divergence(self, message: "GetPaperDivergenceRequest") -> "PaperDivergence":
+        """
+        Compare a paper run with a backtest of the same version and config over the same
+        bars (the run's first bar to its last processed one) on the bars stored now, with
+        the backtest engine's own code: final equity, PnL and fill counts side by side, and
+        every fill that differs with the reason (a bar that arrived after the run processed
+        its time, a bar missing in the store, a bar changed since). FAILED_PRECONDITION
+        (reason PAPER_RUN_NOT_STARTED) before the run's first bar.
+        """
+
+        return self._channel.unary_unary(
+            "/usdcarb.v1.BacktestService/GetPaperDivergence",
+            GetPaperDivergenceRequest.SerializeToString,
+            PaperDivergence.FromString,
         )(message)
 
 
