@@ -75,7 +75,7 @@ SETTINGS: dict[str, type[PlatformSettings]] = {
     "validation": ValidationSettings, "ingestion": IngestionSettings,
     "backtest": BacktestSettings, "notification": NotificationSettings,
 }
-PEERS = {"backtest": {"strategy"}, "ingestion": {"validation"}}  # <PEER>_ADDRESS settings
+PEERS = {"backtest": {"strategy", "ingestion"}, "ingestion": {"validation"}}  # <PEER>_ADDRESS settings
 HEAVY = {"backtest": ("1", "2Gi", "2", "4Gi")}  # requests cpu/mem, limits cpu/mem
 DEFAULT_RESOURCES = ("100m", "256Mi", "1", "512Mi")
 # The backtest pods' /dev/shm: tmpfs counted against the container's memory limit.

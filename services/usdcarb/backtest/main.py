@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import Field
 
 from usdcarb.backtest.app import AppSettings, BacktestApp
+from usdcarb.backtest.ingestion_client import IngestionClient
 from usdcarb.backtest.jobs import GROUP, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import check_table
+from usdcarb.backtest.paper.follow import FollowJobs
 from usdcarb.backtest.paper.service import PaperService
 from usdcarb.backtest.progress import Channels, ProgressBus
 from usdcarb.backtest.runner import Runner, RunnerSettings
@@ -51,6 +53,10 @@ class BacktestSettings(PlatformSettings):
 
     strategy_address: str = Field(
         default="127.0.0.1:50053", description="host:port of the StrategyService.")
+    ingestion_address: str = Field(
+        default="", description="host:port of the IngestionService, which paper runs ask "
+        "for a follow job per market; empty = no follow jobs (a paper run then follows "
+        "whatever bars are stored).")
     worker_processes: int = Field(
         default_factory=lambda: min(2, os.cpu_count() or 1), ge=0, le=64,
         description="Engine processes (concurrent jobs) of a replica; default 2 where the "
@@ -79,6 +85,10 @@ class BacktestSettings(PlatformSettings):
         "renewing before another replica takes it over.")
     paper_poll_s: float = Field(
         default=0.25, gt=0, description="Seconds between looks for new bars of a paper run.")
+    paper_follow_check_s: float = Field(
+        default=5.0, gt=0, description="Seconds between checks of a paper run's ingestion "
+        "follow jobs (started when missing, replaced when one ended, cancelled once the "
+        "run stopped).")
     market_memo_mb: int = Field(
         default=256, ge=0, le=65_536, description="Megabytes of market data blocks a "
         "replica keeps in memory between runs, each used only while its block is current "
@@ -95,6 +105,7 @@ class Components:
     strategy: StrategyClient
     telemetry: BacktestTelemetry
     paper: PaperService
+    ingestion: IngestionClient | None = None
 
     async def start(self) -> None:
         await self.runner.start()
@@ -105,6 +116,8 @@ class Components:
         await self.paper.close()
         await self.telemetry.sampler.stop()
         await self.runner.stop()
+        if self.ingestion is not None:
+            await self.ingestion.close()
         await self.strategy.close()
 
 
@@ -124,8 +137,13 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
     queue = Lanes(backtests=JobQueue(redis, channels.jobs, group=GROUP, claim_idle_ms=idle_ms),
                   sweeps=JobQueue(redis, channels.sweeps, group=GROUP, claim_idle_ms=idle_ms))
     lanes = LaneInfo(redis, channels)
+    token = token or service_token(settings, SERVICE_NAME)
     strategy = StrategyClient(peer_channel(settings, settings.strategy_address, "strategy"),
-                              token or service_token(settings, SERVICE_NAME))
+                              token)
+    ingestion = None
+    if settings.ingestion_address:   # the same token source (closed with the strategy's)
+        ingestion = IngestionClient(
+            peer_channel(settings, settings.ingestion_address, "ingestion"), token)
     runner = Runner(store=store, bus=bus, queue=queue, lanes=lanes, strategy=strategy,
                     redis=redis, reads=reads,
                     name=worker_name, settings=RunnerSettings(
@@ -143,7 +161,9 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                                            sweep_slots=runner.sweep_slots))
     paper = PaperService(pool, strategy, market_table=settings.market_table, reads=reads,
                          replica=runner.name, lease_s=settings.paper_lease_s,
-                         poll_s=settings.paper_poll_s, redis=redis)
+                         poll_s=settings.paper_poll_s, redis=redis,
+                         follow_jobs=None if ingestion is None else FollowJobs(pool, ingestion),
+                         follow_check_s=settings.paper_follow_check_s)
     servicer = BacktestServicer(app, paper)
     registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
     instrument_pool(pool, registry)
@@ -153,7 +173,8 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
     return Components(
         register=lambda server: backtest_pb2_grpc.add_BacktestServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server),
-        app=app, runner=runner, strategy=strategy, telemetry=telemetry, paper=paper)
+        app=app, runner=runner, strategy=strategy, telemetry=telemetry, paper=paper,
+        ingestion=ingestion)
 
 
 async def serve(settings: BacktestSettings) -> None:

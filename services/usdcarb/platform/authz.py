@@ -90,9 +90,12 @@ METHOD_ROLES: Final[Mapping[str, str | None]] = MappingProxyType({
 # service marks a version BACKTESTED once a result is stored), so ownership rules, which
 # govern people, do not apply to them.
 SERVICE_GRANTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
-    "backtest": frozenset(_service(
-        "StrategyService", GetStrategyVersion=None, GetStrategy=None,
-        TransitionStrategyVersion=None, GetDeployment=None)),
+    "backtest": frozenset({
+        **_service("StrategyService", GetStrategyVersion=None, GetStrategy=None,
+                   TransitionStrategyVersion=None, GetDeployment=None),
+        # the follow jobs of paper runs (usdcarb.backtest.paper.follow)
+        **_service("IngestionService", CreateIngestJob=None, GetIngestJob=None,
+                   CancelIngestJob=None)}),
     "ingestion": frozenset(_service("ValidationService", ValidateCandles=None,
                                     ValidateRange=None)),
     "validation": frozenset(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,11 +24,13 @@ import grpc
 
 from usdcarb.backtest import convert
 from usdcarb.backtest.engine import required_series
+from usdcarb.backtest.ingestion_client import IngestionUnavailable
 from usdcarb.backtest.loading import series_to_load
+from usdcarb.backtest.paper.follow import FollowJob, FollowJobs
 from usdcarb.backtest.paper.runner import PaperRunner, paper_spec
 from usdcarb.backtest.paper.tracking import PaperTracker, check_bound
 from usdcarb.backtest.strategy_client import StrategyClient
-from usdcarb.platform import events, paging
+from usdcarb.platform import db, events, paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from usdcarb.platform.events import DomainEvent
 from usdcarb.platform.ownership import require_owner
@@ -36,6 +39,8 @@ from usdcarb.v1 import common_pb2
 
 log = logging.getLogger("usdcarb.backtest.paper")
 SUFFIX = "/paperRun"
+# Ingestion or the database could not answer now: the next look retries.
+_RETRY_LATER: tuple[type[BaseException], ...] = (IngestionUnavailable, *db.UNAVAILABLE)
 STATES = {"RUNNING": pb.PAPER_RUN_STATE_RUNNING, "STOPPED": pb.PAPER_RUN_STATE_STOPPED,
           "FAILED": pb.PAPER_RUN_STATE_FAILED}
 
@@ -84,7 +89,8 @@ class PaperService:
                  replica: str, reads: Any = None, lease_s: float = 15.0,
                  poll_s: float = 0.25, active_check_s: float = 2.0,
                  max_runs: int = 200, redis: Any = None,
-                 divergence_check_s: float = 5.0) -> None:
+                 divergence_check_s: float = 5.0, follow_jobs: FollowJobs | None = None,
+                 follow_check_s: float = 5.0) -> None:
         self._pool = pool
         self._reads = reads or pool
         self._strategy = strategy
@@ -101,6 +107,12 @@ class PaperService:
         self._active_check_s = active_check_s
         self._checked: dict[str, tuple[float, bool]] = {}
         self._max_runs = max_runs
+        # Ingestion follow jobs of the runs (None: no ingestion service is configured;
+        # the runs follow whatever bars are stored).
+        self.follow_jobs = follow_jobs
+        self._follow_check_s = follow_check_s
+        self._follow_checked: dict[str, float] = {}
+        self._orphans_checked = -math.inf
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -248,14 +260,65 @@ class PaperService:
             if self._stop.is_set():   # shutting down (the pool may be closing): the run
                 log.info("paper run %s left on shutdown: %s", deployment, exc)  # stays
                 return "replica shutting down"                            # RUNNING
+            if isinstance(exc, db.UNAVAILABLE):
+                # The database cannot answer now (restart, failover): a pause, not a
+                # failure. The run stays RUNNING under this replica's lease; the
+                # supervisor claims it again (``claimable``) once the database answers,
+                # and it resumes from its last committed bar (a bar commits whole or not
+                # at all, so none is processed twice or skipped).
+                log.warning("paper run %s paused, the database is unavailable: %s",
+                            deployment, exc)
+                return "paused: database unavailable"
             log.exception("paper run %s failed", deployment)
             await self.runner.stop(deployment, failed=convert.status_to_json(
                 convert.error_status(exc)))
             why = f"failed: {exc}"
             await self._changed(deployment, f"{deployment}{SUFFIX} failed: {exc}",
                                 "SEVERITY_ERROR")
+        if why == "deployment stopped" or why.startswith(("failed", "run ")):
+            await self._unfollow(deployment)
         log.info("paper run %s on %s: %s", deployment, self.runner.replica, why)
         return why
+
+    # -- follow jobs -------------------------------------------------------------------
+    async def _unfollow(self, deployment: str) -> None:
+        """Cancel the stopped run's follow jobs now (else the next orphan check does)."""
+        self._follow_checked.pop(deployment, None)
+        if self.follow_jobs is None:
+            return
+        try:
+            stopped = await self.follow_jobs.stop(deployment)
+            if stopped:
+                log.info("paper run %s: follow jobs %s cancelled", deployment, stopped)
+        except _RETRY_LATER as exc:
+            log.warning("paper run %s: follow jobs not cancelled yet: %s", deployment, exc)
+
+    async def _reconcile_follow(self) -> None:
+        """Start the missing follow jobs of the runs held here; cancel those of runs
+        that stopped (any replica's)."""
+        if self.follow_jobs is None:
+            return
+        now = time.monotonic()
+        for dep in self.following():
+            if now - self._follow_checked.get(dep, -math.inf) < self._follow_check_s:
+                continue
+            self._follow_checked[dep] = now
+            try:
+                started = await self.follow_jobs.ensure(dep)
+                if started:
+                    log.info("paper run %s: follow jobs %s started", dep, started)
+            except IngestionUnavailable as exc:
+                log.warning("paper run %s: follow jobs not started yet: %s", dep, exc)
+        if now - self._orphans_checked >= self._follow_check_s:
+            self._orphans_checked = now
+            try:
+                await self.follow_jobs.stop_orphans()
+            except IngestionUnavailable as exc:
+                log.warning("follow jobs of stopped runs not cancelled yet: %s", exc)
+
+    async def list_follow_jobs(self, deployment: str) -> list[FollowJob]:
+        """The follow jobs of a run, every generation (empty without ingestion)."""
+        return [] if self.follow_jobs is None else await self.follow_jobs.jobs(deployment)
 
     async def supervise_once(self) -> None:
         """Start following each claimable run not followed yet (up to ``max_runs``)."""
@@ -267,11 +330,14 @@ class PaperService:
                 continue
             if await self.runner.claim(dep):
                 self._tasks[dep] = asyncio.create_task(self._follow(dep))
+        await self._reconcile_follow()
 
     async def _supervise(self) -> None:
         while not self._stop.is_set():
             try:
                 await self.supervise_once()
+            except db.UNAVAILABLE as exc:
+                log.warning("paper supervisor: the database is unavailable (%s)", exc)
             except Exception:
                 log.exception("paper supervisor")
             with contextlib.suppress(TimeoutError):
