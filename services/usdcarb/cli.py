@@ -5,6 +5,7 @@ Subcommands:
   backtest    run | watch | get | list | cancel (live progress, figures vs the hold baseline)
   sweep       run | watch | get (grids, walk-forward, k-fold; deflated Sharpe)
   report      NAME -o report.html: one self-contained HTML report of a backtest or sweep
+  deploy      paper | stop | status | watch | divergence | report (paper deployments)
   data        backfill | coverage | quality | import (market data)
   backfill    the same as `data backfill`
   dev-token   print a development JWT (USDCARB_ENV dev/test only)
@@ -30,17 +31,17 @@ from collections.abc import Sequence
 USAGE = __doc__ or ""
 
 # Commands built on the SDK with argparse (usdcarb.commands.*), registered on one parser.
-_SDK_COMMANDS = ("strategy", "backtest", "sweep", "report")
+_SDK_COMMANDS = ("strategy", "backtest", "sweep", "report", "deploy")
 
 
 def _sdk_command(argv: list[str]) -> int:
-    from usdcarb.commands import backtest, report, strategy, sweep
+    from usdcarb.commands import backtest, deploy, report, strategy, sweep
     from usdcarb.commands.common import ArgumentParser, parse_and_run
 
     parser = ArgumentParser(prog="usdcarb", description=USAGE,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
-    for module in (strategy, backtest, sweep, report):
+    for module in (strategy, backtest, sweep, report, deploy):
         module.register(commands)
     return parse_and_run(parser, argv, f"usdcarb {argv[0]}")
 
