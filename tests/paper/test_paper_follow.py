@@ -173,7 +173,7 @@ async def advance(m: Mesh, clock_ms: int, *venues: str) -> None:
     async def stored() -> bool:
         return all([await latest_ms(m, v) == clock_ms - BAR for v in venues])
 
-    await eventually(stored, within_s=30)
+    await eventually(stored, within_s=120)
 
 
 async def run_bars(m: Mesh, dep: str, n: int) -> Any:
@@ -182,7 +182,7 @@ async def run_bars(m: Mesh, dep: str, n: int) -> Any:
         assert row["state"] == "RUNNING", row["error"]
         return row if row["bars"] == n else None
 
-    row = await eventually(reached, within_s=30)
+    row = await eventually(reached, within_s=120)
     await asyncio.sleep(0.3)   # six polls: it does not move past n on its own
     assert await m.bt_pool.fetchval("SELECT bars FROM paper_runs WHERE deployment = $1",
                                     dep) == n
@@ -202,7 +202,7 @@ async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest
         jobs = await m.paper.list_follow_jobs(dep)
         return jobs if len(jobs) == 2 and all(j.state == "ACTIVE" for j in jobs) else None
 
-    jobs = await eventually(following, within_s=20)
+    jobs = await eventually(following, within_s=120)
     assert [(j.exchange, j.symbol, j.timeframe) for j in jobs] == [
         (v, s, "1m") for v, s in KEYS]
     for j in jobs:
@@ -269,7 +269,7 @@ async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest
         return (state == "STOPPED" and not m.paper.following()
                 and all(j.state == "STOPPED" for j in jobs) and not m.follower.running())
 
-    await eventually(stopped, within_s=30)
+    await eventually(stopped, within_s=120)
     for j in await m.paper.list_follow_jobs(dep):
         got = await m.ingestion.GetIngestJob(ipb.GetIngestJobRequest(name=j.job),
                                              metadata=TRADER)
