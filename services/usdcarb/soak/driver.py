@@ -441,6 +441,7 @@ class Soak:
             schedule=self.schedule.to_json() if self.schedule is not None else None,
             accounting=table, phases=self.phases, tool_counts=self.tool_counts, error=error)
         report.write(self.out, document, self.recorder)
+        report.write_ledger(self.out, self.ledger)
         return Outcome(0 if document["passed"] else 1, document)
 
     def _leftovers(self) -> list[str]:

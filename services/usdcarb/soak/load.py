@@ -4,8 +4,9 @@ A call is one logical request (create this strategy, watch that backtest to its 
 attempt is one try of it on the wire. Every attempt is recorded with its time, latency
 and status, so the report can tell a retried error from a lost one and place each in or
 out of a fault window. Retried: gRPC UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED
-(idempotent calls only: creates carry an idempotency key), HTTP 429/502/503/504 and
-connection errors. Anything else ends the call at once and is reported.
+(idempotent calls only: creates carry an idempotency key), HTTP 429/502/503/504,
+connection errors and HTTP/2 stream resets by the proxy (gRPC reports those as INTERNAL
+"RST_STREAM"; recorded as RST_STREAM). Anything else ends the call at once and is reported.
 """
 
 from __future__ import annotations
@@ -102,8 +103,14 @@ class Failure(Exception):
 def classify_grpc(err: grpc.RpcError) -> Failure:
     code = err.code() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else None
     name = code.name if code is not None else "UNKNOWN"
-    details = err.details() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else str(err)
-    return Failure(name, name in RETRYABLE_GRPC, str(details or ""))
+    details = str((err.details() if isinstance(err, grpc.aio.AioRpcError | grpc.Call)
+                   else str(err)) or "")
+    if name == "INTERNAL" and "RST_STREAM" in details:
+        # Not a status any server sent: the proxy reset the HTTP/2 stream (its upstream
+        # died under it) and gRPC reports a reset as INTERNAL. Every call of the soak is
+        # safe to repeat (idempotency keys, resumable watches): a transport failure.
+        return Failure("RST_STREAM", True, details)
+    return Failure(name, name in RETRYABLE_GRPC, details)
 
 
 def classify_http(status: int, body: Any, headers: Any = None) -> Failure:
@@ -256,4 +263,4 @@ class Caller:
 def is_retryable_code(code: str) -> bool:
     if code.startswith("HTTP_"):
         return int(code[5:]) in RETRYABLE_HTTP
-    return code in RETRYABLE_GRPC or code == "NETWORK"
+    return code in RETRYABLE_GRPC or code in ("NETWORK", "RST_STREAM")

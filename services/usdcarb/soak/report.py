@@ -25,6 +25,10 @@ from usdcarb.soak.workers import Ledger
 
 WINDOW_GRACE_S = 10.0
 BASELINE_S = 15.0  # the "before" and "after" spans around each fault
+# The operations the text report shows around each fault (report.json has them all).
+TEXT_OPS = ("ghz.ListStrategyKinds", "vegeta.ListStrategies", "rest.CreateStrategy",
+            "grpc.UpdateStrategy", "rest.CreateBacktest", "grpc.CreateBacktest",
+            "grpc.CreateIngestJob")
 STREAMS = ("WatchBacktest", "WatchSweep", "WatchIngestJob", "SubscribeEvents")
 
 
@@ -223,6 +227,8 @@ def text(doc: dict[str, Any]) -> str:
                      f"{f['component_recovery_s'] if f['component_recovery_s'] is not None else 'never':>11} "
                      f"{f['client_recovery_s']:>9}  {f['errors_in_window'] or ''}")
         for op, phases in sorted(f["latency"].items()):
+            if op not in TEXT_OPS:
+                continue  # report.json has every operation
             cells = "  ".join(f"{p}: p50 {v.get('p50_ms', '-')} p99 {v.get('p99_ms', '-')} "
                               f"max {v.get('max_ms', '-')} (n={v['n']})"
                               for p, v in phases.items())
@@ -254,3 +260,16 @@ def write(out: Path, doc: dict[str, Any], recorder: Recorder) -> None:
     with (out / "attempts.jsonl").open("w") as f:
         for a in recorder.attempts:
             f.write(json.dumps(asdict(a)) + "\n")
+
+
+def write_ledger(out: Path, ledger: Ledger) -> None:
+    """What the clients were told, job by job (for following up a failed accounting)."""
+    data = {"backtests": [asdict(a) for a in ledger.backtests.values()],
+            "sweeps": [asdict(a) for a in ledger.sweeps.values()],
+            "ingests": [asdict(a) for a in ledger.ingests],
+            "strategies": {k: {**asdict(v), "versions": sorted(v.versions)}
+                           for k, v in ledger.strategies.items()},
+            "events_seen": dict(ledger.events_seen), "event_subjects": ledger.event_subjects,
+            "webhook_received": dict(ledger.webhook_received),
+            "webhook_subjects": ledger.webhook_subjects, "failed_calls": ledger.failed_calls}
+    (out / "ledger.json").write_text(json.dumps(data, indent=1, default=str))
