@@ -89,6 +89,9 @@ class BacktestSettings(PlatformSettings):
         default=5.0, gt=0, description="Seconds between checks of a paper run's ingestion "
         "follow jobs (started when missing, replaced when one ended, cancelled once the "
         "run stopped).")
+    paper_divergence_check_s: float = Field(
+        default=5.0, gt=0, description="Seconds between comparisons of a paper run that has "
+        "a divergence bound with the backtest of its bars (when new bars were committed).")
     market_memo_mb: int = Field(
         default=256, ge=0, le=65_536, description="Megabytes of market data blocks a "
         "replica keeps in memory between runs, each used only while its block is current "
@@ -163,7 +166,8 @@ def build(pool: Any, redis: Any, settings: BacktestSettings, *,
                          replica=runner.name, lease_s=settings.paper_lease_s,
                          poll_s=settings.paper_poll_s, redis=redis,
                          follow_jobs=None if ingestion is None else FollowJobs(pool, ingestion),
-                         follow_check_s=settings.paper_follow_check_s)
+                         follow_check_s=settings.paper_follow_check_s,
+                         divergence_check_s=settings.paper_divergence_check_s)
     servicer = BacktestServicer(app, paper)
     registry = domain_registry()  # served beside the gRPC metrics (serve: collectors)
     instrument_pool(pool, registry)
