@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from tests.paper.paper_helpers import TRADER, deploy_paper
 from tests.paper.test_paper_runner import assert_equal_to_backtest
 
 from testkit import SHARED_DATA, eventually, require_shared_data
@@ -39,7 +40,7 @@ from usdcarb.ingestion.main import SERVICE as INGESTION
 from usdcarb.ingestion.main import IngestionSettings
 from usdcarb.ingestion.main import build as build_ingestion
 from usdcarb.platform.redis import create_redis
-from usdcarb.platform.testing import DEV_JWKS, DevServiceToken, authed_channel, bearer
+from usdcarb.platform.testing import DEV_JWKS, DevServiceToken, authed_channel
 from usdcarb.platform.testing import start_in_process as serve
 from usdcarb.replay.data import Catalog, load_catalog
 from usdcarb.replay.server import ReplayServer
@@ -53,7 +54,6 @@ from usdcarb.v1 import strategy_pb2 as spb
 
 pytestmark = pytest.mark.integration
 
-TRADER = bearer("alice", ("trader",))
 T0 = int(datetime(2023, 3, 10, 12, tzinfo=UTC).timestamp() * 1000)  # Bybit has every bar
 BAR = 60_000
 STALE = 25   # stale_after_bars; the clock moves by at most this much per step (below)
@@ -142,24 +142,6 @@ async def mesh(service_pool: Any, redis_server: Any, catalog: Catalog) -> AsyncI
     await redis.aclose()
 
 
-async def deploy(m: Mesh) -> str:
-    sid = f"s-{uuid.uuid4().hex[:8]}"
-    await m.strategy.CreateStrategy(spb.CreateStrategyRequest(
-        strategy_id=sid, strategy=spb.Strategy(
-            display_name="BTC/USDC spread", kind=spb.STRATEGY_KIND_CROSS_EXCHANGE_SPREAD)),
-        metadata=TRADER)
-    v = await m.strategy.CreateStrategyVersion(spb.CreateStrategyVersionRequest(
-        parent=f"strategies/{sid}", version=spb.StrategyVersion(parameters=json_format.ParseDict(
-            {"crossExchangeSpread": PARAMS}, spb.StrategyParameters()))), metadata=TRADER)
-    for state in (spb.VERSION_STATE_BACKTESTED, spb.VERSION_STATE_APPROVED):
-        await m.strategy.TransitionStrategyVersion(spb.TransitionStrategyVersionRequest(
-            name=v.name, state=state, reason="ok"), metadata=TRADER)
-    d = await m.strategy.CreateDeployment(spb.CreateDeploymentRequest(
-        parent=f"strategies/{sid}", deployment=spb.Deployment(
-            version=v.name, environment=spb.DEPLOYMENT_ENVIRONMENT_PAPER)), metadata=TRADER)
-    return str(d.name)
-
-
 async def latest_ms(m: Mesh, venue: str) -> int:
     value = await m.market.fetchval(
         "SELECT max(ts) FROM market_data WHERE exchange = $1 AND symbol = 'BTC/USDC'", venue)
@@ -192,7 +174,7 @@ async def run_bars(m: Mesh, dep: str, n: int) -> Any:
 async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest(
         mesh: Mesh) -> None:
     m = mesh
-    dep = await deploy(m)
+    dep = await deploy_paper(m.strategy, PARAMS)
     run = await m.backtest.StartPaperRun(pb.StartPaperRunRequest(
         name=f"{dep}/paperRun", config=config(), stale_after_bars=STALE), metadata=TRADER)
     assert run.state == pb.PAPER_RUN_STATE_RUNNING
