@@ -7,7 +7,13 @@ routes only. Through Envoy (JWT check, route authorization, transcoding) to a gr
 backend with the platform's interceptors, measured with wrk (``apt-get install wrk``):
 
 - ordinary route ``GET /v1/strategies/{id}``: JWT + limits vs JWT alone (target >= 0.9x);
-- heavy route ``POST /v1/backtests`` (a global check per request): same (target >= 0.8x);
+- heavy route ``POST /v1/backtests`` (a global check per request): same (target >= 0.8x),
+  first on a backend whose CreateBacktest does no work — the check's cost at its largest,
+  a ceiling no real heavy request comes near — then as users hit it: CreateBacktest on
+  the real services of a whole stack (TLS, mutual TLS, PostgreSQL, Redis; no engine
+  processes, so the queued jobs cost nothing more), through the stack's gateway and
+  through a second Envoy with the same config without limits (``--no-real-backend``
+  skips it);
 - CPU per check of the rate limit service (and of Redis) on the heavy route.
 
 Limits are high enough that nothing is refused, so every request pays a full check.
@@ -15,7 +21,8 @@ Rounds alternate the gateways and the best of each is kept (a shared, noisy 2-co
 machine). For comparison, issue 16's figures for the Python service it replaced: 0.65x on
 the ordinary route (every request made a gRPC call to it), ~370 us of CPU per check.
 
-    python benchmarks/bench_gateway_ratelimit.py [--seconds 5] [--rounds 3] [--connections 16]
+    python benchmarks/bench_gateway_ratelimit.py [--seconds 5] [--rounds 4] [--connections 16]
+                                                 [--no-real-backend]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in ("services", "gen/python", "clients/python", "benchmarks"):
+for _path in ("services", "gen/python", "clients/python", "benchmarks", "tests"):
     if str(REPO / _path) not in sys.path:
         sys.path.insert(0, str(REPO / _path))
 
@@ -134,12 +142,165 @@ def _start_rls(root: Path, redis: RedisServer) -> tuple[Any, int]:
     return proc, port
 
 
+def _tree_cpu(pid: int) -> dict[int, float]:
+    """Return the CPU seconds of ``pid`` and of every process descending from it (a
+    PostgreSQL server's backends), by pid."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    out = {}
+    for p in tree:
+        try:
+            out[p] = cpu_seconds(p)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+async def _load_bars(dsn: str, start_ms: int, bars: int) -> None:
+    import asyncpg
+
+    from backtest.service.bt_helpers import SYMBOL, VENUES, load_bars, synthetic_pair
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        data = synthetic_pair(bars, gap_rate=0.001, start_ms=start_ms)
+        for venue in VENUES:
+            await load_bars(conn, "ingestion.market_data", venue, SYMBOL, data[venue])
+    finally:
+        await conn.close()
+
+
+def _real_backend(args: argparse.Namespace, root: Path) -> list[str]:
+    """The heavy route as users hit it: CreateBacktest on the real services (a whole
+    stack: strategy lookup, data coverage and verdict checks in PostgreSQL, the insert,
+    the queue in Redis; TLS at the gateway and mutual TLS behind it, Envoy with its
+    default workers), through the stack's gateway (JWT + limits) and through a second
+    Envoy with the same config without limits, interleaved. The backtest replica runs no
+    engine processes, so the queued jobs cost nothing more while the rounds run."""
+    import dataclasses
+    import json
+    import time
+
+    from backtest.service.bt_helpers import config_json, spread_params
+    from usdcarb.devstack.stack import Stack
+    from usdcarb.gateway.devtoken import mint_dev_token
+
+    limits_file = root / "limits.yaml"
+    limits_file.write_text(LIMITS)
+    mesh = Stack(root / "stack", gateway_port=free_port(), fast_postgres=True, env={
+        "USDCARB_RATELIMIT_LIMITS_FILE": str(limits_file),
+        "USDCARB_BACKTEST_WORKER_PROCESSES": "0"})
+    plain: Any = None
+    try:
+        info = mesh.up()
+        bars = 4320  # three days of 1m bars per venue
+        start_ms = (int(time.time() * 1000) - 30 * 86_400_000) // 86_400_000 * 86_400_000
+        asyncio.run(_load_bars(info.dsn, start_ms, bars))
+        token = mint_dev_token("users/bench", ["analyst"], ttl=3600)
+        headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+        def rest(base: str, path: str, body: Any) -> tuple[int, Any]:
+            req = urllib.request.Request(base + path, method="POST", headers=headers,
+                                         data=json.dumps(body).encode())
+            try:
+                with urllib.request.urlopen(req, timeout=30, context=info.ssl_context()) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        rest(info.gateway, "/v1/strategies?strategyId=bench",
+             {"displayName": "bench", "kind": "STRATEGY_KIND_CROSS_EXCHANGE_SPREAD"})
+        _, version = rest(info.gateway, "/v1/strategies/bench/versions",
+                          {"parameters": spread_params()})
+        body = {"strategyVersion": version["name"],
+                "config": config_json(start_ms, start_ms + bars * 60_000)}
+        status, created = rest(info.gateway, "/v1/backtests", body)
+        if status != 200:
+            raise RuntimeError(f"CreateBacktest: expected 200, got {status}: {created!r}")
+        # The same gateway without rate limits, beside the stack's.
+        gw, admin = free_port(), free_port()
+        cfg = dataclasses.replace(
+            mesh.gateway_config(gw, admin, info.processes, mesh._pki()), rate_limiting=False,
+            ratelimit_address=None, local_limits_dir=None,
+            access_log_path=str(root / "plain-access.log"))
+        config = write_envoy_config(cfg, root / "plain.yaml", base_dir=REPO)
+        log = (root / "plain.log").open("ab")
+        plain = subprocess.Popen(
+            [str(Path(sys.executable).with_name("envoy")), "-c", str(config),
+             "--disable-hot-restart", "--log-level", "warn"], cwd=root, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        wait_http(f"http://127.0.0.1:{admin}/ready")
+        plain_url = f"https://localhost:{gw}"
+        deadline = time.monotonic() + 30
+        while (status := rest(plain_url, "/v1/backtests", body)[0]) != 200:
+            if time.monotonic() > deadline:  # its JWKS comes from the stack's gateway
+                raise RuntimeError(f"expected the gateway without limits to answer, got {status}")
+            time.sleep(0.2)
+        script = root / "create.lua"
+        script.write_text(f"wrk.method = \"POST\"\nwrk.body = {json.dumps(json.dumps(body))}\n"
+                          'wrk.headers["content-type"] = "application/json"\n')
+        procs = info.processes
+        serving = ["backtest", "strategy", "postgres", "redis"]
+        gateways = {"jwt": (plain_url, plain.pid), "jwt+limits": (info.gateway, procs["envoy"].pid)}
+        rps: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+        for _ in range(args.rounds):
+            for name, (base, envoy_pid) in gateways.items():
+                url = base + HEAVY_PATH
+                wrk(url, seconds=1, connections=args.connections, headers=headers, script=script)
+                pids = [envoy_pid, *(procs[k].pid for k in serving)]
+                if name == "jwt+limits":
+                    pids.append(procs["ratelimit"].pid)
+                before = [_tree_cpu(pid) for pid in pids]
+                rate, bad = wrk(url, seconds=args.seconds, connections=args.connections,
+                                headers=headers, script=script)
+                if bad:
+                    raise RuntimeError(f"{name} CreateBacktest: {bad} non-2xx responses")
+                after = [_tree_cpu(pid) for pid in pids]
+                used = sum(t - b.get(p, 0.0) for b, a in zip(before, after, strict=True)
+                           for p, t in a.items())
+                rps.setdefault(name, []).append(rate)
+                cpu.setdefault(name, []).append(used / (rate * args.seconds) * 1e6)
+        base_rps, lim_rps = max(rps["jwt"]), max(rps["jwt+limits"])
+        base_cpu, lim_cpu = min(cpu["jwt"]), min(cpu["jwt+limits"])
+        return [
+            f"  heavy route as users hit it (CreateBacktest, {HEAVY_PATH} on the real services "
+            "of a stack: TLS, mutual TLS, PostgreSQL, Redis)",
+            f"    JWT alone        {base_rps:7.0f} req/s best  rounds {[round(r) for r in rps['jwt']]}",
+            f"    JWT + limits     {lim_rps:7.0f} req/s best  rounds "
+            f"{[round(r) for r in rps['jwt+limits']]}",
+            f"    least CPU per request, every serving process: JWT alone {base_cpu:.0f} us; "
+            f"JWT + limits {lim_cpu:.0f} us",
+            f"    ratio: throughput (best) {lim_rps / base_rps:.2f}, CPU per request "
+            f"{base_cpu / lim_cpu:.2f} (target >= 0.8)"]
+    finally:
+        if plain is not None:
+            stop(plain)
+        mesh.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--no-real-backend", action="store_true",
+                   help="skip CreateBacktest on a whole stack (the heavy route as users hit it)")
     p.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--only-real-backend", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_backend:
         asyncio.run(_serve_backend(args.serve_backend))
@@ -150,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     from usdcarb.gateway.devtoken import mint_dev_token
 
     root = scratch_dir("usdcarb-bench-rl-")
+    if args.only_real_backend:
+        try:
+            print("\n".join(_real_backend(args, root)))
+            return 0
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     procs: list[Any] = []
     redis = RedisServer(root / "redis")
     try:
@@ -214,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             base_cpu = base["envoy"] + base["backend"]
             lim_cpu = sum(lim[k] for k in serving) if route == "heavy" else (
                 lim["envoy"] + lim["backend"])
-            print(f"  {route} route ({path})")
+            print(f"  {route} route ({path}" + (
+                ", a backend that does no work: the check's cost at its largest)"
+                if route == "heavy" else ")"))
             print(f"    JWT alone        {plain:7.0f} req/s best  rounds "
                   f"{[round(r) for r in results['jwt', route]]}")
             print(f"    JWT + limits     {limited_best:7.0f} req/s best  rounds "
@@ -229,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  rate limit service (Go): {heavy['rls']:.0f} us CPU per check, Redis "
               f"{heavy['redis']:.0f} us; the Python service it replaced: ~370 us per check, "
               "ordinary route 0.65x (issue 16)")
+        if not args.no_real_backend:
+            for proc in reversed(procs):
+                stop(proc)  # the stack below brings its own
+            procs.clear()
+            for line in _real_backend(args, root):
+                print(line)
         return 0
     finally:
         for proc in reversed(procs):

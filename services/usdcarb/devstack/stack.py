@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,6 +43,9 @@ from usdcarb.devstack.redis import RedisServer
 from usdcarb.observability import monitoring
 from usdcarb.observability.monitoring import MonitoringSettings
 from usdcarb.platform import tls
+
+if TYPE_CHECKING:
+    from usdcarb.gateway.config import GatewayConfig
 
 logger = logging.getLogger(__name__)
 
@@ -279,16 +282,16 @@ class Stack:
             replica_ports = {key: ports[name] if key == name else free_port()
                              for name in SERVICES for key in keys[name]}
             peers = {name: _target([replica_ports[k] for k in keys[name]]) for name in SERVICES}
-            # Replica 1 of each first: it applies the migrations and creates the first
-            # admin; the others start once it serves, on the same database.
-            for n in range(self.replicas):
-                for name in SERVICES:
-                    key = keys[name][n]
+            # Every replica at once, as a deployment's would (migrations take an advisory
+            # lock; the first admin is made by whichever identity replica gets there first).
+            for name in SERVICES:
+                for key in keys[name]:
                     processes[key] = self._start_service(
                         name, ports, dsn, redis.url, pki, key=key, port=replica_ports[key],
                         peers=peers)
-                for name in SERVICES:
-                    self._wait_serving(name, processes[keys[name][n]], pki)
+            for name in SERVICES:
+                for key in keys[name]:
+                    self._wait_serving(name, processes[key], pki)
             gw = self.gateway_port or free_port()
             admin = self.admin_port or free_port()
             processes["envoy"] = self._start_envoy(gw, admin, processes, pki)
@@ -602,9 +605,12 @@ class Stack:
                     raise DevstackError(f"expected {name} SERVING within {START_TIMEOUT_S}s")
                 time.sleep(0.2)
 
-    def _start_envoy(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo],
-                     pki: tls.DevPki | None) -> ProcessInfo:
-        from usdcarb.gateway.config import GatewayConfig, GatewayTls, write_envoy_config
+    def gateway_config(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo],
+                       pki: tls.DevPki | None) -> GatewayConfig:
+        """Return the gateway's config: listening on ``gw`` (admin ``admin``), routing to
+        ``processes``, TLS from ``pki`` (None: plaintext). The benchmarks derive their
+        variants from it (e.g. the same gateway without rate limits)."""
+        from usdcarb.gateway.config import GatewayConfig, GatewayTls
         from usdcarb.ratelimit import service
 
         ports: dict[str, int | str] = {"gateway": gw, "admin": admin}
@@ -612,7 +618,7 @@ class Stack:
         replicas = _replica_ports(processes)
         ports.update({n: ",".join(f"127.0.0.1:{p}" for p in replicas[n])
                       for n in SERVICES if n != "ratelimit"})
-        cfg = GatewayConfig(
+        return GatewayConfig(
             descriptor_path=REPO / "gen/descriptor/usdcarb.binpb",
             # Keys from identity (GetJwks) through this very listener, cached for less than
             # identity's publish lead time, so a rotated key is known before it signs.
@@ -629,6 +635,12 @@ class Stack:
             route_authorization=True,
             access_log_path=str(self.logs / "gateway-access.log"),
         ).with_ports(ports)
+
+    def _start_envoy(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo],
+                     pki: tls.DevPki | None) -> ProcessInfo:
+        from usdcarb.gateway.config import write_envoy_config
+
+        cfg = self.gateway_config(gw, admin, processes, pki)
         config = write_envoy_config(cfg, self.root / "envoy.yaml", base_dir=REPO)
         if not self.hot_restart:
             proc = self._spawn_envoy(config, ["--disable-hot-restart"])
