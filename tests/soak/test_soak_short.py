@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from usdcarb.devstack import scratch_dir
 from usdcarb.devstack.stack import REPO
 from usdcarb.soak.tools import binary
 
@@ -35,17 +38,20 @@ def _faults_available() -> bool:
 
 
 @pytest.fixture(scope="module")
-def soak(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any], str]:
-    out = tmp_path_factory.mktemp("soak")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        str(REPO / p) for p in ("services", "gen/python", "clients/python"))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "usdcarb.soak", "--seconds", str(LOAD_S), "--seed", "7",
-         "--out", str(out)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
-        check=False)
-    report = json.loads((out / "report.json").read_text())
-    assert (out / "report.txt").read_text().startswith(f"soak {report['run']}: ")
-    return proc.returncode, report, proc.stdout + proc.stderr[-4000:]
+def soak() -> Iterator[tuple[int, dict[str, Any], str]]:
+    out = scratch_dir("usdcarb-soak-")  # PostgreSQL's data dir lives under it
+    try:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            str(REPO / p) for p in ("services", "gen/python", "clients/python"))}
+        proc = subprocess.run(
+            [sys.executable, "-m", "usdcarb.soak", "--seconds", str(LOAD_S), "--seed", "7",
+             "--out", str(out)], env=env, cwd=REPO, capture_output=True, text=True,
+            timeout=600, check=False)
+        report = json.loads((out / "report.json").read_text())
+        assert (out / "report.txt").read_text().startswith(f"soak {report['run']}: ")
+        yield proc.returncode, report, proc.stdout + proc.stderr[-4000:]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.mark.timeout(700)
