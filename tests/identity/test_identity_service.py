@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -277,3 +278,15 @@ async def test_rotation_publishes_the_new_key_and_keeps_the_previous(env: Env) -
     assert kids[:2] == [new_kid, old_kid]
     signed = jwt.get_unverified_header((await env.login("kate")).access_token)["kid"]
     assert signed == new_kid  # lead time 0 in this test
+
+
+async def test_two_replicas_bootstrapping_together_make_one_admin_and_both_start(
+        service_pool: Any) -> None:
+    pool = await service_pool("identity")
+    settings = IdentitySettings(env="test", bootstrap_admin_username="root",
+                                bootstrap_admin_password="toor-secret-for-tests")
+    apps = [build_app(pool, settings)[0] for _ in range(2)]
+    made = await asyncio.gather(*(app.bootstrap_admin("root", "toor-secret-for-tests")
+                                  for app in apps))
+    assert sum(user is not None for user in made) == 1  # the other saw it made: no crash
+    assert await pool.fetchval("SELECT count(*) FROM users") == 1

@@ -389,10 +389,15 @@ def _action(cfg: GatewayConfig, cluster: str, streaming: bool) -> dict[str, Any]
             "timeout": "0s",
             "idle_timeout": _seconds(cfg.stream_idle_timeout_s),
         }
-    if "," in cfg.upstreams.get(cluster, ""):
-        # Several replicas: a request that never reached one (connection refused, a
-        # stream refused before it started) goes to another. Nothing that reached a
-        # service is retried here, so a write is never applied twice by the gateway.
+    return _replica_retry(cfg, action)
+
+
+def _replica_retry(cfg: GatewayConfig, action: dict[str, Any]) -> dict[str, Any]:
+    """Add a retry to ``action`` when its cluster has several replicas: a request that
+    never reached one (connection refused, a stream refused before it started) goes to
+    another. Nothing that reached a service is retried, so the gateway never applies a
+    write twice."""
+    if "," in cfg.upstreams.get(action["cluster"], ""):
         action["retry_policy"] = {
             "retry_on": "connect-failure,refused-stream",
             "num_retries": 2,
@@ -647,14 +652,16 @@ def _routes(cfg: GatewayConfig, services: Sequence[Service]) -> list[dict[str, A
                 {
                     "name": f"grpc:{prefix.strip('/')}",
                     "match": {"prefix": prefix, "grpc": {}},
-                    "route": {"cluster": backend, "timeout": "0s", "idle_timeout": "300s"},
+                    "route": _replica_retry(cfg, {"cluster": backend, "timeout": "0s",
+                                                  "idle_timeout": "300s"}),
                 }
             )
         extra.append(
             {
                 "name": "grpc:grpc.health.v1.Health",
                 "match": {"prefix": HEALTH_PREFIX, "grpc": {}},
-                "route": {"cluster": backend, "timeout": "0s", "idle_timeout": "300s"},
+                "route": _replica_retry(cfg, {"cluster": backend, "timeout": "0s",
+                                              "idle_timeout": "300s"}),
             }
         )
     preflight: list[dict[str, Any]] = []

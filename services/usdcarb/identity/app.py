@@ -29,6 +29,7 @@ from usdcarb.identity.model import (
 from usdcarb.identity.store import IdentityStore
 from usdcarb.platform import authz, paging
 from usdcarb.platform.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
@@ -304,11 +305,13 @@ class IdentityApp:
         """Create the first user, an admin, when there is no user at all."""
         if not username or await self._store.count_users() > 0:
             return None
-        user = await self.create_user(
-            Actor(subject="system:bootstrap", roles=frozenset({"admin"})),
-            username=username, password=password, display_name="Bootstrap admin", email="",
-            roles=["admin"], disabled=False, request_id="")
-        return user
+        try:
+            return await self.create_user(
+                Actor(subject="system:bootstrap", roles=frozenset({"admin"})),
+                username=username, password=password, display_name="Bootstrap admin",
+                email="", roles=["admin"], disabled=False, request_id="")
+        except AlreadyExists:  # another replica starting beside this one made it first
+            return None
 
     async def create_user(self, actor: Actor, *, username: str, password: str,
                           display_name: str, email: str, roles: Iterable[str], disabled: bool,
