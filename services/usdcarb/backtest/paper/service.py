@@ -7,6 +7,8 @@ deployments. Every replica runs a supervisor: it takes over any RUNNING run whos
 is free or expired (``PaperRunner.claim``) and follows it until the run stops, its
 deployment is no longer ACTIVE (checked with the strategy service), or its lease is lost.
 Everything a reader needs is in PostgreSQL, so any replica serves the reads and watches.
+The holder of a run also keeps its ingestion follow jobs, one per market (``paper.follow``),
+on a task of their own; a run that stops has them cancelled.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class PaperService:
         self._follow_check_s = follow_check_s
         self._follow_checked: dict[str, float] = {}
         self._orphans_checked = -math.inf
+        self._jobs_task: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -330,7 +333,6 @@ class PaperService:
                 continue
             if await self.runner.claim(dep):
                 self._tasks[dep] = asyncio.create_task(self._follow(dep))
-        await self._reconcile_follow()
 
     async def _supervise(self) -> None:
         while not self._stop.is_set():
@@ -343,15 +345,33 @@ class PaperService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.runner.poll_s * 4)
 
+    async def _reconcile_follow_loop(self) -> None:
+        """The follow jobs, on their own task: a slow or absent ingestion service never
+        holds up the takeover of runs."""
+        while not self._stop.is_set():
+            try:
+                await self._reconcile_follow()
+            except db.UNAVAILABLE as exc:
+                log.warning("paper follow jobs: the database is unavailable (%s)", exc)
+            except Exception:
+                log.exception("paper follow jobs")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.runner.poll_s * 4)
+
     def start(self) -> None:
         self._stop.clear()
         self._loop_task = asyncio.create_task(self._supervise())
+        if self.follow_jobs is not None:
+            self._jobs_task = asyncio.create_task(self._reconcile_follow_loop())
         self._monitor_task = asyncio.create_task(self.tracker.monitor(
             self.following, self._stop, self._divergence_check_s))
 
     async def close(self) -> None:
         """Stop following (the runs stay RUNNING: another replica takes them over)."""
         self._stop.set()
+        if self._jobs_task is not None:   # a call to ingestion in flight is not waited for
+            self._jobs_task.cancel()
+            await asyncio.gather(self._jobs_task, return_exceptions=True)
         tasks = [t for t in (self._loop_task, self._monitor_task, *self._tasks.values())
                  if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
