@@ -173,6 +173,16 @@ async def test_a_killed_replica_is_restarted_and_the_other_kept_serving(soak: So
     assert statuses.count(200) >= 1 and set(statuses) <= {200, 503}, statuses
 
 
+async def test_the_go_rate_limit_service_killed_is_back_on_its_port(soak: Soak) -> None:
+    old = StackInfo.load(soak.stack.state_file).processes["ratelimit"]
+    record = await soak.faults.inject(FaultWindow("service_kill", "ratelimit", 0, 0,
+                                                  {"replica": 1}))
+    _recovered(record)
+    new = StackInfo.load(soak.stack.state_file).processes["ratelimit"]
+    assert new.port == old.port and new.pid != old.pid and not pid_alive(old.pid)
+    assert {old.pid, new.pid} <= set(soak.faults.started_pids())
+
+
 async def test_envoy_hot_restart_keeps_accepting_connections(soak: Soak) -> None:
     old = StackInfo.load(soak.stack.state_file).processes["envoy"]
     statuses: list[int] = []
