@@ -22,7 +22,7 @@ from usdcarb_sdk import Client, v1
 
 pytestmark = pytest.mark.e2e
 
-PAPER = ["--start", "2023-03-12", "--venue", "binance", "--venue", "bybit",
+PAPER = ["--start", "2023-03-12T12:00", "--venue", "binance", "--venue", "bybit",
          "--taker-fee-bps", "10", "--slippage-bps", "2", "--balance", "BTC=5",
          "--balance", "USDC=200000"]
 
@@ -77,7 +77,7 @@ def test_deploy_paper_status_watch_divergence_report_stop(
     def caught_up() -> dict[str, Any] | None:
         status = run.json("deploy", "status", dep)
         seen.append(int(status.get("bars", 0)))
-        return status if seen[-1] > 1000 and seen[-5:] == [seen[-1]] * 5 else None
+        return status if seen[-1] > 500 and seen[-3:] == [seen[-1]] * 3 else None
 
     status = wait_for(caught_up, 120, 0.5)
     code, out, _ = run("deploy", "status", dep)
