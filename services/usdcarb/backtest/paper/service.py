@@ -101,9 +101,10 @@ class PaperService:
                                   lease_s=lease_s, poll_s=poll_s, is_active=self._active,
                                   on_event=None if redis is None else self._publish)
         self._redis = redis
-        # divergence reports, and the bound check of the runs this replica follows
-        self.tracker = PaperTracker(pool, market_table=market_table, reads=self._reads,
-                                    emit=self.runner.emit)
+        # divergence reports, and the bound check of the runs this replica follows; bars
+        # read from the primary, as the runner reads them (a lagging read replica would
+        # show the newest bars as gaps)
+        self.tracker = PaperTracker(pool, market_table=market_table, emit=self.runner.emit)
         self._divergence_check_s = divergence_check_s
         self._monitor_task: asyncio.Task[None] | None = None
         self._active_check_s = active_check_s
