@@ -12,13 +12,16 @@ and on a warm one, and the replica's own "ready in" from its log (``--no-cold`` 
 the empty-cache compile, 1.5-2.5 min on two cores).
 
 Two breakdowns. "service stages" is what the backtest service logged for the best run
-(runner._Stages): load (memory or block-cache read onto the grid, hash), process (hand-off to the engine
-process and back, of which engine), store (one transaction) and publish; "queue+stream"
-is the rest of the wall time (submit, queueing, events through Envoy). "in-process" times
+(runner._Stages): load (memory or block-cache read onto the grid, hash), process (hand-off
+to the engine process and back, of which engine and then encode: the stored columns and
+the final event's curve, made in the engine process, finish.py), store (one transaction)
+and publish; "queue+stream" is the rest of the wall time (create, queueing, events
+through Envoy). "in-process" times
 the reads on the same data: a cold read (binary COPY of market_data, what the block
 cache falls back to), a load from the block cache (placed on the grid and hashed, into
 the shared-memory frame) and one from the replica's memory of current blocks
-(marketmemo.py), then the engine, the result columns and their compact encoding.
+(marketmemo.py), then the engine, the result columns and their compact encoding one after
+the other, and all that the engine process makes of a result side by side (finish).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 
 TARGET_S = 0.15          # 2 x 1M bars end to end through the gateway, warm
 TARGET_BARS = 1_000_000
+INNER = ("engine", "encode")   # stages inside "process" (in the engine process)
 TESTS = Path(__file__).resolve().parents[1] / "tests"  # the synthetic data helpers
 
 
@@ -77,7 +81,8 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
     from usdcarb.backtest import engine
     from usdcarb.backtest.colcodec import encode_columns
     from usdcarb.backtest.config import parse_config
-    from usdcarb.backtest.handoff import create_frame, discard
+    from usdcarb.backtest.finish import finish
+    from usdcarb.backtest.handoff import create_frame, discard, write_frame
     from usdcarb.backtest.loading import load_market
     from usdcarb.backtest.marketmemo import MarketMemo
     from usdcarb.backtest.results import equity_columns, trade_rows
@@ -132,9 +137,16 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
         t5 = time.perf_counter()
         encode_columns(columns, out.extras.get("initial_equity"))
         t6 = time.perf_counter()
+        ref = write_frame(frame)
+        try:
+            t7 = time.perf_counter()
+            finish(ref, "backtests/bench", frame.time_ms, out)
+            t8 = time.perf_counter()
+        finally:
+            discard(ref)
         return {"read (COPY)": t0 - t, "load (blocks)": t1 - t0,
                 "load (memo)": t3 - t2, "engine": t4 - t3, "columns": t5 - t4,
-                "encode": t6 - t5}
+                "encode": t6 - t5, "finish": t8 - t7}
     finally:
         await pool.close()
 
@@ -272,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"engine {engine_s:.4f}s   gRPC {grpc_s:7.3f}s = "
                  f"{grpc_s / grpc_engine:6.1f} x engine {grpc_engine:.4f}s{target}")
             load_s = rest_stages.get("load", 0.0)
-            slowest = max((k for k in rest_stages if k != "engine"),
-                          key=lambda k: rest_stages[k], default="")
+            outer = {k: v for k, v in rest_stages.items() if k not in INNER}
+            slowest = max(outer, key=lambda k: outer[k], default="")
             _say("      stages: " + ", ".join(f"{k} {v:.4f}s" for k, v in rest_stages.items())
-                 + f", queue+stream {max(0.0, rest_s - sum(v for k, v in rest_stages.items() if k != 'engine')):.4f}s"
+                 + f", queue+stream {max(0.0, rest_s - sum(outer.values())):.4f}s"
                  + (f"  (slowest: {slowest}{'' if rest_stages.get(slowest, 0) <= load_s else ', slower than load'})"
                     if slowest else ""))
         channel.close()

@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import zlib
+from collections.abc import Callable
+from concurrent.futures import Executor
 
 import numpy as np
 import pyarrow as pa
@@ -164,20 +166,34 @@ def decode(stored: bytes, points: int, equity_raw: bytes | None = None) -> bytes
     return raw
 
 
-def encode_columns(c: EquityColumns, initial_equity: float | None = None) -> EquityColumns:
+def encode_columns(c: EquityColumns, initial_equity: float | None = None, *,
+                   executor: Executor | None = None) -> EquityColumns:
     """The stored form of a curve's columns: bar times as a grid, equity SPLIT,
     drawdown recomputed from the equity (given the run's initial equity), exposure LZ4;
-    each only where it holds bit for bit and pays."""
-    drawdown = c.drawdown
-    if initial_equity is not None:
-        drawdown = encode_drawdown(c.drawdown, c.equity, initial_equity)
-    if drawdown is c.drawdown:
-        drawdown = encode_split(c.drawdown)
+    each only where it holds bit for bit and pays. With ``executor`` the columns are
+    encoded side by side on it (the codecs release the GIL)."""
+
+    def drawdown() -> bytes:
+        if initial_equity is not None:
+            dd = encode_drawdown(c.drawdown, c.equity, initial_equity)
+            if dd is not c.drawdown:
+                return dd
+        return encode_split(c.drawdown)
+
     # the hold baseline: a column only when it moves (constant: its 8 bytes, as given)
-    baseline = encode_split(c.baseline) if len(c.baseline) > 8 else c.baseline
-    return dataclasses.replace(c, time_ms=encode_grid(c.time_ms, c.points),
-                               equity=encode_split(c.equity), drawdown=drawdown,
-                               exposure=encode_lz4(c.exposure), baseline=baseline)
+    jobs: dict[str, Callable[[], bytes]] = {
+        "equity": lambda: encode_split(c.equity), "drawdown": drawdown,
+        "exposure": lambda: encode_lz4(c.exposure),
+        "baseline": lambda: encode_split(c.baseline) if len(c.baseline) > 8 else c.baseline,
+        "time_ms": lambda: encode_grid(c.time_ms, c.points)}
+    if executor is None:
+        done = {k: job() for k, job in jobs.items()}
+    else:
+        futures = {k: executor.submit(job) for k, job in jobs.items()}
+        done = {k: f.result() for k, f in futures.items()}
+    return dataclasses.replace(c, time_ms=done["time_ms"], equity=done["equity"],
+                               drawdown=done["drawdown"], exposure=done["exposure"],
+                               baseline=done["baseline"])
 
 
 def decode_columns(c: EquityColumns) -> EquityColumns:

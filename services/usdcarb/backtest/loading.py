@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import numpy as np
 
@@ -52,6 +52,9 @@ class Loaded:
     frame: MarketFrame
     snapshot_hash: str
     rows: dict[str, int]
+    placed: bool = True   # False: the frame has its bar times only (``held``) ...
+    # ... and ``place(buffers)`` places its bars after all (a frame with them)
+    place: Callable[[Buffers | None], Awaitable[MarketFrame]] | None = None
 
 
 def _ms(dt: datetime) -> int:
@@ -78,6 +81,11 @@ async def data_gaps(
     ]
 
 
+# The first and last bar of a series are looked for in this much of each end of the range
+# first, then (only where that end has none) in the rest of it.
+EDGE_MS = 7 * 86_400_000
+
+
 async def range_coverage(
     pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, timeframe_ms: int,
     start: datetime, end: datetime, table: str, minimum: float,
@@ -85,26 +93,49 @@ async def range_coverage(
     """Return the precondition violations of each series with no bar in [start, end), and
     of each series whose bars span less than ``minimum`` of it (first to last bar; a
     10-year range over 3 days of data would otherwise simulate millions of empty bars and
-    annualise over them). One first/last query per series answers both (each query on the
-    hypertable is planned over every chunk of the range: tens of ms over years)."""
-    sql = (f"SELECT min(ts), max(ts) FROM {check_table(table)} WHERE exchange = $1 "
-           "AND symbol = $2 AND timeframe = $3 AND ts >= $4 AND ts < $5")
-    spans = await asyncio.gather(*(
-        pool.fetchrow(sql, venue, symbol, timeframe, start, end) for venue, symbol in keys))
+    annualise over them).
+
+    A query on the hypertable is planned over every chunk of its range (tens of ms over
+    years, most of a create), so each series' first bar is looked for in the first week
+    of the range and its last in the last week (a chunk or two each), and only where one
+    has none in the rest of the range: the same bars as one query over the whole range.
+    """
+    t = check_table(table)
+    where = "exchange = $1 AND symbol = $2 AND timeframe = $3 AND ts >= $4 AND ts < $5"
+    first_sql = f"SELECT min(ts) FROM {t} WHERE {where}"
+    last_sql = f"SELECT max(ts) FROM {t} WHERE {where}"
+    week = timedelta(milliseconds=EDGE_MS)
+
+    async def edge(sql: str, venue: str, symbol: str,
+                   near: tuple[datetime, datetime], rest: tuple[datetime, datetime],
+                   ) -> datetime | None:
+        if end - start <= 2 * week:
+            found = await pool.fetchval(sql, venue, symbol, timeframe, start, end)
+        else:
+            found = await pool.fetchval(sql, venue, symbol, timeframe, *near)
+            if found is None:
+                found = await pool.fetchval(sql, venue, symbol, timeframe, *rest)
+        return cast(datetime | None, found)
+
+    found = await asyncio.gather(*(
+        q for venue, symbol in keys for q in (
+            edge(first_sql, venue, symbol, (start, start + week), (start + week, end)),
+            edge(last_sql, venue, symbol, (end - week, end), (start, end - week)))))
     whole = _ms(end) - _ms(start)
     missing, thin = [], []
-    for (venue, symbol), row in zip(keys, spans, strict=True):
+    for j, (venue, symbol) in enumerate(keys):
         label = series_label(venue, symbol, timeframe)
-        if row is None or row[0] is None:
+        first, last = found[2 * j], found[2 * j + 1]
+        if first is None or last is None:
             missing.append(("MARKET_DATA", label, f"expected bars in [{start.isoformat()}, "
                                                   f"{end.isoformat()}), got none"))
             continue
-        covered = (_ms(row[1]) - _ms(row[0]) + timeframe_ms) / whole
+        covered = (_ms(last) - _ms(first) + timeframe_ms) / whole
         if covered < minimum:
             thin.append(("RANGE_COVERAGE", label,
                          f"expected bars spanning at least {minimum:.0%} of "
                          f"[{start.isoformat()}, {end.isoformat()}), got {covered:.2%} "
-                         f"({row[0].isoformat()} .. {row[1].isoformat()}); narrow the range"))
+                         f"({first.isoformat()} .. {last.isoformat()}); narrow the range"))
     return missing, thin
 
 
@@ -204,29 +235,28 @@ def _arrays(bars: int, k: int) -> tuple[Any, Any, Any]:
 async def load_market(
     pool: Any, keys: Sequence[tuple[str, str]], *, timeframe: str, timeframe_ms: int,
     start_ms: int, end_ms: int, table: str, memo: MarketMemo | None = None,
-    buffers: Buffers | None = None,
+    buffers: Buffers | None = None, held: Callable[[str], bool] | None = None,
 ) -> Loaded:
     """Read the series ``keys`` over [start_ms, end_ms) onto one grid, check and hash them.
 
     ``pool``: an asyncpg pool, or a read router (``run(read)``). ``buffers(bars, series)``
     gives the arrays to fill: time [bars], closes and volumes [series, bars] (default: new
-    arrays).
+    arrays). ``held(snapshot_hash)``: True when the caller has these very bars already
+    (an engine process keeps the frame it ran last): then no bar is placed and the
+    frame has only its bar times (``Loaded.placed`` False).
     """
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
     origin = grid_start(start_ms, timeframe_ms)
     n = grid_size(start_ms, end_ms, timeframe_ms)
-    time_ms, closes, volumes = (buffers or _arrays)(n, len(keys))
-    time_ms[:] = origin + np.arange(n, dtype=np.int64) * timeframe_ms
     check_table(table)
 
-    async def one(j: int, venue: str, symbol: str) -> Any:
-        async def read(conn: Any) -> Any:   # idempotent: it writes every slot of row j
+    async def one(venue: str, symbol: str) -> Any:
+        async def read(conn: Any) -> Any:   # idempotent: it only reads
             return await read_series(
                 conn, memo, table=table, blocks=blocks_table(table), exchange=venue,
                 symbol=symbol, timeframe=timeframe, timeframe_ms=timeframe_ms,
-                start_ms=start_ms, end_ms=end_ms, origin=origin, out_close=closes[j],
-                out_volume=volumes[j])
+                start_ms=start_ms, end_ms=end_ms, origin=origin)
 
         run = getattr(pool, "run", None)   # a read router (replica, else primary)
         if run is not None:
@@ -234,7 +264,7 @@ async def load_market(
         async with pool.acquire() as conn:
             return await read(conn)
 
-    reads = list(await asyncio.gather(*(one(j, v, s) for j, (v, s) in enumerate(keys))))
+    reads = list(await asyncio.gather(*(one(v, s) for v, s in keys)))
     empty = [
         ("MARKET_DATA", series_label(v, s, timeframe),
          f"expected bars in [{start.isoformat()}, {end.isoformat()}), got none")
@@ -245,9 +275,21 @@ async def load_market(
     h = hashlib.sha256(f"{timeframe}|{start_ms}|{end_ms}|blocks".encode())
     for r in reads:
         h.update(r.digest)
-    frame = MarketFrame(time_ms=time_ms, series=tuple(
-        Series(venue=v, symbol=s, close=closes[j], volume=volumes[j])
-        for j, (v, s) in enumerate(keys)))
+    snapshot = h.hexdigest()
     rows = {series_label(v, s, timeframe): r.rows
             for (v, s), r in zip(keys, reads, strict=True)}
-    return Loaded(frame=frame, snapshot_hash=h.hexdigest(), rows=rows)
+    grid = origin + np.arange(n, dtype=np.int64) * timeframe_ms
+
+    async def place(buffers: Buffers | None) -> MarketFrame:
+        time_ms, closes, volumes = (buffers or _arrays)(n, len(keys))
+        time_ms[:] = grid
+        await asyncio.gather(*(asyncio.to_thread(r.fill, closes[j], volumes[j])
+                               for j, r in enumerate(reads)))
+        return MarketFrame(time_ms=time_ms, series=tuple(
+            Series(venue=v, symbol=s, close=closes[j], volume=volumes[j])
+            for j, (v, s) in enumerate(keys)))
+
+    if held is not None and held(snapshot):
+        return Loaded(frame=MarketFrame(time_ms=grid, series=()), snapshot_hash=snapshot,
+                      rows=rows, placed=False, place=place)
+    return Loaded(frame=await place(buffers), snapshot_hash=snapshot, rows=rows, place=place)

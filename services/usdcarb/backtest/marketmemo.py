@@ -30,8 +30,8 @@ import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,20 +140,24 @@ class MarketMemo:
 
 @dataclass(frozen=True)
 class SeriesRead:
-    """What reading one series into a frame gave: its rows and digest."""
+    """What reading one series gave: its rows and digest, and ``fill(close, volume)``,
+    which places its bars on the grid (every slot written, NaN where no bar)."""
 
     rows: int
     digest: bytes    # sha256 over the series' per-block digests
+    fill: Callable[[F64, F64], None] = field(compare=False, repr=False,
+                                             default=lambda close, volume: None)
 
 
 async def read_series(
     conn: Any, memo: MarketMemo | None, *, table: str, blocks: str, exchange: str,
     symbol: str, timeframe: str, timeframe_ms: int, start_ms: int, end_ms: int,
-    origin: int, out_close: F64, out_volume: F64,
+    origin: int, out_close: F64 | None = None, out_volume: F64 | None = None,
 ) -> SeriesRead:
-    """Read bars [start_ms, end_ms) of one series onto the grid ``out_*`` (slot 0 at
-    ``origin``, epoch-aligned; every slot is written, NaN where no bar), through
-    ``memo`` (see the module docstring)."""
+    """Read bars [start_ms, end_ms) of one series, through ``memo`` (see the module
+    docstring), and place them on the grid ``out_*`` (slot 0 at ``origin``,
+    epoch-aligned; every slot is written, NaN where no bar) when given; else the
+    result's ``fill`` places them later (a caller that may not need them)."""
     span = timeframe_ms * BLOCK_SLOTS
     first, last = (start_ms // span) * span, ((end_ms - 1) // span) * span
     starts = list(range(first, last + span, span)) if end_ms > start_ms else []
@@ -205,9 +209,13 @@ async def read_series(
                 j = int(np.searchsorted(c.open_time_ms, b + span, "left"))
                 rest[b] = Candles(*(getattr(c, f)[i:j] for f in Candles.__dataclass_fields__))
 
-    def place() -> SeriesRead:
+    # (grid slots lo, hi, the whole block or the rows of a cut one)
+    Part = tuple[int, int, GridBlock | None, list[Any] | None]
+
+    def prepare() -> tuple[int, bytes, list[Part]]:
         rows = 0
         digests: list[bytes] = []
+        parts: list[Part] = []
         for b in starts:
             block = held.get(b)
             if block is None and b in fetched:
@@ -228,26 +236,42 @@ async def read_series(
                         c.provenance]
             # The grid slots of this block (block starts and the origin are on the grid).
             lo = max(0, (b - origin) // timeframe_ms)
-            hi = min(len(out_close), (b + span - origin) // timeframe_ms)
+            hi = min(slots, (b + span - origin) // timeframe_ms)
             if block is not None:   # a whole block: every slot of it inside the grid
-                out_close[lo:hi] = block.close
-                out_volume[lo:hi] = block.volume
+                parts.append((lo, hi, block, None))
                 rows += block.rows
                 digests.append(block.digest)
             else:
-                out_close[lo:hi] = np.nan
-                out_volume[lo:hi] = np.nan
-                _place(np.asarray(cols[0], np.int64), np.asarray(cols[4], np.float64),
-                       np.asarray(cols[5], np.float64), origin, timeframe_ms, out_close,
-                       out_volume)
+                parts.append((lo, hi, None, cols))
                 rows += len(cols[0])
                 digests.append(rows_digest(cols))
         h = hashlib.sha256(f"|{exchange}|{symbol}|{rows}|".encode())
         for d in digests:
             h.update(d)
-        return SeriesRead(rows=rows, digest=h.digest())
+        return rows, h.digest(), parts
 
-    return await asyncio.to_thread(place)
+    def fill(parts: list[Part], close: F64, volume: F64) -> None:
+        for lo, hi, block, cols in parts:
+            if block is not None:
+                close[lo:hi] = block.close
+                volume[lo:hi] = block.volume
+            else:
+                assert cols is not None
+                close[lo:hi] = np.nan
+                volume[lo:hi] = np.nan
+                _place(np.asarray(cols[0], np.int64), np.asarray(cols[4], np.float64),
+                       np.asarray(cols[5], np.float64), origin, timeframe_ms, close, volume)
+
+    slots = (end_ms - origin + timeframe_ms - 1) // timeframe_ms if end_ms > origin else 0
+
+    def read() -> SeriesRead:
+        rows, digest, parts = prepare()
+        if out_close is not None and out_volume is not None:
+            fill(parts, out_close, out_volume)
+        return SeriesRead(rows=rows, digest=digest,
+                          fill=lambda close, volume: fill(parts, close, volume))
+
+    return await asyncio.to_thread(read)
 
 
 def _dt(ms: int) -> datetime:

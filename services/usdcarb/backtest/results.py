@@ -39,10 +39,12 @@ def rank(metrics: dict[str, Any], objective: str) -> tuple[int, float]:
 
 
 def backtest_result(out: engine.BacktestOutput, *, bars: int, fingerprint: pb.Fingerprint,
-                    elapsed: float) -> pb.BacktestResult:
-    """The stored result of a finished run: figures, hold baseline, robustness panel."""
+                    elapsed: float, trade_count: int | None = None) -> pb.BacktestResult:
+    """The stored result of a finished run: figures, hold baseline, robustness panel
+    (``trade_count``: when the output's trade log was handed over apart)."""
     result = pb.BacktestResult(
-        metrics=convert.metrics_to_pb(out.metrics), trade_count=len(out.trades), bars=bars,
+        metrics=convert.metrics_to_pb(out.metrics),
+        trade_count=len(out.trades) if trade_count is None else trade_count, bars=bars,
         fingerprint=fingerprint, optimistic_fills=out.optimistic_fills,
         elapsed=convert.duration(elapsed), execution_model=out.execution_model)
     if out.baseline_metrics:

@@ -3,17 +3,21 @@
 Each slot loops: claim a job (a reclaimed one first), move it to RUNNING in
 PostgreSQL (counting the attempt), load its market data on the event loop (block-cache
 reads are I/O), run the engine in the slot's own child process (handing it the data
-through a file: handoff.py), then store the outcome and publish the last event, a
-domain event and (on success) the version's move to BACKTESTED. The queue entry is acknowledged only once the outcome is stored, so a
-replica that dies mid-job leaves the entry pending; another slot reclaims it after
-the idle timeout and the job is re-run, or FAILED with a reason once it has used up
-its attempts. It is never left RUNNING.
+through a file: handoff.py; or only its key, when that process holds these very bars from
+its last job), which also encodes what is stored (finish.py), then store the outcome
+and publish the last event, a domain event and (on success) the version's move to
+BACKTESTED. The final event is published only once the result, its trades and its
+curve are committed in one transaction. The queue entry is acknowledged only once the
+outcome is stored, so a replica that dies mid-job leaves the entry pending; another slot
+reclaims it after the idle timeout and the job is re-run, or FAILED with a reason once
+it has used up its attempts. It is never left RUNNING.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -30,16 +34,15 @@ from google.rpc import status_pb2
 
 from usdcarb.backtest import convert, engine
 from usdcarb.backtest.chunks import ChunkBoard, grid_points, spans
-from usdcarb.backtest.colcodec import encode_columns
 from usdcarb.backtest.config import RunSpec, parse_config
-from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
+from usdcarb.backtest.finish import take_finished
 from usdcarb.backtest.handoff import (
     FrameRef,
     create_frame,
     discard,
+    held_frame,
     remove_orphans,
-    take_curves,
 )
 from usdcarb.backtest.jobs import JobEntry, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
@@ -50,16 +53,15 @@ from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.results import (
     backtest_result,
     cross_validation_bars,
-    equity_columns,
     snake,
     sweep_outcome,
-    trade_rows,
     walk_forward_bars,
 )
 from usdcarb.backtest.store import BacktestStore
 from usdcarb.backtest.strategy_client import StrategyClient
 from usdcarb.backtest.worker import (
     BacktestTask,
+    FrameNotHeld,
     SweepTask,
     exit_with_parent,
     progress_every,
@@ -94,6 +96,8 @@ class RunnerSettings:
     ready_ttl_s: float = 15.0   # a replica's readiness mark outlives it by at most this
     chunk_points: int = 250     # grid sweeps larger than this run in chunks (0: never)
     market_memo_mb: int = 256   # market data blocks kept in memory (marketmemo.py)
+    held_frame_mb: int = 128    # a frame up to this size stays in its engine process for
+                                # the next job over the same bars (worker.frame_of)
 
 
 WARM_UP_TRIES = 3
@@ -122,6 +126,8 @@ class Runner:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
         self._executors: list[ProcessPoolExecutor] = []
+        # per slot: the key of the frame its engine process holds (worker.frame_of)
+        self._held: list[str | None] = []
         self.busy: set[str] = set()
         # Called with (stage laps, the job's create_time) after each run (telemetry).
         self.on_stages: Any = None
@@ -149,6 +155,7 @@ class Runner:
                         removed)
         for i in range(self.settings.processes):
             self._executors.append(_new_executor())
+            self._held.append(None)
             self._tasks.append(asyncio.create_task(self._slot(i), name=f"backtest-slot-{i}"))
         if self.settings.processes == 0:
             self.ready.set()
@@ -205,6 +212,7 @@ class Runner:
                     return
                 _kill(self._executors[index])
                 self._executors[index] = _new_executor()
+                self._held[index] = None
             except Exception:
                 logger.exception("worker %s warm-up failed; jobs will compile on first use",
                                  consumer)
@@ -277,6 +285,7 @@ class Runner:
             # The child died (killed, out of memory): replace it so the slot lives on.
             _kill(self._executors[index])
             self._executors[index] = _new_executor()
+            self._held[index] = None
             raise DomainError("the engine process stopped unexpectedly (killed or out of "
                               "memory): expected a result, got none", reason="WORKER_LOST") from exc
 
@@ -303,16 +312,18 @@ class Runner:
         clock = _Stages()
         try:
             spec = self._spec(job.config, job.strategy_kind, job.parameters)
-            loaded, ref = await self._load(job.strategy_kind, job.parameters, spec)
+            loaded, ref = await self._load(index, job.strategy_kind, job.parameters, spec)
             bars = len(loaded.frame)
             clock.lap("load")
             try:
-                out, elapsed = await self._execute(index, run_backtest_task, BacktestTask(
+                fin, elapsed = await self._engine(index, run_backtest_task, BacktestTask(
                     job_id=job.id, kind=job.strategy_kind, params=job.parameters,
                     config=spec.engine, market=ref, redis_url=s.redis_url,
                     channels=self._bus.channels, progress_every=progress_every(bars),
-                    min_interval_s=s.progress_interval_s))
-                out = await asyncio.to_thread(take_curves, ref, out)
+                    min_interval_s=s.progress_interval_s, keep_frame=bool(ref.key)),
+                    loaded)
+                # the stored columns, mapped (valid after the file is discarded)
+                equity, trades = await asyncio.to_thread(take_finished, ref, fin)
             finally:
                 discard(ref)
         except engine.Cancelled:
@@ -321,28 +332,20 @@ class Runner:
         except Exception as exc:
             await self._fail_backtest(job, exc)
             return
-        clock.lap("process", engine=elapsed)
+        # process: the hand-off to the engine process and back; engine: the engine's own
+        # time in it; encode: the stored columns and the final event's curve made there
+        clock.lap("process", engine=elapsed, encode=fin.seconds)
+        out = fin.output
         fp = Fingerprint(strategy_version_id=job.strategy_version.rsplit("/", 1)[-1],
                          data_snapshot_hash=loaded.snapshot_hash,
                          config_hash=config_hash(spec.canonical),
                          engine_version=out.engine_version)
         result = backtest_result(out, bars=bars, fingerprint=pb.Fingerprint(
-            **snake(fp.to_dict())), elapsed=elapsed)
-        # Column bytes, then side by side the reduced curve (awaited after the store), the
-        # trade rows and the compact stored columns: CPU work kept off the event loop.
-        times = loaded.frame.time_ms
-        columns = await asyncio.to_thread(equity_columns, times, out)
-        curve_task = asyncio.create_task(asyncio.to_thread(
-            equity_to_pb, f"{name}/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
-            CurveRequest(max_points=DEFAULT_POINTS, page=None)))
-        trades, compact = await asyncio.gather(
-            asyncio.to_thread(trade_rows, times, out.trades),
-            asyncio.to_thread(encode_columns, columns, out.extras.get("initial_equity")))
-        clock.lap("columns")
+            **snake(fp.to_dict())), elapsed=elapsed, trade_count=fin.trade_count)
         stored = await self._store.succeed_backtest(
             job, result=convert.to_json(result), digest=fp.digest, trades=trades,
-            equity=compact)
-        curve = await curve_task
+            equity=equity)
+        curve = pb.EquityCurve.FromString(fin.curve)
         if not stored:
             raise TakenOver(job.id)
         clock.lap("store")
@@ -370,10 +373,12 @@ class Runner:
         await self._strategy.mark_backtested(
             job.strategy_version, f"{name} (run by {creator}) succeeded")
 
-    async def _load(self, kind: str, params: dict[str, Any], spec: RunSpec,
+    async def _load(self, index: int, kind: str, params: dict[str, Any], spec: RunSpec,
                     ) -> tuple[Loaded, FrameRef]:
         """Read the markets the run trades and those pricing its assets (as of now)
-        straight into a frame file the engine process maps (the caller discards it)."""
+        straight into a frame file the engine process maps (the caller discards it); or,
+        when slot ``index``'s engine process holds these very bars already (the frame of
+        its last job), only check and hash them and send it their key (``held``)."""
         table = self.settings.market_table
         keys = await series_to_load(self._store.pool, kind, params, spec.engine,
                                     timeframe=spec.timeframe, start=spec.start, end=spec.end,
@@ -385,16 +390,44 @@ class Runner:
             made.append(ref)
             return time_ms, closes, volumes
 
+        held = self._held[index]
         try:
             loaded = await load_market(self._reads, keys, timeframe=spec.timeframe,
                                        timeframe_ms=spec.timeframe_ms, start_ms=spec.start_ms,
                                        end_ms=spec.end_ms, table=table,
-                                       memo=self._memo, buffers=buffers)
+                                       memo=self._memo, buffers=buffers,
+                                       held=lambda key: key == held)
         except BaseException:
             for ref in made:
                 discard(ref)
             raise
-        return loaded, made[0]
+        keep = 8 * len(loaded.frame) * (1 + 2 * len(keys)) <= self.settings.held_frame_mb << 20
+        if not loaded.placed:
+            return loaded, held_frame(len(loaded.frame), keys, loaded.snapshot_hash)
+        return loaded, dataclasses.replace(made[0], key=loaded.snapshot_hash if keep else "")
+
+    async def _engine(self, index: int, fn: Callable[[Any], Any], task: Any,
+                      loaded: Loaded) -> Any:
+        """Run ``task`` in slot ``index``'s engine process, which keeps the frame (when it
+        has a key) for the next job over the same bars. A frame sent by key that the
+        process turns out not to hold is written into the job's file and sent after all
+        (the same file name: the caller's ``discard`` still removes everything)."""
+        ref: FrameRef = task.market
+        self._held[index] = None   # until the process has answered with the new frame
+        try:
+            out = await self._execute(index, fn, task)
+        except FrameNotHeld:
+            assert loaded.place is not None
+
+            def buffers(bars: int, k: int) -> tuple[Any, Any, Any]:
+                _, time_ms, closes, volumes = create_frame(bars, ref.series, held=ref)
+                return time_ms, closes, volumes
+
+            await loaded.place(buffers)
+            ref = dataclasses.replace(ref, held=False)
+            out = await self._execute(index, fn, dataclasses.replace(task, market=ref))
+        self._held[index] = ref.key or None
+        return out
 
     def _spec(self, config: dict[str, Any], kind: str, params: dict[str, Any]) -> RunSpec:
         cfg = json_format.ParseDict(config, pb.BacktestConfig())
@@ -479,13 +512,14 @@ class Runner:
             cv = (cross_validation_bars(job.cross_validation, spec) if job.cross_validation
                   else None)
             axes = {a["path"]: [float(v) for v in a["values"]] for a in job.axes}
-            loaded, ref = await self._load(job.strategy_kind, job.parameters, spec)
+            loaded, ref = await self._load(index, job.strategy_kind, job.parameters, spec)
             try:
-                found = await self._execute(index, run_sweep_task, SweepTask(
+                found = await self._engine(index, run_sweep_task, SweepTask(
                     job_id=job.id, kind=job.strategy_kind, params=job.parameters, axes=axes,
                     config=spec.engine, market=ref, objective=job.objective,
                     walk_forward=wf, redis_url=s.redis_url, channels=self._bus.channels,
-                    min_interval_s=s.progress_interval_s, cross_validation=cv))
+                    min_interval_s=s.progress_interval_s, cross_validation=cv,
+                    keep_frame=bool(ref.key)), loaded)
             finally:
                 discard(ref)
         except engine.Cancelled as exc:
@@ -553,13 +587,14 @@ class Runner:
         if not await self._bus.cancel_requested(job.id):
             try:
                 spec = self._spec(job.config, job.strategy_kind, job.parameters)
-                _, ref = await self._load(job.strategy_kind, job.parameters, spec)
+                loaded, ref = await self._load(index, job.strategy_kind, job.parameters, spec)
                 try:
-                    found = await self._execute(index, run_sweep_task, SweepTask(
+                    found = await self._engine(index, run_sweep_task, SweepTask(
                         job_id=job.id, kind=job.strategy_kind, params=job.parameters,
                         axes=grid, config=spec.engine, market=ref, objective=job.objective,
                         walk_forward=None, redis_url=s.redis_url, channels=self._bus.channels,
-                        min_interval_s=s.progress_interval_s, span=(lo, hi)))
+                        min_interval_s=s.progress_interval_s, span=(lo, hi),
+                        keep_frame=bool(ref.key)), loaded)
                 finally:
                     discard(ref)
             except engine.Cancelled as exc:

@@ -21,7 +21,13 @@ import asyncpg
 
 from usdcarb.backtest.colcodec import decode_columns
 from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob, TradeRows
-from usdcarb.backtest.trade_columns import INSERT_SQL, PAGE_SQL, decode_page, encode_trades
+from usdcarb.backtest.trade_columns import (
+    INSERT_SQL,
+    PAGE_SQL,
+    TradeColumns,
+    decode_page,
+    encode_trades,
+)
 from usdcarb.platform.db import PooledStore
 from usdcarb.platform.errors import NotFound
 
@@ -132,15 +138,18 @@ class BacktestStore(PooledStore):
             return _backtest(row), True
 
     async def succeed_backtest(
-        self, job: BacktestJob, *, result: dict[str, Any], digest: str, trades: TradeRows,
-        equity: EquityColumns,
+        self, job: BacktestJob, *, result: dict[str, Any], digest: str,
+        trades: TradeRows | TradeColumns, equity: EquityColumns,
     ) -> bool:
-        """Store the result, trades and equity curve in one transaction.
+        """Store the result, trades and equity curve in one transaction (the columns as
+        given: bytes or any bytes-like object, e.g. mapped from the engine process).
 
         Return False (and write nothing) when the job is no longer this attempt's.
         """
-        # Encoded before the transaction, and off the event loop (tens of ms a million bars).
-        trade_args = await asyncio.to_thread(encode_trades, job.id, trades)
+        if isinstance(trades, TradeColumns):   # encoded already (finish.py)
+            trade_args = encode_trades(job.id, trades)
+        else:   # encoded before the transaction, off the event loop (tens of ms a 1M run)
+            trade_args = await asyncio.to_thread(encode_trades, job.id, trades)
         async with self.transaction() as conn:
             status = await conn.execute(
                 """UPDATE backtests SET state = $2, result = $3, fingerprint_digest = $4,

@@ -10,6 +10,7 @@ fetches only the TOAST chunks it needs, so paging stays cheap however long the l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,18 +43,36 @@ PAGE_SQL = (
     + " FROM backtest_trade_columns WHERE backtest_id = $1")
 
 
-def encode_trades(backtest_id: str, trades: TradeRows) -> tuple[Any, ...]:
-    """Return the arguments of ``INSERT_SQL`` for ``trades`` (seq 1..n in this order)."""
+@dataclass(frozen=True)
+class TradeColumns:
+    """A trade log as stored: the name dictionaries and each column's bytes (``DTYPES``
+    order, any bytes-like object)."""
+
+    count: int
+    venues: list[str]
+    symbols: list[str]
+    arrays: tuple[Any, ...]
+
+
+def trade_columns(trades: TradeRows) -> TradeColumns:
+    """The stored columns of ``trades`` (seq 1..n in this order)."""
     # Hashing, not sorting, the names (np.unique sorts ~80k Python strings: ~0.1 s).
     venue, venues = pd.factorize(np.asarray(trades.venue, dtype=object), sort=True)
     symbol, symbols = pd.factorize(np.asarray(trades.symbol, dtype=object), sort=True)
     columns: dict[str, Any] = {
         "time_ms": trades.time_ms, "venue": venue, "symbol": symbol,
         **{name: getattr(trades, name) for name in (*_FLOATS, *_INTS)}}
-    arrays = [np.ascontiguousarray(np.asarray(columns[c]).reshape(-1), dtype=d).tobytes()
-              for c, d in DTYPES.items()]
-    return (backtest_id, len(trades), [str(v) for v in venues], [str(s) for s in symbols],
-            *arrays)
+    # the arrays' own memory where they already have the stored type (no copy)
+    arrays = tuple(np.ascontiguousarray(np.asarray(columns[c]).reshape(-1), dtype=d)
+                   .data.cast("B") for c, d in DTYPES.items())
+    return TradeColumns(count=len(trades), venues=[str(v) for v in venues],
+                        symbols=[str(s) for s in symbols], arrays=arrays)
+
+
+def encode_trades(backtest_id: str, trades: TradeRows | TradeColumns) -> tuple[Any, ...]:
+    """Return the arguments of ``INSERT_SQL`` for ``trades``."""
+    c = trades if isinstance(trades, TradeColumns) else trade_columns(trades)
+    return (backtest_id, c.count, c.venues, c.symbols, *c.arrays)
 
 
 def decode_page(row: Any, after_seq: int) -> list[dict[str, Any]]:

@@ -3,9 +3,10 @@
 CPU work never runs on the event loop: each worker slot owns a one-process
 ``ProcessPoolExecutor`` (spawned, not forked: the parent runs grpc threads). The child
 gets a picklable task (kind, parameters, EngineConfig, and a ``handoff.FrameRef``: it
-reads the market data itself, and a backtest's curves go back the same way), runs the
-engine and reports progress itself — numbered events on the job's Redis progress stream, at
-most every ``min_interval_s`` — and polls the job's cancel key, returning False to the
+reads the market data itself), runs the engine and makes a backtest's output ready to
+store (``finish.py``: the stored columns go back through a file beside the frame). It
+reports progress itself — numbered events on the job's Redis progress stream, at most
+every ``min_interval_s`` — and polls the job's cancel key, returning False to the
 engine's callback when it is set so the engine raises Cancelled and the slot is freed.
 Progress therefore reaches every replica's watchers without passing through the parent.
 """
@@ -22,15 +23,42 @@ from typing import Any
 
 from usdcarb.backtest import engine
 from usdcarb.backtest.convert import metrics_to_pb, timestamp
-from usdcarb.backtest.engine import BacktestOutput, EngineConfig, Progress
+from usdcarb.backtest.engine import EngineConfig, MarketFrame, Progress
 from usdcarb.backtest.engine.robust import run_cross_validation
-from usdcarb.backtest.handoff import FrameRef, read_frame, send_curves
+from usdcarb.backtest.finish import Finished, finish
+from usdcarb.backtest.handoff import FrameRef, read_frame
 from usdcarb.backtest.progress import Channels, SyncProgress
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
 
 _buses: dict[tuple[str, Channels], SyncProgress] = {}
 CANCEL_POLL_S = 0.1
+# The frame of the last job (mapped from its file, unlinked since: the pages stay while
+# mapped), under its key, when it is at most ``FrameRef``'s sender's budget; the parent
+# knows which key its engine process holds (runner.Runner._held) and then sends only
+# the key. The engine never writes to a frame's arrays, so a kept frame stays the bars
+# its key names (test_market_memo).
+_frames: dict[str, MarketFrame] = {}
+
+
+class FrameNotHeld(Exception):
+    """The parent sent a frame's key that this engine process does not hold (it
+    answers by sending the frame)."""
+
+
+def frame_of(ref: FrameRef, keep: bool) -> MarketFrame:
+    """The frame ``ref`` names: the one held under its key, else read from its file
+    (and held from now on when ``keep``, in place of the one held before)."""
+    if ref.held:
+        frame = _frames.get(ref.key)
+        if frame is None:
+            raise FrameNotHeld(ref.key)
+        return frame
+    frame = read_frame(ref)
+    _frames.clear()
+    if keep and ref.key:
+        _frames[ref.key] = frame
+    return frame
 
 
 def _bus(url: str, channels: Channels) -> SyncProgress:
@@ -53,6 +81,7 @@ class BacktestTask:
     channels: Channels
     progress_every: int
     min_interval_s: float
+    keep_frame: bool = False   # hold the frame for the next job (``frame_of``)
 
 
 @dataclass(frozen=True)
@@ -72,6 +101,7 @@ class SweepTask:
     min_interval_s: float
     span: tuple[int, int] | None = None   # a chunk: grid positions [lo, hi), no events
     cross_validation: tuple[int, int, int] | None = None   # k-fold: (folds, purge, embargo)
+    keep_frame: bool = False   # hold the frame for the next job (``frame_of``)
 
 
 class _Reporter:
@@ -101,15 +131,15 @@ def progress_every(bars: int) -> int:
     return max(5_000, bars // 200)
 
 
-def run_backtest_task(task: BacktestTask) -> tuple[BacktestOutput, float]:
-    """Run one backtest in the child; return its output (curves sent through the
-    hand-off file: ``handoff.take_curves``) and the engine's wall time."""
+def run_backtest_task(task: BacktestTask) -> tuple[Finished, float]:
+    """Run one backtest in the child; return it ready to store (``finish.py``: the
+    stored columns go through a file beside the frame) and the engine's wall time."""
     bus = _bus(task.redis_url, task.channels)
     reporter = _Reporter(bus, task.job_id, task.min_interval_s)
     name = f"backtests/{task.job_id}"
     if reporter.cancelled(True):
         raise engine.Cancelled(name)
-    market = read_frame(task.market)
+    market = frame_of(task.market, task.keep_frame)
     times = market.time_ms
 
     def on_progress(p: Progress) -> bool:
@@ -134,7 +164,7 @@ def run_backtest_task(task: BacktestTask) -> tuple[BacktestOutput, float]:
     out = engine.run_backtest(task.kind, task.params, task.config, market,
                               on_progress=on_progress, progress_every=task.progress_every)
     elapsed = time.perf_counter() - started
-    return send_curves(task.market, out), elapsed
+    return finish(task.market, name, times, out), elapsed
 
 
 def run_sweep_task(task: SweepTask) -> list[Any]:
@@ -145,7 +175,7 @@ def run_sweep_task(task: SweepTask) -> list[Any]:
     unit = "folds" if task.walk_forward or task.cross_validation else "combinations"
     if reporter.cancelled(True):
         raise engine.Cancelled(name)
-    market = read_frame(task.market)
+    market = frame_of(task.market, task.keep_frame)
 
     def on_progress(done: int, total: int) -> bool:
         final = done >= total

@@ -3,6 +3,7 @@ memory, the block cache or market_data, and never a block that is no longer curr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from datetime import UTC, datetime
@@ -11,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from usdcarb.backtest.handoff import create_frame, discard, read_frame
-from usdcarb.backtest.loading import load_market
+from usdcarb.backtest.handoff import create_frame, discard, held_frame, read_frame
+from usdcarb.backtest.loading import Loaded, load_market
 from usdcarb.backtest.marketmemo import MarketMemo
 from usdcarb.marketdata.reader import read_candles
 from usdcarb.marketdata.writer import BLOCK_SLOTS, encode_copy_binary, invalidate_blocks
@@ -166,6 +167,73 @@ async def test_a_run_loads_straight_into_the_frame_the_engine_process_maps(
     finally:
         discard(ref)
     assert not _exists(ref.path)
+
+
+async def test_an_engine_process_keeps_its_frame_and_gets_the_key_until_a_bar_changes(
+        service_pool: Any) -> None:
+    from usdcarb.backtest import engine
+    from usdcarb.backtest.worker import FrameNotHeld, frame_of
+
+    pool = await service_pool("ingestion")
+    ts = T0 + M * np.arange(N, dtype=np.int64)
+    rng = np.random.default_rng(5)
+    for venue in ("x", "y"):
+        await write(pool, venue, ts, np.round(1 + rng.normal(0, 0.003, N), 5))
+    memo, made, held = MarketMemo(), [], [""]
+
+    def buffers(bars: int, k: int) -> tuple[Any, Any, Any]:
+        ref, *arrays = create_frame(bars, KEYS)
+        made.append(ref)
+        return arrays[0], arrays[1], arrays[2]
+
+    def load() -> Any:
+        return loaded(pool, memo, buffers=buffers, held=lambda key: key == held[0])
+
+    params = {"crossExchangeSpread": {"symbol": "SYN/USD", "venueA": "xa", "venueB": "ya",
+                                      "entryBps": 20, "exitBps": 2, "quantity": 10}}
+    config = engine.EngineConfig(venues=tuple(
+        engine.VenueCosts(venue=v, taker_fee_bps=1.0, initial_balances={"USD": 1e4})
+        for v in ("xa", "ya")), quote_asset="USD")
+
+    def run(frame: Any) -> Any:   # venue names of two letters or more: the same arrays
+        return engine.run_backtest("cross-exchange-spread", params, config, engine.MarketFrame(
+            time_ms=frame.time_ms, series=tuple(
+                engine.Series(s.venue + "a", s.symbol, s.close, s.volume)
+                for s in frame.series)))
+
+    refs: list[Any] = []
+    try:
+        first = await load()   # the engine process holds nothing: placed, sent as a file
+        assert first.placed and len(made) == 1
+        refs.append(dataclasses.replace(made[0], key=first.snapshot_hash))
+        out1 = run(frame_of(refs[0], keep=True))
+        assert len(out1.trades) > 0
+        held[0] = first.snapshot_hash
+        again = await load()   # the same bars: only checked and hashed, nothing placed
+        assert not again.placed and len(made) == 1
+        assert again.snapshot_hash == first.snapshot_hash and again.rows == first.rows
+        refs.append(held_frame(len(again.frame), KEYS, again.snapshot_hash))
+        kept = frame_of(refs[1], keep=True)
+        out2 = run(kept)
+        np.testing.assert_array_equal(out2.equity, out1.equity)
+        check(Loaded(frame=kept, snapshot_hash="", rows=first.rows), await expected(pool))
+        # a process that lost it (restarted) is sent the frame after all, in the same file
+        with pytest.raises(FrameNotHeld):
+            frame_of(dataclasses.replace(refs[1], key="another"), keep=True)
+        _, *arrays = create_frame(len(again.frame), KEYS, held=refs[1])
+        assert again.place is not None
+        await again.place(lambda bars, k: (arrays[0], arrays[1], arrays[2]))
+        check(Loaded(frame=read_frame(dataclasses.replace(refs[1], held=False)),
+                     snapshot_hash="", rows=first.rows), await expected(pool))
+        # a changed bar: another hash, placed and sent again
+        await write(pool, "y", ts[2 * BLOCK_SLOTS + 7: 2 * BLOCK_SLOTS + 8], np.array([1.5]))
+        changed = await load()
+        assert changed.placed and len(made) == 2
+        assert changed.snapshot_hash != first.snapshot_hash
+        check(changed, await expected(pool))
+    finally:
+        for ref in refs + made:
+            discard(ref)
 
 
 def test_the_memo_keeps_to_its_budget_dropping_the_least_recently_used() -> None:

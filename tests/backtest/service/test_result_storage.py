@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import uuid
@@ -12,16 +11,16 @@ import numpy as np
 import pytest
 
 from usdcarb.backtest import engine
-from usdcarb.backtest.handoff import (
-    discard,
-    read_frame,
-    remove_orphans,
-    send_curves,
-    take_curves,
-    write_frame,
-)
+from usdcarb.backtest.colcodec import decode_columns
+from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
+from usdcarb.backtest.finish import finish, take_finished
+from usdcarb.backtest.handoff import discard, read_frame, remove_orphans, write_frame
 from usdcarb.backtest.model import BacktestJob, EquityColumns, TradeRows
+from usdcarb.backtest.results import equity_columns, trade_rows
 from usdcarb.backtest.store import BacktestStore
+from usdcarb.backtest.trade_columns import encode_trades
+from usdcarb.v1 import backtest_pb2 as pb
+from usdcarb.v1 import common_pb2
 
 T0 = 1_678_406_400_000
 
@@ -64,49 +63,65 @@ async def test_trades_are_listed_back_exactly_page_by_page(service_pool: Any) ->
 
 
 @pytest.mark.unit
-def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_curves() -> None:
-    n = 1_000
+def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_stored_columns(
+) -> None:
+    n = 3_000
+    rng = np.random.default_rng(3)
+    a = 1 + np.round(rng.normal(0, 0.002, n), 5)
+    b = 1 + np.round(rng.normal(0, 0.002, n), 5)
+    b[rng.random(n) < 0.05] = np.nan   # missing bars stay missing
+    b[0] = 1.0
     frame = engine.MarketFrame(time_ms=T0 + 60_000 * np.arange(n, dtype=np.int64), series=(
-        engine.Series("venuea", "USDC/USDT", np.linspace(0.99, 1.01, n), np.ones(n)),
-        engine.Series("venueb", "USDC/USDT", np.full(n, np.nan), np.arange(n, dtype=float))))
+        engine.Series("venuea", "USDC/USDT", a, np.ones(n)),
+        engine.Series("venueb", "USDC/USDT", b, np.arange(n, dtype=float))))
     ref = write_frame(frame)
     try:
         back = read_frame(ref)
         np.testing.assert_array_equal(back.time_ms, frame.time_ms)
-        for a, b in zip(back.series, frame.series, strict=True):
-            assert (a.venue, a.symbol) == (b.venue, b.symbol)
-            np.testing.assert_array_equal(a.close, b.close)
-            np.testing.assert_array_equal(a.volume, b.volume)
-        out = engine.BacktestOutput(
-            equity=np.linspace(1, 2, n), drawdown=np.zeros(n), exposure=np.ones(n),
-            trades=None, metrics={}, optimistic_fills=False, engine_version="x")  # type: ignore[arg-type]
-        for baseline in (None, np.linspace(1, 1.5, n)):   # none: constant at the start
-            out = dataclasses.replace(out, baseline=baseline)
-            sent = send_curves(ref, out)
-            assert len(sent.equity) == 0 and len(pickle.dumps(sent)) < 2_000
-            got = take_curves(ref, sent)
-            for name in ("equity", "drawdown", "exposure", "baseline"):
-                np.testing.assert_array_equal(getattr(got, name), getattr(out, name))
-        # The trade log goes the same way; venue and symbol names come back as names.
-        t = trades(5_000)
-        names = {v: v for v in ("venuea", "venueb", "kraken", "USDC/USDT", "USDC/USD")}
-        log = engine.TradeLog(
-            bar=np.arange(5_000, dtype=np.int64),
-            venue=np.array([names[v] for v in t.venue], dtype=object),
-            symbol=np.array([names[v] for v in t.symbol], dtype=object), side=t.side,
-            quantity=t.quantity, price=t.price, fee=t.fee, slippage=t.slippage,
-            round_trip=t.round_trip, signal_bar=t.signal_bar,
-            signal_edge_bps=t.signal_edge_bps)
-        sent = send_curves(ref, dataclasses.replace(out, trades=log))
-        assert len(sent.trades) == 0 and len(pickle.dumps(sent)) < 4_000
-        got = take_curves(ref, sent).trades
-        for f in dataclasses.fields(log):
-            want = getattr(log, f.name)
-            assert getattr(got, f.name).dtype == want.dtype, f.name
-            np.testing.assert_array_equal(getattr(got, f.name), want)
+        for x, y in zip(back.series, frame.series, strict=True):
+            assert (x.venue, x.symbol) == (y.venue, y.symbol)
+            np.testing.assert_array_equal(x.close, y.close)
+            np.testing.assert_array_equal(x.volume, y.volume)
+        params = {"crossExchangeSpread": {"symbol": "USDC/USDT", "venueA": "venuea",
+                                          "venueB": "venueb", "entryBps": 5, "exitBps": 1,
+                                          "quantity": 1_000}}
+        balances = {"USDC": 1e5, "USDT": 1e5}
+        for quote_only in (False, True):   # a moving hold baseline, then a constant one
+            config = engine.EngineConfig(venues=tuple(
+                engine.VenueCosts(venue=v, taker_fee_bps=1.0, maker_fee_bps=0.5,
+                                 initial_balances={"USDT": 1e5} if quote_only else balances)
+                for v in ("venuea", "venueb")), fill="next", quote_asset="USDT")
+            out = engine.run_backtest("cross-exchange-spread", params, config, back)
+            assert len(out.trades) > 10 and (out.baseline is None) == quote_only
+            # engine process: encode; parent: map what it wrote
+            fin = finish(ref, "backtests/b1", back.time_ms, out)
+            assert len(pickle.dumps(fin)) < 60_000 and len(fin.output.equity) == 0
+            stored, trade_cols = take_finished(ref, fin)
+            # the stored curve decodes to the engine's columns bit for bit
+            raw = decode_columns(EquityColumns(
+                points=stored.points, **{k: bytes(getattr(stored, k)) for k in (
+                    "time_ms", "equity", "drawdown", "exposure", "baseline")}))
+            for name, want in (("time_ms", frame.time_ms), ("equity", out.equity),
+                               ("drawdown", out.drawdown), ("exposure", out.exposure),
+                               ("baseline", out.baseline_curve())):
+                got = np.frombuffer(getattr(raw, name), "<i8" if name == "time_ms" else "<u8")
+                if name == "baseline" and quote_only:   # constant: one value
+                    got = np.repeat(got, n)
+                np.testing.assert_array_equal(
+                    got, np.asarray(want).view("<i8" if name == "time_ms" else "<u8"), name)
+            # the trade columns are those of the trade log, and the curve the reduced one
+            assert [bytes(x) if isinstance(x, memoryview) else x
+                    for x in encode_trades("b1", trade_cols)] == [
+                bytes(x) if isinstance(x, memoryview) else x
+                for x in encode_trades("b1", trade_rows(frame.time_ms, out.trades))]
+            assert fin.trade_count == len(out.trades)
+            columns = equity_columns(frame.time_ms, out)
+            assert pb.EquityCurve.FromString(fin.curve) == equity_to_pb(
+                "backtests/b1/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
+                CurveRequest(max_points=DEFAULT_POINTS, page=None))
     finally:
         discard(ref)
-    assert not any(os.path.exists(p) for p in (ref.path, ref.curves_path, ref.trades_path))
+    assert not any(os.path.exists(p) for p in (ref.path, ref.finished_path))
 
 
 @pytest.mark.unit
@@ -119,7 +134,7 @@ def test_hand_off_files_of_a_dead_process_are_removed_and_live_ones_kept(
                           capture_output=True, text=True, check=True)
     dead = int(gone.stdout)
     orphans = [tmp_path / f"usdcarb-frame-{dead}-abc{suffix}"
-               for suffix in ("", ".curves", ".trades")]
+               for suffix in ("", ".finished", ".trades")]
     mine = tmp_path / f"usdcarb-frame-{os.getpid()}-xyz"
     other = tmp_path / "usdcarb-frame-notapid"
     for p in (*orphans, mine, other):
