@@ -749,6 +749,10 @@ class Stack:
         for name in order:
             if name in procs:
                 _wait_gone(procs[name], 20.0)
+        if "envoy" in procs and "base_id" in procs["envoy"].extra:
+            # Envoy leaves its hot-restart shared memory behind when it is stopped.
+            shm = Path(f"/dev/shm/envoy_shared_memory_{int(procs['envoy'].extra['base_id']) * 10}")
+            shm.unlink(missing_ok=True)
         if "redis" in procs and _alive(procs["redis"]):
             os.kill(procs["redis"].pid, signal.SIGTERM)
             _wait_gone(procs["redis"], 20.0)

@@ -311,7 +311,8 @@ class SoakFaults:
         await asyncio.to_thread(_get_json, f"{replay}/_replay/faults", switches)
         record.start = time.time()
         await asyncio.sleep(window.duration_s)
-        left = await asyncio.to_thread(_get_json, f"{replay}/_replay/faults", {})
+        left = await asyncio.to_thread(_get_json, f"{replay}/_replay/faults")
+        await asyncio.to_thread(_get_json, f"{replay}/_replay/faults", {})
         record.end = time.time()
         self._undo.pop()
         answered = BURST_BUDGET - int(left.get("rate_limit" if status == 429 else
