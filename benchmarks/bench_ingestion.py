@@ -152,12 +152,25 @@ class CpuMeter:
         self._pg = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
         self._pids = pids
 
-    def now(self) -> float:
-        me = time.process_time()
+    def split(self) -> dict[str, float]:
         psql = resource.getrusage(resource.RUSAGE_CHILDREN)
-        pg = _proc_cpu(self._pg, children=True) + sum(_proc_cpu(c)
-                                                     for c in _children(self._pg))
-        return me + psql.ru_utime + psql.ru_stime + pg + sum(_proc_cpu(p) for p in self._pids)
+        return {"this process": time.process_time(), "psql": psql.ru_utime + psql.ru_stime,
+                "postgres": _proc_cpu(self._pg, children=True) + sum(
+                    _proc_cpu(c) for c in _children(self._pg)),
+                **{f"pid {p}": _proc_cpu(p) for p in self._pids}}
+
+    def now(self) -> float:
+        return sum(self.split().values())
+
+    def backends(self) -> set[int]:
+        return set(_children(self._pg))
+
+    def reaped(self, before: set[int], within_s: float = 3.0) -> None:
+        """Wait until the backends started since ``before`` ended: a backend's CPU time
+        reaches the postmaster's children total only once it has been reaped."""
+        deadline = time.monotonic() + within_s
+        while self.backends() - before and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -257,14 +270,18 @@ def psql_copy_ceiling(pg: PostgresServer, workdir: Path, meter: CpuMeter
                       ) -> tuple[int, float, float]:
     """``psql \\copy`` of every row of ingestion.market_data into the empty twin table;
     return (rows, seconds, CPU seconds of psql and PostgreSQL)."""
+    before = meter.backends()
     pg.psql("TRUNCATE ceiling.market_data", database="usdcarb")
     csv = workdir / "rows.csv"
     pg.psql(f"\\copy (SELECT {COLUMNS} FROM ingestion.market_data) TO '{csv}' CSV\n",
             database="usdcarb")
     rows = sum(1 for _ in csv.open())
+    meter.reaped(before)  # the export's backends are not the copy's
     c0, t0 = meter.now(), time.perf_counter()
     pg.psql(f"\\copy ceiling.market_data ({COLUMNS}) FROM '{csv}' CSV\n", database="usdcarb")
-    return rows, time.perf_counter() - t0, meter.now() - c0
+    seconds = time.perf_counter() - t0
+    meter.reaped(before)
+    return rows, seconds, meter.now() - c0
 
 
 async def validation_costs(pool: Any, vpool: Any, validation_address: str,
@@ -408,10 +425,15 @@ def _ratios(a: Figures, b: Figures) -> str:
     return f"per round {', '.join(f'{v:.2f}' for v in r)} (median {r[len(r) // 2]:.2f})"
 
 
-async def _measured(meter: CpuMeter, call: Any) -> tuple[Any, float, float]:
-    c0, t0 = meter.now(), time.perf_counter()
+async def _measured(meter: CpuMeter, call: Any, label: str = "") -> tuple[Any, float, float]:
+    c0, t0 = meter.split(), time.perf_counter()
     got = await call()
-    return got, time.perf_counter() - t0, meter.now() - c0
+    seconds = time.perf_counter() - t0
+    c1 = meter.split()
+    if label:  # --cpu-detail
+        print(f"  [{label}: {seconds:.2f} s wall; CPU s " + ", ".join(
+            f"{k} {c1[k] - c0[k]:.2f}" for k in c0) + "]", flush=True)
+    return got, seconds, sum(c1.values()) - sum(c0.values())
 
 
 VALIDATION_TABLES = ("data_validation_issues, quarantined_bars, data_gaps, series_verdicts, "
@@ -476,13 +498,16 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             await pool.execute("DELETE FROM candle_blocks")
             await vpool.execute(f"TRUNCATE {VALIDATION_TABLES}")
 
+        def detail(label: str) -> str:
+            return label if args.cpu_detail else ""
+
         # Rounds interleave each path with its ceilings (this machine is shared and its
         # load swings), on the same rows.
         for _ in range(args.rounds):
             if not args.skip_archive:
                 await fresh()
                 (a_bars, a_files), t, c = await _measured(
-                    meter, lambda: archive_end_to_end(pool, replay_url))
+                    meter, lambda: archive_end_to_end(pool, replay_url), detail("archive"))
                 archive.add(a_bars, t, c)
                 a_rows, t, c = psql_copy_ceiling(pg, work, meter)
                 a_copy.add(a_rows, t, c)
@@ -491,10 +516,10 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             if not args.skip_ccxt:
                 await fresh()
                 bars, t, c = await _measured(
-                    meter, lambda: ingest_end_to_end(pool, args.concurrency))
+                    meter, lambda: ingest_end_to_end(pool, args.concurrency), detail("ccxt"))
                 ccxt.add(bars, t, c)
-                n, t, c = await _measured(meter, lambda: fetch_only(replay_url,
-                                                                    args.concurrency))
+                n, t, c = await _measured(meter, lambda: fetch_only(
+                    replay_url, args.concurrency), detail("fetch-only"))
                 fetched.add(n, t, c)
                 rows, t, c = psql_copy_ceiling(pg, work, meter)
                 copied.add(rows, t, c)
@@ -574,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-archive", action="store_true", help="no archive import")
     parser.add_argument("--skip-ccxt", action="store_true", help="no ccxt pipeline")
     parser.add_argument("--skip-reads", action="store_true", help="no read benchmark")
+    parser.add_argument("--cpu-detail", action="store_true",
+                        help="print each measurement's CPU seconds per process")
     parser.add_argument("--no-validation", action="store_true",
                         help="ingest with ingestion's own per-bar rules only")
     args, _ = parser.parse_known_args(argv)

@@ -1,18 +1,20 @@
 """PostgreSQL store of archive imports (tables of migrations/0004_archive_imports.sql).
 
 Contract: an import is leased like an ingest job (``claim``/``renew_lease``/``finish``,
-every write fenced by the lease owner and the RUNNING state, else ``LeaseLost``). A file
-is settled by ``commit_file`` in ONE transaction: its bars (usdcarb.marketdata.writer.
-write_series: binary COPY into the hypertable where nothing is stored, merge only over
-stored bars), its quarantined bars, its ``archive_files`` row and the import's counters.
-A file whose row exists as STORED is never read again by that import.
+every write fenced by the lease owner and the RUNNING state, else ``LeaseLost``). Files
+are settled by ``commit_files`` — one file, or several consecutive files of the import
+at once — in ONE transaction: their bars (usdcarb.marketdata.writer.write_series_rows:
+one binary COPY into the hypertable where nothing is stored, merge only over stored
+bars), their quarantined bars, their ``archive_files`` rows and the import's counters.
+A file is settled whole or not at all, and a file whose row exists as STORED is never
+read again by that import.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +24,7 @@ import numpy as np
 
 from usdcarb.ingestion.domain import Bars, Rejection
 from usdcarb.ingestion.store import LeaseLost
-from usdcarb.marketdata.writer import write_series
+from usdcarb.marketdata.writer import write_series_rows
 from usdcarb.platform.errors import NotFound
 
 STATS_KEYS = ("files_total", "files_stored", "files_failed", "files_skipped", "bytes",
@@ -83,6 +85,17 @@ class FileRecord:
     reason: str = ""
     message: str = ""
     seq: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Settle:
+    """One file to settle: its record (``bars_read``, bytes, sha256, state, reason) and,
+    when STORED, the bars to store (ascending, unique) and its quarantined bars."""
+
+    file: FileRecord
+    bars: Bars | None = None
+    rejects: tuple[Rejection, ...] = ()
+    rejected: Bars | None = None
 
 
 @dataclass
@@ -203,61 +216,78 @@ class ArchiveStore:
         if not status.endswith(" 1"):
             raise LeaseLost(rec.id)
 
-    async def commit_file(self, *, rec: ImportRecord, owner: str, lease_s: float,
-                          file: FileRecord, bars: Bars | None,
-                          rejects: tuple[Rejection, ...], rejected: Bars | None,
-                          stats: ImportStats, progress: dict[str, Any],
-                          tf_ms: int) -> FileRecord:
-        """Settle one file (STORED with its bars, or FAILED with nothing) and the import's
-        counters in one transaction; retried when a concurrent writer won a COPY race."""
+    async def commit_files(self, *, rec: ImportRecord, owner: str, lease_s: float,
+                           files: Sequence[Settle], stats: ImportStats,
+                           progress: dict[str, Any], tf_ms: int) -> Sequence[FileRecord]:
+        """Settle consecutive files (each STORED with its bars, or FAILED with nothing) and
+        the import's counters in one transaction; retried when a concurrent writer won a
+        COPY race."""
         for attempt in range(3):
             try:
-                return await self._commit_file(rec=rec, owner=owner, lease_s=lease_s,
-                                               file=file, bars=bars, rejects=rejects,
-                                               rejected=rejected, stats=stats,
-                                               progress=progress, tf_ms=tf_ms)
+                return await self._commit_files(rec=rec, owner=owner, lease_s=lease_s,
+                                                 files=files, stats=stats,
+                                                 progress=progress, tf_ms=tf_ms)
             except asyncpg.UniqueViolationError:
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.05)
         raise AssertionError("unreachable")
 
-    async def _commit_file(self, *, rec: ImportRecord, owner: str, lease_s: float,
-                           file: FileRecord, bars: Bars | None,
-                           rejects: tuple[Rejection, ...], rejected: Bars | None,
-                           stats: ImportStats, progress: dict[str, Any],
-                           tf_ms: int) -> FileRecord:
+    async def _commit_files(self, *, rec: ImportRecord, owner: str, lease_s: float,
+                            files: Sequence[Settle], stats: ImportStats,
+                            progress: dict[str, Any], tf_ms: int) -> Sequence[FileRecord]:
         values = dict(stats.values)
+        stored = [f for f in files if f.bars is not None and len(f.bars)]
         async with self._pool.acquire() as conn, conn.transaction():
-            # Lock the import row first: a cancel or a takeover waits for this file, and
-            # this file is refused if either came first.
+            # Lock the import row first: a cancel or a takeover waits for these files,
+            # and they are refused if either came first.
             held = await conn.fetchval(
                 """SELECT 1 FROM archive_imports WHERE id = $1 AND lease_owner = $2
                    AND state = 'JOB_STATE_RUNNING' FOR UPDATE""", rec.id, owner)
             if held is None:
                 raise LeaseLost(rec.id)
-            written = duplicate = 0
-            if bars is not None and len(bars):
-                written, duplicate = await write_series(
+            written = np.zeros(0, bool)
+            if stored:
+                # The files are consecutive ranges of one series, each ascending and
+                # unique: together one ascending series, stored by ONE COPY.
+                bars = Bars.concat([f.bars for f in stored if f.bars is not None])
+                written = await write_series_rows(
                     conn, exchange=rec.exchange, symbol=rec.symbol, timeframe=rec.timeframe,
                     timeframe_ms=tf_ms, open_time_ms=bars.ts_ms, open_=bars.open,
                     high=bars.high, low=bars.low, close=bars.close, volume=bars.volume,
                     source=rec.exchange)
-            if rejects and rejected is not None:
+            rejects = [(f, j, r) for f in files if f.rejected is not None
+                       for j, r in enumerate(f.rejects)]
+            if rejects:
                 await conn.copy_records_to_table(
                     "ingest_rejects", columns=["job_id", "exchange", "symbol", "timeframe",
                                                "open_time_ms", "open", "high", "low",
                                                "close", "volume", "rules", "reason"],
                     records=[(f"archiveImports/{rec.id}", rec.exchange, rec.symbol,
-                              rec.timeframe, int(rejected.ts_ms[i]),
-                              float(rejected.open[i]), float(rejected.high[i]),
-                              float(rejected.low[i]), float(rejected.close[i]),
-                              float(rejected.volume[i]), list(r.rules), r.reason[:500])
-                             for i, r in enumerate(rejects)])
-            settled = FileRecord(file.key, file.location, file.state, file.bars_read,
-                                 written, duplicate, len(rejects), file.bytes, file.sha256,
-                                 file.reason, file.message[:1000], file.seq)
-            await conn.execute(
+                              rec.timeframe, int(rj.ts_ms[j]), float(rj.open[j]),
+                              float(rj.high[j]), float(rj.low[j]), float(rj.close[j]),
+                              float(rj.volume[j]), list(r.rules), r.reason[:500])
+                             for f, j, r in rejects if (rj := f.rejected) is not None])
+            settled = []
+            at = 0
+            for f in files:
+                file, n = f.file, len(f.bars) if f.bars is not None else 0
+                new = int(written[at:at + n].sum()) if f in stored else 0
+                at += n if f in stored else 0
+                settled.append(FileRecord(
+                    file.key, file.location, file.state, file.bars_read, new, n - new,
+                    len(f.rejects), file.bytes, file.sha256, file.reason,
+                    file.message[:1000], file.seq))
+                if file.state == "STORED":
+                    values["files_stored"] += 1
+                    values["bars_read"] += file.bars_read
+                    values["bars_stored"] += new
+                    values["bars_duplicate"] += n - new
+                    values["bars_quarantined"] += len(f.rejects)
+                else:
+                    values["files_failed"] += 1
+                values["bytes"] += file.bytes
+            await conn.executemany(
                 f"""INSERT INTO archive_files (import_id, {_FILE_COLUMNS})
                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
                     ON CONFLICT (import_id, key) DO UPDATE SET state = EXCLUDED.state,
@@ -266,18 +296,9 @@ class ArchiveStore:
                       bars_quarantined = EXCLUDED.bars_quarantined, bytes = EXCLUDED.bytes,
                       sha256 = EXCLUDED.sha256, reason = EXCLUDED.reason,
                       message = EXCLUDED.message, seq = EXCLUDED.seq, update_time = now()""",
-                rec.id, settled.key, settled.location, settled.state, settled.bars_read,
-                settled.bars_stored, settled.bars_duplicate, settled.bars_quarantined,
-                settled.bytes, settled.sha256, settled.reason, settled.message, settled.seq)
-            if file.state == "STORED":
-                values["files_stored"] += 1
-                values["bars_read"] += file.bars_read
-                values["bars_stored"] += written
-                values["bars_duplicate"] += duplicate
-                values["bars_quarantined"] += len(rejects)
-            else:
-                values["files_failed"] += 1
-            values["bytes"] += file.bytes
+                [(rec.id, x.key, x.location, x.state, x.bars_read, x.bars_stored,
+                  x.bars_duplicate, x.bars_quarantined, x.bytes, x.sha256, x.reason,
+                  x.message, x.seq) for x in settled])
             progress = dict(progress, done=values["files_stored"] + values["files_failed"]
                             + values["files_skipped"])
             total = max(int(progress.get("total", 0)), 1)

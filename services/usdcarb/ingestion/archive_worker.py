@@ -1,5 +1,6 @@
 """Runs archive imports: plan the files, download a few ahead, verify, parse, validate
-over the whole file in-process, and settle each file in one transaction.
+over whole files in-process, and settle the files downloaded together in one transaction
+(one COPY), while the next group is validated.
 
 Validation: the validation domain's batch rules (per-bar, duplicates within the file,
 stale runs, spikes) run here, vectorised over the whole file, in a thread while the next
@@ -33,6 +34,7 @@ from usdcarb.ingestion.archive_store import (
     FileRecord,
     ImportRecord,
     ImportStats,
+    Settle,
 )
 from usdcarb.ingestion.domain import Bars, Rejection, timeframe_ms
 from usdcarb.ingestion.store import LeaseLost
@@ -210,29 +212,44 @@ class ArchiveWorker:
                     self._load(nxt[1], src, tf_ms))))
 
         top_up()
+        # Stages overlap: files download, unzip and parse (tasks, threads) ahead; a group
+        # is validated (a thread) while the group before it is COPYing.
+        committing: asyncio.Task[None] | None = None
         try:
             while ahead:
                 if lost.is_set():
                     raise LeaseLost(rec.id)
                 # The next file, and every later one already downloaded: validated together
                 # (the rules' fixed cost is paid once per group, and spikes see the days
-                # around), then settled one by one, in order.
+                # around), then settled together, in order, in one transaction.
                 seq, f, task = ahead.popleft()
                 group = [(seq, f, await task)]
                 while ahead and ahead[0][2].done() and len(group) < self._config.group_files:
                     seq, f, task = ahead.popleft()
                     group.append((seq, f, task.result()))
                 top_up()
-                await self._settle(rec, stats, progress, group, tf_ms)
+                settle = await self._judge(group, tf_ms)
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(self._commit(rec, stats, progress, settle,
+                                                              tf_ms))
+            if committing is not None:
+                await committing
+                committing = None
         finally:
             for _, _, task in ahead:
                 task.cancel()
-            await asyncio.gather(*(t for _, _, t in ahead), return_exceptions=True)
+            if committing is not None:
+                committing.cancel()
+            await asyncio.gather(*(t for _, _, t in ahead),
+                                 *([committing] if committing is not None else []),
+                                 return_exceptions=True)
         await self._finish(rec, stats, progress)
 
-    async def _settle(self, rec: ImportRecord, stats: ImportStats, progress: dict[str, Any],
-                      group: list[tuple[int, ArchiveFile, tuple[Parsed, int, str] | FileProblem]],
-                      tf_ms: int) -> None:
+    async def _judge(self, group: list[tuple[int, ArchiveFile,
+                                             tuple[Parsed, int, str] | FileProblem]],
+                     tf_ms: int) -> list[Settle]:
+        """Validate the group's files together (in a thread); return what to settle."""
         parts: list[Bars] = []
         for _, f, got in group:
             if isinstance(got, FileProblem):
@@ -245,29 +262,37 @@ class ArchiveWorker:
             now = int(time.time() * 1000)
             verdicts = await asyncio.to_thread(validate_group, parts, tf_ms, now)
         it = iter(zip(parts, verdicts, strict=True))
+        out = []
         for seq, f, got in group:
             if isinstance(got, FileProblem):
-                logger.warning("archive import %s: %s: %s", rec.id, f.key, got)
-                record = FileRecord(f.key, f.location, "FAILED", reason=got.reason.value,
-                                    message=str(got), seq=seq)
-                await self._store.commit_file(
-                    rec=rec, owner=self.owner, lease_s=self._config.lease_s, file=record,
-                    bars=None, rejects=(), rejected=None, stats=stats,
-                    progress=dict(progress, message=f"{f.key}: {got}"), tf_ms=tf_ms)
+                out.append(Settle(FileRecord(f.key, f.location, "FAILED",
+                                             reason=got.reason.value, message=str(got),
+                                             seq=seq)))
                 continue
             parsed, size, digest = got
             bars, (accepted, rejections) = next(it)
             good = bars.take(accepted)
-            good = good.take(np.argsort(good.ts_ms, kind="stable"))
+            if len(good) > 1 and not (np.diff(good.ts_ms) > 0).all():
+                good = good.take(np.argsort(good.ts_ms, kind="stable"))
             rejected = bars.take(np.array([r.index for r in rejections], dtype=np.int64))
             rejects = tuple(Rejection(j, r.rules, r.reason) for j, r in enumerate(rejections))
-            record = FileRecord(
+            out.append(Settle(FileRecord(
                 f.key, f.location, "STORED", bars_read=len(bars), bytes=size, sha256=digest,
-                seq=seq, message=f"{parsed.unit} times{', header' if parsed.header else ''}")
-            await self._store.commit_file(
-                rec=rec, owner=self.owner, lease_s=self._config.lease_s, file=record,
-                bars=good, rejects=rejects, rejected=rejected, stats=stats,
-                progress=dict(progress, message=f"{f.key}: {len(good)} bars"), tf_ms=tf_ms)
+                seq=seq, message=f"{parsed.unit} times{', header' if parsed.header else ''}"),
+                good, rejects, rejected))
+        return out
+
+    async def _commit(self, rec: ImportRecord, stats: ImportStats, progress: dict[str, Any],
+                      settle: list[Settle], tf_ms: int) -> None:
+        for s in settle:
+            if s.file.state == "FAILED":
+                logger.warning("archive import %s: %s: %s", rec.id, s.file.key, s.file.message)
+        last = settle[-1].file
+        message = (f"{last.key}: {last.message}" if last.state == "FAILED"
+                   else f"{last.key}: {len(settle[-1].bars or ())} bars")
+        await self._store.commit_files(
+            rec=rec, owner=self.owner, lease_s=self._config.lease_s, files=settle,
+            stats=stats, progress=dict(progress, message=message), tf_ms=tf_ms)
 
     async def _finish(self, rec: ImportRecord, stats: ImportStats,
                       progress: dict[str, Any]) -> None:

@@ -219,17 +219,21 @@ def sanity_check(bars: Bars, tf_ms: int, now_ms: int) -> Verdict:
     consistent, aligned to the timeframe, closed by ``now_ms``, and unique in the page
     (the first copy of a time is kept). Messages read "expected X, got Y"."""
     n = len(bars)
-    rules: list[list[str]] = [[] for _ in range(n)]
-    reasons: list[list[str]] = [[] for _ in range(n)]
+    # Vectorised: Python work only for the flagged bars (a batch is up to 50k bars).
+    accepted = np.ones(n, bool)
+    flagged: dict[int, tuple[list[str], list[str]]] = {}
     o, h, lo, c, v, t = bars.open, bars.high, bars.low, bars.close, bars.volume, bars.ts_ms
     prices = np.stack([o, h, lo, c]) if n else np.empty((4, 0))
 
     def flag(mask: npt.NDArray[np.bool_], rule: str, what: str) -> None:
-        for i in np.flatnonzero(mask).tolist():
-            rules[i].append(rule)
-            reasons[i].append(f"expected {what}, got o={float(o[i])!r} h={float(h[i])!r} "
-                              f"l={float(lo[i])!r} c={float(c[i])!r} v={float(v[i])!r} "
-                              f"t={int(t[i])}")
+        idx = np.flatnonzero(mask)
+        accepted[idx] = False
+        for i in idx.tolist():
+            rules, reasons = flagged.setdefault(i, ([], []))
+            rules.append(rule)
+            reasons.append(f"expected {what}, got o={float(o[i])!r} h={float(h[i])!r} "
+                           f"l={float(lo[i])!r} c={float(c[i])!r} v={float(v[i])!r} "
+                           f"t={int(t[i])}")
 
     finite = np.isfinite(prices).all(axis=0) & np.isfinite(v)
     flag(~finite, "bar.not_finite", "finite prices and volume")
@@ -245,8 +249,8 @@ def sanity_check(bars: Bars, tf_ms: int, now_ms: int) -> Verdict:
         dup = np.ones(n, bool)
         dup[first] = False
         flag(dup, "series.duplicate", "one bar per open time")
-    accepted = np.array([not r for r in rules], dtype=bool)
-    rejections = tuple(Rejection(i, tuple(r), reasons[i][0]) for i, r in enumerate(rules) if r)
+    rejections = tuple(Rejection(i, tuple(rules), reasons[0])
+                       for i, (rules, reasons) in sorted(flagged.items()))
     return Verdict(accepted, rejections)
 
 

@@ -86,19 +86,7 @@ MARKET_COLUMNS = ("exchange", "symbol", "timeframe", "ts", "open", "high", "low"
                   "volume", "provenance", "source")
 
 
-def encode_market_rows(
-    exchange: str, symbol: str, timeframe: str, open_time_ms: npt.NDArray[np.int64],
-    open_: npt.NDArray[np.float64], high: npt.NDArray[np.float64],
-    low: npt.NDArray[np.float64], close: npt.NDArray[np.float64],
-    volume: npt.NDArray[np.float64], *, provenance: int = 1, source: str = "",
-) -> bytes:
-    """Encode whole ``MARKET_COLUMNS`` rows of one series for COPY BINARY straight into
-    the table: the text columns are the same in every row, so each is a fixed-width byte
-    field of a numpy structured array and the rows still encode at memory speed."""
-    texts = [t.encode() for t in (exchange, symbol, timeframe)]
-    if not all(texts):
-        raise ValueError(f"expected a series key, got {(exchange, symbol, timeframe)!r}")
-    src = (source or exchange).encode()
+def _market_dtype(texts: list[bytes], src: bytes) -> np.dtype[Any]:
     fields: list[tuple[str, Any]] = [("n", ">i2")]
     for i, t in enumerate(texts):
         fields += [(f"l_t{i}", ">i4"), (f"t{i}", f"S{len(t)}")]
@@ -106,20 +94,50 @@ def encode_market_rows(
     for name in ("open", "high", "low", "close", "volume"):
         fields += [(f"l_{name}", ">i4"), (name, ">f8")]
     fields += [("l_p", ">i4"), ("p", ">i2"), ("l_src", ">i4"), ("src", f"S{len(src)}")]
-    rows = np.empty(int(open_time_ms.shape[0]), dtype=np.dtype(fields))
-    rows["n"] = len(MARKET_COLUMNS)
+    return np.dtype(fields)
+
+
+def encode_market_rows(
+    exchange: str, symbol: str, timeframe: str, open_time_ms: npt.NDArray[np.int64],
+    open_: npt.NDArray[np.float64], high: npt.NDArray[np.float64],
+    low: npt.NDArray[np.float64], close: npt.NDArray[np.float64],
+    volume: npt.NDArray[np.float64], *, provenance: int = 1, source: str = "",
+) -> npt.NDArray[np.uint8]:
+    """Encode whole ``MARKET_COLUMNS`` rows of one series for COPY BINARY straight into
+    the table; return the whole stream (header, rows, trailer) as one byte array, which
+    asyncpg's ``copy_to_table(source=...)`` takes as a buffer, without another copy.
+
+    The text columns are the same in every row, so each row is a fixed-width record of a
+    numpy structured array laid out in place inside the stream: one broadcast of a
+    template row (lengths, texts, provenance, source), then the six value columns
+    (big-endian) — no per-row Python work and no intermediate copies."""
+    texts = [t.encode() for t in (exchange, symbol, timeframe)]
+    if not all(texts):
+        raise ValueError(f"expected a series key, got {(exchange, symbol, timeframe)!r}")
+    src = (source or exchange).encode()
+    dtype = _market_dtype(texts, src)
+    n = int(open_time_ms.shape[0])
+    head, size = len(_HEADER), len(_HEADER) + n * dtype.itemsize + len(_TRAILER)
+    stream = np.empty(size, np.uint8)
+    stream[:head] = np.frombuffer(_HEADER, np.uint8)
+    stream[size - len(_TRAILER):] = np.frombuffer(_TRAILER, np.uint8)
+    body = stream[head:size - len(_TRAILER)]
+    template = np.zeros(1, dtype)
+    template["n"] = len(MARKET_COLUMNS)
     for i, t in enumerate(texts):
-        rows[f"l_t{i}"] = len(t)
-        rows[f"t{i}"] = t
-    rows["l_ts"] = 8
-    rows["ts"] = (open_time_ms.astype(np.int64) - _PG_EPOCH_MS) * 1000
+        template[f"l_t{i}"], template[f"t{i}"] = len(t), t
+    template["l_ts"] = 8
+    for name in ("open", "high", "low", "close", "volume"):
+        template[f"l_{name}"] = 8
+    template["l_p"], template["p"] = 2, provenance
+    template["l_src"], template["src"] = len(src), src
+    body.reshape(n, dtype.itemsize)[:] = template.view(np.uint8)
+    rows = body.view(dtype)
+    rows["ts"] = (open_time_ms.astype(np.int64, copy=False) - _PG_EPOCH_MS) * 1000
     for name, col in (("open", open_), ("high", high), ("low", low), ("close", close),
                       ("volume", volume)):
-        rows[f"l_{name}"] = 8
         rows[name] = col
-    rows["l_p"], rows["p"] = 2, provenance
-    rows["l_src"], rows["src"] = len(src), src
-    return _HEADER + rows.tobytes() + _TRAILER
+    return stream
 
 
 async def write_series(conn: Any, *, exchange: str, symbol: str, timeframe: str,
@@ -138,9 +156,25 @@ async def write_series(conn: Any, *, exchange: str, symbol: str, timeframe: str,
     stores the same times first makes the COPY fail with a unique violation; the caller
     retries the transaction, which then sees those bars as stored.
     """
+    written = await write_series_rows(
+        conn, exchange=exchange, symbol=symbol, timeframe=timeframe,
+        timeframe_ms=timeframe_ms, open_time_ms=open_time_ms, open_=open_, high=high,
+        low=low, close=close, volume=volume, source=source, table=table)
+    n = int(written.sum())
+    return n, int(open_time_ms.shape[0]) - n
+
+
+async def write_series_rows(conn: Any, *, exchange: str, symbol: str, timeframe: str,
+                            timeframe_ms: int, open_time_ms: npt.NDArray[np.int64],
+                            open_: npt.NDArray[np.float64], high: npt.NDArray[np.float64],
+                            low: npt.NDArray[np.float64], close: npt.NDArray[np.float64],
+                            volume: npt.NDArray[np.float64], source: str = "",
+                            table: str = "market_data") -> npt.NDArray[np.bool_]:
+    """``write_series``, returning which rows were written (the others were stored as
+    originals already): a caller storing several files at once counts each file's."""
     n = int(open_time_ms.shape[0])
     if not n:
-        return 0, 0
+        return np.zeros(0, bool)
     first, last = int(open_time_ms[0]), int(open_time_ms[-1])
     await invalidate_blocks(conn, exchange=exchange, symbol=symbol, timeframe=timeframe,
                             first_ms=first, last_ms=last, timeframe_ms=timeframe_ms,
@@ -158,32 +192,34 @@ async def write_series(conn: Any, *, exchange: str, symbol: str, timeframe: str,
         fresh = ~hit
         replace = np.isin(open_time_ms, times[filled])
     cols = (open_, high, low, close, volume)
-    written = 0
+    written = fresh.copy()
     if fresh.any():
         idx = fresh if not fresh.all() else slice(None)
         data = encode_market_rows(exchange, symbol, timeframe, open_time_ms[idx],
                                   *(c[idx] for c in cols), source=source)
         schema, _, name = table.rpartition(".")
-        await conn.copy_to_table(name, schema_name=schema or None, source=io.BytesIO(data),
+        await conn.copy_to_table(name, schema_name=schema or None, source=data,
                                  format="binary", columns=list(MARKET_COLUMNS))
-        written += int(fresh.sum())
     if replace.any():
         await conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS usdcarb_merge_stage (ts timestamptz NOT NULL, "
             "open float8, high float8, low float8, close float8, volume float8) "
             "ON COMMIT DELETE ROWS")
-        data = encode_copy_binary(open_time_ms[replace], *(c[replace] for c in cols))
-        await conn.copy_to_table("usdcarb_merge_stage", source=io.BytesIO(data),
+        stage = encode_copy_binary(open_time_ms[replace], *(c[replace] for c in cols))
+        await conn.copy_to_table("usdcarb_merge_stage", source=io.BytesIO(stage),
                                  format="binary", columns=list(STAGE_COLUMNS))
-        status = await conn.execute(
+        updated = await conn.fetch(
             f"UPDATE {table} AS m SET open = s.open, high = s.high, low = s.low, "
             "close = s.close, volume = s.volume, provenance = 1, source = $4, "
             "ingest_time = now() FROM usdcarb_merge_stage s WHERE m.exchange = $1 AND "
-            "m.symbol = $2 AND m.timeframe = $3 AND m.ts = s.ts AND m.provenance <> 1",
+            "m.symbol = $2 AND m.timeframe = $3 AND m.ts = s.ts AND m.provenance <> 1 "
+            "RETURNING (extract(epoch FROM m.ts) * 1000)::int8",
             exchange, symbol, timeframe, source or exchange)
-        written += int(status.rsplit(" ", 1)[1])
+        if updated:
+            written |= np.isin(open_time_ms,
+                               np.fromiter((r[0] for r in updated), np.int64, len(updated)))
         await conn.execute("DELETE FROM usdcarb_merge_stage")
-    return written, n - written
+    return written
 
 
 def _dt(ms: int) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -163,8 +164,11 @@ class ValidationApp:
             if cross_venue:
                 others = await self._others(series, tf, lo, hi)
                 legs = await self._legs(series, tf, lo, hi)
-        verdict = validate_batch(batch, tf_ms=tf, now_ms=now, stored=stored, others=others,
-                                 th=self._th, legs=legs)
+        # The rules are numpy/numba work that mostly releases the GIL: in a thread, the
+        # event loop (RPCs, or the ingestion worker's fetches when run in-process) goes on.
+        verdict = await asyncio.to_thread(validate_batch, batch, tf_ms=tf, now_ms=now,
+                                          stored=stored, others=others, th=self._th,
+                                          legs=legs)
         if record:
             await self._record_batch(series, tf, batch, verdict, stored)
             if usable.size:
@@ -245,9 +249,9 @@ class ValidationApp:
         bars = await self._market.read(series, lo, hi)
         others = await self._others(series, tf, lo, hi) if cross_venue else {}
         legs = await self._legs(series, tf, lo, hi) if cross_venue else []
-        checked, findings = validate_stored(bars, tf_ms=tf, now_ms=now, start_ms=start_ms,
-                                            end_ms=end_ms, others=others, th=self._th,
-                                            legs=legs)
+        checked, findings = await asyncio.to_thread(
+            validate_stored, bars, tf_ms=tf, now_ms=now, start_ms=start_ms, end_ms=end_ms,
+            others=others, th=self._th, legs=legs)
         ts = bars.open_time_ms
         runs = detect_gaps(ts[(ts >= start_ms) & (ts < end)], tf, start_ms=start_ms,
                            end_ms=end) if end > start_ms else []

@@ -7,6 +7,7 @@ of the venue with the same base, and the same symbol on the other venues.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -70,8 +71,8 @@ class Verdicts:
                                            conn=conn)
             candidates[(ex, sym)] = _original(twin)
         flags = await self._store.flagged_times(series, lo, hi, conn=conn)
-        return series_spans(bars, tf, (series.exchange, series.symbol), candidates, flags,
-                            self._th)
+        return await asyncio.to_thread(series_spans, bars, tf, (series.exchange, series.symbol),
+                                       candidates, flags, self._th)
 
     async def refresh(self, series: Series, tf: int, lo: int, hi: int, *,
                       fresh: Bars | None = None) -> list[Span]:

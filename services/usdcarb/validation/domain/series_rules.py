@@ -9,8 +9,11 @@ or that the other venues make at the same time is a real move, not bad data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
-import pandas as pd
+from numba import njit
 
 from usdcarb.validation.domain.model import (
     DUPLICATE,
@@ -32,6 +35,16 @@ from usdcarb.validation.domain.model import (
 )
 
 MAD_TO_SIGMA = 1.4826
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def _jit(fn: T) -> T:
+    """numba-compile a kernel, cached on disk where numba may write (a checkout, or
+    NUMBA_CACHE_DIR); on a read-only filesystem without one, compiled at first use."""
+    try:
+        return njit(cache=True, nogil=True)(fn)  # type: ignore[return-value]
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return njit(nogil=True)(fn)  # type: ignore[return-value]
 
 
 def duplicates(batch: Bars) -> list[Finding]:
@@ -114,14 +127,11 @@ def stale_runs(bars: Bars, positions: I64, th: Thresholds) -> list[Finding]:
     cont = np.r_[False, flat[1:] & flat[:-1] & (c[1:] == c[:-1])]  # continues a run
     starts = np.flatnonzero(flat & ~cont)
     breaks = np.r_[np.flatnonzero(~cont), n]
-    for s in starts:
-        length = int(breaks[np.searchsorted(breaks, s, side="right")] - s)
-        if length < th.stale_min_run:
-            continue
+    lengths = breaks[np.searchsorted(breaks, starts, side="right")] - starts
+    inside = np.r_[0, np.cumsum(positions >= 0)]  # runs with a bar of the batch count
+    keep = (lengths >= th.stale_min_run) & (inside[starts + lengths] > inside[starts])
+    for s, length in zip(starts[keep].tolist(), lengths[keep].tolist(), strict=True):
         last = s + length - 1
-        inside = positions[s:last + 1]
-        if not (inside >= 0).any():
-            continue
         rule = STALE_LONG if length >= th.stale_long_run else STALE
         limit = th.stale_long_run if rule is STALE_LONG else th.stale_min_run
         t0, t1 = int(bars.open_time_ms[s]), int(bars.open_time_ms[last])
@@ -129,6 +139,76 @@ def stale_runs(bars: Bars, positions: I64, th: Thresholds) -> list[Finding]:
                            f"expected trading activity, got {length} flat zero-volume bars "
                            f"at {float(c[s])!r} from {fmt_ms(t0)} to {fmt_ms(t1)}", length, limit))
     return out
+
+
+@_jit
+def _fenwick_add(tree: I64, i: int, delta: int) -> None:
+    i += 1
+    while i < tree.shape[0]:
+        tree[i] += delta
+        i += i & -i
+
+
+@_jit
+def _fenwick_kth(tree: I64, k: int, top: int) -> int:
+    """The position (0-based rank) of the (k+1)-th smallest value present."""
+    pos = 0
+    step = top
+    while step:
+        nxt = pos + step
+        if nxt < tree.shape[0] and tree[nxt] <= k:
+            pos = nxt
+            k -= tree[nxt]
+        step >>= 1
+    return pos
+
+
+@_jit
+def _rolling_median(values: F64, window: int, min_periods: int) -> F64:
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    order = np.argsort(values)  # ranks; NaN (never inserted) anywhere
+    rank = np.empty(n, np.int64)
+    for r in range(n):
+        rank[order[r]] = r
+    ranked = values[order]
+    tree = np.zeros(n + 1, np.int64)
+    top = 1
+    while top * 2 <= n:
+        top *= 2
+    offset = (window - 1) // 2
+    lo = hi = nobs = 0
+    for i in range(n):
+        start, end = max(0, i + 1 + offset - window), min(n, i + 1 + offset)
+        while hi < end:
+            if values[hi] == values[hi]:
+                _fenwick_add(tree, rank[hi], 1)
+                nobs += 1
+            hi += 1
+        while lo < start:
+            if values[lo] == values[lo]:
+                _fenwick_add(tree, rank[lo], -1)
+                nobs -= 1
+            lo += 1
+        if nobs >= min_periods and nobs > 0:
+            mid = nobs // 2
+            if nobs % 2:
+                out[i] = ranked[_fenwick_kth(tree, mid, top)]
+            else:
+                out[i] = (ranked[_fenwick_kth(tree, mid, top)]
+                          + ranked[_fenwick_kth(tree, mid - 1, top)]) / 2
+    return out
+
+
+def rolling_median(values: F64, window: int, min_periods: int) -> F64:
+    """``pd.Series(values).rolling(window, center=True, min_periods=...).median()``,
+    exactly (the same windows, NaN and ±inf skipped, the mean of the two middle values
+    for an even count), as an order-statistic tree over ranks: O(n log n) with no
+    allocation per step, several times faster than pandas' skiplist, and free of the
+    GIL."""
+    v = np.asarray(values, np.float64)
+    v = np.where(np.isinf(v), np.nan, v)
+    return np.asarray(_rolling_median(v, int(window), int(min_periods)), np.float64)
 
 
 def robust_z(returns: F64, windows: tuple[int, ...], min_scale: float) -> F64:
@@ -140,17 +220,17 @@ def robust_z(returns: F64, windows: tuple[int, ...], min_scale: float) -> F64:
     trade an outlier. The long window keeps a calm hour inside a turbulent day (the
     depeg) from looking calm.
     """
-    r = pd.Series(returns)
+    r = np.asarray(returns, np.float64)
     short = min(windows)
-    med = r.rolling(short, center=True, min_periods=min(5, short)).median()
-    moves = r.where(r != 0)
+    med = rolling_median(r, short, min(5, short))
+    moves = np.where(r != 0, r, np.nan)
     scale = np.full(len(r), min_scale)
     for w in windows:
         mp = min(5, w)
-        center = moves.rolling(w, center=True, min_periods=mp).median()
-        mad = (moves - center).abs().rolling(w, center=True, min_periods=mp).median()
-        scale = np.fmax(scale, MAD_TO_SIGMA * mad.to_numpy())
-    return np.asarray((r - med).to_numpy() / scale, np.float64)
+        center = rolling_median(moves, w, mp)
+        mad = rolling_median(np.abs(moves - center), w, mp)
+        scale = np.fmax(scale, MAD_TO_SIGMA * mad)
+    return np.asarray((r - med) / scale, np.float64)
 
 
 def spikes(bars: Bars, positions: I64, th: Thresholds,
