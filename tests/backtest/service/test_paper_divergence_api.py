@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from backtest.service.bt_helpers import START_MS, caller, config_json
 from backtest.service.test_paper_service import TRADER, deploy
 from testkit import eventually
+from usdcarb.platform.events import STREAM, DomainEvent
 from usdcarb.v1 import backtest_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,19 @@ async def test_paper_divergence_of_a_run_on_time(env: Any) -> None:
     assert len(report.time_ms) == report.bars and report.time_ms[0] >= start_ms
     assert report.gap_bars > 0 and report.late_bars == 0   # synthetic gaps, in the store
     assert report.max_divergence == 250.0 and not report.diverged
+
+    # The replica following the run compares it with its backtest (its bound is kept):
+    # within the bound, so no DEPLOYMENT_DIVERGED event.
+    async def checked() -> Any:
+        row = await env.pool.fetchrow("SELECT * FROM paper_tracking WHERE deployment = $1",
+                                      dep)
+        return row if row is not None and row["checked_bars"] > 0 else None
+
+    row = await eventually(checked, within_s=60)
+    assert row["max_divergence"] == 250.0 and not row["diverged"] and row["difference"] == 0
+    published = [DomainEvent.from_fields(f) for _, f in await env.redis.xrange(STREAM)]
+    assert not [e for e in published if e.type == "EVENT_TYPE_DEPLOYMENT_DIVERGED"
+                and e.subject == name]
 
     for bad, code in (("strategies/x/paperDivergence", grpc.StatusCode.INVALID_ARGUMENT),
                       (f"{dep}x/paperDivergence", grpc.StatusCode.NOT_FOUND)):
