@@ -14,6 +14,7 @@ with all four at zero.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -204,7 +205,8 @@ async def _ingest(conn: asyncpg.Connection, ledger: Ledger, table: Table,
                   catalog: Catalog) -> None:
     """Every window acknowledged as done: its bars equal the source's, none twice."""
     jobs = {r["id"]: r for r in await conn.fetch(
-        "SELECT id, state, error FROM ingestion.ingest_jobs WHERE id = ANY($1::text[])",
+        "SELECT id, state, error, cursor_time FROM ingestion.ingest_jobs "
+        "WHERE id = ANY($1::text[])",
         _ids(a.name for a in ledger.ingests if a.name))}
     for ack in ledger.ingests:
         if not ack.name:
@@ -222,7 +224,14 @@ async def _ingest(conn: asyncpg.Connection, ledger: Ledger, table: Table,
         if ack.outcome and OUTCOME_STATE.get(ack.outcome) != job["state"]:
             table.count("ingest jobs", "wrong",
                         example=f"{ack.name}: stream said {ack.outcome}, stored {job['state']}")
-        if ack.outcome != "RESULT_OK":
+        if ack.mode == "follow":
+            # Followed until the client cancelled it: its bars up to where it got.
+            if ack.outcome != "RESULT_CANCELLED" or job["cursor_time"] is None:
+                table.count("ingest jobs", "stuck",
+                            example=f"{ack.name}: follow job ended {ack.outcome or 'unseen'}")
+                continue
+            ack = dataclasses.replace(ack, end=min(ack.end, job["cursor_time"]))
+        elif ack.outcome != "RESULT_OK":
             continue
         await _bars(conn, ack, table, catalog)
 

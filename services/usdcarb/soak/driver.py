@@ -30,7 +30,7 @@ import asyncpg
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from usdcarb.devstack.ports import free_port
+from usdcarb.devstack.ports import child_pids, free_port
 from usdcarb.devstack.stack import Stack, StackInfo, _alive
 from usdcarb.soak import accounting, report, tools
 from usdcarb.soak.load import Caller, Recorder
@@ -44,6 +44,7 @@ from usdcarb.soak.workers import (
     Stop,
     backtest_worker,
     crud_worker,
+    follow_job_worker,
     follow_worker,
     ingest_window,
     spread_params,
@@ -151,6 +152,7 @@ class Soak:
         self.phases: dict[str, float] = {}
         self.tool_counts: dict[str, int] = {}
         self.channel: Any = None
+        self.descendants: dict[int, str | None] = {}  # pid -> its start time
 
     # ------------------------------------------------------------------ stack
     def _fresh_root(self) -> None:
@@ -314,7 +316,7 @@ class Soak:
             assignments.append((name, ("sse", "ndjson", "grpc")[i % 3]))
         for i, (name, transport) in enumerate(assignments):
             role = name.split("-")[0]
-            pause = 60.0 * per_subject[name] / HEAVY_PER_MIN[role] * 1.1
+            pause = 60.0 * per_subject[name] / HEAVY_PER_MIN[role] * 1.25
             workers.append(asyncio.create_task(backtest_worker(
                 callers[name], self.ledger, stop, version=versions[name], transport=transport,
                 hours=6 + i % 7, pause_s=pause), name=f"backtest-{i}"))
@@ -326,6 +328,10 @@ class Soak:
                 callers["trader-1"], self.ledger, stop, exchange=exchange, symbol=symbol,
                 seconds=s.seconds),
                 name=f"follow-{exchange}-{symbol}"))
+        # A FOLLOW job on the market the backtests trade, from the day after the setup's.
+        workers.append(asyncio.create_task(follow_job_worker(
+            callers["trader-0"], self.ledger, stop, exchange=BT_VENUES[1], symbol=BT_SYMBOL,
+            start=BT_DAY + timedelta(days=1)), name="follow-job"))
         subscriber = asyncio.create_task(subscribe_worker(
             callers["analyst-0"], self.ledger, stop, drained), name="subscribe")
         fault_task = None
@@ -428,6 +434,7 @@ class Soak:
             logger.exception("the soak broke off")
             error = repr(exc)
         finally:
+            self._note_descendants()
             try:
                 await self._down()
             except Exception as exc:
@@ -444,10 +451,28 @@ class Soak:
         report.write_ledger(self.out, self.ledger)
         return Outcome(0 if document["passed"] else 1, document)
 
+    def _note_descendants(self) -> None:
+        """Remember what the stack's processes spawned (engine pools, PostgreSQL's
+        backends, replicas' children), and our own children, before stopping it all."""
+        roots = set(self.stack_pids.values()) | {os.getpid()}
+        if self.faults is not None and hasattr(self.faults, "started_pids"):
+            roots |= set(self.faults.started_pids())
+        if self.root.joinpath("stack.json").exists():
+            roots |= {p.pid for p in StackInfo.load(self.root / "stack.json").processes.values()}
+        todo = list(roots)
+        while todo:
+            for child in child_pids(todo.pop()):
+                if child not in self.descendants:
+                    self.descendants[child] = _start_time(child)
+                    todo.append(child)
+
     def _leftovers(self) -> list[str]:
-        """Every process this soak started (stack, replicas, tools, fault helpers) that
-        still runs."""
-        pids = set(self.stack_pids.values()) | set(self.tool_pids)
+        """Every process this soak started (stack, replicas, tools, fault helpers and
+        whatever they spawned) that still runs."""
+        pids = set(self.stack_pids.values()) | set(self.tool_pids) | set(child_pids(os.getpid()))
+        # A descendant counts only if it is still the same process (not a reused pid).
+        pids |= {pid for pid, started in self.descendants.items()
+                 if started is not None and _start_time(pid) == started}
         if self.faults is not None and hasattr(self.faults, "started_pids"):
             pids |= set(self.faults.started_pids())
         if self.root.joinpath("stack.json").exists():
@@ -463,6 +488,15 @@ class Soak:
             if state != "Z":
                 left.append(f"{pid} {cmd[:120]}")
         return left
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:

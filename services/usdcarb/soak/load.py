@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 T = TypeVar("T")
 
@@ -100,6 +101,34 @@ class Failure(Exception):
     retry_after: float | None = None
 
 
+def _grpc_retry_after(err: grpc.RpcError) -> float | None:
+    """The server's google.rpc.RetryInfo, from the status details in the trailers."""
+    if not isinstance(err, grpc.aio.AioRpcError):
+        return None
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    info = error_details_pb2.RetryInfo()
+                    detail.Unpack(info)
+                    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    return None
+
+
+def _rest_retry_after(body: Any) -> float | None:
+    """RetryInfo's retryDelay ("36s") in a REST error body."""
+    if isinstance(body, dict):
+        for detail in body.get("details") or []:
+            delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return float(delay[:-1])
+                except ValueError:
+                    return None
+    return None
+
+
 def classify_grpc(err: grpc.RpcError) -> Failure:
     code = err.code() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else None
     name = code.name if code is not None else "UNKNOWN"
@@ -110,12 +139,12 @@ def classify_grpc(err: grpc.RpcError) -> Failure:
         # died under it) and gRPC reports a reset as INTERNAL. Every call of the soak is
         # safe to repeat (idempotency keys, resumable watches): a transport failure.
         return Failure("RST_STREAM", True, details)
-    return Failure(name, name in RETRYABLE_GRPC, details)
+    return Failure(name, name in RETRYABLE_GRPC, details, _grpc_retry_after(err))
 
 
 def classify_http(status: int, body: Any, headers: Any = None) -> Failure:
-    retry_after = None
-    if headers is not None and headers.get("retry-after"):
+    retry_after = _rest_retry_after(body)
+    if retry_after is None and headers is not None and headers.get("retry-after"):
         try:
             retry_after = float(headers["retry-after"])
         except ValueError:
@@ -129,7 +158,7 @@ class Policy:
     """How long a call keeps retrying: bounded by attempts and by wall time."""
 
     max_attempts: int = 80
-    max_elapsed_s: float = 90.0
+    max_elapsed_s: float = 120.0  # room for a rate limit's minute window
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
 
@@ -184,7 +213,11 @@ class Caller:
                     raise CallFailed(op, failure.code, failure.detail) from None
                 wait = self.policy.backoff(number, self.rng)
                 if failure.retry_after is not None:
-                    wait = max(wait, min(failure.retry_after, 5.0))
+                    # As the server asks (a rate limit's window): retrying sooner only
+                    # counts against the same budget again.
+                    left = self.policy.max_elapsed_s - (time.time() - began)
+                    wait = max(wait, min(failure.retry_after * (1 + self.rng.random() / 10),
+                                         max(left, 0.0)))
                 await asyncio.sleep(wait)
                 continue
             self.recorder.attempt(op, self.name, call_id, number, start, "OK", False)

@@ -46,6 +46,7 @@ FOLLOW_SERIES = (("binance", "USDC/USDT"), ("okx", "USDC/USDT"), ("okx", "BTC/US
                  ("binance", "BTC/USDT"))
 FOLLOW_START, FOLLOW_END = datetime(2023, 3, 10, tzinfo=UTC), datetime(2023, 3, 13, tzinfo=UTC)
 FOLLOW_STEP = timedelta(hours=1)
+WINDOW_TRIES = 3
 BT_EVENT_TYPES = ("EVENT_TYPE_BACKTEST_SUCCEEDED", "EVENT_TYPE_BACKTEST_FAILED")
 SWEEP_EVENT_TYPES = ("EVENT_TYPE_SWEEP_FINISHED",)
 STREAM_TIMEOUT_S = 240.0
@@ -109,6 +110,7 @@ class IngestAck:
     outcome: str = ""
     reason: str = ""
     resumes: int = 0
+    mode: str = "backfill"  # or "follow": no end, cancelled by the client when the load ends
 
 
 @dataclass
@@ -403,28 +405,40 @@ async def _watch_sweep(caller: Caller, ack: JobAck) -> None:
 
 
 # --------------------------------------------------------------------- ingestion
-def ingest_request(exchange: str, symbol: str, start: datetime, end: datetime,
-                   request_id: str) -> ingestion_pb2.CreateIngestJobRequest:
+def ingest_request(ack: IngestAck) -> ingestion_pb2.CreateIngestJobRequest:
     rng = common_pb2.TimeRange()
-    rng.start_time.FromDatetime(start)
-    rng.end_time.FromDatetime(end)
+    rng.start_time.FromDatetime(ack.start)
+    if ack.mode == "backfill":
+        rng.end_time.FromDatetime(ack.end)
+    mode = (ingestion_pb2.INGEST_MODE_FOLLOW if ack.mode == "follow"
+            else ingestion_pb2.INGEST_MODE_BACKFILL)
     return ingestion_pb2.CreateIngestJobRequest(
         ingest_job=ingestion_pb2.IngestJob(
-            series=common_pb2.SeriesKey(exchange=exchange, symbol=symbol, timeframe="1m"),
-            mode=ingestion_pb2.INGEST_MODE_BACKFILL, range=rng),
-        request_id=request_id)
+            series=common_pb2.SeriesKey(exchange=ack.exchange, symbol=ack.symbol,
+                                        timeframe="1m"),
+            mode=mode, range=rng),
+        request_id=ack.request_id)
 
 
 async def ingest_window(caller: Caller, ledger: Ledger, ack: IngestAck) -> None:
     """Create one ingest job for ``ack``'s window and watch it to its outcome (resumed
     after the last sequence seen when the stream breaks)."""
+    await create_ingest(caller, ledger, ack)
+    await watch_ingest(caller, ack)
+
+
+async def create_ingest(caller: Caller, ledger: Ledger, ack: IngestAck) -> None:
     stub = ingestion_pb2_grpc.IngestionServiceStub(caller.channel)  # type: ignore[no-untyped-call]
     ack.request_id = str(uuid.uuid4())
     ledger.create_request_ids[ack.request_id] = "ingest"
-    request = ingest_request(ack.exchange, ack.symbol, ack.start, ack.end, ack.request_id)
+    request = ingest_request(ack)
     job = await caller.call("grpc.CreateIngestJob", lambda: caller.grpc_unary(
         stub.CreateIngestJob, request))
     ack.name = job.name
+
+
+async def watch_ingest(caller: Caller, ack: IngestAck) -> None:
+    stub = ingestion_pb2_grpc.IngestionServiceStub(caller.channel)  # type: ignore[no-untyped-call]
     last = 0
 
     async def watch() -> None:
@@ -451,6 +465,28 @@ async def ingest_window(caller: Caller, ledger: Ledger, ack: IngestAck) -> None:
     await caller.call("grpc.WatchIngestJob", watch)
 
 
+async def follow_job_worker(caller: Caller, ledger: Ledger, stop: Stop, *, exchange: str,
+                            symbol: str, start: datetime) -> None:
+    """One INGEST_MODE_FOLLOW job for the whole load: it catches up with the replay
+    exchange's clock, then follows it; when the load ends the client cancels it and
+    watches it to its outcome."""
+    stub = ingestion_pb2_grpc.IngestionServiceStub(caller.channel)  # type: ignore[no-untyped-call]
+    ack = IngestAck(exchange, symbol, start, FOLLOW_END, mode="follow")
+    ledger.ingests.append(ack)
+    try:
+        await create_ingest(caller, ledger, ack)
+        watcher = asyncio.ensure_future(watch_ingest(caller, ack))
+        while not stop() and not watcher.done():
+            await stop.sleep(1.0)
+        if not watcher.done():
+            await caller.call("grpc.CancelIngestJob", functools.partial(
+                caller.grpc_unary, stub.CancelIngestJob,
+                ingestion_pb2.CancelIngestJobRequest(name=ack.name)))
+        await watcher
+    except CallFailed as err:
+        _failed(ledger, err)
+
+
 async def follow_worker(caller: Caller, ledger: Ledger, stop: Stop, *, exchange: str,
                         symbol: str, seconds: float) -> None:
     """Follow a series from the replay server: one window after another, each a job,
@@ -458,13 +494,20 @@ async def follow_worker(caller: Caller, ledger: Ledger, stop: Stop, *, exchange:
     pause = seconds / ((FOLLOW_END - FOLLOW_START) / FOLLOW_STEP)
     start = FOLLOW_START
     while not stop() and start < FOLLOW_END:
-        ack = IngestAck(exchange, symbol, start, min(start + FOLLOW_STEP, FOLLOW_END))
-        ledger.ingests.append(ack)
-        try:
-            await ingest_window(caller, ledger, ack)
-        except CallFailed as err:
-            _failed(ledger, err)
-        start = ack.end
+        end = min(start + FOLLOW_STEP, FOLLOW_END)
+        for _ in range(WINDOW_TRIES):
+            # A window that failed (the exchange's errors outlasted the job's retries) is
+            # asked again, as a user would; each try is its own job, all accounted.
+            ack = IngestAck(exchange, symbol, start, end)
+            ledger.ingests.append(ack)
+            try:
+                await ingest_window(caller, ledger, ack)
+            except CallFailed as err:
+                _failed(ledger, err)
+            if ack.outcome != "RESULT_FAILED":
+                break
+            await stop.sleep(pause)
+        start = end
         await stop.sleep(pause)
 
 
