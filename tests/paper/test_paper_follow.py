@@ -40,7 +40,7 @@ from usdcarb.ingestion.main import SERVICE as INGESTION
 from usdcarb.ingestion.main import IngestionSettings
 from usdcarb.ingestion.main import build as build_ingestion
 from usdcarb.platform.redis import create_redis
-from usdcarb.platform.testing import DEV_JWKS, DevServiceToken, authed_channel
+from usdcarb.platform.testing import DEV_JWKS, DevServiceToken, authed_channel, bearer
 from usdcarb.platform.testing import start_in_process as serve
 from usdcarb.replay.data import Catalog, load_catalog
 from usdcarb.replay.server import ReplayServer
@@ -192,6 +192,18 @@ async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest
                                              metadata=TRADER)
         assert got.mode == ipb.INGEST_MODE_FOLLOW and got.creator == "service:backtest"
         assert got.range.start_time.ToMilliseconds() == T0
+    # A follow job that ends while its run goes on (an admin cancels it) is replaced.
+    m.paper.follow_jobs.refollow_s = 0.0
+    await m.ingestion.CancelIngestJob(ipb.CancelIngestJobRequest(name=jobs[0].job),
+                                      metadata=bearer("root", ("admin",)))
+
+    async def replaced() -> Any:
+        jobs = await m.paper.list_follow_jobs(dep)
+        return jobs if [(j.exchange, j.generation, j.state) for j in jobs] == [
+            ("binance", 1, "ENDED"), ("binance", 2, "ACTIVE"), ("bybit", 1, "ACTIVE")] else None
+
+    jobs = await eventually(replaced, within_s=120)
+    assert jobs[0].job_state == "JOB_STATE_CANCELLED" and jobs[1].job != jobs[0].job
 
     # 500 new bars arrive on both venues as the exchange's clock advances.
     n = 500
@@ -249,7 +261,8 @@ async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest
         state = await m.bt_pool.fetchval(
             "SELECT state FROM paper_runs WHERE deployment = $1", dep)
         return (state == "STOPPED" and not m.paper.following()
-                and all(j.state == "STOPPED" for j in jobs) and not m.follower.running())
+                and [j.state for j in jobs] == ["ENDED", "STOPPED", "STOPPED"]
+                and not m.follower.running())
 
     await eventually(stopped, within_s=120)
     for j in await m.paper.list_follow_jobs(dep):
