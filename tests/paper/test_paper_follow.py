@@ -6,10 +6,9 @@ A spread version deployed in PAPER mode and started: the backtest replica asks i
 for a follow job per venue; the replay clock advances and 500 new bars arrive on Binance
 and Bybit through those jobs; the paper fills and equity equal a backtest of the same
 version over the same stored bars, exactly; a follow job that ends on its own is replaced.
-Then Bybit stalls while Binance runs on: its
-bars count as missing (as a backtest's missing bar) once Binance is ``stale_after_bars``
-ahead, and when they arrive late they are recorded as such (missing at commit, stored
-after it). Stopping the deployment stops the runner and cancels the follow jobs: nothing
+Then Bybit stalls while Binance runs on: its bars count as missing (as a backtest's
+missing bar) once Binance is ``stale_after_bars`` ahead, and when they arrive late they
+are recorded as such (missing at commit, stored after it). Stopping the deployment stops the runner and cancels the follow jobs: nothing
 asks the exchange anything after that."""
 
 from __future__ import annotations
