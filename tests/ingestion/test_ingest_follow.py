@@ -1,8 +1,9 @@
 """Follow jobs (INGEST_MODE_FOLLOW) against the replay server with its clock advancing:
-the series is kept up to date bar by bar through ccxt, exactly as recorded; the job
-survives a restart of the service (another follower takes it over once its lease
-expires); a job with an end time ends SUCCEEDED; a cancelled job stops asking the
-exchange anything (issue 18)."""
+the bars closing from the job's start on (or its start_time, if later; not the history
+before) are stored bar by bar through ccxt, exactly as recorded; the job survives a
+restart of the service (another follower takes it over once its lease expires, and
+fetches the bars that closed meanwhile); a job with an end time ends SUCCEEDED; a
+cancelled job stops asking the exchange anything (issue 18)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ async def caught_up(pool: Any, catalog: Catalog, exchange: str, start_ms: int,
     await eventually(check, within_s=120, interval=0.1)
 
 
+async def latest(pool: Any, exchange: str) -> int | None:
+    value = await pool.fetchval("SELECT max(ts) FROM market_data WHERE exchange = $1",
+                                exchange)
+    return None if value is None else int(value.timestamp() * 1000)
+
+
 def test_cadence_waits_for_the_next_close_unless_a_poll_interval_is_set() -> None:
     cadence = FollowConfig(poll_s=0.0, settle_s=2.0)
     assert next_wait_s(cadence, tf_ms=MIN, exchange_now_ms=T0 + 45_000, elapsed_s=1.0) == 16.0
@@ -64,13 +71,19 @@ async def test_follow_job_keeps_up_with_the_clock_survives_a_restart_and_stops_o
     replay.clock_ms = T0
     first = await make_ingestion(follow_poll_s=0.05, lease_s=1.5)
     job = await first.stub.CreateIngestJob(follow_request("binance", T0 - 30 * MIN))
-    bounded = await first.stub.CreateIngestJob(follow_request("bybit", T0 - 5 * MIN,
+    bounded = await first.stub.CreateIngestJob(follow_request("bybit", T0 + 5 * MIN,
                                                               T0 + 10 * MIN))
     assert job.mode == pb.INGEST_MODE_FOLLOW and job.state == cpb.JOB_STATE_QUEUED
-    await caught_up(first.pool, catalog, "binance", T0 - 30 * MIN, T0)
+
+    async def started() -> bool:   # from the exchange's now: the past is a backfill's
+        got = await first.stub.GetIngestJob(pb.GetIngestJobRequest(name=job.name))
+        return got.cursor_time.ToMilliseconds() == T0 - MIN
+
+    await eventually(started, within_s=60)
+    assert await latest(first.pool, "binance") is None
     for step in range(1, 4):   # the exchange's clock advances: the new bars follow
         replay.clock_ms = T0 + step * 5 * MIN
-        await caught_up(first.pool, catalog, "binance", T0 - 30 * MIN, replay.clock_ms)
+        await caught_up(first.pool, catalog, "binance", T0, replay.clock_ms)
     got = await first.stub.GetIngestJob(pb.GetIngestJobRequest(name=job.name))
     assert got.state == cpb.JOB_STATE_RUNNING   # caught up, and still following
     assert got.cursor_time.ToMilliseconds() == replay.clock_ms - MIN
@@ -80,8 +93,9 @@ async def test_follow_job_keeps_up_with_the_clock_survives_a_restart_and_stops_o
 
     # The bounded job ended once the exchange's clock passed its end time.
     done = await first.wait(bounded.name)
-    assert done.job.state == cpb.JOB_STATE_SUCCEEDED and done.job.stats.bars_stored == 15
-    await caught_up(first.pool, catalog, "bybit", T0 - 5 * MIN, T0 + 10 * MIN)
+    assert done.job.state == cpb.JOB_STATE_SUCCEEDED and done.job.stats.bars_stored == 5
+    await caught_up(first.pool, catalog, "bybit", T0 + 5 * MIN, T0 + 10 * MIN)
+    assert await latest(first.pool, "bybit") == T0 + 9 * MIN
 
     # The service restarts: its follower stops, another process takes the job over.
     await first.follower.stop()
@@ -94,7 +108,7 @@ async def test_follow_job_keeps_up_with_the_clock_survives_a_restart_and_stops_o
         return bool(owner == second.follower.owner)
 
     await eventually(taken_over, within_s=120)
-    await caught_up(first.pool, catalog, "binance", T0 - 30 * MIN, replay.clock_ms)
+    await caught_up(first.pool, catalog, "binance", T0, replay.clock_ms)
 
     # Cancelled: the job stops, and nothing asks the exchange anything after that.
     cancelled = await second.stub.CancelIngestJob(pb.CancelIngestJobRequest(name=job.name))

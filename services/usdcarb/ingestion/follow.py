@@ -1,13 +1,18 @@
-"""Follow jobs (``INGEST_MODE_FOLLOW``): keep a series up to date as its exchange's clock
-advances, until the job is cancelled (or its end_time passes).
+"""Follow jobs (``INGEST_MODE_FOLLOW``): store each bar of a series as it closes by its
+exchange's clock, until the job is cancelled (or its end_time passes).
 
 A follow job is an ingest job like the others — held under a lease, its pages validated
 and committed with its cursor by the same code (``Worker._store_page``), taken over by
-another process when its lease expires (a restart of the service resumes it) — that does
-not end when it has caught up: it waits for the next bar to close and fetches again.
-Each pass starts after the series' last stored bar (or at the job's start_time), so a
-bar an exchange serves late is still fetched by the next pass, never skipped by a
-cursor that moved past it.
+another process when its lease expires (a restart of the service resumes after its
+cursor, bars that closed meanwhile included) — that never ends by itself: after each pass
+it waits for the next bar to close and fetches again.
+
+It follows from where the exchange's clock stands when it first runs (or from its
+start_time, if later): new bars. History before that is a backfill's job — fetching a
+long backlog venue by venue here would deliver one venue's bars far ahead of another's,
+which a paper run following both would have to treat as the other's bars missing. The
+cursor moves only to a bar received, so a bar an exchange serves late is fetched by a
+later pass, never skipped.
 
 Follow jobs run in their own worker with its own number of slots: one never ends, so it
 must never hold one of the slots of the jobs that do (``IngestStore.claim_job(follow=)``).
@@ -96,6 +101,7 @@ class FollowWorker(Worker):
         maps a lost lease and a failure); end SUCCEEDED once its end_time has passed."""
         tf = domain.timeframe_ms(job.timeframe)
         end_limit = utc_ms(job.end_time)
+        cursor = utc_ms(job.cursor_time)
         while True:
             # The lease renewed before every pass: a cancelled job stops here, before it
             # asks the exchange anything.
@@ -104,7 +110,7 @@ class FollowWorker(Worker):
                 raise LeaseLost(job.id)
             started = time.monotonic()
             try:
-                exchange_now = await self._pass(job, stats, tf, end_limit)
+                exchange_now, cursor = await self._pass(job, stats, tf, end_limit, cursor)
             except FetchFailed as exc:
                 if not exc.transient:
                     raise
@@ -120,26 +126,30 @@ class FollowWorker(Worker):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lost.wait(), wait)
 
-    async def _pass(self, job: JobRecord, stats: JobStats, tf: int,
-                    end_limit: int | None) -> int:
-        """Fetch and store every bar closed since the last stored one; return the
-        exchange's clock the pass ran to."""
+    async def _pass(self, job: JobRecord, stats: JobStats, tf: int, end_limit: int | None,
+                    cursor: int | None) -> tuple[int, int]:
+        """Fetch and store every bar closed after the cursor (or a bar stored since by
+        another job); return the exchange's clock the pass ran to and the cursor."""
         spec = domain.EXCHANGES[job.exchange]
         client = self._client(job.exchange)
-        last = await self._db("last bar", lambda: self._store.last_bar_ms(
-            job.exchange, job.symbol, job.timeframe))
         now, retries = await client.server_time_ms()
         stats.add(requests=1 + retries, retries=retries)
         end_ms = domain.align_down(now, tf)
         if end_limit is not None:
             end_ms = min(end_ms, end_limit)
-        first = None if job.start_time is None else domain.align_up(utc_ms(job.start_time) or 0,
-                                                                     tf)
-        since = (last + tf) if last is not None else first
-        if since is None:
-            since = end_ms - spec.max_bars_per_request * tf
-        elif first is not None:
-            since = max(since, first)
+        if cursor is None:   # the first pass: the job follows the bars closing from now on
+            first = utc_ms(job.start_time)
+            origin = domain.align_down(now, tf)
+            if first is not None:
+                origin = max(origin, domain.align_up(first, tf))
+            start = origin - tf
+            if not await self._db("start", lambda: self._store.set_cursor(
+                    job.id, self.owner, start)):
+                raise LeaseLost(job.id)
+            cursor = start
+        last = await self._db("last bar", lambda: self._store.last_bar_ms(
+            job.exchange, job.symbol, job.timeframe))
+        since = cursor + tf if last is None else max(cursor, last) + tf
         start_ms, prev_bar = since, last
         while since < end_ms:
             request = PageRequest(since, spec.max_bars_per_request)
@@ -155,14 +165,15 @@ class FollowWorker(Worker):
             aligned = bars.ts_ms[inside & (bars.ts_ms % tf == 0)]
             last_received = int(aligned.max()) if aligned.size else None
             if len(page):
-                cursor = last_received if last_received is not None else since - tf
-                prev_bar, _ = await self._store_page(job, stats, page, tf, prev_bar, cursor,
+                moved = last_received if last_received is not None else since - tf
+                prev_bar, _ = await self._store_page(job, stats, page, tf, prev_bar, moved,
                                                      start_ms, end_ms)
+                cursor = max(cursor, moved)
             nxt = domain.next_since(spec, tf, request, last_received)
             if nxt is None or nxt >= end_ms or (spec.paging is Paging.RECENT and not len(page)):
                 break
             since = nxt
-        return now
+        return now, cursor
 
     async def _finish(self, job: JobRecord, stats: JobStats) -> None:
         v = stats.values

@@ -146,6 +146,15 @@ class IngestStore:
             job_id, owner, lease_s)
         return bool(status.endswith(" 1"))
 
+    async def set_cursor(self, job_id: str, owner: str, cursor_ms: int) -> bool:
+        """Move a held job's cursor without storing a bar (where a follow job starts)."""
+        status = await self._pool.execute(
+            """UPDATE ingest_jobs SET cursor_time = $3, update_time = now(),
+                   version = version + 1
+               WHERE id = $1 AND lease_owner = $2 AND state = 'JOB_STATE_RUNNING'""",
+            job_id, owner, _ts(cursor_ms))
+        return bool(status.endswith(" 1"))
+
     async def commit_page(self, *, job: JobRecord, owner: str, lease_s: float, bars: Bars,
                           rejects: Sequence[tuple[int, tuple[str, ...], str]], rejected: Bars,
                           cursor_ms: int, stats: JobStats, progress: dict[str, Any]) -> int:

@@ -34,8 +34,8 @@ const (
 	IngestMode_INGEST_MODE_BACKFILL IngestMode = 1
 	// Fetch from the last stored bar up to now (or end_time).
 	IngestMode_INGEST_MODE_INCREMENTAL IngestMode = 2
-	// Fetch as INCREMENTAL, then keep fetching each bar as it closes by the exchange's
-	// clock (from after the last stored bar, or start_time), until cancelled or end_time.
+	// Fetch each bar as it closes by the exchange's clock, from the job's start (or
+	// start_time, if later) until cancelled or end_time; history before is a backfill's.
 	// The job stays RUNNING while it follows and survives a restart of the service.
 	IngestMode_INGEST_MODE_FOLLOW IngestMode = 3
 )
@@ -568,7 +568,7 @@ type IngestJob struct {
 	// Backfill or incremental.
 	Mode IngestMode `protobuf:"varint,3,opt,name=mode,proto3,enum=usdcarb.v1.IngestMode" json:"mode,omitempty"`
 	// Range to fetch; for INCREMENTAL only end_time is used (default: now); for FOLLOW
-	// start_time (where to begin when nothing is stored) and end_time (default: never).
+	// start_time (the first bar, when after the job's start) and end_time (default: never).
 	Range *TimeRange `protobuf:"bytes,4,opt,name=range,proto3" json:"range,omitempty"`
 	// Job state.
 	State JobState `protobuf:"varint,5,opt,name=state,proto3,enum=usdcarb.v1.JobState" json:"state,omitempty"`

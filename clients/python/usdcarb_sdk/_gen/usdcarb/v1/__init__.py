@@ -887,8 +887,8 @@ class IngestMode(betterproto2.Enum):
 
     FOLLOW = 3
     """
-    Fetch as INCREMENTAL, then keep fetching each bar as it closes by the exchange's
-    clock (from after the last stored bar, or start_time), until cancelled or end_time.
+    Fetch each bar as it closes by the exchange's clock, from the job's start (or
+    start_time, if later) until cancelled or end_time; history before is a backfill's.
     The job stays RUNNING while it follows and survives a restart of the service.
     """
 
@@ -4433,7 +4433,7 @@ class IngestJob(betterproto2.Message):
     range: "TimeRange | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Range to fetch; for INCREMENTAL only end_time is used (default: now); for FOLLOW
-    start_time (where to begin when nothing is stored) and end_time (default: never).
+    start_time (the first bar, when after the job's start) and end_time (default: never).
     """
 
     state: "JobState" = betterproto2.field(
