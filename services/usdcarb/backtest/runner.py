@@ -467,6 +467,14 @@ class Runner:
                 "EVENT_TYPE_BACKTEST_FAILED", job.name,
                 f"backtest of {job.strategy_version} failed: worker lost", "SEVERITY_WARNING",
                 {"strategyVersion": job.strategy_version, "reason": "WORKER_LOST"})
+        elif job.state == JobState.SUCCEEDED:
+            # Its worker stored the result, then could not publish (Redis restarting):
+            # without this its notification was lost (issue 19's soak). The event's key
+            # is the same as the worker's, so had it gone out it would count once.
+            await self._domain_event(
+                "EVENT_TYPE_BACKTEST_SUCCEEDED", job.name,
+                f"backtest of {job.strategy_version} succeeded", "SEVERITY_INFO",
+                {"strategyVersion": job.strategy_version, "reason": "TAKEN_OVER"})
 
     async def _publish_final_backtest(self, job_id: str, event: pb.BacktestEvent) -> None:
         seq = await self._bus.publish(job_id, event.SerializeToString())
@@ -474,10 +482,13 @@ class Runner:
 
     async def _domain_event(self, type_: str, subject: str, summary: str, severity: str,
                             data: dict[str, Any]) -> None:
+        # One key per job and ending: a worker that takes a job over and publishes its
+        # ending again makes the same event for consumers (one delivery per subscription).
         try:
             await publish(self._redis, DomainEvent(type=type_, source="backtest",
                                                    subject=subject, summary=summary,
-                                                   severity=severity, data=data))
+                                                   severity=severity, data=data,
+                                                   key=f"{subject}:{type_}"))
         except Exception as exc:
             logger.warning("could not publish %s for %s: %s", type_, subject, exc)
 
@@ -493,6 +504,12 @@ class Runner:
             latest = await self._bus.latest(job.id)
             if latest is None or not pb.SweepEvent.FromString(latest[1]).HasField("outcome"):
                 await self._publish_final_sweep(job.id, convert.final_sweep_event(job))
+                if job.state == JobState.SUCCEEDED:  # as _ensure_final_backtest does
+                    await self._domain_event(
+                        "EVENT_TYPE_SWEEP_FINISHED", job.name,
+                        f"sweep of {job.strategy_version} finished", "SEVERITY_INFO",
+                        {"strategyVersion": job.strategy_version, "objective": job.objective,
+                         "best": (job.points or [])[:3]})
             return
         if await self._bus.cancel_requested(job.id):
             await self._end_sweep(job, JobState.CANCELLED, None)

@@ -363,6 +363,33 @@ async def test_a_job_whose_worker_died_is_rerun_then_failed_after_its_attempts(
     assert got.state == common_pb2.JOB_STATE_FAILED and got.error.message
 
 
+async def test_a_job_stored_as_succeeded_by_a_worker_that_died_before_publishing_is_announced(
+        env: Any) -> None:
+    """The worker stored the result, then Redis went away before the last event and the
+    domain event went out (issue 19's soak: a lost webhook and SubscribeEvents event).
+    The replica that takes the entry over publishes both, with the worker's event key."""
+    version = await env.version()
+    done = await run(env, version, config())  # a result to store as the ghost's
+    await env.components.runner.stop()
+    name = await ghost_takes(env, version, attempts=1)
+    job_id = name.split("/")[1]
+    await env.pool.execute(
+        "UPDATE backtests SET state = 'JOB_STATE_SUCCEEDED', end_time = now(), "
+        "result = (SELECT result FROM backtests WHERE id = $2) WHERE id = $1",
+        job_id, done[-1].backtest.split("/")[1])
+    await env.start_replica("replica-2")
+    events = await watch(env, name)
+    assert events[-1].completed.outcome.result == common_pb2.Outcome.RESULT_OK
+
+    async def announced() -> list[Any]:
+        return [f for _, f in await env.redis.xrange(EVENTS)
+                if f[b"subject"].decode() == name]
+
+    [event] = await eventually(announced, within_s=60)  # once replica-2 is ready
+    assert event[b"type"] == b"EVENT_TYPE_BACKTEST_SUCCEEDED"
+    assert event[b"key"].decode() == f"{name}:EVENT_TYPE_BACKTEST_SUCCEEDED"
+
+
 async def test_two_replicas_share_the_jobs(env: Any) -> None:
     version = await env.version()
     second, _ = await env.start_replica("replica-2")
