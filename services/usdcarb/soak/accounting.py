@@ -64,12 +64,12 @@ async def pending_deliveries(conn: asyncpg.Connection, ledger: Ledger) -> int:
 
 async def expected_event_subjects(conn: asyncpg.Connection, ledger: Ledger) -> set[str]:
     """Subjects whose finishing must produce an event our subscriptions match: our
-    backtests that succeeded or failed, our sweeps that finished."""
+    backtests that succeeded or failed, our sweeps that succeeded (SWEEP_FINISHED)."""
     rows = await conn.fetch(
         "SELECT 'backtests/' || id AS subject FROM backtest.backtests WHERE id = ANY($1::text[]) "
         "AND state IN ('JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED') UNION ALL "
         "SELECT 'sweeps/' || id FROM backtest.sweeps WHERE id = ANY($2::text[]) "
-        "AND state IN ('JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED')",
+        "AND state = 'JOB_STATE_SUCCEEDED'",  # a failed sweep announces nothing
         _ids(ledger.backtests), _ids(ledger.sweeps))
     return {r["subject"] for r in rows}
 
