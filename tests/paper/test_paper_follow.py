@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -251,6 +252,34 @@ async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest
                        np.ascontiguousarray(np.array([r["volumes"] for r in seen]).T))
     assert [r["equity"] for r in seen] == list(run_backtest(KIND, PARAMS, spec.engine,
                                                             frame).equity)
+    # The divergence report names exactly the fills the late bars changed: the paper
+    # fills the backtest of the bars stored now lacks, and the reverse (paper-track).
+    got = await m.backtest.GetPaperDivergence(pb.GetPaperDivergenceRequest(
+        name=f"{dep}/paperDivergence", page_size=10_000), metadata=TRADER)
+    assert (got.bars, got.late_bars, got.gap_bars) == (n + 40, 40 - STALE, 0)
+    stored = await load_market(m.market, KEYS, timeframe="1m", timeframe_ms=BAR,
+                               start_ms=T0, end_ms=T0 + (n + 40) * BAR, table=m.table)
+    tr = run_backtest(KIND, PARAMS, spec.engine, stored.frame).trades
+    back = Counter((T0 + int(tr.bar[k]) * BAR, tr.venue[k], int(tr.side[k]),
+                    float(tr.quantity[k]), float(tr.price[k])) for k in range(len(tr)))
+    paper = Counter((int(r["time_ms"]), r["venue"], int(r["side"]), r["quantity"], r["price"])
+                    for r in await m.bt_pool.fetch(
+                        "SELECT * FROM paper_fills WHERE deployment = $1", dep))
+
+    def named(t: Any) -> tuple[Any, ...]:
+        return (t.time.ToMilliseconds(), t.venue, 1 if t.side == pb.SIDE_BUY else -1,
+                t.quantity, t.price)
+
+    assert Counter(named(d.paper) for d in got.differences if d.HasField("paper")) == (
+        paper - back)
+    assert Counter(named(d.backtest) for d in got.differences
+                   if d.HasField("backtest")) == back - paper
+    assert got.differing_fills == len(got.differences)
+    if got.differences:
+        first = got.differences[0]
+        assert first.reason == pb.DIVERGENCE_REASON_LATE_BAR
+        assert list(first.cause_markets) == ["bybit:BTC/USDC"]
+        assert T0 + n * BAR <= first.cause_time.ToMilliseconds() < T0 + (n + 40) * BAR
 
     # Stopping the deployment stops the runner and cancels the follow jobs.
     await m.strategy.StopDeployment(spb.StopDeploymentRequest(name=dep, reason="done"),
