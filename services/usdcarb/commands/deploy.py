@@ -25,6 +25,7 @@ import argparse
 import time
 from typing import Any
 
+from usdcarb.commands.backtest import RESUMES
 from usdcarb.commands.common import (
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -34,7 +35,7 @@ from usdcarb.commands.common import (
     client_for,
 )
 from usdcarb.commands.run_config import add_config_options, build_config
-from usdcarb_sdk import Client, NotFound, v1
+from usdcarb_sdk import Client, DeadlineExceeded, NotFound, Unavailable, v1
 from usdcarb_sdk.deployment_report import deployment_report, differences_frame, divergence_of
 
 
@@ -157,17 +158,25 @@ def watch(args: argparse.Namespace, out: Output) -> int:
     last: v1.PaperRun | None = None
     seen = 0
     with client_for(args) as client:
-        for run in client.backtests.watch_paper_run(name=f"{name}/paperRun"):
-            last, seen = run, seen + 1
-            if out.json:
-                out.out.write(run.to_json() + "\n")   # one JSON object per line
-                out.out.flush()
-            else:
-                out.line(f"{_when(run.last_bar_time)}  {_state(run)}  bars {run.bars:,}  "
-                         f"equity {run.equity:,.2f}  fills {run.fills}  "
-                         f"late bars {run.late_bars}")
-            if args.updates and seen >= args.updates:
+        for attempt in range(RESUMES + 1):
+            try:   # a dropped stream resumes after the last state seen
+                for run in client.backtests.watch_paper_run(
+                        name=f"{name}/paperRun", after_sequence=last.sequence if last else 0):
+                    last, seen = run, seen + 1
+                    if out.json:
+                        out.out.write(run.to_json() + "\n")   # one JSON object per line
+                        out.out.flush()
+                    else:
+                        out.line(f"{_when(run.last_bar_time)}  {_state(run)}  "
+                                 f"bars {run.bars:,}  equity {run.equity:,.2f}  "
+                                 f"fills {run.fills}  late bars {run.late_bars}")
+                    if args.updates and seen >= args.updates:
+                        return _exit(run)
                 break
+            except (Unavailable, DeadlineExceeded) as exc:
+                if attempt == RESUMES:
+                    raise
+                out.note(f"{name}: the stream dropped ({exc.code.name}); resuming")
     return EXIT_OK if last is None else _exit(last)
 
 
