@@ -129,7 +129,7 @@ def ing_session() -> Any:
 
 async def test_kraken_ohlcvt_zip_equals_the_recorded_file_and_reimport_changes_nothing(
         make_ingestion: MakeIngestion, mirror: ReplayServer) -> None:
-    ing = await make_ingestion()
+    ing = await make_ingestion(validation=True)
     url = f"{mirror.url}/kraken.com/ohlcvt/Kraken_OHLCVT_Q1_2023.zip"
     want = load_kraken_ohlcvt(KRAKEN_1M, "BTC/USDC", "1m", "x")
     req = request(pb.ARCHIVE_LAYOUT_KRAKEN_OHLCVT, url, "kraken", "BTC/USDC", None, None)
@@ -141,6 +141,20 @@ async def test_kraken_ohlcvt_zip_equals_the_recorded_file_and_reimport_changes_n
     assert imp.stats.bars_stored == len(want) == 56_717
     got = await stored_bars(ing.pool, "kraken", "BTC/USDC", 0, 2**50)
     assert_bars_equal(got, want.ts_ms, want.open, want.high, want.low, want.close, want.volume)
+    trades = await ing.pool.fetch("SELECT trades FROM market_data WHERE exchange = 'kraken' "
+                                  "ORDER BY ts")  # the file's 7th column, stored
+    np.testing.assert_array_equal([r["trades"] for r in trades],
+                                  want.extra["trades"].astype(np.int64))
+    # The imported range is then validated as ValidateRange does: Kraken's real gaps (only
+    # minutes with trades appear) are recorded with the validation service's data.
+    gaps = int((np.diff(want.ts_ms) > 60_000).sum())
+    assert gaps > 0
+
+    async def recorded() -> bool:
+        return bool(await ing.quality.fetchval(
+            "SELECT count(*) FROM data_gaps WHERE exchange = 'kraken'") == gaps)
+
+    await eventually(recorded, within_s=30, interval=0.1)
     before = await ing.pool.fetchval(
         "SELECT md5(string_agg(ts::text || open || close || volume || ingest_time::text, ',' "
         "ORDER BY ts)) FROM market_data WHERE exchange = 'kraken'")

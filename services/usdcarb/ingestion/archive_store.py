@@ -21,12 +21,14 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 
 from usdcarb.ingestion.domain import Bars, Rejection
 from usdcarb.ingestion.store import LeaseLost
 from usdcarb.marketdata.writer import write_series_rows
 from usdcarb.platform.errors import NotFound
 
+MAX_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z: the latest time a datetime holds
 STATS_KEYS = ("files_total", "files_stored", "files_failed", "files_skipped", "bytes",
               "bars_read", "bars_stored", "bars_duplicate", "bars_quarantined")
 TERMINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
@@ -96,6 +98,7 @@ class Settle:
     bars: Bars | None = None
     rejects: tuple[Rejection, ...] = ()
     rejected: Bars | None = None
+    trades: npt.NDArray[np.int64] | None = None  # per bar of ``bars``, when published
 
 
 @dataclass
@@ -251,11 +254,15 @@ class ArchiveStore:
                 # The files are consecutive ranges of one series, each ascending and
                 # unique: together one ascending series, stored by ONE COPY.
                 bars = Bars.concat([f.bars for f in stored if f.bars is not None])
+                trades = None
+                if all(f.trades is not None for f in stored):
+                    trades = np.concatenate([f.trades for f in stored
+                                             if f.trades is not None])
                 written = await write_series_rows(
                     conn, exchange=rec.exchange, symbol=rec.symbol, timeframe=rec.timeframe,
                     timeframe_ms=tf_ms, open_time_ms=bars.ts_ms, open_=bars.open,
                     high=bars.high, low=bars.low, close=bars.close, volume=bars.volume,
-                    source=rec.exchange)
+                    source=rec.exchange, trades=trades)
             rejects = [(f, j, r) for f in files if f.rejected is not None
                        for j, r in enumerate(f.rejects)]
             if rejects:
@@ -310,6 +317,16 @@ class ArchiveStore:
                 rec.id, owner, values, progress, lease_s)
         stats.values.update(values)
         return settled
+
+    async def extent(self, exchange: str, symbol: str, timeframe: str, start_ms: int,
+                     end_ms: int) -> tuple[int, int] | None:
+        """First and last stored bar times of a series within [start_ms, end_ms)."""
+        row = await self._pool.fetchrow(
+            "SELECT (extract(epoch FROM min(ts)) * 1000)::int8 AS lo, "
+            "(extract(epoch FROM max(ts)) * 1000)::int8 AS hi FROM market_data "
+            "WHERE exchange = $1 AND symbol = $2 AND timeframe = $3 AND ts >= $4 AND ts < $5",
+            exchange, symbol, timeframe, ts(start_ms), ts(min(end_ms, MAX_MS)))
+        return None if row is None or row["lo"] is None else (int(row["lo"]), int(row["hi"]))
 
     async def finish(self, rec: ImportRecord, owner: str, state: str, stats: ImportStats,
                      progress: dict[str, Any], error: dict[str, Any] | None) -> bool:

@@ -4,9 +4,10 @@ over whole files in-process, and settle the files downloaded together in one tra
 
 Validation: the validation domain's batch rules (per-bar, duplicates within the file,
 stale runs, spikes) run here, vectorised over the whole file, in a thread while the next
-files download; a file is one batch, so there is no per-page round trip at all. Rules
-that need other series or stored ranges (cross-venue deviations, implied crosses, series
-verdicts) stay with the validation service, which judges a stored range on request.
+files download; a file is one batch, so there is no per-page round trip at all. Once an
+import has stored bars, the validation service's range use case (ValidateRange: every
+rule over the stored range, findings, gaps, series verdicts) runs over what it stored,
+off the import's path (``range_validator``: in-process by default, or the RPC).
 
 Any number of processes may run imports: a claimed import is leased, renewed by a
 heartbeat and by every file commit; an import whose worker died (SIGKILL) is claimed
@@ -42,6 +43,9 @@ from usdcarb.validation.domain import model as vmodel
 from usdcarb.validation.domain.validate import validate_batch
 
 logger = logging.getLogger(__name__)
+
+
+RANGE_BARS = 100_000  # bars per ValidateRange over an imported range
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,13 @@ def validate_group(files: list[Bars], tf_ms: int, now_ms: int
 
 class ArchiveWorker:
     def __init__(self, store: ArchiveStore, config: ArchiveWorkerConfig,
-                 *, session_factory: Any = None) -> None:
+                 *, session_factory: Any = None, range_validator: Any = None) -> None:
         self._store = store
         self._config = config
+        # validate_range(exchange, symbol, timeframe, start_ms, end_ms): InProcessValidator
+        # or RemoteValidator (usdcarb.ingestion.validation); None without validation.
+        self._range_validator = range_validator
+        self._range_tasks: set[asyncio.Task[None]] = set()
         self.owner = f"archive-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -116,6 +124,9 @@ class ArchiveWorker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._range_tasks):
+            task.cancel()
+        await asyncio.gather(*self._range_tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -245,23 +256,50 @@ class ArchiveWorker:
                                  *([committing] if committing is not None else []),
                                  return_exceptions=True)
         await self._finish(rec, stats, progress)
+        if self._range_validator is not None and stats.values["bars_stored"]:
+            task = asyncio.create_task(self._validate_range(rec, src, tf_ms))
+            self._range_tasks.add(task)
+            task.add_done_callback(self._range_tasks.discard)
+
+    async def range_reports_done(self) -> None:
+        """Wait for the range validations of finished imports (benchmarks, tests)."""
+        while self._range_tasks:
+            await asyncio.gather(*list(self._range_tasks), return_exceptions=True)
+
+    async def _validate_range(self, rec: ImportRecord, src: Source, tf_ms: int) -> None:
+        """ValidateRange over the imported range, in windows of RANGE_BARS bars (bounded
+        memory for years of bars): findings, gaps and verdicts of the imported bars."""
+        extent = await self._store.extent(rec.exchange, rec.symbol, rec.timeframe,
+                                          src.start_ms, src.end_ms)
+        if extent is None:
+            return
+        lo, hi = extent[0], extent[1] + tf_ms
+        step = RANGE_BARS * tf_ms
+        try:
+            for start in range(lo, hi, step):
+                await self._range_validator.validate_range(
+                    rec.exchange, rec.symbol, rec.timeframe, start, min(hi, start + step))
+        except Exception as exc:  # the bars are stored; ValidateRange can be asked later
+            logger.warning("archive import %s: ValidateRange failed (%s)", rec.id, exc)
 
     async def _judge(self, group: list[tuple[int, ArchiveFile,
                                              tuple[Parsed, int, str] | FileProblem]],
                      tf_ms: int) -> list[Settle]:
         """Validate the group's files together (in a thread); return what to settle."""
         parts: list[Bars] = []
+        counts: list[np.ndarray] = []
         for _, f, got in group:
             if isinstance(got, FileProblem):
                 continue
-            bars = got[0].bars
+            bars, trades = got[0].bars, got[0].trades
             inside = (bars.ts_ms >= f.start_ms) & (bars.ts_ms < f.end_ms)
             parts.append(bars if inside.all() else bars.take(inside))
+            counts.append(trades if inside.all() else trades[inside])
         verdicts: list[tuple[np.ndarray, tuple[Rejection, ...]]] = []
         if parts:
             now = int(time.time() * 1000)
             verdicts = await asyncio.to_thread(validate_group, parts, tf_ms, now)
-        it = iter(zip(parts, verdicts, strict=True))
+        it = iter(zip(parts, counts, verdicts, strict=True))
         out = []
         for seq, f, got in group:
             if isinstance(got, FileProblem):
@@ -270,16 +308,17 @@ class ArchiveWorker:
                                              seq=seq)))
                 continue
             parsed, size, digest = got
-            bars, (accepted, rejections) = next(it)
-            good = bars.take(accepted)
+            bars, trades, (accepted, rejections) = next(it)
+            good, good_trades = bars.take(accepted), trades[accepted]
             if len(good) > 1 and not (np.diff(good.ts_ms) > 0).all():
-                good = good.take(np.argsort(good.ts_ms, kind="stable"))
+                order = np.argsort(good.ts_ms, kind="stable")
+                good, good_trades = good.take(order), good_trades[order]
             rejected = bars.take(np.array([r.index for r in rejections], dtype=np.int64))
             rejects = tuple(Rejection(j, r.rules, r.reason) for j, r in enumerate(rejections))
             out.append(Settle(FileRecord(
                 f.key, f.location, "STORED", bars_read=len(bars), bytes=size, sha256=digest,
                 seq=seq, message=f"{parsed.unit} times{', header' if parsed.header else ''}"),
-                good, rejects, rejected))
+                good, rejects, rejected, good_trades))
         return out
 
     async def _commit(self, rec: ImportRecord, stats: ImportStats, progress: dict[str, Any],

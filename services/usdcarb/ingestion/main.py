@@ -170,7 +170,9 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
         archive_worker = ArchiveWorker(archive_store, ArchiveWorkerConfig(
             concurrency=settings.archive_concurrency, downloads=settings.archive_downloads,
             lease_s=settings.lease_s, poll_s=settings.poll_s,
-            retry_base_s=settings.retry_base_s))
+            retry_base_s=settings.retry_base_s),
+            range_validator=validator if isinstance(
+                validator, InProcessValidator | RemoteValidator) else None)
     archives = ArchiveApp(archive_store, archive_dir=settings.archive_dir,
                           on_created=archive_worker.wake if archive_worker else (lambda: None))
     servicer = IngestionServicer(app, archives)

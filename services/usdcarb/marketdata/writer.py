@@ -86,7 +86,7 @@ MARKET_COLUMNS = ("exchange", "symbol", "timeframe", "ts", "open", "high", "low"
                   "volume", "provenance", "source")
 
 
-def _market_dtype(texts: list[bytes], src: bytes) -> np.dtype[Any]:
+def _market_dtype(texts: list[bytes], src: bytes, trades: bool) -> np.dtype[Any]:
     fields: list[tuple[str, Any]] = [("n", ">i2")]
     for i, t in enumerate(texts):
         fields += [(f"l_t{i}", ">i4"), (f"t{i}", f"S{len(t)}")]
@@ -94,6 +94,8 @@ def _market_dtype(texts: list[bytes], src: bytes) -> np.dtype[Any]:
     for name in ("open", "high", "low", "close", "volume"):
         fields += [(f"l_{name}", ">i4"), (name, ">f8")]
     fields += [("l_p", ">i4"), ("p", ">i2"), ("l_src", ">i4"), ("src", f"S{len(src)}")]
+    if trades:
+        fields += [("l_trades", ">i4"), ("trades", ">i8")]
     return np.dtype(fields)
 
 
@@ -102,10 +104,12 @@ def encode_market_rows(
     open_: npt.NDArray[np.float64], high: npt.NDArray[np.float64],
     low: npt.NDArray[np.float64], close: npt.NDArray[np.float64],
     volume: npt.NDArray[np.float64], *, provenance: int = 1, source: str = "",
+    trades: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """Encode whole ``MARKET_COLUMNS`` rows of one series for COPY BINARY straight into
-    the table; return the whole stream (header, rows, trailer) as one byte array, which
-    asyncpg's ``copy_to_table(source=...)`` takes as a buffer, without another copy.
+    """Encode whole ``MARKET_COLUMNS`` rows of one series (with ``trades``: and the
+    ``trades`` column after them) for COPY BINARY straight into the table; return the
+    whole stream (header, rows, trailer) as one byte array, which asyncpg's
+    ``copy_to_table(source=...)`` takes as a buffer, without another copy.
 
     The text columns are the same in every row, so each row is a fixed-width record of a
     numpy structured array laid out in place inside the stream: one broadcast of a
@@ -115,7 +119,7 @@ def encode_market_rows(
     if not all(texts):
         raise ValueError(f"expected a series key, got {(exchange, symbol, timeframe)!r}")
     src = (source or exchange).encode()
-    dtype = _market_dtype(texts, src)
+    dtype = _market_dtype(texts, src, trades is not None)
     n = int(open_time_ms.shape[0])
     head, size = len(_HEADER), len(_HEADER) + n * dtype.itemsize + len(_TRAILER)
     stream = np.empty(size, np.uint8)
@@ -123,7 +127,7 @@ def encode_market_rows(
     stream[size - len(_TRAILER):] = np.frombuffer(_TRAILER, np.uint8)
     body = stream[head:size - len(_TRAILER)]
     template = np.zeros(1, dtype)
-    template["n"] = len(MARKET_COLUMNS)
+    template["n"] = len(MARKET_COLUMNS) + (trades is not None)
     for i, t in enumerate(texts):
         template[f"l_t{i}"], template[f"t{i}"] = len(t), t
     template["l_ts"] = 8
@@ -131,12 +135,16 @@ def encode_market_rows(
         template[f"l_{name}"] = 8
     template["l_p"], template["p"] = 2, provenance
     template["l_src"], template["src"] = len(src), src
+    if trades is not None:
+        template["l_trades"] = 8
     body.reshape(n, dtype.itemsize)[:] = template.view(np.uint8)
     rows = body.view(dtype)
     rows["ts"] = (open_time_ms.astype(np.int64, copy=False) - _PG_EPOCH_MS) * 1000
     for name, col in (("open", open_), ("high", high), ("low", low), ("close", close),
                       ("volume", volume)):
         rows[name] = col
+    if trades is not None:
+        rows["trades"] = trades
     return stream
 
 
@@ -169,9 +177,12 @@ async def write_series_rows(conn: Any, *, exchange: str, symbol: str, timeframe:
                             open_: npt.NDArray[np.float64], high: npt.NDArray[np.float64],
                             low: npt.NDArray[np.float64], close: npt.NDArray[np.float64],
                             volume: npt.NDArray[np.float64], source: str = "",
-                            table: str = "market_data") -> npt.NDArray[np.bool_]:
+                            table: str = "market_data",
+                            trades: npt.NDArray[np.int64] | None = None
+                            ) -> npt.NDArray[np.bool_]:
     """``write_series``, returning which rows were written (the others were stored as
-    originals already): a caller storing several files at once counts each file's."""
+    originals already): a caller storing several files at once counts each file's.
+    ``trades``: the bars' trade counts, when the source has them (else NULL)."""
     n = int(open_time_ms.shape[0])
     if not n:
         return np.zeros(0, bool)
@@ -196,10 +207,12 @@ async def write_series_rows(conn: Any, *, exchange: str, symbol: str, timeframe:
     if fresh.any():
         idx = fresh if not fresh.all() else slice(None)
         data = encode_market_rows(exchange, symbol, timeframe, open_time_ms[idx],
-                                  *(c[idx] for c in cols), source=source)
+                                  *(c[idx] for c in cols), source=source,
+                                  trades=None if trades is None else trades[idx])
         schema, _, name = table.rpartition(".")
         await conn.copy_to_table(name, schema_name=schema or None, source=data,
-                                 format="binary", columns=list(MARKET_COLUMNS))
+                                 format="binary", columns=[*MARKET_COLUMNS, *(
+                                     ("trades",) if trades is not None else ())])
     if replace.any():
         await conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS usdcarb_merge_stage (ts timestamptz NOT NULL, "
@@ -215,6 +228,12 @@ async def write_series_rows(conn: Any, *, exchange: str, symbol: str, timeframe:
             "m.symbol = $2 AND m.timeframe = $3 AND m.ts = s.ts AND m.provenance <> 1 "
             "RETURNING (extract(epoch FROM m.ts) * 1000)::int8",
             exchange, symbol, timeframe, source or exchange)
+        await conn.execute(  # a gap-filled bar's trade count is not the original's
+            f"UPDATE {table} AS m SET trades = u.n FROM unnest($4::int8[], $5::int8[]) "
+            "AS u(t, n) WHERE m.exchange = $1 AND m.symbol = $2 AND m.timeframe = $3 AND "
+            "m.ts = 'epoch'::timestamptz + u.t * interval '1 millisecond'",
+            exchange, symbol, timeframe, open_time_ms[replace].tolist(),
+            None if trades is None else trades[replace].tolist())
         if updated:
             written |= np.isin(open_time_ms,
                                np.fromiter((r[0] for r in updated), np.int64, len(updated)))
