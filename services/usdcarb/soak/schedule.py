@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "SERVICES", "SLOW_LEG", "FaultSchedule", "FaultWindow"]
+__all__ = ["FAULT_KINDS", "SERVICES", "SLOW_LEG", "FaultSchedule", "FaultWindow", "expected_s"]
 
 SERVICES = ("strategy", "ingestion", "validation", "backtest", "notification", "identity",
             "ratelimit")
@@ -50,7 +50,17 @@ AFTER_SHARE = 0.20  # nor in the last 20 %
 EXPECTED_S = {"pg_restart_fast": 4.0, "pg_restart_immediate": 5.0, "redis_kill": 3.0,
               "service_kill": 6.0, "envoy_hot_restart": 12.0, "replay_429": 6.0,
               "replay_5xx": 6.0, "slow_leg": 10.0}
+# A restarted backtest replica serves once its engine workers are warm (numba's cache
+# loaded): 15-45 s under the soak's load; ingestion imports ccxt's exchanges first.
+EXPECTED_KILL_S = {"backtest": 30.0, "ingestion": 12.0}
 HELD_S = {"replay_429": 3.0, "replay_5xx": 3.0, "slow_leg": 6.0}
+
+
+def expected_s(kind: str, target: str) -> float:
+    """Seconds the schedule leaves for ``kind`` on ``target`` until the next window."""
+    if kind == "service_kill":
+        return EXPECTED_KILL_S.get(target, EXPECTED_S[kind])
+    return EXPECTED_S[kind]
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,8 @@ class FaultSchedule:
         ``kinds``: the kinds to inject (default: all; for runs of at most 60 s one of each
         family — a PostgreSQL restart in a seeded mode, the Redis kill, one service kill,
         the Envoy hot restart and one replay burst). ``service_kill`` means one replica of
-        every service, each its own window.
+        every service, each its own window; ``service_kill:N`` N services among those
+        that restart quickly (not backtest, ingestion).
         """
         if duration_s <= 0:
             raise ValueError(f"expected duration_s > 0, got {duration_s}")
@@ -109,7 +120,7 @@ class FaultSchedule:
         rng.shuffle(planned)
         first = duration_s * BEFORE_SHARE
         last = duration_s * (1 - AFTER_SHARE)
-        need = sum(EXPECTED_S[kind] for kind, _, _ in planned)
+        need = sum(expected_s(kind, target) for kind, target, _ in planned)
         # The room left is spread as seeded gaps before each window (none if too short:
         # then the windows follow one another and the runner's waits stretch them).
         slack = max(0.0, (last - first) - need)
@@ -120,7 +131,7 @@ class FaultSchedule:
             at += gap
             windows.append(FaultWindow(kind, target, round(at, 3), HELD_S.get(kind, 0.0),
                                        params))
-            at += EXPECTED_S[kind]
+            at += expected_s(kind, target)
         return cls(seed, duration_s, windows)
 
     def to_json(self) -> dict[str, Any]:
@@ -142,8 +153,9 @@ def _windows_of(kind: str, rng: random.Random) -> list[tuple[str, str, dict[str,
         return [(base, "redis", {"signal": "SIGKILL"})]
     if base == "service_kill":
         services = list(SERVICES)
-        if count:
-            services = rng.sample(services, int(count))
+        if count:  # a sample of the quick restarts (a short run has no time for warm-ups)
+            quick = [s for s in services if s not in EXPECTED_KILL_S]
+            services = rng.sample(quick, min(int(count), len(quick)))
         return [(base, s, {"replica": rng.choice((1, 2))}) for s in services]
     if base == "envoy_hot_restart":
         return [(base, "envoy", {})]
