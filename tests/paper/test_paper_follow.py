@@ -8,8 +8,9 @@ and Bybit through those jobs; the paper fills and equity equal a backtest of the
 version over the same stored bars, exactly; a follow job that ends on its own is replaced.
 Then Bybit stalls while Binance runs on: its bars count as missing (as a backtest's
 missing bar) once Binance is ``stale_after_bars`` ahead, and when they arrive late they
-are recorded as such (missing at commit, stored after it). Stopping the deployment stops the runner and cancels the follow jobs: nothing
-asks the exchange anything after that."""
+are recorded as such (missing at commit, stored after it). Stopping the deployment stops
+the runner and cancels the follow jobs (those of a run whose holder died are cancelled by
+any replica): nothing asks the exchange anything after that."""
 
 from __future__ import annotations
 
@@ -298,6 +299,25 @@ async def test_paper_deployment_follows_the_replay_clock_and_equals_its_backtest
         got = await m.ingestion.GetIngestJob(ipb.GetIngestJobRequest(name=j.job),
                                              metadata=TRADER)
         assert got.state == cpb.JOB_STATE_CANCELLED
+
+    # A run whose holder died: once it is stopped, any replica cancels its follow jobs.
+    orphan = f"{dep}-orphan"
+    assert await m.paper.runner.create(
+        deployment=orphan, strategy_version="strategies/x/versions/v1", kind=KIND,
+        params=PARAMS, config=config(), keys=KEYS, stale_after_bars=STALE)
+    await m.bt_pool.execute("UPDATE paper_runs SET lease_owner = 'gone', lease_until = "
+                            "now() + interval '1 hour' WHERE deployment = $1", orphan)
+    assert len(await m.paper.follow_jobs.ensure(orphan)) == 2   # as its holder did
+    await m.bt_pool.execute("UPDATE paper_runs SET state = 'STOPPED' WHERE deployment = $1",
+                            orphan)
+
+    async def orphans_cancelled() -> bool:
+        jobs = await m.paper.list_follow_jobs(orphan)
+        return [j.state for j in jobs] == ["STOPPED", "STOPPED"] and not m.follower.running()
+
+    await eventually(orphans_cancelled, within_s=120)
+    for j in await m.paper.list_follow_jobs(orphan):
+        assert j.job_state == "JOB_STATE_CANCELLED"
     before = dict(m.replay.stats.requests)
     m.replay.clock_ms = T0 + (n + 60) * BAR
     await asyncio.sleep(0.5)   # ten follow polls
