@@ -167,11 +167,13 @@ def decode(stored: bytes, points: int, equity_raw: bytes | None = None) -> bytes
 
 
 def encode_columns(c: EquityColumns, initial_equity: float | None = None, *,
-                   executor: Executor | None = None) -> EquityColumns:
+                   executor: Executor | None = None,
+                   encoded: dict[str, bytes] | None = None) -> EquityColumns:
     """The stored form of a curve's columns: bar times as a grid, equity SPLIT,
     drawdown recomputed from the equity (given the run's initial equity), exposure LZ4;
     each only where it holds bit for bit and pays. With ``executor`` the columns are
-    encoded side by side on it (the codecs release the GIL)."""
+    encoded side by side on it (the codecs release the GIL); ``encoded``: columns
+    encoded already (by ``encode_baseline``/``encode_grid`` here, earlier)."""
 
     def drawdown() -> bytes:
         if initial_equity is not None:
@@ -180,20 +182,27 @@ def encode_columns(c: EquityColumns, initial_equity: float | None = None, *,
                 return dd
         return encode_split(c.drawdown)
 
-    # the hold baseline: a column only when it moves (constant: its 8 bytes, as given)
     jobs: dict[str, Callable[[], bytes]] = {
         "equity": lambda: encode_split(c.equity), "drawdown": drawdown,
         "exposure": lambda: encode_lz4(c.exposure),
-        "baseline": lambda: encode_split(c.baseline) if len(c.baseline) > 8 else c.baseline,
+        "baseline": lambda: encode_baseline(c.baseline),
         "time_ms": lambda: encode_grid(c.time_ms, c.points)}
+    done = dict(encoded or {})
+    jobs = {k: job for k, job in jobs.items() if k not in done}
     if executor is None:
-        done = {k: job() for k, job in jobs.items()}
+        done.update({k: job() for k, job in jobs.items()})
     else:
         futures = {k: executor.submit(job) for k, job in jobs.items()}
-        done = {k: f.result() for k, f in futures.items()}
+        done.update({k: f.result() for k, f in futures.items()})
     return dataclasses.replace(c, time_ms=done["time_ms"], equity=done["equity"],
                                drawdown=done["drawdown"], exposure=done["exposure"],
                                baseline=done["baseline"])
+
+
+def encode_baseline(raw: bytes) -> bytes:
+    """The hold baseline's stored form: a column only when it moves (SPLIT where that
+    pays); a constant one is its 8 bytes, as given."""
+    return encode_split(raw) if len(raw) > 8 else raw
 
 
 def decode_columns(c: EquityColumns) -> EquityColumns:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from usdcarb.backtest.colcodec import encode_columns
+from usdcarb.backtest.colcodec import encode_baseline, encode_columns, encode_grid
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
 from usdcarb.backtest.engine import BacktestOutput
 from usdcarb.backtest.handoff import FrameRef, map_file
@@ -62,9 +63,23 @@ def le_bytes(a: Any, dtype: str) -> memoryview:
     return np.ascontiguousarray(a, dtype=dtype).data.cast("B")
 
 
+def early(time_ms: npt.NDArray[np.int64]) -> tuple[dict[str, bytes],
+                                                   Callable[[npt.NDArray[np.float64]], None]]:
+    """Columns encoded before the run ends: the bar times now, and the hold baseline
+    from the engine's ``on_baseline`` (beside the simulation; an engine process side
+    thread). Pass the dict to ``finish``."""
+    done = {"time_ms": encode_grid(le_bytes(time_ms, "<i8"), len(time_ms))}  # type: ignore[arg-type]
+
+    def on_baseline(curve: npt.NDArray[np.float64]) -> None:
+        done["baseline"] = encode_baseline(le_bytes(curve, "<f8"))  # type: ignore[arg-type]
+
+    return done, on_baseline
+
+
 def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
-           out: BacktestOutput) -> Finished:
-    """Encode ``out`` for storage (engine process side); ``name`` is "backtests/{id}"."""
+           out: BacktestOutput, encoded: dict[str, bytes] | None = None) -> Finished:
+    """Encode ``out`` for storage (engine process side); ``name`` is "backtests/{id}";
+    ``encoded``: columns encoded already (``early``)."""
     started = time.perf_counter()
     initial = out.extras.get("initial_equity")
     baseline = (le_bytes([out.extras.get("initial_equity", 0.0)], "<f8")
@@ -79,7 +94,7 @@ def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
             f"{name}/equityCurve", raw, common_pb2.COLUMN_LAYOUT_PACKED,
             CurveRequest(max_points=DEFAULT_POINTS, page=None)).SerializeToString())
         trades = pool.submit(lambda: trade_columns(trade_rows(time_ms, out.trades)))
-        stored = encode_columns(raw, initial, executor=pool)
+        stored = encode_columns(raw, initial, executor=pool, encoded=encoded)
         t = trades.result()
     blobs = [getattr(stored, c) for c in _COLUMNS] + list(t.arrays)
     sizes = _write(ref.finished_path, blobs)

@@ -25,7 +25,7 @@ from usdcarb.backtest import engine
 from usdcarb.backtest.convert import metrics_to_pb, timestamp
 from usdcarb.backtest.engine import EngineConfig, MarketFrame, Progress
 from usdcarb.backtest.engine.robust import run_cross_validation
-from usdcarb.backtest.finish import Finished, finish
+from usdcarb.backtest.finish import Finished, early, finish
 from usdcarb.backtest.handoff import FrameRef, read_frame
 from usdcarb.backtest.progress import Channels, SyncProgress
 from usdcarb.v1 import backtest_pb2 as pb
@@ -160,11 +160,13 @@ def run_backtest_task(task: BacktestTask) -> tuple[Finished, float]:
             bus.publish(task.job_id, event.SerializeToString())
         return True
 
+    encoded, on_baseline = early(times)
     started = time.perf_counter()
     out = engine.run_backtest(task.kind, task.params, task.config, market,
-                              on_progress=on_progress, progress_every=task.progress_every)
+                              on_progress=on_progress, progress_every=task.progress_every,
+                              on_baseline=on_baseline)
     elapsed = time.perf_counter() - started
-    return finish(task.market, name, times, out), elapsed
+    return finish(task.market, name, times, out, encoded), elapsed
 
 
 def run_sweep_task(task: SweepTask) -> list[Any]:

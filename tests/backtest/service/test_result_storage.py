@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from usdcarb.backtest import engine
-from usdcarb.backtest.colcodec import decode_columns
+from usdcarb.backtest.colcodec import decode_columns, encode_columns
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
-from usdcarb.backtest.finish import finish, take_finished
+from usdcarb.backtest.finish import early, finish, take_finished
 from usdcarb.backtest.handoff import discard, read_frame, remove_orphans, write_frame
 from usdcarb.backtest.model import BacktestJob, EquityColumns, TradeRows
 from usdcarb.backtest.results import equity_columns, trade_rows
@@ -91,10 +91,14 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_stored_co
                 engine.VenueCosts(venue=v, taker_fee_bps=1.0, maker_fee_bps=0.5,
                                  initial_balances={"USDT": 1e5} if quote_only else balances)
                 for v in ("venuea", "venueb")), fill="next", quote_asset="USDT")
-            out = engine.run_backtest("cross-exchange-spread", params, config, back)
+            # engine process: the times and the moving baseline encoded while the engine
+            # runs, the rest once it is done; parent: map what it wrote
+            encoded, on_baseline = early(back.time_ms)
+            out = engine.run_backtest("cross-exchange-spread", params, config, back,
+                                      on_baseline=on_baseline)
             assert len(out.trades) > 10 and (out.baseline is None) == quote_only
-            # engine process: encode; parent: map what it wrote
-            fin = finish(ref, "backtests/b1", back.time_ms, out)
+            assert ("baseline" in encoded) != quote_only
+            fin = finish(ref, "backtests/b1", back.time_ms, out, encoded)
             assert len(pickle.dumps(fin)) < 60_000 and len(fin.output.equity) == 0
             stored, trade_cols = take_finished(ref, fin)
             # the stored curve decodes to the engine's columns bit for bit
@@ -116,6 +120,10 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_stored_co
                 for x in encode_trades("b1", trade_rows(frame.time_ms, out.trades))]
             assert fin.trade_count == len(out.trades)
             columns = equity_columns(frame.time_ms, out)
+            # the same stored bytes as encoding the columns in one go
+            alone = encode_columns(columns, out.extras["initial_equity"])
+            for name in ("time_ms", "equity", "drawdown", "exposure", "baseline"):
+                assert bytes(getattr(stored, name)) == bytes(getattr(alone, name)), name
             assert pb.EquityCurve.FromString(fin.curve) == equity_to_pb(
                 "backtests/b1/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
                 CurveRequest(max_points=DEFAULT_POINTS, page=None))

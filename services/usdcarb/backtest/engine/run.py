@@ -146,8 +146,13 @@ def prepare(kind: str, params: Mapping[str, Any], config: EngineConfig,
 def run_backtest(kind: str, params: Mapping[str, Any], config: EngineConfig,
                  market: MarketFrame, *, on_progress: Callable[[Progress], bool] | None = None,
                  progress_every: int = 100_000,
-                 costs: tuple[float, float, int] = (1.0, 1.0, 0)) -> BacktestOutput:
+                 costs: tuple[float, float, int] = (1.0, 1.0, 0),
+                 on_baseline: Callable[[F64], None] | None = None) -> BacktestOutput:
     """Simulate ``kind`` with ``params`` over ``market``; Cancelled if on_progress says stop.
+
+    ``on_baseline(curve)`` is called with the hold baseline's equity curve (when it is
+    not constant) as soon as it is computed, beside the simulation, on another thread:
+    what the caller makes of it (an encoding) is then ready when the run ends.
 
     ``costs`` scales every fee and slippage and adds latency (layout.build_plan). With
     ``config.robustness`` the output carries the panel: the same run with each extra
@@ -156,7 +161,8 @@ def run_backtest(kind: str, params: Mapping[str, Any], config: EngineConfig,
     plan, p = prepare(kind, params, config, market, costs)
     pvec = param_vector(kind, p)
     out = run_plan(plan, pvec, config, on_progress=on_progress,
-                   progress_every=progress_every, baseline_aside=True)
+                   progress_every=progress_every, baseline_aside=True,
+                   on_baseline=on_baseline)
     rob = config.robustness
     if rob is None:
         return out
@@ -174,7 +180,8 @@ def run_backtest(kind: str, params: Mapping[str, Any], config: EngineConfig,
 
 def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
              on_progress: Callable[[Progress], bool] | None = None,
-             progress_every: int = 100_000, baseline_aside: bool = False) -> BacktestOutput:
+             progress_every: int = 100_000, baseline_aside: bool = False,
+             on_baseline: Callable[[F64], None] | None = None) -> BacktestOutput:
     """Run a laid-out plan with kernel parameters ``pvec``.
 
     ``baseline_aside``: the hold baseline's curve and figures (which depend on the market
@@ -195,6 +202,8 @@ def run_plan(plan: Plan, pvec: F64, config: EngineConfig, *,
     def hold() -> dict[str, Any]:
         if baseline is not None:
             baseline_curve(lay, plan.init_bal, marks0, plan.init_qcash, baseline)
+            if on_baseline is not None:
+                on_baseline(baseline)
         return hold_figures(baseline, init_eq, n, lay.time_ms, ppy, venues)
 
     aside = None
