@@ -8,6 +8,8 @@ One stack for the module; the faults follow one another as in a soak."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import shutil
 import time
 import urllib.error
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import trust_stack
+from testkit import eventually, trust_stack
 from usdcarb.devstack import free_port, scratch_dir
 from usdcarb.devstack.ports import pid_alive
 from usdcarb.devstack.stack import SERVICES, Stack, StackInfo
@@ -260,3 +262,54 @@ async def test_the_slow_leg_slows_then_frees_the_exchange_leg(soak: Soak) -> Non
     # A request and its answer each wait 300 ms on the leg: 0.6 s at least.
     assert during and min(during) >= 0.6, timings
     assert timings[-1][2] == 200
+
+
+async def test_run_follows_the_schedule_and_reports_each_fault(soak: Soak) -> None:
+    schedule = FaultSchedule(9, 10.0, [
+        FaultWindow("replay_5xx", "replay", 0.5, 0.5, {"status": 503}),
+        FaultWindow("slow_leg", SLOW_LEG, 1.0, 0.5, {"latency_ms": 50, "resets": 1})])
+    faults, original = soak.faults, soak.faults.schedule
+    faults.schedule = schedule
+    seen: list[FaultRecord] = []
+    done = asyncio.Event()
+
+    async def ingestion_like() -> None:  # the exchange traffic recovery is read from
+        while not done.is_set():
+            await asyncio.to_thread(soak.exchange)
+            await asyncio.sleep(0.1)
+
+    load = asyncio.create_task(ingestion_like())
+    t0 = time.time()
+    try:
+        records = await faults.run(t0, seen.append)
+    finally:
+        faults.schedule = original
+        done.set()
+        await load
+    assert [r.kind for r in records] == ["replay_5xx", "slow_leg"] and seen == records
+    assert records[0].start >= t0 + 0.5
+    assert records[0].recovered_at is not None and records[1].start >= records[0].recovered_at
+    assert all(r.to_json()["time_to_recover_s"] is not None for r in records)
+
+
+async def test_a_fault_cancelled_midway_is_undone(soak: Soak) -> None:
+    burst = asyncio.create_task(soak.faults.inject(
+        FaultWindow("replay_429", "replay", 0, 60.0, {"status": 429})))
+    replay = f"http://127.0.0.1:{soak.info.processes['replay'].port}/_replay/faults"
+
+    async def switched() -> bool:
+        return bool(json.loads(await asyncio.to_thread(_read, replay))["rate_limit"] > 0)
+
+    await eventually(switched)
+    burst.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await burst
+    assert await asyncio.to_thread(soak.exchange) == 429  # still on: nobody lifted it yet
+    await soak.faults.undo()
+    assert not await switched()
+    assert await asyncio.to_thread(soak.exchange) == 200
+
+
+def _read(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return bytes(reply.read())

@@ -156,14 +156,19 @@ class SoakFaults:
         """Every pid this object started or replaced (the proxy, restarted processes)."""
         return sorted(self._pids)
 
-    async def stop(self) -> None:
-        """Undo an interrupted fault, stop the fault proxy (by PID); idempotent."""
+    async def undo(self) -> None:
+        """Lift a fault that ``run``/``inject`` was cancelled in the middle of (clear the
+        replay's switches or the proxy's, restart what was killed); idempotent."""
         while self._undo:
             undo = self._undo.pop()
             try:
                 await asyncio.to_thread(undo)
             except Exception:
                 logger.exception("undoing an interrupted fault failed")
+
+    async def stop(self) -> None:
+        """Undo an interrupted fault, stop the fault proxy (by PID); idempotent."""
+        await self.undo()
         if self._proxy is not None:
             await asyncio.to_thread(self._proxy.stop)
 
