@@ -38,15 +38,18 @@ from usdcarb.soak.workers import (
     BT_DAY,
     BT_SYMBOL,
     BT_VENUES,
+    CLOCK_START,
     FOLLOW_SERIES,
     IngestAck,
     Ledger,
     Stop,
     backtest_worker,
+    clock_worker,
     crud_worker,
     follow_job_worker,
     follow_worker,
     ingest_window,
+    set_replay_clock,
     spread_params,
     subscribe_worker,
     sweep_worker,
@@ -328,10 +331,15 @@ class Soak:
                 callers["trader-1"], self.ledger, stop, exchange=exchange, symbol=symbol,
                 seconds=s.seconds),
                 name=f"follow-{exchange}-{symbol}"))
-        # A FOLLOW job on the market the backtests trade, from the day after the setup's.
+        # A FOLLOW job on a market the backtests trade, following the replay's clock.
+        replay_url = f"http://127.0.0.1:{self.info.processes['replay'].port}"
+        async with aiohttp.ClientSession() as session:  # before the job starts from it
+            await set_replay_clock(session, replay_url, int(CLOCK_START.timestamp() * 1000))
+        following = asyncio.Event()
+        clock = asyncio.create_task(clock_worker(replay_url, stop, following), name="clock")
         workers.append(asyncio.create_task(follow_job_worker(
             callers["trader-0"], self.ledger, stop, exchange=BT_VENUES[1], symbol=BT_SYMBOL,
-            start=BT_DAY + timedelta(days=1)), name="follow-job"))
+            start=CLOCK_START, running=following), name="follow-job"))
         subscriber = asyncio.create_task(subscribe_worker(
             callers["analyst-0"], self.ledger, stop, drained), name="subscribe")
         fault_task = None
@@ -340,7 +348,7 @@ class Soak:
         await asyncio.sleep(max(0.0, stop.deadline - time.time()))
         logger.info("load phase over: %d attempts so far; waiting for workers to finish "
                     "their step", len(self.recorder.attempts))
-        done, pending = await asyncio.wait(workers, timeout=s.drain_s)
+        done, pending = await asyncio.wait([*workers, clock], timeout=s.drain_s)
         for task in pending:
             logger.warning("worker %s still busy after the drain bound: cancelled",
                            task.get_name())

@@ -10,6 +10,7 @@ accounting pass compares that ledger with the stores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -44,7 +45,10 @@ BT_DAY = datetime(2023, 3, 10, tzinfo=UTC)
 # (Kraken's OHLC endpoint serves only its latest 720 bars: no backfill windows there.)
 FOLLOW_SERIES = (("binance", "USDC/USDT"), ("okx", "USDC/USDT"), ("okx", "BTC/USDT"),
                  ("binance", "BTC/USDT"))
-FOLLOW_START, FOLLOW_END = datetime(2023, 3, 10, tzinfo=UTC), datetime(2023, 3, 13, tzinfo=UTC)
+FOLLOW_START, FOLLOW_END = datetime(2023, 3, 10, tzinfo=UTC), datetime(2023, 3, 12, tzinfo=UTC)
+# The replay exchange's clock walks through the recording's last day during the load; an
+# INGEST_MODE_FOLLOW job follows it bar by bar (the windows above stay behind the clock).
+CLOCK_START, CLOCK_END = FOLLOW_END, datetime(2023, 3, 13, tzinfo=UTC)
 FOLLOW_STEP = timedelta(hours=1)
 WINDOW_TRIES = 3
 BT_EVENT_TYPES = ("EVENT_TYPE_BACKTEST_SUCCEEDED", "EVENT_TYPE_BACKTEST_FAILED")
@@ -437,7 +441,9 @@ async def create_ingest(caller: Caller, ledger: Ledger, ack: IngestAck) -> None:
     ack.name = job.name
 
 
-async def watch_ingest(caller: Caller, ack: IngestAck) -> None:
+async def watch_ingest(caller: Caller, ack: IngestAck,
+                       running: asyncio.Event | None = None) -> None:
+    """Watch the job to its outcome; set ``running`` once it is seen RUNNING."""
     stub = ingestion_pb2_grpc.IngestionServiceStub(caller.channel)  # type: ignore[no-untyped-call]
     last = 0
 
@@ -450,6 +456,8 @@ async def watch_ingest(caller: Caller, ack: IngestAck) -> None:
                     ingestion_pb2.WatchIngestJobRequest(name=ack.name, after_sequence=last),
                     metadata=caller.metadata, timeout=STREAM_TIMEOUT_S):
                 last = max(last, event.sequence)
+                if running is not None and event.job.state == common_pb2.JOB_STATE_RUNNING:
+                    running.set()
                 if event.HasField("outcome"):
                     ack.outcome = common_pb2.Outcome.Result.Name(event.outcome.result)
                     ack.reason = event.outcome.error.message
@@ -466,16 +474,16 @@ async def watch_ingest(caller: Caller, ack: IngestAck) -> None:
 
 
 async def follow_job_worker(caller: Caller, ledger: Ledger, stop: Stop, *, exchange: str,
-                            symbol: str, start: datetime) -> None:
-    """One INGEST_MODE_FOLLOW job for the whole load: it catches up with the replay
-    exchange's clock, then follows it; when the load ends the client cancels it and
+                            symbol: str, start: datetime, running: asyncio.Event) -> None:
+    """One INGEST_MODE_FOLLOW job for the whole load: it follows the replay exchange's
+    clock as it moves (``clock_worker``); when the load ends the client cancels it and
     watches it to its outcome."""
     stub = ingestion_pb2_grpc.IngestionServiceStub(caller.channel)  # type: ignore[no-untyped-call]
-    ack = IngestAck(exchange, symbol, start, FOLLOW_END, mode="follow")
+    ack = IngestAck(exchange, symbol, start, CLOCK_END, mode="follow")
     ledger.ingests.append(ack)
     try:
         await create_ingest(caller, ledger, ack)
-        watcher = asyncio.ensure_future(watch_ingest(caller, ack))
+        watcher = asyncio.ensure_future(watch_ingest(caller, ack, running))
         while not stop() and not watcher.done():
             await stop.sleep(1.0)
         if not watcher.done():
@@ -509,6 +517,37 @@ async def follow_worker(caller: Caller, ledger: Ledger, stop: Stop, *, exchange:
             await stop.sleep(pause)
         start = end
         await stop.sleep(pause)
+
+
+async def set_replay_clock(session: Any, replay_url: str, now_ms: int) -> None:
+    """Move the replay exchange's clock (its admin endpoint, straight to the server)."""
+    import aiohttp
+
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with session.post(f"{replay_url}/_replay/clock", json={"now_ms": now_ms},
+                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            await resp.read()
+
+
+async def clock_worker(replay_url: str, stop: Stop, following: asyncio.Event) -> None:
+    """Once the follow job runs (it starts where the exchange's clock stands), move the
+    replay exchange's clock from CLOCK_START to CLOCK_END over the rest of the load, a
+    minute of the recording at a time; at the end it stands at CLOCK_END again."""
+    import aiohttp
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(following.wait(), max(1.0, stop.deadline - time.time()))
+    span_ms = (CLOCK_END - CLOCK_START).total_seconds() * 1000
+    start_ms = int(CLOCK_START.timestamp() * 1000)
+    began = time.time()
+    seconds = max(1.0, stop.deadline - began)
+    async with aiohttp.ClientSession() as session:
+        while not stop():
+            done = min(1.0, (time.time() - began) / seconds)
+            await set_replay_clock(session, replay_url,
+                                   start_ms + int(done * span_ms) // 60_000 * 60_000)
+            await stop.sleep(1.0)
+        await set_replay_clock(session, replay_url, int(CLOCK_END.timestamp() * 1000))
 
 
 # --------------------------------------------------------------------- notifications
