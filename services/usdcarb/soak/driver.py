@@ -30,7 +30,7 @@ import asyncpg
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from usdcarb.devstack.ports import child_pids, free_port
+from usdcarb.devstack.ports import DevstackError, child_pids, free_port
 from usdcarb.devstack.stack import Stack, StackInfo, _alive
 from usdcarb.soak import accounting, report, tools
 from usdcarb.soak.load import Caller, Recorder
@@ -166,6 +166,27 @@ class Soak:
         self.out.mkdir(parents=True, exist_ok=True)
 
     async def _up(self) -> StackInfo:
+        """Start the stack; once more on fresh ports if a process of it could not start.
+
+        A port from ``free_port`` is free only a moment: on this busy machine another
+        socket sometimes takes it before the service binds it (the start fails loudly;
+        nothing of that attempt is kept)."""
+        for attempt in (1, 2):
+            try:
+                return await self._up_once()
+            except DevstackError as exc:
+                if attempt == 2:
+                    raise
+                logger.warning("the stack did not start (%s): once more on fresh ports",
+                               str(exc).splitlines()[0][:200])
+                self._note_descendants()
+                await self._down()
+                if self.faults is not None:  # checked for leftovers at the end too
+                    self.tool_pids += list(self.faults.started_pids())
+                shutil.rmtree(self.root, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    async def _up_once(self) -> StackInfo:
         modules = _faults_module() if self.settings.faults else None
         env: dict[str, str] = {}
         options: dict[str, Any] = {}
