@@ -313,3 +313,15 @@ async def test_a_fault_cancelled_midway_is_undone(soak: Soak) -> None:
 def _read(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as reply:
         return bytes(reply.read())
+
+
+async def test_a_fault_that_cannot_be_applied_is_recorded_as_never_recovered(
+        soak: Soak) -> None:
+    faults, original = soak.faults, soak.faults.schedule
+    faults.schedule = FaultSchedule(9, 10.0, [FaultWindow("service_kill", "nope", 0, 0, {})])
+    try:
+        records = await faults.run(time.time())
+    finally:
+        faults.schedule = original
+    assert records[-1].target == "nope" and records[-1].recovered_at is None
+    assert "injection failed" in records[-1].detail

@@ -177,7 +177,9 @@ class SoakFaults:
                   ) -> list[FaultRecord]:
         """Inject every window at ``t0 + start_s`` (or once the previous fault has
         recovered, if later); return the records. Returns by t0 + duration + 60 s: a
-        window that cannot start by then is skipped (logged)."""
+        window that cannot start by then is skipped (logged). A fault that cannot be
+        applied (a process that does not come back) is undone as far as possible and
+        recorded as never recovered, with the error in ``detail``."""
         if self._stack is None:
             raise RuntimeError("expected start() before run()")
         deadline = t0 + self.schedule.duration_s + RUN_GRACE_S
@@ -188,7 +190,17 @@ class SoakFaults:
                                window.kind, window.target)
                 continue
             await asyncio.sleep(at - time.time())
-            record = await self.inject(window)
+            try:
+                async with asyncio.timeout(deadline - time.time()):  # run()'s own bound
+                    record = await self.inject(window)
+            except Exception as exc:  # reported as a fault that never recovered
+                logger.exception("fault %s on %s could not be applied", window.kind,
+                                 window.target)
+                await self.undo()
+                now = time.time()
+                record = FaultRecord(window.kind, window.target, now, now, None,
+                                     detail=f"injection failed: {exc!r}"[:500],
+                                     params=dict(window.params), scheduled_s=window.start_s)
             self.records.append(record)
             logger.info("fault %s on %s: lifted after %.1fs, recovered %s (%s)", record.kind,
                         record.target, record.end - record.start,
