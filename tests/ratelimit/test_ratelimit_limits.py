@@ -64,6 +64,19 @@ def test_the_service_config_is_written_atomically_where_the_service_watches(
     assert env["PROMETHEUS_ADDR"] == "127.0.0.1:4" and env["RUNTIME_IGNOREDOTFILES"] == "true"
 
 
+def test_the_service_settings_do_not_depend_on_the_callers_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The manifests are generated from these settings: the same everywhere they are made.
+    def settings() -> dict[str, str]:
+        return service.environment(runtime_root=tmp_path, redis_url="redis://127.0.0.1:6390/0",
+                                   grpc_port=1, http_port=2, debug_port=3, metrics_port=4)
+
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    unset = settings()
+    monkeypatch.setenv("GOMAXPROCS", "8")
+    assert settings() == unset and unset["GOMAXPROCS"] == "1"
+
+
 def _locals(cfg: GatewayConfig) -> dict[str, dict[str, Any]]:
     """Return the per-tier local_ratelimit filters of ``cfg``'s listener, by tier."""
     bootstrap = render_envoy_config(cfg, base_dir=REPO)
