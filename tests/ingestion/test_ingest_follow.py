@@ -97,9 +97,12 @@ async def test_follow_job_keeps_up_with_the_clock_survives_a_restart_and_stops_o
     await caught_up(first.pool, catalog, "bybit", T0 + 5 * MIN, T0 + 10 * MIN)
     assert await latest(first.pool, "bybit") == T0 + 9 * MIN
 
-    # The service restarts: its follower stops, another process takes the job over.
+    # The service restarts: its follower stops and hands the job over (its lease ends at
+    # once), another process takes it over.
     await first.follower.stop()
-    second = await make_ingestion(pool=first.pool, follow_poll_s=0.05, lease_s=1.5)
+    assert await first.pool.fetchval(
+        "SELECT lease_until <= now() FROM ingest_jobs WHERE id = $1", job.name.split("/")[1])
+    second = await make_ingestion(pool=first.pool, follow_poll_s=0.05, lease_s=60)
     replay.clock_ms = T0 + 40 * MIN
 
     async def taken_over() -> bool:

@@ -72,6 +72,15 @@ class FollowWorker(Worker):
         self.owner = f"follower-{uuid.uuid4().hex[:12]}"
         self._follow = follow
 
+    async def stop(self) -> None:
+        """Stop following; the jobs stay RUNNING and another process takes them over at
+        once (a rolling restart leaves no venue behind for a lease's length)."""
+        await super().stop()
+        try:
+            await self._store.release_leases(self.owner)
+        except db.UNAVAILABLE as exc:   # the leases simply expire
+            logger.info("follow leases of %s left to expire: %s", self.owner, exc)
+
     def running(self) -> list[str]:
         """Names of the tasks still running (one per job held)."""
         return sorted(t.get_name() for t in self._tasks if not t.done())

@@ -146,6 +146,14 @@ class IngestStore:
             job_id, owner, lease_s)
         return bool(status.endswith(" 1"))
 
+    async def release_leases(self, owner: str) -> int:
+        """Let the RUNNING jobs ``owner`` holds be taken over at once (a worker shutting
+        down, its tasks ended); return how many."""
+        status = await self._pool.execute(
+            """UPDATE ingest_jobs SET lease_until = now() WHERE lease_owner = $1
+                 AND state = 'JOB_STATE_RUNNING'""", owner)
+        return int(status.split()[-1])
+
     async def set_cursor(self, job_id: str, owner: str, cursor_ms: int) -> bool:
         """Move a held job's cursor without storing a bar (where a follow job starts)."""
         status = await self._pool.execute(
