@@ -5,6 +5,11 @@ not running, waits until every service reports SERVING and the gateway routes to
 them, then records each process in ``<root>/stack.json``; ``down`` stops exactly the
 processes recorded there (by PID, after checking each PID still runs what we started).
 Everything binds 127.0.0.1; data and logs stay under the root folder.
+
+For fault tests (the soak, issue 19): ``Stack(replicas=2)`` runs two processes of every
+service behind Envoy, ``Stack(hot_restart=True)`` lets ``restart_envoy`` hand Envoy's
+listeners to a new epoch, and ``kill_process``/``start_service``, ``restart_postgres``
+and ``restart_redis`` fail and restore one part in place (same ports, same data).
 """
 
 from __future__ import annotations
