@@ -77,7 +77,8 @@ def test_every_store_and_transport_was_counted(soak: tuple[int, dict[str, Any], 
     assert jobs["webhook_receipts"] >= rows["deliveries"]["checked"] > 0
     ops = report["operations"]
     for op in ("rest.CreateStrategy", "grpc.CreateStrategy", "rest.UpdateStrategy",
-               "grpc.DeleteStrategy", "grpc.CreateIngestJob", "rest.CreateSweep"):
+               "grpc.DeleteStrategy", "sdk.CreateStrategy", "sdk.UpdateStrategy",
+               "grpc.CreateIngestJob", "rest.CreateSweep"):
         assert ops[op]["succeeded"] > 0, op
     if binary("ghz") is not None and binary("vegeta") is not None:
         assert ops["ghz.ListStrategyKinds"]["calls"] > 0

@@ -54,6 +54,7 @@ from usdcarb.soak.workers import (
     subscribe_worker,
     sweep_worker,
 )
+from usdcarb_sdk import AsyncClient
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +326,12 @@ class Soak:
         self.tool_pids = [r.proc.pid for r in tool_runs]
         workers: list[asyncio.Task[Any]] = []
         crud = [("analyst-0", "rest"), ("analyst-1", "grpc"), ("analyst-2", "rest"),
-                ("analyst-3", "grpc"), ("trader-1", "rest")]
+                ("analyst-3", "sdk"), ("trader-1", "rest")]
+        sdk_caller = callers["analyst-3"]
+        # The Python SDK as a user's script has it; its own retries off (the Caller
+        # retries and records every attempt).
+        sdk_caller.sdk = AsyncClient(self.info.gateway, token=sdk_caller.token,
+                                     ca_file=self.info.ca or None, retries=0, timeout=30)
         for name, transport in crud:
             if name in callers:
                 workers.append(asyncio.create_task(crud_worker(
@@ -446,9 +452,10 @@ class Soak:
             assert self.info is not None
             receiver = WebhookReceiver(self.ledger)
             await receiver.start()
+            callers: dict[str, Caller] = {}
             async with aiohttp.ClientSession() as session:
                 try:
-                    callers = await self._callers(session)
+                    callers.update(await self._callers(session))
                     versions = await self._setup(callers)
                     await self._notifications(callers["analyst-0"], receiver)
                     self.phases["setup_done"] = time.time()
@@ -459,6 +466,9 @@ class Soak:
                     await receiver.stop()
                     if self.channel is not None:
                         await self.channel.close()
+                    for caller in callers.values():
+                        if caller.sdk is not None:
+                            await caller.sdk.close()
         except Exception as exc:
             logger.exception("the soak broke off")
             error = repr(exc)

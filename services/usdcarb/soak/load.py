@@ -182,6 +182,7 @@ class Caller:
         self.gateway, self.ssl = gateway, ssl_context
         self.channel, self.session, self.policy = channel, session, policy
         self.rng = random.Random(f"{seed}:{name}")
+        self.sdk: Any = None  # a usdcarb_sdk AsyncClient, for the callers that use it
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from usdcarb.soak.load import Caller, CallFailed, Failure, classify_grpc
+from usdcarb.soak.load import RETRYABLE_GRPC, Caller, CallFailed, Failure, classify_grpc
 from usdcarb.v1 import (
     backtest_pb2,
     backtest_pb2_grpc,
@@ -167,7 +167,7 @@ def _failed(ledger: Ledger, err: CallFailed) -> None:
 async def crud_worker(caller: Caller, ledger: Ledger, stop: Stop, *, transport: str,
                       rate_per_s: float) -> None:
     """Create, version, read, rename and (every fifth) delete strategies at a steady
-    rate, over REST or native gRPC."""
+    rate, over REST, native gRPC or the Python SDK."""
     k = 0
     pause = 1.0 / rate_per_s
     while not stop():
@@ -188,6 +188,9 @@ async def _crud_round(caller: Caller, ledger: Ledger, stop: Stop, k: int, transp
     ledger.strategies[sid] = ack
     request_id = str(uuid.uuid4())
     ledger.create_request_ids[request_id] = "strategy"
+    if transport == "sdk":
+        await _sdk_round(caller, ledger, stop, k, pause, sid, ack, request_id)
+        return
     if transport == "rest":
         await caller.call("rest.CreateStrategy", lambda: caller.rest(
             "POST", f"/v1/strategies?strategyId={sid}&requestId={request_id}",
@@ -245,6 +248,72 @@ async def _crud_round(caller: Caller, ledger: Ledger, stop: Stop, k: int, transp
         await caller.call(f"{transport}.DeleteStrategy",
                           _delete(caller, stub, sid, transport))
         ack.deleted = True
+        await stop.sleep(pause)
+
+
+async def _sdk(call: Any) -> Any:
+    """One attempt through the Python SDK (its own retries off: the soak's Caller
+    retries and records each attempt), its UsdcarbError classified like any status."""
+    from usdcarb_sdk.errors import UsdcarbError
+
+    try:
+        return await call
+    except UsdcarbError as err:
+        name = err.code.name
+        if name == "INTERNAL" and "RST_STREAM" in err.message:
+            raise Failure("RST_STREAM", True, err.message) from None
+        raise Failure(name, name in RETRYABLE_GRPC, err.message, err.retry_after) from None
+
+
+async def _sdk_round(caller: Caller, ledger: Ledger, stop: Stop, k: int, pause: float,
+                     sid: str, ack: StrategyAck, request_id: str) -> None:
+    """The strategy's life through the Python SDK's AsyncClient (as a user's script)."""
+    from usdcarb_sdk import v1
+    from usdcarb_sdk._gen.google.protobuf import FieldMask
+
+    client = caller.sdk
+    assert client is not None
+    await caller.call("sdk.CreateStrategy", lambda: _sdk(client.strategies.create(
+        display_name=f"soak {k}", kind="cross-exchange-spread", strategy_id=sid,
+        request_id=request_id)))
+    ack.created, ack.display_name = True, f"soak {k}"
+    await stop.sleep(pause)
+    for entry in (10 + k % 7, 30 + k % 5):
+        version = await caller.call("sdk.CreateStrategyVersion", functools.partial(
+            _sdk, client.strategies.create_version(sid, spread_params(float(entry)))))
+        ack.versions.add(version.name.rsplit("/", 1)[1])
+        await stop.sleep(pause)
+
+    async def versions() -> list[Any]:
+        return [v async for v in client.strategies.all_versions(sid)]
+
+    await caller.call("sdk.GetStrategy", lambda: _sdk(client.strategies.get(sid)))
+    await caller.call("sdk.ListStrategyVersions", lambda: _sdk(versions()))
+    await stop.sleep(pause)
+    renamed = f"soak {k} renamed"
+    ack.unanswered = "rename"
+    await caller.call("sdk.UpdateStrategy", lambda: _sdk(client.strategies.update_strategy(
+        v1.UpdateStrategyRequest(strategy=v1.Strategy(name=f"strategies/{sid}",
+                                                      display_name=renamed),
+                                 update_mask=FieldMask(paths=["display_name"])))))
+    ack.display_name, ack.unanswered = renamed, ""
+    await stop.sleep(pause)
+    if k % 5 == 0:
+        ack.unanswered = "delete"
+        tries = 0
+
+        async def delete() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                await _sdk(client.strategies.delete_strategy(name=f"strategies/{sid}"))
+            except Failure as failure:
+                if tries > 1 and failure.code == "NOT_FOUND":
+                    return  # an earlier attempt did it; its answer was lost
+                raise
+
+        await caller.call("sdk.DeleteStrategy", delete)
+        ack.deleted, ack.unanswered = True, ""
         await stop.sleep(pause)
 
 
