@@ -13,9 +13,9 @@ the empty-cache compile, 1.5-2.5 min on two cores).
 
 Two breakdowns. "service stages" is what the backtest service logged for the best run
 (runner._Stages): load (memory or block-cache read onto the grid, hash), process (hand-off
-to the engine process and back, of which engine and then encode: the stored columns and
-the final event's curve, made in the engine process, finish.py), store (one transaction)
-and publish; "queue+stream" is the rest of the wall time (create, queueing, events
+to the engine process and back with the trade columns, of which engine), store (one
+transaction: the trades written while the engine process encodes the curve columns and
+the final event's curve, "encode", finish.py; then the curve, and commit) and publish; "queue+stream" is the rest of the wall time (create, queueing, events
 through Envoy). "in-process" times the reads on the same data: a cold read (binary COPY
 of market_data, what the block cache falls back to), a load from the block cache (placed
 on the grid and hashed, into the shared-memory frame) and one from the replica's memory
@@ -41,7 +41,8 @@ from typing import Any
 
 TARGET_S = 0.15          # 2 x 1M bars end to end through the gateway, warm
 TARGET_BARS = 1_000_000
-INNER = ("engine", "encode")   # stages inside "process" (in the engine process)
+INNER = ("engine", "encode")   # in the engine process: engine inside "process"; encode
+                               # from the engine's end, beside "process" and "store"
 TESTS = Path(__file__).resolve().parents[1] / "tests"  # the synthetic data helpers
 
 
@@ -82,7 +83,7 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
     from usdcarb.backtest import engine
     from usdcarb.backtest.colcodec import encode_columns
     from usdcarb.backtest.config import parse_config
-    from usdcarb.backtest.finish import finish
+    from usdcarb.backtest.finish import curves_of, finish
     from usdcarb.backtest.handoff import create_frame, discard, write_frame
     from usdcarb.backtest.loading import load_market
     from usdcarb.backtest.marketmemo import MarketMemo
@@ -142,6 +143,7 @@ async def _breakdown(dsn: str, bars: int, body: dict[str, Any]) -> dict[str, flo
         try:
             t7 = time.perf_counter()
             finish(ref, "backtests/bench", frame.time_ms, out)
+            curves_of(ref.path)
             t8 = time.perf_counter()
         finally:
             discard(ref)
@@ -289,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             load_s = rest_stages.get("load", 0.0)
             outer = {k: v for k, v in rest_stages.items() if k not in INNER}
             queue_stream = max(0.0, rest_s - sum(outer.values()))
-            beside = {"hand-off": max(0.0, rest_stages.get("process", 0.0) - sum(
-                rest_stages.get(k, 0.0) for k in INNER)),
+            beside = {"hand-off": max(0.0, rest_stages.get("process", 0.0)
+                                      - rest_stages.get("engine", 0.0)),
                 **{k: v for k, v in rest_stages.items() if k not in ("load", "process", "engine")},
                 "queue+stream": queue_stream}
             slowest = max(beside, key=lambda k: beside[k], default="")

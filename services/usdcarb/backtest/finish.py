@@ -3,28 +3,31 @@
 Why: the parent used to map the run's curves back (32 MB a 2 x 1M run), copy them into
 column bytes, then encode the stored forms (Parquet, LZ4), the trade columns and the
 reduced curve of the final event, on the core it shares with its event loop: ~0.1 s of
-a 2 x 1M run after the engine had finished. Now the engine process does it the moment
-the engine returns, from the engine's own arrays (no copy), the independent encodings
-side by side on threads (Arrow's codecs and numpy's large-array loops release the GIL),
-and hands back only what is stored or streamed: the stored curve columns and the trade
-columns in one file beside the frame, which the parent maps and passes to asyncpg as
-they are; the reduced curve as serialized bytes and the figures, pickled (small).
+a 2 x 1M run after the engine had finished. Now the engine process does it from the
+engine's own arrays (no copy): the trade columns at once, into the job's trades file,
+and it answers; the curve columns and the reduced curve go on being encoded on threads
+(Arrow's codecs and numpy's large-array loops release the GIL) while the parent stores
+the trades, and ``curves_of``, the parent's next call, hands them over (the finished
+file). The parent maps both files and passes the columns to asyncpg as they are; the
+result commits in one transaction as before. The bar times and a moving hold baseline
+are encoded earlier still, while the engine runs (``early``).
 
 The bytes are those the parent computed before, by the same functions
 (``colcodec.encode_columns``, ``trade_columns.trade_columns``, ``curves.equity_to_pb``):
 the stored curve decodes to the engine's columns bit for bit (test_result_storage).
 
-File: int64 count of blobs, their lengths, then each blob 8-byte aligned; the parent owns
-it (``handoff.discard`` removes it with the frame).
+Files: int64 count of blobs, their lengths, then each blob 8-byte aligned; the parent owns
+them (``handoff.discard`` removes them with the frame, once ``curves_of`` has answered).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +49,28 @@ THREADS = 3
 
 @dataclass(frozen=True)
 class Finished:
-    """What the parent gets back through the executor: small things only."""
+    """What the parent gets back through the executor when the engine is done: small
+    things only; the trade columns are in the job's trades file."""
 
     output: BacktestOutput   # figures; curves and trade log left empty
     trade_count: int
-    curve: bytes             # the final event's reduced EquityCurve, serialized
     points: int
     venues: tuple[str, ...]  # the trade columns' name dictionaries
     symbols: tuple[str, ...]
-    sizes: tuple[int, ...]   # blob lengths in the file: the curve columns, then the trades
-    seconds: float           # wall time of the finishing, for the stage log
+    sizes: tuple[int, ...]   # the trade columns' lengths in the trades file
+
+
+@dataclass(frozen=True)
+class Curves:
+    """The curve columns once encoded (``curves_of``): in the job's finished file."""
+
+    curve: bytes             # the final event's reduced EquityCurve, serialized
+    sizes: tuple[int, ...]   # the stored curve columns' lengths
+    seconds: float           # wall time from the engine's end to the columns written
+
+
+# The curve encodings still running in this engine process, by frame file.
+_pending: dict[str, Future[Curves]] = {}
 
 
 def le_bytes(a: Any, dtype: str) -> memoryview:
@@ -79,7 +94,12 @@ def early(time_ms: npt.NDArray[np.int64]) -> tuple[dict[str, bytes],
 def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
            out: BacktestOutput, encoded: dict[str, bytes] | None = None) -> Finished:
     """Encode ``out`` for storage (engine process side); ``name`` is "backtests/{id}";
-    ``encoded``: columns encoded already (``early``)."""
+    ``encoded``: columns encoded already (``early``).
+
+    The trade columns are written before this returns, so the parent can store them at
+    once; the curve columns and the reduced curve go on being encoded on threads of
+    this process, and ``curves_of`` (the parent's next call here) hands them over.
+    """
     started = time.perf_counter()
     initial = out.extras.get("initial_equity")
     baseline = (le_bytes([out.extras.get("initial_equity", 0.0)], "<f8")
@@ -89,15 +109,28 @@ def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
                         drawdown=le_bytes(out.drawdown, "<f8"),  # type: ignore[arg-type]
                         exposure=le_bytes(out.exposure, "<f8"),  # type: ignore[arg-type]
                         baseline=baseline)  # type: ignore[arg-type]
-    with ThreadPoolExecutor(THREADS, thread_name_prefix="finish") as pool:
-        curve = pool.submit(lambda: equity_to_pb(
-            f"{name}/equityCurve", raw, common_pb2.COLUMN_LAYOUT_PACKED,
-            CurveRequest(max_points=DEFAULT_POINTS, page=None)).SerializeToString())
-        trades = pool.submit(lambda: trade_columns(trade_rows(time_ms, out.trades)))
-        stored = encode_columns(raw, initial, executor=pool, encoded=encoded)
-        t = trades.result()
-    blobs = [getattr(stored, c) for c in _COLUMNS] + list(t.arrays)
-    sizes = _write(ref.finished_path, blobs)
+    done: Future[Curves] = Future()
+
+    def curves() -> None:
+        try:
+            with ThreadPoolExecutor(THREADS, thread_name_prefix="finish") as pool:
+                curve = pool.submit(lambda: equity_to_pb(
+                    f"{name}/equityCurve", raw, common_pb2.COLUMN_LAYOUT_PACKED,
+                    CurveRequest(max_points=DEFAULT_POINTS, page=None)).SerializeToString())
+                stored = encode_columns(raw, initial, executor=pool, encoded=encoded)
+            sizes = _write(ref.finished_path, [getattr(stored, c) for c in _COLUMNS])
+            done.set_result(Curves(curve=curve.result(), sizes=tuple(sizes),
+                                   seconds=time.perf_counter() - started))
+        except BaseException as exc:   # handed to the parent by curves_of
+            done.set_exception(exc)
+
+    for path, old in list(_pending.items()):   # a parent that never came back for them
+        old.exception()
+        del _pending[path]
+    _pending[ref.path] = done
+    threading.Thread(target=curves, name="finish-curves", daemon=True).start()
+    t = trade_columns(trade_rows(time_ms, out.trades))
+    sizes = _write(ref.trades_path, list(t.arrays))
     empty = np.empty(0, np.float64)
     stripped = dataclasses.replace(
         out, equity=empty, drawdown=empty, exposure=empty,
@@ -105,9 +138,17 @@ def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
         trades=dataclasses.replace(out.trades, **{
             f.name: getattr(out.trades, f.name)[:0]
             for f in dataclasses.fields(out.trades)}))
-    return Finished(output=stripped, trade_count=t.count, curve=curve.result(),
-                    points=len(time_ms), venues=tuple(t.venues), symbols=tuple(t.symbols),
-                    sizes=tuple(sizes), seconds=time.perf_counter() - started)
+    return Finished(output=stripped, trade_count=t.count, points=len(time_ms),
+                    venues=tuple(t.venues), symbols=tuple(t.symbols), sizes=tuple(sizes))
+
+
+def curves_of(path: str) -> Curves:
+    """(Engine process) wait for the curve columns ``finish`` is encoding for the frame
+    file ``path``, and hand them over."""
+    done = _pending.pop(path, None)
+    if done is None:
+        raise ValueError(f"expected curve columns being encoded for {path}, got none")
+    return done.result()
 
 
 def _write(path: str, blobs: list[Any]) -> list[int]:
@@ -122,25 +163,38 @@ def _write(path: str, blobs: list[Any]) -> list[int]:
     return sizes
 
 
-def take_finished(ref: FrameRef, fin: Finished) -> tuple[EquityColumns, TradeColumns]:
-    """The stored curve columns and trade columns ``finish`` wrote, mapped (parent side)."""
-    path = ref.finished_path
+def _blobs(path: str, sizes: tuple[int, ...]) -> list[memoryview]:
+    """The blobs ``_write`` wrote to ``path``, mapped."""
     size = os.path.getsize(path)
-    head = 8 * (1 + len(fin.sizes))
-    total = head + sum(-(-n // 8) * 8 for n in fin.sizes)
-    if len(fin.sizes) != len(_COLUMNS) + len(DTYPES) or size != total:
-        raise ValueError(f"expected {total} bytes of {len(_COLUMNS) + len(DTYPES)} columns "
-                         f"from the engine process, got {size} bytes of {len(fin.sizes)}")
+    head = 8 * (1 + len(sizes))
+    total = head + sum(-(-n // 8) * 8 for n in sizes)
+    if size != total:
+        raise ValueError(f"expected {total} bytes of {len(sizes)} columns from the engine "
+                         f"process, got {size} bytes")
     buf = memoryview(map_file(path, size))
     listed = np.frombuffer(buf[:head], "<i8")
-    if listed[0] != len(fin.sizes) or tuple(int(x) for x in listed[1:]) != fin.sizes:
-        raise ValueError(f"expected column sizes {fin.sizes}, got {listed[1:].tolist()}")
-    blobs: list[memoryview] = []
+    if listed[0] != len(sizes) or tuple(int(x) for x in listed[1:]) != sizes:
+        raise ValueError(f"expected column sizes {sizes}, got {listed[1:].tolist()}")
+    out: list[memoryview] = []
     at = head
-    for n in fin.sizes:
-        blobs.append(buf[at:at + n])
+    for n in sizes:
+        out.append(buf[at:at + n])
         at += -(-n // 8) * 8
-    curve = EquityColumns(points=fin.points, **dict(zip(_COLUMNS, blobs, strict=False)))  # type: ignore[arg-type]
-    trades = TradeColumns(count=fin.trade_count, venues=list(fin.venues),
-                          symbols=list(fin.symbols), arrays=tuple(blobs[len(_COLUMNS):]))
-    return curve, trades
+    return out
+
+
+def take_trades(ref: FrameRef, fin: Finished) -> TradeColumns:
+    """The trade columns ``finish`` wrote, mapped (parent side)."""
+    if len(fin.sizes) != len(DTYPES):
+        raise ValueError(f"expected {len(DTYPES)} trade columns, got {len(fin.sizes)}")
+    return TradeColumns(count=fin.trade_count, venues=list(fin.venues),
+                        symbols=list(fin.symbols),
+                        arrays=tuple(_blobs(ref.trades_path, fin.sizes)))
+
+
+def take_curves(ref: FrameRef, fin: Finished, curves: Curves) -> EquityColumns:
+    """The stored curve columns ``finish`` wrote, mapped (parent side)."""
+    if len(curves.sizes) != len(_COLUMNS):
+        raise ValueError(f"expected {len(_COLUMNS)} curve columns, got {len(curves.sizes)}")
+    blobs = _blobs(ref.finished_path, curves.sizes)
+    return EquityColumns(points=fin.points, **dict(zip(_COLUMNS, blobs, strict=True)))  # type: ignore[arg-type]

@@ -44,6 +44,12 @@ class FrameRef:
     held: bool = False
 
     @property
+    def trades_path(self) -> str:
+        """A finished backtest's trade columns, written by the engine process
+        (``finish.py``)."""
+        return self.path + ".trades"
+
+    @property
     def finished_path(self) -> str:
         """A finished backtest's stored columns, written by the engine process
         (``finish.py``)."""
@@ -202,7 +208,7 @@ def read_frame(ref: FrameRef) -> MarketFrame:
 
 def discard(ref: FrameRef) -> None:
     """Remove the files of ``ref`` (those that exist)."""
-    for path in (ref.path, ref.finished_path):
+    for path in (ref.path, ref.trades_path, ref.finished_path):
         try:
             os.unlink(path)
         except FileNotFoundError:

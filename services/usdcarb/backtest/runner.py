@@ -36,7 +36,7 @@ from usdcarb.backtest import convert, engine
 from usdcarb.backtest.chunks import ChunkBoard, grid_points, spans
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
-from usdcarb.backtest.finish import take_finished
+from usdcarb.backtest.finish import Curves, curves_of, take_curves, take_trades
 from usdcarb.backtest.handoff import (
     FrameRef,
     create_frame,
@@ -48,7 +48,7 @@ from usdcarb.backtest.jobs import JobEntry, JobQueue, Lanes
 from usdcarb.backtest.lanes import LaneInfo
 from usdcarb.backtest.loading import Loaded, load_market, series_to_load
 from usdcarb.backtest.marketmemo import MarketMemo
-from usdcarb.backtest.model import BacktestJob, JobState, SweepJob
+from usdcarb.backtest.model import BacktestJob, EquityColumns, JobState, SweepJob
 from usdcarb.backtest.progress import ProgressBus
 from usdcarb.backtest.results import (
     backtest_result,
@@ -80,6 +80,10 @@ logger = logging.getLogger(__name__)
 
 class TakenOver(Exception):
     """This attempt lost its job to another worker: leave the queue entry to it."""
+
+
+class _EncodingFailed(Exception):
+    """The engine process's stored columns could not be had (the cause says why)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,32 +326,64 @@ class Runner:
                     channels=self._bus.channels, progress_every=progress_every(bars),
                     min_interval_s=s.progress_interval_s, keep_frame=bool(ref.key)),
                     loaded)
-                # the stored columns, mapped (valid after the file is discarded)
-                equity, trades = await asyncio.to_thread(take_finished, ref, fin)
-            finally:
+            except BaseException:
                 discard(ref)
+                raise
         except engine.Cancelled:
             await self._end_backtest(job, JobState.CANCELLED, None)
             return
         except Exception as exc:
             await self._fail_backtest(job, exc)
             return
-        # process: the hand-off to the engine process and back; engine: the engine's own
-        # time in it; encode: the stored columns and the final event's curve made there
-        clock.lap("process", engine=elapsed, encode=fin.seconds)
-        out = fin.output
-        fp = Fingerprint(strategy_version_id=job.strategy_version.rsplit("/", 1)[-1],
-                         data_snapshot_hash=loaded.snapshot_hash,
-                         config_hash=config_hash(spec.canonical),
-                         engine_version=out.engine_version)
-        result = backtest_result(out, bars=bars, fingerprint=pb.Fingerprint(
-            **snake(fp.to_dict())), elapsed=elapsed, trade_count=fin.trade_count)
-        stored = await self._store.succeed_backtest(
-            job, result=convert.to_json(result), digest=fp.digest, trades=trades,
-            equity=equity)
-        curve = pb.EquityCurve.FromString(fin.curve)
+        # process: the hand-off to the engine process and back with the trade columns;
+        # engine: the engine's own time in it
+        clock.lap("process", engine=elapsed)
+        # The engine process goes on encoding the curve columns while the trades are
+        # stored; the transaction waits for them before it writes the curve and commits.
+        collect = asyncio.ensure_future(self._execute(index, curves_of, ref.path))
+        made: list[Curves] = []
+        curves: asyncio.Future[EquityColumns] | None = None
+
+        async def equity() -> EquityColumns:
+            try:
+                made.append(await collect)
+                return await asyncio.to_thread(take_curves, ref, fin, made[0])
+            except Exception as exc:
+                raise _EncodingFailed() from exc
+
+        try:
+            # the stored columns, mapped (valid after the files are discarded)
+            try:
+                trades = await asyncio.to_thread(take_trades, ref, fin)
+            except Exception as exc:
+                raise _EncodingFailed() from exc
+            out = fin.output
+            fp = Fingerprint(strategy_version_id=job.strategy_version.rsplit("/", 1)[-1],
+                             data_snapshot_hash=loaded.snapshot_hash,
+                             config_hash=config_hash(spec.canonical),
+                             engine_version=out.engine_version)
+            result = backtest_result(out, bars=bars, fingerprint=pb.Fingerprint(
+                **snake(fp.to_dict())), elapsed=elapsed, trade_count=fin.trade_count)
+            curves = asyncio.ensure_future(equity())
+            stored = await self._store.succeed_backtest(
+                job, result=convert.to_json(result), digest=fp.digest, trades=trades,
+                equity=curves)
+        except _EncodingFailed as exc:
+            await self._fail_backtest(job, exc.__cause__ or exc)
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await collect   # the engine process is done with the files
+            if curves is not None:   # (not awaited by a store finding the job taken over)
+                with contextlib.suppress(Exception):
+                    await curves
+            discard(ref)
         if not stored:
             raise TakenOver(job.id)
+        # encode: the curve columns and the final event's curve, in the engine process
+        # from the engine's end (beside the process and store stages)
+        clock.seconds["encode"] = round(made[0].seconds, 4)
+        curve = pb.EquityCurve.FromString(made[0].curve)
         clock.lap("store")
         final = pb.BacktestEvent(
             backtest=name, state=common_pb2.JOB_STATE_SUCCEEDED,

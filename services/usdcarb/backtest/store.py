@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -139,10 +139,13 @@ class BacktestStore(PooledStore):
 
     async def succeed_backtest(
         self, job: BacktestJob, *, result: dict[str, Any], digest: str,
-        trades: TradeRows | TradeColumns, equity: EquityColumns,
+        trades: TradeRows | TradeColumns,
+        equity: EquityColumns | Awaitable[EquityColumns],
     ) -> bool:
         """Store the result, trades and equity curve in one transaction (the columns as
         given: bytes or any bytes-like object, e.g. mapped from the engine process).
+        ``equity`` may still be on its way: it is awaited inside the transaction, once
+        the trades are written (and its error raised, nothing written).
 
         Return False (and write nothing) when the job is no longer this attempt's.
         """
@@ -160,6 +163,8 @@ class BacktestStore(PooledStore):
             if status != "UPDATE 1":
                 return False
             await conn.execute(INSERT_SQL, *trade_args)
+            if not isinstance(equity, EquityColumns):
+                equity = await equity
             await conn.execute(
                 """INSERT INTO backtest_equity (backtest_id, points, time_ms, equity, drawdown,
                                                 exposure, baseline)

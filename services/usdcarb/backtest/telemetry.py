@@ -26,7 +26,8 @@ from usdcarb.platform.telemetry import Sampler
 
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 # The runner's laps (usdcarb.backtest.runner._Stages) that are stages of their own; the
-# rest (columns, publish) are folded into "store".
+# rest (columns, publish) are folded into "store"; "engine" and "encode" are timed in the
+# engine process, inside or beside the parent's laps.
 _STAGES = {"load": "load", "engine": "engine", "columns": "store", "store": "store",
            "publish": "store"}
 
@@ -82,7 +83,7 @@ class BacktestTelemetry:
                 by_stage[stage] = by_stage.get(stage, 0.0) + value
         if created is not None:
             # Queued: from creation until the run began (now minus the run's laps).
-            ran = sum(v for k, v in seconds.items() if k != "engine")
+            ran = sum(v for k, v in seconds.items() if k not in ("engine", "encode"))
             waited = (datetime.now(UTC) - created).total_seconds() - ran
             by_stage["queued"] = max(0.0, waited)
         for stage, value in by_stage.items():

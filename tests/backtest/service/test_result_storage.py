@@ -13,7 +13,7 @@ import pytest
 from usdcarb.backtest import engine
 from usdcarb.backtest.colcodec import decode_columns, encode_columns
 from usdcarb.backtest.curves import DEFAULT_POINTS, CurveRequest, equity_to_pb
-from usdcarb.backtest.finish import early, finish, take_finished
+from usdcarb.backtest.finish import curves_of, early, finish, take_curves, take_trades
 from usdcarb.backtest.handoff import discard, read_frame, remove_orphans, write_frame
 from usdcarb.backtest.model import BacktestJob, EquityColumns, TradeRows
 from usdcarb.backtest.results import equity_columns, trade_rows
@@ -99,8 +99,11 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_stored_co
             assert len(out.trades) > 10 and (out.baseline is None) == quote_only
             assert ("baseline" in encoded) != quote_only
             fin = finish(ref, "backtests/b1", back.time_ms, out, encoded)
-            assert len(pickle.dumps(fin)) < 60_000 and len(fin.output.equity) == 0
-            stored, trade_cols = take_finished(ref, fin)
+            assert len(pickle.dumps(fin)) < 4_000 and len(fin.output.equity) == 0
+            trade_cols = take_trades(ref, fin)   # stored while the curves are encoded
+            curves = curves_of(ref.path)         # the parent's next call
+            assert len(pickle.dumps(curves)) < 60_000
+            stored = take_curves(ref, fin, curves)
             # the stored curve decodes to the engine's columns bit for bit
             raw = decode_columns(EquityColumns(
                 points=stored.points, **{k: bytes(getattr(stored, k)) for k in (
@@ -124,12 +127,12 @@ def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_stored_co
             alone = encode_columns(columns, out.extras["initial_equity"])
             for name in ("time_ms", "equity", "drawdown", "exposure", "baseline"):
                 assert bytes(getattr(stored, name)) == bytes(getattr(alone, name)), name
-            assert pb.EquityCurve.FromString(fin.curve) == equity_to_pb(
+            assert pb.EquityCurve.FromString(curves.curve) == equity_to_pb(
                 "backtests/b1/equityCurve", columns, common_pb2.COLUMN_LAYOUT_PACKED,
                 CurveRequest(max_points=DEFAULT_POINTS, page=None))
     finally:
         discard(ref)
-    assert not any(os.path.exists(p) for p in (ref.path, ref.finished_path))
+    assert not any(os.path.exists(p) for p in (ref.path, ref.trades_path, ref.finished_path))
 
 
 @pytest.mark.unit
