@@ -2,8 +2,8 @@
 
 Contract of ``ExchangeClient.fetch_page(symbol, timeframe, since_ms, limit)``: return the
 OHLCV rows ccxt parsed (``[[ts_ms, o, h, l, c, v], ...]``), after pacing the request with
-the exchange's own ``rateLimit`` and retrying network, 429, 5xx and malformed-body errors
-with exponential backoff and jitter; raise ``FetchFailed`` when retries are exhausted or
+the exchange's own ``rateLimit`` and retrying network (a body cut short by a dropped
+connection too), 429, 5xx and malformed-body errors with exponential backoff and jitter; raise ``FetchFailed`` when retries are exhausted or
 the error is not transient.
 
 With ``replay_url`` set every API URL points at the replay server
@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 import ccxt.async_support as ccxt_async
 from aiolimiter import AsyncLimiter
 from ccxt.base.errors import BadResponse, NetworkError
@@ -54,6 +55,10 @@ class FetchFailed(Exception):
 
 class MalformedResponse(Exception):
     """A 200 response whose body is not a well-formed OHLCV page."""
+
+
+class _CutShort(Exception):
+    """A response the connection dropped in the middle of (a transient network error)."""
 
 
 def market_dict(exchange: str, symbol: str, market_id: str) -> dict[str, Any]:
@@ -196,9 +201,9 @@ class ExchangeClient:
                 if self._limiter is not None:
                     async with self._limiter:
                         pass
-                return await call(), retries
+                return await self._cut_short(call), retries
             except (NetworkError, BadResponse, MalformedResponse, TypeError, ValueError,
-                    IndexError, KeyError) as exc:
+                    IndexError, KeyError, _CutShort) as exc:
                 if retries + 1 >= self._retry.attempts:
                     raise FetchFailed(f"{self.spec.id} {what}: "
                                       f"{type(exc).__name__} after {retries + 1} attempts",
@@ -213,6 +218,17 @@ class ExchangeClient:
             except ccxt_async.BaseError as exc:
                 raise FetchFailed(f"{self.spec.id} {what}: {type(exc).__name__}: "
                                   f"{str(exc)[:200]}", transient=False) from exc
+
+    async def _cut_short(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call``; a response the connection dropped in the middle of (ccxt raises a
+        plain ExchangeError for aiohttp's ClientPayloadError) becomes ``_CutShort``, a
+        network error to retry like the others."""
+        try:
+            return await call()
+        except ccxt_async.ExchangeError as exc:
+            if isinstance(exc.__cause__, aiohttp.ClientPayloadError):
+                raise _CutShort(str(exc)) from exc
+            raise
 
 
 def spec_of(exchange_id: str) -> ExchangeSpec:
