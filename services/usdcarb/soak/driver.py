@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import asyncpg
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from usdcarb.devstack.ports import DevstackError, child_pids, free_port
+from usdcarb.devstack.ports import DevstackError, child_pids, free_port, signal_pid
 from usdcarb.devstack.stack import Stack, StackInfo, _alive
 from usdcarb.soak import accounting, report, tools
 from usdcarb.soak.load import Caller, Recorder
@@ -184,6 +185,7 @@ class Soak:
                 await self._down()
                 if self.faults is not None:  # checked for leftovers at the end too
                     self.tool_pids += list(self.faults.started_pids())
+                await asyncio.to_thread(_stop_children)
                 shutil.rmtree(self.root, ignore_errors=True)
         raise AssertionError("unreachable")
 
@@ -527,6 +529,29 @@ class Soak:
             if state != "Z":
                 left.append(f"{pid} {cmd[:120]}")
         return left
+
+
+def _stop_children(grace_s: float = 10.0) -> None:
+    """Stop what a failed start left of ours: our own child processes (each started by
+    this soak; e.g. an Envoy that never wrote its base id is in no stack.json), by PID."""
+    children = child_pids(os.getpid())
+    for pid in children:
+        signal_pid(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_running(p) for p in children):
+        time.sleep(0.1)
+    for pid in children:
+        if _running(pid):
+            logger.warning("pid %d still running %.0fs after SIGTERM: SIGKILL", pid, grace_s)
+            signal_pid(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _start_time(pid: int) -> str | None:
