@@ -75,6 +75,14 @@ async def eventually(
             await asyncio.sleep(interval)
 
 
+def test_free_port_never_repeats_and_stays_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    if low > 15001:  # outgoing connections (ephemeral ports) cannot take them
+        assert all(15000 <= p < low for p in ports)
+
+
 def test_free_port_is_bindable_on_loopback() -> None:
     port = free_port()
     with socket.socket() as sock:

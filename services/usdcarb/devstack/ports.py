@@ -5,8 +5,10 @@ Linux only: process state is read from /proc.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import random
 import signal
 import socket
 import tempfile
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+_RNG = random.SystemRandom()  # each process its own draws, whatever seeds tests set
 
 __all__ = [
     "DevstackError",
@@ -36,16 +39,53 @@ class DevstackError(RuntimeError):
     """Signal that a local server could not be set up, started or stopped."""
 
 
+# Ports handed out by this process (never twice: a stack asks for dozens before any binds).
+_GIVEN: collections.deque[int] = collections.deque(maxlen=4096)
+_LOWEST_PORT = 15000
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return None
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago.
 
-    The port is released before returning, so another process may take it first; the
-    servers fail loudly at start in that case rather than talking to a stranger.
+    It is drawn below the kernel's ephemeral range (from 15000 up), so the outgoing
+    connections of a busy machine, which take ephemeral ports, cannot take it before the
+    server binds it; and this process never hands the same port out twice. The port is
+    released before returning, so another process may still take it first; the servers
+    fail loudly at start in that case rather than talking to a stranger.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    ephemeral = _ephemeral_range()
+    if ephemeral is not None and ephemeral[0] - 1 > _LOWEST_PORT:
+        for _ in range(200):
+            port = _RNG.randint(_LOWEST_PORT, ephemeral[0] - 1)
+            if port not in _GIVEN and _bindable(port):
+                _GIVEN.append(port)
+                return port
+    port = 0
+    for _ in range(100):  # no room below the ephemeral range: the kernel's pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            break
+    _GIVEN.append(port)
+    return port
 
 
 def poll_http(url: str, accept: Callable[[int, bytes], bool], *, timeout_s: float,
