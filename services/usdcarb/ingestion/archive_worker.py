@@ -52,7 +52,7 @@ RANGE_BARS = 100_000  # bars per ValidateRange over an imported range
 class ArchiveWorkerConfig:
     concurrency: int = 2  # imports at once
     downloads: int = 8  # files downloaded ahead of the one being stored
-    group_files: int = 8  # downloaded files validated together
+    group_files: int = 8  # downloaded files validated and stored together
     lease_s: float = 30.0
     poll_s: float = 0.5
     attempts: int = 4  # per file, for transient download failures
@@ -99,6 +99,8 @@ class ArchiveWorker:
         # or RemoteValidator (usdcarb.ingestion.validation); None without validation.
         self._range_validator = range_validator
         self._range_tasks: set[asyncio.Task[None]] = set()
+        # One range validation per series at a time (they lock the series' verdicts).
+        self._range_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self.owner = f"archive-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -267,18 +269,11 @@ class ArchiveWorker:
             await asyncio.gather(*list(self._range_tasks), return_exceptions=True)
 
     async def _validate_range(self, rec: ImportRecord, src: Source, tf_ms: int) -> None:
-        """ValidateRange over the imported range, in windows of RANGE_BARS bars (bounded
-        memory for years of bars): findings, gaps and verdicts of the imported bars."""
-        extent = await self._store.extent(rec.exchange, rec.symbol, rec.timeframe,
-                                          src.start_ms, src.end_ms)
-        if extent is None:
-            return
-        lo, hi = extent[0], extent[1] + tf_ms
-        step = RANGE_BARS * tf_ms
+        lock = self._range_locks.setdefault((rec.exchange, rec.symbol, rec.timeframe),
+                                            asyncio.Lock())
         try:
-            for start in range(lo, hi, step):
-                await self._range_validator.validate_range(
-                    rec.exchange, rec.symbol, rec.timeframe, start, min(hi, start + step))
+            async with lock:
+                await validate_imported(self._store, self._range_validator, rec)
         except Exception as exc:  # the bars are stored; ValidateRange can be asked later
             logger.warning("archive import %s: ValidateRange failed (%s)", rec.id, exc)
 
@@ -354,6 +349,22 @@ class ArchiveWorker:
         else:
             prog["message"] = f"done: {summary}"
             await self._store.finish(rec, self.owner, "JOB_STATE_SUCCEEDED", stats, prog, None)
+
+
+async def validate_imported(store: ArchiveStore, validator: Any, rec: ImportRecord) -> None:
+    """ValidateRange over what an import stored (its range, clipped to the stored bars),
+    in windows of RANGE_BARS bars (bounded memory for years of bars): findings, gaps and
+    verdicts of the imported bars. ``validator``: InProcessValidator or RemoteValidator."""
+    src, tf_ms = source_of(rec), timeframe_ms(rec.timeframe)
+    extent = await store.extent(rec.exchange, rec.symbol, rec.timeframe, src.start_ms,
+                                src.end_ms)
+    if extent is None:
+        return
+    lo, hi = extent[0], extent[1] + tf_ms
+    step = RANGE_BARS * tf_ms
+    for start in range(lo, hi, step):
+        await validator.validate_range(rec.exchange, rec.symbol, rec.timeframe, start,
+                                       min(hi, start + step))
 
 
 def utc(ms: int) -> datetime:

@@ -91,6 +91,9 @@ class IngestionSettings(PlatformSettings):
         "Archive imports one process runs at once; 0 runs none (API only)."))
     archive_downloads: int = Field(default=8, ge=1, description=(
         "Archive files one import downloads ahead of the one it stores."))
+    archive_validate_range: bool = Field(default=True, description=(
+        "With validation deployed, run ValidateRange over what an archive import stored "
+        "once it ends (findings, gaps and verdicts of the imported bars)."))
     archive_dir: str = Field(default="", description=(
         "Directory whose files file:// archive sources may name; empty = URLs only."))
     follow_concurrency: int = Field(default=256, ge=0, description=(
@@ -171,7 +174,7 @@ def build(pool: Any, settings: IngestionSettings, *, redis: Any = None,
             concurrency=settings.archive_concurrency, downloads=settings.archive_downloads,
             lease_s=settings.lease_s, poll_s=settings.poll_s,
             retry_base_s=settings.retry_base_s),
-            range_validator=validator if isinstance(
+            range_validator=validator if settings.archive_validate_range and isinstance(
                 validator, InProcessValidator | RemoteValidator) else None)
     archives = ArchiveApp(archive_store, archive_dir=settings.archive_dir,
                           on_created=archive_worker.wake if archive_worker else (lambda: None))
