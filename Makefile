@@ -140,7 +140,7 @@ check-generated: generate ## fail if generated code differs from what is committ
 test: DEPLOY_CONTRACT_TESTS := no
 test: setup lint-proto check-generated lint deploy-check ## the full suite: contracts, unit, integration, end-to-end
 	cd clients/go && go vet ./... && go test ./...
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
 
 lint: venv ## ruff and mypy (strict) on the handwritten code
 	ruff check services scripts tests clients/python
