@@ -80,10 +80,12 @@ def classify_errors(recorder: Recorder, spans: list[tuple[float, float, str]]
         by_code[a.code] += 1
         if a.retryable:
             retryable[a.code] += 1
-        window = _in_window(a.start, spans)
+        # Judged when the error arrived: a stream's attempt starts long before it breaks.
+        window = _in_window(a.start + a.latency_s, spans) or _in_window(a.start, spans)
         if a.retryable and (a.call_id in succeeded or window):
             continue
-        unexplained.append({"op": a.op, "caller": a.caller, "time": a.start, "code": a.code,
+        unexplained.append({"op": a.op, "caller": a.caller, "time": a.start + a.latency_s,
+                            "code": a.code,
                             "retryable": a.retryable, "window": window,
                             "detail": a.detail[:200]})
     return ({"by_code": dict(by_code), "retryable": dict(retryable),

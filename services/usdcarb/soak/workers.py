@@ -552,14 +552,24 @@ async def follow_job_worker(caller: Caller, ledger: Ledger, stop: Stop, *, excha
     ledger.ingests.append(ack)
     try:
         await create_ingest(caller, ledger, ack)
-        watcher = asyncio.ensure_future(watch_ingest(caller, ack, running))
-        while not stop() and not watcher.done():
-            await stop.sleep(1.0)
-        if not watcher.done():
+    except CallFailed as err:
+        _failed(ledger, err)
+        return
+    watcher = asyncio.ensure_future(watch_ingest(caller, ack, running))
+    while not stop() and not watcher.done():
+        await stop.sleep(1.0)
+    try:
+        if not watcher.done() or watcher.exception() is not None or not ack.outcome:
+            # Cancelled when the load ends — also when its watch gave up during a fault
+            # (the job runs on regardless; a user would cancel it and look again).
             await caller.call("grpc.CancelIngestJob", functools.partial(
                 caller.grpc_unary, stub.CancelIngestJob,
                 ingestion_pb2.CancelIngestJobRequest(name=ack.name)))
-        await watcher
+        try:
+            await watcher
+        except CallFailed as err:
+            _failed(ledger, err)
+            await watch_ingest(caller, ack)      # watched again, to the cancel's outcome
     except CallFailed as err:
         _failed(ledger, err)
 
