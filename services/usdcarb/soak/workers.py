@@ -279,8 +279,13 @@ async def _sdk_round(caller: Caller, ledger: Ledger, stop: Stop, k: int, pause: 
     ack.created, ack.display_name = True, f"soak {k}"
     await stop.sleep(pause)
     for entry in (10 + k % 7, 30 + k % 5):
-        version = await caller.call("sdk.CreateStrategyVersion", functools.partial(
-            _sdk, client.strategies.create_version(sid, spread_params(float(entry)))))
+        params = spread_params(float(entry))
+        # A new call per attempt (a coroutine is awaited once); a version's id is the hash
+        # of its parameters, so a retried create finds the one a lost answer created.
+        async def create_version(params: dict[str, Any] = params) -> Any:
+            return await _sdk(client.strategies.create_version(sid, params))
+
+        version = await caller.call("sdk.CreateStrategyVersion", create_version)
         ack.versions.add(version.name.rsplit("/", 1)[1])
         await stop.sleep(pause)
 
