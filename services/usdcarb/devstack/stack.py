@@ -476,8 +476,18 @@ class Stack:
             if (process_name(child) or "").startswith("redis"):
                 signal_pid(child, signal.SIGKILL)
         wait_gone(children, timeout=5)
-        redis = RedisServer(self.root / "redis", port=old.port)
-        redis.start()
+        deadline = time.monotonic() + 10.0
+        while True:
+            # A save child forked just before the kill holds the listening socket until it
+            # exits (seen in a soak: "bind: Address already in use"); the port comes back.
+            redis = RedisServer(self.root / "redis", port=old.port)
+            try:
+                redis.start()
+                break
+            except DevstackError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
         info = StackInfo.load(self.state_file)
         info.processes["redis"] = ProcessInfo(redis.pid or 0, redis.port, "redis-server")
         info.save(self.state_file)

@@ -151,6 +151,12 @@ def build(*, settings: Any, run_id: str, recorder: Recorder, ledger: Ledger,
     totals = accounting.get("totals", {})
     left = accounting.get("processes", {}).get("left_running", [])
     counts_zero = all(int(totals.get(k, 1)) == 0 for k in ("lost", "duplicated", "stuck", "wrong"))
+    # A fault that could not be applied, or after which its component never answered
+    # again, fails the run: the figures would claim a fault that did not happen.
+    not_recovered = [f"{_field(f, 'kind')}:{_field(f, 'target')}" for f in faults
+                     if _field(f, "recovered_at") is None]
+    if not_recovered and not error:
+        error = "faults not applied or never recovered: " + ", ".join(not_recovered)
     passed = bool(accounting.get("rows")) and counts_zero and not unexplained and not left \
         and not error
     jobs = {
