@@ -45,6 +45,8 @@ from typing import Any
 
 from aiohttp import web
 
+from usdcarb.devstack.ports import poll_http
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FaultProxy", "FaultProxyProcess", "LegFaults", "ProxyStats"]
@@ -386,18 +388,13 @@ class FaultProxyProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                self.call("GET", "/stats")
-                return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"expected the fault proxy up, got exit {self.proc.poll()}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
+        proc = self.proc
+        if not poll_http(self.url + "/stats", lambda status, _: status == 200,
+                         timeout_s=START_TIMEOUT_S, alive=lambda: proc.poll() is None,
+                         interval_s=0.05):
+            self.stop()
+            raise RuntimeError(f"expected the fault proxy up, got exit {proc.poll()}: "
+                               f"{self.log.read_text(errors='replace')[-2000:]}")
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """Call the control API and return its JSON answer (raise on an error status)."""

@@ -43,20 +43,18 @@ def drop_stale(cache_dir: Path) -> bool:
     sub = cache_dir / f"engine_{hashlib.sha1(str(ENGINE_DIR).encode()).hexdigest()}"
     want = source_hash()
     marker = sub / ".engine-source"
-    try:
-        if marker.read_text() == want:
-            return False
-    except OSError:
-        pass
+
+    def current() -> bool:
+        return marker.is_file() and marker.read_text() == want
+
+    if current():
+        return False
     try:
         sub.mkdir(parents=True, exist_ok=True)
         with open(cache_dir / ".engine-source.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if marker.read_text() == want:
-                    return False
-            except OSError:
-                pass
+            if current():
+                return False
             emptied = False
             for entry in sub.iterdir():
                 if entry.suffix in (".nbi", ".nbc"):
