@@ -233,6 +233,43 @@ def robust_z(returns: F64, windows: tuple[int, ...], min_scale: float) -> F64:
     return np.asarray((r - med) / scale, np.float64)
 
 
+def _reach(windows: tuple[int, ...]) -> tuple[int, int]:
+    """How far (left, right) ``robust_z``'s value at one row looks: a centred window
+    spans ``w - 1 - (w - 1) // 2`` rows back and ``(w - 1) // 2`` ahead, and the MAD's
+    window holds medians whose own windows reach as far again."""
+    left = max(2 * (w - 1 - (w - 1) // 2) for w in windows)
+    right = max(2 * ((w - 1) // 2) for w in windows)
+    return left, right
+
+
+def robust_z_at(returns: F64, at: I64, windows: tuple[int, ...], min_scale: float) -> F64:
+    """``robust_z(returns, windows, min_scale)[at]``, computed only over the stretches
+    around ``at`` (ascending) that its value depends on: the spike rule needs z only
+    where the return is large enough to matter, a few rows of a calm series, so the
+    rolling medians run over those stretches instead of the whole series. Exactly equal
+    (the same windows over the same values; a stretch reaching an end of the series is
+    clipped there, as the whole computation clips its windows)."""
+    r = np.asarray(returns, np.float64)
+    at = np.asarray(at, np.int64)
+    n = len(r)
+    if not at.size:
+        return np.zeros(0)
+    left, right = _reach(windows)
+    # Stretches [first - left, last + right] around runs of rows closer than a reach.
+    cut = np.flatnonzero(np.diff(at) > left + right) + 1
+    firsts, lasts = at[np.r_[0, cut]], at[np.r_[cut - 1, len(at) - 1]]
+    lo, hi = np.maximum(firsts - left, 0), np.minimum(lasts + right + 1, n)
+    if int((hi - lo).sum()) >= n:  # the stretches cover the series: compute it once
+        return np.asarray(robust_z(r, windows, min_scale)[at], np.float64)
+    out = np.empty(len(at))
+    done = 0
+    for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+        stop = int(np.searchsorted(at, b))
+        out[done:stop] = robust_z(r[a:b], windows, min_scale)[at[done:stop] - a]
+        done = stop
+    return out
+
+
 def spikes(bars: Bars, positions: I64, th: Thresholds,
            other_returns: F64 | None = None, *, report_context: bool = False
            ) -> list[Finding]:
@@ -247,8 +284,17 @@ def spikes(bars: Bars, positions: I64, th: Thresholds,
     if n < 3:
         return out
     r = np.diff(np.log(bars.close))
-    z = robust_z(r, (th.spike_window, th.spike_long_window), th.spike_min_scale)
-    cand = np.flatnonzero((np.abs(z) > th.spike_z) & (np.abs(r) >= th.spike_min_move)) + 1
+    # z matters only where the move is large enough, and there the scale of the short
+    # window alone bounds |z| from above (the full scale is the larger of both windows'):
+    # the long window's medians run only around the few rows that bound lets through.
+    # The same findings as z over the whole series, at a fraction of the cost.
+    windows = (th.spike_window, th.spike_long_window)
+    moved = np.flatnonzero(np.abs(r) >= th.spike_min_move)
+    bound = robust_z_at(r, moved, (min(windows),), th.spike_min_scale)
+    maybe = moved[np.abs(bound) > th.spike_z]
+    z = np.full(len(r), np.nan)
+    z[maybe] = robust_z_at(r, maybe, windows, th.spike_min_scale)
+    cand = maybe[np.abs(z[maybe]) > th.spike_z] + 1
     for j in cand:
         pos = int(positions[j])
         if pos < 0 and not report_context:
