@@ -82,7 +82,7 @@ def test_spikes_equal_the_rule_over_the_whole_series_z(monkeypatch: pytest.Monke
     def whole(r: np.ndarray, at: np.ndarray, windows: tuple[int, ...], m: float) -> np.ndarray:
         if len(windows) == 1:  # no bound: every moved row is judged on its full z
             return np.full(len(at), np.inf)
-        return series_rules.robust_z(r, windows, m)[at]
+        return np.asarray(series_rules.robust_z(r, windows, m)[at], np.float64)
 
     monkeypatch.setattr(series_rules, "robust_z_at", whole)
     want = [series_rules.spikes(b, np.arange(len(b), dtype=np.int64), th) for b in cases]
