@@ -304,19 +304,42 @@ class MarketData(PooledStore):
 
     async def venues(self, symbol: str, timeframe: str, exclude: str) -> list[str]:
         """Other exchanges storing this market at this timeframe."""
+        # A loose index scan (one primary-key probe per stored exchange, then one per
+        # candidate) instead of SELECT DISTINCT, which scanned the whole table: every
+        # validated batch asks this, and it was the pipeline's costliest query.
+        t = self.table
         rows = await self._pool.fetch(
-            f"SELECT DISTINCT exchange FROM {self.table} WHERE symbol = $1 AND timeframe = $2 "
-            "AND exchange <> $3 ORDER BY exchange", symbol, timeframe, exclude)
-        return [r["exchange"] for r in rows]
+            f"""WITH RECURSIVE ex(e) AS (
+                    (SELECT exchange FROM {t} ORDER BY exchange LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT exchange FROM {t} WHERE exchange > ex.e
+                            ORDER BY exchange LIMIT 1)
+                    FROM ex WHERE ex.e IS NOT NULL)
+                SELECT e FROM ex WHERE e IS NOT NULL AND e <> $3 AND EXISTS (
+                    SELECT 1 FROM {t} WHERE exchange = ex.e AND symbol = $1
+                    AND timeframe = $2)
+                ORDER BY e""", symbol, timeframe, exclude)
+        return [r["e"] for r in rows]
 
     async def same_base(self, series: Series) -> list[str]:
         """Other symbols of this exchange with the series' base at its timeframe."""
         base = series.symbol.split("/", 1)[0]
+        # A loose index scan over the exchange's symbols (see venues); all of them, as
+        # the database's collation need not keep one base's symbols together.
+        t = self.table
         rows = await self._pool.fetch(
-            f"SELECT DISTINCT symbol FROM {self.table} WHERE exchange = $1 AND timeframe = $2 "
-            "AND symbol <> $3 AND split_part(symbol, '/', 1) = $4 ORDER BY symbol",
+            f"""WITH RECURSIVE s(sym) AS (
+                    (SELECT symbol FROM {t} WHERE exchange = $1 ORDER BY symbol LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT symbol FROM {t} WHERE exchange = $1 AND symbol > s.sym
+                            ORDER BY symbol LIMIT 1)
+                    FROM s WHERE s.sym IS NOT NULL)
+                SELECT sym FROM s WHERE split_part(sym, '/', 1) = $4 AND sym <> $3
+                  AND EXISTS (SELECT 1 FROM {t} WHERE exchange = $1 AND symbol = s.sym
+                              AND timeframe = $2)
+                ORDER BY sym""",
             series.exchange, series.timeframe, series.symbol, base)
-        return [r["symbol"] for r in rows]
+        return [r["sym"] for r in rows]
 
     async def previous_time(self, series: Series, before_ms: int, not_before_ms: int
                             ) -> int | None:
