@@ -203,8 +203,11 @@ async def ingest_end_to_end(pool: Any, concurrency: int) -> int:
     return int(stored)
 
 
-async def archive_end_to_end(pool: Any, replay_url: str) -> tuple[int, int]:
-    """Import every archive source at once; return (bars stored, files)."""
+async def archive_end_to_end(pool: Any, replay_url: str,
+                             wake: Any = None) -> tuple[int, int]:
+    """Import every archive source at once; return (bars stored, files). ``wake``: the
+    archive worker's, called once the imports are created, as ImportArchive does (else
+    the worker finds them at its next poll)."""
     store = ArchiveStore(pool)
     binance = f"{replay_url}/data.binance.vision"
     kraken = f"{replay_url}/kraken.com/ohlcvt/Kraken_OHLCVT_Q1_2023.zip"
@@ -224,6 +227,8 @@ async def archive_end_to_end(pool: Any, replay_url: str) -> tuple[int, int]:
                           symbol=symbol, market_id=mid, timeframe=tf, start=None, end=None))
     recs = [await store.create(**spec, granularity="auto", creator="bench", request_id="")
             for spec in specs]
+    if wake is not None:
+        wake()
     while True:
         states = [r["state"] for r in await pool.fetch(
             "SELECT state FROM archive_imports WHERE id = ANY($1::text[])", [r.id for r in recs])]
@@ -523,6 +528,8 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             await vpool.execute(f"TRUNCATE {VALIDATION_TABLES}")
             pg.psql("CHECKPOINT", database="usdcarb")
 
+        wake = parts.archive_worker.wake if parts.archive_worker is not None else None
+
         def detail(label: str) -> str:
             return label if args.cpu_detail else ""
 
@@ -532,7 +539,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
             if not args.skip_archive:
                 await fresh()
                 (a_bars, a_files), t, c = await _measured(
-                    meter, lambda: archive_end_to_end(pool, replay_url), detail("archive"))
+                    meter, lambda: archive_end_to_end(pool, replay_url, wake), detail("archive"))
                 archive.add(a_bars, t, c)
                 if isinstance(parts.validator, InProcessValidator):
                     # What the service does once an import ends, measured on its own: run
