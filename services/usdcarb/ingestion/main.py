@@ -67,7 +67,8 @@ class IngestionSettings(PlatformSettings):
         "host:port of the validation service (validation is deployed); empty = "
         "ingestion's own per-bar rules only."))
     worker_concurrency: int = Field(default=4, ge=0, description=(
-        "Jobs one process runs at once; 0 runs no worker (API only)."))
+        "Jobs one process fetches at once (a job storing its last batch leaves its slot "
+        "to the next: up to twice as many held); 0 runs no worker (API only)."))
     lease_s: float = Field(default=30.0, gt=0, description=(
         "Seconds a worker holds a job without renewing; after that another resumes it."))
     poll_s: float = Field(default=0.5, gt=0, description="Seconds between looks for new jobs.")

@@ -51,7 +51,9 @@ class WorkerConfig:
     # call and one transaction per batch instead of per page, while the next pages are
     # already being fetched. 0 or 1 stores every page on its own.
     batch_bars: int = 50_000
-    batch_max_s: float = 0.5  # ... or whatever arrived within this long (progress, cursor)
+    # ... or whatever arrived within this long (progress, cursor), once the previous batch
+    # is stored.
+    batch_max_s: float = 0.5
 
 
 class Worker:
@@ -70,6 +72,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs still fetching: a job whose last page arrived frees its slot while its last
+        # batch is validated and stored, so the next job's fetching overlaps that tail.
+        self._fetching: set[str] = set()
         self._retry = RetryPolicy(config.retry_attempts, config.retry_base_s,
                                   config.retry_max_s)
         self.telemetry: Any = None  # usdcarb.ingestion.telemetry.IngestionTelemetry, if any
@@ -91,7 +96,8 @@ class Worker:
     async def run(self) -> None:
         while not self._stopping.is_set():
             claimed = False
-            if len(self._tasks) < self._config.concurrency:
+            if (len(self._fetching) < self._config.concurrency
+                    and len(self._tasks) < 2 * self._config.concurrency):
                 try:
                     job = await self._store.claim_job(self.owner, self._config.lease_s)
                 except _DB_TRANSIENT as exc:
@@ -99,6 +105,7 @@ class Worker:
                     job = None
                 if job is not None:
                     claimed = True
+                    self._fetching.add(job.id)
                     task = asyncio.create_task(self.run_job(job), name=f"ingest-{job.id}")
                     self._tasks.add(task)
                     task.add_done_callback(self._done)
@@ -110,6 +117,12 @@ class Worker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._wake.set()
+
+    def _fetched(self, job: JobRecord) -> None:
+        """The job's last page arrived: its slot may start fetching another job."""
+        if job.id in self._fetching:
+            self._fetching.discard(job.id)
+            self._wake.set()
 
     def _client(self, exchange: str) -> ExchangeClient:
         if exchange not in self._clients:
@@ -163,6 +176,7 @@ class Worker:
             logger.exception("job %s failed", job.id)
             await self._fail(job, stats, exc)
         finally:
+            self._fetched(job)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
@@ -281,10 +295,14 @@ class Worker:
                     last_received if last_received is not None else end_ms - tf)
                 batch.append(page)
                 batched += len(page)
-                if (fetch is None or batched >= self._config.batch_bars
-                        or time.monotonic() - batch_start >= self._config.batch_max_s):
+                due = time.monotonic() - batch_start >= self._config.batch_max_s
+                busy = storing is not None and not storing.done()
+                if fetch is None or batched >= self._config.batch_bars or (due and not busy):
                     # One batch stores while the next pages are fetched; batches commit in
-                    # order, each with the cursor of its last page.
+                    # order, each with the cursor of its last page. While the previous
+                    # batch is still storing, a due batch keeps growing (up to batch_bars)
+                    # instead of stopping the fetching to wait for it: fewer, larger
+                    # batches when storing is the slower side.
                     if storing is not None:
                         prev_bar, gaps = await storing
                         gaps_total += gaps
@@ -293,6 +311,7 @@ class Worker:
                     storing = asyncio.create_task(self._store_page(
                         job, stats, merged, tf, prev_bar, cursor, start_ms, end_ms))
                 since = nxt
+            self._fetched(job)
             if storing is not None:
                 prev_bar, gaps = await storing
                 gaps_total += gaps
