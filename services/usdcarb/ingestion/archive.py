@@ -23,17 +23,20 @@ import enum
 import hashlib
 import io
 import re
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from zlib_ng import zlib_ng
 
 from usdcarb.ingestion.domain import Bars
 
@@ -295,28 +298,55 @@ def unzip_member(data: bytes | IO[bytes], member: str | None, name: str) -> byte
         elif member not in names:
             raise FileProblem(Reason.MISSING, f"expected {member} in {name}, got "
                               f"{len(names)} other members")
+        info = zf.getinfo(member)
         try:
+            if info.compress_type == zipfile.ZIP_DEFLATED and not info.flag_bits & 0x1:
+                return _inflate(fh, info)
             return zf.read(member)
-        except (zipfile.BadZipFile, zlib_error(), EOFError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, _ZNG_ERROR, EOFError, OSError) as exc:
             raise FileProblem(Reason.CORRUPT, f"expected {member} of {name} to decompress "
                               f"with a matching CRC, got {exc}") from exc
 
 
-def zlib_error() -> type[Exception]:
-    import zlib
+# zlib-ng's stub declares ``error`` as an instance; it is the module's exception class.
+_ZNG_ERROR = cast(type[Exception], zlib_ng.error)
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra length
 
-    return zlib.error
+
+def _inflate(fh: IO[bytes], info: zipfile.ZipInfo) -> bytes:
+    """A deflated member, inflated in one call by zlib-ng (half zlib's CPU time, the
+    largest cost of reading an archive) and checked against its CRC-32 — what
+    ``ZipFile.read`` does, without its 64 KB-at-a-time loop over the stdlib's zlib."""
+    fh.seek(info.header_offset)
+    sig, name_len, extra_len = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+    if sig != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local file header signature {sig!r}")
+    fh.seek(name_len + extra_len, io.SEEK_CUR)
+    packed = fh.read(info.compress_size)
+    if len(packed) != info.compress_size:
+        raise EOFError(f"expected {info.compress_size} compressed bytes, got {len(packed)}")
+    data: bytes = zlib_ng.decompress(packed, -15, max(info.file_size, 1))
+    if len(data) != info.file_size:
+        raise zipfile.BadZipFile(f"expected {info.file_size} bytes inflated, got {len(data)}")
+    if zlib_ng.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+    return data
 
 
 # -- parsing ----------------------------------------------------------------------------
+
+THREADED_CSV_BYTES = 16 * 1024 * 1024
+
 
 def _read_csv(data: bytes, names: list[str], types: dict[str, pa.DataType],
               skip: int, name: str) -> pa.Table:
     try:
         return pacsv.read_csv(
             io.BytesIO(data),
+            # Arrow's thread pool only pays for itself on large inputs: a day's CSV is
+            # parsed faster, in CPU terms, on the calling thread.
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip,
-                                           use_threads=True),
+                                           use_threads=len(data) > THREADED_CSV_BYTES),
             convert_options=pacsv.ConvertOptions(column_types=types,
                                                  include_columns=list(types)),
             parse_options=pacsv.ParseOptions(newlines_in_values=False))
