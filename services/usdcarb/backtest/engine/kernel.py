@@ -144,7 +144,7 @@ def _rebalance(L, i, t, need, bal, minbal, dbal, marks, fs, st, r_amt, r_arr):  
     return False
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ignore[no-untyped-def]
            bal, minbal, marks, fs, st, r_amt, r_arr, edge, log, T, maker):
     """Fill legs ``0..n-1`` of a group at bar ``i`` whole, or return False.
@@ -220,7 +220,7 @@ def _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal,  # type: ign
     return True
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _close_trip(L, i, bal, rtbal, marks, fs, st, theo, notional):  # type: ignore[no-untyped-def]
     pnl = fs[F_QCASH] - fs[F_RTQ0]
     for j in range(L.nonq.shape[0]):
@@ -237,7 +237,7 @@ def _close_trip(L, i, bal, rtbal, marks, fs, st, theo, notional):  # type: ignor
     fs[F_REAL] += pnl / notional * 1e4 if notional != 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _open_trip(L, bal, rtbal, fs):  # type: ignore[no-untyped-def]
     for s in range(bal.shape[0]):
         rtbal[s] = bal[s]

@@ -190,7 +190,7 @@ def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # ty
     fs[F_PEND_EDGE] = (best_gross - 1.0) * 1e4
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
     """Execute the pending order at bar ``i``'s closes."""
     bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
