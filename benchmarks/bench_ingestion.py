@@ -229,12 +229,16 @@ async def archive_end_to_end(pool: Any, replay_url: str,
             for spec in specs]
     if wake is not None:
         wake()
-    while True:
-        states = [r["state"] for r in await pool.fetch(
-            "SELECT state FROM archive_imports WHERE id = ANY($1::text[])", [r.id for r in recs])]
-        if all(s in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") for s in states):
-            break
-        await asyncio.sleep(0.02)
+    # Polled on one held connection: a pool round trip per poll (and its reset query)
+    # would add the bench's own CPU to the import's.
+    async with pool.acquire() as conn:
+        while True:
+            states = [r["state"] for r in await conn.fetch(
+                "SELECT state FROM archive_imports WHERE id = ANY($1::text[])",
+                [r.id for r in recs])]
+            if all(s in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") for s in states):
+                break
+            await asyncio.sleep(0.02)
     if any(s != "JOB_STATE_SUCCEEDED" for s in states):
         raise RuntimeError(f"expected every import to succeed, got {states}")
     files = await pool.fetchval("SELECT count(*) FROM archive_files WHERE state = 'STORED' "

@@ -426,9 +426,15 @@ async def load_file(f: ArchiveFile, src: Source, session: Any, *, tf_ms: int
             checksum = await read_location(f.checksum_location, session,
                                            what=f"checksum of {name}")
             verify_checksum(digest, size, checksum, name)
-        csv_bytes = await asyncio.to_thread(unzip_member, data, f.member, name)
-    if src.layout is Layout.KRAKEN_OHLCVT:
-        parsed = await asyncio.to_thread(parse_kraken, csv_bytes, name=f.member or name)
-    else:
-        parsed = await asyncio.to_thread(parse_binance, csv_bytes, tf_ms=tf_ms, name=name)
+        # One hop to a thread for both (each hop wakes the event loop once more).
+        parsed = await asyncio.to_thread(unzip_and_parse, data, f, src.layout, tf_ms, name)
     return parsed, size, digest
+
+
+def unzip_and_parse(data: IO[bytes], f: ArchiveFile, layout: Layout, tf_ms: int,
+                    name: str) -> Parsed:
+    """Unzip one file's CSV and parse it (in a worker thread)."""
+    csv_bytes = unzip_member(data, f.member, name)
+    if layout is Layout.KRAKEN_OHLCVT:
+        return parse_kraken(csv_bytes, name=f.member or name)
+    return parse_binance(csv_bytes, tf_ms=tf_ms, name=name)
