@@ -116,6 +116,8 @@ def validate_batch(batch: Bars, *, tf_ms: int, now_ms: int, stored: Bars | None 
 
 def _with_context(batch: Bars, ok_idx: I64, stored: Bars) -> tuple[Bars, I64]:
     fresh = batch.take(ok_idx)
+    if not len(stored):  # nothing around it (an import into an empty range): as it is
+        return fresh, ok_idx.astype(np.int64)
     keep = ~np.isin(stored.open_time_ms, fresh.open_time_ms) & _valid_prices(stored)
     ctx = stored.take(keep)
     ts = np.r_[ctx.open_time_ms, fresh.open_time_ms]
