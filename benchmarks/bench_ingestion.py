@@ -454,6 +454,12 @@ def _ratios(a: Figures, b: Figures) -> str:
     return f"per round {', '.join(f'{v:.2f}' for v in r)} (median {r[len(r) // 2]:.2f})"
 
 
+def _cpu_ratios(a: Figures, b: Figures) -> str:
+    """Per-round ratios a/b in bars per CPU-second."""
+    r = sorted((x[0] / x[2]) / (y[0] / y[2]) for x, y in zip(a.rounds, b.rounds, strict=True))
+    return f"per round {', '.join(f'{v:.2f}' for v in r)} (median {r[len(r) // 2]:.2f})"
+
+
 async def _measured(meter: CpuMeter, call: Any, label: str = "") -> tuple[Any, float, float]:
     c0, t0 = meter.split(), time.perf_counter()
     got = await call()
@@ -485,6 +491,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
     ccxt, fetched, copied = Figures(), Figures(), Figures()
     costs: list[tuple[str, int, float]] = []
     read_rows: list[tuple[str, int, float]] = []
+    load = [os.getloadavg()[0], 0.0]  # the machine's load around the rounds
     try:
         replay = spawn(["-m", "usdcarb.replay", "--data", str(args.data), "--port-file",
                         str(work / "replay.port")], env_for("X_"))
@@ -540,6 +547,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
 
         # Rounds interleave each path with its ceilings (this machine is shared and its
         # load swings), on the same rows.
+        load[0] = os.getloadavg()[0]
         for _ in range(args.rounds):
             if not args.skip_archive:
                 await fresh()
@@ -569,6 +577,7 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
                 copied.add(rows, t, c)
                 if rows != bars:
                     raise RuntimeError(f"expected {bars} rows exported, got {rows}")
+        load[1] = os.getloadavg()[0]
         if not args.skip_ccxt:
             costs = await validation_costs(pool, vpool, validation_address)
         if not args.skip_reads:
@@ -593,7 +602,8 @@ async def run(args: argparse.Namespace, pg: PostgresServer, redis: RedisServer,
         print(f"  {'ratio (target >= 0.8)':<44}{archive.rate() / a_copy.rate():>14.3f}   "
               f"{_ratios(archive, a_copy)}")
         print(f"  {'ratio in bars per CPU-second':<44}"
-              f"{archive.cpu_rate() / a_copy.cpu_rate():>14.3f}")
+              f"{archive.cpu_rate() / a_copy.cpu_rate():>14.3f}   {_cpu_ratios(archive, a_copy)}")
+        print(f"  {'load average (1 min) before / after':<44}{load[0]:>14.2f}   {load[1]:.2f}")
         if ranged.rounds and ranged.seconds() > 0:
             then = "then ValidateRange of the imported bars"
             print(f"  {then + ' bars/s':<44}{ranged.rate():>14,.0f}   ({ranged.seconds():.2f} s, "
