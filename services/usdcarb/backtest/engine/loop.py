@@ -232,29 +232,28 @@ def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
     held = st[S_HELD]
     tgt = st[S_TARGET]
     n = L.leg_ser.shape[0]
-    if held != 0:
+    # Unwind (pass 0, when held), then open (pass 1, when a target): one call site of
+    # the inlined _group, each being a copy of the fill code to compile.
+    for unwind in (True, False):
+        side = -held if unwind else tgt
+        if side == 0:
+            continue
         for k in range(n):
             g_ser[k] = L.leg_ser[k]
-            g_side[k] = -held * L.leg_sign[k]
+            g_side[k] = side * L.leg_sign[k]
             g_qty[k] = P[P_QTY]
+        if not unwind:
+            _open_trip(L, bal, rtbal, fs)
         if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
                       marks, fs, st, r_amt, r_arr, edge, log, T, False):
             st[S_REJ] += 1
             return
-        _close_trip(L, i, bal, rtbal, marks, fs, st, fs[F_ENTRY_EDGE] - edge,
-                    fs[F_ENTRY_NOTIONAL])
-        fs[F_DURMS] += L.time_ms[i] - L.time_ms[st[S_ENTRYBAR]]
-        st[S_HELD] = 0
-    if tgt != 0:
-        for k in range(n):
-            g_ser[k] = L.leg_ser[k]
-            g_side[k] = tgt * L.leg_sign[k]
-            g_qty[k] = P[P_QTY]
-        _open_trip(L, bal, rtbal, fs)
-        if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
-                      marks, fs, st, r_amt, r_arr, edge, log, T, False):
-            st[S_REJ] += 1
-            return
+        if unwind:
+            _close_trip(L, i, bal, rtbal, marks, fs, st, fs[F_ENTRY_EDGE] - edge,
+                        fs[F_ENTRY_NOTIONAL])
+            fs[F_DURMS] += L.time_ms[i] - L.time_ms[st[S_ENTRYBAR]]
+            st[S_HELD] = 0
+            continue
         st[S_HELD] = tgt
         st[S_ENTRYBAR] = i
         fs[F_ENTRY_EDGE] = edge
@@ -476,16 +475,24 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                     tradable = False
         if tradable:
             acted = False
-            if pending == 1 and i >= due:
-                marks[0] = m0
-                marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
-                _execute(L, P, i, kind, S, log, T)
-                acted = True
-                pending = 0
-                held = st[S_HELD]
-                entry_bar = st[S_ENTRYBAR]
-                entry_px = fs[F_ENTRY_PX]
-            if pending == 0:
+            # At most two passes: a due order executes, then (nothing pending) the
+            # strategy looks for a signal, whose order executes on this bar if it is due
+            # at once (fill "same"). One call site of the inlined _execute, not two: each
+            # is a copy of the fill code to compile.
+            looked = False
+            while True:
+                if pending == 1 and i >= due:
+                    marks[0] = m0
+                    marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
+                    _execute(L, P, i, kind, S, log, T)
+                    acted = True
+                    pending = 0
+                    held = st[S_HELD]
+                    entry_bar = st[S_ENTRYBAR]
+                    entry_px = fs[F_ENTRY_PX]
+                if looked or pending == 1:
+                    break
+                looked = True
                 if kind == K_TRI:
                     _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st)
                     pending = st[S_PENDING]
@@ -502,12 +509,6 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                         pending = 1
                 if pending == 1:
                     due = st[S_DUE]
-                    if i >= due:
-                        marks[0] = m0
-                        marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
-                        _execute(L, P, i, kind, S, log, T)
-                        acted = True
-                        pending = 0
             if acted:
                 _coefs(L, bal, r_amt, r_arr, coef, coefi)
                 held = st[S_HELD]
