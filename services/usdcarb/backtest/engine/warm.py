@@ -7,11 +7,17 @@ reach every specialisation: ``legs.simulate`` (``run_range``, or ``run_range_leg
 the other execution models) with trade logging (single runs),
 ``_sweep_kernel`` (parallel, sweeps and walk-forward in-sample windows), ``finalize``
 and the helpers. ``python -m usdcarb.backtest.engine.warm`` does it at setup and in the
-container build; each engine process does it again at start, a load from the cache.
+container build, the single-run kernels here and the sweep kernels in a second process at
+the same time (they share no kernel, numba caches each function in files of its own and
+writes them by rename, and an empty cache takes minutes of one core's time: two cores
+halve it); each engine process does it again at start, a load from the cache.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
 import sys
 import time
 from typing import Literal
@@ -45,12 +51,21 @@ def _market(n: int = 64) -> MarketFrame:
         Series("vena", "BTC/USDC", 30_000.0 * a, ones)))
 
 
-def warm_up() -> str:
-    """Run every kind and fill once, a sweep and a walk-forward; return the engine version."""
+def warm_up(part: Literal["all", "single", "sweep"] = "all") -> str:
+    """Run every kind and fill once (``single``), a sweep and a walk-forward (``sweep``), or
+    both; return the engine version."""
     market = _market()
     balances = {"USDC": 1e6, "USDT": 1e6, "BTC": 10.0}
     venues = tuple(VenueCosts(venue=v, taker_fee_bps=1.0, initial_balances=balances)
                    for v in ("vena", "venb"))
+    if part in ("all", "single"):
+        _single(market, venues)
+    if part in ("all", "sweep"):
+        _sweeps(market, venues)
+    return ENGINE_VERSION
+
+
+def _single(market: MarketFrame, venues: tuple[VenueCosts, ...]) -> None:
     for fill in FILLS:
         config = EngineConfig(venues=venues, fill=fill)
         for kind, params, _axis in KINDS:
@@ -59,23 +74,47 @@ def warm_up() -> str:
         for execution in (Execution(leg_mode="independent"), Execution(order_type="maker")):
             run_backtest(kind, params, EngineConfig(venues=venues, execution=execution),
                          market)
+
+
+def _sweeps(market: MarketFrame, venues: tuple[VenueCosts, ...]) -> None:
     config = EngineConfig(venues=venues)
     for kind, params, axis in KINDS:
         run_sweep(kind, params, {axis: [5.0, 10.0]}, config, market)
     kind, params, axis = _SPREAD
     run_walk_forward(kind, params, {axis: [5.0, 10.0]}, config, market, in_sample_bars=32,
                      out_of_sample_bars=16, step_bars=16)
-    return ENGINE_VERSION
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Warm the cache; ``--part`` warms one half (what the other process does)."""
     from ._cache import CACHE_DIR
 
+    parser = argparse.ArgumentParser(prog="python -m usdcarb.backtest.engine.warm",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("all", "single", "sweep"), default=None,
+                        help="one half only (default: both, the sweeps in a second process)")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
-    version = warm_up()
-    sys.stderr.write(f"engine {version} kernels ready in "
+    if args.part is not None:
+        version = warm_up(args.part)
+    else:
+        me = [sys.executable, "-m", "usdcarb.backtest.engine.warm", "--part"]
+        env = {**os.environ, "NUMBA_CACHE_DIR": CACHE_DIR}
+        sweeps = subprocess.Popen([*me, "sweep"], env=env)
+        try:
+            version = warm_up("single")
+        finally:
+            code = sweeps.wait()
+        # A fresh process loads every kernel back, and compiles any the two halves both
+        # wrote (one function's index saved by both at once keeps one of them).
+        code = code or subprocess.run([*me, "all"], env=env, check=False).returncode
+        if code != 0:
+            sys.stderr.write(f"the engine's warm-up failed (exit {code})\n")
+            return code
+    sys.stderr.write(f"engine {version} kernels ({args.part or 'all'}) ready in "
                      f"{time.perf_counter() - started:.1f} s (cache {CACHE_DIR})\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
