@@ -5,9 +5,11 @@ kind in seconds with no compile in its engine time; a single backtest runs while
 
 Bound of the fresh-cache test: a cold compile of every kernel takes 1.5-2.5 min on two
 busy cores, too long for the suite. The kernels take one type for every kind, fill and
-series count, so the test copies the warmed cache and deletes ``run_range`` (the kernel
-every single backtest runs, about a third of the whole compile): the replica must compile
-it before SERVING, and each kind's first backtest then proves it needs nothing more.
+series count, so the test copies the warmed cache and deletes ``legs.simulate`` (the entry
+every single backtest calls; numba caches a caller with its callees compiled in, so
+deleting a callee such as ``run_range`` alone compiles nothing): the replica must compile
+it (seconds) and save it before SERVING, and each kind's first backtest then proves it
+needs nothing more.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ async def test_fresh_cache_replica_is_not_serving_until_warm_then_every_kind_is_
     await env.components.runner.stop()
     cache = tmp_path / "numba"
     shutil.copytree(_cache.CACHE_DIR, cache, dirs_exist_ok=True)
-    removed = [p for p in cache.rglob("*run_range*")]
+    removed = [p for p in cache.rglob("legs.simulate-*")]
     for p in removed:
         p.unlink()
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))   # the engine process inherits it
@@ -119,6 +121,7 @@ async def test_fresh_cache_replica_is_not_serving_until_warm_then_every_kind_is_
         await asyncio.sleep(0.1)
     assert components.runner.ready.is_set()
     warm_s = time.monotonic() - started
+    assert sorted(cache.rglob("legs.simulate-*")), "the replica did not compile simulate"
     done = await _finish(env, early.name)
     assert done.completed.outcome.result == common_pb2.Outcome.RESULT_OK
     assert done.completed.result.elapsed.ToNanoseconds() < 1e9   # no compile in engine time
@@ -135,7 +138,7 @@ async def test_fresh_cache_replica_is_not_serving_until_warm_then_every_kind_is_
         assert last.completed.result.bars == BARS
         assert last.completed.result.elapsed.ToNanoseconds() < 1e9, kind
         assert took < 5.0, f"first {kind} backtest took {took:.1f} s after warm-up"
-    assert warm_s > 0 and removed, "the copied cache held run_range"
+    assert warm_s > 0 and removed, "the copied cache held legs.simulate"
 
 
 async def _first(env: Any, name: str) -> pb.BacktestEvent:
