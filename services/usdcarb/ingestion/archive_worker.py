@@ -38,6 +38,7 @@ from usdcarb.ingestion.archive_store import (
     Settle,
 )
 from usdcarb.ingestion.domain import Bars, Rejection, timeframe_ms
+from usdcarb.ingestion.leasing import claim_loop
 from usdcarb.ingestion.store import LeaseLost
 from usdcarb.validation.domain import model as vmodel
 from usdcarb.validation.domain.validate import validate_batch
@@ -134,23 +135,16 @@ class ArchiveWorker:
             self._session = None
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            claimed = False
-            if len(self._tasks) < self._config.concurrency:
-                try:
-                    rec = await self._store.claim(self.owner, self._config.lease_s)
-                except Exception as exc:  # database restarting: try again later
-                    logger.warning("archive claim failed (%s)", type(exc).__name__)
-                    rec = None
-                if rec is not None:
-                    claimed = True
-                    task = asyncio.create_task(self.run_import(rec), name=f"archive-{rec.id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
-            if not claimed:
-                self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+        # Any claim failure (the database restarting) is tried again at the next poll.
+        await claim_loop(stopping=self._stopping, wake=self._wake, poll_s=self._config.poll_s,
+                         room=lambda: len(self._tasks) < self._config.concurrency,
+                         claim=lambda: self._store.claim(self.owner, self._config.lease_s),
+                         start=self._start, transient=(Exception,), what="archive")
+
+    def _start(self, rec: ImportRecord) -> None:
+        task = asyncio.create_task(self.run_import(rec), name=f"archive-{rec.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -66,6 +66,8 @@ def next_wait_s(config: FollowConfig, *, tf_ms: int, exchange_now_ms: int,
 class FollowWorker(Worker):
     """Runs follow jobs only; ``run()`` until ``stop()``."""
 
+    kind = "follow"
+
     def __init__(self, store: IngestStore, validator: CandleValidator, config: WorkerConfig,
                  follow: FollowConfig, *, redis: Any = None) -> None:
         super().__init__(store, validator, config, redis=redis)
@@ -85,25 +87,14 @@ class FollowWorker(Worker):
         """Names of the tasks still running (one per job held)."""
         return sorted(t.get_name() for t in self._tasks if not t.done())
 
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            claimed = False
-            if len(self._tasks) < self._follow.concurrency:
-                try:
-                    job = await self._store.claim_job(self.owner, self._config.lease_s,
-                                                      follow=True)
-                except db.UNAVAILABLE as exc:
-                    logger.warning("follow claim failed (%s); retrying", type(exc).__name__)
-                    job = None
-                if job is not None:
-                    claimed = True
-                    task = asyncio.create_task(self.run_job(job), name=f"follow-{job.id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
-            if not claimed:
-                self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+    def _has_room(self) -> bool:
+        return len(self._tasks) < self._follow.concurrency
+
+    async def _claim(self) -> JobRecord | None:
+        return await self._store.claim_job(self.owner, self._config.lease_s, follow=True)
+
+    def _start(self, job: JobRecord) -> None:
+        self._spawn(job)   # its own slots: a follow job never holds a backfill slot
 
     async def _page_through(self, job: JobRecord, stats: JobStats, lost: asyncio.Event) -> None:
         """Follow the job's series pass after pass (``Worker.run_job`` holds the lease,

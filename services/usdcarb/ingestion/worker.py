@@ -25,6 +25,7 @@ import numpy as np
 from usdcarb.ingestion import domain
 from usdcarb.ingestion.domain import Bars, PageRequest, Paging
 from usdcarb.ingestion.exchanges import ExchangeClient, FetchFailed, Pacer, RetryPolicy
+from usdcarb.ingestion.leasing import claim_loop
 from usdcarb.ingestion.model import JobRecord, JobStats
 from usdcarb.ingestion.store import IngestStore, LeaseLost
 from usdcarb.ingestion.validation import CandleValidator, ValidationUnavailable, combine
@@ -58,6 +59,8 @@ class WorkerConfig:
 
 class Worker:
     """Runs ingest jobs; ``run()`` until ``stop()``."""
+
+    kind = "ingest"  # names its tasks and its log lines
 
     def __init__(self, store: IngestStore, validator: CandleValidator, config: WorkerConfig,
                  *, redis: Any = None, now_ms: Callable[[], int] | None = None) -> None:
@@ -94,25 +97,25 @@ class Worker:
         self._clients.clear()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            claimed = False
-            if (len(self._fetching) < self._config.concurrency
-                    and len(self._tasks) < 2 * self._config.concurrency):
-                try:
-                    job = await self._store.claim_job(self.owner, self._config.lease_s)
-                except _DB_TRANSIENT as exc:
-                    logger.warning("claim failed (%s); retrying", type(exc).__name__)
-                    job = None
-                if job is not None:
-                    claimed = True
-                    self._fetching.add(job.id)
-                    task = asyncio.create_task(self.run_job(job), name=f"ingest-{job.id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
-            if not claimed:
-                self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+        await claim_loop(stopping=self._stopping, wake=self._wake, poll_s=self._config.poll_s,
+                         room=self._has_room, claim=self._claim, start=self._start,
+                         transient=_DB_TRANSIENT, what=self.kind)
+
+    def _has_room(self) -> bool:
+        return (len(self._fetching) < self._config.concurrency
+                and len(self._tasks) < 2 * self._config.concurrency)
+
+    async def _claim(self) -> JobRecord | None:
+        return await self._store.claim_job(self.owner, self._config.lease_s)
+
+    def _start(self, job: JobRecord) -> None:
+        self._fetching.add(job.id)
+        self._spawn(job)
+
+    def _spawn(self, job: JobRecord) -> None:
+        task = asyncio.create_task(self.run_job(job), name=f"{self.kind}-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
