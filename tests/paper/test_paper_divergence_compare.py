@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 
+from usdcarb.backtest.paper.book import Fill
 from usdcarb.backtest.paper.divergence import (
     CARRIED_OVER,
     GAP,
@@ -16,7 +17,6 @@ from usdcarb.backtest.paper.divergence import (
     PRICE_OR_QUANTITY,
     REVISED_BAR,
     TIME,
-    FillRow,
     bar_causes,
     compare_fills,
 )
@@ -25,8 +25,8 @@ LABELS = ["a:X/Y", "b:X/Y"]
 
 
 def fill(bar: int, *, venue: str = "a", side: int = 1, price: float = 1.0,
-         signal_bar: int | None = None, round_trip: int = 1) -> FillRow:
-    return FillRow(bar=bar, time_ms=bar * 60_000, venue=venue, symbol="X/Y", side=side,
+         signal_bar: int | None = None, round_trip: int = 1) -> Fill:
+    return Fill(bar=bar, time_ms=bar * 60_000, venue=venue, symbol="X/Y", side=side,
                    quantity=10.0, price=price, fee=0.01, slippage=0.0, round_trip=round_trip,
                    signal_bar=bar - 1 if signal_bar is None else signal_bar,
                    signal_edge_bps=20.0)

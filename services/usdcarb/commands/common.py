@@ -145,6 +145,14 @@ class Output:
         """Print a line on stderr (progress, hints): never mixed into --json output."""
         self.err.print(text, markup=False, soft_wrap=True)
 
+    def report_written(self, name: str, path: Path) -> None:
+        """Say where the report of ``name`` was written, and how large it is."""
+        size = path.stat().st_size
+        if self.json:
+            self.emit({"name": name, "report": str(path), "bytes": size})
+        else:
+            self.line(f"{name}: report written to {path} ({size:,} bytes)")
+
 
 def to_jsonable(value: Any) -> Any:
     """Return ``value`` with betterproto messages as proto3 JSON dicts."""

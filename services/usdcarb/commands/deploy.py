@@ -215,10 +215,7 @@ def report(args: argparse.Namespace, out: Output) -> int:
     name = deployment_name(args.deployment)
     with client_for(args) as client:
         path = deployment_report(client, name, args.output)
-    if out.json:
-        out.emit({"name": name, "report": str(path), "bytes": path.stat().st_size})
-    else:
-        out.line(f"{name}: report written to {path} ({path.stat().st_size:,} bytes)")
+    out.report_written(name, path)
     return EXIT_OK
 
 

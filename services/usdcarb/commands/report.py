@@ -39,10 +39,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         except ValueError as exc:  # not finished: refused in its current state
             out.note(f"usdcarb report: {exc}")
             return EXIT_REFUSED
-    if out.json:
-        out.emit({"name": name, "report": str(path), "bytes": path.stat().st_size})
-    else:
-        out.line(f"{name}: report written to {path} ({path.stat().st_size:,} bytes)")
+    out.report_written(name, path)
     return EXIT_OK
 
 

@@ -71,7 +71,8 @@ def unpack_state(blob: bytes) -> tuple[tuple[Any, ...], float]:
 
 @dataclass(frozen=True)
 class Fill:
-    """One leg fill of a paper run (as a backtest's trade log row)."""
+    """One leg fill, of a paper run or of a backtest (a trade log row; bar: the index from
+    the run's first bar)."""
 
     bar: int
     time_ms: int

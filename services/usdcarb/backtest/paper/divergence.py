@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from usdcarb.backtest.paper.book import Fill
+
 MISSING_IN_PAPER = "MISSING_IN_PAPER"
 MISSING_IN_BACKTEST = "MISSING_IN_BACKTEST"
 TIME = "TIME"
@@ -41,31 +43,13 @@ F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
-class FillRow:
-    """One leg fill, paper or backtest (bar: index from the run's first bar)."""
-
-    bar: int
-    time_ms: int
-    venue: str
-    symbol: str
-    side: int
-    quantity: float
-    price: float
-    fee: float
-    slippage: float
-    round_trip: int
-    signal_bar: int
-    signal_edge_bps: float
-
-
-@dataclass(frozen=True)
 class Difference:
     """A fill that differs, and why."""
 
     kind: str
     reason: str
-    paper: FillRow | None
-    backtest: FillRow | None
+    paper: Fill | None
+    backtest: Fill | None
     cause_bar: int | None = None          # the bar behind LATE_BAR / GAP / REVISED_BAR
     cause_markets: tuple[str, ...] = ()
 
@@ -116,7 +100,7 @@ def bar_causes(labels: Sequence[str], paper_closes: F64, paper_volumes: F64,
     return BarCauses(per_bar(late_m), per_bar(gap_m), per_bar(changed), per_bar(~have))
 
 
-def _same(a: FillRow, b: FillRow) -> bool:
+def _same(a: Fill, b: Fill) -> bool:
     return (a.quantity == b.quantity and a.price == b.price and a.fee == b.fee
             and a.slippage == b.slippage)
 
@@ -134,20 +118,20 @@ def _reason(causes: BarCauses, lo: int, hi: int) -> tuple[str, int | None, tuple
     return CARRIED_OVER, None, ()
 
 
-def compare_fills(paper: Sequence[FillRow], backtest: Sequence[FillRow],
+def compare_fills(paper: Sequence[Fill], backtest: Sequence[Fill],
                   causes: BarCauses) -> list[Difference]:
     """Return every fill that differs between ``paper`` and ``backtest``, in time order.
 
     The reason looks at the bars from the signal's (one bar before it: the bar a signal
     compares with) to the fill's, on either side.
     """
-    groups: dict[tuple[int, str, str, int], list[FillRow]] = defaultdict(list)
+    groups: dict[tuple[int, str, str, int], list[Fill]] = defaultdict(list)
     for f in backtest:
         groups[(f.signal_bar, f.venue, f.symbol, f.side)].append(f)
     used: dict[tuple[int, str, str, int], int] = defaultdict(int)
     out: list[Difference] = []
 
-    def explain(kind: str, p: FillRow | None, b: FillRow | None) -> Difference:
+    def explain(kind: str, p: Fill | None, b: Fill | None) -> Difference:
         fills = [f for f in (p, b) if f is not None]
         lo = min(f.signal_bar for f in fills) - 1
         hi = max(f.bar for f in fills)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -335,35 +335,27 @@ class PaperService:
             if await self.runner.claim(dep):
                 self._tasks[dep] = asyncio.create_task(self._follow(dep))
 
-    async def _supervise(self) -> None:
+    async def _every_poll(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` every few polls until stopped; a failure is logged, not raised."""
         while not self._stop.is_set():
             try:
-                await self.supervise_once()
+                await step()
             except db.UNAVAILABLE as exc:
-                log.warning("paper supervisor: the database is unavailable (%s)", exc)
+                log.warning("%s: the database is unavailable (%s)", what, exc)
             except Exception:
-                log.exception("paper supervisor")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.runner.poll_s * 4)
-
-    async def _reconcile_follow_loop(self) -> None:
-        """The follow jobs, on their own task: a slow or absent ingestion service never
-        holds up the takeover of runs."""
-        while not self._stop.is_set():
-            try:
-                await self._reconcile_follow()
-            except db.UNAVAILABLE as exc:
-                log.warning("paper follow jobs: the database is unavailable (%s)", exc)
-            except Exception:
-                log.exception("paper follow jobs")
+                log.exception(what)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.runner.poll_s * 4)
 
     def start(self) -> None:
         self._stop.clear()
-        self._loop_task = asyncio.create_task(self._supervise())
+        self._loop_task = asyncio.create_task(
+            self._every_poll("paper supervisor", self.supervise_once))
         if self.follow_jobs is not None:
-            self._jobs_task = asyncio.create_task(self._reconcile_follow_loop())
+            # On a task of their own: a slow or absent ingestion service never holds up
+            # the takeover of runs.
+            self._jobs_task = asyncio.create_task(
+                self._every_poll("paper follow jobs", self._reconcile_follow))
         self._monitor_task = asyncio.create_task(self.tracker.monitor(
             self.following, self._stop, self._divergence_check_s))
 

@@ -27,13 +27,8 @@ from usdcarb.backtest import convert
 from usdcarb.backtest.engine import run_backtest
 from usdcarb.backtest.engine.params import required_series
 from usdcarb.backtest.loading import check_table, load_market
-from usdcarb.backtest.paper.divergence import (
-    BarCauses,
-    Difference,
-    FillRow,
-    bar_causes,
-    compare_fills,
-)
+from usdcarb.backtest.paper.book import Fill
+from usdcarb.backtest.paper.divergence import BarCauses, Difference, bar_causes, compare_fills
 from usdcarb.backtest.paper.runner import paper_spec
 from usdcarb.platform import paging
 from usdcarb.platform.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -102,8 +97,8 @@ class Report:
         return float(self.backtest_equity[-1]) - self.initial_equity
 
 
-def _fill(r: Any) -> FillRow:
-    return FillRow(bar=int(r["bar"]), time_ms=int(r["time_ms"]), venue=r["venue"],
+def _fill(r: Any) -> Fill:
+    return Fill(bar=int(r["bar"]), time_ms=int(r["time_ms"]), venue=r["venue"],
                    symbol=r["symbol"], side=int(r["side"]), quantity=float(r["quantity"]),
                    price=float(r["price"]), fee=float(r["fee"]),
                    slippage=float(r["slippage"]), round_trip=int(r["round_trip"]),
@@ -111,7 +106,7 @@ def _fill(r: Any) -> FillRow:
                    signal_edge_bps=float(r["signal_edge_bps"]))
 
 
-def _trade(f: FillRow) -> pb.Trade:
+def _trade(f: Fill) -> pb.Trade:
     return pb.Trade(time=convert.timestamp(f.time_ms), venue=f.venue, symbol=f.symbol,
                     side=pb.SIDE_BUY if f.side > 0 else pb.SIDE_SELL, quantity=f.quantity,
                     price=f.price, fee=f.fee, slippage=f.slippage, round_trip=f.round_trip,
@@ -182,7 +177,7 @@ class PaperTracker:
         labels = [f"{v}:{s}" for v, s in keys]
         causes = bar_causes(labels, paper_closes, paper_volumes, stored_closes, stored_volumes)
         tr = out.trades
-        backtest_fills = [FillRow(
+        backtest_fills = [Fill(
             bar=int(tr.bar[k]), time_ms=int(frame.time_ms[tr.bar[k]]), venue=str(tr.venue[k]),
             symbol=str(tr.symbol[k]), side=int(tr.side[k]), quantity=float(tr.quantity[k]),
             price=float(tr.price[k]), fee=float(tr.fee[k]), slippage=float(tr.slippage[k]),
