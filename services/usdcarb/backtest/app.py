@@ -9,6 +9,7 @@ refused request leaves no job, no queue entry and no event behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -61,6 +62,11 @@ class AppSettings:
     min_coverage: float = 0.5  # least share of the range a traded series' bars must span
     backtest_slots: int = 1   # this replica's worker slots taking backtests (estimates)
     sweep_slots: int = 1      # ... and taking sweeps
+    coverage_memo_s: float = 60.0  # a range found covered is not looked up again for this
+                                   # long (0: always; see BacktestApp._coverage)
+
+
+COVERAGE_MEMO_SIZE = 1024   # covered ranges remembered (``BacktestApp._coverage``)
 
 
 def parse_name(name: str, collection: str, field: str = "name", suffix: str = "") -> str:
@@ -89,6 +95,9 @@ class BacktestApp:
                  lanes: LaneInfo, strategy: StrategyClient, settings: AppSettings) -> None:
         self._store, self._bus, self._queue, self._lanes = store, bus, queue, lanes
         self._strategy, self.settings = strategy, settings
+        # (legs, timeframe, start, end) -> until when (monotonic s) the range counts as
+        # covered: ``_coverage``
+        self._covered: dict[Any, float] = {}
 
     # -- validation -----------------------------------------------------------------
     async def _prepare(
@@ -118,9 +127,7 @@ class BacktestApp:
                                             table=self.settings.verdict_table)
 
         coverage, unusable, pricing = await asyncio.gather(
-            range_coverage(pool, legs, timeframe=spec.timeframe,
-                           timeframe_ms=spec.timeframe_ms, start=spec.start, end=spec.end,
-                           table=table, minimum=self.settings.min_coverage),
+            self._coverage(legs, spec),
             unusable_spans(),
             series_to_load(pool, version.kind, version.parameters, spec.engine,
                            timeframe=spec.timeframe, start=spec.start, end=spec.end,
@@ -141,6 +148,33 @@ class BacktestApp:
             raise pricing
         return version, spec
 
+    async def _coverage(self, legs: Sequence[tuple[str, str]], spec: RunSpec,
+                        ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """``range_coverage`` of the run's legs, remembered for ``coverage_memo_s`` once
+        a range is found covered.
+
+        Why: its queries are planned over the hypertable's chunks, 5-25 ms of a create
+        (most of it on a loaded machine), and a user runs the same range again and
+        again. Stored bars of a past range are only ever added to (covering it more), so
+        a range found covered stays so; a refusal is never remembered. Bars deleted
+        since are still caught: the worker loads the range and fails a run without them.
+        """
+        key = (tuple(legs), spec.timeframe, spec.start, spec.end)
+        now = time.monotonic()
+        if self._covered.get(key, 0.0) > now:
+            return [], []
+        found = await range_coverage(
+            self._store.pool, legs, timeframe=spec.timeframe, timeframe_ms=spec.timeframe_ms,
+            start=spec.start, end=spec.end, table=self.settings.market_table,
+            minimum=self.settings.min_coverage)
+        if not any(found) and self.settings.coverage_memo_s > 0:
+            if len(self._covered) >= COVERAGE_MEMO_SIZE:
+                self._covered = {k: t for k, t in self._covered.items() if t > now}
+                while len(self._covered) >= COVERAGE_MEMO_SIZE:   # the oldest go first
+                    del self._covered[next(iter(self._covered))]
+            self._covered[key] = now + self.settings.coverage_memo_s
+        return found
+
     # -- backtests ------------------------------------------------------------------
     async def create_backtest(
         self, *, strategy_version: str, config: pb.BacktestConfig, creator: str,
@@ -151,9 +185,17 @@ class BacktestApp:
                 "SELECT id FROM backtests WHERE request_id = $1", request_id)
             if existing is not None:
                 return await self._store.get_backtest(existing)
-        version, _spec = await self._prepare(strategy_version, config, prefix)
-        position = await self._lanes.position(self._queue.backtests, "backtest",
-                                              self.settings.backtest_slots)
+        # where the job will stand, looked up in Redis while the checks run
+        ahead = asyncio.ensure_future(self._lanes.position(
+            self._queue.backtests, "backtest", self.settings.backtest_slots))
+        try:
+            version, _spec = await self._prepare(strategy_version, config, prefix)
+        except BaseException:
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
+            raise
+        position = await ahead
         queued = common_pb2.Progress(unit="bars", message=queued_message(position, "backtest"))
         job, created = await self._store.insert_backtest(BacktestJob(
             id=f"bt-{uuid.uuid4().hex[:16]}", strategy_version=version.name,
@@ -282,7 +324,10 @@ class BacktestApp:
                                          creator=creator,
                                          request_id=request_id, prefix="")
         sent = -math.inf
-        async for event in self.watch_backtest(job.name):
+        # (the job is known to exist: no look-up as watch_backtest makes)
+        async for event in self._follow(
+                job.id, 0, pb.BacktestEvent, lambda e: e.HasField("completed"),
+                self._final_backtest):
             now = time.monotonic()
             if event.HasField("progress") and event.state == common_pb2.JOB_STATE_RUNNING \
                     and event.progress.progress.fraction < 1.0 and now - sent < interval_s:
@@ -313,7 +358,10 @@ class BacktestApp:
         job_id = parse_name(name, "backtests", suffix="equityCurve")
         request = curve_request(name, max_points, page_size, page_token)
         job = await self._store.get_backtest(job_id)
-        columns = await self._store.get_equity(job_id)
+        # Only a succeeded job's: a curve is committed just before its job is
+        # (store.succeed_backtest), and an attempt that then failed leaves its curve.
+        columns = (await self._store.get_equity(job_id)
+                   if job.state == JobState.SUCCEEDED else None)
         if columns is None:
             raise FailedPrecondition(
                 [("STATE", f"backtests/{job_id}",

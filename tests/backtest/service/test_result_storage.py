@@ -62,6 +62,40 @@ async def test_trades_are_listed_back_exactly_page_by_page(service_pool: Any) ->
         np.testing.assert_array_equal([r[name] for r in got], getattr(t, name))
 
 
+@pytest.mark.integration
+async def test_a_result_is_stored_whole_or_not_at_all_by_the_attempt_that_owns_it(
+        service_pool: Any) -> None:
+    store = BacktestStore(await service_pool("backtest"))
+    job, _ = await store.insert_backtest(BacktestJob(
+        id=uuid.uuid4().hex[:12], strategy_version="strategies/s/versions/1", config={},
+        request_id=uuid.uuid4().hex))
+    first, _ = await store.start_backtest(job.id, "w1", 3, {})
+    second, _ = await store.start_backtest(job.id, "w2", 3, {})   # w1 presumed dead
+    assert first is not None and second is not None
+    raw = np.arange(4, dtype="<f8").tobytes()
+    curve = EquityColumns(points=4, time_ms=raw, equity=raw, drawdown=raw, exposure=raw)
+
+    async def broken() -> EquityColumns:
+        raise ValueError("the engine process lost the curve")
+
+    # the attempt that was taken over writes nothing, not even its curve
+    assert not await store.succeed_backtest(first, result={}, digest="d", trades=trades(10),
+                                            equity=curve)
+    assert await store.get_equity(job.id) is None
+    # a curve that cannot be had leaves the job running, its trades unwritten
+    with pytest.raises(ValueError, match="lost the curve"):
+        await store.succeed_backtest(second, result={}, digest="d", trades=trades(10),
+                                     equity=broken())
+    assert (await store.get_backtest(job.id)).state.value == "JOB_STATE_RUNNING"
+    assert await store.list_trades(job.id, after_seq=0, limit=5) == []
+    assert await store.succeed_backtest(second, result={}, digest="d", trades=trades(10),
+                                        equity=curve)
+    assert (await store.get_backtest(job.id)).state.value == "JOB_STATE_SUCCEEDED"
+    stored = await store.get_equity(job.id)
+    assert stored is not None and stored.equity == raw
+    assert len(await store.list_trades(job.id, after_seq=0, limit=50)) == 10
+
+
 @pytest.mark.unit
 def test_handoff_gives_the_engine_process_the_frame_and_the_parent_the_stored_columns(
 ) -> None:
