@@ -358,10 +358,7 @@ class BacktestApp:
         job_id = parse_name(name, "backtests", suffix="equityCurve")
         request = curve_request(name, max_points, page_size, page_token)
         job = await self._store.get_backtest(job_id)
-        # Only a succeeded job's: a curve is committed just before its job is
-        # (store.succeed_backtest), and an attempt that then failed leaves its curve.
-        columns = (await self._store.get_equity(job_id)
-                   if job.state == JobState.SUCCEEDED else None)
+        columns = await self._store.get_equity(job_id)
         if columns is None:
             raise FailedPrecondition(
                 [("STATE", f"backtests/{job_id}",

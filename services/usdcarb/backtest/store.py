@@ -4,17 +4,14 @@ Contract: jobs move QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED, and o
 guarded UPDATE moves them (the state they must be in, and for a finish the worker and
 attempt that started them), so a cancel racing a worker, or a worker that was presumed
 dead and replaced, can never overwrite the other's outcome. A success writes the job,
-its trades and its equity curve (each one row of column arrays: trade_columns.py,
-colcodec.py) all or nothing: the curve in a transaction of its own, side by side with
-the job's, which commits only after it (``succeed_backtest``); a curve is read only for
-a succeeded job.
+its trades and its equity curve (each one row of uncompressed column arrays:
+trade_columns.py) in ONE transaction: nothing is half-written.
 Tables are unqualified: the pool's search_path names the service's schema.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
@@ -43,10 +40,6 @@ _SWEEP_COLUMNS = (
     "id, strategy_version, config, axes, objective, walk_forward, strategy_kind, parameters, "
     "state, progress, points, folds, error, creator, owner, request_id, attempts, worker, "
     "last_sequence, create_time, start_time, end_time, cross_validation, analysis")
-
-
-class _NotOurs(Exception):
-    """The job stopped being this attempt's while its result was being written."""
 
 
 def _backtest(row: asyncpg.Record) -> BacktestJob:
@@ -149,73 +142,40 @@ class BacktestStore(PooledStore):
         trades: TradeRows | TradeColumns,
         equity: EquityColumns | Awaitable[EquityColumns],
     ) -> bool:
-        """Store the result, trades and equity curve, all or nothing (the columns as
+        """Store the result, trades and equity curve in one transaction (the columns as
         given: bytes or any bytes-like object, e.g. mapped from the engine process).
-        ``equity`` may still be on its way: it is awaited (and its error raised, the
-        job left as it was).
+        ``equity`` may still be on its way: it is awaited inside the transaction, once
+        the trades are written (and its error raised, nothing written).
 
-        The curve is written on a second connection while the trades are written on the
-        first (PostgreSQL writes each value's TOAST chunks in one backend: two backends
-        write the ~8 MB of a 2 x 1M run side by side, on two cores). Its transaction
-        commits first, guarded like the job's (RUNNING, this worker and attempt); the
-        job's own transaction (state, result, trades) commits only once the curve has,
-        so a SUCCEEDED job always has its curve. A curve whose job then did not succeed
-        (this attempt failed or was taken over before its commit) is never served
-        (``BacktestApp.get_equity_curve`` reads only a succeeded job's curve) and is
-        overwritten by the next attempt's.
-
-        Return False (and leave the job as it was) when it is no longer this attempt's.
+        Return False (and write nothing) when the job is no longer this attempt's.
         """
         if isinstance(trades, TradeColumns):   # encoded already (finish.py)
             trade_args = encode_trades(job.id, trades)
         else:   # encoded before the transaction, off the event loop (tens of ms a 1M run)
             trade_args = await asyncio.to_thread(encode_trades, job.id, trades)
-        curve = asyncio.ensure_future(self._write_curve(job, equity))
-        try:
-            async with self.transaction() as conn:
-                status = await conn.execute(
-                    """UPDATE backtests SET state = $2, result = $3, fingerprint_digest = $4,
-                              end_time = now()
-                       WHERE id = $1 AND state = $5 AND worker = $6 AND attempts = $7""",
-                    job.id, JobState.SUCCEEDED.value, result, digest, JobState.RUNNING.value,
-                    job.worker, job.attempts)
-                if status != "UPDATE 1":
-                    return False
-                await conn.execute(INSERT_SQL, *trade_args)
-                # the curve committed (else its error rolls the job back), or not ours
-                if not await curve:
-                    raise _NotOurs()
-            return True
-        except _NotOurs:
-            return False
-        finally:
-            # (not cancelled: it may be awaiting the caller's own future, which the
-            # caller awaits in turn; once not ours, its guarded INSERT writes nothing)
-            with contextlib.suppress(Exception):
-                await curve
-
-    async def _write_curve(self, job: BacktestJob,
-                           equity: EquityColumns | Awaitable[EquityColumns]) -> bool:
-        """Write ``job``'s curve in a transaction of its own while the job is RUNNING
-        with this worker and attempt; False (nothing written) when it is not."""
-        if not isinstance(equity, EquityColumns):
-            equity = await equity
         async with self.transaction() as conn:
             status = await conn.execute(
+                """UPDATE backtests SET state = $2, result = $3, fingerprint_digest = $4,
+                          end_time = now()
+                   WHERE id = $1 AND state = $5 AND worker = $6 AND attempts = $7""",
+                job.id, JobState.SUCCEEDED.value, result, digest, JobState.RUNNING.value,
+                job.worker, job.attempts)
+            if status != "UPDATE 1":
+                return False
+            await conn.execute(INSERT_SQL, *trade_args)
+            if not isinstance(equity, EquityColumns):
+                equity = await equity
+            await conn.execute(
                 """INSERT INTO backtest_equity (backtest_id, points, time_ms, equity, drawdown,
                                                 exposure, baseline)
-                   SELECT $1::text, $2::bigint, $3::bytea, $4::bytea, $5::bytea, $6::bytea,
-                          $7::bytea
-                   WHERE EXISTS (SELECT 1 FROM backtests WHERE id = $1 AND state = $8
-                                 AND worker = $9 AND attempts = $10)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (backtest_id) DO UPDATE SET points = EXCLUDED.points,
                      time_ms = EXCLUDED.time_ms, equity = EXCLUDED.equity,
                      drawdown = EXCLUDED.drawdown, exposure = EXCLUDED.exposure,
                      baseline = EXCLUDED.baseline""",
                 job.id, equity.points, equity.time_ms, equity.equity, equity.drawdown,
-                equity.exposure, equity.baseline, JobState.RUNNING.value, job.worker,
-                job.attempts)
-            return bool(status == "INSERT 0 1")
+                equity.exposure, equity.baseline)
+            return True
 
     async def end_backtest(
         self, job_id: str, state: JobState, error: dict[str, Any] | None, *,
