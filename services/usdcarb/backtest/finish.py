@@ -7,8 +7,9 @@ a 2 x 1M run after the engine had finished. Now the engine process does it from 
 engine's own arrays (no copy): the trade columns at once, into the job's trades file,
 and it answers; the curve columns and the reduced curve go on being encoded on threads
 (Arrow's codecs and numpy's large-array loops release the GIL) while the parent stores
-the trades, and ``curves_of``, the parent's next call, hands them over (the finished
-file). The parent maps both files and passes the columns to asyncpg as they are; the
+the trades; ``stored_of``, the parent's next call, hands the stored columns over (the
+finished file) as soon as they are written, and ``curves_of`` the final event's curve,
+reduced meanwhile. The parent maps both files and passes the columns to asyncpg as they are; the
 result commits in one transaction as before. The bar times and a moving hold baseline
 are encoded earlier still, while the engine runs (``early``).
 
@@ -61,16 +62,23 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class Curves:
-    """The curve columns once encoded (``curves_of``): in the job's finished file."""
+class Stored:
+    """The stored curve columns once encoded (``stored_of``): in the job's finished file."""
 
-    curve: bytes             # the final event's reduced EquityCurve, serialized
     sizes: tuple[int, ...]   # the stored curve columns' lengths
     seconds: float           # wall time from the engine's end to the columns written
 
 
-# The curve encodings still running in this engine process, by frame file.
-_pending: dict[str, Future[Curves]] = {}
+@dataclass(frozen=True)
+class Curves(Stored):
+    """... and the final event's curve (``curves_of``)."""
+
+    curve: bytes             # the final event's reduced EquityCurve, serialized
+
+
+# The curve encodings still running in this engine process, by frame file: the stored
+# columns, then the final event's curve too.
+_pending: dict[str, tuple[Future[Stored], Future[Curves]]] = {}
 
 
 def le_bytes(a: Any, dtype: str) -> memoryview:
@@ -98,7 +106,8 @@ def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
 
     The trade columns are written before this returns, so the parent can store them at
     once; the curve columns and the reduced curve go on being encoded on threads of
-    this process, and ``curves_of`` (the parent's next call here) hands them over.
+    this process, and ``stored_of`` and ``curves_of`` (the parent's next calls here)
+    hand them over.
     """
     started = time.perf_counter()
     initial = out.extras.get("initial_equity")
@@ -109,25 +118,31 @@ def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
                         drawdown=le_bytes(out.drawdown, "<f8"),  # type: ignore[arg-type]
                         exposure=le_bytes(out.exposure, "<f8"),  # type: ignore[arg-type]
                         baseline=baseline)  # type: ignore[arg-type]
+    columns: Future[Stored] = Future()
     done: Future[Curves] = Future()
 
     def curves() -> None:
+        # The stored columns first (the parent writes them to PostgreSQL while the final
+        # event's curve is reduced here: it is needed only once they are committed).
         try:
             with ThreadPoolExecutor(THREADS, thread_name_prefix="finish") as pool:
-                curve = pool.submit(lambda: equity_to_pb(
-                    f"{name}/equityCurve", raw, common_pb2.COLUMN_LAYOUT_PACKED,
-                    CurveRequest(max_points=DEFAULT_POINTS, page=None)).SerializeToString())
                 stored = encode_columns(raw, initial, executor=pool, encoded=encoded)
-            sizes = _write(ref.finished_path, [getattr(stored, c) for c in _COLUMNS])
-            done.set_result(Curves(curve=curve.result(), sizes=tuple(sizes),
-                                   seconds=time.perf_counter() - started))
-        except BaseException as exc:   # handed to the parent by curves_of
-            done.set_exception(exc)
+            sizes = tuple(_write(ref.finished_path, [getattr(stored, c) for c in _COLUMNS]))
+            written = time.perf_counter() - started
+            columns.set_result(Stored(sizes=sizes, seconds=written))
+            curve = equity_to_pb(
+                f"{name}/equityCurve", raw, common_pb2.COLUMN_LAYOUT_PACKED,
+                CurveRequest(max_points=DEFAULT_POINTS, page=None)).SerializeToString()
+            done.set_result(Curves(sizes=sizes, seconds=written, curve=curve))
+        except BaseException as exc:   # handed to the parent by stored_of / curves_of
+            for future in (columns, done):
+                if not future.done():
+                    future.set_exception(exc)
 
-    for path, old in list(_pending.items()):   # a parent that never came back for them
+    for path, (_, old) in list(_pending.items()):   # a parent that never came back
         old.exception()
         del _pending[path]
-    _pending[ref.path] = done
+    _pending[ref.path] = (columns, done)
     threading.Thread(target=curves, name="finish-curves", daemon=True).start()
     t = trade_columns(trade_rows(time_ms, out.trades))
     sizes = _write(ref.trades_path, list(t.arrays))
@@ -142,13 +157,22 @@ def finish(ref: FrameRef, name: str, time_ms: npt.NDArray[np.int64],
                     venues=tuple(t.venues), symbols=tuple(t.symbols), sizes=tuple(sizes))
 
 
-def curves_of(path: str) -> Curves:
-    """(Engine process) wait for the curve columns ``finish`` is encoding for the frame
-    file ``path``, and hand them over."""
-    done = _pending.pop(path, None)
-    if done is None:
+def stored_of(path: str) -> Stored:
+    """(Engine process) wait for the stored curve columns ``finish`` is encoding for the
+    frame file ``path`` (written to its finished file), and say where they are."""
+    pending = _pending.get(path)
+    if pending is None:
         raise ValueError(f"expected curve columns being encoded for {path}, got none")
-    return done.result()
+    return pending[0].result()
+
+
+def curves_of(path: str) -> Curves:
+    """(Engine process) wait for the curve columns and the final event's curve ``finish``
+    is making for the frame file ``path``, and hand them over (the last call for it)."""
+    pending = _pending.pop(path, None)
+    if pending is None:
+        raise ValueError(f"expected curve columns being encoded for {path}, got none")
+    return pending[1].result()
 
 
 def _write(path: str, blobs: list[Any]) -> list[int]:
@@ -192,7 +216,7 @@ def take_trades(ref: FrameRef, fin: Finished) -> TradeColumns:
                         arrays=tuple(_blobs(ref.trades_path, fin.sizes)))
 
 
-def take_curves(ref: FrameRef, fin: Finished, curves: Curves) -> EquityColumns:
+def take_curves(ref: FrameRef, fin: Finished, curves: Stored) -> EquityColumns:
     """The stored curve columns ``finish`` wrote, mapped (parent side)."""
     if len(curves.sizes) != len(_COLUMNS):
         raise ValueError(f"expected {len(_COLUMNS)} curve columns, got {len(curves.sizes)}")

@@ -36,7 +36,7 @@ from usdcarb.backtest import convert, engine
 from usdcarb.backtest.chunks import ChunkBoard, grid_points, spans
 from usdcarb.backtest.config import RunSpec, parse_config
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
-from usdcarb.backtest.finish import Curves, curves_of, take_curves, take_trades
+from usdcarb.backtest.finish import Stored, curves_of, stored_of, take_curves, take_trades
 from usdcarb.backtest.handoff import (
     FrameRef,
     create_frame,
@@ -339,14 +339,16 @@ class Runner:
         # engine: the engine's own time in it
         clock.lap("process", engine=elapsed)
         # The engine process goes on encoding the curve columns while the trades are
-        # stored; the transaction waits for them before it writes the curve and commits.
+        # stored; they are written as soon as they are there (store.succeed_backtest),
+        # and the final event's curve, reduced meanwhile, comes with the next call.
+        columns = asyncio.ensure_future(self._execute(index, stored_of, ref.path))
         collect = asyncio.ensure_future(self._execute(index, curves_of, ref.path))
-        made: list[Curves] = []
+        made: list[Stored] = []
         curves: asyncio.Future[EquityColumns] | None = None
 
         async def equity() -> EquityColumns:
             try:
-                made.append(await collect)
+                made.append(await columns)
                 return await asyncio.to_thread(take_curves, ref, fin, made[0])
             except Exception as exc:
                 raise _EncodingFailed() from exc
@@ -373,6 +375,8 @@ class Runner:
             return
         finally:
             with contextlib.suppress(Exception):
+                await columns
+            with contextlib.suppress(Exception):
                 await collect   # the engine process is done with the files
             if curves is not None:   # (not awaited by a store finding the job taken over)
                 with contextlib.suppress(Exception):
@@ -380,10 +384,15 @@ class Runner:
             discard(ref)
         if not stored:
             raise TakenOver(job.id)
-        # encode: the curve columns and the final event's curve, in the engine process
-        # from the engine's end (beside the process and store stages)
+        # encode: the stored curve columns, in the engine process from the engine's end
+        # to their file written (beside the process and store stages)
         clock.seconds["encode"] = round(made[0].seconds, 4)
-        curve = pb.EquityCurve.FromString(made[0].curve)
+        try:
+            curve = pb.EquityCurve.FromString((await collect).curve)
+        except Exception:   # (stored and committed: the event goes out without it)
+            logger.exception("backtest %s: the final event's curve could not be had",
+                             job.id)
+            curve = pb.EquityCurve()
         clock.lap("store")
         final = pb.BacktestEvent(
             backtest=name, state=common_pb2.JOB_STATE_SUCCEEDED,
