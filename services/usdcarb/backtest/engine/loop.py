@@ -29,15 +29,24 @@ from .kernel import (
     F_ENTRY_EDGE,
     F_ENTRY_NOTIONAL,
     F_ENTRY_PX,
+    F_FEES,
+    F_GLOSS,
+    F_GWIN,
     F_MAXDD,
     F_PEAK,
     F_PEND_EDGE,
     F_PREV,
     F_QCASH,
+    F_REAL,
+    F_RTPNL,
+    F_RTQ0,
     F_SD2,
+    F_SLIP,
     F_SR,
     F_SR2,
     F_SUMEQ,
+    F_THEO,
+    F_TURN,
     K_SPREAD,
     K_TRI,
     MAX_LEGS_PER_BAR,
@@ -52,9 +61,11 @@ from .kernel import (
     S_PEND_DIR,
     S_PENDING,
     S_REJ,
+    S_RT,
     S_SIGBAR,
     S_TARGET,
     S_UNDER,
+    S_WINS,
     _close_trip,
     _group,
     _impact,
@@ -190,9 +201,14 @@ def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # ty
     fs[F_PEND_EDGE] = (best_gross - 1.0) * 1e4
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
-    """Execute the pending order at bar ``i``'s closes."""
+    """Execute the pending order at bar ``i``'s closes.
+
+    Called (not inlined) by run_range for the triangular kind and balance limits only:
+    the common fill is written out in run_range, and a second inlined copy of the fill
+    code would cost compile time (each run of a fresh clone pays it) for little.
+    """
     bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
     g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:15]
     st[S_PENDING] = 0
@@ -295,7 +311,9 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     Curves are written when ``equity`` has a slot per bar (sweeps pass empty arrays);
     the curve statistics behind the metrics are accumulated either way.
     """
-    bal, _, _, marks, fs, st, r_amt, r_arr = S[:8]
+    bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
+    g_ser, g_side, g_qty, g_px, g_not, g_fee = S[8:14]
+    t_bar, t_ser, t_side, t_qty, t_px, t_fee, t_slip, t_rt, t_sig, t_edge = T
     # Only arrays are used on every bar, hoisted out of the named tuples: passing a
     # tuple to a helper costs a reference count per member, per bar.
     closes = L.closes
@@ -305,6 +323,14 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     tri_ser = L.tri_ser
     tri_side = L.tri_side
     ser_fee = L.ser_fee
+    ser_base = L.ser_base
+    ser_slip = L.ser_slip
+    slot_isq = L.slot_isq
+    leg_ser = L.leg_ser
+    leg_sign = L.leg_sign
+    nonq = L.nonq
+    r_to = L.r_to
+    r_isq = L.r_isq
     kind = L.ints[0]
     delay = L.ints[1]
     nser = len(closes)
@@ -371,6 +397,16 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     v1 = slot_vser[ser_quote[1 if leg2 else 0]]
     inv1 = slot_vinv[ser_quote[1 if leg2 else 0]] == 1
     fast = (not slow) and kind != K_TRI and nser <= 2
+    # The common fill (spread or peg legs at the close plus slippage, no balance
+    # limits) is written out below with the arrays hoisted above: inside a helper, even
+    # an inlined one, each array read from the tuples (or passed in) costs an atomic
+    # reference count up and down on every fill, which was half of the run's time at
+    # ~80k fills. The same expressions in the same order as _execute, _group,
+    # _open_trip and _close_trip; the triangular kind and balance limits (rebalancing)
+    # go through _execute.
+    plain = kind != K_TRI and L.ints[2] != 1
+    ser_imp = L.ser_imp
+    vols = L.vols
     i = start
     while i < end:
         if fast:
@@ -484,7 +520,101 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 if pending == 1 and i >= due:
                     marks[0] = m0
                     marks[nser - 1 if nser < 2 else 1] = m1 if nser > 1 else m0
-                    _execute(L, P, i, kind, S, log, T)
+                    if plain:
+                        st[S_PENDING] = 0
+                        edge = fs[F_PEND_EDGE]
+                        tgt = st[S_TARGET]
+                        hx = st[S_HELD]
+                        for unwind in (True, False):
+                            side = -hx if unwind else tgt
+                            if side == 0:
+                                continue
+                            for k in range(nleg):
+                                g_ser[k] = leg_ser[k]
+                                g_side[k] = side * leg_sign[k]
+                                g_qty[k] = qty
+                            if not unwind:
+                                for s in range(bal.shape[0]):
+                                    rtbal[s] = bal[s]
+                                fs[F_RTQ0] = fs[F_QCASH]
+                            for k in range(nleg):
+                                s = g_ser[k]
+                                c = closes[s, i]
+                                sl = ser_slip[s]
+                                if ser_imp[s] > 0.0:
+                                    sl = sl + _impact(ser_imp[s], g_qty[k], vols[s, i])
+                                px = c * (1.0 + sl) if g_side[k] > 0 else c * (1.0 - sl)
+                                g_px[k] = px
+                                g_not[k] = g_qty[k] * px
+                                g_fee[k] = g_not[k] * ser_fee[s]
+                            for k in range(nleg):
+                                s = g_ser[k]
+                                sd = g_side[k]
+                                qs = ser_quote[s]
+                                bs = ser_base[s]
+                                notional = g_not[k]
+                                fee = g_fee[k]
+                                bal[qs] -= sd * notional + fee
+                                bal[bs] += sd * g_qty[k]
+                                if slot_isq[qs] == 1:
+                                    fs[F_QCASH] -= sd * notional + fee
+                                elif slot_isq[bs] == 1:
+                                    fs[F_QCASH] += sd * g_qty[k]
+                                v = slot_vser[qs]
+                                vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[qs] == 1
+                                                        else marks[v])
+                                fs[F_FEES] += fee * vq
+                                sp = g_qty[k] * abs(g_px[k] - closes[s, i])
+                                fs[F_SLIP] += sp * vq
+                                fs[F_TURN] += notional * vq
+                                minbal[qs] = min(minbal[qs], bal[qs])
+                                minbal[bs] = min(minbal[bs], bal[bs])
+                                if log:
+                                    j = st[S_NTR]
+                                    t_bar[j] = i
+                                    t_ser[j] = s
+                                    t_side[j] = sd
+                                    t_qty[j] = g_qty[k]
+                                    t_px[j] = g_px[k]
+                                    t_fee[j] = fee
+                                    t_slip[j] = sp
+                                    t_rt[j] = st[S_RT] + 1
+                                    t_sig[j] = st[S_SIGBAR]
+                                    t_edge[j] = edge
+                                st[S_NTR] += 1
+                            if unwind:
+                                theo = fs[F_ENTRY_EDGE] - edge
+                                rt_not = fs[F_ENTRY_NOTIONAL]
+                                pnl = fs[F_QCASH] - fs[F_RTQ0]
+                                for jj in range(nonq.shape[0]):
+                                    s = nonq[jj]
+                                    v = slot_vser[s]
+                                    vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[s] == 1
+                                                            else marks[v])
+                                    pnl += (bal[s] - rtbal[s]) * vq
+                                st[S_RT] += 1
+                                fs[F_RTPNL] += pnl
+                                if pnl > 0.0:
+                                    st[S_WINS] += 1
+                                    fs[F_GWIN] += pnl
+                                else:
+                                    fs[F_GLOSS] -= pnl
+                                fs[F_THEO] += theo
+                                fs[F_REAL] += pnl / rt_not * 1e4 if rt_not != 0.0 else 0.0
+                                fs[F_DURMS] += time_ms[i] - time_ms[st[S_ENTRYBAR]]
+                                st[S_HELD] = 0
+                                continue
+                            st[S_HELD] = tgt
+                            st[S_ENTRYBAR] = i
+                            fs[F_ENTRY_EDGE] = edge
+                            s = ser_quote[g_ser[0]]
+                            v = slot_vser[s]
+                            vq = 1.0 if v < 0 else (1.0 / marks[v] if slot_vinv[s] == 1
+                                                    else marks[v])
+                            fs[F_ENTRY_NOTIONAL] = g_not[0] * vq
+                            fs[F_ENTRY_PX] = closes[g_ser[0], i]
+                    else:
+                        _execute(L, P, i, kind, S, log, T)
                     acted = True
                     pending = 0
                     held = st[S_HELD]
@@ -510,7 +640,23 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                 if pending == 1:
                     due = st[S_DUE]
             if acted:
-                _coefs(L, bal, r_amt, r_arr, coef, coefi)
+                # _coefs written out (a call with the layout tuple costs a reference
+                # count per member)
+                coef[:] = 0.0
+                coefi[:] = 0.0
+                for jj in range(nonq.shape[0]):
+                    s = nonq[jj]
+                    if slot_vinv[s] == 1:
+                        coefi[slot_vser[s]] += bal[s]
+                    else:
+                        coef[slot_vser[s]] += bal[s]
+                for r in range(nroutes):
+                    if r_isq[r] == 0 and r_arr[r] >= 0:
+                        s = r_to[r]
+                        if slot_vinv[s] == 1:
+                            coefi[slot_vser[s]] += r_amt[r]
+                        else:
+                            coef[slot_vser[s]] += r_amt[r]
                 held = st[S_HELD]
                 entry_bar = st[S_ENTRYBAR]
                 entry_px = fs[F_ENTRY_PX]

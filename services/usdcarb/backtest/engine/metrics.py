@@ -76,25 +76,49 @@ def start_curve(fs: F64, st: npt.NDArray[np.int64], init: float, t0: int) -> Non
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def replay_curve(equity, time_ms, fs, st):  # type: ignore[no-untyped-def]
-    """Accumulate the curve statistics of ``equity`` as the kernel does bar by bar."""
+    """Accumulate the curve statistics of ``equity`` as the kernel does bar by bar.
+
+    The running figures live in locals for the loop (stored to ``fs``/``st`` on every
+    bar, they were loaded again on every bar: the compiler cannot tell the arrays apart).
+    """
+    prev = fs[F_PREV]
+    sr = fs[F_SR]
+    sr2 = fs[F_SR2]
+    sd2 = fs[F_SD2]
+    sum_eq = fs[F_SUMEQ]
+    peak = fs[F_PEAK]
+    max_dd = fs[F_MAXDD]
+    under = st[S_UNDER]
+    max_dur = st[S_MAXDUR]
+    peak_t = st[S_PEAK_T]
     for i in range(equity.shape[0]):
         eq = equity[i]
-        r = eq / fs[F_PREV] - 1.0
-        fs[F_PREV] = eq
-        fs[F_SR] += r
-        fs[F_SR2] += r * r
+        r = eq / prev - 1.0
+        prev = eq
+        sr += r
+        sr2 += r * r
         if r < 0.0:
-            fs[F_SD2] += r * r
-        fs[F_SUMEQ] += eq
-        if eq >= fs[F_PEAK]:
-            if st[S_UNDER] == 1:
-                st[S_MAXDUR] = max(st[S_MAXDUR], time_ms[i] - st[S_PEAK_T])
-                st[S_UNDER] = 0
-            fs[F_PEAK] = eq
-            st[S_PEAK_T] = time_ms[i]
+            sd2 += r * r
+        sum_eq += eq
+        if eq >= peak:
+            if under == 1:
+                max_dur = max(max_dur, time_ms[i] - peak_t)
+                under = 0
+            peak = eq
+            peak_t = time_ms[i]
         else:
-            st[S_UNDER] = 1
-            fs[F_MAXDD] = max(fs[F_MAXDD], 1.0 - eq / fs[F_PEAK])
+            under = 1
+            max_dd = max(max_dd, 1.0 - eq / peak)
+    fs[F_PREV] = prev
+    fs[F_SR] = sr
+    fs[F_SR2] = sr2
+    fs[F_SD2] = sd2
+    fs[F_SUMEQ] = sum_eq
+    fs[F_PEAK] = peak
+    fs[F_MAXDD] = max_dd
+    st[S_UNDER] = under
+    st[S_MAXDUR] = max_dur
+    st[S_PEAK_T] = peak_t
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
