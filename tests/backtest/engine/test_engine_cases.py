@@ -166,6 +166,37 @@ def test_transfers_rebalance_with_fee_and_delay() -> None:
     assert out.trades.bar[0] == 2
 
 
+def test_balance_limits_fill_alike_until_one_binds_then_reject_or_rebalance() -> None:
+    # Two round trips (signals on 1, 3, 5, 7 fill on 2, 4, 6, 8). Limits that do not
+    # bind change nothing (run_range's written-out fill checks them as _short does);
+    # one that binds on the second open only rejects it, or rebalances it from okx.
+    a = [1.0] * 10
+    b = [1.0, 1.002, 1.001, 1.0, 1.0, 1.002, 1.001, 1.0, 1.0, 1.0]
+    free = run_backtest("cross-exchange-spread", SPREAD, _config(), _frame(a, b))
+    assert list(free.trades.bar) == [2, 2, 4, 4, 6, 6, 8, 8]
+    loose = {"min_balances": {"USDT": 0.0, "USDC": 0.0}}
+    out = run_backtest("cross-exchange-spread", SPREAD, _config(a=loose), _frame(a, b))
+    np.testing.assert_array_equal(out.equity, free.equity)
+    for col in ("bar", "side", "quantity", "price", "fee", "slippage", "round_trip"):
+        np.testing.assert_array_equal(getattr(out.trades, col), getattr(free.trades, col))
+    assert out.metrics["rejected_fills"] == 0
+    # A opens with 1001.2002 USDT of its 1001.5 (10 bp fee, 2 bp slippage); the unwind
+    # leaves 999.1, short of the second open.
+    tight = {"initial_balances": {"USDT": 1001.5}, "min_balances": {"USDT": 0.0}}
+    out = run_backtest("cross-exchange-spread", SPREAD, _config(a=tight), _frame(a, b))
+    assert list(out.trades.bar) == [2, 2, 4, 4]
+    assert out.metrics["rejected_fills"] == 1
+    assert out.metrics["round_trips"] == 1
+    np.testing.assert_array_equal(out.trades.price, free.trades.price[:4])
+    route = Transfer(from_venue="okx", to_venue="binance", asset="USDT", fee=2.0)
+    out = run_backtest("cross-exchange-spread", SPREAD, _config(a=tight, transfers=(route,)),
+                       _frame(a, b))
+    assert out.metrics["rejected_fills"] == 0
+    assert out.extras["transfers"] == 1
+    for col in ("bar", "side", "quantity", "price", "fee", "slippage", "round_trip"):
+        np.testing.assert_array_equal(getattr(out.trades, col), getattr(free.trades, col))
+
+
 def test_triangular_loop_takes_the_profitable_direction() -> None:
     n = 4
     t = np.arange(n, dtype=np.int64) * 60_000

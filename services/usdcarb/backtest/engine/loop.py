@@ -202,79 +202,82 @@ def _signal_loop(closes, tri_ser, tri_side, ser_fee, P, i, delay, fs, st):  # ty
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _execute(L, P, i, kind, S, log, T):  # type: ignore[no-untyped-def]
-    """Execute the pending order at bar ``i``'s closes.
+def _execute(L, P, i, S, log, T):  # type: ignore[no-untyped-def]
+    """Execute the pending triangular order at bar ``i``'s closes.
 
-    Called (not inlined) by run_range for the triangular kind and balance limits only:
-    the common fill is written out in run_range, and a second inlined copy of the fill
-    code would cost compile time (each run of a fresh clone pays it) for little.
+    Called (not inlined) by run_range: the spread and peg kinds' fill is written out in
+    run_range (with ``_pass`` for a group a balance limit stops), and a second inlined
+    copy of the fill code would cost compile time (each run of a fresh clone pays it).
     """
     bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
     g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:15]
     st[S_PENDING] = 0
     edge = fs[F_PEND_EDGE]
-    if kind == K_TRI:
-        d = st[S_PEND_DIR]
-        amt = P[P_QTY]
-        for k in range(3):
-            s = L.tri_ser[d, k]
-            g_ser[k] = s
-            g_side[k] = L.tri_side[d, k]
-            c = L.closes[s, i]
-            f = L.ser_fee[s]
-            if g_side[k] > 0:
-                sl = L.ser_slip[s]
-                if L.ser_imp[s] > 0.0:
-                    sl = sl + _impact(L.ser_imp[s], amt / c, L.vols[s, i])
-                qty = amt / (c * (1.0 + sl) * (1.0 + f))
-                g_qty[k] = qty
-                amt = qty
-            else:
-                g_qty[k] = amt
-                sl = L.ser_slip[s]
-                if L.ser_imp[s] > 0.0:
-                    sl = sl + _impact(L.ser_imp[s], amt, L.vols[s, i])
-                px = c * (1.0 - sl)
-                amt = amt * px - amt * px * f
-        _open_trip(L, bal, rtbal, fs)
-        if not _group(L, i, 3, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
-                      marks, fs, st, r_amt, r_arr, edge, log, T, False):
-            st[S_REJ] += 1
-            return
-        notional = P[P_QTY] * _val(L, marks, L.tri_start[0])
-        _close_trip(L, i, bal, rtbal, marks, fs, st, edge, notional)
-        st[S_LASTFILL] = i
+    d = st[S_PEND_DIR]
+    amt = P[P_QTY]
+    for k in range(3):
+        s = L.tri_ser[d, k]
+        g_ser[k] = s
+        g_side[k] = L.tri_side[d, k]
+        c = L.closes[s, i]
+        f = L.ser_fee[s]
+        if g_side[k] > 0:
+            sl = L.ser_slip[s]
+            if L.ser_imp[s] > 0.0:
+                sl = sl + _impact(L.ser_imp[s], amt / c, L.vols[s, i])
+            qty = amt / (c * (1.0 + sl) * (1.0 + f))
+            g_qty[k] = qty
+            amt = qty
+        else:
+            g_qty[k] = amt
+            sl = L.ser_slip[s]
+            if L.ser_imp[s] > 0.0:
+                sl = sl + _impact(L.ser_imp[s], amt, L.vols[s, i])
+            px = c * (1.0 - sl)
+            amt = amt * px - amt * px * f
+    _open_trip(L, bal, rtbal, fs)
+    if not _group(L, i, 3, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
+                  marks, fs, st, r_amt, r_arr, edge, log, T, False):
+        st[S_REJ] += 1
         return
-    held = st[S_HELD]
-    tgt = st[S_TARGET]
+    notional = P[P_QTY] * _val(L, marks, L.tri_start[0])
+    _close_trip(L, i, bal, rtbal, marks, fs, st, edge, notional)
+    st[S_LASTFILL] = i
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pass(L, P, i, S, log, T, unwind, side, edge):  # type: ignore[no-untyped-def]
+    """One pass of a spread or peg order at bar ``i``: the unwind (``unwind``) or the open.
+
+    Fill the legs at ``side`` whole through ``_group`` (balance limits, rebalancing), or
+    count the rejection and return False. run_range calls it (not inlined) for a group
+    its written-out fill finds a balance limit would stop; the unwind, then the open.
+    """
+    bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
+    g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:15]
     n = L.leg_ser.shape[0]
-    # Unwind (pass 0, when held), then open (pass 1, when a target): one call site of
-    # the inlined _group, each being a copy of the fill code to compile.
-    for unwind in (True, False):
-        side = -held if unwind else tgt
-        if side == 0:
-            continue
-        for k in range(n):
-            g_ser[k] = L.leg_ser[k]
-            g_side[k] = side * L.leg_sign[k]
-            g_qty[k] = P[P_QTY]
-        if not unwind:
-            _open_trip(L, bal, rtbal, fs)
-        if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
-                      marks, fs, st, r_amt, r_arr, edge, log, T, False):
-            st[S_REJ] += 1
-            return
-        if unwind:
-            _close_trip(L, i, bal, rtbal, marks, fs, st, fs[F_ENTRY_EDGE] - edge,
-                        fs[F_ENTRY_NOTIONAL])
-            fs[F_DURMS] += L.time_ms[i] - L.time_ms[st[S_ENTRYBAR]]
-            st[S_HELD] = 0
-            continue
-        st[S_HELD] = tgt
-        st[S_ENTRYBAR] = i
-        fs[F_ENTRY_EDGE] = edge
-        fs[F_ENTRY_NOTIONAL] = g_not[0] * _val(L, marks, L.ser_quote[g_ser[0]])
-        fs[F_ENTRY_PX] = L.closes[g_ser[0], i]
+    for k in range(n):
+        g_ser[k] = L.leg_ser[k]
+        g_side[k] = side * L.leg_sign[k]
+        g_qty[k] = P[P_QTY]
+    if not unwind:
+        _open_trip(L, bal, rtbal, fs)
+    if not _group(L, i, n, g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal, bal, minbal,
+                  marks, fs, st, r_amt, r_arr, edge, log, T, False):
+        st[S_REJ] += 1
+        return False
+    if unwind:
+        _close_trip(L, i, bal, rtbal, marks, fs, st, fs[F_ENTRY_EDGE] - edge,
+                    fs[F_ENTRY_NOTIONAL])
+        fs[F_DURMS] += L.time_ms[i] - L.time_ms[st[S_ENTRYBAR]]
+        st[S_HELD] = 0
+        return True
+    st[S_HELD] = side
+    st[S_ENTRYBAR] = i
+    fs[F_ENTRY_EDGE] = edge
+    fs[F_ENTRY_NOTIONAL] = g_not[0] * _val(L, marks, L.ser_quote[g_ser[0]])
+    fs[F_ENTRY_PX] = L.closes[g_ser[0], i]
+    return True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -312,7 +315,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     the curve statistics behind the metrics are accumulated either way.
     """
     bal, minbal, rtbal, marks, fs, st, r_amt, r_arr = S[:8]
-    g_ser, g_side, g_qty, g_px, g_not, g_fee = S[8:14]
+    g_ser, g_side, g_qty, g_px, g_not, g_fee, dbal = S[8:15]
     t_bar, t_ser, t_side, t_qty, t_px, t_fee, t_slip, t_rt, t_sig, t_edge = T
     # Only arrays are used on every bar, hoisted out of the named tuples: passing a
     # tuple to a helper costs a reference count per member, per bar.
@@ -397,14 +400,18 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
     v1 = slot_vser[ser_quote[1 if leg2 else 0]]
     inv1 = slot_vinv[ser_quote[1 if leg2 else 0]] == 1
     fast = (not slow) and kind != K_TRI and nser <= 2
-    # The common fill (spread or peg legs at the close plus slippage, no balance
-    # limits) is written out below with the arrays hoisted above: inside a helper, even
-    # an inlined one, each array read from the tuples (or passed in) costs an atomic
-    # reference count up and down on every fill, which was half of the run's time at
-    # ~80k fills. The same expressions in the same order as _execute, _group,
-    # _open_trip and _close_trip; the triangular kind and balance limits (rebalancing)
-    # go through _execute.
-    plain = kind != K_TRI and L.ints[2] != 1
+    # The common fill (spread or peg legs at the close plus slippage) is written out
+    # below with the arrays hoisted above: inside a helper, even an inlined one, each
+    # array read from the tuples (or passed in) costs an atomic reference count up and
+    # down on every fill, which was half of the run's time at ~80k fills. The same
+    # expressions in the same order as _pass, _group, _open_trip and _close_trip. With
+    # balance limits (every service backtest: an unset minimum is 0) it first checks,
+    # as _short does, whether the group would take a slot below its limit; only then
+    # does the group go through _pass (rebalancing, rejection). The triangular kind
+    # goes through _execute.
+    plain = kind != K_TRI
+    limits = L.ints[2] == 1
+    slot_lim = L.slot_lim
     ser_imp = L.ser_imp
     vols = L.vols
     i = start
@@ -547,6 +554,26 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                                 g_px[k] = px
                                 g_not[k] = g_qty[k] * px
                                 g_fee[k] = g_not[k] * ser_fee[s]
+                            if limits:
+                                # _short's test, same expressions in the same order
+                                short = False
+                                for k in range(nleg):
+                                    s = g_ser[k]
+                                    q = ser_quote[s]
+                                    b = ser_base[s]
+                                    dbal[q] -= g_side[k] * g_not[k] + g_fee[k]
+                                    dbal[b] += g_side[k] * g_qty[k]
+                                    if bal[q] + dbal[q] < slot_lim[q]:
+                                        short = True
+                                    elif bal[b] + dbal[b] < slot_lim[b]:
+                                        short = True
+                                for k in range(nleg):
+                                    dbal[ser_quote[g_ser[k]]] = 0.0
+                                    dbal[ser_base[g_ser[k]]] = 0.0
+                                if short:
+                                    if _pass(L, P, i, S, log, T, unwind, side, edge):
+                                        continue
+                                    break
                             for k in range(nleg):
                                 s = g_ser[k]
                                 sd = g_side[k]
@@ -614,7 +641,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
                             fs[F_ENTRY_NOTIONAL] = g_not[0] * vq
                             fs[F_ENTRY_PX] = closes[g_ser[0], i]
                     else:
-                        _execute(L, P, i, kind, S, log, T)
+                        _execute(L, P, i, S, log, T)
                     acted = True
                     pending = 0
                     held = st[S_HELD]
