@@ -520,7 +520,7 @@ def run_range(L, P, start, end, S, equity, exposure, drawdown, log, T):  # type:
             acted = False
             # At most two passes: a due order executes, then (nothing pending) the
             # strategy looks for a signal, whose order executes on this bar if it is due
-            # at once (fill "same"). One call site of the inlined _execute, not two: each
+            # at once (fill "same"). One site for the written-out fill, not two: each
             # is a copy of the fill code to compile.
             looked = False
             while True:
