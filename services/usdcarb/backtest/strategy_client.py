@@ -72,33 +72,24 @@ class StrategyClient:
 
     async def resolve(self, name: str, *, field: str) -> ResolvedVersion:
         """Fetch version ``name`` and its strategy's kind; NotFound when unknown."""
-        parts = name.split("/")
+        # The strategy is named in the version's name ('strategies/{s}/versions/{v}'):
+        # both are asked at once (a round trip less on every create). The version's error
+        # comes first, so a malformed or unknown name is refused as the version's.
+        sid = name.split("/")[1] if name.count("/") else ""
         version: Any
         strategy: Any
         try:
-            if len(parts) == 4 and parts[0] == "strategies" and parts[1]:
-                # The strategy is named in the version's name: both asked at once (a
-                # round trip less on every create). The version's error comes first.
-                answers = await asyncio.gather(
-                    call_as_service(self._token, self._stub.GetStrategyVersion,
-                                    spb.GetStrategyVersionRequest(name=name),
-                                    timeout=TIMEOUT_S),
-                    call_as_service(self._token, self._stub.GetStrategy,
-                                    spb.GetStrategyRequest(name=f"strategies/{parts[1]}"),
-                                    timeout=TIMEOUT_S),
-                    return_exceptions=True)
-                for answer in answers:
-                    if isinstance(answer, BaseException):
-                        raise answer
-                version, strategy = answers
-            else:
-                version = await call_as_service(
-                    self._token, self._stub.GetStrategyVersion,
-                    spb.GetStrategyVersionRequest(name=name), timeout=TIMEOUT_S)
-                sid = version.name.split("/")[1]
-                strategy = await call_as_service(
-                    self._token, self._stub.GetStrategy,
-                    spb.GetStrategyRequest(name=f"strategies/{sid}"), timeout=TIMEOUT_S)
+            answers = await asyncio.gather(
+                call_as_service(self._token, self._stub.GetStrategyVersion,
+                                spb.GetStrategyVersionRequest(name=name), timeout=TIMEOUT_S),
+                call_as_service(self._token, self._stub.GetStrategy,
+                                spb.GetStrategyRequest(name=f"strategies/{sid}"),
+                                timeout=TIMEOUT_S),
+                return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+            version, strategy = answers
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc, name, field) from None
         kind = BY_ENUM[spb.StrategyKind.Name(strategy.kind)].slug
