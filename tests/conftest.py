@@ -127,6 +127,8 @@ def _leftovers() -> str:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
+        if "multiprocessing.forkserver" in cmd or "multiprocessing.resource_tracker" in cmd:
+            continue   # multiprocessing's own helpers: they end as this process does
         processes.append(f"{pid} {cmd[:160]}")
     lines = [f"  thread {name}" for name in threads] + [f"  process {p}" for p in processes]
     return "\n".join(lines)

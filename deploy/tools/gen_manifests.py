@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from usdcarb.backtest.jobs import GROUP as BACKTEST_GROUP
-from usdcarb.backtest.main import BacktestSettings
+from usdcarb.backtest.service import BacktestSettings
 from usdcarb.backtest.progress import Channels
 from usdcarb.gateway.api import load_services
 from usdcarb.gateway.config import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_UPSTREAMS

@@ -30,7 +30,7 @@ from backtest.service.bt_helpers import (
     synthetic_pair,
 )
 from testkit import eventually
-from usdcarb.backtest.main import SERVICE, BacktestSettings, build
+from usdcarb.backtest.service import SERVICE, BacktestSettings, build
 from usdcarb.backtest.model import JobState
 from usdcarb.devstack import RedisServer, scratch_dir
 from usdcarb.platform.redis import create_redis

@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,9 +32,10 @@ from typing import Any
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
-from usdcarb.backtest import convert, engine
+from usdcarb.backtest import convert, engine, engine_server
 from usdcarb.backtest.chunks import ChunkBoard, grid_points, spans
 from usdcarb.backtest.config import RunSpec, parse_config
+from usdcarb.backtest.engine_server import StartMethod
 from usdcarb.backtest.fingerprint import Fingerprint, config_hash
 from usdcarb.backtest.finish import Stored, curves_of, stored_of, take_curves, take_trades
 from usdcarb.backtest.handoff import (
@@ -102,6 +103,9 @@ class RunnerSettings:
     market_memo_mb: int = 256   # market data blocks kept in memory (marketmemo.py)
     held_frame_mb: int = 128    # a frame up to this size stays in its engine process for
                                 # the next job over the same bars (worker.frame_of)
+    # how engine processes start: forked from the engine forkserver (engine_server.py), or
+    # spawned (a replica whose NUMBA_CACHE_DIR differs from the forkserver's: tests)
+    engine_start: StartMethod = "forkserver"
 
 
 WARM_UP_TRIES = 3
@@ -158,7 +162,7 @@ class Runner:
             logger.info("removed %d hand-off files left by engine jobs of dead processes",
                         removed)
         for i in range(self.settings.processes):
-            self._executors.append(_new_executor())
+            self._executors.append(self._new_executor())
             self._held.append(None)
             self._tasks.append(asyncio.create_task(self._slot(i), name=f"backtest-slot-{i}"))
         if self.settings.processes == 0:
@@ -195,17 +199,25 @@ class Runner:
         with contextlib.suppress(Exception):
             await self._lanes.clear_ready(self.name)
 
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # Not forked from this process (it runs grpc threads); each child exits with us.
+        return ProcessPoolExecutor(
+            max_workers=1, mp_context=engine_server.context(self.settings.engine_start),
+            initializer=exit_with_parent, initargs=(os.getpid(),))
+
     async def _slot(self, index: int) -> None:
         consumer = f"{self.name}-{index}"
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         for attempt in range(1, WARM_UP_TRIES + 1):
             if self._stopping:
                 return
             try:
-                version = await loop.run_in_executor(self._executors[index], warm_up)
-                logger.info("worker %s ready in %.2f s (engine %s)", consumer,
-                            time.perf_counter() - started, version)
+                version = await _first_call(self._executors[index], warm_up)
+                age = _process_age_s()
+                logger.info("worker %s ready in %.2f s (engine %s)%s", consumer,
+                            time.perf_counter() - started, version,
+                            "" if age is None else
+                            f", {age:.2f} s after this process started")
                 break
             except BrokenProcessPool:
                 # The engine process died (killed; a cache file being rewritten by
@@ -215,7 +227,7 @@ class Runner:
                 if self._stopping:
                     return
                 _kill(self._executors[index])
-                self._executors[index] = _new_executor()
+                self._executors[index] = self._new_executor()
                 self._held[index] = None
             except Exception:
                 logger.exception("worker %s warm-up failed; jobs will compile on first use",
@@ -288,7 +300,7 @@ class Runner:
         except BrokenProcessPool as exc:
             # The child died (killed, out of memory): replace it so the slot lives on.
             _kill(self._executors[index])
-            self._executors[index] = _new_executor()
+            self._executors[index] = self._new_executor()
             self._held[index] = None
             raise DomainError("the engine process stopped unexpectedly (killed or out of "
                               "memory): expected a result, got none", reason="WORKER_LOST") from exc
@@ -736,10 +748,44 @@ class _Stages:
         return ", ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items())
 
 
-def _new_executor() -> ProcessPoolExecutor:
-    # Spawned, not forked (the parent runs grpc threads); each child exits with us.
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=exit_with_parent, initargs=(os.getpid(),))
+async def _first_call(executor: ProcessPoolExecutor, fn: Callable[[], Any]) -> Any:
+    """``fn()`` in ``executor``, submitted from a thread of its own: a new executor starts
+    its process inside ``submit``, and a forkserver still loading the engine (or compiling
+    it, on an empty cache) holds that call until it forks. A daemon thread, not the loop's
+    default executor, which a stopping service would wait for."""
+    loop = asyncio.get_running_loop()
+    submitted: asyncio.Future[Any] = loop.create_future()
+
+    def settle(future: Any = None, exc: BaseException | None = None) -> None:
+        if submitted.done():
+            return
+        if exc is not None:
+            submitted.set_exception(exc)
+        else:
+            submitted.set_result(future)
+
+    def submit() -> None:
+        try:
+            future = executor.submit(fn)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, future)
+
+    threading.Thread(target=submit, name="engine-start", daemon=True).start()
+    return await asyncio.wrap_future(await submitted)
+
+
+def _process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from usdcarb.backtest.model import TradeRows
 
@@ -57,6 +56,10 @@ class TradeColumns:
 def trade_columns(trades: TradeRows) -> TradeColumns:
     """The stored columns of ``trades`` (seq 1..n in this order)."""
     # Hashing, not sorting, the names (np.unique sorts ~80k Python strings: ~0.1 s).
+    # Imported here: only engine processes make columns (their forkserver has pandas
+    # loaded, engine_preload.py), and the service's start would wait 0.2 s for it.
+    import pandas as pd
+
     venue, venues = pd.factorize(np.asarray(trades.venue, dtype=object), sort=True)
     symbol, symbols = pd.factorize(np.asarray(trades.symbol, dtype=object), sort=True)
     columns: dict[str, Any] = {

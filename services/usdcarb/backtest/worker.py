@@ -1,10 +1,10 @@
 """What a worker's child process runs: the engine, reporting through Redis.
 
 CPU work never runs on the event loop: each worker slot owns a one-process
-``ProcessPoolExecutor`` (spawned, not forked: the parent runs grpc threads). The child
-gets a picklable task (kind, parameters, EngineConfig, and a ``handoff.FrameRef``: it
-reads the market data itself), runs the engine and makes a backtest's output ready to
-store (``finish.py``: the stored columns go back through a file beside the frame). It
+``ProcessPoolExecutor`` (forked from the engine forkserver, engine_server.py, not from
+the service, which runs grpc threads). The child gets a picklable task (kind, parameters,
+EngineConfig, and a ``handoff.FrameRef``: it reads the market data itself), runs the
+engine and makes a backtest's output ready to store (``finish.py``: the stored columns go back through a file beside the frame). It
 reports progress itself — numbered events on the job's Redis progress stream, at most
 every ``min_interval_s`` — and polls the job's cancel key, returning False to the
 engine's callback when it is set so the engine raises Cancelled and the slot is freed.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -215,16 +216,21 @@ def warm_up() -> str:
     return warm_engine()
 
 
-def exit_with_parent(parent_pid: int) -> None:
-    """Pool initializer: end this engine process when the service that spawned it dies.
+def exit_with_parent(service_pid: int) -> None:
+    """Pool initializer: end this engine process when the service that started it dies.
 
     A SIGKILLed service cannot shut its pool down, and an orphaned engine process would
-    otherwise live on (holding memory and a spawn resource tracker) until the machine stops.
+    otherwise live on (holding memory and a resource tracker) until the machine stops.
+    The service is not this process's parent (that is the forkserver, engine_server.py),
+    so it is watched by a pidfd, which becomes readable when the service has ended.
     """
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
+    try:
+        fd = os.pidfd_open(service_pid)
+    except ProcessLookupError:
         os._exit(1)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    def watch() -> None:
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-service", daemon=True).start()

@@ -600,9 +600,15 @@ class Stack:
                     f"expected ratelimit to start, got:\n{_tail(self.logs / 'ratelimit.log')}")
             raise DevstackError(f"expected ratelimit healthy within {START_TIMEOUT_S}s")
         target = f"127.0.0.1:{info.port}"
-        channel = grpc.insecure_channel(target) if pki is None else grpc.secure_channel(
-            target, tls.channel_credentials(pki.ca, pki.cert(CLIENT), pki.key(CLIENT)),
-            options=[("grpc.ssl_target_name_override", name)])
+        # Reconnect often: the port opens only once the service has started, and grpc's
+        # default backoff after the first refused connect (1 s, growing) would report
+        # SERVING seconds after it was.
+        backoff = [("grpc.initial_reconnect_backoff_ms", 50),
+                   ("grpc.min_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 100)]
+        channel = grpc.insecure_channel(target, options=backoff) if pki is None else \
+            grpc.secure_channel(
+                target, tls.channel_credentials(pki.ca, pki.cert(CLIENT), pki.key(CLIENT)),
+                options=[("grpc.ssl_target_name_override", name), *backoff])
         with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
@@ -618,7 +624,7 @@ class Stack:
                     pass
                 if time.monotonic() > deadline:
                     raise DevstackError(f"expected {name} SERVING within {START_TIMEOUT_S}s")
-                time.sleep(0.2)
+                time.sleep(0.05)
 
     def gateway_config(self, gw: int, admin: int, processes: Mapping[str, ProcessInfo],
                        pki: tls.DevPki | None) -> GatewayConfig:

@@ -71,6 +71,7 @@ class Service:
         check_timeout_s: float = 2.0,
         verifier: TokenVerifier | None = None,
         collectors: Sequence[Collector] = (),
+        recheck_on: Sequence[Awaitable[Any]] = (),
     ) -> None:
         self.names = list(names)
         self.verifier = verifier
@@ -93,6 +94,10 @@ class Service:
                                     ["dependency"], registry=self.registry)
         self._serving: bool | None = None
         self._health_task: asyncio.Task[None] | None = None
+        # each: the checks run again as soon as it completes (a check that turns true
+        # at a known moment, as engine processes becoming ready, is not left to the poll)
+        self._recheck_on = list(recheck_on)
+        self._rechecks: list[asyncio.Task[None]] = []
         self._metrics_http: MetricsServer | None = None
         self._port_file: Path | None = None
         self._stopping = False
@@ -144,6 +149,8 @@ class Service:
             self._metrics_http = MetricsServer(self.registry, s.metrics_host, s.metrics_port)
             self.metrics_port = self._metrics_http.port
         self._health_task = asyncio.create_task(self._poll_health(), name="health-poll")
+        self._rechecks = [asyncio.create_task(self._recheck_after(aw), name="health-recheck")
+                          for aw in self._recheck_on]
         if s.port_file is not None:
             # Written last: once the file exists, the process is fully up.
             _write_atomically(s.port_file, f"{self.port}\n")
@@ -212,6 +219,11 @@ class Service:
             logger.warning("dependency check %s failed: %s: %s", name, type(exc).__name__, exc)
             return False
 
+    async def _recheck_after(self, event: Awaitable[Any]) -> None:
+        await event
+        if not self._stopping:
+            await self.check_dependencies()
+
     async def _poll_health(self) -> None:
         while True:
             await asyncio.sleep(self.settings.health_interval_s)
@@ -228,10 +240,11 @@ class Service:
         self._stopping = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         try:
-            if self._health_task is not None:
-                self._health_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._health_task
+            for task in (self._health_task, *self._rechecks):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self.health.enter_graceful_shutdown()
             if self.server is not None:
                 if self.settings.shutdown_drain_delay_s > 0:
@@ -278,14 +291,16 @@ async def run_service(
     on_close: Sequence[CloseCallback] = (),
     verifier: TokenVerifier | None = None,
     collectors: Sequence[Collector] = (),
+    recheck_on: Sequence[Awaitable[Any]] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
     ``verifier`` checks callers' tokens (default: against identity's JWKS, see
-    ``PlatformSettings.identity_address``).
+    ``PlatformSettings.identity_address``); the health checks run again as soon as each
+    of ``recheck_on`` completes, besides every ``health_interval_s``.
     """
     service = Service(names, register, settings, health_checks=health_checks, on_close=on_close,
-                      verifier=verifier, collectors=collectors)
+                      verifier=verifier, collectors=collectors, recheck_on=recheck_on)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)

@@ -20,7 +20,7 @@ from backtest.service.bt_helpers import (
     spread_params,
     synthetic_pair,
 )
-from usdcarb.backtest.main import SERVICE, BacktestSettings, Components, build
+from usdcarb.backtest.service import SERVICE, BacktestSettings, Components, build
 from usdcarb.platform.redis import create_redis
 from usdcarb.platform.testing import (
     DEV_JWKS,

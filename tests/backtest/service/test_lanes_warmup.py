@@ -34,7 +34,7 @@ from backtest.service.bt_helpers import (
 )
 from backtest.service.conftest import BARS
 from usdcarb.backtest.engine import _cache
-from usdcarb.backtest.main import SERVICE
+from usdcarb.backtest.service import SERVICE
 from usdcarb.platform.testing import authed_channel
 from usdcarb.v1 import backtest_pb2 as pb
 from usdcarb.v1 import common_pb2
@@ -108,7 +108,10 @@ async def test_fresh_cache_replica_is_not_serving_until_warm_then_every_kind_is_
         p.unlink()
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))   # the engine process inherits it
     started = time.monotonic()
-    components, server = await env.start_replica("fresh", worker_processes=1)
+    # spawn: this process's forkserver (started by the fixture's replica) keeps the
+    # environment it started with, not this cache
+    components, server = await env.start_replica("fresh", worker_processes=1,
+                                                 engine_start="spawn")
     assert await _health(server.address) == health_pb2.HealthCheckResponse.NOT_SERVING
     # A job created while the engine compiles is told so, and waits for it.
     early = await env.backtest.CreateBacktest(pb.CreateBacktestRequest(backtest=pb.Backtest(

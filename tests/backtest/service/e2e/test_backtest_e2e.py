@@ -31,6 +31,7 @@ from backtest.service.bt_helpers import (
     synthetic_pair,
 )
 from usdcarb.devstack import free_port
+from usdcarb.devstack.ports import child_pids
 from usdcarb.devstack.stack import REPO, StackInfo
 from usdcarb.gateway.devtoken import mint_dev_token
 from usdcarb.v1 import backtest_pb2 as pb
@@ -211,6 +212,30 @@ def test_rest_cancel_stops_a_running_sweep_and_frees_the_worker(
     assert after["progress"] == stopped
 
 
+def _tree(root: int) -> dict[int, tuple[int, str]]:
+    """The descendants of ``root``: pid -> (parent pid, command line)."""
+    found: dict[int, tuple[int, str]] = {}
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for pid in child_pids(parent):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found[pid] = (parent, cmd)
+            todo.append(pid)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def replicas(stack: StackInfo) -> Iterator[Any]:
     """Start backtest replicas of our own on the stack's stores, with their own queue."""
@@ -273,8 +298,21 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
                                       metadata=auth, timeout=120):
             if event.state == common_pb2.JOB_STATE_RUNNING and event.progress.done > 0:
                 break
-    os.kill(victim.pid, signal.SIGKILL)
+    # Its engine processes are forks of one forkserver (engine_server.py), its child.
+    tree = _tree(victim.pid)
+    servers = [p for p, (parent, cmd) in tree.items()
+               if parent == victim.pid and "multiprocessing.forkserver" in cmd]
+    assert len(servers) == 1, tree
+    engines = [p for p, (parent, _) in tree.items() if parent == servers[0]]
+    assert len(engines) == min(2, os.cpu_count() or 1), tree   # one per slot
+    os.kill(victim.pid, signal.SIGKILL)   # the service alone, not its process group
     victim.wait(10)
+    # ...and they end with it: each engine process watches the service (exit_with_parent),
+    # and the forkserver ends once they have.
+    deadline = time.monotonic() + 10
+    while left := [p for p in tree if _running(p)]:
+        assert time.monotonic() < deadline, f"still running after the service died: {left}"
+        time.sleep(0.1)
     _, port2 = replicas("survivor")
     with stack.channel("backtest", port=port2) as ch:
         stub = backtest_pb2_grpc.BacktestServiceStub(ch)
