@@ -328,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
             except urllib.error.HTTPError as exc:
                 if exc.code != 503 or routed_s > 30:
                     raise
-                _say(f"    503 at {routed_s:.3f}s: {exc.read()[:200]!r}")
                 time.sleep(0.01)
         restarted = [line for line in service_log.read_text(errors="replace").splitlines()
                      if "ready in" in line][len(ready):]

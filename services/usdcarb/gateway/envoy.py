@@ -291,8 +291,10 @@ def _backend_cluster(service: Service, address: str) -> dict[str, Any]:
             "timeout": "1s",
             "interval": "1s",
             "no_traffic_interval": "1s",
-            # a host that is down is probed four times as often: a restarted replica takes
-            # requests within 0.25 s of reporting SERVING
+            # a host that failed a check, or is down, is probed four times as often: a
+            # restarted replica takes requests within ~0.25 s of reporting SERVING
+            "healthy_edge_interval": "0.25s",
+            "unhealthy_edge_interval": "0.25s",
             "unhealthy_interval": "0.25s",
             "unhealthy_threshold": 2,
             "healthy_threshold": 1,
