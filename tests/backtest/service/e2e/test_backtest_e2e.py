@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 from google.protobuf import duration_pb2, json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from backtest.service.bt_helpers import (
     START_MS,
@@ -30,6 +33,8 @@ from backtest.service.bt_helpers import (
     spread_params,
     synthetic_pair,
 )
+from usdcarb.backtest.engine import _cache
+from usdcarb.backtest.service import SERVICE
 from usdcarb.devstack import free_port
 from usdcarb.devstack.ports import child_pids
 from usdcarb.devstack.stack import REPO, StackInfo
@@ -242,9 +247,9 @@ def replicas(stack: StackInfo) -> Iterator[Any]:
     prefix = f"usdcarb:e2ekill:{uuid.uuid4().hex[:6]}"
     started: list[tuple[subprocess.Popen[bytes], int]] = []
 
-    def start(name: str) -> tuple[subprocess.Popen[bytes], int]:
+    def start(name: str, **extra_env: str) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
-        env = {**os.environ,
+        env = {**os.environ, **extra_env,
                "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in
                                              ("services", "gen/python", "clients/python")),
                # As the stack runs backtest (peers, stores, its certificate), on its own port.
@@ -326,3 +331,39 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
         assert got.error.message
     else:
         assert len(got.folds) == 28
+
+
+def test_a_replica_on_a_fresh_cache_compiles_before_serving(
+        stack: StackInfo, token: str, version: str, replicas: Any, tmp_path: Path) -> None:
+    """The service as deployed (``python -m usdcarb.backtest.main``: engine processes
+    forked from its forkserver) on a numba cache missing ``legs.simulate`` (what every
+    single backtest calls; test_lanes_warmup says why that one): it compiles and saves it
+    while health says NOT_SERVING, and its first backtest has no compile in its engine
+    time."""
+    cache = tmp_path / "numba"
+    shutil.copytree(_cache.CACHE_DIR, cache)
+    removed = sorted(cache.rglob("legs.simulate-*"))
+    assert removed, "the warmed cache has no legs.simulate"
+    for p in removed:
+        p.unlink()
+    proc, port = replicas("fresh", NUMBA_CACHE_DIR=str(cache))
+    statuses = []
+    with stack.channel("backtest", port=port) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        deadline = time.monotonic() + 300
+        while True:
+            status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE),
+                                  timeout=5).status
+            statuses.append(status)
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, statuses
+            time.sleep(0.1)
+        assert statuses[0] == health_pb2.HealthCheckResponse.NOT_SERVING, statuses
+        assert sorted(cache.rglob("legs.simulate-*")), "the forkserver did not save simulate"
+        request = json_format.ParseDict(run_body(version), pb.RunBacktestRequest())
+        events = list(backtest_pb2_grpc.BacktestServiceStub(ch).RunBacktest(
+            request, metadata=(("authorization", f"Bearer {token}"),), timeout=120))
+    done = events[-1].completed
+    assert done.outcome.result == common_pb2.Outcome.RESULT_OK, events[-1]
+    assert done.result.elapsed.ToNanoseconds() < 1e9   # no compile in the engine's time
