@@ -8,8 +8,10 @@ event — best of ``--repeat``, and states it as a ratio to the engine's own tim
 same frame (the result's ``elapsed``), with the service's stage breakdown. The 2 x 1M
 REST run is held against the 0.15 s target (issue 13). Cold start: the time the engine
 takes to be ready (``python -m usdcarb.backtest.engine.warm``) on an empty numba cache
-and on a warm one, and the replica's own "ready in" from its log (``--no-cold`` skips
-the empty-cache compile, 1.5-2.5 min on two cores).
+and on a warm one, the replica's own "ready in" from its log, and a warm restart: the
+backtest replica stopped (SIGTERM) and started again, timed to SERVING, to the gateway
+routing to it (its health check saw it up) and through its first backtest, held against
+the 1 s target (``--no-cold`` skips the empty-cache compile, 1-2.5 min on two cores).
 
 Two breakdowns. "service stages" is what the backtest service logged for the best run
 (runner._Stages): load (memory or block-cache read onto the grid, hash), process (hand-off
