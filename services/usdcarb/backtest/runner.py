@@ -766,11 +766,11 @@ async def _first_call(executor: ProcessPoolExecutor, fn: Callable[[], Any]) -> A
 
     def submit() -> None:
         try:
-            future = executor.submit(fn)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, future)
+            future, exc = executor.submit(fn), None
+        except BaseException as error:
+            future, exc = None, error
+        with contextlib.suppress(RuntimeError):   # the loop closed meanwhile (stopped)
+            loop.call_soon_threadsafe(settle, future, exc)
 
     threading.Thread(target=submit, name="engine-start", daemon=True).start()
     return await asyncio.wrap_future(await submitted)
