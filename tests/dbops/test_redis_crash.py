@@ -30,8 +30,8 @@ from backtest.service.bt_helpers import (
     synthetic_pair,
 )
 from testkit import eventually
-from usdcarb.backtest.service import SERVICE, BacktestSettings, build
 from usdcarb.backtest.model import JobState
+from usdcarb.backtest.service import SERVICE, BacktestSettings, build
 from usdcarb.devstack import RedisServer, scratch_dir
 from usdcarb.platform.redis import create_redis
 from usdcarb.platform.testing import DEV_JWKS, DevServiceToken, authed_channel, start_in_process

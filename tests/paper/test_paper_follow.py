@@ -33,11 +33,11 @@ from testkit import SHARED_DATA, eventually, require_shared_data
 from usdcarb.backtest.engine import run_backtest
 from usdcarb.backtest.engine.params import required_series
 from usdcarb.backtest.loading import load_market
+from usdcarb.backtest.paper.book import PaperBook
+from usdcarb.backtest.paper.runner import paper_spec
 from usdcarb.backtest.service import SERVICE as BACKTEST
 from usdcarb.backtest.service import BacktestSettings, Components
 from usdcarb.backtest.service import build as build_backtest
-from usdcarb.backtest.paper.book import PaperBook
-from usdcarb.backtest.paper.runner import paper_spec
 from usdcarb.ingestion.main import SERVICE as INGESTION
 from usdcarb.ingestion.main import IngestionSettings
 from usdcarb.ingestion.main import build as build_ingestion
