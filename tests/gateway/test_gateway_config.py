@@ -147,7 +147,11 @@ def test_clusters_are_http2_with_grpc_health_checks_and_no_panic_mode() -> None:
     (check,) = strategy["health_checks"]
     assert check["grpc_health_check"] == {"service_name": "usdcarb.v1.StrategyService"}
     assert check["interval"] == check["no_traffic_interval"] == "1s"
-    assert strategy["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+    # after a failed check, and while down, every 0.25 s; health changes not merged
+    assert (check["healthy_edge_interval"] == check["unhealthy_edge_interval"]
+            == check["unhealthy_interval"] == "0.25s")
+    assert strategy["common_lb_config"] == {"healthy_panic_threshold": {"value": 0},
+                                            "update_merge_window": "0s"}
 
 
 def test_hostname_upstreams_use_strict_dns() -> None:

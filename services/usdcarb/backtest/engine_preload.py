@@ -13,9 +13,7 @@ from __future__ import annotations
 import sys
 
 try:
-    # imported where first used, each 0.1-0.2 s: trade_columns makes a result's columns
-    # with pandas, and progress.SyncProgress (the first job of a slot) imports redis
-    import pandas  # noqa: F401
+    # imported where first used (0.1 s): progress.SyncProgress, by a slot's first job
     import redis  # noqa: F401
 
     from usdcarb.backtest import worker  # noqa: F401  (what an engine process runs)

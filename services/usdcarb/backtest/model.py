@@ -101,6 +101,8 @@ class TradeRows:
     round_trip: Any
     signal_bar: Any
     signal_edge_bps: Any
+    series: Any = None    # each fill's index into series_names (engine.TradeLog), if known
+    series_names: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.time_ms)

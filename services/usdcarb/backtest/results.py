@@ -61,7 +61,8 @@ def trade_rows(time_ms: np.ndarray, trades: engine.TradeLog) -> TradeRows:
     return TradeRows(time_ms=time_ms[bars], venue=trades.venue, symbol=trades.symbol,
                      side=trades.side, quantity=trades.quantity, price=trades.price,
                      fee=trades.fee, slippage=trades.slippage, round_trip=trades.round_trip,
-                     signal_bar=trades.signal_bar, signal_edge_bps=trades.signal_edge_bps)
+                     signal_bar=trades.signal_bar, signal_edge_bps=trades.signal_edge_bps,
+                     series=trades.series, series_names=trades.series_names)
 
 
 def equity_columns(time_ms: np.ndarray, out: engine.BacktestOutput) -> EquityColumns:

@@ -55,21 +55,35 @@ class TradeColumns:
 
 def trade_columns(trades: TradeRows) -> TradeColumns:
     """The stored columns of ``trades`` (seq 1..n in this order)."""
-    # Hashing, not sorting, the names (np.unique sorts ~80k Python strings: ~0.1 s).
-    # Imported here: only engine processes make columns (their forkserver has pandas
-    # loaded, engine_preload.py), and the service's start would wait 0.2 s for it.
-    import pandas as pd
-
-    venue, venues = pd.factorize(np.asarray(trades.venue, dtype=object), sort=True)
-    symbol, symbols = pd.factorize(np.asarray(trades.symbol, dtype=object), sort=True)
+    venue, venues = _codes(trades, 0, trades.venue)
+    symbol, symbols = _codes(trades, 1, trades.symbol)
     columns: dict[str, Any] = {
         "time_ms": trades.time_ms, "venue": venue, "symbol": symbol,
         **{name: getattr(trades, name) for name in (*_FLOATS, *_INTS)}}
     # the arrays' own memory where they already have the stored type (no copy)
     arrays = tuple(np.ascontiguousarray(np.asarray(columns[c]).reshape(-1), dtype=d)
                    .data.cast("B") for c, d in DTYPES.items())
-    return TradeColumns(count=len(trades), venues=[str(v) for v in venues],
-                        symbols=[str(s) for s in symbols], arrays=arrays)
+    return TradeColumns(count=len(trades), venues=venues, symbols=symbols, arrays=arrays)
+
+
+def _codes(trades: TradeRows, part: int, names: Any) -> tuple[Any, list[str]]:
+    """Each fill's index into the sorted names (venue: ``part`` 0, symbol: 1) that occur.
+
+    From the fills' series indexes when the engine gave them (a lookup per series, not
+    per fill); else from the names themselves, hashed, not sorted (np.unique sorts
+    ~80k Python strings: ~0.1 s).
+    """
+    if trades.series is not None and trades.series_names:
+        series = np.asarray(trades.series, dtype=np.intp)
+        present = np.flatnonzero(np.bincount(series, minlength=len(trades.series_names)))
+        found = sorted({trades.series_names[i][part] for i in present})
+        code = np.array([found.index(n[part]) if n[part] in found else 0
+                         for n in trades.series_names], dtype=np.int64)
+        return code[series], found
+    import pandas as pd  # (only for fills without series: the engine always gives them)
+
+    codes, uniques = pd.factorize(np.asarray(names, dtype=object), sort=True)
+    return codes, [str(u) for u in uniques]
 
 
 def encode_trades(backtest_id: str, trades: TradeRows | TradeColumns) -> tuple[Any, ...]:

@@ -301,8 +301,12 @@ def _backend_cluster(service: Service, address: str) -> dict[str, Any]:
             "grpc_health_check": {"service_name": service.full_name},
         }
     ]
-    # Never send traffic to a host failing its health check (fail fast with 503).
-    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    # Never send traffic to a host failing its health check (fail fast with 503); a
+    # change of a host's health reaches the workers at once (Envoy merges the changes of
+    # each 1 s by default, so a host back within a second of going down stayed out of
+    # rotation for a second more).
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0},
+                                   "update_merge_window": "0s"}
     return cluster
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import uuid
@@ -36,6 +37,24 @@ def trades(n: int) -> TradeRows:
         price=1 + rng.random(n) / 100, fee=rng.random(n), slippage=rng.random(n) / 10,
         round_trip=rng.integers(0, n, n), signal_bar=rng.integers(0, 10**6, n),
         signal_edge_bps=np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)))
+
+
+def test_columns_from_the_engines_series_indexes_equal_those_from_the_names() -> None:
+    # The engine gives each fill's series; the columns made from it (a lookup per series)
+    # are those made from the names (hashed per fill), and name only the series traded.
+    rng = np.random.default_rng(3)
+    names = (("venueb", "USDC/USDT"), ("venuea", "USDC/USDT"), ("kraken", "USDC/USD"),
+             ("idle", "BTC/USDT"))   # never trades
+    series = rng.integers(0, 3, 5_000)
+    t = trades(5_000)
+    by_name = dataclasses.replace(
+        t, venue=np.array([names[i][0] for i in series], dtype=object),
+        symbol=np.array([names[i][1] for i in series], dtype=object))
+    by_series = dataclasses.replace(by_name, series=series, series_names=names)
+    want = [bytes(x) if isinstance(x, memoryview) else x for x in encode_trades("b", by_name)]
+    got = [bytes(x) if isinstance(x, memoryview) else x for x in encode_trades("b", by_series)]
+    assert got == want
+    assert got[2:4] == [["kraken", "venuea", "venueb"], ["USDC/USD", "USDC/USDT"]]
 
 
 @pytest.mark.integration

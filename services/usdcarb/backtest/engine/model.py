@@ -174,6 +174,10 @@ class TradeLog:
     round_trip: I64
     signal_bar: I64
     signal_edge_bps: F64
+    # each fill's series (an index into ``series_names``: (venue, symbol) of the run's
+    # series), from which venue and symbol were made; empty when not known
+    series: I64 | None = None
+    series_names: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.bar)

@@ -269,7 +269,9 @@ def _simulate(plan: Plan, pvec: F64, config: EngineConfig, state: tuple[Any, ...
                    side=trades.side[:ntr].copy(), quantity=trades.qty[:ntr].copy(),
                    price=trades.px[:ntr].copy(), fee=trades.fee[:ntr].copy(),
                    slippage=trades.slip[:ntr].copy(), round_trip=trades.rt[:ntr].copy(),
-                   signal_bar=trades.sig[:ntr].copy(), signal_edge_bps=trades.edge[:ntr].copy())
+                   signal_bar=trades.sig[:ntr].copy(), signal_edge_bps=trades.edge[:ntr].copy(),
+                   series=ser.astype(np.int64),
+                   series_names=tuple((s.venue, s.symbol) for s in plan.series))
     ext = extras(vec)
     ext["initial_equity"] = init_eq
     ext["bars"] = float(n)
