@@ -89,7 +89,10 @@ def encode_split(raw: bytes) -> bytes:
     if len(raw) % 8 or not raw:
         return raw
     out = io.BytesIO()
-    pq.write_table(pa.table({"v": np.frombuffer(raw, "<f8")}), out, compression="zstd",
+    # The bytes as an Arrow array without a copy (a numpy array would make pyarrow import
+    # pandas, 0.2 s, to ask whether it is a Series).
+    values = pa.Array.from_buffers(pa.float64(), len(raw) // 8, [None, pa.py_buffer(raw)])
+    pq.write_table(pa.Table.from_arrays([values], names=["v"]), out, compression="zstd",
                    use_dictionary=False, use_byte_stream_split=True, write_statistics=False,
                    store_schema=False)
     packed = out.getvalue()
@@ -97,15 +100,16 @@ def encode_split(raw: bytes) -> bytes:
 
 
 def _split_decode(payload: bytes, points: int) -> bytes:
-    try:
-        column = pq.read_table(pa.BufferReader(payload)).column(0)
+    try:   # (read_table and to_numpy would import pandas: 0.2 s on first use)
+        column = pq.ParquetFile(pa.BufferReader(payload)).read(
+            use_pandas_metadata=False).column(0)
     except (OSError, pa.ArrowException) as exc:
         raise ValueError(f"expected a Parquet column of {points} values: {exc}") from exc
     if len(column) != points or column.null_count or column.type != pa.float64():
         raise ValueError(f"expected {points} float64 values, got {len(column)} "
                          f"{column.type}")
-    raw: bytes = column.to_numpy().astype("<f8", copy=False).tobytes()
-    return raw
+    return b"".join(memoryview(c.buffers()[1])[8 * c.offset:8 * (c.offset + len(c))]
+                    for c in column.chunks)
 
 
 def _drawdown(equity: np.ndarray, initial_equity: float) -> np.ndarray:
