@@ -247,6 +247,32 @@ async def test_health_follows_dependency_checks(probe: ProbeServicer) -> None:
         await srv.stop(0)
 
 
+async def test_health_rechecks_when_a_recheck_awaitable_completes(probe: ProbeServicer) -> None:
+    # The poll is an hour apart: only the recheck can turn the status.
+    ready = asyncio.Event()
+
+    async def engine_check() -> bool:
+        return ready.is_set()
+
+    srv = await start_in_process([SERVICE], register_probe(probe),
+                                 settings=settings_for_tests(health_interval_s=3600),
+                                 health_checks={"engine": engine_check},
+                                 recheck_on=[ready.wait])
+    try:
+        async with srv.channel() as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def serving() -> bool:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+            assert not await serving()
+            ready.set()
+            await eventually(serving, within=2.0)
+    finally:
+        await srv.stop(0)
+
+
 async def test_shutdown_drains_an_in_flight_call(probe: ProbeServicer, tmp_path: Path) -> None:
     closed: list[str] = []
 

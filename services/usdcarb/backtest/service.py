@@ -208,4 +208,4 @@ async def serve(settings: BacktestSettings) -> None:
                        "engine": components.runner.ready_check},
         on_close=[pool.close, reads.close, redis.aclose, components.close],
         collectors=[ReplicaCollector(reads), components.telemetry.registry],
-        recheck_on=[components.runner.ready.wait()])   # SERVING as soon as they are
+        recheck_on=[components.runner.ready.wait])   # SERVING as soon as they are

@@ -71,7 +71,7 @@ class Service:
         check_timeout_s: float = 2.0,
         verifier: TokenVerifier | None = None,
         collectors: Sequence[Collector] = (),
-        recheck_on: Sequence[Awaitable[Any]] = (),
+        recheck_on: Sequence[Callable[[], Awaitable[Any]]] = (),
     ) -> None:
         self.names = list(names)
         self.verifier = verifier
@@ -94,8 +94,9 @@ class Service:
                                     ["dependency"], registry=self.registry)
         self._serving: bool | None = None
         self._health_task: asyncio.Task[None] | None = None
-        # each: the checks run again as soon as it completes (a check that turns true
-        # at a known moment, as engine processes becoming ready, is not left to the poll)
+        # each, called at start: the checks run again as soon as what it returns completes
+        # (a check that turns true at a known moment, as engine processes becoming ready,
+        # is not left to the poll)
         self._recheck_on = list(recheck_on)
         self._rechecks: list[asyncio.Task[None]] = []
         self._metrics_http: MetricsServer | None = None
@@ -149,8 +150,9 @@ class Service:
             self._metrics_http = MetricsServer(self.registry, s.metrics_host, s.metrics_port)
             self.metrics_port = self._metrics_http.port
         self._health_task = asyncio.create_task(self._poll_health(), name="health-poll")
-        self._rechecks = [asyncio.create_task(self._recheck_after(aw), name="health-recheck")
-                          for aw in self._recheck_on]
+        self._rechecks = [asyncio.create_task(self._recheck_after(when()),
+                                              name="health-recheck")
+                          for when in self._recheck_on]
         if s.port_file is not None:
             # Written last: once the file exists, the process is fully up.
             _write_atomically(s.port_file, f"{self.port}\n")
@@ -291,13 +293,13 @@ async def run_service(
     on_close: Sequence[CloseCallback] = (),
     verifier: TokenVerifier | None = None,
     collectors: Sequence[Collector] = (),
-    recheck_on: Sequence[Awaitable[Any]] = (),
+    recheck_on: Sequence[Callable[[], Awaitable[Any]]] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
     ``verifier`` checks callers' tokens (default: against identity's JWKS, see
-    ``PlatformSettings.identity_address``); the health checks run again as soon as each
-    of ``recheck_on`` completes, besides every ``health_interval_s``.
+    ``PlatformSettings.identity_address``); the health checks run again as soon as what
+    each of ``recheck_on`` returns completes, besides every ``health_interval_s``.
     """
     service = Service(names, register, settings, health_checks=health_checks, on_close=on_close,
                       verifier=verifier, collectors=collectors, recheck_on=recheck_on)

@@ -7,7 +7,7 @@ async with await start_in_process(["usdcarb.v1.StrategyService"], register) as s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -170,6 +170,7 @@ async def start_in_process(
     health_checks: Mapping[str, HealthCheck] | None = None,
     on_close: Sequence[CloseCallback] = (),
     verifier: TokenVerifier | None = None,
+    recheck_on: Sequence[Callable[[], Awaitable[Any]]] = (),
 ) -> InProcessServer:
     """Start the service on 127.0.0.1 with a free port and return it running."""
     service = Service(
@@ -179,6 +180,7 @@ async def start_in_process(
         health_checks=health_checks,
         on_close=on_close,
         verifier=verifier,
+        recheck_on=recheck_on,
     )
     try:
         await service.start()
