@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -213,11 +213,8 @@ class Runner:
                 return
             try:
                 version = await _first_call(self._executors[index], warm_up)
-                age = _process_age_s()
-                logger.info("worker %s ready in %.2f s (engine %s)%s", consumer,
-                            time.perf_counter() - started, version,
-                            "" if age is None else
-                            f", {age:.2f} s after this process started")
+                logger.info("worker %s ready in %.2f s (engine %s)", consumer,
+                            time.perf_counter() - started, version)
                 break
             except BrokenProcessPool:
                 # The engine process died (killed; a cache file being rewritten by
@@ -753,39 +750,22 @@ async def _first_call(executor: ProcessPoolExecutor, fn: Callable[[], Any]) -> A
     its process inside ``submit``, and a forkserver still loading the engine (or compiling
     it, on an empty cache) holds that call until it forks. A daemon thread, not the loop's
     default executor, which a stopping service would wait for."""
-    loop = asyncio.get_running_loop()
-    submitted: asyncio.Future[Any] = loop.create_future()
-
-    def settle(future: Any = None, exc: BaseException | None = None) -> None:
-        if submitted.done():
-            return
-        if exc is not None:
-            submitted.set_exception(exc)
-        else:
-            submitted.set_result(future)
+    submitted: Future[Any] = Future()   # -> the call's own future
 
     def submit() -> None:
+        # (InvalidStateError: the awaiting task was cancelled meanwhile, the runner stopped)
         try:
-            future, exc = executor.submit(fn), None
-        except BaseException as error:
-            future, exc = None, error
-        with contextlib.suppress(RuntimeError):   # the loop closed meanwhile (stopped)
-            loop.call_soon_threadsafe(settle, future, exc)
+            call = executor.submit(fn)
+        except BaseException as exc:
+            with contextlib.suppress(InvalidStateError):
+                submitted.set_exception(exc)
+            return
+        with contextlib.suppress(InvalidStateError):
+            submitted.set_result(call)
 
     threading.Thread(target=submit, name="engine-start", daemon=True).start()
-    return await asyncio.wrap_future(await submitted)
-
-
-def _process_age_s() -> float | None:
-    """Seconds since this process started (Linux /proc; None elsewhere)."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+    call: Future[Any] = await asyncio.wrap_future(submitted)
+    return await asyncio.wrap_future(call)
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

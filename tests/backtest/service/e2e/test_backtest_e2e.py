@@ -36,7 +36,7 @@ from backtest.service.bt_helpers import (
 from usdcarb.backtest.engine import _cache
 from usdcarb.backtest.service import SERVICE
 from usdcarb.devstack import free_port
-from usdcarb.devstack.ports import child_pids
+from usdcarb.devstack.ports import child_pids, pid_alive
 from usdcarb.devstack.stack import REPO, StackInfo
 from usdcarb.gateway.devtoken import mint_dev_token
 from usdcarb.v1 import backtest_pb2 as pb
@@ -233,14 +233,6 @@ def _tree(root: int) -> dict[int, tuple[int, str]]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def replicas(stack: StackInfo) -> Iterator[Any]:
     """Start backtest replicas of our own on the stack's stores, with their own queue."""
@@ -315,7 +307,7 @@ def test_a_replica_killed_mid_job_leaves_the_job_rerun_not_running(
     # ...and they end with it: each engine process watches the service (exit_with_parent),
     # and the forkserver ends once they have.
     deadline = time.monotonic() + 10
-    while left := [p for p in tree if _running(p)]:
+    while left := [p for p in tree if pid_alive(p)]:
         assert time.monotonic() < deadline, f"still running after the service died: {left}"
         time.sleep(0.1)
     _, port2 = replicas("survivor")
